@@ -1,0 +1,483 @@
+//! The versioned store anti-entropy reconciles: streams of immutable, sequenced entries
+//! (PROTOCOLS.md §1.1).
+//!
+//! A key is a [`StreamId`] (topic, origin) and its versions are sequence numbers; a higher
+//! seq is a newer version. Each stream keeps its newest `retention` entries, so the same
+//! store carries a message history (retention in the thousands) or a last-writer-wins table
+//! such as membership (retention 1: only the newest version survives).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::id::{Seq, StreamId, TopicId};
+
+/// One stored entry: a version of a stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The stream it belongs to.
+    pub stream: StreamId,
+    /// Its sequence number (version), ≥ 1.
+    pub seq: Seq,
+    /// The opaque value.
+    pub payload: Bytes,
+}
+
+impl Entry {
+    /// Bytes this entry costs in a delta budget: payload plus a fixed allowance for ids.
+    pub fn budget_cost(&self) -> usize {
+        self.payload.len() + 48
+    }
+}
+
+/// What a node holds of one stream (PROTOCOLS.md §1.1). The invariant it promises: every seq
+/// `s` with `floor ≤ s ≤ max` and `s ∉ missing` is held by the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSummary {
+    /// The stream described.
+    pub stream: StreamId,
+    /// Smallest seq held; `max + 1` if none.
+    pub floor: Seq,
+    /// Largest `c ≥ floor − 1` such that every seq in `[floor, c]` is held.
+    pub contig: Seq,
+    /// Largest seq held (lowered when `missing` was truncated); 0 if none.
+    pub max: Seq,
+    /// Seqs in `(contig, max)` not held, ascending, at most the configured bound.
+    pub missing: Vec<Seq>,
+}
+
+impl StreamSummary {
+    /// True when the summary says its sender holds `seq`.
+    pub fn covers(&self, seq: Seq) -> bool {
+        self.floor <= seq
+            && seq <= self.max
+            && (seq <= self.contig || self.missing.binary_search(&seq).is_err())
+    }
+
+    /// True when the sender holds nothing of the stream.
+    pub fn is_empty(&self) -> bool {
+        self.max < self.floor
+    }
+
+    /// Check the summary's internal consistency (PROTOCOLS.md §1.6): `contig ≤ max` unless
+    /// empty, `floor ≤ contig + 1`, `missing` strictly ascending inside `(contig, max)` and
+    /// no longer than `missing_max`.
+    pub fn is_consistent(&self, missing_max: usize) -> bool {
+        if self.floor == 0 || self.missing.len() > missing_max {
+            return false;
+        }
+        if self.is_empty() {
+            return self.contig == self.max && self.missing.is_empty();
+        }
+        let contig_ok = self.contig >= self.floor.saturating_sub(1)
+            && self.contig <= self.max
+            && self.floor <= self.contig.saturating_add(1);
+        let missing_ok = self.missing.windows(2).all(|w| w[0] < w[1])
+            && self
+                .missing
+                .iter()
+                .all(|&s| s > self.contig && s < self.max);
+        contig_ok && missing_ok
+    }
+}
+
+/// The outcome of [`Store::insert`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored; it was not held before.
+    New,
+    /// Already held; nothing changed.
+    Duplicate,
+    /// Older than everything a full stream keeps: not stored.
+    TooOld,
+    /// Seq 0 is "none" and cannot be stored.
+    Invalid,
+}
+
+/// Streams of entries, each bounded to its newest `retention` seqs.
+#[derive(Clone, Debug)]
+pub struct Store {
+    streams: BTreeMap<StreamId, BTreeMap<Seq, Bytes>>,
+    retention: usize,
+}
+
+impl Store {
+    /// An empty store keeping at most `retention` (≥ 1) entries per stream.
+    pub fn new(retention: usize) -> Self {
+        Store {
+            streams: BTreeMap::new(),
+            retention: retention.max(1),
+        }
+    }
+
+    /// Store `entry` unless held already or too old to keep.
+    pub fn insert(&mut self, entry: Entry) -> Inserted {
+        if entry.seq == 0 {
+            return Inserted::Invalid;
+        }
+        let held = self.streams.entry(entry.stream).or_default();
+        if held.contains_key(&entry.seq) {
+            return Inserted::Duplicate;
+        }
+        if held.len() >= self.retention {
+            match held.first_key_value() {
+                Some((&lowest, _)) if entry.seq < lowest => return Inserted::TooOld,
+                Some((&lowest, _)) => {
+                    held.remove(&lowest);
+                }
+                None => {}
+            }
+        }
+        held.insert(entry.seq, entry.payload);
+        Inserted::New
+    }
+
+    /// True when `(stream, seq)` is held.
+    pub fn contains(&self, stream: &StreamId, seq: Seq) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|h| h.contains_key(&seq))
+    }
+
+    /// The payload of `(stream, seq)`, if held.
+    pub fn get(&self, stream: &StreamId, seq: Seq) -> Option<&Bytes> {
+        self.streams.get(stream).and_then(|h| h.get(&seq))
+    }
+
+    /// Number of entries held over all streams.
+    pub fn len(&self) -> usize {
+        self.streams.values().map(BTreeMap::len).sum()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.streams.values().all(BTreeMap::is_empty)
+    }
+
+    /// The streams held, ascending.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamId> {
+        self.streams.keys()
+    }
+
+    /// Drop every stream of `topic`.
+    pub fn remove_topic(&mut self, topic: TopicId) {
+        self.streams.retain(|s, _| s.topic != topic);
+    }
+
+    /// The summary of one stream, with `missing` truncated to `missing_max` seqs (and `max`
+    /// lowered accordingly, so the summary stays true).
+    pub fn summary(&self, stream: StreamId, missing_max: usize) -> StreamSummary {
+        let empty = StreamSummary {
+            stream,
+            floor: 1,
+            contig: 0,
+            max: 0,
+            missing: Vec::new(),
+        };
+        let Some(held) = self.streams.get(&stream) else {
+            return empty;
+        };
+        let (Some((&floor, _)), Some((&max, _))) = (held.first_key_value(), held.last_key_value())
+        else {
+            return empty;
+        };
+        let mut contig = floor - 1;
+        let mut missing = Vec::new();
+        let mut cut_max = max;
+        let mut prev = floor - 1;
+        for &s in held.keys() {
+            if s == prev + 1 && missing.is_empty() {
+                contig = s;
+            } else {
+                // seqs prev+1 .. s-1 are missing
+                let mut m = prev + 1;
+                while m < s {
+                    if missing.len() == missing_max {
+                        cut_max = m - 1;
+                        return StreamSummary {
+                            stream,
+                            floor,
+                            contig,
+                            max: cut_max,
+                            missing,
+                        };
+                    }
+                    missing.push(m);
+                    m += 1;
+                }
+            }
+            prev = s;
+        }
+        StreamSummary {
+            stream,
+            floor,
+            contig,
+            max: cut_max,
+            missing,
+        }
+    }
+
+    /// Summaries of the held streams whose topic is in `scope` (ascending), at most
+    /// `streams_max` of them. When there are more, the window starts at the first stream
+    /// after `after` (wrapping) and the second value is the last stream taken, where the
+    /// next digest should continue; `None` means the digest is complete.
+    pub fn digest(
+        &self,
+        scope: &[TopicId],
+        missing_max: usize,
+        streams_max: usize,
+        after: Option<&StreamId>,
+    ) -> (Vec<StreamSummary>, Option<StreamId>) {
+        let in_scope = |s: &&StreamId| scope.binary_search(&s.topic).is_ok();
+        let total = self.streams.keys().filter(in_scope).count();
+        if total <= streams_max {
+            let all = self
+                .streams
+                .keys()
+                .filter(in_scope)
+                .map(|s| self.summary(*s, missing_max))
+                .collect();
+            return (all, None);
+        }
+        let tail = self.streams.keys().filter(|s| after.is_none_or(|a| *s > a));
+        let head = self
+            .streams
+            .keys()
+            .filter(|s| after.is_some_and(|a| *s <= a));
+        let taken: Vec<StreamId> = tail
+            .chain(head)
+            .filter(in_scope)
+            .take(streams_max)
+            .copied()
+            .collect();
+        let last = taken.last().copied();
+        let mut picked: Vec<StreamSummary> = taken
+            .into_iter()
+            .map(|s| self.summary(s, missing_max))
+            .collect();
+        picked.sort_unstable_by(|a, b| a.stream.cmp(&b.stream));
+        (picked, last)
+    }
+
+    /// The entries a remote node lacks according to its digest, restricted to `scope`,
+    /// ascending by (stream, seq), cut once `bytes_max` would be exceeded (at least one entry
+    /// is always included). Returns the entries and whether the cut left some out.
+    ///
+    /// A held seq `s` is sent when the remote's summary does not cover it and `s ≥` the
+    /// remote's `floor` (see the module docs of `anti_entropy` for why not below it). A stream
+    /// absent from the digest counts as "holds nothing" unless the digest is `partial`, in
+    /// which case it is skipped.
+    pub fn delta_for(
+        &self,
+        remote: &[StreamSummary],
+        remote_partial: bool,
+        scope: &[TopicId],
+        bytes_max: usize,
+    ) -> (Vec<Entry>, bool) {
+        let mut out = Vec::new();
+        let mut used = 0usize;
+        for (stream, held) in &self.streams {
+            if scope.binary_search(&stream.topic).is_err() {
+                continue;
+            }
+            let summary = remote
+                .binary_search_by(|r| r.stream.cmp(stream))
+                .ok()
+                .map(|i| &remote[i]);
+            if summary.is_none() && remote_partial {
+                continue;
+            }
+            let from = summary.map_or(1, |r| r.floor);
+            for (&seq, payload) in held.range(from..) {
+                if summary.is_some_and(|r| r.covers(seq)) {
+                    continue;
+                }
+                let entry = Entry {
+                    stream: *stream,
+                    seq,
+                    payload: payload.clone(),
+                };
+                let cost = entry.budget_cost();
+                if !out.is_empty() && used + cost > bytes_max {
+                    return (out, true);
+                }
+                used += cost;
+                out.push(entry);
+            }
+        }
+        (out, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::NodeId;
+
+    fn sid(o: u64) -> StreamId {
+        StreamId {
+            topic: TopicId(1),
+            origin: NodeId::from_u64(o),
+        }
+    }
+
+    fn store_with(seqs: &[Seq]) -> Store {
+        let mut s = Store::new(100);
+        for &q in seqs {
+            s.insert(Entry {
+                stream: sid(1),
+                seq: q,
+                payload: Bytes::from(vec![q as u8]),
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn summary_follows_the_definitions() {
+        let s = store_with(&[3, 4, 5, 7, 9, 10]);
+        let sum = s.summary(sid(1), 32);
+        assert_eq!(
+            (sum.floor, sum.contig, sum.max, sum.missing.clone()),
+            (3, 5, 10, vec![6, 8])
+        );
+        assert!(sum.is_consistent(32));
+        for q in 1..=12 {
+            assert_eq!(sum.covers(q), s.contains(&sid(1), q), "seq {q}");
+        }
+        let empty = s.summary(sid(2), 32);
+        assert_eq!((empty.floor, empty.contig, empty.max), (1, 0, 0));
+        assert!(empty.is_empty() && empty.is_consistent(32));
+    }
+
+    #[test]
+    fn truncated_summary_lowers_max_and_stays_true() {
+        let s = store_with(&[1, 3, 5, 7, 9]);
+        let sum = s.summary(sid(1), 2);
+        assert_eq!(
+            (sum.floor, sum.contig, sum.max, sum.missing.clone()),
+            (1, 1, 5, vec![2, 4])
+        );
+        for q in 1..=9 {
+            if sum.covers(q) {
+                assert!(s.contains(&sid(1), q), "summary claims {q}");
+            }
+        }
+        assert!(sum.is_consistent(2));
+        assert!(!sum.is_consistent(1));
+    }
+
+    #[test]
+    fn inconsistent_summaries_are_detected() {
+        let base = StreamSummary {
+            stream: sid(1),
+            floor: 3,
+            contig: 5,
+            max: 10,
+            missing: vec![6, 8],
+        };
+        assert!(base.is_consistent(32));
+        let bad = [
+            StreamSummary {
+                contig: 11,
+                ..base.clone()
+            },
+            StreamSummary {
+                floor: 7,
+                ..base.clone()
+            },
+            StreamSummary {
+                missing: vec![8, 6],
+                ..base.clone()
+            },
+            StreamSummary {
+                missing: vec![5, 8],
+                ..base.clone()
+            },
+            StreamSummary {
+                missing: vec![6, 10],
+                ..base.clone()
+            },
+            StreamSummary {
+                floor: 0,
+                ..base.clone()
+            },
+        ];
+        for b in bad {
+            assert!(!b.is_consistent(32), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest() {
+        let mut s = Store::new(2);
+        let e = |q: Seq| Entry {
+            stream: sid(1),
+            seq: q,
+            payload: Bytes::new(),
+        };
+        assert_eq!(s.insert(e(5)), Inserted::New);
+        assert_eq!(s.insert(e(5)), Inserted::Duplicate);
+        assert_eq!(s.insert(e(6)), Inserted::New);
+        assert_eq!(s.insert(e(4)), Inserted::TooOld);
+        assert_eq!(s.insert(e(9)), Inserted::New);
+        assert!(!s.contains(&sid(1), 5) && s.contains(&sid(1), 6) && s.contains(&sid(1), 9));
+        assert_eq!(s.insert(e(0)), Inserted::Invalid);
+    }
+
+    #[test]
+    fn delta_sends_only_what_the_remote_lacks() {
+        let mine = store_with(&[1, 2, 3, 4, 5, 6]);
+        let theirs = store_with(&[3, 4, 6]);
+        let (digest, cursor) = theirs.digest(&[TopicId(1)], 32, 256, None);
+        assert!(cursor.is_none());
+        let (delta, more) = mine.delta_for(&digest, false, &[TopicId(1)], 1 << 20);
+        // 1 and 2 are below the remote floor (3): not sent; 5 is missing there.
+        assert_eq!(delta.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5]);
+        assert!(!more);
+        // A remote that holds nothing gets everything; out-of-scope topics get nothing.
+        let (all, _) = mine.delta_for(&[], false, &[TopicId(1)], 1 << 20);
+        assert_eq!(all.len(), 6);
+        let (none, _) = mine.delta_for(&[], false, &[TopicId(2)], 1 << 20);
+        assert!(none.is_empty());
+        let (skipped, _) = mine.delta_for(&[], true, &[TopicId(1)], 1 << 20);
+        assert!(
+            skipped.is_empty(),
+            "partial digest: absent stream is unknown, not empty"
+        );
+    }
+
+    #[test]
+    fn delta_respects_the_byte_budget_but_always_progresses() {
+        let mine = store_with(&[1, 2, 3]);
+        let (one, more) = mine.delta_for(&[], false, &[TopicId(1)], 10);
+        assert_eq!((one.len(), more), (1, true));
+        let (two, more) = mine.delta_for(&[], false, &[TopicId(1)], 49 * 2);
+        assert_eq!((two.len(), more), (2, true));
+    }
+
+    #[test]
+    fn digest_rotates_when_over_the_stream_bound() {
+        let mut s = Store::new(10);
+        for o in 1..=5 {
+            s.insert(Entry {
+                stream: sid(o),
+                seq: 1,
+                payload: Bytes::new(),
+            });
+        }
+        let (d, cursor) = s.digest(&[TopicId(1)], 32, 2, None);
+        assert_eq!(cursor, Some(sid(2)));
+        assert_eq!(
+            d.iter().map(|x| x.stream).collect::<Vec<_>>(),
+            vec![sid(1), sid(2)]
+        );
+        let (d, cursor) = s.digest(&[TopicId(1)], 32, 2, Some(&sid(4)));
+        assert_eq!(cursor, Some(sid(1)));
+        assert_eq!(
+            d.iter().map(|x| x.stream).collect::<Vec<_>>(),
+            vec![sid(1), sid(5)]
+        );
+    }
+}

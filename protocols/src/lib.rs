@@ -1,0 +1,34 @@
+//! hearsay's core types and sans-IO protocol machines.
+//!
+//! Everything here is a plain state machine (DESIGN.md, "the sans-IO rule"): time comes in as
+//! an [`Instant`], randomness from an owned, seeded [`Rng`], and output is pulled by the driver
+//! through the [`Machine`] contract. The same code runs in unit tests that step time by hand,
+//! in the simulator (`hearsay-sim`) at 10^5 nodes, and in the daemon.
+//!
+//! | module | contents |
+//! |---|---|
+//! | [`id`] | [`NodeId`], [`TopicId`], [`StreamId`], [`Seq`] |
+//! | [`time`] | [`Instant`], [`Duration`]: microseconds, no clock |
+//! | [`rng`] | [`Seed`] derivation and the [`Rng`] every machine owns |
+//! | [`timer`] | [`Ticker`]: periodic timers in sync, phased or Poisson timing |
+//! | [`machine`] | the [`Machine`] trait, [`Transmit`], [`Outbox`] |
+//! | [`peers`] | [`PeerView`]: uniform random partner choice |
+//! | [`wire`] | the envelope: version, kind, size limit, typed decode errors |
+//! | [`anti_entropy`] | Demers et al.'s anti-entropy over a store of sequenced entries |
+
+pub mod anti_entropy;
+pub mod id;
+pub mod machine;
+pub mod peers;
+pub mod rng;
+pub mod time;
+pub mod timer;
+pub mod wire;
+
+pub use id::{NodeId, Seq, StreamId, TopicId};
+pub use machine::{Machine, Outbox, Reliability, Transmit};
+pub use peers::PeerView;
+pub use rng::{Rng, Seed};
+pub use time::{Duration, Instant};
+pub use timer::{Ticker, Timing};
+pub use wire::{DecodeError, EncodeError, Frame, MessageKind, WireMessage};

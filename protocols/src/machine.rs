@@ -1,0 +1,143 @@
+//! The contract every protocol machine follows, so that unit tests, the simulator and the
+//! daemon drive all of them the same way (DESIGN.md, "the sans-IO rule").
+//!
+//! A machine is a plain state machine. It never reads a clock, opens a socket, spawns a
+//! thread or draws from a global RNG: time comes in as an [`Instant`] argument, randomness
+//! from the [`Rng`](crate::Rng) it owns, and everything it wants done comes out through the
+//! `poll_*` methods.
+//!
+//! # Driving a machine
+//!
+//! After every input (`handle_message`, `handle_timeout`, or a machine-specific local command
+//! such as `publish`), the driver drains the outputs **in this order**:
+//!
+//! 1. [`poll_transmit`](Machine::poll_transmit) until `None`: each transmit is handed to the
+//!    network in the order produced;
+//! 2. [`poll_event`](Machine::poll_event) until `None`: deliveries, membership changes,
+//!    results;
+//! 3. [`poll_timeout`](Machine::poll_timeout): the single instant at which the driver must
+//!    next call `handle_timeout` (replacing any earlier request). `None` means no timer.
+//!
+//! `handle_timeout(now)` may be called late (a busy driver) or early (a stale wake-up); the
+//! machine processes whatever deadlines are `<= now` and ignores the rest. A deadline in the
+//! past is served at once. This is quinn-proto's `Connection` shape.
+//!
+//! Machines that are composed of others (the Engine) keep the same shape: parts push into an
+//! [`Outbox`] they are handed, and the composite drains it.
+
+use std::collections::VecDeque;
+
+use crate::id::NodeId;
+use crate::time::Instant;
+
+/// How a transmit must travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Reliability {
+    /// Best effort: may be lost, duplicated or reordered (a QUIC datagram). Marked **(D)** in
+    /// PROTOCOLS.md.
+    Datagram,
+    /// Reliable and ordered per peer pair, may fail as a whole (a QUIC stream). Marked **(S)**.
+    Stream,
+}
+
+/// One message a machine wants sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transmit<M> {
+    /// The destination node.
+    pub to: NodeId,
+    /// Datagram or stream.
+    pub reliability: Reliability,
+    /// The protocol message; the driver encodes it (in the daemon) or carries it as a value
+    /// (in the simulator).
+    pub msg: M,
+}
+
+/// The handle/poll shape shared by every protocol machine. See the [module docs](self) for the
+/// order in which a driver calls it.
+pub trait Machine {
+    /// The protocol's closed set of wire messages.
+    type Message;
+    /// The protocol's closed set of outputs to the host (deliveries, results, changes).
+    type Event;
+
+    /// A message `msg` from the authenticated peer `from` arrived at `now`.
+    fn handle_message(&mut self, now: Instant, from: NodeId, msg: Self::Message);
+
+    /// The deadline last returned by `poll_timeout` has been reached (or passed) at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// The next message to send, if any.
+    fn poll_transmit(&mut self) -> Option<Transmit<Self::Message>>;
+
+    /// The next event for the host, if any.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+
+    /// When `handle_timeout` should next be called; `None` if no timer is armed.
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
+/// The queue of outputs a machine (or a part of one) produces, drained by `poll_transmit`
+/// and `poll_event`. Composite machines hand it to their parts (iroh-gossip's `IO` sink).
+#[derive(Debug)]
+pub struct Outbox<M, E> {
+    transmits: VecDeque<Transmit<M>>,
+    events: VecDeque<E>,
+}
+
+impl<M, E> Default for Outbox<M, E> {
+    fn default() -> Self {
+        Outbox {
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+}
+
+impl<M, E> Outbox<M, E> {
+    /// Queue a datagram to `to`.
+    pub fn datagram(&mut self, to: NodeId, msg: M) {
+        self.transmits.push_back(Transmit {
+            to,
+            reliability: Reliability::Datagram,
+            msg,
+        });
+    }
+
+    /// Queue a stream message to `to`.
+    pub fn stream(&mut self, to: NodeId, msg: M) {
+        self.transmits.push_back(Transmit {
+            to,
+            reliability: Reliability::Stream,
+            msg,
+        });
+    }
+
+    /// Queue an event for the host.
+    pub fn event(&mut self, event: E) {
+        self.events.push_back(event);
+    }
+
+    /// The oldest queued transmit.
+    pub fn pop_transmit(&mut self) -> Option<Transmit<M>> {
+        self.transmits.pop_front()
+    }
+
+    /// The oldest queued event.
+    pub fn pop_event(&mut self) -> Option<E> {
+        self.events.pop_front()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.transmits.is_empty() && self.events.is_empty()
+    }
+
+    /// Release the queues' memory once drained (the simulator holds 10^5 machines; an idle
+    /// machine should not keep the capacity of its busiest moment).
+    pub fn shrink(&mut self) {
+        if self.is_empty() {
+            self.transmits = VecDeque::new();
+            self.events = VecDeque::new();
+        }
+    }
+}
