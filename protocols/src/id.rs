@@ -7,9 +7,44 @@ use sha2::{Digest, Sha256};
 
 /// A node's identity: its public key bytes, totally ordered bytewise.
 ///
-/// The transport authenticates it; machines only compare, order and copy it.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// The transport authenticates it; machines only compare, order and copy it. Comparison
+/// works on four big-endian words, which is the same order as bytewise and several times
+/// cheaper than a `memcmp` call (binary searches over 10^5 ids are a simulator hot path).
+#[derive(Clone, Copy, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeId([u8; 32]);
+
+impl NodeId {
+    #[inline]
+    fn words(&self) -> [u64; 4] {
+        let w = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&self.0[8 * i..8 * i + 8]);
+            u64::from_be_bytes(b)
+        };
+        [w(0), w(1), w(2), w(3)]
+    }
+}
+
+impl PartialEq for NodeId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.words() == other.words()
+    }
+}
+
+impl Ord for NodeId {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.words().cmp(&other.words())
+    }
+}
+
+impl PartialOrd for NodeId {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl NodeId {
     /// The identity with these key bytes.
@@ -32,6 +67,7 @@ impl NodeId {
 
     /// The first 8 bytes as a big-endian integer: well spread for random keys, so a cheap
     /// hash-map key (never an order: use `Ord` for that).
+    #[inline]
     pub fn prefix_u64(&self) -> u64 {
         let mut head = [0u8; 8];
         head.copy_from_slice(&self.0[..8]);
@@ -62,10 +98,7 @@ pub struct TopicId(pub u64);
 impl TopicId {
     /// The id of the topic with this name.
     pub fn of(name: &str) -> Self {
-        let digest = Sha256::new()
-            .chain_update(b"hearsay/topic/")
-            .chain_update(name.as_bytes())
-            .finalize();
+        let digest = Sha256::new().chain_update(b"hearsay/topic/").chain_update(name.as_bytes()).finalize();
         let mut head = [0u8; 8];
         head.copy_from_slice(&digest[..8]);
         TopicId(u64::from_be_bytes(head))
@@ -100,6 +133,28 @@ mod tests {
         assert!(NodeId::from_u64(2) < NodeId::from_u64(10));
         assert_eq!(NodeId::from_u64(7).prefix_u64(), 7);
         assert_eq!(NodeId::from_u64(0xab).to_string(), "00000000000000ab");
+    }
+
+    #[test]
+    fn order_is_bytewise() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut ids = Vec::new();
+        for _ in 0..200 {
+            let mut b = [0u8; 32];
+            for byte in b.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *byte = (x % 4) as u8; // many shared prefixes
+            }
+            ids.push(NodeId::from_bytes(b));
+        }
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(a.cmp(b), a.as_bytes().cmp(b.as_bytes()));
+                assert_eq!(a == b, a.as_bytes() == b.as_bytes());
+            }
+        }
     }
 
     #[test]

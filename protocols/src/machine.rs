@@ -86,58 +86,53 @@ pub struct Outbox<M, E> {
 
 impl<M, E> Default for Outbox<M, E> {
     fn default() -> Self {
-        Outbox {
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-        }
+        Outbox { transmits: VecDeque::new(), events: VecDeque::new() }
     }
 }
 
 impl<M, E> Outbox<M, E> {
     /// Queue a datagram to `to`.
+    #[inline]
     pub fn datagram(&mut self, to: NodeId, msg: M) {
-        self.transmits.push_back(Transmit {
-            to,
-            reliability: Reliability::Datagram,
-            msg,
-        });
+        self.transmits.push_back(Transmit { to, reliability: Reliability::Datagram, msg });
     }
 
     /// Queue a stream message to `to`.
+    #[inline]
     pub fn stream(&mut self, to: NodeId, msg: M) {
-        self.transmits.push_back(Transmit {
-            to,
-            reliability: Reliability::Stream,
-            msg,
-        });
+        self.transmits.push_back(Transmit { to, reliability: Reliability::Stream, msg });
     }
 
     /// Queue an event for the host.
+    #[inline]
     pub fn event(&mut self, event: E) {
         self.events.push_back(event);
     }
 
-    /// The oldest queued transmit.
+    /// The oldest queued transmit. Once the queue is drained its buffer is released: the
+    /// simulator holds 10^5 machines, and an idle machine should not keep the capacity of its
+    /// busiest moment.
+    #[inline]
     pub fn pop_transmit(&mut self) -> Option<Transmit<M>> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() && self.transmits.capacity() > 0 {
+            self.transmits = VecDeque::new();
+        }
+        t
     }
 
-    /// The oldest queued event.
+    /// The oldest queued event; releases the buffer once drained, like `pop_transmit`.
+    #[inline]
     pub fn pop_event(&mut self) -> Option<E> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        e
     }
 
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.transmits.is_empty() && self.events.is_empty()
-    }
-
-    /// Release the queues' memory once drained (the simulator holds 10^5 machines; an idle
-    /// machine should not keep the capacity of its busiest moment).
-    pub fn shrink(&mut self) {
-        if self.is_empty() {
-            self.transmits = VecDeque::new();
-            self.events = VecDeque::new();
-        }
     }
 }

@@ -51,10 +51,7 @@ impl Seed {
     /// A labelled child: SHA-256(self ‖ label). Machines of a node use
     /// `node_seed.child("machine/<name>")`.
     pub fn child(&self, label: &str) -> Seed {
-        let digest = Sha256::new()
-            .chain_update(self.0)
-            .chain_update(label.as_bytes())
-            .finalize();
+        let digest = Sha256::new().chain_update(self.0).chain_update(label.as_bytes()).finalize();
         Seed(digest.into())
     }
 
@@ -80,12 +77,14 @@ impl Rng {
     }
 
     /// 64 uniformly random bits.
+    #[inline]
     pub fn next_u64(&mut self) -> u64 {
         self.0.next_u64()
     }
 
     /// Uniform in `0..n` (Lemire's multiply-and-reject: exact, no modulo bias).
     /// `n == 0` gives 0.
+    #[inline]
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             return 0;
@@ -101,21 +100,25 @@ impl Rng {
     }
 
     /// Uniform index in `0..len`. `len == 0` gives 0; callers check emptiness first.
+    #[inline]
     pub fn index(&mut self, len: usize) -> usize {
         self.below(len as u64) as usize
     }
 
     /// Uniform in [0, 1), 53 bits of precision.
+    #[inline]
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Uniform in [lo, hi).
+    #[inline]
     pub fn range_f64(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * self.unit()
     }
 
     /// True with probability `p` (clamped to [0, 1]); draws exactly once either way.
+    #[inline]
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
@@ -148,11 +151,7 @@ impl Rng {
         // Sparse view of the permuted array: slots that differ from the identity.
         let mut moved: Vec<(usize, usize)> = Vec::with_capacity(2 * k);
         let read = |moved: &Vec<(usize, usize)>, i: usize| {
-            moved
-                .iter()
-                .rev()
-                .find(|(slot, _)| *slot == i)
-                .map_or(i, |(_, v)| *v)
+            moved.iter().rev().find(|(slot, _)| *slot == i).map_or(i, |(_, v)| *v)
         };
         let mut out = Vec::with_capacity(k);
         for i in 0..k {
@@ -184,11 +183,7 @@ mod tests {
         assert_eq!(xs, ys);
         assert_ne!(xs, (0..4).map(|_| rng(2).next_u64()).collect::<Vec<_>>());
         let seed = Seed::from_bytes([7; 32]);
-        assert_eq!(
-            Rng::from_seed(seed).next_u64(),
-            0x8f62_ac27_d2c9_5aea,
-            "PCG64 stream moved"
-        );
+        assert_eq!(Rng::from_seed(seed).next_u64(), 0x8f62_ac27_d2c9_5aea, "PCG64 stream moved");
     }
 
     #[test]

@@ -9,15 +9,11 @@ use std::ops::{Add, AddAssign, Mul, Sub};
 use serde::{Deserialize, Serialize};
 
 /// A point in time, in microseconds since an epoch chosen by the driver.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Instant(u64);
 
 /// A span of time, in microseconds.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Duration(u64);
 
 impl Instant {
@@ -27,21 +23,25 @@ impl Instant {
     pub const MAX: Instant = Instant(u64::MAX);
 
     /// The instant `micros` microseconds after the epoch.
+    #[inline]
     pub const fn from_micros(micros: u64) -> Self {
         Instant(micros)
     }
 
     /// Microseconds since the epoch.
+    #[inline]
     pub const fn as_micros(self) -> u64 {
         self.0
     }
 
     /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.
+    #[inline]
     pub fn saturating_since(self, earlier: Instant) -> Duration {
         Duration(self.0.saturating_sub(earlier.0))
     }
 
     /// `self + d`, saturating at [`Instant::MAX`].
+    #[inline]
     pub fn saturating_add(self, d: Duration) -> Instant {
         Instant(self.0.saturating_add(d.0))
     }
@@ -68,6 +68,7 @@ impl Duration {
 
     /// A duration of `secs` seconds, rounded to the nearest microsecond; negative or
     /// non-finite inputs give zero, huge ones saturate.
+    #[inline]
     pub fn from_secs_f64(secs: f64) -> Self {
         if secs.is_finite() && secs > 0.0 {
             // `as` saturates for out-of-range floats.
@@ -83,11 +84,13 @@ impl Duration {
     }
 
     /// The length in seconds.
+    #[inline]
     pub fn as_secs_f64(self) -> f64 {
         self.0 as f64 / 1e6
     }
 
     /// `self * factor`, rounded to the nearest microsecond (saturating, never negative).
+    #[inline]
     pub fn mul_f64(self, factor: f64) -> Duration {
         Duration::from_secs_f64(self.as_secs_f64() * factor)
     }
@@ -168,10 +171,7 @@ mod tests {
         let t = Instant::from_micros(10);
         assert_eq!(t - Instant::from_micros(20), Duration::ZERO);
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
-        assert_eq!(
-            Duration::from_millis(3) - Duration::from_secs(1),
-            Duration::ZERO
-        );
+        assert_eq!(Duration::from_millis(3) - Duration::from_secs(1), Duration::ZERO);
         assert_eq!((t + Duration::from_millis(1)).as_micros(), 1_010);
     }
 
@@ -180,9 +180,6 @@ mod tests {
         assert_eq!(Duration::from_secs_f64(1.5e-6).as_micros(), 2);
         assert_eq!(Duration::from_secs_f64(-1.0), Duration::ZERO);
         assert_eq!(Duration::from_secs_f64(f64::NAN), Duration::ZERO);
-        assert_eq!(
-            Duration::from_secs(2).mul_f64(0.8),
-            Duration::from_millis(1_600)
-        );
+        assert_eq!(Duration::from_secs(2).mul_f64(0.8), Duration::from_millis(1_600));
     }
 }

@@ -45,11 +45,7 @@ impl Ticker {
             Timing::Phased => now + Duration::from_micros(rng.below(period.as_micros())),
             Timing::Poisson => now + Duration::from_secs_f64(rng.exp(period.as_secs_f64())),
         };
-        Ticker {
-            period,
-            timing,
-            next,
-        }
+        Ticker { period, timing, next }
     }
 
     /// The instant of the next tick.

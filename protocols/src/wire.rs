@@ -140,10 +140,7 @@ pub fn encode<M: WireMessage>(msg: &M, limit: usize) -> Result<Vec<u8>, EncodeEr
     write_header(&mut out, PROTOCOL_VERSION, M::KIND.to_wire());
     let out = postcard::to_extend(msg, out).map_err(EncodeError::Serialize)?;
     if out.len() > limit {
-        return Err(EncodeError::TooLarge {
-            len: out.len(),
-            limit,
-        });
+        return Err(EncodeError::TooLarge { len: out.len(), limit });
     }
     Ok(out)
 }
@@ -168,37 +165,23 @@ impl<'a> Frame<'a> {
     /// Check `bytes` against `limit`, then read the header. Does not look at the body.
     pub fn open(bytes: &'a [u8], limit: usize) -> Result<Self, DecodeError> {
         if bytes.len() > limit {
-            return Err(DecodeError::TooLarge {
-                len: bytes.len(),
-                limit,
-            });
+            return Err(DecodeError::TooLarge { len: bytes.len(), limit });
         }
         let (version, rest) = read_varint_u16(bytes)?;
         if version != PROTOCOL_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                got: version,
-                supported: PROTOCOL_VERSION,
-            });
+            return Err(DecodeError::UnsupportedVersion { got: version, supported: PROTOCOL_VERSION });
         }
         let (&kind, body) = rest.split_first().ok_or(DecodeError::Truncated)?;
         let kind = MessageKind::from_wire(kind).ok_or(DecodeError::UnknownKind(kind))?;
-        Ok(Frame {
-            version,
-            kind,
-            body,
-        })
+        Ok(Frame { version, kind, body })
     }
 
     /// Decode the body as `M`, which must be the frame's kind and consume every byte.
     pub fn decode<M: WireMessage>(&self) -> Result<M, DecodeError> {
         if self.kind != M::KIND {
-            return Err(DecodeError::KindMismatch {
-                expected: M::KIND,
-                got: self.kind,
-            });
+            return Err(DecodeError::KindMismatch { expected: M::KIND, got: self.kind });
         }
-        let (msg, rest) =
-            postcard::take_from_bytes::<M>(self.body).map_err(DecodeError::Malformed)?;
+        let (msg, rest) = postcard::take_from_bytes::<M>(self.body).map_err(DecodeError::Malformed)?;
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes(rest.len()));
         }
@@ -248,9 +231,7 @@ fn read_varint_u16(bytes: &[u8]) -> Result<(u16, &[u8]), DecodeError> {
     if bytes.len() < 3 {
         Err(DecodeError::Truncated)
     } else {
-        Err(DecodeError::Malformed(
-            postcard::Error::DeserializeBadVarint,
-        ))
+        Err(DecodeError::Malformed(postcard::Error::DeserializeBadVarint))
     }
 }
 
@@ -270,62 +251,24 @@ mod tests {
 
     #[test]
     fn header_is_the_postcard_encoding_of_version_and_kind() {
-        let bytes = encode(
-            &Probe {
-                seq: 5,
-                note: "x".into(),
-            },
-            100,
-        )
-        .unwrap();
+        let bytes = encode(&Probe { seq: 5, note: "x".into() }, 100).unwrap();
         let expected = postcard::to_allocvec(&(PROTOCOL_VERSION, 5u8, 5u32, "x")).unwrap();
         assert_eq!(bytes, expected);
-        assert_eq!(
-            encoded_len(&Probe {
-                seq: 5,
-                note: "x".into()
-            }),
-            bytes.len()
-        );
+        assert_eq!(encoded_len(&Probe { seq: 5, note: "x".into() }), bytes.len());
     }
 
     #[test]
     fn every_refusal_is_a_typed_error() {
-        let good = encode(
-            &Probe {
-                seq: 300,
-                note: "hello".into(),
-            },
-            100,
-        )
-        .unwrap();
-        assert_eq!(
-            decode::<Probe>(&good, 100).unwrap(),
-            Probe {
-                seq: 300,
-                note: "hello".into()
-            }
-        );
-        assert_eq!(
-            decode::<Probe>(&good, 3),
-            Err(DecodeError::TooLarge {
-                len: good.len(),
-                limit: 3
-            })
-        );
+        let good = encode(&Probe { seq: 300, note: "hello".into() }, 100).unwrap();
+        assert_eq!(decode::<Probe>(&good, 100).unwrap(), Probe { seq: 300, note: "hello".into() });
+        assert_eq!(decode::<Probe>(&good, 3), Err(DecodeError::TooLarge { len: good.len(), limit: 3 }));
         assert_eq!(decode::<Probe>(&[], 100), Err(DecodeError::Truncated));
         assert_eq!(decode::<Probe>(&[1], 100), Err(DecodeError::Truncated));
         assert_eq!(
             decode::<Probe>(&[2, 5], 100),
-            Err(DecodeError::UnsupportedVersion {
-                got: 2,
-                supported: PROTOCOL_VERSION
-            })
+            Err(DecodeError::UnsupportedVersion { got: 2, supported: PROTOCOL_VERSION })
         );
-        assert_eq!(
-            decode::<Probe>(&[1, 99, 0], 100),
-            Err(DecodeError::UnknownKind(99))
-        );
+        assert_eq!(decode::<Probe>(&[1, 99, 0], 100), Err(DecodeError::UnknownKind(99)));
         assert_eq!(
             decode::<Probe>(&[1, 1, 0], 100),
             Err(DecodeError::KindMismatch {
@@ -333,32 +276,17 @@ mod tests {
                 got: MessageKind::AntiEntropy
             })
         );
-        assert!(matches!(
-            decode::<Probe>(&good[..good.len() - 1], 100),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode::<Probe>(&good[..good.len() - 1], 100), Err(DecodeError::Malformed(_))));
         let mut long = good.clone();
         long.push(0);
-        assert_eq!(
-            decode::<Probe>(&long, 100),
-            Err(DecodeError::TrailingBytes(1))
-        );
-        assert!(matches!(
-            decode::<Probe>(&[0xff, 0xff, 0xff, 5], 100),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert_eq!(decode::<Probe>(&long, 100), Err(DecodeError::TrailingBytes(1)));
+        assert!(matches!(decode::<Probe>(&[0xff, 0xff, 0xff, 5], 100), Err(DecodeError::Malformed(_))));
     }
 
     #[test]
     fn encode_refuses_oversized_frames() {
-        let big = Probe {
-            seq: 1,
-            note: "y".repeat(2000),
-        };
-        assert!(matches!(
-            encode(&big, DATAGRAM_BUDGET),
-            Err(EncodeError::TooLarge { .. })
-        ));
+        let big = Probe { seq: 1, note: "y".repeat(2000) };
+        assert!(matches!(encode(&big, DATAGRAM_BUDGET), Err(EncodeError::TooLarge { .. })));
         assert!(encode(&big, DEFAULT_FRAME_LIMIT).is_ok());
     }
 

@@ -12,40 +12,21 @@ fn node() -> impl Strategy<Value = NodeId> {
 }
 
 fn stream() -> impl Strategy<Value = StreamId> {
-    (any::<u64>(), node()).prop_map(|(t, origin)| StreamId {
-        topic: TopicId(t),
-        origin,
-    })
+    (any::<u64>(), node()).prop_map(|(t, origin)| StreamId { topic: TopicId(t), origin })
 }
 
 fn summary() -> impl Strategy<Value = StreamSummary> {
-    (
-        stream(),
-        any::<u64>(),
-        any::<u64>(),
-        any::<u64>(),
-        prop::collection::vec(any::<u64>(), 0..8),
+    (stream(), any::<u64>(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u64>(), 0..8)).prop_map(
+        |(stream, floor, contig, max, missing)| StreamSummary { stream, floor, contig, max, missing },
     )
-        .prop_map(|(stream, floor, contig, max, missing)| StreamSummary {
-            stream,
-            floor,
-            contig,
-            max,
-            missing,
-        })
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (
-        stream(),
-        any::<u64>(),
-        prop::collection::vec(any::<u8>(), 0..64),
-    )
-        .prop_map(|(stream, seq, p)| Entry {
-            stream,
-            seq,
-            payload: Bytes::from(p),
-        })
+    (stream(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(stream, seq, p)| Entry {
+        stream,
+        seq,
+        payload: Bytes::from(p),
+    })
 }
 
 fn digest() -> impl Strategy<Value = Digest> {
@@ -54,34 +35,17 @@ fn digest() -> impl Strategy<Value = Digest> {
 }
 
 fn mode() -> impl Strategy<Value = AeMode> {
-    prop_oneof![
-        Just(AeMode::Push),
-        Just(AeMode::Pull),
-        Just(AeMode::PushPull),
-        Just(AeMode::Heads)
-    ]
+    prop_oneof![Just(AeMode::Push), Just(AeMode::Pull), Just(AeMode::PushPull), Just(AeMode::Heads)]
 }
 
 fn ae_message() -> impl Strategy<Value = AeMessage> {
     let topics = || prop::collection::vec(any::<u64>().prop_map(TopicId), 0..6);
     let entries = || prop::collection::vec(entry(), 0..4);
     prop_oneof![
-        (any::<u64>(), mode(), topics(), digest()).prop_map(|(xid, mode, scope, digest)| {
-            AeMessage::Syn {
-                xid,
-                mode,
-                scope,
-                digest,
-            }
-        }),
+        (any::<u64>(), mode(), topics(), digest())
+            .prop_map(|(xid, mode, scope, digest)| { AeMessage::Syn { xid, mode, scope, digest } }),
         (any::<u64>(), topics(), digest(), entries(), any::<bool>()).prop_map(
-            |(xid, scope, digest, delta, more)| AeMessage::SynAck {
-                xid,
-                scope,
-                digest,
-                delta,
-                more
-            }
+            |(xid, scope, digest, delta, more)| AeMessage::SynAck { xid, scope, digest, delta, more }
         ),
         (any::<u64>(), entries(), any::<bool>()).prop_map(|(xid, delta, more)| AeMessage::Delta {
             xid,

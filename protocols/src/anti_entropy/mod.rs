@@ -286,13 +286,17 @@ pub struct AntiEntropy {
     config: Arc<AeConfig>,
     rng: Rng,
     peers: PeerView,
+    /// Our own position in `peers` (cached: a binary search per tick is a hot path at 10^5
+    /// nodes).
+    self_pos: Option<usize>,
     topics: Vec<TopicId>,
     store: Store,
     staged: Vec<Entry>,
     tick: Ticker,
     exchange: Option<Exchange>,
     next_xid: u64,
-    cursor: Option<StreamId>,
+    /// Where the next partial digest continues (boxed: rarely set, and 10^5 machines).
+    cursor: Option<Box<StreamId>>,
     out: Outbox<AeMessage, AeEvent>,
     stats: AeStats,
 }
@@ -311,6 +315,7 @@ impl AntiEntropy {
             config,
             rng,
             peers: PeerView::default(),
+            self_pos: None,
             topics: Vec::new(),
             store,
             staged: Vec::new(),
@@ -325,6 +330,7 @@ impl AntiEntropy {
 
     /// Replace the set of peers partners are drawn from.
     pub fn set_peers(&mut self, peers: PeerView) {
+        self.self_pos = peers.position(&self.id);
         self.peers = peers;
     }
 
@@ -351,18 +357,13 @@ impl AntiEntropy {
 
     /// Open an exchange now (on-demand Pull or Heads, §1.4), with `peer` or a uniformly random
     /// one. Returns the exchange id, or `None` if one is already in flight or no peer exists.
-    pub fn start_exchange(
-        &mut self,
-        now: Instant,
-        mode: AeMode,
-        peer: Option<NodeId>,
-    ) -> Option<u64> {
+    pub fn start_exchange(&mut self, now: Instant, mode: AeMode, peer: Option<NodeId>) -> Option<u64> {
         if self.exchange.is_some() || self.topics.is_empty() {
             return None;
         }
         let peer = match peer {
             Some(p) => p,
-            None => self.peers.pick_other(&self.id, &mut self.rng)?,
+            None => self.peers.pick_except(self.self_pos, &mut self.rng)?,
         };
         Some(self.open(now, mode, peer))
     }
@@ -399,47 +400,26 @@ impl AntiEntropy {
             AeMode::Pull | AeMode::PushPull => self.digest(&self.topics.clone()),
             AeMode::Push | AeMode::Heads => Digest::default(),
         };
-        self.out.stream(
-            peer,
-            AeMessage::Syn {
-                xid,
-                mode,
-                scope: self.topics.clone(),
-                digest,
-            },
-        );
-        self.exchange = Some(Exchange {
-            xid,
-            peer,
-            mode,
-            deadline: now + self.config.timeout,
-        });
+        self.out.stream(peer, AeMessage::Syn { xid, mode, scope: self.topics.clone(), digest });
+        self.exchange = Some(Exchange { xid, peer, mode, deadline: now + self.config.timeout });
         self.stats.exchanges_started += 1;
         xid
     }
 
     fn digest(&mut self, scope: &[TopicId]) -> Digest {
         let c = &self.config;
-        let (summaries, last) = self.store.digest(
-            scope,
-            c.digest_missing_max,
-            c.digest_streams_max,
-            self.cursor.as_ref(),
-        );
+        let (summaries, last) =
+            self.store.digest(scope, c.digest_missing_max, c.digest_streams_max, self.cursor.as_deref());
         let partial = last.is_some();
         if partial {
-            self.cursor = last;
+            self.cursor = last.map(Box::new);
         }
         Digest { summaries, partial }
     }
 
     fn delta_for(&mut self, remote: &Digest, scope: &[TopicId]) -> (Vec<Entry>, bool) {
-        let (delta, more) = self.store.delta_for(
-            &remote.summaries,
-            remote.partial,
-            scope,
-            self.config.delta_bytes_max,
-        );
+        let (delta, more) =
+            self.store.delta_for(&remote.summaries, remote.partial, scope, self.config.delta_bytes_max);
         self.stats.entries_sent += delta.len() as u64;
         self.stats.deltas_cut += u64::from(more);
         (delta, more)
@@ -447,33 +427,18 @@ impl AntiEntropy {
 
     fn valid_digest(&self, digest: &Digest) -> bool {
         digest.summaries.len() <= self.config.digest_streams_max
-            && digest
-                .summaries
-                .windows(2)
-                .all(|w| w[0].stream < w[1].stream)
-            && digest
-                .summaries
-                .iter()
-                .all(|s| s.is_consistent(self.config.digest_missing_max))
+            && digest.summaries.windows(2).all(|w| w[0].stream < w[1].stream)
+            && digest.summaries.iter().all(|s| s.is_consistent(self.config.digest_missing_max))
     }
 
-    fn on_syn(
-        &mut self,
-        from: NodeId,
-        xid: u64,
-        mode: AeMode,
-        scope: Vec<TopicId>,
-        digest: Digest,
-    ) {
+    fn on_syn(&mut self, from: NodeId, xid: u64, mode: AeMode, scope: Vec<TopicId>, digest: Digest) {
         let scope_ok = scope.len() <= SCOPE_MAX && scope.windows(2).all(|w| w[0] < w[1]);
         if !scope_ok || !self.valid_digest(&digest) {
             self.stats.malformed += 1;
             return;
         }
-        let shared: Vec<TopicId> = scope
-            .into_iter()
-            .filter(|t| self.topics.binary_search(t).is_ok())
-            .collect();
+        let shared: Vec<TopicId> =
+            scope.into_iter().filter(|t| self.topics.binary_search(t).is_ok()).collect();
         let mine = match mode {
             AeMode::Push | AeMode::PushPull | AeMode::Heads => self.digest(&shared),
             AeMode::Pull => Digest::default(),
@@ -483,26 +448,10 @@ impl AntiEntropy {
             AeMode::Push | AeMode::Heads => (Vec::new(), false),
         };
         self.stats.exchanges_served += 1;
-        self.out.stream(
-            from,
-            AeMessage::SynAck {
-                xid,
-                scope: shared,
-                digest: mine,
-                delta,
-                more,
-            },
-        );
+        self.out.stream(from, AeMessage::SynAck { xid, scope: shared, digest: mine, delta, more });
     }
 
-    fn on_syn_ack(
-        &mut self,
-        from: NodeId,
-        xid: u64,
-        scope: Vec<TopicId>,
-        digest: Digest,
-        delta: Vec<Entry>,
-    ) {
+    fn on_syn_ack(&mut self, from: NodeId, xid: u64, scope: Vec<TopicId>, digest: Digest, delta: Vec<Entry>) {
         let Some(ex) = self.exchange.filter(|e| e.xid == xid && e.peer == from) else {
             self.stats.unknown_xid += 1;
             return;
@@ -521,24 +470,18 @@ impl AntiEntropy {
         match ex.mode {
             AeMode::Push | AeMode::PushPull => {
                 // Only topics both sides reconcile.
-                let shared: Vec<TopicId> = scope
-                    .into_iter()
-                    .filter(|t| self.topics.binary_search(t).is_ok())
-                    .collect();
+                let shared: Vec<TopicId> =
+                    scope.into_iter().filter(|t| self.topics.binary_search(t).is_ok()).collect();
                 let (delta, more) = self.delta_for(&digest, &shared);
                 if !delta.is_empty() {
                     self.out.stream(from, AeMessage::Delta { xid, delta, more });
                 }
             }
-            AeMode::Heads => self.out.event(AeEvent::Heads {
-                peer: from,
-                summaries: digest.summaries,
-            }),
+            AeMode::Heads => self.out.event(AeEvent::Heads { peer: from, summaries: digest.summaries }),
             AeMode::Pull => {}
         }
         self.stats.exchanges_completed += 1;
-        self.out
-            .event(AeEvent::ExchangeCompleted { peer: from, xid });
+        self.out.event(AeEvent::ExchangeCompleted { peer: from, xid });
     }
 
     fn apply(&mut self, from: NodeId, entries: Vec<Entry>) {
@@ -564,10 +507,7 @@ impl AntiEntropy {
                     }
                 },
                 Commit::AtRoundStart => {
-                    let staged = self
-                        .staged
-                        .iter()
-                        .any(|e| e.stream == entry.stream && e.seq == entry.seq);
+                    let staged = self.staged.iter().any(|e| e.stream == entry.stream && e.seq == entry.seq);
                     if staged || self.store.contains(&entry.stream, entry.seq) {
                         self.stats.duplicates += 1;
                         continue;
@@ -595,24 +535,11 @@ impl Machine for AntiEntropy {
 
     fn handle_message(&mut self, _now: Instant, from: NodeId, msg: AeMessage) {
         match msg {
-            AeMessage::Syn {
-                xid,
-                mode,
-                scope,
-                digest,
-            } => self.on_syn(from, xid, mode, scope, digest),
-            AeMessage::SynAck {
-                xid,
-                scope,
-                digest,
-                delta,
-                more: _,
-            } => self.on_syn_ack(from, xid, scope, digest, delta),
-            AeMessage::Delta {
-                xid: _,
-                delta,
-                more: _,
-            } => self.apply(from, delta),
+            AeMessage::Syn { xid, mode, scope, digest } => self.on_syn(from, xid, mode, scope, digest),
+            AeMessage::SynAck { xid, scope, digest, delta, more: _ } => {
+                self.on_syn_ack(from, xid, scope, digest, delta)
+            }
+            AeMessage::Delta { xid: _, delta, more: _ } => self.apply(from, delta),
         }
     }
 
@@ -620,17 +547,14 @@ impl Machine for AntiEntropy {
         if let Some(ex) = self.exchange.filter(|e| e.deadline <= now) {
             self.exchange = None;
             self.stats.exchanges_aborted += 1;
-            self.out.event(AeEvent::ExchangeAborted {
-                peer: ex.peer,
-                xid: ex.xid,
-            });
+            self.out.event(AeEvent::ExchangeAborted { peer: ex.peer, xid: ex.xid });
         }
         if self.tick.is_due(now) {
             self.tick.advance(now, &mut self.rng);
             self.commit_staged();
             if self.exchange.is_some() || self.topics.is_empty() {
                 self.stats.ticks_skipped += 1;
-            } else if let Some(peer) = self.peers.pick_other(&self.id, &mut self.rng) {
+            } else if let Some(peer) = self.peers.pick_except(self.self_pos, &mut self.rng) {
                 self.open(now, self.config.mode, peer);
             } else {
                 self.stats.ticks_skipped += 1;

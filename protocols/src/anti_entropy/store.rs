@@ -6,7 +6,7 @@
 //! store carries a message history (retention in the thousands) or a last-writer-wins table
 //! such as membership (retention 1: only the newest version survives).
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -74,10 +74,7 @@ impl StreamSummary {
             && self.contig <= self.max
             && self.floor <= self.contig.saturating_add(1);
         let missing_ok = self.missing.windows(2).all(|w| w[0] < w[1])
-            && self
-                .missing
-                .iter()
-                .all(|&s| s > self.contig && s < self.max);
+            && self.missing.iter().all(|&s| s > self.contig && s < self.max);
         contig_ok && missing_ok
     }
 }
@@ -96,19 +93,25 @@ pub enum Inserted {
 }
 
 /// Streams of entries, each bounded to its newest `retention` seqs.
+///
+/// Laid out for the common case of few streams and mostly in-order arrivals: a sorted `Vec`
+/// of streams, each a sorted ring buffer of (seq, payload). An entry costs 40 bytes plus its
+/// payload; a new seq above the newest is an O(1) append, a repaired hole an O(distance)
+/// shift.
 #[derive(Clone, Debug)]
 pub struct Store {
-    streams: BTreeMap<StreamId, BTreeMap<Seq, Bytes>>,
+    streams: Vec<(StreamId, VecDeque<(Seq, Bytes)>)>,
     retention: usize,
 }
 
 impl Store {
     /// An empty store keeping at most `retention` (≥ 1) entries per stream.
     pub fn new(retention: usize) -> Self {
-        Store {
-            streams: BTreeMap::new(),
-            retention: retention.max(1),
-        }
+        Store { streams: Vec::new(), retention: retention.max(1) }
+    }
+
+    fn held(&self, stream: &StreamId) -> Option<&VecDeque<(Seq, Bytes)>> {
+        self.streams.binary_search_by(|(s, _)| s.cmp(stream)).ok().map(|i| &self.streams[i].1)
     }
 
     /// Store `entry` unless held already or too old to keep.
@@ -116,77 +119,84 @@ impl Store {
         if entry.seq == 0 {
             return Inserted::Invalid;
         }
-        let held = self.streams.entry(entry.stream).or_default();
-        if held.contains_key(&entry.seq) {
-            return Inserted::Duplicate;
-        }
-        if held.len() >= self.retention {
-            match held.first_key_value() {
-                Some((&lowest, _)) if entry.seq < lowest => return Inserted::TooOld,
-                Some((&lowest, _)) => {
-                    held.remove(&lowest);
-                }
-                None => {}
+        let i = match self.streams.binary_search_by(|(s, _)| s.cmp(&entry.stream)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.streams.insert(i, (entry.stream, VecDeque::new()));
+                i
             }
+        };
+        let held = &mut self.streams[i].1;
+        // Fast path: newer than everything held.
+        if held.back().is_none_or(|(last, _)| *last < entry.seq) {
+            if held.len() >= self.retention {
+                held.pop_front();
+            }
+            held.push_back((entry.seq, entry.payload));
+            return Inserted::New;
         }
-        held.insert(entry.seq, entry.payload);
+        let pos = match held.binary_search_by(|(q, _)| q.cmp(&entry.seq)) {
+            Ok(_) => return Inserted::Duplicate,
+            Err(pos) => pos,
+        };
+        if held.len() >= self.retention {
+            if pos == 0 {
+                return Inserted::TooOld;
+            }
+            held.pop_front();
+            held.insert(pos - 1, (entry.seq, entry.payload));
+        } else {
+            held.insert(pos, (entry.seq, entry.payload));
+        }
         Inserted::New
     }
 
     /// True when `(stream, seq)` is held.
     pub fn contains(&self, stream: &StreamId, seq: Seq) -> bool {
-        self.streams
-            .get(stream)
-            .is_some_and(|h| h.contains_key(&seq))
+        self.get(stream, seq).is_some()
     }
 
     /// The payload of `(stream, seq)`, if held.
     pub fn get(&self, stream: &StreamId, seq: Seq) -> Option<&Bytes> {
-        self.streams.get(stream).and_then(|h| h.get(&seq))
+        let held = self.held(stream)?;
+        held.binary_search_by(|(q, _)| q.cmp(&seq)).ok().map(|i| &held[i].1)
     }
 
     /// Number of entries held over all streams.
     pub fn len(&self) -> usize {
-        self.streams.values().map(BTreeMap::len).sum()
+        self.streams.iter().map(|(_, h)| h.len()).sum()
     }
 
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.streams.values().all(BTreeMap::is_empty)
+        self.streams.iter().all(|(_, h)| h.is_empty())
     }
 
     /// The streams held, ascending.
     pub fn streams(&self) -> impl Iterator<Item = &StreamId> {
-        self.streams.keys()
+        self.streams.iter().map(|(s, _)| s)
     }
 
     /// Drop every stream of `topic`.
     pub fn remove_topic(&mut self, topic: TopicId) {
-        self.streams.retain(|s, _| s.topic != topic);
+        self.streams.retain(|(s, _)| s.topic != topic);
     }
 
     /// The summary of one stream, with `missing` truncated to `missing_max` seqs (and `max`
     /// lowered accordingly, so the summary stays true).
     pub fn summary(&self, stream: StreamId, missing_max: usize) -> StreamSummary {
-        let empty = StreamSummary {
-            stream,
-            floor: 1,
-            contig: 0,
-            max: 0,
-            missing: Vec::new(),
-        };
-        let Some(held) = self.streams.get(&stream) else {
+        let empty = StreamSummary { stream, floor: 1, contig: 0, max: 0, missing: Vec::new() };
+        let Some(held) = self.held(&stream) else {
             return empty;
         };
-        let (Some((&floor, _)), Some((&max, _))) = (held.first_key_value(), held.last_key_value())
-        else {
+        let (Some(&(floor, _)), Some(&(max, _))) = (held.front(), held.back()) else {
             return empty;
         };
         let mut contig = floor - 1;
         let mut missing = Vec::new();
         let mut cut_max = max;
         let mut prev = floor - 1;
-        for &s in held.keys() {
+        for &(s, _) in held {
             if s == prev + 1 && missing.is_empty() {
                 contig = s;
             } else {
@@ -195,13 +205,7 @@ impl Store {
                 while m < s {
                     if missing.len() == missing_max {
                         cut_max = m - 1;
-                        return StreamSummary {
-                            stream,
-                            floor,
-                            contig,
-                            max: cut_max,
-                            missing,
-                        };
+                        return StreamSummary { stream, floor, contig, max: cut_max, missing };
                     }
                     missing.push(m);
                     m += 1;
@@ -209,13 +213,7 @@ impl Store {
             }
             prev = s;
         }
-        StreamSummary {
-            stream,
-            floor,
-            contig,
-            max: cut_max,
-            missing,
-        }
+        StreamSummary { stream, floor, contig, max: cut_max, missing }
     }
 
     /// Summaries of the held streams whose topic is in `scope` (ascending), at most
@@ -230,32 +228,17 @@ impl Store {
         after: Option<&StreamId>,
     ) -> (Vec<StreamSummary>, Option<StreamId>) {
         let in_scope = |s: &&StreamId| scope.binary_search(&s.topic).is_ok();
-        let total = self.streams.keys().filter(in_scope).count();
+        let total = self.streams().filter(in_scope).count();
         if total <= streams_max {
-            let all = self
-                .streams
-                .keys()
-                .filter(in_scope)
-                .map(|s| self.summary(*s, missing_max))
-                .collect();
+            let all = self.streams().filter(in_scope).map(|s| self.summary(*s, missing_max)).collect();
             return (all, None);
         }
-        let tail = self.streams.keys().filter(|s| after.is_none_or(|a| *s > a));
-        let head = self
-            .streams
-            .keys()
-            .filter(|s| after.is_some_and(|a| *s <= a));
-        let taken: Vec<StreamId> = tail
-            .chain(head)
-            .filter(in_scope)
-            .take(streams_max)
-            .copied()
-            .collect();
+        let tail = self.streams().filter(|s| after.is_none_or(|a| *s > a));
+        let head = self.streams().filter(|s| after.is_some_and(|a| *s <= a));
+        let taken: Vec<StreamId> = tail.chain(head).filter(in_scope).take(streams_max).copied().collect();
         let last = taken.last().copied();
-        let mut picked: Vec<StreamSummary> = taken
-            .into_iter()
-            .map(|s| self.summary(s, missing_max))
-            .collect();
+        let mut picked: Vec<StreamSummary> =
+            taken.into_iter().map(|s| self.summary(s, missing_max)).collect();
         picked.sort_unstable_by(|a, b| a.stream.cmp(&b.stream));
         (picked, last)
     }
@@ -281,23 +264,17 @@ impl Store {
             if scope.binary_search(&stream.topic).is_err() {
                 continue;
             }
-            let summary = remote
-                .binary_search_by(|r| r.stream.cmp(stream))
-                .ok()
-                .map(|i| &remote[i]);
+            let summary = remote.binary_search_by(|r| r.stream.cmp(stream)).ok().map(|i| &remote[i]);
             if summary.is_none() && remote_partial {
                 continue;
             }
             let from = summary.map_or(1, |r| r.floor);
-            for (&seq, payload) in held.range(from..) {
+            let first = held.partition_point(|(q, _)| *q < from);
+            for &(seq, ref payload) in held.range(first..) {
                 if summary.is_some_and(|r| r.covers(seq)) {
                     continue;
                 }
-                let entry = Entry {
-                    stream: *stream,
-                    seq,
-                    payload: payload.clone(),
-                };
+                let entry = Entry { stream: *stream, seq, payload: payload.clone() };
                 let cost = entry.budget_cost();
                 if !out.is_empty() && used + cost > bytes_max {
                     return (out, true);
@@ -316,20 +293,13 @@ mod tests {
     use crate::id::NodeId;
 
     fn sid(o: u64) -> StreamId {
-        StreamId {
-            topic: TopicId(1),
-            origin: NodeId::from_u64(o),
-        }
+        StreamId { topic: TopicId(1), origin: NodeId::from_u64(o) }
     }
 
     fn store_with(seqs: &[Seq]) -> Store {
         let mut s = Store::new(100);
         for &q in seqs {
-            s.insert(Entry {
-                stream: sid(1),
-                seq: q,
-                payload: Bytes::from(vec![q as u8]),
-            });
+            s.insert(Entry { stream: sid(1), seq: q, payload: Bytes::from(vec![q as u8]) });
         }
         s
     }
@@ -338,10 +308,7 @@ mod tests {
     fn summary_follows_the_definitions() {
         let s = store_with(&[3, 4, 5, 7, 9, 10]);
         let sum = s.summary(sid(1), 32);
-        assert_eq!(
-            (sum.floor, sum.contig, sum.max, sum.missing.clone()),
-            (3, 5, 10, vec![6, 8])
-        );
+        assert_eq!((sum.floor, sum.contig, sum.max, sum.missing.clone()), (3, 5, 10, vec![6, 8]));
         assert!(sum.is_consistent(32));
         for q in 1..=12 {
             assert_eq!(sum.covers(q), s.contains(&sid(1), q), "seq {q}");
@@ -355,10 +322,7 @@ mod tests {
     fn truncated_summary_lowers_max_and_stays_true() {
         let s = store_with(&[1, 3, 5, 7, 9]);
         let sum = s.summary(sid(1), 2);
-        assert_eq!(
-            (sum.floor, sum.contig, sum.max, sum.missing.clone()),
-            (1, 1, 5, vec![2, 4])
-        );
+        assert_eq!((sum.floor, sum.contig, sum.max, sum.missing.clone()), (1, 1, 5, vec![2, 4]));
         for q in 1..=9 {
             if sum.covers(q) {
                 assert!(s.contains(&sid(1), q), "summary claims {q}");
@@ -370,39 +334,15 @@ mod tests {
 
     #[test]
     fn inconsistent_summaries_are_detected() {
-        let base = StreamSummary {
-            stream: sid(1),
-            floor: 3,
-            contig: 5,
-            max: 10,
-            missing: vec![6, 8],
-        };
+        let base = StreamSummary { stream: sid(1), floor: 3, contig: 5, max: 10, missing: vec![6, 8] };
         assert!(base.is_consistent(32));
         let bad = [
-            StreamSummary {
-                contig: 11,
-                ..base.clone()
-            },
-            StreamSummary {
-                floor: 7,
-                ..base.clone()
-            },
-            StreamSummary {
-                missing: vec![8, 6],
-                ..base.clone()
-            },
-            StreamSummary {
-                missing: vec![5, 8],
-                ..base.clone()
-            },
-            StreamSummary {
-                missing: vec![6, 10],
-                ..base.clone()
-            },
-            StreamSummary {
-                floor: 0,
-                ..base.clone()
-            },
+            StreamSummary { contig: 11, ..base.clone() },
+            StreamSummary { floor: 7, ..base.clone() },
+            StreamSummary { missing: vec![8, 6], ..base.clone() },
+            StreamSummary { missing: vec![5, 8], ..base.clone() },
+            StreamSummary { missing: vec![6, 10], ..base.clone() },
+            StreamSummary { floor: 0, ..base.clone() },
         ];
         for b in bad {
             assert!(!b.is_consistent(32), "{b:?}");
@@ -412,11 +352,7 @@ mod tests {
     #[test]
     fn retention_keeps_the_newest() {
         let mut s = Store::new(2);
-        let e = |q: Seq| Entry {
-            stream: sid(1),
-            seq: q,
-            payload: Bytes::new(),
-        };
+        let e = |q: Seq| Entry { stream: sid(1), seq: q, payload: Bytes::new() };
         assert_eq!(s.insert(e(5)), Inserted::New);
         assert_eq!(s.insert(e(5)), Inserted::Duplicate);
         assert_eq!(s.insert(e(6)), Inserted::New);
@@ -424,6 +360,22 @@ mod tests {
         assert_eq!(s.insert(e(9)), Inserted::New);
         assert!(!s.contains(&sid(1), 5) && s.contains(&sid(1), 6) && s.contains(&sid(1), 9));
         assert_eq!(s.insert(e(0)), Inserted::Invalid);
+    }
+
+    #[test]
+    fn out_of_order_arrivals_stay_sorted_and_bounded() {
+        let mut s = Store::new(3);
+        let e = |q: Seq| Entry { stream: sid(1), seq: q, payload: Bytes::new() };
+        for q in [9, 1, 5] {
+            assert_eq!(s.insert(e(q)), Inserted::New);
+        }
+        assert_eq!(s.summary(sid(1), 32).missing, vec![2, 3, 4, 6, 7, 8]);
+        // Full: a hole above the oldest evicts the oldest.
+        assert_eq!(s.insert(e(7)), Inserted::New);
+        assert_eq!((1..=9).filter(|&q| s.contains(&sid(1), q)).collect::<Vec<_>>(), vec![5, 7, 9]);
+        assert_eq!(s.insert(e(7)), Inserted::Duplicate);
+        assert_eq!(s.insert(e(4)), Inserted::TooOld);
+        assert_eq!(s.len(), 3);
     }
 
     #[test]
@@ -442,10 +394,7 @@ mod tests {
         let (none, _) = mine.delta_for(&[], false, &[TopicId(2)], 1 << 20);
         assert!(none.is_empty());
         let (skipped, _) = mine.delta_for(&[], true, &[TopicId(1)], 1 << 20);
-        assert!(
-            skipped.is_empty(),
-            "partial digest: absent stream is unknown, not empty"
-        );
+        assert!(skipped.is_empty(), "partial digest: absent stream is unknown, not empty");
     }
 
     #[test]
@@ -461,23 +410,13 @@ mod tests {
     fn digest_rotates_when_over_the_stream_bound() {
         let mut s = Store::new(10);
         for o in 1..=5 {
-            s.insert(Entry {
-                stream: sid(o),
-                seq: 1,
-                payload: Bytes::new(),
-            });
+            s.insert(Entry { stream: sid(o), seq: 1, payload: Bytes::new() });
         }
         let (d, cursor) = s.digest(&[TopicId(1)], 32, 2, None);
         assert_eq!(cursor, Some(sid(2)));
-        assert_eq!(
-            d.iter().map(|x| x.stream).collect::<Vec<_>>(),
-            vec![sid(1), sid(2)]
-        );
+        assert_eq!(d.iter().map(|x| x.stream).collect::<Vec<_>>(), vec![sid(1), sid(2)]);
         let (d, cursor) = s.digest(&[TopicId(1)], 32, 2, Some(&sid(4)));
         assert_eq!(cursor, Some(sid(1)));
-        assert_eq!(
-            d.iter().map(|x| x.stream).collect::<Vec<_>>(),
-            vec![sid(1), sid(5)]
-        );
+        assert_eq!(d.iter().map(|x| x.stream).collect::<Vec<_>>(), vec![sid(1), sid(5)]);
     }
 }

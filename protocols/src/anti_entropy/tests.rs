@@ -15,45 +15,26 @@ fn id(n: u64) -> NodeId {
 }
 
 fn stream(origin: u64) -> StreamId {
-    StreamId {
-        topic: T,
-        origin: id(origin),
-    }
+    StreamId { topic: T, origin: id(origin) }
 }
 
 fn entry(origin: u64, seq: u64) -> Entry {
-    Entry {
-        stream: stream(origin),
-        seq,
-        payload: Bytes::from(format!("{origin}/{seq}")),
-    }
+    Entry { stream: stream(origin), seq, payload: Bytes::from(format!("{origin}/{seq}")) }
 }
 
 fn config(mode: AeMode) -> Arc<AeConfig> {
-    Arc::new(AeConfig {
-        mode,
-        interval: Duration::from_secs(1),
-        timing: Timing::Sync,
-        ..AeConfig::default()
-    })
+    Arc::new(AeConfig { mode, interval: Duration::from_secs(1), timing: Timing::Sync, ..AeConfig::default() })
 }
 
 fn machine(n: u64, cfg: &Arc<AeConfig>, peers: &[u64]) -> AntiEntropy {
-    let mut m = AntiEntropy::new(
-        id(n),
-        cfg.clone(),
-        &Seed::derive(42, "node", 0, n),
-        Instant::ZERO,
-    );
+    let mut m = AntiEntropy::new(id(n), cfg.clone(), &Seed::derive(42, "node", 0, n), Instant::ZERO);
     m.subscribe(T);
     m.set_peers(peers.iter().map(|&p| id(p)).collect());
     m
 }
 
 fn seqs(m: &AntiEntropy, origin: u64) -> Vec<u64> {
-    (1..=20)
-        .filter(|&q| m.store().contains(&stream(origin), q))
-        .collect()
+    (1..=20).filter(|&q| m.store().contains(&stream(origin), q)).collect()
 }
 
 /// A log line: (from, to, message).
@@ -75,10 +56,7 @@ fn pump(nodes: &mut [&mut AntiEntropy], now: Instant) -> Vec<Sent> {
             break;
         };
         log.push((from.prefix_u64(), t.to.prefix_u64(), t.msg.clone()));
-        let dest = nodes
-            .iter_mut()
-            .find(|n| n.id() == t.to)
-            .expect("known destination");
+        let dest = nodes.iter_mut().find(|n| n.id() == t.to).expect("known destination");
         dest.handle_message(now, from, t.msg);
     }
     log
@@ -100,39 +78,23 @@ fn push_pull_sends_digests_first_then_only_the_missing_entries() {
         b.insert(entry(9, q));
     }
     let before = a.store().summary(stream(9), 32);
-    a.start_exchange(Instant::ZERO, AeMode::PushPull, Some(id(2)))
-        .unwrap();
+    a.start_exchange(Instant::ZERO, AeMode::PushPull, Some(id(2))).unwrap();
     let log = pump(&mut [&mut a, &mut b], Instant::ZERO);
     assert_eq!(log.len(), 3);
-    let AeMessage::Syn { mode, digest, .. } = &log[0].2 else {
-        panic!("{:?}", log[0])
-    };
+    let AeMessage::Syn { mode, digest, .. } = &log[0].2 else { panic!("{:?}", log[0]) };
     assert_eq!(*mode, AeMode::PushPull);
     assert_eq!(digest.summaries, vec![before]);
     // B's reply: its digest, and from its holdings only what A lacks (4; 2 A has).
-    let AeMessage::SynAck { delta, digest, .. } = &log[1].2 else {
-        panic!()
-    };
+    let AeMessage::SynAck { delta, digest, .. } = &log[1].2 else { panic!() };
     assert_eq!(delta.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
     assert_eq!(digest.summaries[0].missing, vec![3]);
     // A's delta: 3 is the only seq ≥ B's floor that B lacks (1 is below B's floor of 2).
-    let AeMessage::Delta { delta, .. } = &log[2].2 else {
-        panic!()
-    };
+    let AeMessage::Delta { delta, .. } = &log[2].2 else { panic!() };
     assert_eq!(delta.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
     assert_eq!(seqs(&a, 9), vec![1, 2, 3, 4]);
     assert_eq!(seqs(&b, 9), vec![2, 3, 4]);
-    assert!(events(&mut a).contains(&AeEvent::ExchangeCompleted {
-        peer: id(2),
-        xid: 1
-    }));
-    assert_eq!(
-        events(&mut b),
-        vec![AeEvent::Received {
-            from: id(1),
-            entry: entry(9, 3)
-        }]
-    );
+    assert!(events(&mut a).contains(&AeEvent::ExchangeCompleted { peer: id(2), xid: 1 }));
+    assert_eq!(events(&mut b), vec![AeEvent::Received { from: id(1), entry: entry(9, 3) }]);
     assert_eq!(a.stats().entries_sent + b.stats().entries_sent, 2);
 }
 
@@ -146,11 +108,7 @@ fn push_teaches_only_the_responder_and_pull_only_the_initiator() {
         b.insert(entry(2, 1));
         a.start_exchange(Instant::ZERO, mode, None).unwrap();
         let log = pump(&mut [&mut a, &mut b], Instant::ZERO);
-        assert_eq!(
-            log.len(),
-            if mode == AeMode::Push { 3 } else { 2 },
-            "{mode:?}"
-        );
+        assert_eq!(log.len(), if mode == AeMode::Push { 3 } else { 2 }, "{mode:?}");
         assert_eq!(a.store().contains(&stream(2), 1), a_learns, "{mode:?}");
         assert_eq!(b.store().contains(&stream(1), 1), b_learns, "{mode:?}");
     }
@@ -164,8 +122,7 @@ fn heads_reports_the_partner_summaries_and_moves_no_entries() {
     for q in 3..=5 {
         b.insert(entry(9, q));
     }
-    a.start_exchange(Instant::ZERO, AeMode::Heads, None)
-        .unwrap();
+    a.start_exchange(Instant::ZERO, AeMode::Heads, None).unwrap();
     pump(&mut [&mut a, &mut b], Instant::ZERO);
     assert!(a.store().is_empty());
     let heads = events(&mut a).into_iter().find_map(|e| match e {
@@ -193,10 +150,7 @@ fn periodic_ticks_spread_an_entry_through_three_nodes() {
         let mut refs: Vec<&mut AntiEntropy> = ms.iter_mut().collect();
         let log = pump(&mut refs, now);
         // Everyone initiated exactly one exchange this round, with someone else.
-        let syns: Vec<_> = log
-            .iter()
-            .filter(|(_, _, m)| matches!(m, AeMessage::Syn { .. }))
-            .collect();
+        let syns: Vec<_> = log.iter().filter(|(_, _, m)| matches!(m, AeMessage::Syn { .. })).collect();
         assert_eq!(syns.len(), 3);
         assert!(syns.iter().all(|(f, t, _)| f != t));
     }
@@ -207,29 +161,20 @@ fn periodic_ticks_spread_an_entry_through_three_nodes() {
 
 #[test]
 fn at_round_start_staging_hides_new_entries_until_the_next_tick() {
-    let cfg = Arc::new(AeConfig {
-        commit: Commit::AtRoundStart,
-        ..(*config(AeMode::PushPull)).clone()
-    });
+    let cfg = Arc::new(AeConfig { commit: Commit::AtRoundStart, ..(*config(AeMode::PushPull)).clone() });
     let mut a = machine(1, &cfg, &[2, 3]);
     let mut b = machine(2, &cfg, &[1, 3]);
     let mut c = machine(3, &cfg, &[1, 2]);
     a.insert(entry(1, 1));
     // A pushes to B; then, in the same round, C pulls from B: B must not pass it on yet.
-    a.start_exchange(Instant::ZERO, AeMode::Push, Some(id(2)))
-        .unwrap();
-    c.start_exchange(Instant::ZERO, AeMode::Pull, Some(id(2)))
-        .unwrap();
+    a.start_exchange(Instant::ZERO, AeMode::Push, Some(id(2))).unwrap();
+    c.start_exchange(Instant::ZERO, AeMode::Pull, Some(id(2))).unwrap();
     pump(&mut [&mut a, &mut b, &mut c], Instant::ZERO);
     assert_eq!(b.staged().len(), 1);
     assert!(!b.store().contains(&stream(1), 1));
     assert!(c.staged().is_empty() && c.store().is_empty());
     // The Received event fires on arrival, so experiments see when B was informed.
-    assert!(
-        events(&mut b)
-            .iter()
-            .any(|e| matches!(e, AeEvent::Received { .. }))
-    );
+    assert!(events(&mut b).iter().any(|e| matches!(e, AeEvent::Received { .. })));
     // B's next tick commits before it sends anything.
     b.handle_timeout(Instant::from_micros(1_000_000));
     assert!(b.store().contains(&stream(1), 1) && b.staged().is_empty());
@@ -237,10 +182,8 @@ fn at_round_start_staging_hides_new_entries_until_the_next_tick() {
 
 #[test]
 fn an_unanswered_exchange_times_out_and_blocks_ticks_until_then() {
-    let cfg = Arc::new(AeConfig {
-        timeout: Duration::from_millis(2_500),
-        ..(*config(AeMode::PushPull)).clone()
-    });
+    let cfg =
+        Arc::new(AeConfig { timeout: Duration::from_millis(2_500), ..(*config(AeMode::PushPull)).clone() });
     let mut a = machine(1, &cfg, &[2]);
     a.handle_timeout(Instant::from_micros(1_000_000));
     let syn = a.poll_transmit().unwrap();
@@ -255,13 +198,7 @@ fn an_unanswered_exchange_times_out_and_blocks_ticks_until_then() {
     assert_eq!(a.stats().ticks_skipped, 2);
     assert_eq!(a.poll_timeout(), Some(Instant::from_micros(3_500_000)));
     a.handle_timeout(Instant::from_micros(3_500_000));
-    assert_eq!(
-        events(&mut a),
-        vec![AeEvent::ExchangeAborted {
-            peer: id(2),
-            xid: 1
-        }]
-    );
+    assert_eq!(events(&mut a), vec![AeEvent::ExchangeAborted { peer: id(2), xid: 1 }]);
     // A late reply to the aborted exchange is counted and ignored.
     a.handle_message(
         Instant::from_micros(3_600_000),
@@ -278,10 +215,7 @@ fn an_unanswered_exchange_times_out_and_blocks_ticks_until_then() {
     assert!(a.store().is_empty());
     // The next tick opens a new exchange.
     a.handle_timeout(Instant::from_micros(4_000_000));
-    assert!(matches!(
-        a.poll_transmit().unwrap().msg,
-        AeMessage::Syn { xid: 2, .. }
-    ));
+    assert!(matches!(a.poll_transmit().unwrap().msg, AeMessage::Syn { xid: 2, .. }));
 }
 
 #[test]
@@ -289,13 +223,7 @@ fn malformed_and_out_of_scope_input_is_counted_and_changes_nothing() {
     let cfg = config(AeMode::PushPull);
     let mut b = machine(2, &cfg, &[1]);
     b.insert(entry(9, 1));
-    let bad_summary = StreamSummary {
-        stream: stream(9),
-        floor: 5,
-        contig: 2,
-        max: 9,
-        missing: vec![],
-    };
+    let bad_summary = StreamSummary { stream: stream(9), floor: 5, contig: 2, max: 9, missing: vec![] };
     let now = Instant::ZERO;
     b.handle_message(
         now,
@@ -304,46 +232,21 @@ fn malformed_and_out_of_scope_input_is_counted_and_changes_nothing() {
             xid: 1,
             mode: AeMode::PushPull,
             scope: vec![T],
-            digest: Digest {
-                summaries: vec![bad_summary],
-                partial: false,
-            },
+            digest: Digest { summaries: vec![bad_summary], partial: false },
         },
     );
     b.handle_message(
         now,
         id(1),
-        AeMessage::Syn {
-            xid: 2,
-            mode: AeMode::Pull,
-            scope: vec![T, T],
-            digest: Digest::default(),
-        },
+        AeMessage::Syn { xid: 2, mode: AeMode::Pull, scope: vec![T, T], digest: Digest::default() },
     );
     assert_eq!(b.stats().malformed, 2);
     assert!(b.poll_transmit().is_none(), "no reply to a malformed Syn");
     // Entries of a topic B does not reconcile, and seq 0, are dropped.
-    let foreign = Entry {
-        stream: StreamId {
-            topic: TopicId(8),
-            origin: id(1),
-        },
-        seq: 1,
-        payload: Bytes::new(),
-    };
-    let zero = Entry {
-        seq: 0,
-        ..entry(1, 1)
-    };
-    b.handle_message(
-        now,
-        id(1),
-        AeMessage::Delta {
-            xid: 9,
-            delta: vec![foreign, zero],
-            more: false,
-        },
-    );
+    let foreign =
+        Entry { stream: StreamId { topic: TopicId(8), origin: id(1) }, seq: 1, payload: Bytes::new() };
+    let zero = Entry { seq: 0, ..entry(1, 1) };
+    b.handle_message(now, id(1), AeMessage::Delta { xid: 9, delta: vec![foreign, zero], more: false });
     assert_eq!((b.stats().out_of_scope, b.stats().malformed), (1, 3));
     assert_eq!(b.store().len(), 1);
     assert!(events(&mut b).is_empty());
@@ -356,21 +259,11 @@ fn responder_only_reconciles_the_topics_both_sides_hold() {
     let mut b = machine(2, &cfg, &[1]);
     let other = TopicId(99);
     a.subscribe(other);
-    a.insert(Entry {
-        stream: StreamId {
-            topic: other,
-            origin: id(1),
-        },
-        seq: 1,
-        payload: Bytes::new(),
-    });
+    a.insert(Entry { stream: StreamId { topic: other, origin: id(1) }, seq: 1, payload: Bytes::new() });
     a.insert(entry(1, 1));
-    a.start_exchange(Instant::ZERO, AeMode::PushPull, None)
-        .unwrap();
+    a.start_exchange(Instant::ZERO, AeMode::PushPull, None).unwrap();
     let log = pump(&mut [&mut a, &mut b], Instant::ZERO);
-    let AeMessage::SynAck { scope, .. } = &log[1].2 else {
-        panic!()
-    };
+    let AeMessage::SynAck { scope, .. } = &log[1].2 else { panic!() };
     assert_eq!(scope, &vec![T]);
     assert_eq!(b.stats().out_of_scope, 0, "A never sent the foreign topic");
     assert_eq!(b.store().len(), 1);
@@ -378,10 +271,7 @@ fn responder_only_reconciles_the_topics_both_sides_hold() {
 
 #[test]
 fn partial_digests_rotate_and_do_not_trigger_full_resends() {
-    let cfg = Arc::new(AeConfig {
-        digest_streams_max: 2,
-        ..(*config(AeMode::PushPull)).clone()
-    });
+    let cfg = Arc::new(AeConfig { digest_streams_max: 2, ..(*config(AeMode::PushPull)).clone() });
     let mut a = machine(1, &cfg, &[2]);
     let mut b = machine(2, &cfg, &[1]);
     for o in 1..=5 {
@@ -411,9 +301,7 @@ fn same_seed_same_choices() {
             let t = m.poll_transmit().unwrap();
             targets.push(t.to);
             // Answer so the next tick is free.
-            let AeMessage::Syn { xid, .. } = t.msg else {
-                panic!()
-            };
+            let AeMessage::Syn { xid, .. } = t.msg else { panic!() };
             m.handle_message(
                 now,
                 t.to,

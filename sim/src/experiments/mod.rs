@@ -1,1 +1,6 @@
-//! The experiments.
+//! The experiments `hearsay-sim` runs. Each module exposes `Params`, a `run` function returning
+//! a serializable `Report` (the JSON line), a readable `table`, and where it makes sense a
+//! `plot`. Tests call these functions directly with fixed seeds.
+
+pub mod anti_entropy;
+pub mod bench;

@@ -36,13 +36,11 @@ use hearsay_protocols::{Duration, Instant, Machine, NodeId, Seed, Transmit};
 
 use self::network::Network;
 pub use self::network::{Fate, Latency, NetConfig};
-use self::queue::EventQueue;
+use self::queue::{EventQueue, Item};
 
 /// The NodeIds of the `n` nodes of run `run` (PROTOCOLS.md §9.3, `derive("nodeid", r, i)`).
 pub fn node_ids(seed: u64, run: u64, n: usize) -> Vec<NodeId> {
-    (0..n as u64)
-        .map(|i| NodeId::from_bytes(*Seed::derive(seed, "nodeid", run, i).as_bytes()))
-        .collect()
+    (0..n as u64).map(|i| NodeId::from_bytes(*Seed::derive(seed, "nodeid", run, i).as_bytes())).collect()
 }
 
 /// The seed of node `index` in run `run`, for its `restarts`-th life (0 = first start).
@@ -50,12 +48,7 @@ pub fn node_seed(seed: u64, run: u64, index: usize, restarts: u32) -> Seed {
     if restarts == 0 {
         Seed::derive(seed, "node", run, index as u64)
     } else {
-        Seed::derive(
-            seed,
-            "node-restart",
-            run,
-            ((index as u64) << 16) + u64::from(restarts),
-        )
+        Seed::derive(seed, "node-restart", run, ((index as u64) << 16) + u64::from(restarts))
     }
 }
 
@@ -143,21 +136,9 @@ pub type Factory<M> = Box<dyn FnMut(&NodeInit) -> M>;
 type Call<M> = Box<dyn FnOnce(&mut M, Instant)>;
 
 enum Event<M: Machine> {
-    Deliver {
-        from: u32,
-        to: u32,
-        life: u32,
-        msg: M::Message,
-    },
-    Timer {
-        node: u32,
-        generation: u32,
-    },
+    Deliver { from: u32, to: u32, life: u32, msg: M::Message },
     Fault(Fault),
-    Call {
-        node: u32,
-        call: Call<M>,
-    },
+    Call { node: u32, call: Call<M> },
 }
 
 struct Slot<M: Machine> {
@@ -169,7 +150,6 @@ struct Slot<M: Machine> {
     timer_generation: u32,
     timer_at: Option<Instant>,
     stalled: bool,
-    backlog: VecDeque<(u32, M::Message)>,
 }
 
 /// Hashes a NodeId by its first 8 bytes: ids are random (or distinct small integers in tests).
@@ -184,8 +164,7 @@ impl Hasher for PrefixHasher {
         for chunk in bytes.chunks(8).take(1) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
-            self.0 =
-                self.0.rotate_left(5) ^ u64::from_be_bytes(b).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            self.0 = self.0.rotate_left(5) ^ u64::from_be_bytes(b).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
     fn write_usize(&mut self, _: usize) {}
@@ -197,6 +176,8 @@ pub struct Sim<M: Machine> {
     nodes: Vec<Slot<M>>,
     index: HashMap<NodeId, u32, BuildHasherDefault<PrefixHasher>>,
     net: Network,
+    /// Inbound messages of stalled nodes, in arrival order (only stalled nodes have one).
+    backlogs: HashMap<u32, VecDeque<(u32, M::Message)>>,
     factory: Factory<M>,
     seed: u64,
     run: u64,
@@ -219,13 +200,8 @@ impl<M: Machine> Sim<M> {
         for (i, id) in ids.into_iter().enumerate() {
             let previous = index.insert(id, i as u32);
             assert!(previous.is_none(), "duplicate NodeId derived for node {i}");
-            let init = NodeInit {
-                index: i,
-                id,
-                seed: node_seed(seed, run, i, 0),
-                now: Instant::ZERO,
-                restarts: 0,
-            };
+            let init =
+                NodeInit { index: i, id, seed: node_seed(seed, run, i, 0), now: Instant::ZERO, restarts: 0 };
             nodes.push(Slot {
                 id,
                 machine: factory(&init),
@@ -235,7 +211,6 @@ impl<M: Machine> Sim<M> {
                 timer_generation: 0,
                 timer_at: None,
                 stalled: false,
-                backlog: VecDeque::new(),
             });
         }
         let mut sim = Sim {
@@ -243,6 +218,7 @@ impl<M: Machine> Sim<M> {
             nodes,
             index,
             net: Network::new(net, seed, run, n),
+            backlogs: HashMap::new(),
             factory,
             seed,
             run,
@@ -316,19 +292,8 @@ impl<M: Machine> Sim<M> {
     }
 
     /// Schedule `call` against node `node`'s machine at `at` (skipped if the node is down).
-    pub fn schedule_call(
-        &mut self,
-        at: Instant,
-        node: usize,
-        call: impl FnOnce(&mut M, Instant) + 'static,
-    ) {
-        self.queue.push(
-            at,
-            Event::Call {
-                node: node as u32,
-                call: Box::new(call),
-            },
-        );
+    pub fn schedule_call(&mut self, at: Instant, node: usize, call: impl FnOnce(&mut M, Instant) + 'static) {
+        self.queue.push(at, Event::Call { node: node as u32, call: Box::new(call) });
     }
 
     /// Run `f` against node `node` now and drain its outputs.
@@ -350,14 +315,8 @@ impl<M: Machine> Sim<M> {
             return false;
         };
         self.stats.events += 1;
-        match event {
-            Event::Deliver {
-                from,
-                to,
-                life,
-                msg,
-            } => self.deliver(now, from, to, life, msg, obs),
-            Event::Timer { node, generation } => {
+        let event = match event {
+            Item::Timer { node, generation } => {
                 let slot = &mut self.nodes[node as usize];
                 if slot.up && slot.timer_generation == generation {
                     slot.timer_at = None;
@@ -365,7 +324,12 @@ impl<M: Machine> Sim<M> {
                     slot.machine.handle_timeout(now);
                     self.drain(node, obs);
                 }
+                return true;
             }
+            Item::Event(event) => event,
+        };
+        match event {
+            Event::Deliver { from, to, life, msg } => self.deliver(now, from, to, life, msg, obs),
             Event::Fault(fault) => self.apply_fault(now, fault, obs),
             Event::Call { node, call } => {
                 if self.nodes[node as usize].up {
@@ -388,11 +352,7 @@ impl<M: Machine> Sim<M> {
     }
 
     /// Process events while `keep_going(self)` holds and events remain.
-    pub fn run_while(
-        &mut self,
-        obs: &mut impl Observer<M>,
-        mut keep_going: impl FnMut(&Self) -> bool,
-    ) {
+    pub fn run_while(&mut self, obs: &mut impl Observer<M>, mut keep_going: impl FnMut(&Self) -> bool) {
         while keep_going(self) && self.step(obs) {}
     }
 
@@ -439,26 +399,17 @@ impl<M: Machine> Sim<M> {
             return;
         }
         if slot.stalled {
-            slot.backlog.push_back((from, msg));
+            self.backlogs.entry(to).or_default().push_back((from, msg));
             return;
         }
         self.hand_over(now, from, to, msg, obs);
     }
 
-    fn hand_over(
-        &mut self,
-        now: Instant,
-        from: u32,
-        to: u32,
-        msg: M::Message,
-        obs: &mut impl Observer<M>,
-    ) {
+    fn hand_over(&mut self, now: Instant, from: u32, to: u32, msg: M::Message, obs: &mut impl Observer<M>) {
         obs.on_deliver(now, from as usize, to as usize, &msg);
         self.stats.delivered += 1;
         let from_id = self.nodes[from as usize].id;
-        self.nodes[to as usize]
-            .machine
-            .handle_message(now, from_id, msg);
+        self.nodes[to as usize].machine.handle_message(now, from_id, msg);
         self.drain(to, obs);
     }
 
@@ -476,15 +427,7 @@ impl<M: Machine> Sim<M> {
             match (fate, dest) {
                 (Fate::Arrives(at), Some(d)) => {
                     let life = self.nodes[d as usize].life;
-                    self.queue.push(
-                        at,
-                        Event::Deliver {
-                            from: i,
-                            to: d,
-                            life,
-                            msg: t.msg,
-                        },
-                    );
+                    self.queue.push(at, Event::Deliver { from: i, to: d, life, msg: t.msg });
                 }
                 (Fate::Lost, _) => self.stats.lost += 1,
                 (Fate::Partitioned, _) => self.stats.partitioned += 1,
@@ -501,13 +444,7 @@ impl<M: Machine> Sim<M> {
             slot.timer_at = wanted;
             if let Some(at) = wanted {
                 let generation = slot.timer_generation;
-                self.queue.push(
-                    at,
-                    Event::Timer {
-                        node: i,
-                        generation,
-                    },
-                );
+                self.queue.push_timer(at, i, generation);
             }
         }
     }
@@ -522,7 +459,7 @@ impl<M: Machine> Sim<M> {
                 slot.timer_generation = slot.timer_generation.wrapping_add(1);
                 slot.timer_at = None;
                 slot.stalled = false;
-                slot.backlog.clear();
+                self.backlogs.remove(&(i as u32));
             }
             Fault::Restart(i) => {
                 if self.nodes[i].up {
@@ -560,7 +497,8 @@ impl<M: Machine> Sim<M> {
             }
             Fault::Unstall(i) => {
                 self.nodes[i].stalled = false;
-                while let Some((from, msg)) = self.nodes[i].backlog.pop_front() {
+                let backlog = self.backlogs.remove(&(i as u32)).unwrap_or_default();
+                for (from, msg) in backlog {
                     self.hand_over(now, from, i as u32, msg, obs);
                 }
             }

@@ -43,15 +43,9 @@ pub enum Latency {
 
 impl Latency {
     /// The `lan` profile of PROTOCOLS.md §9.5 (use with jitter 0.1).
-    pub const LAN: Latency = Latency::Plane {
-        a: Duration::from_micros(100),
-        b: Duration::from_millis(1),
-    };
+    pub const LAN: Latency = Latency::Plane { a: Duration::from_micros(100), b: Duration::from_millis(1) };
     /// The `wan` profile of PROTOCOLS.md §9.5 (use with jitter 0.1).
-    pub const WAN: Latency = Latency::Plane {
-        a: Duration::from_millis(1),
-        b: Duration::from_millis(100),
-    };
+    pub const WAN: Latency = Latency::Plane { a: Duration::from_millis(1), b: Duration::from_millis(100) };
 }
 
 /// The network's settings.
@@ -70,12 +64,7 @@ pub struct NetConfig {
 
 impl Default for NetConfig {
     fn default() -> Self {
-        NetConfig {
-            latency: Latency::Zero,
-            jitter: 0.0,
-            loss: 0.0,
-            stream_loss: false,
-        }
+        NetConfig { latency: Latency::Zero, jitter: 0.0, loss: 0.0, stream_loss: false }
     }
 }
 
@@ -153,9 +142,8 @@ impl Network {
     }
 
     fn link_unit(&self, lo: u32, hi: u32, salt: u64) -> f64 {
-        let mut z = self.link_key
-            ^ (u64::from(lo) << 32 | u64::from(hi))
-            ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut z =
+            self.link_key ^ (u64::from(lo) << 32 | u64::from(hi)) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // splitmix64 finalizer
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -168,20 +156,12 @@ impl Network {
     }
 
     pub(crate) fn separated(&self, i: u32, j: u32) -> bool {
-        self.groups
-            .as_ref()
-            .is_some_and(|g| g[i as usize] != g[j as usize])
+        self.groups.as_ref().is_some_and(|g| g[i as usize] != g[j as usize])
     }
 
     /// Decide a message's fate at send time. Draws from the network RNG in a fixed order:
     /// the loss coin (if it applies), then the jitter (if any).
-    pub(crate) fn send(
-        &mut self,
-        now: Instant,
-        from: u32,
-        to: u32,
-        reliability: Reliability,
-    ) -> Fate {
+    pub(crate) fn send(&mut self, now: Instant, from: u32, to: u32, reliability: Reliability) -> Fate {
         if self.separated(from, to) {
             return Fate::Partitioned;
         }
@@ -215,29 +195,13 @@ mod tests {
     use super::*;
 
     fn net(latency: Latency, jitter: f64, loss: f64) -> Network {
-        Network::new(
-            NetConfig {
-                latency,
-                jitter,
-                loss,
-                stream_loss: false,
-            },
-            1,
-            0,
-            100,
-        )
+        Network::new(NetConfig { latency, jitter, loss, stream_loss: false }, 1, 0, 100)
     }
 
     #[test]
     fn link_delays_are_symmetric_fixed_and_in_range() {
-        let n = net(
-            Latency::Uniform {
-                lo: Duration::from_millis(10),
-                hi: Duration::from_millis(20),
-            },
-            0.0,
-            0.0,
-        );
+        let n =
+            net(Latency::Uniform { lo: Duration::from_millis(10), hi: Duration::from_millis(20) }, 0.0, 0.0);
         let mut seen = Vec::new();
         for i in 0..100 {
             for j in 0..100 {
@@ -253,14 +217,7 @@ mod tests {
 
     #[test]
     fn log_normal_has_the_requested_median() {
-        let n = net(
-            Latency::LogNormal {
-                median: Duration::from_millis(50),
-                sigma: 0.5,
-            },
-            0.0,
-            0.0,
-        );
+        let n = net(Latency::LogNormal { median: Duration::from_millis(50), sigma: 0.5 }, 0.0, 0.0);
         let mut ds: Vec<u64> = (0..200)
             .flat_map(|i| (0..50).map(move |j| (i, j)))
             .map(|(i, j)| n.base_delay(i, 200 + j).as_micros())
@@ -285,9 +242,8 @@ mod tests {
     #[test]
     fn loss_hits_datagrams_at_the_configured_rate_but_not_streams() {
         let mut n = net(Latency::Zero, 0.0, 0.2);
-        let lost = (0..20_000)
-            .filter(|_| n.send(Instant::ZERO, 0, 1, Reliability::Datagram) == Fate::Lost)
-            .count();
+        let lost =
+            (0..20_000).filter(|_| n.send(Instant::ZERO, 0, 1, Reliability::Datagram) == Fate::Lost).count();
         assert!((3_700..4_300).contains(&lost), "{lost}");
         assert!((0..1000).all(|_| n.send(Instant::ZERO, 0, 1, Reliability::Stream) != Fate::Lost));
     }
@@ -297,8 +253,7 @@ mod tests {
         let mut n = net(Latency::Constant(Duration::from_millis(10)), 1.0, 0.0);
         let mut last = Instant::ZERO;
         for t in 0..1000u64 {
-            let Fate::Arrives(at) = n.send(Instant::from_micros(t), 3, 4, Reliability::Stream)
-            else {
+            let Fate::Arrives(at) = n.send(Instant::from_micros(t), 3, 4, Reliability::Stream) else {
                 panic!()
             };
             assert!(at >= last);
@@ -312,22 +267,10 @@ mod tests {
         let mut groups = vec![0u32; 100];
         groups[7] = 1;
         n.partition(Some(groups));
-        assert_eq!(
-            n.send(Instant::ZERO, 7, 8, Reliability::Stream),
-            Fate::Partitioned
-        );
-        assert_eq!(
-            n.send(Instant::ZERO, 8, 7, Reliability::Datagram),
-            Fate::Partitioned
-        );
-        assert_eq!(
-            n.send(Instant::ZERO, 8, 9, Reliability::Datagram),
-            Fate::Arrives(Instant::ZERO)
-        );
+        assert_eq!(n.send(Instant::ZERO, 7, 8, Reliability::Stream), Fate::Partitioned);
+        assert_eq!(n.send(Instant::ZERO, 8, 7, Reliability::Datagram), Fate::Partitioned);
+        assert_eq!(n.send(Instant::ZERO, 8, 9, Reliability::Datagram), Fate::Arrives(Instant::ZERO));
         n.partition(None);
-        assert_eq!(
-            n.send(Instant::ZERO, 7, 8, Reliability::Stream),
-            Fate::Arrives(Instant::ZERO)
-        );
+        assert_eq!(n.send(Instant::ZERO, 7, 8, Reliability::Stream), Fate::Arrives(Instant::ZERO));
     }
 }

@@ -1,38 +1,63 @@
-//! The event queue: a priority queue ordered by (time, seq), with a FIFO fast path for events
-//! due at the current instant (PROTOCOLS.md §9.2).
+//! The event queue: events ordered by (time, seq) (PROTOCOLS.md §9.2), as a radix heap.
 //!
 //! `seq` is a global counter bumped at every enqueue, so equal times are served in enqueue
-//! order and nothing else breaks ties. Events enqueued while the clock reads `now` for time
-//! `now` (zero-latency messages, deadlines already past) all have higher `seq` than every
-//! event for `now` enqueued before the clock got there, so they can wait in a plain FIFO
-//! behind the heap's `now` events: the order is exactly (time, seq), and round-based runs at
-//! zero latency touch the heap only for timers.
+//! order and nothing else breaks ties. A simulation's clock never goes back, which is what a
+//! radix heap needs: an event for time `t` goes to bucket `⌊log2(t XOR last)⌋ + 1`, where
+//! `last` is the time of the last redistribution, and bucket 0 holds the events due at `last`
+//! itself, as a FIFO. Popping takes from bucket 0; when it is empty, the lowest non-empty
+//! bucket is emptied into lower ones around its minimum time. Pushes are O(1), pops amortized
+//! O(log of the time span), and, because every event with a given time always sits in one
+//! bucket in push order and buckets are emptied in order, equal times come out in enqueue
+//! order: exactly (time, seq). Round-based runs at zero latency live almost entirely in the
+//! FIFO.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 use hearsay_protocols::Instant;
 
-/// A (time, seq)-ordered queue of `E`.
+/// What a pop yields: a node timer (stored inline, 8 bytes) or an event from the slab.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Item<E> {
+    /// Node `node`'s timer of generation `generation`.
+    Timer {
+        /// The node.
+        node: u32,
+        /// The generation it was armed with.
+        generation: u32,
+    },
+    /// Any other event.
+    Event(E),
+}
+
+const TIMER: u64 = 1 << 63;
+
+/// A (time, seq)-ordered queue of timers and `E`s.
 #[derive(Debug)]
 pub(crate) struct EventQueue<E> {
-    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Bucket k (1..=64) at index k − 1: (time, payload) in push order. A payload is a timer
+    /// (`TIMER | node << 32 | generation`) or a slab slot.
+    buckets: Vec<Vec<(u64, u64)>>,
     slab: Vec<Option<E>>,
     free: Vec<u32>,
-    now_fifo: VecDeque<E>,
+    /// Bucket 0: payloads due at `last`, in push order.
+    due: VecDeque<u64>,
+    /// The radix base: time of the last redistribution.
+    last: u64,
+    /// The clock (≥ `last`): time of the last pop, or set by `advance_to`.
     now: u64,
-    seq: u64,
+    len: usize,
 }
 
 impl<E> EventQueue<E> {
     pub(crate) fn new() -> Self {
         EventQueue {
-            heap: BinaryHeap::new(),
+            buckets: (0..64).map(|_| Vec::new()).collect(),
             slab: Vec::new(),
             free: Vec::new(),
-            now_fifo: VecDeque::new(),
+            due: VecDeque::new(),
+            last: 0,
             now: 0,
-            seq: 0,
+            len: 0,
         }
     }
 
@@ -41,14 +66,24 @@ impl<E> EventQueue<E> {
         Instant::from_micros(self.now)
     }
 
+    fn bucket(&self, t: u64) -> usize {
+        // t > last here; the index of the highest differing bit, 0..=63.
+        63 - (t ^ self.last).leading_zeros() as usize
+    }
+
+    fn enqueue(&mut self, at: Instant, payload: u64) {
+        let t = at.as_micros().max(self.now);
+        self.len += 1;
+        if t == self.last {
+            self.due.push_back(payload);
+        } else {
+            let b = self.bucket(t);
+            self.buckets[b].push((t, payload));
+        }
+    }
+
     /// Enqueue `event` at `at`; a time in the past is served at the current instant.
     pub(crate) fn push(&mut self, at: Instant, event: E) {
-        let t = at.as_micros().max(self.now);
-        self.seq += 1;
-        if t == self.now {
-            self.now_fifo.push_back(event);
-            return;
-        }
         let slot = match self.free.pop() {
             Some(i) => {
                 self.slab[i as usize] = Some(event);
@@ -59,45 +94,69 @@ impl<E> EventQueue<E> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.heap.push(Reverse((t, self.seq, slot)));
+        self.enqueue(at, u64::from(slot));
     }
 
-    /// The time of the next event, if any. The heap never holds a time before `now`.
-    pub(crate) fn peek_time(&self) -> Option<Instant> {
-        if !self.now_fifo.is_empty() {
-            return Some(Instant::from_micros(self.now));
+    /// Enqueue node `node`'s timer of generation `generation` at `at`.
+    pub(crate) fn push_timer(&mut self, at: Instant, node: u32, generation: u32) {
+        debug_assert!(node < 1 << 31);
+        self.enqueue(at, TIMER | u64::from(node) << 32 | u64::from(generation));
+    }
+
+    /// Refill bucket 0 from the lowest non-empty bucket, if bucket 0 is empty.
+    fn settle(&mut self) {
+        if !self.due.is_empty() {
+            return;
         }
-        self.heap
-            .peek()
-            .map(|Reverse((t, _, _))| Instant::from_micros(*t))
-    }
-
-    /// Pop the next event in (time, seq) order, advancing the clock to its time.
-    pub(crate) fn pop(&mut self) -> Option<(Instant, E)> {
-        let heap_now = matches!(self.heap.peek(), Some(Reverse((t, _, _))) if *t == self.now);
-        if !heap_now {
-            if let Some(e) = self.now_fifo.pop_front() {
-                return Some((Instant::from_micros(self.now), e));
+        let Some(b) = self.buckets.iter().position(|v| !v.is_empty()) else { return };
+        let mut items = std::mem::take(&mut self.buckets[b]);
+        let min = items.iter().map(|(t, _)| *t).min().expect("bucket is non-empty");
+        self.last = min;
+        for &(t, payload) in &items {
+            if t == min {
+                self.due.push_back(payload);
+            } else {
+                let nb = self.bucket(t);
+                self.buckets[nb].push((t, payload));
             }
         }
-        let Reverse((t, _, slot)) = self.heap.pop()?;
-        self.now = t;
-        self.free.push(slot);
-        let event = self.slab[slot as usize]
-            .take()
-            .expect("heap slot holds an event");
-        Some((Instant::from_micros(t), event))
+        // Give the emptied bucket its allocation back for reuse.
+        items.clear();
+        if self.buckets[b].is_empty() {
+            self.buckets[b] = items;
+        }
+    }
+
+    /// The time of the next item, if any.
+    pub(crate) fn peek_time(&mut self) -> Option<Instant> {
+        self.settle();
+        if self.due.is_empty() { None } else { Some(Instant::from_micros(self.last)) }
+    }
+
+    /// Pop the next item in (time, seq) order, advancing the clock to its time.
+    pub(crate) fn pop(&mut self) -> Option<(Instant, Item<E>)> {
+        self.settle();
+        let payload = self.due.pop_front()?;
+        self.len -= 1;
+        self.now = self.last;
+        let item = if payload & TIMER != 0 {
+            Item::Timer { node: ((payload & !TIMER) >> 32) as u32, generation: payload as u32 }
+        } else {
+            let slot = payload as u32;
+            self.free.push(slot);
+            Item::Event(self.slab[slot as usize].take().expect("slot holds an event"))
+        };
+        Some((Instant::from_micros(self.now), item))
     }
 
     /// Move the clock forward to `t` when nothing is due before it.
     pub(crate) fn advance_to(&mut self, t: Instant) {
-        debug_assert!(self.now_fifo.is_empty());
         debug_assert!(self.peek_time().is_none_or(|next| next >= t));
         self.now = self.now.max(t.as_micros());
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.heap.len() + self.now_fifo.len()
+        self.len
     }
 }
 
@@ -112,17 +171,17 @@ mod tests {
         q.push(t(5), "b1");
         q.push(t(3), "a");
         q.push(t(5), "b2");
-        assert_eq!(q.pop(), Some((t(3), "a")));
+        assert_eq!(q.pop(), Some((t(3), Item::Event("a"))));
         // Enqueued at now = 3 for time 5: after b1 and b2, which were enqueued earlier.
         q.push(t(5), "b3");
-        assert_eq!(q.pop(), Some((t(5), "b1")));
+        assert_eq!(q.pop(), Some((t(5), Item::Event("b1"))));
         // Now the clock reads 5: a zero-delay event goes behind everything already due at 5.
         q.push(t(5), "now1");
         q.push(t(1), "past"); // a past deadline is served now, in enqueue order
-        assert_eq!(q.pop(), Some((t(5), "b2")));
-        assert_eq!(q.pop(), Some((t(5), "b3")));
-        assert_eq!(q.pop(), Some((t(5), "now1")));
-        assert_eq!(q.pop(), Some((t(5), "past")));
+        assert_eq!(q.pop(), Some((t(5), Item::Event("b2"))));
+        assert_eq!(q.pop(), Some((t(5), Item::Event("b3"))));
+        assert_eq!(q.pop(), Some((t(5), Item::Event("now1"))));
+        assert_eq!(q.pop(), Some((t(5), Item::Event("past"))));
         assert_eq!(q.pop(), None);
         assert_eq!(q.len(), 0);
     }
@@ -138,20 +197,28 @@ mod tests {
             x
         };
         let mut q = EventQueue::new();
-        let mut reference: Vec<(u64, u64)> = Vec::new();
+        let mut reference = std::collections::BTreeSet::new();
         let mut seq = 0u64;
         let mut popped = Vec::new();
         let mut expected = Vec::new();
-        for _ in 0..5_000 {
+        for _ in 0..20_000 {
             if next() % 3 != 0 {
-                let at = q.now().as_micros() + next() % 4; // many ties at "now"
+                let span = if next() % 5 == 0 { 1 << (next() % 40) } else { 4 }; // many ties, some far
+                let at = q.now().as_micros() + next() % span;
                 seq += 1;
-                q.push(Instant::from_micros(at), seq);
-                reference.push((at, seq));
-            } else if let Some((t, s)) = q.pop() {
+                if seq % 2 == 0 {
+                    q.push(Instant::from_micros(at), seq);
+                } else {
+                    q.push_timer(Instant::from_micros(at), (seq >> 32) as u32, seq as u32);
+                }
+                reference.insert((at, seq));
+            } else if let Some((t, item)) = q.pop() {
+                let s = match item {
+                    Item::Event(s) => s,
+                    Item::Timer { node, generation } => u64::from(node) << 32 | u64::from(generation),
+                };
                 popped.push((t.as_micros(), s));
-                reference.sort_unstable();
-                expected.push(reference.remove(0));
+                expected.push(reference.pop_first().expect("same length"));
             }
         }
         assert_eq!(popped, expected);

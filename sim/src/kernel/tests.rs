@@ -22,14 +22,7 @@ impl Toy {
     fn new(init: &NodeInit, peers: PeerView, timing: Timing) -> Self {
         let mut rng = Rng::from_seed(init.seed.machine("toy"));
         let tick = Ticker::start(init.now, Duration::from_secs(1), timing, &mut rng);
-        Toy {
-            id: init.id,
-            rng,
-            peers,
-            tick,
-            sent: 0,
-            out: Outbox::default(),
-        }
+        Toy { id: init.id, rng, peers, tick, sent: 0, out: Outbox::default() }
     }
 }
 
@@ -64,9 +57,7 @@ impl Machine for Toy {
 
 fn sim(n: usize, seed: u64, net: NetConfig, timing: Timing) -> Sim<Toy> {
     let peers: PeerView = node_ids(seed, 0, n).into_iter().collect();
-    Sim::new(seed, 0, n, net, move |init| {
-        Toy::new(init, peers.clone(), timing)
-    })
+    Sim::new(seed, 0, n, net, move |init| Toy::new(init, peers.clone(), timing))
 }
 
 #[derive(Default)]
@@ -80,14 +71,7 @@ impl Observer<Toy> for Log {
     fn on_event(&mut self, now: Instant, node: usize, e: (NodeId, u64)) {
         self.events.push((now.as_micros(), node, e.1));
     }
-    fn on_send(
-        &mut self,
-        now: Instant,
-        from: usize,
-        _to: Option<usize>,
-        _t: &Transmit<u64>,
-        fate: Fate,
-    ) {
+    fn on_send(&mut self, now: Instant, from: usize, _to: Option<usize>, _t: &Transmit<u64>, fate: Fate) {
         self.sends.push((now.as_micros(), from, fate));
     }
     fn on_fault(&mut self, _now: Instant, _f: &Fault) {
@@ -124,20 +108,12 @@ fn run_rounds_stops_when_asked() {
 
 #[test]
 fn same_seed_same_trace_and_another_seed_another() {
-    let net = NetConfig {
-        latency: Latency::WAN,
-        jitter: 0.1,
-        loss: 0.1,
-        stream_loss: false,
-    };
+    let net = NetConfig { latency: Latency::WAN, jitter: 0.1, loss: 0.1, stream_loss: false };
     let trace = |seed| {
         let mut s = sim(50, seed, net.clone(), Timing::Phased);
         s.schedule_fault(Instant::from_micros(2_000_000), Fault::Crash(4));
         s.schedule_fault(Instant::from_micros(7_000_000), Fault::Restart(4));
-        s.schedule_fault(
-            Instant::from_micros(6_000_000),
-            Fault::Partition(vec![(0..25).collect()]),
-        );
+        s.schedule_fault(Instant::from_micros(6_000_000), Fault::Partition(vec![(0..25).collect()]));
         s.schedule_fault(Instant::from_micros(8_000_000), Fault::Heal);
         let mut h = TraceHash::default();
         s.run_until(Instant::from_micros(10_000_000), &mut h);
@@ -146,18 +122,12 @@ fn same_seed_same_trace_and_another_seed_another() {
     let (a, stats) = trace(7);
     assert_eq!((a, stats), trace(7));
     assert_ne!(a, trace(8).0);
-    assert!(
-        stats.lost > 0 && stats.partitioned > 0 && stats.unreachable > 0,
-        "{stats:?}"
-    );
+    assert!(stats.lost > 0 && stats.partitioned > 0 && stats.unreachable > 0, "{stats:?}");
 }
 
 #[test]
 fn crash_discards_pending_work_and_restart_builds_a_fresh_machine() {
-    let net = NetConfig {
-        latency: Latency::Constant(Duration::from_millis(10)),
-        ..NetConfig::default()
-    };
+    let net = NetConfig { latency: Latency::Constant(Duration::from_millis(10)), ..NetConfig::default() };
     let mut s = sim(3, 3, net, Timing::Sync);
     s.schedule_fault(Instant::from_micros(1_000_005), Fault::Crash(1));
     s.schedule_fault(Instant::from_micros(2_500_000), Fault::Restart(1));
@@ -184,41 +154,19 @@ fn stalled_nodes_queue_messages_and_process_them_in_order_later() {
     s.run_until(Instant::from_micros(3_400_000), &mut log);
     // Node 1 kept ticking (its datagrams reached node 0) but processed nothing.
     assert!(log.events.iter().all(|e| e.1 != 1));
-    assert_eq!(
-        log.events
-            .iter()
-            .filter(|e| e.1 == 0 && e.2 % 2 == 0)
-            .count(),
-        3
-    );
+    assert_eq!(log.events.iter().filter(|e| e.1 == 0 && e.2 % 2 == 0).count(), 3);
     s.run_until(Instant::from_micros(3_500_001), &mut log);
-    let late: Vec<u64> = log
-        .events
-        .iter()
-        .filter(|e| e.1 == 1)
-        .map(|e| e.2)
-        .collect();
+    let late: Vec<u64> = log.events.iter().filter(|e| e.1 == 1).map(|e| e.2).collect();
     assert_eq!(late, vec![2, 3, 4, 5, 6, 7], "backlog in arrival order");
-    assert!(
-        log.events
-            .iter()
-            .filter(|e| e.1 == 1)
-            .all(|e| e.0 == 3_500_000)
-    );
+    assert!(log.events.iter().filter(|e| e.1 == 1).all(|e| e.0 == 3_500_000));
 }
 
 #[test]
 fn partition_drops_messages_in_flight_when_they_arrive() {
-    let net = NetConfig {
-        latency: Latency::Constant(Duration::from_millis(100)),
-        ..NetConfig::default()
-    };
+    let net = NetConfig { latency: Latency::Constant(Duration::from_millis(100)), ..NetConfig::default() };
     let mut s = sim(2, 5, net, Timing::Sync);
     // Round-1 datagrams leave at 1.0 s and would arrive at 1.1 s; the cut comes at 1.05 s.
-    s.schedule_fault(
-        Instant::from_micros(1_050_000),
-        Fault::Partition(vec![vec![0]]),
-    );
+    s.schedule_fault(Instant::from_micros(1_050_000), Fault::Partition(vec![vec![0]]));
     let mut log = Log::default();
     s.run_until(Instant::from_micros(1_500_000), &mut log);
     assert!(log.events.is_empty());
