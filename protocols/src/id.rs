@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 /// The transport authenticates it; machines only compare, order and copy it. Comparison
 /// works on four big-endian words, which is the same order as bytewise and several times
 /// cheaper than a `memcmp` call (binary searches over 10^5 ids are a simulator hot path).
-#[derive(Clone, Copy, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Eq, Serialize, Deserialize)]
 pub struct NodeId([u8; 32]);
 
 impl NodeId {
@@ -29,6 +29,14 @@ impl PartialEq for NodeId {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.words() == other.words()
+    }
+}
+
+impl std::hash::Hash for NodeId {
+    /// The 32 bytes, no length prefix (consistent with `Eq`: equal words are equal bytes).
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.0);
     }
 }
 

@@ -182,8 +182,14 @@ pub fn plot_lines(
     chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| e.to_string())?;
     let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     let mut legend = false;
-    for (k, s) in series.iter().enumerate() {
-        let color = if s.emphasized { palette[k % palette.len()] } else { RGBColor(170, 170, 200) };
+    let mut k = 0;
+    for s in series {
+        let color = if s.emphasized {
+            k += 1;
+            palette[(k - 1) % palette.len()]
+        } else {
+            RGBColor(170, 170, 200)
+        };
         let style = if s.emphasized { color.stroke_width(3) } else { color.stroke_width(1) };
         let drawn =
             chart.draw_series(LineSeries::new(s.points.iter().copied(), style)).map_err(|e| e.to_string())?;

@@ -239,7 +239,7 @@ impl Store {
         let last = taken.last().copied();
         let mut picked: Vec<StreamSummary> =
             taken.into_iter().map(|s| self.summary(s, missing_max)).collect();
-        picked.sort_unstable_by(|a, b| a.stream.cmp(&b.stream));
+        picked.sort_unstable_by_key(|s| s.stream);
         (picked, last)
     }
 
