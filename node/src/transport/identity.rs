@@ -1,0 +1,337 @@
+//! Identity and admission: who a node is, and how it proves it belongs to the cluster.
+//!
+//! # Mechanism
+//!
+//! - **Cluster secret.** `hearsay keygen` writes 32 random bytes (hex) to a file. Every member
+//!   is started with the same file (`--secret-file`). From it each member derives, with
+//!   HKDF-SHA256, the same Ed25519 **cluster CA key**, and from that the same CA certificate.
+//!   The secret itself is never sent anywhere.
+//! - **Node identity.** Each node has its own Ed25519 key pair, kept in its data directory
+//!   (`node.key`), so it keeps its identity across restarts. Its [`NodeId`] is the 32-byte
+//!   public key.
+//! - **Node certificate.** At start the node issues itself a certificate for its own key,
+//!   signed by the cluster CA key. Only a holder of the secret can make one.
+//! - **Mutual TLS 1.3** (QUIC's handshake): both sides present their certificate and both
+//!   verify that it chains to the cluster CA; a peer's NodeId is read from its verified
+//!   certificate. A peer without the secret cannot complete a handshake, so it cannot join,
+//!   publish, receive, or appear in any member list (membership only learns of peers through
+//!   authenticated connections).
+//!
+//! See the README's threat model for what this does and does not protect against.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hearsay_protocols::NodeId;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, PKCS_ED25519,
+};
+use ring::hkdf;
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The name every node certificate carries and every client asks for: membership in the
+/// cluster is what is verified, not a host name.
+pub const SERVER_NAME: &str = "hearsay";
+
+/// ALPN protocol id of hearsay's QUIC connections.
+pub const ALPN: &[u8] = b"hearsay/1";
+
+/// Why identity material could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The secret file could not be read or written.
+    #[error("cluster secret file {path}: {source}")]
+    SecretIo {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The secret file does not hold a secret made by `hearsay keygen`.
+    #[error("cluster secret file {0}: expected 64 hexadecimal characters, as written by `hearsay keygen`")]
+    SecretFormat(PathBuf),
+    /// The node key file could not be read or written.
+    #[error("node key {path}: {source}")]
+    KeyIo {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The node key file does not hold an Ed25519 key.
+    #[error("node key {0}: not an Ed25519 private key in PEM (delete it to make a new identity)")]
+    KeyFormat(PathBuf),
+    /// Certificate or TLS configuration failed (a bug or an unsupported platform).
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// The shared cluster secret.
+#[derive(Clone)]
+pub struct ClusterSecret([u8; 32]);
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
+}
+
+impl ClusterSecret {
+    /// A new random secret from the OS.
+    pub fn generate() -> Result<Self, IdentityError> {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new().fill(&mut bytes).map_err(|_| IdentityError::Tls("OS random source failed".into()))?;
+        Ok(ClusterSecret(bytes))
+    }
+
+    /// A secret from known bytes (tests, benchmarks).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        ClusterSecret(bytes)
+    }
+
+    /// The file form: 64 lowercase hex characters and a newline.
+    pub fn to_file_text(&self) -> String {
+        let mut s: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        s.push('\n');
+        s
+    }
+
+    /// Parse the file form (surrounding whitespace ignored).
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        if t.len() != 64 || !t.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(ClusterSecret(bytes))
+    }
+
+    /// Read a secret file.
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| IdentityError::SecretIo { path: path.to_owned(), source })?;
+        Self::parse(&text).ok_or_else(|| IdentityError::SecretFormat(path.to_owned()))
+    }
+
+    /// Write a new secret file, readable by its owner only; refuses to overwrite.
+    pub fn write_new(&self, path: &Path) -> Result<(), IdentityError> {
+        write_private(path, self.to_file_text().as_bytes())
+            .map_err(|source| IdentityError::SecretIo { path: path.to_owned(), source })
+    }
+
+    /// The cluster CA's Ed25519 key, derived with HKDF-SHA256.
+    fn ca_key(&self) -> Result<KeyPair, IdentityError> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"hearsay/cluster-secret/v1");
+        let prk = salt.extract(&self.0);
+        let info: [&[u8]; 1] = [b"cluster-ca-ed25519"];
+        let okm = prk.expand(&info, hkdf::HKDF_SHA256).map_err(|_| IdentityError::Tls("HKDF expand".into()))?;
+        let mut seed = [0u8; 32];
+        okm.fill(&mut seed).map_err(|_| IdentityError::Tls("HKDF fill".into()))?;
+        key_from_seed(&seed)
+    }
+}
+
+/// An Ed25519 key pair from its 32-byte seed, via the fixed PKCS#8 v1 wrapping (RFC 8410).
+fn key_from_seed(seed: &[u8; 32]) -> Result<KeyPair, IdentityError> {
+    const PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    let mut der = PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der), &PKCS_ED25519)
+        .map_err(|e| IdentityError::Tls(format!("Ed25519 key from seed: {e}")))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// A node's key pair and its cluster certificate, ready for TLS.
+pub struct NodeIdentity {
+    id: NodeId,
+    cert: CertificateDer<'static>,
+    key_der: Vec<u8>,
+    ca_cert: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeIdentity").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl NodeIdentity {
+    /// Load the node key from `data_dir/node.key`, creating it on first start, and issue
+    /// the node's certificate under the cluster secret.
+    pub fn load_or_create(data_dir: &Path, secret: &ClusterSecret) -> Result<Self, IdentityError> {
+        let path = data_dir.join("node.key");
+        let key = match std::fs::read_to_string(&path) {
+            Ok(pem) => KeyPair::from_pem_and_sign_algo(&pem, &PKCS_ED25519)
+                .map_err(|_| IdentityError::KeyFormat(path.clone()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|source| IdentityError::KeyIo { path: path.clone(), source })?;
+                let key = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| IdentityError::Tls(e.to_string()))?;
+                write_private(&path, key.serialize_pem().as_bytes())
+                    .map_err(|source| IdentityError::KeyIo { path: path.clone(), source })?;
+                key
+            }
+            Err(source) => return Err(IdentityError::KeyIo { path, source }),
+        };
+        Self::issue(key, secret)
+    }
+
+    /// A fresh identity that lives only in memory (benchmarks, tests).
+    pub fn ephemeral(secret: &ClusterSecret) -> Result<Self, IdentityError> {
+        let key = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| IdentityError::Tls(e.to_string()))?;
+        Self::issue(key, secret)
+    }
+
+    fn issue(key: KeyPair, secret: &ClusterSecret) -> Result<Self, IdentityError> {
+        let tls = |e: rcgen::Error| IdentityError::Tls(e.to_string());
+        let raw: [u8; 32] = key.public_key_raw().try_into().map_err(|_| IdentityError::Tls("key is not Ed25519".into()))?;
+        let id = NodeId::from_bytes(raw);
+        let ca_key = secret.ca_key()?;
+        let ca_params = ca_params();
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(tls)?.der().clone();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()]).map_err(tls)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("hearsay node {id}"));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer).map_err(tls)?.der().clone();
+        Ok(NodeIdentity { id, cert, key_der: key.serialize_der(), ca_cert })
+    }
+
+    /// This node's id (its public key).
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+
+    fn roots(&self) -> Result<Arc<rustls::RootCertStore>, IdentityError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_cert.clone()).map_err(|e| IdentityError::Tls(e.to_string()))?;
+        Ok(Arc::new(roots))
+    }
+
+    /// TLS settings for accepting connections: present our certificate, require the
+    /// client's, both chaining to the cluster CA.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, IdentityError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+            .build()
+            .map_err(|e| IdentityError::Tls(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| IdentityError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.cert.clone()], self.key())
+            .map_err(|e| IdentityError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(config)
+    }
+
+    /// TLS settings for connecting: verify the server's certificate against the cluster CA
+    /// and present ours.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, IdentityError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(self.roots()?, provider.clone())
+            .build()
+            .map_err(|e| IdentityError::Tls(e.to_string()))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| IdentityError::Tls(e.to_string()))?
+            .with_webpki_verifier(verifier)
+            .with_client_auth_cert(vec![self.cert.clone()], self.key())
+            .map_err(|e| IdentityError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(config)
+    }
+}
+
+/// The cluster CA's parameters: the same on every member (the subject and key are what a
+/// verifier matches; the validity is rcgen's fixed default).
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "hearsay cluster CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// The NodeId in a verified peer certificate: its Ed25519 public key.
+pub fn node_id_of(cert: &CertificateDer<'_>) -> Option<NodeId> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let spki = parsed.public_key();
+    let raw: [u8; 32] = spki.subject_public_key.data.as_ref().try_into().ok()?;
+    Some(NodeId::from_bytes(raw))
+}
+
+/// The NodeId of the peer of an established connection.
+pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    node_id_of(certs.first()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_file_round_trip_and_refusals() {
+        let s = ClusterSecret::from_bytes([0xab; 32]);
+        let text = s.to_file_text();
+        assert_eq!(text.len(), 65);
+        assert_eq!(ClusterSecret::parse(&format!("  {text}  ")).map(|p| p.0), Some([0xab; 32]));
+        assert!(ClusterSecret::parse("abc").is_none());
+        assert!(ClusterSecret::parse(&"zz".repeat(32)).is_none());
+        assert!(ClusterSecret::parse(&"é".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn the_ca_key_is_a_function_of_the_secret() {
+        let a = ClusterSecret::from_bytes([1; 32]).ca_key().unwrap();
+        let b = ClusterSecret::from_bytes([1; 32]).ca_key().unwrap();
+        let c = ClusterSecret::from_bytes([2; 32]).ca_key().unwrap();
+        assert_eq!(a.public_key_raw(), b.public_key_raw());
+        assert_ne!(a.public_key_raw(), c.public_key_raw());
+    }
+
+    #[test]
+    fn the_certificate_carries_the_node_id_and_identities_persist() {
+        let dir = std::env::temp_dir().join(format!("hearsay-identity-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let secret = ClusterSecret::from_bytes([3; 32]);
+        let first = NodeIdentity::load_or_create(&dir, &secret).unwrap();
+        assert_eq!(node_id_of(&first.cert), Some(first.id()));
+        let again = NodeIdentity::load_or_create(&dir, &secret).unwrap();
+        assert_eq!(first.id(), again.id(), "the key file keeps the identity");
+        std::fs::write(dir.join("node.key"), "garbage").unwrap();
+        assert!(matches!(NodeIdentity::load_or_create(&dir, &secret), Err(IdentityError::KeyFormat(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

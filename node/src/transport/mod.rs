@@ -1,0 +1,515 @@
+//! QUIC transport: authenticated connections between members, a bounded connection cache,
+//! datagrams for unreliable frames and streams for reliable or large ones.
+//!
+//! - **One frame per datagram, one frame per unidirectional stream.** A datagram frame that
+//!   does not fit the connection's current datagram size goes on a stream instead. Streams are
+//!   independent, so two reliable frames to the same peer may arrive in either order; every
+//!   hearsay exchange is request/response, so nothing relies on cross-stream order.
+//! - **Connection cache.** At most `max_connections` live connections; opening one more closes
+//!   the least recently used. QUIC's idle timeout closes the rest when traffic stops, so a node
+//!   keeps connections only to the peers it currently talks to (gossip partners), far fewer
+//!   than the members it knows.
+//! - **Admission** is the TLS handshake (see [`identity`]): a connection exists only with a
+//!   peer whose certificate chains to the cluster CA, and its [`NodeId`] is the key in that
+//!   certificate. A refused handshake becomes a [`TransportEvent::Refused`] with the reason.
+//! - **Backpressure.** Received frames go to one bounded channel. A datagram that finds it
+//!   full is dropped and counted (it could have been lost anyway); a stream frame waits, which
+//!   pushes back on the sender through QUIC flow control.
+
+pub mod faulty;
+pub mod identity;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hearsay_protocols::{NodeId, Reliability};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use self::faulty::{Faults, FaultySocket, WireStats};
+use self::identity::{IdentityError, NodeIdentity, SERVER_NAME, peer_node_id};
+
+/// Transport settings.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// UDP address to listen on.
+    pub bind: SocketAddr,
+    /// Live connections kept at most (least recently used closed beyond it). Default 64.
+    pub max_connections: usize,
+    /// A connection with no traffic for this long is closed. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Largest frame accepted on a stream. Default 2 MiB (`wire::DEFAULT_FRAME_LIMIT`).
+    pub frame_limit: usize,
+    /// Received frames waiting for the node at most. Default 8192.
+    pub queue: usize,
+    /// Frames held per peer while its connection is being opened. Default 256.
+    pub pending_per_peer: usize,
+}
+
+impl TransportConfig {
+    /// Defaults, listening on `bind`.
+    pub fn new(bind: SocketAddr) -> Self {
+        TransportConfig {
+            bind,
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(30),
+            frame_limit: hearsay_protocols::wire::DEFAULT_FRAME_LIMIT,
+            queue: 8192,
+            pending_per_peer: 256,
+        }
+    }
+}
+
+/// What the transport tells the node.
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// A frame from an authenticated member.
+    Frame {
+        /// The sender, as authenticated by TLS.
+        from: NodeId,
+        /// The sender's UDP address.
+        addr: SocketAddr,
+        /// How it travelled.
+        reliability: Reliability,
+        /// The frame bytes (not yet decoded).
+        frame: Bytes,
+    },
+    /// A connection with a member is up (either direction).
+    Connected {
+        /// The member.
+        peer: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A handshake failed: the peer is not admitted, or we were not.
+    Refused {
+        /// The remote address.
+        addr: SocketAddr,
+        /// A sentence saying why.
+        reason: String,
+    },
+}
+
+/// Why connecting failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The handshake failed; the reason says whether the cluster secret differs.
+    #[error("{0}")]
+    Refused(String),
+    /// The address answered with another identity than expected.
+    #[error("{addr} is node {found}, not the expected {expected}")]
+    WrongPeer {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// Who answered.
+        found: NodeId,
+        /// Who was expected.
+        expected: NodeId,
+    },
+    /// The endpoint is shutting down or the connection could not start.
+    #[error("cannot connect to {0}: {1}")]
+    Io(SocketAddr, String),
+}
+
+/// Counters of the transport's own decisions (wire bytes are in [`WireStats`]).
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Frames sent as datagrams.
+    pub datagrams_sent: AtomicU64,
+    /// Frames sent on streams.
+    pub streams_sent: AtomicU64,
+    /// Frames received as datagrams.
+    pub datagrams_received: AtomicU64,
+    /// Frames received on streams.
+    pub streams_received: AtomicU64,
+    /// Frames that could not be sent (connection failed or closed mid-send).
+    pub send_failures: AtomicU64,
+    /// Received datagrams dropped because the node's queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Frames dropped while waiting for a connection (per-peer queue full or connect failed).
+    pub dropped_pending: AtomicU64,
+    /// Stream frames refused for exceeding the frame limit.
+    pub oversize: AtomicU64,
+    /// Handshakes refused (either side).
+    pub refused: AtomicU64,
+    /// Connections closed to stay under the cache bound.
+    pub evictions: AtomicU64,
+    /// Connections opened (either direction).
+    pub connections_opened: AtomicU64,
+}
+
+struct Cached {
+    conn: quinn::Connection,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct Cache {
+    live: HashMap<NodeId, Cached>,
+    /// Frames waiting for a connection being opened, per peer.
+    pending: HashMap<NodeId, Vec<(Reliability, Bytes)>>,
+}
+
+struct Inner {
+    me: NodeId,
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    config: TransportConfig,
+    cache: Mutex<Cache>,
+    events: mpsc::Sender<TransportEvent>,
+    stats: TransportStats,
+    wire: Arc<WireStats>,
+    faults: Arc<Faults>,
+}
+
+/// A handle to the node's QUIC endpoint; cheap to clone.
+#[derive(Clone)]
+pub struct Transport(Arc<Inner>);
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").field("me", &self.0.me).finish_non_exhaustive()
+    }
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The UDP socket could not be bound.
+    #[error("cannot bind UDP {0}: {1}")]
+    Socket(SocketAddr, std::io::Error),
+    /// TLS or QUIC configuration failed.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// QUIC setup failed.
+    #[error("QUIC setup: {0}")]
+    Quic(String),
+}
+
+fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    // Loopback and LANs carry 1452-byte payloads; MTU discovery and black-hole detection fall
+    // back to QUIC's 1200-byte minimum elsewhere.
+    t.initial_mtu(1452);
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());
+    t.datagram_receive_buffer_size(Some(4 << 20));
+    t.datagram_send_buffer_size(4 << 20);
+    t.max_concurrent_uni_streams(1024u32.into());
+    t.max_concurrent_bidi_streams(0u32.into());
+    t
+}
+
+impl Transport {
+    /// Bind the endpoint and start accepting members. Returns the handle and the stream of
+    /// events (received frames, connections, refusals).
+    pub fn bind(
+        config: TransportConfig,
+        identity: &NodeIdentity,
+    ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), BindError> {
+        Self::bind_with_faults(config, identity, Faults::none())
+    }
+
+    /// [`Transport::bind`] with a fault-injection handle (tests, the demo's `--loss`).
+    pub fn bind_with_faults(
+        config: TransportConfig,
+        identity: &NodeIdentity,
+        faults: Arc<Faults>,
+    ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), BindError> {
+        let transport = Arc::new(quic_transport(&config));
+        let server_tls = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+            .map_err(|e| BindError::Quic(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
+        server.transport_config(transport.clone());
+        let client_tls = quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
+            .map_err(|e| BindError::Quic(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
+        client.transport_config(transport);
+
+        let socket = std::net::UdpSocket::bind(config.bind).map_err(|e| BindError::Socket(config.bind, e))?;
+        let runtime = quinn::default_runtime().ok_or_else(|| BindError::Quic("no tokio runtime".into()))?;
+        let inner_socket = runtime.wrap_udp_socket(socket).map_err(|e| BindError::Socket(config.bind, e))?;
+        let wire = Arc::new(WireStats::default());
+        let socket = Arc::new(FaultySocket::new(inner_socket, faults.clone(), wire.clone()));
+        let endpoint =
+            quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+                .map_err(|e| BindError::Quic(e.to_string()))?;
+
+        let (tx, rx) = mpsc::channel(config.queue.max(16));
+        let inner = Arc::new(Inner {
+            me: identity.id(),
+            endpoint,
+            client,
+            config,
+            cache: Mutex::new(Cache::default()),
+            events: tx,
+            stats: TransportStats::default(),
+            wire,
+            faults,
+        });
+        let t = Transport(inner);
+        tokio::spawn(t.clone().accept_loop());
+        Ok((t, rx))
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.endpoint.local_addr().unwrap_or(self.0.config.bind)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.0.me
+    }
+
+    /// The transport's counters.
+    pub fn stats(&self) -> &TransportStats {
+        &self.0.stats
+    }
+
+    /// Bytes and datagrams on the wire.
+    pub fn wire(&self) -> &WireStats {
+        &self.0.wire
+    }
+
+    /// The fault-injection handle.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.0.faults
+    }
+
+    /// Live connections in the cache.
+    pub fn connections(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.0.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connect to `addr` (a seed whose identity is not known yet) and return who answered.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<NodeId, ConnectError> {
+        let conn = self.dial(addr).await?;
+        let peer = peer_node_id(&conn).ok_or_else(|| ConnectError::Refused(format!("{addr}: no peer identity")))?;
+        self.adopt(peer, conn);
+        Ok(peer)
+    }
+
+    async fn dial(&self, addr: SocketAddr) -> Result<quinn::Connection, ConnectError> {
+        let connecting = self
+            .0
+            .endpoint
+            .connect_with(self.0.client.clone(), addr, SERVER_NAME)
+            .map_err(|e| ConnectError::Io(addr, e.to_string()))?;
+        match connecting.await {
+            Ok(conn) => Ok(conn),
+            Err(e) => {
+                let reason = refusal_reason(addr, &e, true);
+                self.0.stats.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = self.0.events.try_send(TransportEvent::Refused { addr, reason: reason.clone() });
+                Err(ConnectError::Refused(reason))
+            }
+        }
+    }
+
+    /// Send `frame` to `to` at `addr`, opening a connection if needed. Never blocks: work
+    /// that must wait (a handshake, a stream) runs in its own task; failures are counted.
+    pub fn send(&self, to: NodeId, addr: SocketAddr, reliability: Reliability, frame: Bytes) {
+        let mut cache = self.lock();
+        if let Some(c) = cache.live.get_mut(&to) {
+            if c.conn.close_reason().is_none() {
+                c.last_used = Instant::now();
+                let conn = c.conn.clone();
+                drop(cache);
+                self.send_on(&conn, reliability, frame);
+                return;
+            }
+            cache.live.remove(&to);
+        }
+        if let Some(queue) = cache.pending.get_mut(&to) {
+            if queue.len() >= self.0.config.pending_per_peer {
+                self.0.stats.dropped_pending.fetch_add(1, Ordering::Relaxed);
+            } else {
+                queue.push((reliability, frame));
+            }
+            return;
+        }
+        cache.pending.insert(to, vec![(reliability, frame)]);
+        drop(cache);
+        let t = self.clone();
+        tokio::spawn(async move {
+            let result = t.dial(addr).await;
+            let queued = t.lock().pending.remove(&to).unwrap_or_default();
+            match result {
+                Ok(conn) => match peer_node_id(&conn) {
+                    Some(found) if found == to => {
+                        for (r, f) in queued {
+                            t.send_on(&conn, r, f);
+                        }
+                        t.adopt(to, conn);
+                    }
+                    found => {
+                        tracing::warn!(%addr, expected = %to, found = ?found, "address answered with another identity");
+                        conn.close(0u32.into(), b"wrong peer");
+                        t.0.stats.dropped_pending.fetch_add(queued.len() as u64, Ordering::Relaxed);
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(%addr, peer = %to, "connect failed: {e}");
+                    t.0.stats.dropped_pending.fetch_add(queued.len() as u64, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    fn send_on(&self, conn: &quinn::Connection, reliability: Reliability, frame: Bytes) {
+        let fits = conn.max_datagram_size().is_some_and(|max| frame.len() <= max);
+        if reliability == Reliability::Datagram && fits {
+            match conn.send_datagram(frame) {
+                Ok(()) => self.0.stats.datagrams_sent.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.0.stats.send_failures.fetch_add(1, Ordering::Relaxed),
+            };
+            return;
+        }
+        let conn = conn.clone();
+        let t = self.clone();
+        tokio::spawn(async move {
+            let sent = async {
+                let mut s = conn.open_uni().await.ok()?;
+                s.write_all(&frame).await.ok()?;
+                s.finish().ok()
+            };
+            match sent.await {
+                Some(()) => t.0.stats.streams_sent.fetch_add(1, Ordering::Relaxed),
+                None => t.0.stats.send_failures.fetch_add(1, Ordering::Relaxed),
+            };
+        });
+    }
+
+    /// Put an established connection in the cache (evicting the least recently used beyond
+    /// the bound) and start reading from it.
+    fn adopt(&self, peer: NodeId, conn: quinn::Connection) {
+        let addr = conn.remote_address();
+        let evicted = {
+            let mut cache = self.lock();
+            let now = Instant::now();
+            let previous = cache.live.insert(peer, Cached { conn: conn.clone(), last_used: now });
+            let mut evicted = Vec::new();
+            while cache.live.len() > self.0.config.max_connections.max(1) {
+                let Some(oldest) = cache
+                    .live
+                    .iter()
+                    .filter(|(id, _)| **id != peer)
+                    .min_by_key(|(id, c)| (c.last_used, **id))
+                    .map(|(id, _)| *id)
+                else {
+                    break;
+                };
+                if let Some(c) = cache.live.remove(&oldest) {
+                    evicted.push(c.conn);
+                }
+            }
+            // A second connection to the same peer (both dialled at once) replaces the first
+            // in the cache; the first keeps being read until it idles out.
+            drop(previous);
+            evicted
+        };
+        for c in evicted {
+            self.0.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            c.close(0u32.into(), b"evicted");
+        }
+        self.0.stats.connections_opened.fetch_add(1, Ordering::Relaxed);
+        let _ = self.0.events.try_send(TransportEvent::Connected { peer, addr });
+        tokio::spawn(self.clone().read_loop(peer, conn));
+    }
+
+    async fn accept_loop(self) {
+        while let Some(incoming) = self.0.endpoint.accept().await {
+            let t = self.clone();
+            tokio::spawn(async move {
+                let addr = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => match peer_node_id(&conn) {
+                        Some(peer) => t.adopt(peer, conn),
+                        None => conn.close(0u32.into(), b"no identity"),
+                    },
+                    Err(e) => {
+                        let reason = refusal_reason(addr, &e, false);
+                        t.0.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("{reason}");
+                        let _ = t.0.events.try_send(TransportEvent::Refused { addr, reason });
+                    }
+                }
+            });
+        }
+    }
+
+    async fn read_loop(self, peer: NodeId, conn: quinn::Connection) {
+        let addr = conn.remote_address();
+        loop {
+            tokio::select! {
+                d = conn.read_datagram() => {
+                    let Ok(frame) = d else { break };
+                    self.0.stats.datagrams_received.fetch_add(1, Ordering::Relaxed);
+                    let ev = TransportEvent::Frame { from: peer, addr, reliability: Reliability::Datagram, frame };
+                    if self.0.events.try_send(ev).is_err() {
+                        self.0.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                s = conn.accept_uni() => {
+                    let Ok(mut recv) = s else { break };
+                    let t = self.clone();
+                    tokio::spawn(async move {
+                        match recv.read_to_end(t.0.config.frame_limit).await {
+                            Ok(frame) => {
+                                t.0.stats.streams_received.fetch_add(1, Ordering::Relaxed);
+                                let ev = TransportEvent::Frame { from: peer, addr, reliability: Reliability::Stream, frame: frame.into() };
+                                let _ = t.0.events.send(ev).await;
+                            }
+                            Err(quinn::ReadToEndError::TooLong) => {
+                                t.0.stats.oversize.fetch_add(1, Ordering::Relaxed);
+                                let _ = recv.stop(1u32.into());
+                            }
+                            Err(_) => {}
+                        }
+                    });
+                }
+            }
+        }
+        let mut cache = self.lock();
+        if cache.live.get(&peer).is_some_and(|c| c.conn.stable_id() == conn.stable_id()) {
+            cache.live.remove(&peer);
+        }
+    }
+
+    /// Close every connection, telling peers we are leaving, and wait (bounded) for the
+    /// close to be sent.
+    pub async fn close(&self) {
+        self.0.endpoint.close(0u32.into(), b"leaving");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.0.endpoint.wait_idle()).await;
+    }
+}
+
+/// A sentence for a failed handshake, with the likely cause when certificates disagree.
+fn refusal_reason(addr: SocketAddr, e: &quinn::ConnectionError, we_dialled: bool) -> String {
+    let text = e.to_string();
+    let cert_problem = ["certificate", "UnknownIssuer", "BadSignature", "unknown ca", "bad certificate", "BadCertificate"]
+        .iter()
+        .any(|needle| text.to_lowercase().contains(&needle.to_lowercase()));
+    let who = if we_dialled { format!("connection to {addr}") } else { format!("connection from {addr}") };
+    if cert_problem {
+        format!(
+            "{who} refused: the certificates do not chain to the same cluster key \
+             (the two nodes use different --secret-file secrets): {text}"
+        )
+    } else {
+        format!("{who} failed: {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests;
