@@ -34,7 +34,9 @@ pub struct Faults {
 impl Faults {
     /// No faults.
     pub fn none() -> Arc<Self> {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
         Arc::new(Faults { rng: AtomicU64::new(seed | 1), ..Faults::default() })
     }
 
@@ -148,7 +150,12 @@ impl AsyncUdpSocket for FaultySocket {
         Ok(())
     }
 
-    fn poll_recv(&self, cx: &mut Context, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Poll<io::Result<usize>> {
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
         let poll = self.inner.poll_recv(cx, bufs, meta);
         if let Poll::Ready(Ok(n)) = &poll {
             for m in &meta[..*n] {

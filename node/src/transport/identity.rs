@@ -83,7 +83,9 @@ impl ClusterSecret {
     /// A new random secret from the OS.
     pub fn generate() -> Result<Self, IdentityError> {
         let mut bytes = [0u8; 32];
-        SystemRandom::new().fill(&mut bytes).map_err(|_| IdentityError::Tls("OS random source failed".into()))?;
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| IdentityError::Tls("OS random source failed".into()))?;
         Ok(ClusterSecret(bytes))
     }
 
@@ -130,7 +132,8 @@ impl ClusterSecret {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"hearsay/cluster-secret/v1");
         let prk = salt.extract(&self.0);
         let info: [&[u8]; 1] = [b"cluster-ca-ed25519"];
-        let okm = prk.expand(&info, hkdf::HKDF_SHA256).map_err(|_| IdentityError::Tls("HKDF expand".into()))?;
+        let okm =
+            prk.expand(&info, hkdf::HKDF_SHA256).map_err(|_| IdentityError::Tls("HKDF expand".into()))?;
         let mut seed = [0u8; 32];
         okm.fill(&mut seed).map_err(|_| IdentityError::Tls("HKDF fill".into()))?;
         key_from_seed(&seed)
@@ -139,7 +142,8 @@ impl ClusterSecret {
 
 /// An Ed25519 key pair from its 32-byte seed, via the fixed PKCS#8 v1 wrapping (RFC 8410).
 fn key_from_seed(seed: &[u8; 32]) -> Result<KeyPair, IdentityError> {
-    const PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    const PREFIX: [u8; 16] =
+        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
     let mut der = PREFIX.to_vec();
     der.extend_from_slice(seed);
     KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der), &PKCS_ED25519)
@@ -185,7 +189,8 @@ impl NodeIdentity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(data_dir)
                     .map_err(|source| IdentityError::KeyIo { path: path.clone(), source })?;
-                let key = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| IdentityError::Tls(e.to_string()))?;
+                let key =
+                    KeyPair::generate_for(&PKCS_ED25519).map_err(|e| IdentityError::Tls(e.to_string()))?;
                 write_private(&path, key.serialize_pem().as_bytes())
                     .map_err(|source| IdentityError::KeyIo { path: path.clone(), source })?;
                 key
@@ -203,7 +208,8 @@ impl NodeIdentity {
 
     fn issue(key: KeyPair, secret: &ClusterSecret) -> Result<Self, IdentityError> {
         let tls = |e: rcgen::Error| IdentityError::Tls(e.to_string());
-        let raw: [u8; 32] = key.public_key_raw().try_into().map_err(|_| IdentityError::Tls("key is not Ed25519".into()))?;
+        let raw: [u8; 32] =
+            key.public_key_raw().try_into().map_err(|_| IdentityError::Tls("key is not Ed25519".into()))?;
         let id = NodeId::from_bytes(raw);
         let ca_key = secret.ca_key()?;
         let ca_params = ca_params();
@@ -215,7 +221,8 @@ impl NodeIdentity {
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &issuer).map_err(tls)?.der().clone();
         Ok(NodeIdentity { id, cert, key_der: key.serialize_der(), ca_cert })
     }
@@ -239,9 +246,10 @@ impl NodeIdentity {
     /// client's, both chaining to the cluster CA.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, IdentityError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
-            .build()
-            .map_err(|e| IdentityError::Tls(e.to_string()))?;
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+                .build()
+                .map_err(|e| IdentityError::Tls(e.to_string()))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| IdentityError::Tls(e.to_string()))?
@@ -256,9 +264,10 @@ impl NodeIdentity {
     /// and present ours.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, IdentityError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(self.roots()?, provider.clone())
-            .build()
-            .map_err(|e| IdentityError::Tls(e.to_string()))?;
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(self.roots()?, provider.clone())
+                .build()
+                .map_err(|e| IdentityError::Tls(e.to_string()))?;
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| IdentityError::Tls(e.to_string()))?

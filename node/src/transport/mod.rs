@@ -236,9 +236,13 @@ impl Transport {
         let inner_socket = runtime.wrap_udp_socket(socket).map_err(|e| BindError::Socket(config.bind, e))?;
         let wire = Arc::new(WireStats::default());
         let socket = Arc::new(FaultySocket::new(inner_socket, faults.clone(), wire.clone()));
-        let endpoint =
-            quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), Some(server), socket, runtime)
-                .map_err(|e| BindError::Quic(e.to_string()))?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(|e| BindError::Quic(e.to_string()))?;
 
         let (tx, rx) = mpsc::channel(config.queue.max(16));
         let inner = Arc::new(Inner {
@@ -294,7 +298,8 @@ impl Transport {
     /// Connect to `addr` (a seed whose identity is not known yet) and return who answered.
     pub async fn connect(&self, addr: SocketAddr) -> Result<NodeId, ConnectError> {
         let conn = self.dial(addr).await?;
-        let peer = peer_node_id(&conn).ok_or_else(|| ConnectError::Refused(format!("{addr}: no peer identity")))?;
+        let peer =
+            peer_node_id(&conn).ok_or_else(|| ConnectError::Refused(format!("{addr}: no peer identity")))?;
         self.adopt(peer, conn);
         Ok(peer)
     }
@@ -497,9 +502,10 @@ impl Transport {
 /// A sentence for a failed handshake, with the likely cause when certificates disagree.
 fn refusal_reason(addr: SocketAddr, e: &quinn::ConnectionError, we_dialled: bool) -> String {
     let text = e.to_string();
-    let cert_problem = ["certificate", "UnknownIssuer", "BadSignature", "unknown ca", "bad certificate", "BadCertificate"]
-        .iter()
-        .any(|needle| text.to_lowercase().contains(&needle.to_lowercase()));
+    let cert_problem =
+        ["certificate", "UnknownIssuer", "BadSignature", "unknown ca", "bad certificate", "BadCertificate"]
+            .iter()
+            .any(|needle| text.to_lowercase().contains(&needle.to_lowercase()));
     let who = if we_dialled { format!("connection to {addr}") } else { format!("connection from {addr}") };
     if cert_problem {
         format!(

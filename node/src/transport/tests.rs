@@ -19,7 +19,10 @@ fn node(secret: u8, config: impl FnOnce(&mut TransportConfig)) -> (Transport, Re
 
 async fn next_frame(rx: &mut Receiver<TransportEvent>) -> (NodeId, Reliability, Bytes) {
     loop {
-        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a frame within 5 s").unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a frame within 5 s")
+            .unwrap();
         if let TransportEvent::Frame { from, reliability, frame, .. } = ev {
             return (from, reliability, frame);
         }

@@ -1,0 +1,193 @@
+//! The JSON shapes of the local HTTP API, shared by the server and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+/// A member as `GET /v1/members` lists it (and `hearsay members --json` prints it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's name (`--name`).
+    pub name: String,
+    /// Its UDP address.
+    pub addr: String,
+    /// alive, suspect, dead or left.
+    pub state: String,
+    /// Its incarnation number.
+    pub incarnation: u64,
+    /// Its NodeId (public key, hex).
+    pub id: String,
+    /// Its position on the ring (hex).
+    pub ring_id: String,
+}
+
+/// `POST /v1/publish` body.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublishRequest {
+    /// The topic.
+    pub topic: String,
+    /// The body as UTF-8 text...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// ...or as base64 (standard alphabet) for binary bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_b64: Option<String>,
+    /// Headers for subscription filters.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /v1/publish` reply: the message id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The topic.
+    pub topic: String,
+    /// The publishing node (hex NodeId).
+    pub origin: String,
+    /// Its sequence number in (origin, topic).
+    pub seq: u64,
+}
+
+/// One line of a subscription stream: a message or a gap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StreamItem {
+    /// A gap notice: these seqs of this origin will never be delivered.
+    Gap {
+        /// The gap.
+        gap: Gap,
+    },
+    /// A delivered message.
+    Message(Delivery),
+}
+
+/// A delivered message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The topic.
+    pub topic: String,
+    /// The publishing node (hex NodeId).
+    pub origin: String,
+    /// Sequence number in (origin, topic).
+    pub seq: u64,
+    /// The body, when it is valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// The body in base64, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_b64: Option<String>,
+    /// The message's headers.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Messages that can no longer be had.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The topic.
+    pub topic: String,
+    /// The publishing node (hex NodeId).
+    pub origin: String,
+    /// First missing seq.
+    pub from_seq: u64,
+    /// Last missing seq (inclusive).
+    pub to_seq: u64,
+}
+
+/// `POST /v1/values` body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetValue {
+    /// The attribute name.
+    pub name: String,
+    /// This node's value (finite).
+    pub value: f64,
+}
+
+/// `POST /v1/query` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    /// avg, sum, count, min or max.
+    #[serde(rename = "fn")]
+    pub func: String,
+    /// The attribute name.
+    pub name: String,
+}
+
+/// `POST /v1/query` reply (and `hearsay query --json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryResult {
+    /// The function.
+    #[serde(rename = "fn")]
+    pub func: String,
+    /// The attribute.
+    pub name: String,
+    /// The estimate; null when no node has the attribute.
+    pub value: Option<f64>,
+    /// Rounds until the querier's estimate settled.
+    pub rounds: u32,
+    /// Members in the querier's view when it answered.
+    pub nodes: usize,
+    /// False when the round cap was hit first.
+    pub converged: bool,
+}
+
+/// An error reply: `{"error": "..."}` with a 4xx/5xx status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// This node's name.
+    pub name: String,
+    /// Its NodeId (hex).
+    pub id: String,
+    /// Its UDP address.
+    pub addr: String,
+    /// Members alive or suspect, self included.
+    pub members: usize,
+    /// Seconds since start.
+    pub uptime_s: f64,
+}
+
+/// A topic this node takes part in (`GET /v1/topics`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    /// The topic name (or its id in hex when this node only forwards it).
+    pub topic: String,
+    /// The topic id (hex).
+    pub topic_id: String,
+    /// Local subscriptions.
+    pub subscribers: usize,
+    /// root, forwarder or member (a member may also forward).
+    pub role: String,
+    /// Tree parent (hex NodeId), none at the root or while re-joining.
+    pub parent: Option<String>,
+    /// Tree children (hex NodeIds).
+    pub children: Vec<String>,
+    /// Hops to the root, when known.
+    pub depth: Option<usize>,
+}
+
+/// A node on the ring (`GET /v1/ring`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingPeer {
+    /// Its NodeId (hex).
+    pub id: String,
+    /// Its ring position (hex).
+    pub ring_id: String,
+}
+
+/// This node's ring neighbourhood (`GET /v1/ring`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingInfo {
+    /// This node.
+    pub me: RingPeer,
+    /// Its predecessor, if known.
+    pub predecessor: Option<RingPeer>,
+    /// Its successor list, nearest first.
+    pub successors: Vec<RingPeer>,
+    /// Distinct finger targets, nearest first.
+    pub fingers: Vec<RingPeer>,
+}

@@ -1,0 +1,122 @@
+//! What an application publishes: headers and a body, carried as the payload of a topic
+//! stream entry (the protocol machines never look inside).
+//!
+//! Encoding: postcard of [`AppMessage`]. Bounds are checked at publish time (the publisher
+//! gets a clear error) and again on decode (a peer's oversized or malformed payload is
+//! counted and dropped, never delivered).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Headers per message at most.
+pub const MAX_HEADERS: usize = 32;
+/// Bytes per header name at most.
+pub const MAX_HEADER_NAME: usize = 64;
+/// Bytes per header value at most.
+pub const MAX_HEADER_VALUE: usize = 256;
+/// Bytes of body at most.
+pub const MAX_BODY: usize = 256 * 1024;
+/// Bytes of topic name at most.
+pub const MAX_TOPIC: usize = 256;
+
+/// An application message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppMessage {
+    /// Header name → value, for subscription filters.
+    pub headers: BTreeMap<String, String>,
+    /// The payload.
+    pub body: Bytes,
+}
+
+/// A message or topic that breaks a bound.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// Too many headers.
+    #[error("at most {MAX_HEADERS} headers per message")]
+    TooManyHeaders,
+    /// A header name is empty, too long, or not a filter name (`[A-Za-z_][A-Za-z0-9_.-]*`).
+    #[error("header name `{0}` must match [A-Za-z_][A-Za-z0-9_.-]* and be at most {MAX_HEADER_NAME} bytes")]
+    BadHeaderName(String),
+    /// A header value is too long.
+    #[error("header `{0}`: value longer than {MAX_HEADER_VALUE} bytes")]
+    HeaderValueTooLong(String),
+    /// The body is too long.
+    #[error("message body of {0} bytes exceeds {MAX_BODY}")]
+    BodyTooLarge(usize),
+    /// The topic name is empty, too long, or has control characters.
+    #[error("topic name must be 1 to {MAX_TOPIC} bytes of printable UTF-8")]
+    BadTopic,
+    /// The bytes are not an encoded message.
+    #[error("malformed message payload")]
+    Malformed,
+}
+
+impl AppMessage {
+    /// Check every bound.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        if self.headers.len() > MAX_HEADERS {
+            return Err(MessageError::TooManyHeaders);
+        }
+        for (k, v) in &self.headers {
+            let ok = k.len() <= MAX_HEADER_NAME && {
+                let mut c = k.chars();
+                c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && c.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            };
+            if !ok {
+                return Err(MessageError::BadHeaderName(k.clone()));
+            }
+            if v.len() > MAX_HEADER_VALUE {
+                return Err(MessageError::HeaderValueTooLong(k.clone()));
+            }
+        }
+        if self.body.len() > MAX_BODY {
+            return Err(MessageError::BodyTooLarge(self.body.len()));
+        }
+        Ok(())
+    }
+
+    /// Encode (after validating).
+    pub fn encode(&self) -> Result<Bytes, MessageError> {
+        self.validate()?;
+        postcard::to_allocvec(self).map(Bytes::from).map_err(|_| MessageError::Malformed)
+    }
+
+    /// Decode and validate a payload from the network.
+    pub fn decode(bytes: &[u8]) -> Result<AppMessage, MessageError> {
+        let m: AppMessage = postcard::from_bytes(bytes).map_err(|_| MessageError::Malformed)?;
+        m.validate()?;
+        Ok(m)
+    }
+}
+
+/// Check a topic name.
+pub fn validate_topic(topic: &str) -> Result<(), MessageError> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC || topic.chars().any(char::is_control) {
+        return Err(MessageError::BadTopic);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_bounds() {
+        let mut m = AppMessage { headers: BTreeMap::new(), body: Bytes::from_static(b"hi") };
+        m.headers.insert("priority".into(), "3".into());
+        assert_eq!(AppMessage::decode(&m.encode().unwrap()).unwrap(), m);
+        m.headers.insert("9bad".into(), "x".into());
+        assert!(matches!(m.encode(), Err(MessageError::BadHeaderName(_))));
+        let big = AppMessage { body: Bytes::from(vec![0; MAX_BODY + 1]), ..AppMessage::default() };
+        assert_eq!(big.validate(), Err(MessageError::BodyTooLarge(MAX_BODY + 1)));
+        assert_eq!(AppMessage::decode(&[0xff, 0xff, 0xff]), Err(MessageError::Malformed));
+        assert!(validate_topic("news").is_ok());
+        assert!(validate_topic("").is_err() && validate_topic("a\nb").is_err());
+        assert!(validate_topic(&"x".repeat(MAX_TOPIC + 1)).is_err());
+    }
+}
