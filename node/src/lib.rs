@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod config;
 pub mod filter;
 pub mod message;
 pub mod transport;
