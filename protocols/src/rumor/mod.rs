@@ -36,7 +36,13 @@
 //!   (§2.2 "per contact"; with fanout 1, as in every anchor, the question does not arise).
 //! - **Bounds** [H]: at most `hot_max` rumors hot and `known_max` remembered at once; a new
 //!   rumor beyond either is dropped and counted (`overflow`), without feedback. Removed rumors
-//!   are forgotten after `known_retention` of this node's ticks (§2.4's 300 rounds).
+//!   are forgotten `known_retention` periods after their removal (§2.4's 300 rounds), checked
+//!   at this node's ticks.
+//! - **An idle push node sleeps** [H]: in push mode a node with nothing hot or staged asks for
+//!   no timer, and a rumor that arrives restarts its ticker at the next tick strictly after
+//!   the arrival (the next cycle boundary in sync timing, keeping the phase in phased timing,
+//!   a fresh exponential gap in Poisson timing, which is memoryless). The epidemic is the same
+//!   process; the daemon and the simulator skip the wake-ups of nodes with nothing to say.
 //! - **A push-pull split over several datagrams** asks for the partner's rumors in its first
 //!   datagram only, so one exchange is answered once.
 //! - **Topic scope** (§2.8): the machine does not know subscriptions; the host hands it the
@@ -228,7 +234,7 @@ pub struct RumorConfig {
     pub timing: Timing,
     /// Round or continuous reading of the rules. Default immediate (the daemon).
     pub staging: Staging,
-    /// Ticks a removed rumor stays remembered for duplicate detection. Default 300 (§2.4).
+    /// Periods a removed rumor stays remembered for duplicate detection. Default 300 (§2.4).
     pub known_retention: u64,
     /// Rumors remembered at most (hot, staged or removed). Default 65,536 [H].
     pub known_max: usize,
@@ -374,8 +380,8 @@ struct Hot {
 enum Status {
     Staged(Hot),
     Hot(Hot),
-    /// Removed at this local tick.
-    Removed(u64),
+    /// Removed at this instant.
+    Removed(Instant),
 }
 
 /// A transmission whose feedback is awaited.
@@ -398,7 +404,6 @@ pub struct RumorMonger {
     /// Topics accepted; `None` accepts every topic.
     scope: Option<Vec<TopicId>>,
     tick: Ticker,
-    ticks: u64,
     rumors: BTreeMap<RumorId, Status>,
     /// Rumors in `Hot` or `Staged`.
     active: usize,
@@ -424,7 +429,6 @@ impl RumorMonger {
             self_pos: None,
             scope: None,
             tick,
-            ticks: 0,
             rumors: BTreeMap::new(),
             active: 0,
             pending: Vec::new(),
@@ -448,13 +452,14 @@ impl RumorMonger {
         });
     }
 
-    /// Start spreading a rumor from this node: hot at once, whatever the staging. Returns false
-    /// (and changes nothing) if the rumor is already known here.
-    pub fn inject(&mut self, id: RumorId, payload: Bytes) -> bool {
+    /// Start spreading a rumor from this node at `now`: hot at once, whatever the staging.
+    /// Returns false (and changes nothing) if the rumor is already known here.
+    pub fn inject(&mut self, now: Instant, id: RumorId, payload: Bytes) -> bool {
         if self.rumors.contains_key(&id) {
             return false;
         }
         let hot = Self::fresh(&id, payload);
+        self.wake(now);
         self.rumors.insert(id, Status::Hot(hot));
         self.active += 1;
         true
@@ -511,10 +516,22 @@ impl RumorMonger {
         }
     }
 
-    fn remove(&mut self, id: RumorId) {
+    /// True when this node has no use for its timer: push mode with nothing hot or staged.
+    fn idle(&self) -> bool {
+        self.config.direction == Direction::Push && self.active == 0
+    }
+
+    /// About to gain an active rumor: an idle node restarts its ticker after `now`.
+    fn wake(&mut self, now: Instant) {
+        if self.idle() && self.tick.deadline() <= now {
+            self.tick.advance(now, &mut self.rng);
+        }
+    }
+
+    fn remove(&mut self, now: Instant, id: RumorId) {
         let Some(s) = self.rumors.get_mut(&id) else { return };
         if matches!(s, Status::Hot(_) | Status::Staged(_)) {
-            *s = Status::Removed(self.ticks);
+            *s = Status::Removed(now);
             self.active -= 1;
             self.stats.removed += 1;
             self.out.event(RumorEvent::Removed { id });
@@ -524,9 +541,8 @@ impl RumorMonger {
     /// A tick: close the cycle (round reading), forget old state, contact partners.
     fn on_tick(&mut self, now: Instant) {
         self.stats.ticks += 1;
-        self.ticks += 1;
         match self.config.staging {
-            Staging::AtCycleStart => self.close_cycle(),
+            Staging::AtCycleStart => self.close_cycle(now),
             Staging::Immediate => {
                 let horizon = self.config.period * 2;
                 let before = self.pending.len();
@@ -534,7 +550,7 @@ impl RumorMonger {
                 self.stats.feedback_expired += (before - self.pending.len()) as u64;
             }
         }
-        self.forget_old();
+        self.forget_old(now);
         let fanout = self.config.fanout.max(1) as usize;
         let direction = self.config.direction;
         if direction == Direction::Push && !self.any_hot() {
@@ -559,7 +575,7 @@ impl RumorMonger {
 
     /// §2.2, round reading: once per hot rumor for the cycle that just ended, then promote the
     /// rumors learned during it. Feedback still outstanding no longer counts.
-    fn close_cycle(&mut self) {
+    fn close_cycle(&mut self, now: Instant) {
         self.stats.feedback_expired += self.pending.len() as u64;
         self.pending.clear();
         let (variant, k) = (self.config.variant, self.k());
@@ -600,16 +616,16 @@ impl RumorMonger {
             }
         }
         for id in removed {
-            self.remove(id);
+            self.remove(now, id);
         }
     }
 
-    fn forget_old(&mut self) {
+    fn forget_old(&mut self, now: Instant) {
         if self.rumors.len() == self.active {
             return;
         }
-        let (now, keep) = (self.ticks, self.config.known_retention);
-        self.rumors.retain(|_, s| !matches!(s, Status::Removed(at) if now.saturating_sub(*at) >= keep));
+        let keep = self.config.period * self.config.known_retention;
+        self.rumors.retain(|_, s| !matches!(s, Status::Removed(at) if *at + keep <= now));
     }
 
     fn any_hot(&self) -> bool {
@@ -676,7 +692,7 @@ impl RumorMonger {
             Staging::Immediate => self.rng.chance(1.0 / f64::from(k)),
         };
         if lose {
-            self.remove(id);
+            self.remove(now, id);
         }
     }
 
@@ -699,6 +715,7 @@ impl RumorMonger {
                     continue;
                 }
                 None => {
+                    self.wake(now);
                     let hot = Self::fresh(&id, payload.clone());
                     let status = match self.config.staging {
                         Staging::Immediate => Status::Hot(hot),
@@ -734,7 +751,7 @@ impl RumorMonger {
         }
     }
 
-    fn on_feedback(&mut self, from: NodeId, items: Vec<(RumorId, bool)>) {
+    fn on_feedback(&mut self, now: Instant, from: NodeId, items: Vec<(RumorId, bool)>) {
         if !items.windows(2).all(|w| w[0].0 < w[1].0) {
             self.stats.malformed += 1;
             return;
@@ -775,7 +792,7 @@ impl RumorMonger {
                 },
             };
             if lose {
-                self.remove(id);
+                self.remove(now, id);
             }
         }
     }
@@ -791,7 +808,7 @@ impl Machine for RumorMonger {
                 self.on_rumors(now, from, items, pull, want_feedback)
             }
             RumorMessage::Pull => self.serve(now, from),
-            RumorMessage::Feedback { items } => self.on_feedback(from, items),
+            RumorMessage::Feedback { items } => self.on_feedback(now, from, items),
         }
     }
 
@@ -811,6 +828,6 @@ impl Machine for RumorMonger {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.tick.deadline())
+        if self.idle() { None } else { Some(self.tick.deadline()) }
     }
 }

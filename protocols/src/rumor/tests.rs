@@ -71,8 +71,11 @@ fn pump(nodes: &mut [&mut RumorMonger], now: Instant) -> Vec<Sent> {
 /// Tick every node at `now`, then pump.
 fn cycle(nodes: &mut [&mut RumorMonger], now: Instant) -> Vec<Sent> {
     for n in nodes.iter_mut() {
-        assert_eq!(n.poll_timeout(), Some(now), "sync ticks are aligned");
-        n.handle_timeout(now);
+        // Idle push nodes ask for no timer; every other node ticks in step.
+        if let Some(t) = n.poll_timeout() {
+            assert_eq!(t, now, "sync ticks are aligned");
+            n.handle_timeout(now);
+        }
     }
     pump(nodes, now)
 }
@@ -95,8 +98,8 @@ fn push_delivers_once_and_the_recipient_answers_with_feedback() {
     let cfg = sync(Variant::FeedbackCounter, 2, Direction::Push);
     let mut a = machine(1, &cfg, &[1, 2]);
     let mut b = machine(2, &cfg, &[1, 2]);
-    assert!(a.inject(rid(1), Bytes::from_static(b"hi")));
-    assert!(!a.inject(rid(1), Bytes::new()), "already known");
+    assert!(a.inject(Instant::ZERO, rid(1), Bytes::from_static(b"hi")));
+    assert!(!a.inject(Instant::ZERO, rid(1), Bytes::new()), "already known");
     let log = cycle(&mut [&mut a, &mut b], at(1));
     // B has nothing hot and sends nothing; A's only partner is B.
     assert_eq!(log.len(), 2, "{log:?}");
@@ -131,8 +134,8 @@ fn feedback_counter_resets_on_a_useful_cycle_and_removes_after_k_useless_ones() 
     let mut a = machine(1, &cfg, &[1, 2, 3]);
     let mut b = machine(2, &cfg, &[1, 2, 3]);
     let mut c = machine(3, &cfg, &[1, 2, 3]);
-    a.inject(rid(1), Bytes::new());
-    b.inject(rid(1), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
+    b.inject(Instant::ZERO, rid(1), Bytes::new());
     let mut counters = Vec::new();
     let mut removed_at = None;
     for r in 1..=12 {
@@ -161,8 +164,8 @@ fn counter_reset_is_visible_cycle_by_cycle() {
         let cfg = sync(Variant::FeedbackCounter, k, Direction::Push);
         let mut a = machine(1, &cfg, &[1, 2]);
         let mut b = machine(2, &cfg, &[1, 2]);
-        a.inject(rid(1), Bytes::new());
-        b.inject(rid(1), Bytes::new());
+        a.inject(Instant::ZERO, rid(1), Bytes::new());
+        b.inject(Instant::ZERO, rid(1), Bytes::new());
         for r in 1..=u64::from(k) {
             cycle(&mut [&mut a, &mut b], at(r));
             assert_eq!(a.state(&rid(1)), Some(RumorState::Hot { counter: r as u32 - 1 }), "k {k} r {r}");
@@ -181,8 +184,8 @@ fn staging_judges_state_at_the_start_of_the_cycle() {
     let mut a = machine(1, &cfg, &[1, 3]);
     let mut b = machine(2, &cfg, &[2, 3]);
     let mut c = machine(3, &cfg, &[1, 2, 3]);
-    a.inject(rid(1), Bytes::new());
-    b.inject(rid(1), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
+    b.inject(Instant::ZERO, rid(1), Bytes::new());
     let log = cycle(&mut [&mut a, &mut b, &mut c], at(1));
     let fb = feedback(&log);
     assert_eq!(fb, vec![(3, 1, vec![(rid(1), false)]), (3, 2, vec![(rid(1), false)])]);
@@ -195,8 +198,8 @@ fn staging_judges_state_at_the_start_of_the_cycle() {
     let mut a = machine(1, &cfg, &[1, 3]);
     let mut b = machine(2, &cfg, &[2, 3]);
     let mut c = machine(3, &cfg, &[1, 2, 3]);
-    a.inject(rid(1), Bytes::new());
-    b.inject(rid(1), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
+    b.inject(Instant::ZERO, rid(1), Bytes::new());
     let log = cycle(&mut [&mut a, &mut b, &mut c], at(1));
     let knew: Vec<bool> = feedback(&log).iter().filter(|f| f.0 == 3).map(|f| f.2[0].1).collect();
     assert_eq!(knew, vec![false, true]);
@@ -210,7 +213,7 @@ fn pull_serves_hot_rumors_and_the_puller_gives_feedback() {
     let cfg = sync(Variant::FeedbackCounter, 1, Direction::Pull);
     let mut a = machine(1, &cfg, &[1, 2]);
     let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(rid(5), Bytes::from_static(b"x"));
+    a.inject(Instant::ZERO, rid(5), Bytes::from_static(b"x"));
     let log = cycle(&mut [&mut a, &mut b], at(1));
     // Both pull; only A has something to serve.
     let kinds: Vec<(u64, u64, &str)> = log
@@ -239,8 +242,8 @@ fn push_pull_moves_rumors_both_ways_in_one_exchange() {
     let cfg = sync(Variant::FeedbackCounter, 3, Direction::PushPull);
     let mut a = machine(1, &cfg, &[1, 2]);
     let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(rid(1), Bytes::new());
-    b.inject(rid(2), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
+    b.inject(Instant::ZERO, rid(2), Bytes::new());
     let log = cycle(&mut [&mut a, &mut b], at(1));
     assert!(a.knows(&rid(2)) && b.knows(&rid(1)));
     // Each side's first message asks for the other's rumors; answers do not ask again.
@@ -255,7 +258,7 @@ fn blind_counter_counts_every_cycle_with_a_transmission() {
     let cfg = sync(Variant::BlindCounter, 3, Direction::Push);
     let mut a = machine(1, &cfg, &[1, 2]);
     let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(rid(1), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
     let log = cycle(&mut [&mut a, &mut b], at(1));
     assert!(feedback(&log).is_empty(), "blind variants ask for no feedback");
     assert!(matches!(log[0].2, RumorMessage::Rumors { want_feedback: false, .. }));
@@ -274,7 +277,7 @@ fn coins_with_k_1_always_drop_and_large_k_rarely() {
         let cfg = config(Variant::BlindCoin, 1, Direction::Push, staging);
         let mut a = machine(1, &cfg, &[1, 2]);
         let mut b = machine(2, &cfg, &[1, 2]);
-        a.inject(rid(1), Bytes::new());
+        a.inject(Instant::ZERO, rid(1), Bytes::new());
         cycle(&mut [&mut a, &mut b], at(1));
         let expect =
             if staging == Staging::Immediate { RumorState::Removed } else { RumorState::Hot { counter: 0 } };
@@ -286,8 +289,8 @@ fn coins_with_k_1_always_drop_and_large_k_rarely() {
     let cfg = sync(Variant::FeedbackCoin, 1000, Direction::Push);
     let mut a = machine(1, &cfg, &[1, 2]);
     let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(rid(1), Bytes::new());
-    b.inject(rid(1), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
+    b.inject(Instant::ZERO, rid(1), Bytes::new());
     for r in 1..=10 {
         cycle(&mut [&mut a, &mut b], at(r));
     }
@@ -301,7 +304,7 @@ fn feedback_coin_tosses_only_after_useless_cycles() {
     let cfg = sync(Variant::FeedbackCoin, 1, Direction::Push);
     let mut a = machine(1, &cfg, &[1, 2]);
     let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(rid(1), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
     cycle(&mut [&mut a, &mut b], at(1)); // useful
     cycle(&mut [&mut a, &mut b], at(2)); // A: rule for cycle 1 (useful: stays), pushes again (useless)
     assert_eq!(a.state(&rid(1)), Some(RumorState::Hot { counter: 0 }));
@@ -313,7 +316,7 @@ fn feedback_coin_tosses_only_after_useless_cycles() {
 fn unsolicited_and_malformed_input_is_counted_and_changes_nothing() {
     let cfg = sync(Variant::FeedbackCounter, 1, Direction::Push);
     let mut a = machine(1, &cfg, &[1, 2]);
-    a.inject(rid(1), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
     // Feedback for a rumor A never sent to node 2 (and for one it does not know at all).
     a.handle_message(at(0), id(2), RumorMessage::Feedback { items: vec![(rid(1), true), (rid(9), true)] });
     assert_eq!(a.stats().unsolicited_feedback, 2);
@@ -344,7 +347,7 @@ fn unsolicited_and_malformed_input_is_counted_and_changes_nothing() {
 fn feedback_still_awaited_when_the_cycle_closes_expires() {
     let cfg = sync(Variant::FeedbackCounter, 1, Direction::Push);
     let mut a = machine(1, &cfg, &[1, 2]);
-    a.inject(rid(1), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
     a.handle_timeout(at(1));
     assert!(a.poll_transmit().is_some());
     a.handle_timeout(at(2)); // the cycle closes with no answer: counter unchanged
@@ -362,9 +365,9 @@ fn big_rumors_are_split_into_datagrams_within_the_budget() {
     let cfg = sync(Variant::FeedbackCounter, 3, Direction::PushPull);
     let mut a = machine(1, &cfg, &[1, 2]);
     for s in 1..=10 {
-        a.inject(rid(s), Bytes::from(vec![s as u8; 300]));
+        a.inject(Instant::ZERO, rid(s), Bytes::from(vec![s as u8; 300]));
     }
-    a.inject(rid(11), Bytes::from(vec![0u8; 5_000]));
+    a.inject(Instant::ZERO, rid(11), Bytes::from(vec![0u8; 5_000]));
     a.handle_timeout(at(1));
     let out: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
     let mut seen = Vec::new();
@@ -410,7 +413,7 @@ fn removed_rumors_are_forgotten_after_the_retention_and_bounds_hold() {
         ..(*sync(Variant::BlindCoin, 1, Direction::Push)).clone()
     });
     let mut a = machine(1, &cfg, &[1, 2]);
-    a.inject(rid(1), Bytes::new());
+    a.inject(Instant::ZERO, rid(1), Bytes::new());
     a.handle_timeout(at(1)); // pushes
     a.handle_timeout(at(2)); // removed (blind coin, k = 1) at tick 2
     assert_eq!(a.state(&rid(1)), Some(RumorState::Removed));
@@ -467,7 +470,7 @@ fn fanout_picks_distinct_partners_and_same_seed_same_choices() {
     let peers: Vec<u64> = (1..=20).collect();
     let run = || {
         let mut m = machine(1, &cfg, &peers);
-        m.inject(rid(1), Bytes::new());
+        m.inject(Instant::ZERO, rid(1), Bytes::new());
         let mut picks = Vec::new();
         for r in 1..=10 {
             m.handle_timeout(at(r));
@@ -489,7 +492,7 @@ fn fanout_picks_distinct_partners_and_same_seed_same_choices() {
 fn poisson_timing_ticks_at_exponential_gaps() {
     let cfg = Arc::new(RumorConfig {
         timing: Timing::Poisson,
-        ..(*config(Variant::FeedbackCoin, 2, Direction::Push, Staging::Immediate)).clone()
+        ..(*config(Variant::FeedbackCoin, 2, Direction::Pull, Staging::Immediate)).clone()
     });
     let mut m = machine(1, &cfg, &[1, 2]);
     let mut last = Instant::ZERO;
@@ -504,4 +507,28 @@ fn poisson_timing_ticks_at_exponential_gaps() {
     assert!((mean - T as f64).abs() < 0.08 * T as f64, "{mean}");
     let distinct: std::collections::BTreeSet<u64> = gaps.iter().map(|g| *g as u64).collect();
     assert!(distinct.len() > 1_900, "gaps vary");
+}
+
+#[test]
+fn an_idle_push_node_sleeps_and_wakes_at_the_next_boundary() {
+    let cfg = sync(Variant::FeedbackCounter, 1, Direction::Push);
+    let mut a = machine(1, &cfg, &[1, 2]);
+    let mut b = machine(2, &cfg, &[1, 2]);
+    assert_eq!(b.poll_timeout(), None, "nothing to spread, no timer");
+    a.inject(at(0), rid(1), Bytes::new());
+    assert_eq!(a.poll_timeout(), Some(at(1)));
+    // B learns the rumor during cycle 1 (at the instant of its boundary): its timer restarts
+    // at the next boundary, not at the one just past, so the staged rumor waits a cycle.
+    cycle(&mut [&mut a, &mut b], at(1));
+    assert_eq!(b.poll_timeout(), Some(at(2)));
+    assert_eq!(b.state(&rid(1)), Some(RumorState::Staged));
+    // A pull-mode node always ticks: it must ask others.
+    let pull = sync(Variant::FeedbackCounter, 1, Direction::Pull);
+    assert_eq!(machine(3, &pull, &[1, 3]).poll_timeout(), Some(at(1)));
+    // After its removal (k = 1: the tick closing a useless cycle) A sleeps again.
+    for r in 2..=6 {
+        cycle(&mut [&mut a, &mut b], at(r));
+    }
+    assert_eq!((a.poll_timeout(), b.poll_timeout()), (None, None));
+    assert_eq!((a.active(), b.active()), (0, 0));
 }
