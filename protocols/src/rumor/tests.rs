@@ -84,7 +84,10 @@ fn events(m: &mut RumorMonger) -> Vec<RumorEvent> {
     std::iter::from_fn(|| m.poll_event()).collect()
 }
 
-fn feedback(log: &[Sent]) -> Vec<(u64, u64, Vec<(RumorId, bool)>)> {
+/// A feedback message in the log: (from, to, items).
+type Answer = (u64, u64, Vec<(RumorId, bool)>);
+
+fn feedback(log: &[Sent]) -> Vec<Answer> {
     log.iter()
         .filter_map(|(f, t, m)| match m {
             RumorMessage::Feedback { items } => Some((*f, *t, items.clone())),

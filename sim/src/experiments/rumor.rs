@@ -509,9 +509,12 @@ pub fn plot(reports: &[(Report, Vec<RunResult>)], path: &Path) -> Result<(), Str
     report::plot_lines(path, &title, "cycle", "fraction of nodes", &series)
 }
 
+/// Points (x, y) of a plotted line.
+type Curve = Vec<(f64, f64)>;
+
 /// Demers' ODE (ds/dt = −si, di/dt = si − (1/k)(1−s)i) from one infective of N, integrated
 /// with small Euler steps; points at every tenth of a cycle up to `horizon`.
-fn ode(k: u32, nodes: usize, horizon: f64) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+fn ode(k: u32, nodes: usize, horizon: f64) -> (Curve, Curve) {
     let (mut s, mut i) = (1.0 - 1.0 / nodes as f64, 1.0 / nodes as f64);
     let dt = 0.001;
     let (mut informed, mut infective) = (Vec::new(), Vec::new());
