@@ -497,7 +497,7 @@ pub fn plot(reports: &[(Report, Vec<RunResult>)], path: &Path) -> Result<(), Str
         emphasized: true,
     });
     if first.formula_residue.is_some() && first.timing == "async" {
-        let horizon = first.informed_mean.len().max(2) as f64;
+        let horizon = (first.informed_mean.len().max(2) - 1) as f64;
         let (informed, infective) = ode(first.k, first.nodes, horizon);
         series.push(Series { name: "ODE informed".into(), points: informed, emphasized: true });
         series.push(Series { name: "ODE infective".into(), points: infective, emphasized: true });
