@@ -45,6 +45,11 @@
 //!   process; the daemon and the simulator skip the wake-ups of nodes with nothing to say.
 //! - **A push-pull split over several datagrams** asks for the partner's rumors in its first
 //!   datagram only, so one exchange is answered once.
+//! - **Small wire choices**: a pull that finds nothing hot gets no answer (§2.4 would send an
+//!   empty `Rumors`); a rumor injected here is hot at once even under
+//!   [`Staging::AtCycleStart`] (a local write, like anti-entropy's `insert`) and is not
+//!   reported as `Delivered`; §2.3's `RumorPull` and `RumorFeedback` are the variants `Pull` and
+//!   `Feedback` of [`RumorMessage`].
 //! - **Topic scope** (§2.8): the machine does not know subscriptions; the host hands it the
 //!   topics to accept with [`RumorMonger::set_scope`] (default: everything). A message rumor of
 //!   another topic is neither stored nor delivered, and is acknowledged as known.

@@ -18,8 +18,17 @@
 //! | `msg_ratio`, `coverage_ratio`, `time_ratio` | BCRM's mean over flooding's mean |
 //!
 //! The seed's claim for B = F = 2: about 50% of flooding's messages, about 90% coverage,
-//! about 2× slower. The graph comes from its own labelled stream, `derive("graph", r, 0)`
-//! [H]; the origin from `derive("work", r, 0)`.
+//! about 2× slower.
+//!
+//! Departures from PROTOCOLS.md §3.1, §3.4 and §10.3:
+//! - `--graph random|power-law` as the issue names them (PROTOCOLS.md: `gnm|ba`), and the
+//!   default is `random` with degree 8, the issue's "random graph of configurable degree"
+//!   (PROTOCOLS.md: `ba`, m = 3, which is `--graph power-law --degree 6` here).
+//! - `coverage` counts the origin, which holds the message without delivering it.
+//! - `rounds` is PROTOCOLS.md's `t_last` under the issue's name.
+//! - The graph comes from its own labelled stream, `derive("graph", r, 0)` [H], not from
+//!   `topo`, which the kernel's network already draws from; the origin from
+//!   `derive("work", r, 0)`.
 
 use std::collections::HashSet;
 use std::path::Path;
