@@ -22,7 +22,7 @@ pub struct BcrmConfig {
     pub b: u32,
     /// F: receptions of a message that trigger forwarding (the first F). Default 2 (seed).
     pub f: u32,
-    /// How long a message's state is remembered. Default 300 s [H].
+    /// How long a message's state is remembered. Default 300 s \[H\].
     pub retention: Duration,
 }
 

@@ -101,7 +101,7 @@ pub struct FloodStats {
 pub struct FloodConfig {
     /// Hops a message may travel from its origin. Default 7 (Gnutella v0.4).
     pub ttl: u8,
-    /// How long a seen id is remembered. Default 300 s [H].
+    /// How long a seen id is remembered. Default 300 s \[H\].
     pub seen_retention: Duration,
 }
 

@@ -30,15 +30,15 @@
 //!   as unsolicited and changes nothing, so a peer cannot talk a node out of a rumor it never
 //!   received. Answers are awaited until the end of the cycle under
 //!   [`Staging::AtCycleStart`] (§2.2: only feedback that *has arrived* counts) and for two
-//!   periods under [`Staging::Immediate`] [H].
+//!   periods under [`Staging::Immediate`] \[H\].
 //! - **Blind, continuous time, fanout > 1**: the rule is applied per contact, so a rumor that
 //!   is removed after the first contact of a tick is not sent to the tick's later partners
 //!   (§2.2 "per contact"; with fanout 1, as in every anchor, the question does not arise).
-//! - **Bounds** [H]: at most `hot_max` rumors hot and `known_max` remembered at once; a new
+//! - **Bounds** \[H\]: at most `hot_max` rumors hot and `known_max` remembered at once; a new
 //!   rumor beyond either is dropped and counted (`overflow`), without feedback. Removed rumors
 //!   are forgotten `known_retention` periods after their removal (§2.4's 300 rounds), checked
 //!   at this node's ticks.
-//! - **An idle push node sleeps** [H]: in push mode a node with nothing hot or staged asks for
+//! - **An idle push node sleeps** \[H\]: in push mode a node with nothing hot or staged asks for
 //!   no timer, and a rumor that arrives restarts its ticker at the next tick strictly after
 //!   the arrival (the next cycle boundary in sync timing, keeping the phase in phased timing,
 //!   a fresh exponential gap in Poisson timing, which is memoryless). The epidemic is the same
@@ -241,9 +241,9 @@ pub struct RumorConfig {
     pub staging: Staging,
     /// Periods a removed rumor stays remembered for duplicate detection. Default 300 (§2.4).
     pub known_retention: u64,
-    /// Rumors remembered at most (hot, staged or removed). Default 65,536 [H].
+    /// Rumors remembered at most (hot, staged or removed). Default 65,536 \[H\].
     pub known_max: usize,
-    /// Rumors hot or staged at most. Default 1,024 [H].
+    /// Rumors hot or staged at most. Default 1,024 \[H\].
     pub hot_max: usize,
 }
 

@@ -26,7 +26,7 @@
 //!   (PROTOCOLS.md: `ba`, m = 3, which is `--graph power-law --degree 6` here).
 //! - `coverage` counts the origin, which holds the message without delivering it.
 //! - `rounds` is PROTOCOLS.md's `t_last` under the name.
-//! - The graph comes from its own labelled stream, `derive("graph", r, 0)` [H], not from
+//! - The graph comes from its own labelled stream, `derive("graph", r, 0)` \[H\], not from
 //!   `topo`, which the kernel's network already draws from; the origin from
 //!   `derive("work", r, 0)`.
 
