@@ -15,12 +15,16 @@
 //! | [`peers`] | [`PeerView`]: uniform random partner choice |
 //! | [`wire`] | the envelope: version, kind, size limit, typed decode errors |
 //! | [`anti_entropy`] | Demers et al.'s anti-entropy over a store of sequenced entries |
+//! | [`rumor`] | Demers et al.'s rumor mongering: feedback/blind, counter/coin, push/pull |
+//! | [`flood`] | flooding with a TTL, and blind counter rumor mongering over a neighbour graph |
 
 pub mod anti_entropy;
+pub mod flood;
 pub mod id;
 pub mod machine;
 pub mod peers;
 pub mod rng;
+pub mod rumor;
 pub mod time;
 pub mod timer;
 pub mod wire;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hearsay_protocols::anti_entropy::AeMode;
-use hearsay_sim::experiments::{anti_entropy, bench};
+use hearsay_protocols::rumor::{Direction, Variant};
+use hearsay_sim::experiments::{anti_entropy, bench, flood_vs_gossip, rumor};
 use hearsay_sim::report::Progress;
 
 #[derive(Parser)]
@@ -26,6 +27,20 @@ enum Command {
     /// judged at the start of the round. Prints rounds to full coverage (mean, p99, max) and
     /// update transmissions per node, beside the published anchors.
     AntiEntropy(AntiEntropyArgs),
+    /// Residue, traffic and delay of rumor mongering (Demers et al. 1987 §1.4).
+    ///
+    /// One rumor injected at one node; hot nodes contact random peers and lose interest by
+    /// the chosen rule (feedback or blind, counter or coin, k). Prints residue (fraction never
+    /// reached), traffic (rumor messages per node), t_ave and t_last per k, beside the residue
+    /// formula s = e^-(k+1)(1-s) (feedback coin push) and Demers' table (N = 1000, rounds).
+    Rumor(RumorArgs),
+    /// Flooding with a TTL against blind counter rumor mongering (B, F) over a random or
+    /// power-law graph (Portmann & Seneviratne 2002).
+    ///
+    /// Prints messages per node, coverage and rounds (time of the last first delivery, in
+    /// hops) for both, their ratios, and the seed's claims (B = F = 2: about half the
+    /// messages, about 90% coverage, about twice as slow).
+    FloodVsGossip(FloodArgs),
     /// Speed and memory of the simulator kernel: events per second for a trivial machine,
     /// bytes per simulated anti-entropy node.
     Bench(BenchArgs),
@@ -87,6 +102,135 @@ impl From<ModeArg> for AeMode {
 }
 
 #[derive(Args)]
+struct RumorArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=10_000_000))]
+    nodes: u64,
+    /// Loss-of-interest rule.
+    #[arg(long, value_enum, default_value_t = VariantArg::FeedbackCounter)]
+    variant: VariantArg,
+    /// k (counter limit, or 1/probability of the coin): one value, or a sweep like 1..7.
+    #[arg(long, default_value = "3", value_parser = k_range)]
+    k: KRange,
+    /// Who sends rumors in a contact.
+    #[arg(long, value_enum, default_value_t = DirectionArg::Push)]
+    mode: DirectionArg,
+    /// Partners contacted per tick.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    fanout: u32,
+    /// Lock-step rounds (state judged at the start of the round) or continuous time (Poisson
+    /// clocks, one contact at a time).
+    #[arg(long, value_enum, default_value_t = TimingArg::Rounds)]
+    timing: TimingArg,
+    /// Give up a run after this many cycles.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_rounds: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VariantArg {
+    FeedbackCoin,
+    FeedbackCounter,
+    BlindCoin,
+    BlindCounter,
+}
+
+impl From<VariantArg> for Variant {
+    fn from(v: VariantArg) -> Variant {
+        match v {
+            VariantArg::FeedbackCoin => Variant::FeedbackCoin,
+            VariantArg::FeedbackCounter => Variant::FeedbackCounter,
+            VariantArg::BlindCoin => Variant::BlindCoin,
+            VariantArg::BlindCounter => Variant::BlindCounter,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DirectionArg {
+    Push,
+    Pull,
+    PushPull,
+}
+
+impl From<DirectionArg> for Direction {
+    fn from(d: DirectionArg) -> Direction {
+        match d {
+            DirectionArg::Push => Direction::Push,
+            DirectionArg::Pull => Direction::Pull,
+            DirectionArg::PushPull => Direction::PushPull,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TimingArg {
+    Rounds,
+    Async,
+}
+
+impl From<TimingArg> for rumor::RumorTiming {
+    fn from(t: TimingArg) -> rumor::RumorTiming {
+        match t {
+            TimingArg::Rounds => rumor::RumorTiming::Rounds,
+            TimingArg::Async => rumor::RumorTiming::Async,
+        }
+    }
+}
+
+/// k values: `K` or `A..B` (inclusive).
+#[derive(Clone, Copy, Debug)]
+struct KRange(u32, u32);
+
+fn k_range(s: &str) -> Result<KRange, String> {
+    let one = |t: &str| -> Result<u32, String> {
+        match t.trim().parse::<u32>() {
+            Ok(k) if (1..=1_000).contains(&k) => Ok(k),
+            _ => Err(format!("`{t}` is not a k in 1..=1000")),
+        }
+    };
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (one(a)?, one(b.trim_start_matches('='))?);
+            if a <= b { Ok(KRange(a, b)) } else { Err(format!("empty k range {a}..{b}")) }
+        }
+        None => one(s).map(|k| KRange(k, k)),
+    }
+}
+
+#[derive(Args)]
+struct FloodArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=10_000_000))]
+    nodes: u64,
+    /// Graph: uniform random with N·degree/2 edges, or Barabási–Albert (m = degree/2).
+    #[arg(long, value_enum, default_value_t = GraphArg::Random)]
+    graph: GraphArg,
+    /// Mean degree (default 8 for random, 6 for power-law; even for power-law).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    degree: Option<u32>,
+    /// B: neighbours per forwarding.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    b: u32,
+    /// F: receptions that trigger forwarding.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    f: u32,
+    /// Flooding's TTL, in hops.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..))]
+    ttl: u8,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphArg {
+    Random,
+    PowerLaw,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Message events to simulate for the speed figure.
     #[arg(long, default_value_t = 20_000_000)]
@@ -108,6 +252,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::AntiEntropy(args) => run_anti_entropy(args),
+        Command::Rumor(args) => run_rumor(args),
+        Command::FloodVsGossip(args) => run_flood(args),
         Command::Bench(args) => run_bench(args),
     };
     match result {
@@ -139,6 +285,79 @@ fn run_anti_entropy(args: AntiEntropyArgs) -> Result<(), String> {
         progress.note(&format!("plot written to {}", path.display()));
     }
     print(&report, c.json, anti_entropy::table)
+}
+
+fn run_rumor(args: RumorArgs) -> Result<(), String> {
+    let c = args.common;
+    let KRange(k0, k1) = args.k;
+    let mut out = Vec::new();
+    for k in k0..=k1 {
+        let p = rumor::Params {
+            nodes: args.nodes as usize,
+            variant: args.variant.into(),
+            direction: args.mode.into(),
+            k,
+            fanout: args.fanout,
+            timing: args.timing.into(),
+            runs: c.runs,
+            seed: c.seed,
+            loss: c.loss,
+            threads: c.threads,
+            max_rounds: args.max_rounds,
+        };
+        let progress = Progress::new(format!("rumor k={k}"), c.runs, c.quiet);
+        out.push(rumor::run_with_results(&p, &progress));
+        progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    }
+    if let Some(path) = &c.plot {
+        rumor::plot(&out, path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        if !c.quiet {
+            eprintln!("rumor: plot written to {}", path.display());
+        }
+    }
+    let reports: Vec<rumor::Report> = out.into_iter().map(|(r, _)| r).collect();
+    if c.json {
+        for r in &reports {
+            println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+        }
+    } else {
+        print!("{}", rumor::table(&reports));
+    }
+    Ok(())
+}
+
+fn run_flood(args: FloodArgs) -> Result<(), String> {
+    let c = args.common;
+    let graph = match args.graph {
+        GraphArg::Random => flood_vs_gossip::Graph::Random,
+        GraphArg::PowerLaw => flood_vs_gossip::Graph::PowerLaw,
+    };
+    let degree = args.degree.unwrap_or(match graph {
+        flood_vs_gossip::Graph::Random => 8,
+        flood_vs_gossip::Graph::PowerLaw => 6,
+    });
+    let p = flood_vs_gossip::Params {
+        nodes: args.nodes as usize,
+        graph,
+        degree,
+        b: args.b,
+        f: args.f,
+        ttl: args.ttl,
+        runs: c.runs,
+        seed: c.seed,
+        loss: c.loss,
+        threads: c.threads,
+    };
+    p.validate()?;
+    let progress = Progress::new("flood-vs-gossip", c.runs, c.quiet);
+    let (report, results) = flood_vs_gossip::run_with_results(&p, &progress);
+    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    if let Some(path) = &c.plot {
+        flood_vs_gossip::plot(&p, &results, path)
+            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        progress.note(&format!("plot written to {}", path.display()));
+    }
+    print(&report, c.json, flood_vs_gossip::table)
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {

@@ -4,3 +4,5 @@
 
 pub mod anti_entropy;
 pub mod bench;
+pub mod flood_vs_gossip;
+pub mod rumor;
