@@ -15,7 +15,9 @@
 //! | [`peers`] | [`PeerView`]: uniform random partner choice |
 //! | [`wire`] | the envelope: version, kind, size limit, typed decode errors |
 //! | [`anti_entropy`] | Demers et al.'s anti-entropy over a store of sequenced entries |
+//! | [`aggregate`] | gossip aggregation: push-sum (plain and acknowledged), extremum, push-pull averaging |
 
+pub mod aggregate;
 pub mod anti_entropy;
 pub mod id;
 pub mod machine;
