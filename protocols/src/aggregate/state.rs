@@ -125,6 +125,9 @@ pub(super) struct Mass {
     pub(super) acked: Option<Box<Acked>>,
     /// Push-pull only: the peer of the exchange this node opened and awaits a reply from.
     pub(super) awaiting: Option<NodeId>,
+    /// Mass arrived since the querier last evaluated its stopping rule (or it has no one to
+    /// hear from).
+    pub(super) received: bool,
 }
 
 impl Mass {
@@ -186,7 +189,7 @@ impl QueryState {
                 };
                 let acked = (algorithm == Algorithm::AckPushSum)
                     .then(|| Box::new(Acked { session, ..Acked::default() }));
-                Part::Mass(Mass { s, w, acked, awaiting: None })
+                Part::Mass(Mass { s, w, acked, awaiting: None, received: false })
             }
         };
         let mut st = QueryState { query, round: 0, part, stopping: None };

@@ -366,20 +366,31 @@ fn the_querier_answers_once_its_estimate_is_stable_after_min_rounds() {
 }
 
 #[test]
-fn min_rounds_grows_with_the_view() {
-    // 8 members: min_rounds = ⌈log2 9⌉ + 2 = 6, even though nothing moves (all sends lost).
-    let mut n = cluster(&config(|_| {}), &[Some(1.0); 8]);
-    start(&mut n[0], Func::Avg, Algorithm::PushSum);
-    events(&mut n[0]);
-    let mut answered_at = None;
-    for r in 1..=10 {
-        n[0].tick(Instant::ZERO);
-        while n[0].poll_transmit().is_some() {}
-        if let Some(AggEvent::Answered(res)) = events(&mut n[0]).pop() {
-            answered_at.get_or_insert((r, res.rounds));
+fn min_rounds_grows_with_the_view_and_silence_is_not_stability() {
+    // 8 members: min_rounds = ⌈log2 9⌉ + 2 = 6. Every value is 1, so every estimate is 1 from
+    // the start and Δ = 0 whenever anything arrives.
+    let run = |drop_to_querier: bool| {
+        let mut n = cluster(&config(|_| {}), &[Some(1.0); 8]);
+        let q = start(&mut n[0], Func::Avg, Algorithm::PushSum);
+        for m in n.iter_mut().skip(1) {
+            m.join(Instant::ZERO, q.clone()).unwrap();
         }
-    }
-    assert_eq!(answered_at, Some((6, 6)));
+        events(&mut n[0]);
+        for _ in 1..=12 {
+            for m in n.iter_mut() {
+                m.tick(Instant::ZERO);
+            }
+            pump(&mut n, |_, m| drop_to_querier && matches!(m, AggMessage::PsMass { .. }));
+            if let Some(AggEvent::Answered(res)) = events(&mut n[0]).pop() {
+                return Some(res);
+            }
+        }
+        None
+    };
+    let heard = run(false).expect("answers");
+    assert!(heard.rounds >= 6 && heard.converged && heard.value == Some(1.0), "{heard:?}");
+    // A querier that hears nothing keeps its ratio, which looks stable but is not.
+    assert_eq!(run(true), None);
 }
 
 #[test]
