@@ -317,6 +317,21 @@ pub struct MassView {
     pub outstanding: usize,
 }
 
+/// One acknowledged transfer still outstanding at its sender (for invariant checks).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InFlight {
+    /// The receiver.
+    pub peer: NodeId,
+    /// The sender's session in the query.
+    pub session: u64,
+    /// The transfer's seq.
+    pub seq: u64,
+    /// Value mass carried.
+    pub s: f64,
+    /// Weight mass carried.
+    pub w: f64,
+}
+
 /// The aggregation machine of one node. Drive it as described in [`crate::machine`].
 #[derive(Debug)]
 pub struct Aggregation {
@@ -473,6 +488,28 @@ impl Aggregation {
             view.outstanding = acked.outstanding.len();
         }
         Some(view)
+    }
+
+    /// The acknowledged transfers this node has outstanding for `qid`, by seq.
+    pub fn in_flight(&self, qid: &QueryId) -> Vec<InFlight> {
+        let Some(Part::Mass(Mass { acked: Some(a), .. })) = self.queries.get(qid).map(|st| &st.part) else {
+            return Vec::new();
+        };
+        let session = a.session;
+        a.outstanding
+            .iter()
+            .map(|(&seq, p)| InFlight { peer: p.peer, session, seq, s: p.s, w: p.w })
+            .collect()
+    }
+
+    /// True if this node has applied transfer `seq` of `from`'s session `session` for `qid`.
+    /// With [`Aggregation::in_flight`] it gives §5.3's exact invariant: Σ held + Σ transfers
+    /// in flight and not yet applied at their receiver.
+    pub fn has_applied(&self, qid: &QueryId, from: &NodeId, session: u64, seq: u64) -> bool {
+        match self.queries.get(qid).map(|st| &st.part) {
+            Some(Part::Mass(Mass { acked: Some(a), .. })) => a.has_applied(*from, session, seq),
+            _ => false,
+        }
     }
 
     /// The ids of the queries this node takes part in, ascending.

@@ -105,7 +105,6 @@ impl Acked {
     }
 
     /// True if transfer `seq` of `from`'s life `session` has been applied here.
-    #[cfg(test)]
     pub(super) fn has_applied(&self, from: NodeId, session: u64, seq: u64) -> bool {
         self.applied.get(&(from, session)).is_some_and(|w| seq < w.floor || w.seqs.contains(&seq))
     }

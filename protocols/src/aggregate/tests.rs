@@ -522,20 +522,13 @@ fn every_message_survives_the_wire() {
 fn conserved(nodes: &[Aggregation], qid: &QueryId) -> (f64, f64) {
     let (mut s, mut w) = (0.0, 0.0);
     for m in nodes {
-        let Some(st) = m.queries.get(qid) else { continue };
-        let Part::Mass(mass) = &st.part else { continue };
-        s += mass.s;
-        w += mass.w;
-        let Some(acked) = &mass.acked else { continue };
-        for (seq, p) in &acked.outstanding {
-            let receiver = &nodes[p.peer.prefix_u64() as usize];
-            let applied = match receiver.queries.get(qid).map(|st| &st.part) {
-                Some(Part::Mass(Mass { acked: Some(r), .. })) => r.has_applied(m.id, acked.session, *seq),
-                _ => false,
-            };
-            if !applied {
-                s += p.s;
-                w += p.w;
+        let Some(v) = m.mass(qid) else { continue };
+        s += v.s;
+        w += v.w;
+        for t in m.in_flight(qid) {
+            if !nodes[t.peer.prefix_u64() as usize].has_applied(qid, &m.id(), t.session, t.seq) {
+                s += t.s;
+                w += t.w;
             }
         }
     }

@@ -175,10 +175,11 @@ pub struct RunResult {
     pub rel_error: Option<f64>,
     /// Messages sent per node per round.
     pub msgs_per_node_per_round: f64,
-    /// Σ_i w_i held by nodes after the last round / Σ_i w_i(0) (mass algorithms only).
+    /// (Σ_i w_i held + Σ w in transfers sent and not yet applied) / Σ_i w_i(0) after the last
+    /// round: §5.3's invariant, 1 when mass is conserved (mass algorithms only).
     pub weight_mass: Option<f64>,
-    /// Σ of the weight in outstanding transfers / Σ_i w_i(0) (acknowledged push-sum).
-    pub weight_outstanding: Option<f64>,
+    /// The part of that in transfers not yet applied (acknowledged push-sum).
+    pub weight_in_flight: Option<f64>,
 }
 
 /// The experiment's report: one JSON line.
@@ -238,10 +239,11 @@ pub struct Report {
     pub rel_error_max: Option<f64>,
     /// Messages per node per round, mean over runs.
     pub msgs_per_node_per_round: f64,
-    /// Weight held by nodes after the last round / initial weight, mean over runs.
+    /// Weight held or in flight after the last round / initial weight, mean over runs (1:
+    /// conserved).
     pub weight_mass: Option<f64>,
-    /// Weight in outstanding transfers / initial weight, mean over runs.
-    pub weight_outstanding: Option<f64>,
+    /// Weight in transfers not yet applied / initial weight, mean over runs.
+    pub weight_in_flight: Option<f64>,
     /// The anchor for rounds to 10^−6, where there is one.
     #[serde(rename = "anchor_rounds_to_1e-6")]
     pub anchor_rounds_to_1e6: Option<f64>,
@@ -417,13 +419,23 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
         (Some(a), Some(b)) if a > 0.0 => Some(((b * b) / (a * a)).powf(1.0 / window as f64)),
         _ => None,
     };
-    let (weight_mass, weight_outstanding) = if p.algorithm == Algorithm::Extremum || w0 <= 0.0 {
+    let (weight_mass, weight_in_flight) = if p.algorithm == Algorithm::Extremum || w0 <= 0.0 {
         (None, None)
     } else {
-        let (held, out) = (0..p.nodes)
-            .filter_map(|i| sim.machine(i).mass(&qid))
-            .fold((0.0, 0.0), |(h, o), v| (h + v.w, o + v.outstanding_w));
-        (Some(held / w0), Some(out / w0))
+        let (mut held, mut flying) = (0.0, 0.0);
+        for i in 0..p.nodes {
+            let m = sim.machine(i);
+            held += m.mass(&qid).map_or(0.0, |v| v.w);
+            for t in m.in_flight(&qid) {
+                let applied = sim.index_of(&t.peer).is_some_and(|j| {
+                    sim.machine(j).has_applied(&qid, &m.id(), t.session, t.seq)
+                });
+                if !applied {
+                    flying += t.w;
+                }
+            }
+        }
+        (Some((held + flying) / w0), Some(flying / w0))
     };
     let answer = watch.answer.clone();
     let rel_error = answer.as_ref().and_then(|a| a.value).map(|v| (v - truth).abs() / scale);
@@ -440,7 +452,7 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
         rel_error,
         msgs_per_node_per_round: watch.messages as f64 / (p.nodes as f64 * f64::from(p.rounds)),
         weight_mass,
-        weight_outstanding,
+        weight_in_flight,
     }
 }
 
@@ -525,8 +537,8 @@ fn summarize(p: &Params, results: &[RunResult]) -> Report {
             report::mean(&results.iter().map(|r| r.msgs_per_node_per_round).collect::<Vec<_>>()),
             3,
         ),
-        weight_mass: mean_all(results.iter().map(|r| r.weight_mass)).map(|x| report::round(x, 6)),
-        weight_outstanding: mean_all(results.iter().map(|r| r.weight_outstanding)).map(sig),
+        weight_mass: mean_all(results.iter().map(|r| r.weight_mass)).map(|x| report::round(x, 9)),
+        weight_in_flight: mean_all(results.iter().map(|r| r.weight_in_flight)).map(sig),
         anchor_rounds_to_1e6: anchor_rounds_to_1e6(p),
         anchor_variance_factor: (p.algorithm == Algorithm::PushPull).then_some(VARIANCE_FACTOR_THEORY),
         rel_sd_per_round: geo_per_round(&rel),
@@ -603,9 +615,9 @@ pub fn table(r: &Report) -> String {
     s.push_str(&format!("  messages per node per round {:.3}\n", r.msgs_per_node_per_round));
     if r.weight_mass.is_some() {
         s.push_str(&format!(
-            "  weight held / initial       {}   outstanding {}\n",
-            show(r.weight_mass, 6),
-            show_e(r.weight_outstanding)
+            "  weight mass / initial       {}   (in flight {})\n",
+            show(r.weight_mass, 9),
+            show_e(r.weight_in_flight)
         ));
     }
     s.push_str("  round  σ/|x̄| (geo. mean)  worst rel. error\n");
