@@ -27,8 +27,68 @@ pub(super) struct Pending {
 #[derive(Clone, Debug, Default)]
 struct Window {
     floor: u64,
-    seqs: BTreeSet<u64>,
+    seqs: Seqs,
     touched: u32,
+}
+
+/// A set of seqs that is almost always empty or a single seq (a sender reaches one receiver
+/// about once per N rounds), kept inline then: a receiver holds one window per sender it
+/// heard from, and at 10^5 nodes a heap-allocated set per window doubled the memory.
+#[derive(Clone, Debug, Default)]
+enum Seqs {
+    #[default]
+    Empty,
+    One(u64),
+    Many(BTreeSet<u64>),
+}
+
+impl Seqs {
+    fn contains(&self, seq: u64) -> bool {
+        match self {
+            Seqs::Empty => false,
+            Seqs::One(x) => *x == seq,
+            Seqs::Many(set) => set.contains(&seq),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Seqs::Empty => 0,
+            Seqs::One(_) => 1,
+            Seqs::Many(set) => set.len(),
+        }
+    }
+
+    fn insert(&mut self, seq: u64) {
+        match self {
+            Seqs::Empty => *self = Seqs::One(seq),
+            Seqs::One(x) if *x == seq => {}
+            Seqs::One(x) => *self = Seqs::Many(BTreeSet::from([*x, seq])),
+            Seqs::Many(set) => {
+                set.insert(seq);
+            }
+        }
+    }
+
+    /// Forget every seq below `floor`.
+    fn prune_below(&mut self, floor: u64) {
+        match self {
+            Seqs::Empty => {}
+            Seqs::One(x) => {
+                if *x < floor {
+                    *self = Seqs::Empty;
+                }
+            }
+            Seqs::Many(set) => {
+                *set = set.split_off(&floor);
+                match set.len() {
+                    0 => *self = Seqs::Empty,
+                    1 => *self = set.first().map_or(Seqs::Empty, |&x| Seqs::One(x)),
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 /// The outcome of offering a transfer to the dedup state.
@@ -83,9 +143,9 @@ impl Acked {
         win.touched = round;
         if floor > win.floor {
             win.floor = floor;
-            win.seqs = win.seqs.split_off(&floor);
+            win.seqs.prune_below(floor);
         }
-        if seq < win.floor || win.seqs.contains(&seq) {
+        if seq < win.floor || win.seqs.contains(seq) {
             Offer::Duplicate
         } else if win.seqs.len() >= APPLIED_MAX {
             Offer::Full
@@ -106,7 +166,7 @@ impl Acked {
 
     /// True if transfer `seq` of `from`'s life `session` has been applied here.
     pub(super) fn has_applied(&self, from: NodeId, session: u64, seq: u64) -> bool {
-        self.applied.get(&(from, session)).is_some_and(|w| seq < w.floor || w.seqs.contains(&seq))
+        self.applied.get(&(from, session)).is_some_and(|w| seq < w.floor || w.seqs.contains(seq))
     }
 
     /// Number of senders' windows held (for memory accounting and tests).
@@ -215,4 +275,40 @@ impl QueryState {
 /// ⌈log2(x)⌉ for x ≥ 1.
 pub(super) fn ceil_log2(x: u64) -> u32 {
     if x <= 1 { 0 } else { 64 - (x - 1).leading_zeros() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The inline set behaves as a `BTreeSet` under any mix of inserts and prunes.
+        #[test]
+        fn seqs_behave_like_a_set(ops in proptest::collection::vec((any::<bool>(), 0u64..40), 0..60)) {
+            let (mut seqs, mut model) = (Seqs::default(), BTreeSet::new());
+            for (insert, x) in ops {
+                if insert {
+                    seqs.insert(x);
+                    model.insert(x);
+                } else {
+                    seqs.prune_below(x);
+                    model = model.split_off(&x);
+                }
+                prop_assert_eq!(seqs.len(), model.len());
+                prop_assert!(!matches!(seqs, Seqs::Many(ref s) if s.len() < 2), "small sets stay inline");
+                for y in 0..40 {
+                    prop_assert_eq!(seqs.contains(y), model.contains(&y));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ceil_log2_matches_its_definition() {
+        let cases = [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (9, 4), (1001, 10), (1024, 10), (1025, 11)];
+        for (x, want) in cases {
+            assert_eq!(ceil_log2(x), want, "⌈log2 {x}⌉");
+        }
+    }
 }

@@ -164,7 +164,10 @@ pub struct RunResult {
     /// First t with the worst node's relative error ≤ 10^−3.
     #[serde(rename = "rounds_worst_to_1e-3")]
     pub rounds_worst_to_1e3: Option<u32>,
-    /// (σ²_W / σ²_0)^{1/W}.
+    /// First t at which every node's estimate equals the truth exactly (extremum: everyone
+    /// holds the extreme).
+    pub rounds_to_exact: Option<u32>,
+    /// (σ²_W / σ²_0)^{1/W} (not for extremum).
     pub variance_factor: Option<f64>,
     /// The worst node's relative error after the last round.
     pub final_rel_error: Option<f64>,
@@ -180,6 +183,9 @@ pub struct RunResult {
     pub weight_mass: Option<f64>,
     /// The part of that in transfers not yet applied (acknowledged push-sum).
     pub weight_in_flight: Option<f64>,
+    /// The same for the value mass: Σ s after the last round / Σ s(0) (push-pull keeps w = 1
+    /// for avg, so a lost reply shows here).
+    pub value_mass: Option<f64>,
 }
 
 /// The experiment's report: one JSON line.
@@ -215,6 +221,8 @@ pub struct Report {
     /// Mean over runs; `None` if some run never got there.
     #[serde(rename = "rounds_worst_to_1e-3")]
     pub rounds_worst_to_1e3: Option<f64>,
+    /// Mean over runs; `None` if some run never got there.
+    pub rounds_to_exact: Option<f64>,
     /// Mean over runs of the per-run geometric-mean factor.
     pub variance_factor: Option<f64>,
     /// Smallest per-run factor.
@@ -244,6 +252,8 @@ pub struct Report {
     pub weight_mass: Option<f64>,
     /// Weight in transfers not yet applied / initial weight, mean over runs.
     pub weight_in_flight: Option<f64>,
+    /// Value mass held or in flight / initial value mass, mean over runs (1: conserved).
+    pub value_mass: Option<f64>,
     /// The anchor for rounds to 10^−6, where there is one.
     #[serde(rename = "anchor_rounds_to_1e-6")]
     pub anchor_rounds_to_1e6: Option<f64>,
@@ -333,6 +343,16 @@ pub fn truth(func: Func, values: &[f64]) -> f64 {
     }
 }
 
+/// Σ s(0) and Σ w(0) over all nodes once joined (§5.1), whoever has joined yet.
+pub fn initial_mass(func: Func, values: &[f64]) -> (f64, f64) {
+    match func {
+        Func::Avg => (values.iter().sum(), values.len() as f64),
+        Func::Sum => (values.iter().sum(), 1.0),
+        Func::Count => (values.len() as f64, 1.0),
+        Func::Min | Func::Max => (0.0, 0.0),
+    }
+}
+
 /// Build the simulation of run `run` with node i holding `values[i]` (for replay tests).
 pub fn build(p: &Params, run: u64, values: Arc<Vec<f64>>) -> Sim<Aggregation> {
     let config = Arc::new(AggConfig {
@@ -379,7 +399,7 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
     let mut watch = Watch::default();
     let query = start(p, &mut sim, &mut watch);
     let qid = query.qid;
-    let w0: f64 = (0..p.nodes).filter_map(|i| sim.machine(i).mass(&qid)).map(|v| v.w).sum();
+    let (s0, w0) = initial_mass(p.func, &values);
     let measure = |sim: &Sim<Aggregation>| -> (Option<f64>, Option<f64>) {
         let mut sq = 0.0;
         let mut worst: f64 = 0.0;
@@ -391,9 +411,9 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
         (Some((sq / p.nodes as f64).sqrt() / scale), Some(worst / scale))
     };
     let (mut rel_sd, mut worst) = (Vec::new(), Vec::new());
-    let (s0, w0_worst) = measure(&sim);
-    rel_sd.push(s0);
-    worst.push(w0_worst);
+    let (sd0, worst0) = measure(&sim);
+    rel_sd.push(sd0);
+    worst.push(worst0);
     let mut order = Rng::from_seed(Seed::derive(p.seed, "work", run, 1));
     let mut perm: Vec<usize> = (0..p.nodes).collect();
     for t in 1..=u64::from(p.rounds) {
@@ -415,28 +435,33 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
     let first =
         |xs: &[Option<f64>], eps: f64| xs.iter().position(|x| x.is_some_and(|x| x <= eps)).map(|t| t as u32);
     let window = FACTOR_WINDOW.min(p.rounds as usize);
-    let variance_factor = match (rel_sd[0], rel_sd[window]) {
-        (Some(a), Some(b)) if a > 0.0 => Some(((b * b) / (a * a)).powf(1.0 / window as f64)),
+    let variance_factor = match (rel_sd[0], rel_sd[window], p.algorithm) {
+        (_, _, Algorithm::Extremum) => None,
+        (Some(a), Some(b), _) if a > 0.0 => Some(((b * b) / (a * a)).powf(1.0 / window as f64)),
         _ => None,
     };
-    let (weight_mass, weight_in_flight) = if p.algorithm == Algorithm::Extremum || w0 <= 0.0 {
-        (None, None)
-    } else {
-        let (mut held, mut flying) = (0.0, 0.0);
-        for i in 0..p.nodes {
-            let m = sim.machine(i);
-            held += m.mass(&qid).map_or(0.0, |v| v.w);
-            for t in m.in_flight(&qid) {
-                let applied = sim.index_of(&t.peer).is_some_and(|j| {
-                    sim.machine(j).has_applied(&qid, &m.id(), t.session, t.seq)
-                });
-                if !applied {
-                    flying += t.w;
-                }
+    // §5.3's invariant: mass held plus mass in transfers not yet applied at their receiver.
+    let (mut held_s, mut held_w, mut flying_w) = (0.0, 0.0, 0.0);
+    for i in 0..p.nodes {
+        let m = sim.machine(i);
+        let Some(v) = m.mass(&qid) else { continue };
+        held_s += v.s;
+        held_w += v.w;
+        for t in m.in_flight(&qid) {
+            let applied = sim
+                .index_of(&t.peer)
+                .is_some_and(|j| sim.machine(j).has_applied(&qid, &m.id(), t.session, t.seq));
+            if !applied {
+                held_s += t.s;
+                held_w += t.w;
+                flying_w += t.w;
             }
         }
-        (Some((held + flying) / w0), Some(flying / w0))
-    };
+    }
+    let mass_algorithm = p.algorithm != Algorithm::Extremum;
+    let weight_mass = (mass_algorithm && w0 > 0.0).then(|| held_w / w0);
+    let weight_in_flight = (mass_algorithm && w0 > 0.0).then(|| flying_w / w0);
+    let value_mass = (mass_algorithm && s0 != 0.0).then(|| held_s / s0);
     let answer = watch.answer.clone();
     let rel_error = answer.as_ref().and_then(|a| a.value).map(|v| (v - truth).abs() / scale);
     RunResult {
@@ -444,6 +469,7 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
         rounds_to_1e3: first(&rel_sd, 1e-3),
         rounds_to_1e6: first(&rel_sd, 1e-6),
         rounds_worst_to_1e3: first(&worst, 1e-3),
+        rounds_to_exact: first(&worst, 0.0),
         variance_factor,
         final_rel_error: worst.last().copied().flatten(),
         rel_sd,
@@ -453,6 +479,7 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
         msgs_per_node_per_round: watch.messages as f64 / (p.nodes as f64 * f64::from(p.rounds)),
         weight_mass,
         weight_in_flight,
+        value_mass,
     }
 }
 
@@ -517,6 +544,7 @@ fn summarize(p: &Params, results: &[RunResult]) -> Report {
         rounds_to_1e3: r4(mean_all(results.iter().map(|r| r.rounds_to_1e3.map(f64::from)))),
         rounds_to_1e6: r4(mean_all(results.iter().map(|r| r.rounds_to_1e6.map(f64::from)))),
         rounds_worst_to_1e3: r4(mean_all(results.iter().map(|r| r.rounds_worst_to_1e3.map(f64::from)))),
+        rounds_to_exact: r4(mean_all(results.iter().map(|r| r.rounds_to_exact.map(f64::from)))),
         variance_factor: mean_all(results.iter().map(|r| r.variance_factor)).map(|x| report::round(x, 5)),
         variance_factor_min: fold(f64::min).filter(|_| all_factors).map(|x| report::round(x, 5)),
         variance_factor_max: fold(f64::max).filter(|_| all_factors).map(|x| report::round(x, 5)),
@@ -539,6 +567,7 @@ fn summarize(p: &Params, results: &[RunResult]) -> Report {
         ),
         weight_mass: mean_all(results.iter().map(|r| r.weight_mass)).map(|x| report::round(x, 9)),
         weight_in_flight: mean_all(results.iter().map(|r| r.weight_in_flight)).map(sig),
+        value_mass: mean_all(results.iter().map(|r| r.value_mass)).map(|x| report::round(x, 9)),
         anchor_rounds_to_1e6: anchor_rounds_to_1e6(p),
         anchor_variance_factor: (p.algorithm == Algorithm::PushPull).then_some(VARIANCE_FACTOR_THEORY),
         rel_sd_per_round: geo_per_round(&rel),
@@ -597,6 +626,9 @@ pub fn table(r: &Report) -> String {
         anchor(r.anchor_rounds_to_1e6, 0)
     ));
     s.push_str(&format!("  rounds to worst ≤ 1e-3      {}\n", show(r.rounds_worst_to_1e3, 2)));
+    if r.algorithm == Algorithm::Extremum {
+        s.push_str(&format!("  rounds to every node exact  {}\n", show(r.rounds_to_exact, 2)));
+    }
     s.push_str(&format!(
         "  final worst rel. error      {} (max over runs {})\n",
         show_e(r.final_rel_error),
@@ -615,8 +647,9 @@ pub fn table(r: &Report) -> String {
     s.push_str(&format!("  messages per node per round {:.3}\n", r.msgs_per_node_per_round));
     if r.weight_mass.is_some() {
         s.push_str(&format!(
-            "  weight mass / initial       {}   (in flight {})\n",
+            "  mass / initial              weight {}   value {}   (weight in flight {})\n",
             show(r.weight_mass, 9),
+            show(r.value_mass, 9),
             show_e(r.weight_in_flight)
         ));
     }
