@@ -660,8 +660,8 @@ pub fn table(r: &Report) -> String {
     s
 }
 
-/// Draw log10 of σ_t/|x̄| per round: a light line per run, the geometric mean and the worst
-/// node's error in bold, and for push-pull the 1/(2√e) slope from the same start.
+/// Draw log10 of σ_t/|x̄| per round: a light line per run, for push-pull the 1/(2√e) slope
+/// from the same start, then the geometric mean and the worst node's error in bold on top.
 pub fn plot(p: &Params, results: &[RunResult], report: &Report, path: &Path) -> Result<(), String> {
     const FLOOR: f64 = -17.0;
     let log = |x: f64| if x > 0.0 { x.log10().max(FLOOR) } else { FLOOR };
@@ -672,16 +672,6 @@ pub fn plot(p: &Params, results: &[RunResult], report: &Report, path: &Path) -> 
         .iter()
         .map(|r| Series { name: String::new(), points: line(&r.rel_sd), emphasized: false })
         .collect();
-    series.push(Series {
-        name: format!("σ/|x̄|, geometric mean of {} runs", p.runs),
-        points: line(&report.rel_sd_per_round),
-        emphasized: true,
-    });
-    series.push(Series {
-        name: "worst node's relative error".into(),
-        points: line(&report.worst_rel_error_per_round),
-        emphasized: true,
-    });
     if let (Algorithm::PushPull, Some(Some(s0))) = (p.algorithm, report.rel_sd_per_round.first()) {
         let slope = 0.5 * VARIANCE_FACTOR_THEORY.log10();
         series.push(Series {
@@ -693,6 +683,16 @@ pub fn plot(p: &Params, results: &[RunResult], report: &Report, path: &Path) -> 
             emphasized: true,
         });
     }
+    series.push(Series {
+        name: format!("σ/|x̄|, geometric mean of {} runs", p.runs),
+        points: line(&report.rel_sd_per_round),
+        emphasized: true,
+    });
+    series.push(Series {
+        name: "worst node's relative error".into(),
+        points: line(&report.worst_rel_error_per_round),
+        emphasized: true,
+    });
     let title = format!(
         "aggregate {} by {}, N = {}, init {}, loss = {}",
         p.func.name(),
