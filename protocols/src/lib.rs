@@ -17,7 +17,9 @@
 //! | [`anti_entropy`] | Demers et al.'s anti-entropy over a store of sequenced entries |
 //! | [`rumor`] | Demers et al.'s rumor mongering: feedback/blind, counter/coin, push/pull |
 //! | [`flood`] | flooding with a TTL, and blind counter rumor mongering over a neighbour graph |
+//! | [`aggregate`] | gossip aggregation: push-sum (plain and acknowledged), extremum, push-pull averaging |
 
+pub mod aggregate;
 pub mod anti_entropy;
 pub mod flood;
 pub mod id;
