@@ -15,10 +15,12 @@
 //! | [`peers`] | [`PeerView`]: uniform random partner choice |
 //! | [`wire`] | the envelope: version, kind, size limit, typed decode errors |
 //! | [`anti_entropy`] | Demers et al.'s anti-entropy over a store of sequenced entries |
+//! | [`pbcast`] | Birman et al.'s bimodal multicast: digests, solicitation, FIFO delivery, gaps |
 
 pub mod anti_entropy;
 pub mod id;
 pub mod machine;
+pub mod pbcast;
 pub mod peers;
 pub mod rng;
 pub mod time;
