@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hearsay_protocols::anti_entropy::AeMode;
-use hearsay_sim::experiments::{anti_entropy, bench};
+use hearsay_sim::experiments::{anti_entropy, bench, pbcast};
 use hearsay_sim::report::Progress;
 
 #[derive(Parser)]
@@ -26,6 +26,13 @@ enum Command {
     /// judged at the start of the round. Prints rounds to full coverage (mean, p99, max) and
     /// update transmissions per node, beside the published anchors.
     AntiEntropy(AntiEntropyArgs),
+    /// Bimodal multicast (Birman et al. 1999): delivery ratio, atomicity and latency modes.
+    ///
+    /// Every node is a member of one topic; one message per round is published by a random
+    /// node, multicast unreliably in phase one and repaired by digest gossip in phase two.
+    /// Prints the delivery ratio, the atomicity histogram and bimodality, and the latency of
+    /// first-phase and repaired deliveries, beside the anchors.
+    Pbcast(PbcastArgs),
     /// Speed and memory of the simulator kernel: events per second for a trivial machine,
     /// bytes per simulated anti-entropy node.
     Bench(BenchArgs),
@@ -87,6 +94,50 @@ impl From<ModeArg> for AeMode {
 }
 
 #[derive(Args)]
+struct PbcastArgs {
+    /// Number of nodes (all are members of the topic).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    nodes: u64,
+    /// Messages published, one per gossip round.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    messages: u64,
+    /// Digests each member sends per round (0: no repair, phase one only).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
+    fanout: u64,
+    /// G: rounds an entry stays in a member's gossip buffer (gaps are declared after 2·G).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    gc_rounds: u64,
+    /// Phase one: the origin sends to every member, or nothing (gossip alone).
+    #[arg(long, value_enum, default_value_t = FirstPhaseArg::Multicast)]
+    first_phase: FirstPhaseArg,
+    /// Probability that an origin crashes after sending first-phase copies to a random
+    /// number of members.
+    #[arg(long, default_value_t = 0.0, value_parser = closed_probability)]
+    origin_crash_prob: f64,
+    /// Most rounds to run after the last publish [default: 10·G].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    drain: Option<u64>,
+    /// Link latency profile.
+    #[arg(long, value_enum, default_value_t = LatencyArg::Wan)]
+    latency: LatencyArg,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FirstPhaseArg {
+    Multicast,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LatencyArg {
+    Zero,
+    Lan,
+    Wan,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Message events to simulate for the speed figure.
     #[arg(long, default_value_t = 20_000_000)]
@@ -104,10 +155,16 @@ fn probability(s: &str) -> Result<f64, String> {
     if (0.0..1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not a probability in [0, 1)")) }
 }
 
+fn closed_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not a probability in [0, 1]")) }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::AntiEntropy(args) => run_anti_entropy(args),
+        Command::Pbcast(args) => run_pbcast(args),
         Command::Bench(args) => run_bench(args),
     };
     match result {
@@ -139,6 +196,40 @@ fn run_anti_entropy(args: AntiEntropyArgs) -> Result<(), String> {
         progress.note(&format!("plot written to {}", path.display()));
     }
     print(&report, c.json, anti_entropy::table)
+}
+
+fn run_pbcast(args: PbcastArgs) -> Result<(), String> {
+    let c = args.common;
+    let p = pbcast::Params {
+        nodes: args.nodes as usize,
+        messages: args.messages as usize,
+        loss: c.loss,
+        fanout: args.fanout as usize,
+        gc_rounds: args.gc_rounds,
+        first_phase: match args.first_phase {
+            FirstPhaseArg::Multicast => pbcast::FirstPhase::Multicast,
+            FirstPhaseArg::None => pbcast::FirstPhase::None,
+        },
+        origin_crash_prob: args.origin_crash_prob,
+        drain_rounds: args.drain,
+        latency: match args.latency {
+            LatencyArg::Zero => pbcast::Profile::Zero,
+            LatencyArg::Lan => pbcast::Profile::Lan,
+            LatencyArg::Wan => pbcast::Profile::Wan,
+        },
+        runs: c.runs,
+        seed: c.seed,
+        threads: c.threads,
+    };
+    p.config().validate().map_err(|e| e.to_string())?;
+    let progress = Progress::new("pbcast", c.runs, c.quiet);
+    let report = pbcast::run(&p, &progress);
+    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    if let Some(path) = &c.plot {
+        pbcast::plot(&p, &report, path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        progress.note(&format!("plot written to {}", path.display()));
+    }
+    print(&report, c.json, pbcast::table)
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {

@@ -545,7 +545,10 @@ impl Pbcast {
         };
         let me = self.id;
         let own_next = self.own_seq.get(&topic).map_or(1, |s| s + 1);
-        let t = self.topics.entry(topic).or_insert_with(|| Topic::new(topic, true, rule));
+        let t = self
+            .topics
+            .entry(topic)
+            .or_insert_with(|| Topic::new(topic, true, rule, self.config.digest_missing_max));
         t.member = true;
         t.start_rule = rule;
         // Our own stream is delivered from the next publish on.
@@ -611,8 +614,9 @@ impl Pbcast {
         };
         let me = self.id;
         let round = self.round;
-        let t =
-            self.topics.entry(topic).or_insert_with(|| Topic::new(topic, false, StartRule::FirstEvidence));
+        let t = self.topics.entry(topic).or_insert_with(|| {
+            Topic::new(topic, false, StartRule::FirstEvidence, self.config.digest_missing_max)
+        });
         t.source_until = round + self.config.gc_rounds;
         let held = Held { payload: payload.clone(), published_at: now, received_at: now, via: Via::Local };
         t.store(me, seq, held, round);
@@ -714,6 +718,10 @@ impl Pbcast {
             let stream = t.stream_mut(origin);
             stream.learn(r.max, round);
             let cursor = *stream.cursor.get_or_insert_with(|| Cursor::at(r.floor)); // first evidence
+            if r.max >= cursor.next && !stream.held.contains_key(&cursor.next) {
+                t.lagging.insert(origin);
+            }
+            let stream = t.stream_mut(origin);
             let mut seqs = Vec::new();
             for s in r.floor.max(cursor.next)..=r.max {
                 if asked >= budget {
@@ -873,18 +881,7 @@ impl Pbcast {
             let Some(t) = self.topics.get_mut(&topic) else {
                 continue;
             };
-            let (origins, cut) = t.digest_origins(self.config.digest_streams);
-            if cut {
-                t.digest_cursor = origins.last().copied();
-            }
-            let mut summaries: Vec<StreamSummary> = origins
-                .iter()
-                .filter_map(|o| {
-                    let s = t.streams.get(o)?;
-                    Some(s.active_summary(t.stream_id(*o), self.config.digest_missing_max))
-                })
-                .collect();
-            summaries.sort_unstable_by_key(|s| s.stream);
+            let summaries = t.digest(self.config.digest_streams);
             let msg = PbMessage::Digest { topic, summaries };
             for to in partners {
                 self.stats.digests_sent += 1;
@@ -899,7 +896,11 @@ impl Pbcast {
         let (round, g) = (self.round, self.config.gc_rounds);
         for (topic, t) in self.topics.iter_mut().filter(|(_, t)| t.member && t.awaiting_heads.is_none()) {
             let mut wanted = false;
-            for s in t.streams.values_mut() {
+            let lagging: Vec<NodeId> = t.lagging.iter().copied().collect();
+            for o in &lagging {
+                let Some(s) = t.streams.get_mut(o) else {
+                    continue;
+                };
                 let Some(c) = s.cursor else {
                     continue;
                 };

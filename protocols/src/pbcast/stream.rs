@@ -2,7 +2,7 @@
 //! gossip buffer, its delivery cursor, and what it knows to be missing (PROTOCOLS.md §1.1,
 //! §4.2, §4.7).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -40,8 +40,10 @@ impl Cursor {
 pub(super) struct Stream {
     /// Entries held (this topic's bounded history), by seq.
     pub(super) held: BTreeMap<Seq, Held>,
-    /// Held seqs still in the gossip buffer: received at most G local rounds ago.
-    pub(super) active: BTreeSet<Seq>,
+    /// Held seqs still in the gossip buffer (received at most G local rounds ago), ascending.
+    /// Small and mostly appended at the back and expired at the front: a sorted deque reads
+    /// faster than a tree when every tick summarizes it.
+    active: VecDeque<Seq>,
     /// `None` until the cursor is fixed (a member waiting for heads or for first evidence;
     /// always `None` at a source that is not a member).
     pub(super) cursor: Option<Cursor>,
@@ -49,6 +51,8 @@ pub(super) struct Stream {
     /// seqs in `(previous hi, hi]` became known in `round`. Seqs are dense per stream, so
     /// learning that `s` exists teaches that every lower seq exists too.
     known: VecDeque<(Seq, u64)>,
+    /// `known`'s last `hi`, kept inline: checked on every summary received.
+    known_hi: Seq,
     /// Round of the last solicitation, per unheld seq ≥ `next`.
     pub(super) solicited: BTreeMap<Seq, u64>,
     /// The `next` for which an anti-entropy pull was already asked (0: none).
@@ -63,14 +67,15 @@ impl Stream {
 
     /// The highest seq known to exist (0: none).
     pub(super) fn known_hi(&self) -> Seq {
-        self.known.back().map_or(0, |k| k.0)
+        self.known_hi
     }
 
     /// Learn, in local round `round`, that every seq up to `hi` exists.
     pub(super) fn learn(&mut self, hi: Seq, round: u64) {
-        if hi <= self.known_hi() {
+        if hi <= self.known_hi {
             return;
         }
+        self.known_hi = hi;
         match self.known.back_mut() {
             Some(last) if last.1 == round => last.0 = hi,
             _ => self.known.push_back((hi, round)),
@@ -89,20 +94,6 @@ impl Stream {
         if i == 0 { 0 } else { self.known[i - 1].0 }
     }
 
-    /// True when a seq ≥ `next` is known to exist and is not held (a member only).
-    pub(super) fn has_known_missing(&self) -> bool {
-        let Some(c) = self.cursor else {
-            return false;
-        };
-        let hi = self.known_hi();
-        if hi < c.next {
-            return false;
-        }
-        // Held entries are a subset of [next, hi] here when nothing is missing.
-        let held = self.held.range(c.next..=hi).count() as u64;
-        held < hi - c.next + 1
-    }
-
     /// Held entries above `next` waiting for an earlier seq (the hold buffer, §4.7).
     pub(super) fn hold_len(&self) -> usize {
         self.cursor.map_or(0, |c| self.held.range(c.next.saturating_add(1)..).count())
@@ -116,6 +107,37 @@ impl Stream {
         if self.solicited.first_key_value().is_some_and(|(s, _)| *s < next) {
             self.solicited = self.solicited.split_off(&next);
         }
+    }
+
+    /// Put `seq` in the gossip buffer.
+    pub(super) fn activate(&mut self, seq: Seq) {
+        if self.active.back().is_none_or(|&last| last < seq) {
+            self.active.push_back(seq);
+        } else if let Err(i) = self.active.binary_search(&seq) {
+            self.active.insert(i, seq);
+        }
+    }
+
+    /// Take `seq` out of the gossip buffer; true if it was there.
+    pub(super) fn deactivate(&mut self, seq: Seq) -> bool {
+        if self.active.front() == Some(&seq) {
+            self.active.pop_front();
+            return true;
+        }
+        match self.active.binary_search(&seq) {
+            Ok(i) => self.active.remove(i).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    /// True when nothing of this stream is in the gossip buffer.
+    pub(super) fn is_inactive(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// True when `seq` is in the gossip buffer.
+    pub(super) fn is_active(&self, seq: Seq) -> bool {
+        self.active.binary_search(&seq).is_ok()
     }
 
     /// The summary of the gossip buffer (§4.5): §1.1's definitions over the active seqs.

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::anti_entropy::StreamSummary;
+
 use super::stream::{Cursor, Held, Stream};
 use super::{Data, Delivery, MsgId, PbConfig, PbEvent, PbMessage, PbStats};
 use crate::id::{NodeId, Seq, StreamId, TopicId};
@@ -29,8 +31,14 @@ pub(super) struct Topic {
     /// Last local round in which this node counts as a source (published within G rounds).
     pub(super) source_until: u64,
     pub(super) streams: BTreeMap<NodeId, Stream>,
-    /// Origins of the streams with at least one active seq.
-    pub(super) active_origins: BTreeSet<NodeId>,
+    /// The summary of every stream with at least one active seq, kept up to date as the
+    /// gossip buffer changes (a digest is built every tick; buffers change far less often).
+    summaries: BTreeMap<NodeId, StreamSummary>,
+    /// M: missing seqs listed per summary.
+    missing_max: usize,
+    /// Origins of the member streams whose next seq is known to exist and not held (the only
+    /// streams the gap check and the pull hook look at).
+    pub(super) lagging: BTreeSet<NodeId>,
     /// Active entries in the order received: (received round, origin, seq).
     active_queue: VecDeque<(u64, NodeId, Seq)>,
     /// Entries that may be evicted, oldest first: delivered, or never to be delivered.
@@ -43,7 +51,7 @@ pub(super) struct Topic {
 }
 
 impl Topic {
-    pub(super) fn new(id: TopicId, member: bool, start_rule: StartRule) -> Self {
+    pub(super) fn new(id: TopicId, member: bool, start_rule: StartRule, missing_max: usize) -> Self {
         Topic {
             id,
             member,
@@ -51,7 +59,9 @@ impl Topic {
             start_rule,
             source_until: 0,
             streams: BTreeMap::new(),
-            active_origins: BTreeSet::new(),
+            summaries: BTreeMap::new(),
+            missing_max,
+            lagging: BTreeSet::new(),
             active_queue: VecDeque::new(),
             evictable: VecDeque::new(),
             msgs: 0,
@@ -73,12 +83,12 @@ impl Topic {
         let member = self.member;
         let stream = self.stream_mut(origin);
         stream.held.insert(seq, held);
-        stream.active.insert(seq);
+        stream.activate(seq);
         stream.solicited.remove(&seq);
         stream.learn(seq, round);
         // Entries that will never be delivered here can be evicted at once.
         let never_delivered = !member || stream.cursor.is_some_and(|c| seq < c.next);
-        self.active_origins.insert(origin);
+        self.resummarize(origin);
         self.active_queue.push_back((round, origin, seq));
         if never_delivered {
             self.evictable.push_back((origin, seq));
@@ -96,16 +106,14 @@ impl Topic {
             let Some(stream) = self.streams.get_mut(&origin) else {
                 continue;
             };
-            stream.active.remove(&seq);
-            if stream.active.is_empty() {
-                self.active_origins.remove(&origin);
-            }
+            stream.deactivate(seq);
             if !self.member {
                 if let Some(h) = stream.held.remove(&seq) {
                     self.msgs -= 1;
                     self.bytes -= h.payload.len();
                 }
             }
+            self.resummarize(origin);
         }
         if !self.member {
             self.streams.retain(|_, s| !s.held.is_empty());
@@ -138,10 +146,23 @@ impl Topic {
                 self.msgs -= 1;
                 self.bytes -= h.payload.len();
                 stats.evicted += 1;
-                if stream.active.remove(&seq) && stream.active.is_empty() {
-                    self.active_origins.remove(&origin);
+                if stream.deactivate(seq) {
+                    self.resummarize(origin);
                 }
             }
+        }
+    }
+
+    /// Recompute whether `origin`'s stream is lagging: its cursor is fixed and its next seq
+    /// is known to exist but is not held.
+    pub(super) fn refresh(&mut self, origin: NodeId) {
+        let lagging = self.streams.get(&origin).is_some_and(|s| {
+            s.cursor.is_some_and(|c| s.known_hi() >= c.next && !s.held.contains_key(&c.next))
+        });
+        if lagging {
+            self.lagging.insert(origin);
+        } else {
+            self.lagging.remove(&origin);
         }
     }
 
@@ -152,6 +173,11 @@ impl Topic {
         out: &mut Outbox<PbMessage, PbEvent>,
         stats: &mut PbStats,
     ) {
+        self.deliver_ready(origin, out, stats);
+        self.refresh(origin);
+    }
+
+    fn deliver_ready(&mut self, origin: NodeId, out: &mut Outbox<PbMessage, PbEvent>, stats: &mut PbStats) {
         if !self.member || self.awaiting_heads.is_some() {
             return;
         }
@@ -194,12 +220,7 @@ impl Topic {
         if !self.member || self.awaiting_heads.is_some() {
             return;
         }
-        let origins: Vec<NodeId> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.cursor.is_some_and(|c| s.known_hi() >= c.next))
-            .map(|(o, _)| *o)
-            .collect();
+        let origins: Vec<NodeId> = self.lagging.iter().copied().collect();
         for origin in origins {
             loop {
                 let Some(stream) = self.streams.get_mut(&origin) else {
@@ -275,23 +296,37 @@ impl Topic {
 
     /// True when a member stream knows of a seq it neither holds nor has given up.
     pub(super) fn has_known_missing(&self) -> bool {
-        self.member && self.streams.values().any(Stream::has_known_missing)
+        self.member && !self.lagging.is_empty()
     }
 
-    /// The ids of the streams with active entries, starting after the digest cursor.
-    pub(super) fn digest_origins(&self, max: usize) -> (Vec<NodeId>, bool) {
-        if self.active_origins.len() <= max {
-            return (self.active_origins.iter().copied().collect(), false);
+    /// Recompute the cached summary of `origin`'s gossip buffer.
+    fn resummarize(&mut self, origin: NodeId) {
+        match self.streams.get(&origin).filter(|s| !s.is_inactive()) {
+            Some(s) => {
+                let summary = s.active_summary(StreamId { topic: self.id, origin }, self.missing_max);
+                self.summaries.insert(origin, summary);
+            }
+            None => {
+                self.summaries.remove(&origin);
+            }
+        }
+    }
+
+    /// This round's digest: the summaries of the streams with active entries, ascending, at
+    /// most `max` of them; when there are more, a window that continues after the last one
+    /// sent (§4.5, "rotating when more").
+    pub(super) fn digest(&mut self, max: usize) -> Vec<StreamSummary> {
+        if self.summaries.len() <= max {
+            return self.summaries.values().cloned().collect();
         }
         let after = self.digest_cursor;
-        let tail = self.active_origins.iter().filter(|o| after.is_none_or(|a| **o > a));
-        let head = self.active_origins.iter().filter(|o| after.is_some_and(|a| **o <= a));
-        (tail.chain(head).take(max).copied().collect(), true)
-    }
-
-    /// The stream id of `origin` in this topic.
-    pub(super) fn stream_id(&self, origin: NodeId) -> StreamId {
-        StreamId { topic: self.id, origin }
+        let tail = self.summaries.iter().filter(|(o, _)| after.is_none_or(|a| **o > a));
+        let head = self.summaries.iter().filter(|(o, _)| after.is_some_and(|a| **o <= a));
+        let mut window: Vec<(NodeId, StreamSummary)> =
+            tail.chain(head).take(max).map(|(o, s)| (*o, s.clone())).collect();
+        self.digest_cursor = window.last().map(|(o, _)| *o);
+        window.sort_unstable_by_key(|(o, _)| *o);
+        window.into_iter().map(|(_, s)| s).collect()
     }
 
     /// Keep only this node's own stream (a member that unsubscribes but is still a source).
@@ -301,13 +336,14 @@ impl Topic {
         self.streams.retain(|o, _| *o == me);
         self.active_queue.retain(|(_, o, _)| *o == me);
         self.evictable.retain(|(o, _)| *o == me);
-        self.active_origins.retain(|o| *o == me);
+        self.summaries.retain(|o, _| *o == me);
+        self.lagging.clear();
         self.digest_cursor = None;
         if let Some(own) = self.streams.get_mut(&me) {
             own.cursor = None;
             // A source keeps its entries only while they are active.
-            let active = own.active.clone();
-            own.held.retain(|s, _| active.contains(s));
+            let active: Vec<Seq> = own.held.keys().copied().filter(|s| own.is_active(*s)).collect();
+            own.held.retain(|s, _| active.binary_search(s).is_ok());
         }
         let own = self.streams.get(&me);
         self.msgs = own.map_or(0, |s| s.held.len());
