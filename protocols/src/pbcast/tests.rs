@@ -7,7 +7,10 @@ use bytes::Bytes;
 
 use super::*;
 use crate::anti_entropy::{Entry, Store};
-use crate::machine::Reliability;
+use crate::machine::{Machine, Reliability, Transmit};
+use crate::time::Duration;
+use crate::timer::Timing;
+use crate::{Rng, StreamId};
 
 const T: TopicId = TopicId(7);
 

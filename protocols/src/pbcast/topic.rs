@@ -222,10 +222,7 @@ impl Topic {
         }
         let origins: Vec<NodeId> = self.lagging.iter().copied().collect();
         for origin in origins {
-            loop {
-                let Some(stream) = self.streams.get_mut(&origin) else {
-                    break;
-                };
+            while let Some(stream) = self.streams.get_mut(&origin) {
                 let Some(c) = stream.cursor else {
                     break;
                 };
@@ -246,7 +243,7 @@ impl Topic {
                 }
                 out.event(PbEvent::Gap { topic: self.id, origin, first: s, last });
                 stats.gaps += 1;
-                stats.gap_seqs += last - s + 1;
+                stats.gap_seqs = stats.gap_seqs.saturating_add(last - s + 1);
                 if let Some(cursor) = stream.cursor.as_mut() {
                     cursor.next = last + 1;
                 }
