@@ -61,8 +61,17 @@
 //!   nothing, §4.7); a stream absent from the heads reply starts at its lowest held seq.
 //! - **[`Start::FromFirst`]** is added for a member that subscribed before anything was
 //!   published (the simulator's setup, a topic's creator): every stream starts at seq 1.
-//! - **Rounds of a source.** A source that is not a member keeps its own entries while they are
-//!   active (G rounds) and forgets the topic when nothing is left.
+//! - **A source forgets the topic** once its own entries have left the gossip buffer (§4.2
+//!   says it keeps them G rounds; it then has no role left).
+//! - **A member delivers its own messages** at publish time (`via: Local`); §4.7 is silent.
+//! - **Summary truncation.** §1.1 lowers a truncated summary's `max` to "the (M+1)-th missing
+//!   seq − 1", which is itself a missing seq when the cut falls inside a run of missing seqs,
+//!   and §1.6's consistency check then rejects the summary. [`summarize`] (and
+//!   `anti_entropy::Store::summary`, fixed alongside) lowers `max` to the last held seq before
+//!   that run instead.
+//! - **A bound on seqs from peers**: anything above [`SEQ_MAX`] (2^62) is malformed, so no
+//!   cursor or counter can be pushed to overflow.
+//! - [`MsgId`] (PROTOCOLS.md §0.2) is defined here until another machine needs it in `id`.
 
 mod config;
 mod gossip;

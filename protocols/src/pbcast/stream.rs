@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use self::seq_map::SeqMap;
+
 use bytes::Bytes;
 
 use super::Via;
@@ -39,7 +41,7 @@ impl Cursor {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Stream {
     /// Entries held (this topic's bounded history), by seq.
-    pub(super) held: BTreeMap<Seq, Held>,
+    pub(super) held: SeqMap<Held>,
     /// Held seqs still in the gossip buffer (received at most G local rounds ago), ascending.
     /// Small and mostly appended at the back and expired at the front: a sorted deque reads
     /// faster than a tree when every tick summarizes it.
@@ -76,6 +78,9 @@ impl Stream {
             return;
         }
         self.known_hi = hi;
+        if self.known.capacity() == 0 {
+            self.known.reserve_exact(1); // most streams never need a second breakpoint
+        }
         match self.known.back_mut() {
             Some(last) if last.1 == round => last.0 = hi,
             _ => self.known.push_back((hi, round)),
@@ -96,7 +101,7 @@ impl Stream {
 
     /// Held entries above `next` waiting for an earlier seq (the hold buffer, §4.7).
     pub(super) fn hold_len(&self) -> usize {
-        self.cursor.map_or(0, |c| self.held.range(c.next.saturating_add(1)..).count())
+        self.cursor.map_or(0, |c| self.held.count_from(c.next.saturating_add(1)))
     }
 
     /// Forget bookkeeping about seqs below `next` (delivered or declared lost).
@@ -111,6 +116,9 @@ impl Stream {
 
     /// Put `seq` in the gossip buffer.
     pub(super) fn activate(&mut self, seq: Seq) {
+        if self.active.capacity() == 0 {
+            self.active.reserve_exact(1);
+        }
         if self.active.back().is_none_or(|&last| last < seq) {
             self.active.push_back(seq);
         } else if let Err(i) = self.active.binary_search(&seq) {
@@ -120,14 +128,18 @@ impl Stream {
 
     /// Take `seq` out of the gossip buffer; true if it was there.
     pub(super) fn deactivate(&mut self, seq: Seq) -> bool {
-        if self.active.front() == Some(&seq) {
-            self.active.pop_front();
-            return true;
+        let removed = if self.active.front() == Some(&seq) {
+            self.active.pop_front().is_some()
+        } else {
+            match self.active.binary_search(&seq) {
+                Ok(i) => self.active.remove(i).is_some(),
+                Err(_) => false,
+            }
+        };
+        if self.active.is_empty() {
+            self.active = VecDeque::new(); // release the buffer
         }
-        match self.active.binary_search(&seq) {
-            Ok(i) => self.active.remove(i).is_some(),
-            Err(_) => false,
-        }
+        removed
     }
 
     /// True when nothing of this stream is in the gossip buffer.
@@ -178,4 +190,133 @@ pub fn summarize(stream: StreamId, seqs: impl IntoIterator<Item = Seq>, missing_
         prev = s;
     }
     StreamSummary { stream, floor, contig, max, missing }
+}
+
+mod seq_map {
+    //! A map from seq to value kept as a sorted deque: one small allocation for the common
+    //! stream of a few entries (a `BTreeMap` leaf costs ~750 bytes however few it holds), and
+    //! O(1) at both ends, where arrivals (in order) and evictions (oldest first) happen.
+
+    use std::collections::VecDeque;
+
+    use crate::id::Seq;
+
+    #[derive(Clone, Debug)]
+    pub(in super::super) struct SeqMap<V>(VecDeque<(Seq, V)>);
+
+    impl<V> Default for SeqMap<V> {
+        fn default() -> Self {
+            SeqMap(VecDeque::new())
+        }
+    }
+
+    impl<V> SeqMap<V> {
+        fn find(&self, seq: Seq) -> Result<usize, usize> {
+            self.0.binary_search_by(|(s, _)| s.cmp(&seq))
+        }
+
+        pub(in super::super) fn get(&self, seq: &Seq) -> Option<&V> {
+            self.find(*seq).ok().map(|i| &self.0[i].1)
+        }
+
+        pub(in super::super) fn contains_key(&self, seq: &Seq) -> bool {
+            self.find(*seq).is_ok()
+        }
+
+        /// Insert `value` at `seq`; a value already there is replaced and returned.
+        pub(in super::super) fn insert(&mut self, seq: Seq, value: V) -> Option<V> {
+            if self.0.capacity() == 0 {
+                self.0.reserve_exact(1); // most streams hold one or two entries
+            }
+            if self.0.back().is_none_or(|(last, _)| *last < seq) {
+                self.0.push_back((seq, value));
+                return None;
+            }
+            match self.find(seq) {
+                Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+                Err(i) => {
+                    self.0.insert(i, (seq, value));
+                    None
+                }
+            }
+        }
+
+        pub(in super::super) fn remove(&mut self, seq: &Seq) -> Option<V> {
+            let i = self.find(*seq).ok()?;
+            let v = self.0.remove(i).map(|(_, v)| v);
+            if self.0.is_empty() {
+                self.0 = VecDeque::new(); // release the buffer
+            }
+            v
+        }
+
+        /// The smallest seq held that is ≥ `seq`.
+        pub(in super::super) fn first_from(&self, seq: Seq) -> Option<Seq> {
+            let i = self.find(seq).unwrap_or_else(|i| i);
+            self.0.get(i).map(|(s, _)| *s)
+        }
+
+        /// How many seqs held are ≥ `seq`.
+        pub(in super::super) fn count_from(&self, seq: Seq) -> usize {
+            self.0.len() - self.find(seq).unwrap_or_else(|i| i)
+        }
+
+        /// The held seqs below `seq`, ascending.
+        pub(in super::super) fn keys_below(&self, seq: Seq) -> impl Iterator<Item = Seq> + '_ {
+            let end = self.find(seq).unwrap_or_else(|i| i);
+            self.0.range(..end).map(|(s, _)| *s)
+        }
+
+        pub(in super::super) fn keys(&self) -> impl Iterator<Item = Seq> + '_ {
+            self.0.iter().map(|(s, _)| *s)
+        }
+
+        pub(in super::super) fn values(&self) -> impl Iterator<Item = &V> + '_ {
+            self.0.iter().map(|(_, v)| v)
+        }
+
+        pub(in super::super) fn retain(&mut self, mut keep: impl FnMut(Seq, &V) -> bool) {
+            self.0.retain(|(s, v)| keep(*s, v));
+        }
+
+        pub(in super::super) fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        pub(in super::super) fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::collections::BTreeMap;
+
+        use super::*;
+        use crate::rng::{Rng, Seed};
+
+        #[test]
+        fn behaves_like_a_btree_map() {
+            let mut rng = Rng::from_seed(Seed::derive(5, "seq-map", 0, 0));
+            let mut ours: SeqMap<u64> = SeqMap::default();
+            let mut model: BTreeMap<Seq, u64> = BTreeMap::new();
+            for step in 0..5_000u64 {
+                let seq = 1 + rng.below(60);
+                match rng.below(4) {
+                    0 | 1 => assert_eq!(ours.insert(seq, step), model.insert(seq, step)),
+                    2 => assert_eq!(ours.remove(&seq), model.remove(&seq)),
+                    _ => {
+                        ours.retain(|s, _| s % 7 != 0);
+                        model.retain(|s, _| s % 7 != 0);
+                    }
+                }
+                assert_eq!(ours.get(&seq), model.get(&seq));
+                assert_eq!(ours.first_from(seq), model.range(seq..).next().map(|(s, _)| *s));
+                assert_eq!(ours.count_from(seq), model.range(seq..).count());
+                assert!(ours.keys_below(seq).eq(model.range(..seq).map(|(s, _)| *s)));
+                assert!(ours.keys().eq(model.keys().copied()));
+                assert_eq!(ours.len(), model.len());
+            }
+        }
+    }
 }

@@ -236,7 +236,7 @@ impl Topic {
                     break;
                 }
                 // [s, last]: unheld, and each satisfying the same test.
-                let below_held = stream.held.range(s..).next().map_or(Seq::MAX, |(q, _)| q - 1);
+                let below_held = stream.held.first_from(s).map_or(Seq::MAX, |q| q - 1);
                 let mut last = below_held.min(stream.known_hi());
                 if !hold_full {
                     last = last.min(stream.known_by(round.saturating_sub(gap_after)));
@@ -269,13 +269,13 @@ impl Topic {
         }
         for stream in self.streams.values_mut() {
             if stream.cursor.is_none() {
-                stream.cursor = stream.held.keys().next().map(|&first| Cursor::at(first));
+                stream.cursor = stream.held.keys().next().map(Cursor::at);
             }
         }
         // What arrived while waiting and lies below a start is never delivered.
         for (origin, stream) in &self.streams {
             if let Some(c) = stream.cursor {
-                self.evictable.extend(stream.held.range(..c.start).map(|(s, _)| (*origin, *s)));
+                self.evictable.extend(stream.held.keys_below(c.start).map(|s| (*origin, s)));
             }
         }
     }
@@ -339,8 +339,8 @@ impl Topic {
         if let Some(own) = self.streams.get_mut(&me) {
             own.cursor = None;
             // A source keeps its entries only while they are active.
-            let active: Vec<Seq> = own.held.keys().copied().filter(|s| own.is_active(*s)).collect();
-            own.held.retain(|s, _| active.binary_search(s).is_ok());
+            let active: Vec<Seq> = own.held.keys().filter(|s| own.is_active(*s)).collect();
+            own.held.retain(|s, _| active.binary_search(&s).is_ok());
         }
         let own = self.streams.get(&me);
         self.msgs = own.map_or(0, |s| s.held.len());
