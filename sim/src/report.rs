@@ -307,11 +307,15 @@ fn draw_histogram(
                 )
             })
             .collect();
-        chart
-            .draw_series(bars)
-            .map_err(|e| e.to_string())?
-            .label(name.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.mix(0.55).filled()));
+        let drawn = chart.draw_series(bars).map_err(|e| e.to_string())?;
+        if h.series.len() > 1 {
+            drawn.label(name.clone()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.mix(0.55).filled())
+            });
+        }
+    }
+    if h.series.len() < 2 {
+        return Ok(());
     }
     chart
         .configure_series_labels()
