@@ -18,12 +18,14 @@
 //! | [`rumor`] | Demers et al.'s rumor mongering: feedback/blind, counter/coin, push/pull |
 //! | [`flood`] | flooding with a TTL, and blind counter rumor mongering over a neighbour graph |
 //! | [`aggregate`] | gossip aggregation: push-sum (plain and acknowledged), extremum, push-pull averaging |
+//! | [`pbcast`] | Birman et al.'s bimodal multicast: digests, solicitation, FIFO delivery, gaps |
 
 pub mod aggregate;
 pub mod anti_entropy;
 pub mod flood;
 pub mod id;
 pub mod machine;
+pub mod pbcast;
 pub mod peers;
 pub mod rng;
 pub mod rumor;

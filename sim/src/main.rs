@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hearsay_protocols::aggregate::{Algorithm, Func};
 use hearsay_protocols::anti_entropy::AeMode;
 use hearsay_protocols::rumor::{Direction, Variant};
-use hearsay_sim::experiments::{aggregate, anti_entropy, bench, flood_vs_gossip, rumor};
+use hearsay_sim::experiments::{aggregate, anti_entropy, bench, flood_vs_gossip, pbcast, rumor};
 use hearsay_sim::report::Progress;
 
 #[derive(Parser)]
@@ -51,6 +51,13 @@ enum Command {
     /// beside the published anchors (push-pull from a peak: factor 1/(2√e), 29/31/33 rounds
     /// to 1e-6 at N = 10^3/10^4/10^5).
     Aggregate(AggregateArgs),
+    /// Bimodal multicast (Birman et al. 1999): delivery ratio, atomicity and latency modes.
+    ///
+    /// Every node is a member of one topic; one message per round is published by a random
+    /// node, multicast unreliably in phase one and repaired by digest gossip in phase two.
+    /// Prints the delivery ratio, the atomicity histogram and bimodality, and the latency of
+    /// first-phase and repaired deliveries, beside the anchors.
+    Pbcast(PbcastArgs),
     /// Speed and memory of the simulator kernel: events per second for a trivial machine,
     /// bytes per simulated anti-entropy node.
     Bench(BenchArgs),
@@ -299,6 +306,50 @@ enum JoinArg {
 }
 
 #[derive(Args)]
+struct PbcastArgs {
+    /// Number of nodes (all are members of the topic).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    nodes: u64,
+    /// Messages published, one per gossip round.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    messages: u64,
+    /// Digests each member sends per round (0: no repair, phase one only).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
+    fanout: u64,
+    /// G: rounds an entry stays in a member's gossip buffer (gaps are declared after 2·G).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    gc_rounds: u64,
+    /// Phase one: the origin sends to every member, or nothing (gossip alone).
+    #[arg(long, value_enum, default_value_t = FirstPhaseArg::Multicast)]
+    first_phase: FirstPhaseArg,
+    /// Probability that an origin crashes after sending first-phase copies to a random
+    /// number of members.
+    #[arg(long, default_value_t = 0.0, value_parser = closed_probability)]
+    origin_crash_prob: f64,
+    /// Most rounds to run after the last publish [default: 10·G].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    drain: Option<u64>,
+    /// Link latency profile.
+    #[arg(long, value_enum, default_value_t = LatencyArg::Wan)]
+    latency: LatencyArg,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FirstPhaseArg {
+    Multicast,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LatencyArg {
+    Zero,
+    Lan,
+    Wan,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Message events to simulate for the speed figure.
     #[arg(long, default_value_t = 20_000_000)]
@@ -316,6 +367,11 @@ fn probability(s: &str) -> Result<f64, String> {
     if (0.0..1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not a probability in [0, 1)")) }
 }
 
+fn closed_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not a probability in [0, 1]")) }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -323,6 +379,7 @@ fn main() -> ExitCode {
         Command::Rumor(args) => run_rumor(args),
         Command::FloodVsGossip(args) => run_flood(args),
         Command::Aggregate(args) => run_aggregate(args),
+        Command::Pbcast(args) => run_pbcast(args),
         Command::Bench(args) => run_bench(args),
     };
     match result {
@@ -473,6 +530,40 @@ fn run_aggregate(args: AggregateArgs) -> Result<(), String> {
         progress.note(&format!("plot written to {}", path.display()));
     }
     print(&report, c.json, aggregate::table)
+}
+
+fn run_pbcast(args: PbcastArgs) -> Result<(), String> {
+    let c = args.common;
+    let p = pbcast::Params {
+        nodes: args.nodes as usize,
+        messages: args.messages as usize,
+        loss: c.loss,
+        fanout: args.fanout as usize,
+        gc_rounds: args.gc_rounds,
+        first_phase: match args.first_phase {
+            FirstPhaseArg::Multicast => pbcast::FirstPhase::Multicast,
+            FirstPhaseArg::None => pbcast::FirstPhase::None,
+        },
+        origin_crash_prob: args.origin_crash_prob,
+        drain_rounds: args.drain,
+        latency: match args.latency {
+            LatencyArg::Zero => pbcast::Profile::Zero,
+            LatencyArg::Lan => pbcast::Profile::Lan,
+            LatencyArg::Wan => pbcast::Profile::Wan,
+        },
+        runs: c.runs,
+        seed: c.seed,
+        threads: c.threads,
+    };
+    p.config().validate().map_err(|e| e.to_string())?;
+    let progress = Progress::new("pbcast", c.runs, c.quiet);
+    let report = pbcast::run(&p, &progress);
+    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    if let Some(path) = &c.plot {
+        pbcast::plot(&p, &report, path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        progress.note(&format!("plot written to {}", path.display()));
+    }
+    print(&report, c.json, pbcast::table)
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {
