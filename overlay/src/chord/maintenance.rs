@@ -22,7 +22,8 @@ impl Chord {
     /// them right from then on.
     pub fn join_from_members(&mut self, now: Instant, members: &RingSnapshot) -> Result<(), ChordError> {
         self.check_can_join()?;
-        if let Some(x) = members.successor(self.me.ring).filter(|x| x.ring == self.me.ring && x.id != self.me.id)
+        if let Some(x) =
+            members.successor(self.me.ring).filter(|x| x.ring == self.me.ring && x.id != self.me.id)
         {
             return Err(ChordError::RingIdTaken(x.ring));
         }

@@ -84,8 +84,8 @@ use std::sync::Arc;
 use hearsay_protocols::{Duration, Instant, Machine, NodeId, Outbox, Rng, Seed, Ticker, Timing, Transmit};
 use serde::{Deserialize, Serialize};
 
-pub use self::ring::{FINGERS, RingId, RingNode, RingSnapshot};
 use self::ring::Fingers;
+pub use self::ring::{FINGERS, RingId, RingNode, RingSnapshot};
 use hearsay_protocols::wire::{MessageKind, WireMessage};
 
 /// Most hops a lookup may take, and the most a `ttl` or `hops` field may say (§7.3).
@@ -722,9 +722,13 @@ impl Machine for Chord {
         let probes = self.get_pred.iter().chain(self.ping.iter()).map(|p| p.deadline);
         let lookups = self.pending.values().map(|p| p.deadline);
         let ticks = self.ticks.iter().flat_map(|t| {
-            [Some(t.stabilize.deadline()), Some(t.fix_fingers.deadline()), t.check_predecessor.map(|c| c.deadline())]
-                .into_iter()
-                .flatten()
+            [
+                Some(t.stabilize.deadline()),
+                Some(t.fix_fingers.deadline()),
+                t.check_predecessor.map(|c| c.deadline()),
+            ]
+            .into_iter()
+            .flatten()
         });
         probes.chain(lookups).chain(ticks).min()
     }
