@@ -56,25 +56,25 @@ impl Chord {
         }
     }
 
-    /// closest_preceding_node(key), ToN variant: the finger or successor-list entry in
-    /// (n, key) farthest from n, skipping avoided nodes and `exclude`; this node if none.
+    /// closest_preceding_node(key): the finger in (n, key) farthest from n, skipping avoided
+    /// nodes and `exclude`; successor-list entries compete too with `route_via_successors`
+    /// (the ToN variant), and stand in when no finger qualifies. This node if none.
     pub(super) fn closest_preceding(&self, key: RingId, exclude: &[NodeId]) -> RingNode {
         let n = self.me.ring;
-        let mut best = self.me;
-        let mut best_d = 0u64;
-        for x in self.fingers.entries().chain(self.succ.iter()) {
-            let d = n.distance(x.ring);
-            if d > best_d
-                && x.ring.in_open(n, key)
-                && !self.avoided(&x.id)
-                && !exclude.contains(&x.id)
-                && x.id != self.me.id
-            {
-                best = *x;
-                best_d = d;
+        let usable = |x: &RingNode| !self.avoided(&x.id) && !exclude.contains(&x.id) && x.id != self.me.id;
+        let farthest = |best: RingNode, x: &RingNode| {
+            if n.distance(x.ring) > n.distance(best.ring) && x.ring.in_open(n, key) && usable(x) {
+                *x
+            } else {
+                best
             }
-        }
-        best
+        };
+        let best = if self.config.route_via_successors {
+            self.fingers.entries().chain(self.succ.iter()).fold(self.me, farthest)
+        } else {
+            self.fingers.entries().fold(self.me, farthest)
+        };
+        if best.id == self.me.id { self.succ.iter().fold(self.me, farthest) } else { best }
     }
 
     /// One node's routing decision for `key` with `ttl` forwardings left.
