@@ -143,6 +143,9 @@ struct ChordArgs {
     /// Seconds over which the lookups start [default: 60 with churn, 1 without].
     #[arg(long, value_parser = seconds)]
     window: Option<f64>,
+    /// Protocol build: seconds between two joins.
+    #[arg(long, default_value_t = 0.5, value_parser = seconds)]
+    join_gap: f64,
     /// Seconds a departed node stays down before it joins again.
     #[arg(long, default_value_t = 60.0, value_parser = seconds)]
     downtime: f64,
@@ -277,6 +280,7 @@ fn run_chord(args: ChordArgs) -> Result<(), String> {
         warmup: Duration::from_secs_f64(args.warmup.unwrap_or(default_s(60.0, 0.0))),
         window: Duration::from_secs_f64(args.window.unwrap_or(default_s(60.0, 1.0))),
         downtime: Duration::from_secs_f64(args.downtime),
+        join_gap: Duration::from_secs_f64(args.join_gap),
         ..chord::Params::new(args.nodes as usize)
     };
     let progress = Progress::new("chord", c.runs, c.quiet);

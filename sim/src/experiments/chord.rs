@@ -6,7 +6,9 @@
 //!
 //! - **Build.** `ideal` (default): every node joins from the full member table, which gives
 //!   exactly the converged successor lists, predecessors and fingers. `protocol`: nodes join
-//!   one by one, in a random order, every `join_gap`, each through a uniformly random node
+//!   one by one, in a random order, every `join_gap` (500 ms: with much shorter gaps dozens of
+//!   joiners land between two stabilize rounds and sort themselves out one stabilize round at
+//!   a time, which takes minutes), each through a uniformly random node
 //!   already on the ring (the paper's join), and the ring then runs stabilize / fix_fingers
 //!   until every successor list, predecessor and finger equals the converged one (checked
 //!   every second against the sorted id list).
@@ -125,7 +127,7 @@ impl Params {
             warmup: Duration::ZERO,
             window: Duration::from_secs(1),
             downtime: Duration::from_secs(60),
-            join_gap: Duration::from_millis(10),
+            join_gap: Duration::from_millis(500),
             converge_limit: Duration::from_secs(600),
         }
     }
