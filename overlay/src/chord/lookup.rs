@@ -308,7 +308,7 @@ impl Chord {
         hops: u8,
         path: Vec<NodeId>,
     ) {
-        if !self.pending.get(&req_id).is_some_and(|p| p.key == key) {
+        if self.pending.get(&req_id).is_none_or(|p| p.key != key) {
             self.stats.unmatched += 1;
             return;
         }

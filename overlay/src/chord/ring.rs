@@ -205,7 +205,7 @@ impl RingSnapshot {
 
     /// The ring of these already computed references (sorted and deduplicated here).
     pub fn from_nodes(mut nodes: Vec<RingNode>) -> Self {
-        nodes.sort_unstable_by(|a, b| (a.ring, a.id).cmp(&(b.ring, b.id)));
+        nodes.sort_unstable_by_key(|a| (a.ring, a.id));
         nodes.dedup_by(|b, a| a.ring == b.ring);
         RingSnapshot { nodes }
     }

@@ -355,10 +355,8 @@ impl Observer<Chord> for Watch {
                     self.answered(key, answer, hops);
                 }
             }
-            ChordEvent::LookupFailed { id, .. } => {
-                if self.outstanding.remove(&(node, id)).is_some() {
-                    self.result.failed += 1;
-                }
+            ChordEvent::LookupFailed { id, .. } if self.outstanding.remove(&(node, id)).is_some() => {
+                self.result.failed += 1;
             }
             _ => {}
         }
@@ -542,7 +540,7 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
                 let started = watch.starting.take();
                 if let Some(id) = id {
                     watch.result.issued += 1;
-                    if !started.is_some_and(|s| s.2 == Some(id)) {
+                    if started.is_none_or(|s| s.2 != Some(id)) {
                         watch.outstanding.insert((origin, id), key);
                     }
                 }
