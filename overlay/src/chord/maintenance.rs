@@ -31,7 +31,12 @@ impl Chord {
         self.succ = members.successors_of(&me, self.config.successor_list_len);
         self.pred_candidates = members.predecessors_of(&me, PRED_CANDIDATES);
         self.pred = self.pred_candidates.first().copied();
-        self.fingers = Fingers::from_fn(|k| members.finger_of(&me, k));
+        let first = self.succ.first().copied();
+        self.fingers = Fingers::from_fn(|k| match first {
+            // Every finger whose start lies in (n, succ[0]] is the successor: no search.
+            Some(s) if me.ring.finger_start(k).in_half_open(me.ring, s.ring) => Some(s),
+            _ => members.finger_of(&me, k),
+        });
         self.become_joined(now);
         self.report_changes();
         Ok(())

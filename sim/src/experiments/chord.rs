@@ -547,10 +547,16 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
             }
         }
     }
-    // Let the last lookups finish: every attempt times out within attempts × timeout.
+    // Let the last lookups finish (every attempt times out within attempts × timeout), and no
+    // longer: the message rate is over the workload's span.
     let cfg = config(p);
     let drain = cfg.lookup_timeout * u64::from(cfg.lookup_attempts) + Duration::from_secs(2);
-    sim.run_until(end.max(sim.now()) + drain, &mut watch);
+    let deadline = end.max(sim.now()) + drain;
+    sim.run_until(end.max(sim.now()), &mut watch);
+    while !watch.outstanding.is_empty() && sim.now() < deadline {
+        let next = (sim.now() + Duration::from_millis(100)).min(deadline);
+        sim.run_until(next, &mut watch);
+    }
     watch.result.unfinished = watch.outstanding.len() as u64;
     let span = (sim.now() - t0).as_secs_f64().max(1e-9);
     watch.result.messages_per_node_per_s =
