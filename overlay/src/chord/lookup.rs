@@ -234,8 +234,15 @@ impl Chord {
         }
         self.stats.lookup_timeouts += 1;
         let (silent, attempt, purpose) = (p.current, p.attempt, p.purpose);
-        if purpose != Purpose::Join {
-            self.suspect(silent, now);
+        match purpose {
+            Purpose::User => self.suspect(silent, now),
+            // A finger refresh (several a second) that timed out drops the silent first hop
+            // from the fingers instead: a dead finger whose own refresh routes through it
+            // would otherwise never be replaced, while suspecting it for 10 s on every lost
+            // datagram would keep a node's best fingers out of use under loss. The next
+            // refresh of those fingers puts a live node back.
+            Purpose::Finger(_) => self.fingers.remove(&silent),
+            Purpose::Join => {}
         }
         if attempt >= self.max_attempts(purpose) {
             self.fail(req);

@@ -267,7 +267,7 @@ impl Chord {
             return; // the successor changed while the question was out
         };
         let mut list = Vec::with_capacity(self.config.successor_list_len);
-        if let Some(x) = pred.filter(|x| x.ring.in_open(self.me.ring, s.ring) && !self.avoided(&x.id)) {
+        if let Some(x) = pred.filter(|x| x.ring.in_open(self.me.ring, s.ring) && !self.dead(&x.id)) {
             list.push(x);
         }
         list.push(s);
@@ -277,14 +277,16 @@ impl Chord {
     }
 
     /// Append `from_list` to `list` up to r entries: stop at this node (the list wrapped
-    /// around the ring), skip the sender, avoided nodes and duplicates.
+    /// around the ring), skip the sender, nodes reported dead and duplicates. Suspects stay:
+    /// suspicion (a lost lookup, missed `PredIs`) only steers routing; whether a silent node
+    /// is gone is its own successor's call, which pings it.
     fn extend_successors(&self, list: &mut Vec<RingNode>, from_list: &[RingNode], sender: &NodeId) {
         let r = self.config.successor_list_len;
         for e in from_list {
             if list.len() >= r || e.id == self.me.id {
                 break;
             }
-            if e.id == *sender || self.avoided(&e.id) || list.iter().any(|x| x.id == e.id) {
+            if e.id == *sender || self.dead(&e.id) || list.iter().any(|x| x.id == e.id) {
                 continue;
             }
             list.push(*e);
@@ -433,7 +435,7 @@ impl Chord {
             self.succ_misses = 0;
         }
         if from_pred {
-            self.pred = pred.filter(|p| p.id != self.me.id && p.id != from && !self.avoided(&p.id));
+            self.pred = pred.filter(|p| p.id != self.me.id && p.id != from && !self.dead(&p.id));
             self.ping = None;
             self.pred_misses = 0;
         }
