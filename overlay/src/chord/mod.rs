@@ -42,10 +42,11 @@
 //!   fingers). §7.4 prescribes the ToN variant, where successor-list entries compete with
 //!   fingers; that is [`ChordConfig::route_via_successors`]. The anchors are what
 //!   finger routing gives: on the `chord` experiment's ideal ring, fingers only measure
-//!   4.83 hops and p99 8 at N = 1,000 (the reference: 4.83, p99 8), while the ToN
-//!   variant measures 3.87 (p99 7): the last ~log2 r finger hops collapse into one
-//!   successor-list hop, a full hop below ½·log2 N and outside the issue's ±0.5. So §7.7's
-//!   [R] figures cannot have been produced with the successor list in the routing.
+//!   4.84 / 6.49 / 8.17 hops (p99 8 / 10 / 13) at N = 10^3 / 10^4 / 10^5, against the
+//!   issue's reference 4.83 / 6.52 / 8.19 (p99 8 / 10 / 13) and §7.7's [R] 4.82 / 6.45 /
+//!   8.17, while the ToN variant measures 3.88 / 5.55 / 7.20: the last ~log2 r finger hops
+//!   collapse into one successor-list hop, a full hop below ½·log2 N and outside the issue's
+//!   ±0.5. So §7.7's [R] figures were not produced with the successor list in the routing.
 //! - **No `addr` on the wire.** A node is referenced as `(NodeId, RingId)`. Transmits are
 //!   addressed by NodeId and the runtime resolves addresses from the membership table, of
 //!   which every ring node is a member; an address per successor-list entry would only grow
@@ -71,8 +72,9 @@
 //!   attempt (the next refresh is its retry).
 //! - **Join through a member** ([`Chord::join_via`], the paper's join) exists for the
 //!   standalone ring. A node that has not joined ignores ring messages (counted). If the answer
-//!   names the joiner itself (a stale entry of its previous life), the join is retried at the
-//!   next stabilize tick. A node stabilizes at once when it joins.
+//!   names the joiner itself (a stale entry of its previous life), it is ignored and the join
+//!   attempt times out and is retried (`lookup_attempts`, then [`ChordEvent::JoinFailed`]).
+//!   A node stabilizes at once when it joins.
 //! - **Lone node**: with no successor, stabilize adopts the predecessor (set by a joiner's
 //!   Notify) as successor, the paper's `succ = n` case.
 //! - **Iterative retries** restart at the origin from the next-best untried first hop, like
