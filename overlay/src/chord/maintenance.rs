@@ -321,7 +321,7 @@ impl Chord {
             self.stats.malformed += 1;
             return;
         }
-        if self.avoid.get(&from).is_some_and(|a| a.dead) {
+        if self.dead(&from) {
             return; // the membership layer says it is gone
         }
         self.heard_from(&from);
@@ -439,7 +439,14 @@ impl Chord {
             self.ping = None;
             self.pred_misses = 0;
         }
-        self.avoid.insert(from, Avoid { until: now + self.config.dead_retention, dead: true });
+        if self.config.detector == Detector::Membership {
+            // SWIM's Left follows; until a later Alive it stays out of every table.
+            self.avoid.insert(from, Avoid { until: now + self.config.dead_retention, dead: true });
+        } else {
+            // Standalone, nothing would ever clear a death mark if it comes back: avoid it
+            // for routing only.
+            self.suspect(from, now);
+        }
         self.forget(&from);
         if from_succ {
             if let Some(s) = self.successor() {

@@ -89,6 +89,9 @@
 //!   finger refresh that times out drops its silent first hop from the fingers instead of
 //!   suspecting it: a dead finger whose refresh routes through itself would never be
 //!   replaced, and suspecting on every lost refresh kept the best fingers out of use.
+//! - **After a `LeaveHint`** the leaver is kept out of every table until the membership
+//!   layer reports it Alive again; on a standalone ring, where nothing would ever lift that
+//!   mark when it rejoins, it is only avoided for routing.
 //! - **Bounds**: a `Notify` must name its sender; a `RingPing` is answered only by a joined
 //!   node. With no predecessor and no stand-in, `is_responsible` is true only for a node
 //!   alone on the ring.

@@ -375,6 +375,15 @@ fn leave_hands_over_at_once() {
     net.down.insert(leaver.id);
     net.secs(20);
     net.assert_converged();
+    // It comes back with fresh state and joins again: its neighbours take it back.
+    net.down.remove(&leaver.id);
+    let fresh = machine(leaver.id.prefix_u64(), &cfg);
+    *net.at(leaver.id) = fresh;
+    let now = net.now;
+    net.at(leaver.id).join_via(now, pred.id).unwrap();
+    net.pump();
+    net.secs(40);
+    net.assert_converged();
 }
 
 #[test]
