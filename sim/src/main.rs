@@ -436,13 +436,6 @@ enum RouteArg {
     FingersAndSuccessors,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LatencyArg {
-    Zero,
-    Lan,
-    Wan,
-}
-
 fn churn_rate(s: &str) -> Result<f64, String> {
     let x: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if x.is_finite() && (0.0..=60.0).contains(&x) {
