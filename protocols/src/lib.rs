@@ -15,12 +15,20 @@
 //! | [`peers`] | [`PeerView`]: uniform random partner choice |
 //! | [`wire`] | the envelope: version, kind, size limit, typed decode errors |
 //! | [`anti_entropy`] | Demers et al.'s anti-entropy over a store of sequenced entries |
+//! | [`rumor`] | Demers et al.'s rumor mongering: feedback/blind, counter/coin, push/pull |
+//! | [`flood`] | flooding with a TTL, and blind counter rumor mongering over a neighbour graph |
+//! | [`aggregate`] | gossip aggregation: push-sum (plain and acknowledged), extremum, push-pull averaging |
+//! | [`pbcast`] | Birman et al.'s bimodal multicast: digests, solicitation, FIFO delivery, gaps |
 
+pub mod aggregate;
 pub mod anti_entropy;
+pub mod flood;
 pub mod id;
 pub mod machine;
+pub mod pbcast;
 pub mod peers;
 pub mod rng;
+pub mod rumor;
 pub mod time;
 pub mod timer;
 pub mod wire;

@@ -45,6 +45,8 @@ pub enum MessageKind {
     Ring = 6,
     /// Scribe topic trees (§8).
     Tree = 7,
+    /// Flooding with a TTL and blind counter rumor mongering (§3; simulator experiments only).
+    Flood = 8,
 }
 
 impl MessageKind {
@@ -58,6 +60,7 @@ impl MessageKind {
             5 => MessageKind::Membership,
             6 => MessageKind::Ring,
             7 => MessageKind::Tree,
+            8 => MessageKind::Flood,
             _ => return None,
         })
     }

@@ -7,8 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use hearsay_overlay::chord::LookupMode;
+use hearsay_protocols::Duration;
+use hearsay_protocols::aggregate::{Algorithm, Func};
 use hearsay_protocols::anti_entropy::AeMode;
-use hearsay_sim::experiments::{anti_entropy, bench};
+use hearsay_protocols::rumor::{Direction, Variant};
+use hearsay_sim::experiments::{aggregate, anti_entropy, bench, chord, flood_vs_gossip, pbcast, rumor};
 use hearsay_sim::report::Progress;
 
 #[derive(Parser)]
@@ -26,9 +30,47 @@ enum Command {
     /// judged at the start of the round. Prints rounds to full coverage (mean, p99, max) and
     /// update transmissions per node, beside the published anchors.
     AntiEntropy(AntiEntropyArgs),
+    /// Residue, traffic and delay of rumor mongering (Demers et al. 1987 §1.4).
+    ///
+    /// One rumor injected at one node; hot nodes contact random peers and lose interest by
+    /// the chosen rule (feedback or blind, counter or coin, k). Prints residue (fraction never
+    /// reached), traffic (rumor messages per node), t_ave and t_last per k, beside the residue
+    /// formula s = e^-(k+1)(1-s) (feedback coin push) and Demers' table (N = 1000, rounds).
+    Rumor(RumorArgs),
+    /// Flooding with a TTL against blind counter rumor mongering (B, F) over a random or
+    /// power-law graph (Portmann & Seneviratne 2002).
+    ///
+    /// Prints messages per node, coverage and rounds (time of the last first delivery, in
+    /// hops) for both, their ratios, and the seed's claims (B = F = 2: about half the
+    /// messages, about 90% coverage, about twice as slow).
+    FloodVsGossip(FloodArgs),
+    /// Gossip aggregation (Kempe et al. 2003; Jelasity et al. 2005): convergence and mass
+    /// conservation of push-sum, acknowledged push-sum, push-pull averaging and extremum gossip.
+    ///
+    /// Node 0 queries avg, sum, count, min or max of a value every node holds. Prints the
+    /// per-round variance factor, rounds until σ/|x̄| ≤ 1e-3 and 1e-6, the worst node's final
+    /// relative error, the querier's answer by the stopping rule, and the weight mass left,
+    /// beside the published anchors (push-pull from a peak: factor 1/(2√e), 29/31/33 rounds
+    /// to 1e-6 at N = 10^3/10^4/10^5).
+    Aggregate(AggregateArgs),
+    /// Bimodal multicast (Birman et al. 1999): delivery ratio, atomicity and latency modes.
+    ///
+    /// Every node is a member of one topic; one message per round is published by a random
+    /// node, multicast unreliably in phase one and repaired by digest gossip in phase two.
+    /// Prints the delivery ratio, the atomicity histogram and bimodality, and the latency of
+    /// first-phase and repaired deliveries, beside the anchors.
+    Pbcast(PbcastArgs),
     /// Speed and memory of the simulator kernel: events per second for a trivial machine,
     /// bytes per simulated anti-entropy node.
     Bench(BenchArgs),
+    /// Lookup hops on a Chord ring, and lookup success under churn (Stoica et al. 2001).
+    ///
+    /// Builds a ring of N nodes (ideal: from the member table; protocol: joins one by one and
+    /// stabilizes until every finger is right), optionally churns it, then runs lookups from
+    /// random nodes for random keys. Prints hops (forwardings only: a lookup resolved at its
+    /// origin is 0 hops) beside ½·log2 N, and the fraction of lookups answered with the true
+    /// successor.
+    Chord(ChordArgs),
 }
 
 /// Options every experiment takes.
@@ -87,6 +129,237 @@ impl From<ModeArg> for AeMode {
 }
 
 #[derive(Args)]
+struct RumorArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=10_000_000))]
+    nodes: u64,
+    /// Loss-of-interest rule.
+    #[arg(long, value_enum, default_value_t = VariantArg::FeedbackCounter)]
+    variant: VariantArg,
+    /// k (counter limit, or 1/probability of the coin): one value, or a sweep like 1..7.
+    #[arg(long, default_value = "3", value_parser = k_range)]
+    k: KRange,
+    /// Who sends rumors in a contact.
+    #[arg(long, value_enum, default_value_t = DirectionArg::Push)]
+    mode: DirectionArg,
+    /// Partners contacted per tick.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    fanout: u32,
+    /// Lock-step rounds (state judged at the start of the round) or continuous time (Poisson
+    /// clocks, one contact at a time).
+    #[arg(long, value_enum, default_value_t = TimingArg::Rounds)]
+    timing: TimingArg,
+    /// Give up a run after this many cycles.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_rounds: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VariantArg {
+    FeedbackCoin,
+    FeedbackCounter,
+    BlindCoin,
+    BlindCounter,
+}
+
+impl From<VariantArg> for Variant {
+    fn from(v: VariantArg) -> Variant {
+        match v {
+            VariantArg::FeedbackCoin => Variant::FeedbackCoin,
+            VariantArg::FeedbackCounter => Variant::FeedbackCounter,
+            VariantArg::BlindCoin => Variant::BlindCoin,
+            VariantArg::BlindCounter => Variant::BlindCounter,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DirectionArg {
+    Push,
+    Pull,
+    PushPull,
+}
+
+impl From<DirectionArg> for Direction {
+    fn from(d: DirectionArg) -> Direction {
+        match d {
+            DirectionArg::Push => Direction::Push,
+            DirectionArg::Pull => Direction::Pull,
+            DirectionArg::PushPull => Direction::PushPull,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TimingArg {
+    Rounds,
+    Async,
+}
+
+impl From<TimingArg> for rumor::RumorTiming {
+    fn from(t: TimingArg) -> rumor::RumorTiming {
+        match t {
+            TimingArg::Rounds => rumor::RumorTiming::Rounds,
+            TimingArg::Async => rumor::RumorTiming::Async,
+        }
+    }
+}
+
+/// k values: `K` or `A..B` (inclusive).
+#[derive(Clone, Copy, Debug)]
+struct KRange(u32, u32);
+
+fn k_range(s: &str) -> Result<KRange, String> {
+    let one = |t: &str| -> Result<u32, String> {
+        match t.trim().parse::<u32>() {
+            Ok(k) if (1..=1_000).contains(&k) => Ok(k),
+            _ => Err(format!("`{t}` is not a k in 1..=1000")),
+        }
+    };
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (one(a)?, one(b.trim_start_matches('='))?);
+            if a <= b { Ok(KRange(a, b)) } else { Err(format!("empty k range {a}..{b}")) }
+        }
+        None => one(s).map(|k| KRange(k, k)),
+    }
+}
+
+#[derive(Args)]
+struct FloodArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=10_000_000))]
+    nodes: u64,
+    /// Graph: uniform random with N·degree/2 edges, or Barabási–Albert (m = degree/2).
+    #[arg(long, value_enum, default_value_t = GraphArg::Random)]
+    graph: GraphArg,
+    /// Mean degree (default 8 for random, 6 for power-law; even for power-law).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    degree: Option<u32>,
+    /// B: neighbours per forwarding.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    b: u32,
+    /// F: receptions that trigger forwarding.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    f: u32,
+    /// Flooding's TTL, in hops.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..))]
+    ttl: u8,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphArg {
+    Random,
+    PowerLaw,
+}
+
+#[derive(Args)]
+struct AggregateArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=10_000_000))]
+    nodes: u64,
+    /// The aggregate node 0 asks for.
+    #[arg(long = "fn", value_enum, default_value_t = FnArg::Avg)]
+    func: FnArg,
+    /// How it is computed [default: ack-push-sum for avg/sum/count, extremum for min/max].
+    #[arg(long, value_enum)]
+    algorithm: Option<AlgorithmArg>,
+    /// Initial values: `peak` = N at node 0 and 0 elsewhere; `uniform` = U[0, 1) per node.
+    #[arg(long, value_enum, default_value_t = InitArg::Peak)]
+    init: InitArg,
+    /// Who joins before round 1: `all` (announcement complete) or only the querier, the rest
+    /// on their first aggregation message.
+    #[arg(long, value_enum, default_value_t = JoinArg::All)]
+    join: JoinArg,
+    /// Rounds (push-pull: cycles) to simulate; also the query's max_rounds.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    rounds: u32,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FnArg {
+    Avg,
+    Sum,
+    Count,
+    Min,
+    Max,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgorithmArg {
+    /// Acknowledged push-sum: exactly-once mass transfer, conserves mass under loss.
+    AckPushSum,
+    /// Kempe et al.'s plain push-sum: loses mass with every lost message.
+    PushSum,
+    /// Jelasity et al.'s push-pull averaging, sequential atomic exchanges per cycle.
+    PushPull,
+    /// Min/max by idempotent push-pull merging.
+    Extremum,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum InitArg {
+    Peak,
+    Uniform,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum JoinArg {
+    All,
+    OnMessage,
+}
+
+#[derive(Args)]
+struct PbcastArgs {
+    /// Number of nodes (all are members of the topic).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    nodes: u64,
+    /// Messages published, one per gossip round.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    messages: u64,
+    /// Digests each member sends per round (0: no repair, phase one only).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
+    fanout: u64,
+    /// G: rounds an entry stays in a member's gossip buffer (gaps are declared after 2·G).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    gc_rounds: u64,
+    /// Phase one: the origin sends to every member, or nothing (gossip alone).
+    #[arg(long, value_enum, default_value_t = FirstPhaseArg::Multicast)]
+    first_phase: FirstPhaseArg,
+    /// Probability that an origin crashes after sending first-phase copies to a random
+    /// number of members.
+    #[arg(long, default_value_t = 0.0, value_parser = closed_probability)]
+    origin_crash_prob: f64,
+    /// Most rounds to run after the last publish [default: 10·G].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    drain: Option<u64>,
+    /// Link latency profile.
+    #[arg(long, value_enum, default_value_t = LatencyArg::Wan)]
+    latency: LatencyArg,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FirstPhaseArg {
+    Multicast,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LatencyArg {
+    Zero,
+    Lan,
+    Wan,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Message events to simulate for the speed figure.
     #[arg(long, default_value_t = 20_000_000)]
@@ -99,16 +372,113 @@ struct BenchArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct ChordArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    nodes: u64,
+    /// Lookups per run.
+    #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    lookups: u64,
+    /// Node failures per node per minute (0.01: 1% of the nodes fail each minute; each comes
+    /// back after --downtime with fresh state and joins again). 0: a stable ring.
+    #[arg(long, default_value_t = 0.0, value_parser = churn_rate)]
+    churn: f64,
+    /// How the ring is built before the lookups.
+    #[arg(long, value_enum, default_value_t = BuildArg::Ideal)]
+    build: BuildArg,
+    /// How lookups travel.
+    #[arg(long, value_enum, default_value_t = LookupArg::Recursive)]
+    mode: LookupArg,
+    /// Next hops: fingers only (the SIGCOMM paper), or fingers and successor-list entries (the
+    /// ToN variant, PROTOCOLS.md §7.4).
+    #[arg(long, value_enum, default_value_t = RouteArg::Fingers)]
+    route: RouteArg,
+    /// Network latency profile.
+    #[arg(long, value_enum, default_value_t = LatencyArg::Zero)]
+    latency: LatencyArg,
+    /// Fraction of departures that are voluntary leaves (the rest crash).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    leave_ratio: f64,
+    /// Seconds of churn (and maintenance) before the first lookup [default: 60 with churn, 0 without].
+    #[arg(long, value_parser = seconds)]
+    warmup: Option<f64>,
+    /// Seconds over which the lookups start [default: 60 with churn, 1 without].
+    #[arg(long, value_parser = seconds)]
+    window: Option<f64>,
+    /// Protocol build: seconds between two joins.
+    #[arg(long, default_value_t = 0.5, value_parser = seconds)]
+    join_gap: f64,
+    /// Seconds a departed node stays down before it joins again.
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    downtime: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BuildArg {
+    /// Every node joins from the full member table: converged at once.
+    Ideal,
+    /// Nodes join one by one through a member, then stabilize until every finger is right.
+    Protocol,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LookupArg {
+    Recursive,
+    Iterative,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RouteArg {
+    Fingers,
+    FingersAndSuccessors,
+}
+
+fn churn_rate(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if x.is_finite() && (0.0..=60.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("{x} is not a churn rate in [0, 60] failures per node per minute"))
+    }
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&x) { Ok(x) } else { Err(format!("{x} is not a fraction in [0, 1]")) }
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if x.is_finite() && (0.0..=1e6).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("{x} is not a number of seconds in [0, 1e6]"))
+    }
+}
+
 fn probability(s: &str) -> Result<f64, String> {
     let p: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not a probability in [0, 1)")) }
+}
+
+fn closed_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not a probability in [0, 1]")) }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::AntiEntropy(args) => run_anti_entropy(args),
+        Command::Rumor(args) => run_rumor(args),
+        Command::FloodVsGossip(args) => run_flood(args),
+        Command::Aggregate(args) => run_aggregate(args),
+        Command::Pbcast(args) => run_pbcast(args),
         Command::Bench(args) => run_bench(args),
+        Command::Chord(args) => run_chord(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,9 +511,205 @@ fn run_anti_entropy(args: AntiEntropyArgs) -> Result<(), String> {
     print(&report, c.json, anti_entropy::table)
 }
 
+fn run_rumor(args: RumorArgs) -> Result<(), String> {
+    let c = args.common;
+    let KRange(k0, k1) = args.k;
+    let mut out = Vec::new();
+    for k in k0..=k1 {
+        let p = rumor::Params {
+            nodes: args.nodes as usize,
+            variant: args.variant.into(),
+            direction: args.mode.into(),
+            k,
+            fanout: args.fanout,
+            timing: args.timing.into(),
+            runs: c.runs,
+            seed: c.seed,
+            loss: c.loss,
+            threads: c.threads,
+            max_rounds: args.max_rounds,
+        };
+        let progress = Progress::new(format!("rumor k={k}"), c.runs, c.quiet);
+        out.push(rumor::run_with_results(&p, &progress));
+        progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    }
+    if let Some(path) = &c.plot {
+        rumor::plot(&out, path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        if !c.quiet {
+            eprintln!("rumor: plot written to {}", path.display());
+        }
+    }
+    let reports: Vec<rumor::Report> = out.into_iter().map(|(r, _)| r).collect();
+    if c.json {
+        for r in &reports {
+            println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+        }
+    } else {
+        print!("{}", rumor::table(&reports));
+    }
+    Ok(())
+}
+
+fn run_flood(args: FloodArgs) -> Result<(), String> {
+    let c = args.common;
+    let graph = match args.graph {
+        GraphArg::Random => flood_vs_gossip::Graph::Random,
+        GraphArg::PowerLaw => flood_vs_gossip::Graph::PowerLaw,
+    };
+    let degree = args.degree.unwrap_or(match graph {
+        flood_vs_gossip::Graph::Random => 8,
+        flood_vs_gossip::Graph::PowerLaw => 6,
+    });
+    let p = flood_vs_gossip::Params {
+        nodes: args.nodes as usize,
+        graph,
+        degree,
+        b: args.b,
+        f: args.f,
+        ttl: args.ttl,
+        runs: c.runs,
+        seed: c.seed,
+        loss: c.loss,
+        threads: c.threads,
+    };
+    p.validate()?;
+    let progress = Progress::new("flood-vs-gossip", c.runs, c.quiet);
+    let (report, results) = flood_vs_gossip::run_with_results(&p, &progress);
+    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    if let Some(path) = &c.plot {
+        flood_vs_gossip::plot(&p, &results, path)
+            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        progress.note(&format!("plot written to {}", path.display()));
+    }
+    print(&report, c.json, flood_vs_gossip::table)
+}
+
+fn run_aggregate(args: AggregateArgs) -> Result<(), String> {
+    let c = args.common;
+    let func = match args.func {
+        FnArg::Avg => Func::Avg,
+        FnArg::Sum => Func::Sum,
+        FnArg::Count => Func::Count,
+        FnArg::Min => Func::Min,
+        FnArg::Max => Func::Max,
+    };
+    let algorithm = match args.algorithm {
+        None => func.default_algorithm(),
+        Some(AlgorithmArg::AckPushSum) => Algorithm::AckPushSum,
+        Some(AlgorithmArg::PushSum) => Algorithm::PushSum,
+        Some(AlgorithmArg::PushPull) => Algorithm::PushPull,
+        Some(AlgorithmArg::Extremum) => Algorithm::Extremum,
+    };
+    let p = aggregate::Params {
+        nodes: args.nodes as usize,
+        func,
+        algorithm,
+        init: match args.init {
+            InitArg::Peak => aggregate::Init::Peak,
+            InitArg::Uniform => aggregate::Init::Uniform,
+        },
+        join: match args.join {
+            JoinArg::All => aggregate::Join::All,
+            JoinArg::OnMessage => aggregate::Join::OnMessage,
+        },
+        rounds: args.rounds,
+        runs: c.runs,
+        seed: c.seed,
+        loss: c.loss,
+        threads: c.threads,
+    };
+    p.validate()?;
+    let progress = Progress::new("aggregate", c.runs, c.quiet);
+    let (report, results) = aggregate::run_with_results(&p, &progress);
+    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    if let Some(path) = &c.plot {
+        aggregate::plot(&p, &results, &report, path)
+            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        progress.note(&format!("plot written to {}", path.display()));
+    }
+    print(&report, c.json, aggregate::table)
+}
+
+fn run_pbcast(args: PbcastArgs) -> Result<(), String> {
+    let c = args.common;
+    let p = pbcast::Params {
+        nodes: args.nodes as usize,
+        messages: args.messages as usize,
+        loss: c.loss,
+        fanout: args.fanout as usize,
+        gc_rounds: args.gc_rounds,
+        first_phase: match args.first_phase {
+            FirstPhaseArg::Multicast => pbcast::FirstPhase::Multicast,
+            FirstPhaseArg::None => pbcast::FirstPhase::None,
+        },
+        origin_crash_prob: args.origin_crash_prob,
+        drain_rounds: args.drain,
+        latency: match args.latency {
+            LatencyArg::Zero => pbcast::Profile::Zero,
+            LatencyArg::Lan => pbcast::Profile::Lan,
+            LatencyArg::Wan => pbcast::Profile::Wan,
+        },
+        runs: c.runs,
+        seed: c.seed,
+        threads: c.threads,
+    };
+    p.config().validate().map_err(|e| e.to_string())?;
+    let progress = Progress::new("pbcast", c.runs, c.quiet);
+    let report = pbcast::run(&p, &progress);
+    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    if let Some(path) = &c.plot {
+        pbcast::plot(&p, &report, path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        progress.note(&format!("plot written to {}", path.display()));
+    }
+    print(&report, c.json, pbcast::table)
+}
+
 fn run_bench(args: BenchArgs) -> Result<(), String> {
     let report = bench::run(args.events, args.nodes);
     print(&report, args.json, bench::table)
+}
+
+fn run_chord(args: ChordArgs) -> Result<(), String> {
+    let c = args.common;
+    let churning = args.churn > 0.0;
+    let default_s = |churned: f64, stable: f64| if churning { churned } else { stable };
+    let p = chord::Params {
+        lookups: args.lookups as usize,
+        churn: args.churn,
+        leave_ratio: args.leave_ratio,
+        build: match args.build {
+            BuildArg::Ideal => chord::Build::Ideal,
+            BuildArg::Protocol => chord::Build::Protocol,
+        },
+        mode: match args.mode {
+            LookupArg::Recursive => LookupMode::Recursive,
+            LookupArg::Iterative => LookupMode::Iterative,
+        },
+        route_via_successors: matches!(args.route, RouteArg::FingersAndSuccessors),
+        latency: match args.latency {
+            LatencyArg::Zero => chord::Profile::Zero,
+            LatencyArg::Lan => chord::Profile::Lan,
+            LatencyArg::Wan => chord::Profile::Wan,
+        },
+        runs: c.runs,
+        seed: c.seed,
+        loss: c.loss,
+        threads: c.threads,
+        warmup: Duration::from_secs_f64(args.warmup.unwrap_or(default_s(60.0, 0.0))),
+        window: Duration::from_secs_f64(args.window.unwrap_or(default_s(60.0, 1.0))),
+        downtime: Duration::from_secs_f64(args.downtime),
+        join_gap: Duration::from_secs_f64(args.join_gap),
+        ..chord::Params::new(args.nodes as usize)
+    };
+    let progress = Progress::new("chord", c.runs, c.quiet);
+    let (report, results) = chord::run_with_results(&p, &progress);
+    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    if let Some(path) = &c.plot {
+        chord::plot(&p, &results, &report, path)
+            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        progress.note(&format!("plot written to {}", path.display()));
+    }
+    print(&report, c.json, chord::table)
 }
 
 fn print<R: serde::Serialize>(report: &R, json: bool, table: fn(&R) -> String) -> Result<(), String> {

@@ -212,6 +212,120 @@ pub fn plot_lines(
     root.present().map_err(|e| e.to_string())
 }
 
+/// One histogram panel: bars per bin for one or more series, overlaid.
+pub struct HistPanel {
+    /// Panel title.
+    pub title: String,
+    /// X axis description.
+    pub x_label: String,
+    /// Y axis description.
+    pub y_label: String,
+    /// Bin edges, ascending: one more than the bins (> 0 everywhere with `log_x`).
+    pub edges: Vec<f64>,
+    /// (legend, count per bin) for each series.
+    pub series: Vec<(String, Vec<f64>)>,
+    /// Logarithmic x axis.
+    pub log_x: bool,
+    /// Logarithmic y axis (bins with a zero count are not drawn).
+    pub log_y: bool,
+}
+
+/// Draw histogram panels side by side into an SVG file. Log axes are drawn in log10
+/// coordinates with ticks labelled in the original values.
+pub fn plot_histograms(path: &Path, title: &str, panels: &[HistPanel]) -> Result<(), String> {
+    if panels.is_empty() {
+        return Err("nothing to plot".into());
+    }
+    let root = SVGBackend::new(path, (560 * panels.len() as u32, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = root.titled(title, ("sans-serif", 18)).map_err(|e| e.to_string())?;
+    let areas = root.split_evenly((1, panels.len()));
+    for (area, panel) in areas.iter().zip(panels) {
+        draw_histogram(area, panel)?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+fn draw_histogram(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    h: &HistPanel,
+) -> Result<(), String> {
+    let fx = |x: f64| if h.log_x { x.max(1e-12).log10() } else { x };
+    let fy = |y: f64| if h.log_y { y.log10() } else { y };
+    let unfx = move |v: f64| if h.log_x { 10f64.powf(v) } else { v };
+    let unfy = move |v: f64| if h.log_y { 10f64.powf(v) } else { v };
+    if h.edges.len() < 2 {
+        return Err("a histogram needs at least one bin".into());
+    }
+    let (x0, x1) = (fx(h.edges[0]), fx(h.edges[h.edges.len() - 1]));
+    let top = h.series.iter().flat_map(|(_, c)| c.iter().copied()).fold(0.0f64, f64::max).max(1.0);
+    // Bars start at the axis floor: 0, or 0.5 on a log axis so that a count of 1 shows.
+    let floor = if h.log_y { fy(0.5) } else { 0.0 };
+    let ceil = if h.log_y { fy(top * 2.0) } else { top * 1.05 };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&h.title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, floor..ceil)
+        .map_err(|e| e.to_string())?;
+    let label = |v: f64| {
+        if v >= 100.0 || v == v.round() {
+            format!("{v:.0}")
+        } else if v >= 1.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    let xfmt = move |v: &f64| label(unfx(*v));
+    let yfmt = move |v: &f64| label(unfy(*v));
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(h.x_label.as_str())
+        .y_desc(h.y_label.as_str())
+        .x_label_formatter(&xfmt)
+        .y_label_formatter(&yfmt);
+    // On a log axis, one tick per decade.
+    if h.log_x {
+        mesh.x_labels((x1 - x0).ceil() as usize + 1);
+    }
+    if h.log_y {
+        mesh.y_labels((ceil - floor).ceil() as usize + 1);
+    }
+    mesh.draw().map_err(|e| e.to_string())?;
+    let palette = [BLUE, RED, GREEN, MAGENTA];
+    for (k, (name, counts)) in h.series.iter().enumerate() {
+        let color = palette[k % palette.len()];
+        let bars: Vec<Rectangle<(f64, f64)>> = counts
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| **c > 0.0 && i + 1 < h.edges.len())
+            .map(|(i, c)| {
+                Rectangle::new(
+                    [(fx(h.edges[i]), floor), (fx(h.edges[i + 1]), fy(*c))],
+                    color.mix(0.55).filled(),
+                )
+            })
+            .collect();
+        let drawn = chart.draw_series(bars).map_err(|e| e.to_string())?;
+        if h.series.len() > 1 {
+            drawn.label(name.clone()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.mix(0.55).filled())
+            });
+        }
+    }
+    if h.series.len() < 2 {
+        return Ok(());
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

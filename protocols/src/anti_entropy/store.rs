@@ -194,7 +194,6 @@ impl Store {
         };
         let mut contig = floor - 1;
         let mut missing = Vec::new();
-        let mut cut_max = max;
         let mut prev = floor - 1;
         for &(s, _) in held {
             if s == prev + 1 && missing.is_empty() {
@@ -204,8 +203,12 @@ impl Store {
                 let mut m = prev + 1;
                 while m < s {
                     if missing.len() == missing_max {
-                        cut_max = m - 1;
-                        return StreamSummary { stream, floor, contig, max: cut_max, missing };
+                        // Cut inside this hole: `max` is the last seq held before it, and the
+                        // hole's seqs listed so far (all above that) go. Lowering `max` to
+                        // m − 1 instead could land on a missing seq, which `is_consistent`
+                        // rejects.
+                        missing.retain(|&x| x < prev);
+                        return StreamSummary { stream, floor, contig, max: prev, missing };
                     }
                     missing.push(m);
                     m += 1;
@@ -213,7 +216,7 @@ impl Store {
             }
             prev = s;
         }
-        StreamSummary { stream, floor, contig, max: cut_max, missing }
+        StreamSummary { stream, floor, contig, max, missing }
     }
 
     /// Summaries of the held streams whose topic is in `scope` (ascending), at most
@@ -330,6 +333,15 @@ mod tests {
         }
         assert!(sum.is_consistent(2));
         assert!(!sum.is_consistent(1));
+        // A cut inside a run of missing seqs: max falls back to the last held seq before it.
+        let s = store_with(&[1, 2, 3, 6]);
+        let sum = s.summary(sid(1), 1);
+        assert_eq!((sum.floor, sum.contig, sum.max, sum.missing.clone()), (1, 3, 3, vec![]));
+        assert!(sum.is_consistent(1));
+        let s = store_with(&[1, 3, 7]);
+        let sum = s.summary(sid(1), 2);
+        assert_eq!((sum.contig, sum.max, sum.missing.clone()), (1, 3, vec![2]));
+        assert!(sum.is_consistent(2));
     }
 
     #[test]

@@ -2,5 +2,10 @@
 //! a serializable `Report` (the JSON line), a readable `table`, and where it makes sense a
 //! `plot`. Tests call these functions directly with fixed seeds.
 
+pub mod aggregate;
 pub mod anti_entropy;
 pub mod bench;
+pub mod chord;
+pub mod flood_vs_gossip;
+pub mod pbcast;
+pub mod rumor;

@@ -1,0 +1,562 @@
+//! The ring stepped by hand: a handful of machines, a zero-latency FIFO message pump, a clock
+//! moved from deadline to deadline, nodes that can be silenced.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use hearsay_protocols::wire::{self, DATAGRAM_BUDGET};
+use hearsay_protocols::{Duration, Instant, Machine, NodeId, Reliability, Seed, Timing};
+
+use super::*;
+
+fn id(n: u64) -> NodeId {
+    NodeId::from_u64(n)
+}
+
+fn config(detector: Detector, mode: LookupMode) -> Arc<ChordConfig> {
+    Arc::new(ChordConfig { detector, lookup_mode: mode, timing: Timing::Phased, ..ChordConfig::default() })
+}
+
+fn machine(n: u64, cfg: &Arc<ChordConfig>) -> Chord {
+    Chord::new(id(n), cfg.clone(), &Seed::derive(7, "node", 0, n), Instant::ZERO)
+}
+
+/// Machines, a clock, a FIFO of messages in flight, and the nodes that are down.
+struct Net {
+    nodes: Vec<Chord>,
+    down: BTreeSet<NodeId>,
+    now: Instant,
+    events: Vec<(NodeId, ChordEvent)>,
+    delivered: Vec<(NodeId, NodeId, ChordMessage)>,
+}
+
+impl Net {
+    fn new(nodes: Vec<Chord>) -> Self {
+        let mut net = Net {
+            nodes,
+            down: BTreeSet::new(),
+            now: Instant::ZERO,
+            events: Vec::new(),
+            delivered: Vec::new(),
+        };
+        net.pump();
+        net
+    }
+
+    /// A ring of nodes 1..=n, every node joined from the full member table.
+    fn converged(n: u64, cfg: &Arc<ChordConfig>) -> (Net, RingSnapshot) {
+        let snap = RingSnapshot::new((1..=n).map(id));
+        let nodes = (1..=n)
+            .map(|i| {
+                let mut m = machine(i, cfg);
+                m.join_from_members(Instant::ZERO, &snap).unwrap();
+                m
+            })
+            .collect();
+        (Net::new(nodes), snap)
+    }
+
+    fn at(&mut self, who: NodeId) -> &mut Chord {
+        self.nodes.iter_mut().find(|m| m.id() == who).expect("a node of the net")
+    }
+
+    fn get(&self, who: NodeId) -> &Chord {
+        self.nodes.iter().find(|m| m.id() == who).expect("a node of the net")
+    }
+
+    /// Deliver everything queued, in FIFO order, at the current instant.
+    fn pump(&mut self) {
+        let mut queue = VecDeque::new();
+        loop {
+            for m in self.nodes.iter_mut() {
+                while let Some(t) = m.poll_transmit() {
+                    assert_eq!(t.reliability, Reliability::Datagram);
+                    queue.push_back((m.id(), t.to, t.msg));
+                }
+                while let Some(e) = m.poll_event() {
+                    self.events.push((m.id(), e));
+                }
+            }
+            let Some((from, to, msg)) = queue.pop_front() else {
+                break;
+            };
+            if self.down.contains(&to) || self.down.contains(&from) {
+                continue;
+            }
+            self.delivered.push((from, to, msg.clone()));
+            let now = self.now;
+            if let Some(m) = self.nodes.iter_mut().find(|m| m.id() == to) {
+                m.handle_message(now, from, msg);
+            }
+        }
+    }
+
+    /// Move the clock to `until`, firing every timer of every live node on the way.
+    fn run(&mut self, until: Instant) {
+        loop {
+            let next = self
+                .nodes
+                .iter()
+                .filter(|m| !self.down.contains(&m.id()))
+                .filter_map(|m| m.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    for m in self.nodes.iter_mut() {
+                        if !self.down.contains(&m.id()) && m.poll_timeout().is_some_and(|d| d <= now) {
+                            m.handle_timeout(now);
+                        }
+                    }
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn secs(&mut self, s: u64) {
+        let until = self.now + Duration::from_secs(s);
+        self.run(until);
+    }
+
+    /// Run a lookup from `origin` and return its outcome event.
+    fn lookup(&mut self, origin: NodeId, key: RingId) -> ChordEvent {
+        let now = self.now;
+        let req = self.at(origin).lookup(now, key).unwrap();
+        self.pump();
+        let done = |net: &Net| {
+            net.events.iter().rev().find_map(|(n, e)| match e {
+                ChordEvent::LookupDone { id, .. } | ChordEvent::LookupFailed { id, .. }
+                    if *n == origin && *id == req =>
+                {
+                    Some(e.clone())
+                }
+                _ => None,
+            })
+        };
+        for _ in 0..20 {
+            if let Some(e) = done(self) {
+                return e;
+            }
+            let until = self.now + Duration::from_millis(500);
+            self.run(until);
+        }
+        panic!("lookup {req} never finished")
+    }
+
+    /// Every live node's successor list, predecessor and fingers equal the converged ones.
+    fn assert_converged(&self) {
+        let live: Vec<NodeId> =
+            self.nodes.iter().map(|m| m.id()).filter(|i| !self.down.contains(i)).collect();
+        let snap = RingSnapshot::new(live);
+        for m in self.nodes.iter().filter(|m| !self.down.contains(&m.id())) {
+            let me = m.node();
+            let r = m.config().successor_list_len;
+            assert_eq!(m.successors(), snap.successors_of(&me, r).as_slice(), "{} successors", me.id);
+            assert_eq!(m.predecessor(), snap.predecessors_of(&me, 1).first().copied(), "{} pred", me.id);
+            for k in 0..FINGERS {
+                assert_eq!(m.finger(k), snap.finger_of(&me, k), "{} finger {k}", me.id);
+            }
+        }
+    }
+}
+
+fn keys(n: usize) -> Vec<RingId> {
+    let mut rng = hearsay_protocols::Rng::from_seed(Seed::derive(3, "keys", 0, 0));
+    (0..n).map(|_| RingId(rng.next_u64())).collect()
+}
+
+#[test]
+fn joining_from_the_member_table_gives_the_converged_state() {
+    let cfg = config(Detector::Membership, LookupMode::Recursive);
+    let (net, _) = Net::converged(40, &cfg);
+    net.assert_converged();
+    assert!(net.nodes.iter().all(|m| m.is_joined() && m.successors().len() == 16));
+    let joined = net.events.iter().filter(|(_, e)| *e == ChordEvent::Joined).count();
+    assert_eq!(joined, 40);
+}
+
+#[test]
+fn a_key_between_self_and_successor_is_resolved_locally_with_zero_hops() {
+    let cfg = config(Detector::Membership, LookupMode::Recursive);
+    let (mut net, _) = Net::converged(10, &cfg);
+    let origin = net.nodes[0].node();
+    let succ = net.nodes[0].successor().unwrap();
+    let key = RingId(origin.ring.0.wrapping_add(1));
+    let sent = net.delivered.len();
+    match net.lookup(origin.id, key) {
+        ChordEvent::LookupDone { node, hops, path, .. } => {
+            assert_eq!((node, hops, path), (succ, 0, vec![origin.id]));
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(net.delivered.len(), sent, "no message for a local answer");
+}
+
+#[test]
+fn recursive_lookups_find_the_successor_and_count_forwardings_only() {
+    let cfg = config(Detector::Membership, LookupMode::Recursive);
+    let (mut net, snap) = Net::converged(64, &cfg);
+    let mut total = 0u32;
+    for (i, key) in keys(200).into_iter().enumerate() {
+        let origin = net.nodes[i % 64].id();
+        let ChordEvent::LookupDone { node, hops, path, .. } = net.lookup(origin, key) else {
+            panic!("lookup failed")
+        };
+        assert_eq!(node, snap.successor(key).unwrap(), "key {key}");
+        // hops = distinct nodes on the path, initiator included, minus one (§7.7).
+        assert_eq!(usize::from(hops), path.len() - 1);
+        assert_eq!(path[0], origin);
+        let distinct: BTreeSet<_> = path.iter().collect();
+        assert_eq!(distinct.len(), path.len(), "no node visited twice");
+        // Each hop gets strictly closer to the key, and the last one answers: key ∈ (p, p.succ].
+        let d = |n: &NodeId| RingId::of(n).distance(key);
+        assert!(path.windows(2).all(|w| d(&w[1]) < d(&w[0])), "{path:?}");
+        let p = net.get(*path.last().unwrap());
+        assert!(key.in_half_open(p.node().ring, p.successor().unwrap().ring));
+        total += u32::from(hops);
+    }
+    // ½·log2 64 = 3 forwardings on average; the successor list shortens the end of the path.
+    let mean = f64::from(total) / 200.0;
+    assert!((1.5..3.5).contains(&mean), "mean hops {mean}");
+}
+
+#[test]
+fn iterative_lookups_visit_the_same_nodes_as_recursive_ones() {
+    let rec = config(Detector::Membership, LookupMode::Recursive);
+    let it = config(Detector::Membership, LookupMode::Iterative);
+    let (mut a, _) = Net::converged(50, &rec);
+    let (mut b, _) = Net::converged(50, &it);
+    for (i, key) in keys(60).into_iter().enumerate() {
+        let origin = a.nodes[i % 50].id();
+        let ra = a.lookup(origin, key);
+        let rb = b.lookup(origin, key);
+        let (
+            ChordEvent::LookupDone { node: na, hops: ha, path: pa, .. },
+            ChordEvent::LookupDone { node: nb, hops: hb, path: pb, .. },
+        ) = (ra, rb)
+        else {
+            panic!("a lookup failed")
+        };
+        assert_eq!((na, ha, pa), (nb, hb, pb), "key {key}");
+    }
+    // Iterative: every step is a request to the origin's next hop and a reply to the origin.
+    let replies = b
+        .delivered
+        .iter()
+        .filter(|(_, to, m)| matches!(m, ChordMessage::NextHop { .. }) && to == &b.nodes[0].id())
+        .count();
+    assert!(replies > 0);
+    assert!(!b.delivered.iter().any(|(_, _, m)| matches!(m, ChordMessage::FoundSucc { .. })));
+}
+
+#[test]
+fn nodes_joining_through_a_member_converge_by_stabilize_and_fix_fingers() {
+    let cfg = config(Detector::Standalone, LookupMode::Recursive);
+    let mut net = Net::new((1..=12).map(|i| machine(i, &cfg)).collect());
+    net.at(id(1)).create(Instant::ZERO).unwrap();
+    for i in 2..=12 {
+        let now = net.now;
+        net.at(id(i)).join_via(now, id(1 + (i * 7) % (i - 1))).unwrap();
+        net.pump();
+        net.secs(1);
+    }
+    assert!(net.nodes.iter().all(|m| m.is_joined()));
+    net.secs(40);
+    net.assert_converged();
+    let (mut ok, snap) = (0, RingSnapshot::new((1..=12).map(id)));
+    for (i, key) in keys(50).into_iter().enumerate() {
+        if let ChordEvent::LookupDone { node, .. } = net.lookup(id(1 + (i as u64 % 12)), key) {
+            ok += u32::from(node == snap.successor(key).unwrap());
+        }
+    }
+    assert_eq!(ok, 50);
+}
+
+#[test]
+fn a_second_node_makes_a_lone_node_a_ring_of_two() {
+    let cfg = config(Detector::Standalone, LookupMode::Recursive);
+    let mut net = Net::new(vec![machine(1, &cfg), machine(2, &cfg)]);
+    net.at(id(1)).create(Instant::ZERO).unwrap();
+    assert!(net.get(id(1)).is_responsible(RingId(12345)), "alone: responsible for everything");
+    net.at(id(2)).join_via(Instant::ZERO, id(1)).unwrap();
+    net.pump();
+    assert_eq!(net.get(id(2)).successor().map(|n| n.id), Some(id(1)));
+    net.secs(3);
+    assert_eq!(net.get(id(1)).successor().map(|n| n.id), Some(id(2)));
+    assert_eq!(net.get(id(1)).predecessor().map(|n| n.id), Some(id(2)));
+    assert_eq!(net.get(id(2)).predecessor().map(|n| n.id), Some(id(1)));
+    let changed = net
+        .events
+        .iter()
+        .any(|(n, e)| *n == id(1) && *e == ChordEvent::SuccessorChanged { old: None, new: Some(id(2)) });
+    assert!(changed, "the host hears about the new successor");
+}
+
+#[test]
+fn a_silent_successor_is_dropped_after_two_missed_answers_and_the_ring_heals() {
+    let cfg = config(Detector::Standalone, LookupMode::Recursive);
+    let (mut net, _) = Net::converged(20, &cfg);
+    let victim = net.nodes[5].node();
+    let pred = net.nodes.iter().find(|m| m.successor() == Some(victim)).unwrap().id();
+    let next = net.get(victim.id).successor().unwrap();
+    net.down.insert(victim.id);
+    net.secs(1);
+    assert_eq!(net.get(pred).successor(), Some(victim), "one miss is not enough");
+    net.secs(3);
+    assert!(net.get(pred).stats().successors_dropped >= 1, "two misses drop it");
+    // Until the victim's successor forgets it as predecessor (RingPing), its PredIs may hand
+    // the victim back (the paper's stabilize); then the new neighbours find each other.
+    net.secs(30);
+    assert!(net.get(next.id).stats().predecessors_dropped >= 1);
+    assert_eq!(net.get(pred).successor(), Some(next));
+    assert_eq!(net.get(next.id).predecessor().map(|n| n.id), Some(pred));
+    net.assert_converged();
+}
+
+#[test]
+fn a_silent_first_hop_times_out_and_the_retry_goes_around_it() {
+    let cfg = config(Detector::Membership, LookupMode::Recursive);
+    let (mut net, snap) = Net::converged(64, &cfg);
+    let origin = net.nodes[0].node();
+    // The key just before the origin: the first hop is the origin's farthest finger.
+    let key = RingId(origin.ring.0.wrapping_sub(2));
+    let first = net.get(origin.id).closest_preceding(key, &[]);
+    assert_ne!(first.id, origin.id);
+    net.down.insert(first.id);
+    let started = net.now;
+    match net.lookup(origin.id, key) {
+        ChordEvent::LookupDone { node, path, .. } => {
+            assert_eq!(node, snap.successor(key).unwrap());
+            assert!(!path.contains(&first.id));
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(net.now >= started + Duration::from_secs(1), "the retry waited for the timeout");
+    assert_eq!(net.get(origin.id).stats().lookup_timeouts, 1);
+    assert!(net.get(origin.id).avoided(&first.id), "the silent hop is avoided for routing");
+}
+
+#[test]
+fn a_lookup_fails_after_its_attempts_when_no_route_answers() {
+    let cfg = config(Detector::Membership, LookupMode::Iterative);
+    let (mut net, _) = Net::converged(8, &cfg);
+    let origin = net.nodes[0].id();
+    for m in &net.nodes {
+        if m.id() != origin {
+            net.down.insert(m.id());
+        }
+    }
+    let key = RingId(net.nodes[0].node().ring.0.wrapping_sub(2));
+    let e = net.lookup(origin, key);
+    assert!(matches!(e, ChordEvent::LookupFailed { .. }), "{e:?}");
+    assert_eq!(net.get(origin).stats().lookups_failed, 1);
+    assert!(net.get(origin).stats().lookup_timeouts >= 3);
+    assert_eq!(net.get(origin).stats().lookups_done, 0);
+}
+
+#[test]
+fn leave_hands_over_at_once() {
+    let cfg = config(Detector::Standalone, LookupMode::Recursive);
+    let (mut net, _) = Net::converged(20, &cfg);
+    let leaver = net.nodes[3].node();
+    let pred = net.get(leaver.id).predecessor().unwrap();
+    let succ_list = net.get(leaver.id).successors().to_vec();
+    let now = net.now;
+    net.at(leaver.id).leave(now).unwrap();
+    net.pump();
+    assert_eq!(net.get(pred.id).successors()[..15], succ_list[..15]);
+    assert_eq!(net.get(succ_list[0].id).predecessor(), Some(pred));
+    assert!(!net.get(leaver.id).is_joined());
+    assert_eq!(net.at(leaver.id).lookup(now, RingId(1)), Err(ChordError::NotJoined));
+    net.down.insert(leaver.id);
+    net.secs(20);
+    net.assert_converged();
+    // It comes back with fresh state and joins again: its neighbours take it back.
+    net.down.remove(&leaver.id);
+    let fresh = machine(leaver.id.prefix_u64(), &cfg);
+    *net.at(leaver.id) = fresh;
+    let now = net.now;
+    net.at(leaver.id).join_via(now, pred.id).unwrap();
+    net.pump();
+    net.secs(40);
+    net.assert_converged();
+}
+
+#[test]
+fn membership_events_update_the_tables_at_once() {
+    let cfg = config(Detector::Membership, LookupMode::Recursive);
+    let all = RingSnapshot::new((1..=30).map(id));
+    let newcomer = all.nodes()[10];
+    let without = RingSnapshot::from_nodes(all.nodes().iter().copied().filter(|n| *n != newcomer).collect());
+    let mut ms: Vec<Chord> = (1..=30)
+        .map(|i| {
+            let mut m = machine(i, &cfg);
+            if id(i) != newcomer.id {
+                m.join_from_members(Instant::ZERO, &without).unwrap();
+            }
+            m
+        })
+        .collect();
+    let pos = ms.iter().position(|m| m.id() == newcomer.id).unwrap();
+    ms[pos].join_from_members(Instant::ZERO, &all).unwrap();
+    let mut net = Net::new(ms);
+    let now = net.now;
+    for m in net.nodes.iter_mut() {
+        m.member_up(now, newcomer.id);
+    }
+    net.pump();
+    net.assert_converged();
+    let before = all.nodes()[9];
+    assert!(net.events.contains(&(
+        before.id,
+        ChordEvent::SuccessorChanged { old: Some(all.nodes()[11].id), new: Some(newcomer.id) }
+    )));
+    // Dead: out of every table at once, and not taken back from a neighbour's stale list.
+    for m in net.nodes.iter_mut() {
+        m.member_down(now, newcomer.id);
+    }
+    net.pump();
+    assert_eq!(net.get(before.id).successor(), Some(all.nodes()[11]));
+    let after = net.get(all.nodes()[11].id);
+    assert_eq!(after.predecessor(), None, "cleared; re-learned from the next Notify");
+    assert!(after.is_responsible(newcomer.ring), "the closest member below stands in (§8.1)");
+    assert!(!net.get(before.id).is_responsible(newcomer.ring));
+    assert!(net.nodes.iter().all(|m| m.id() == newcomer.id
+        || (!m.successors().contains(&newcomer) && (0..FINGERS).all(|k| m.finger(k) != Some(newcomer)))));
+    net.down.insert(newcomer.id);
+    net.secs(30);
+    net.assert_converged();
+}
+
+#[test]
+fn responsibility_and_next_hop_agree_with_the_ring() {
+    let cfg = config(Detector::Membership, LookupMode::Recursive);
+    let (net, snap) = Net::converged(32, &cfg);
+    for key in keys(300) {
+        let owners: Vec<NodeId> =
+            net.nodes.iter().filter(|m| m.is_responsible(key)).map(|m| m.id()).collect();
+        let root = snap.successor(key).unwrap().id;
+        assert_eq!(owners, vec![root], "exactly one responsible node for {key}");
+        // Routed all the way to the responsible node (Scribe's use), in at most 32 steps.
+        let mut at = net.nodes[(key.0 % 32) as usize].id();
+        for _ in 0..32 {
+            if at == root {
+                break;
+            }
+            at = net.get(at).next_hop(key).unwrap();
+        }
+        assert_eq!(at, root);
+    }
+}
+
+#[test]
+fn malformed_input_is_counted_and_changes_nothing() {
+    let cfg = config(Detector::Standalone, LookupMode::Recursive);
+    let (mut net, _) = Net::converged(10, &cfg);
+    let target = net.nodes[0].id();
+    let stranger = id(999);
+    let forged = RingNode { id: stranger, ring: RingId(net.nodes[0].node().ring.0.wrapping_sub(1)) };
+    let honest = RingNode::of(stranger);
+    let before = (net.get(target).successors().to_vec(), net.get(target).predecessor());
+    let now = net.now;
+    let bad = [
+        (stranger, ChordMessage::Notify { node: forged }),
+        (stranger, ChordMessage::Notify { node: RingNode::of(id(5)) }),
+        (
+            stranger,
+            ChordMessage::FindSucc {
+                req_id: 1,
+                key: RingId(5),
+                origin: stranger,
+                hops: 1,
+                ttl: 200,
+                iterative: false,
+                path: vec![stranger],
+            },
+        ),
+        (
+            stranger,
+            ChordMessage::FindSucc {
+                req_id: 1,
+                key: RingId(5),
+                origin: stranger,
+                hops: 1,
+                ttl: 3,
+                iterative: false,
+                path: vec![id(5), stranger],
+            },
+        ),
+        (stranger, ChordMessage::LeaveHint { pred: None, succ_list: vec![honest; SUCC_LIST_MAX + 1] }),
+    ];
+    let m = net.at(target);
+    for (from, msg) in bad {
+        m.handle_message(now, from, msg);
+    }
+    assert_eq!(m.stats().malformed, 5);
+    // Replies nobody asked for, and hints from strangers.
+    m.handle_message(
+        now,
+        stranger,
+        ChordMessage::PredIs { req_id: 77, pred: Some(honest), succ_list: vec![] },
+    );
+    m.handle_message(now, stranger, ChordMessage::RingPong { req_id: 77 });
+    m.handle_message(now, stranger, ChordMessage::LeaveHint { pred: Some(honest), succ_list: vec![honest] });
+    let fake =
+        ChordMessage::FoundSucc { req_id: 77, key: RingId(1), node: honest, hops: 1, path: vec![target] };
+    m.handle_message(now, stranger, fake);
+    assert_eq!(m.stats().unmatched, 4);
+    assert_eq!((m.successors().to_vec(), m.predecessor()), before);
+    assert!(m.poll_transmit().is_none(), "nothing answered");
+}
+
+#[test]
+fn messages_fit_a_datagram_and_round_trip() {
+    let nodes: Vec<RingNode> = (1..=SUCC_LIST_MAX as u64).map(|i| RingNode::of(id(i))).collect();
+    let big_list =
+        ChordMessage::PredIs { req_id: u64::MAX, pred: Some(nodes[0]), succ_list: nodes[..16].to_vec() };
+    let big_path = ChordMessage::FindSucc {
+        req_id: u64::MAX,
+        key: RingId(u64::MAX),
+        origin: id(1),
+        hops: TTL_MAX,
+        ttl: TTL_MAX,
+        iterative: true,
+        path: (1..=PATH_MAX as u64).map(id).collect(),
+    };
+    for msg in [big_list, big_path] {
+        let bytes = wire::encode(&msg, DATAGRAM_BUDGET).expect("fits a datagram");
+        assert_eq!(wire::decode::<ChordMessage>(&bytes, DATAGRAM_BUDGET).unwrap(), msg);
+    }
+}
+
+#[test]
+fn timers_are_reported_and_stale_wakeups_do_nothing() {
+    let cfg = config(Detector::Standalone, LookupMode::Recursive);
+    let mut m = machine(1, &cfg);
+    assert_eq!(m.poll_timeout(), None, "idle: no timer");
+    m.create(Instant::ZERO).unwrap();
+    let first = m.poll_timeout().unwrap();
+    assert!(first < Instant::ZERO + Duration::from_millis(250), "phased fix_fingers tick comes first");
+    m.handle_timeout(Instant::ZERO);
+    assert_eq!(m.poll_timeout(), Some(first), "an early wake-up changes nothing");
+    assert!(m.poll_transmit().is_none());
+}
+
+#[test]
+fn config_validation() {
+    assert_eq!(ChordConfig::default().validate(), Ok(()));
+    let bad = [
+        ChordConfig { successor_list_len: 0, ..ChordConfig::default() },
+        ChordConfig { lookup_ttl: 65, ..ChordConfig::default() },
+        ChordConfig { lookup_timeout: Duration::ZERO, ..ChordConfig::default() },
+        ChordConfig { miss_limit: 0, ..ChordConfig::default() },
+        ChordConfig { lookup_attempts: 0, ..ChordConfig::default() },
+    ];
+    for c in bad {
+        assert!(c.validate().is_err(), "{c:?}");
+    }
+}

@@ -1,0 +1,263 @@
+//! Application-level broadcast over a fixed neighbour graph: flooding with a TTL, and blind
+//! counter rumor mongering (BCRM) with parameters B and F (Portmann & Seneviratne 2002;
+//! PROTOCOLS.md §3).
+//!
+//! Both spread one message from its origin over an overlay graph in which each node knows only
+//! its neighbours. **Flooding** ([`Flooding`]) forwards every first copy to all neighbours but
+//! the one it came from, while the TTL lasts; it reaches everything within TTL hops, at the
+//! price of about one message per edge direction, most of them duplicates. **BCRM**
+//! ([`Bcrm`]) forwards on each of a node's first F receptions to at most B neighbours chosen
+//! uniformly among those *not known to have the message* (p knows r has m iff p sent m to r or
+//! received m from r; nothing else, no feedback). It is "blind" because it never asks whether
+//! a recipient already had m, and "counter" because a node stops after F receptions. The
+//! seed's claim for B = F = 2 against flooding: about half the messages, about 90% coverage,
+//! about twice as slow.
+//!
+//! These are simulator protocols (the `flood-vs-gossip` experiment), not delivery paths of the
+//! daemon; neither repairs anything.
+//!
+//! # Departures from PROTOCOLS.md §3
+//!
+//! - Messages are identified by a [`RumorId`] (a MsgId is one of its variants).
+//! - Neighbour lists are sorted by `NodeId`, the machines' only view of their peers (§0.3),
+//!   not by simulator index; uniform choice over either is the same distribution.
+//! - `seen` (and BCRM's per-message state) expires lazily: entries older than the retention
+//!   are dropped when a later message arrives, so neither machine needs a timer.
+//! - A `Flood` with TTL 0 can only come from a broken peer: counted as malformed, dropped.
+
+mod bcrm;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+pub use self::bcrm::{Bcrm, BcrmConfig};
+use crate::id::NodeId;
+use crate::machine::{Machine, Outbox, Transmit};
+use crate::peers::PeerView;
+pub use crate::rumor::RumorId;
+use crate::time::{Duration, Instant};
+use crate::wire::{MessageKind, WireMessage};
+
+/// The wire messages of both protocols (datagrams).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FloodMessage {
+    /// Flooding: the message and the hops it may still travel (≥ 1).
+    Flood {
+        /// The message's id.
+        id: RumorId,
+        /// Remaining hops, including this one.
+        ttl: u8,
+        /// The content.
+        payload: Bytes,
+    },
+    /// BCRM: the message.
+    Gossip {
+        /// The message's id.
+        id: RumorId,
+        /// The content.
+        payload: Bytes,
+    },
+}
+
+impl WireMessage for FloodMessage {
+    const KIND: MessageKind = MessageKind::Flood;
+}
+
+/// What both machines tell their host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FloodEvent {
+    /// The first copy of a message reached this node (never for one originated here).
+    Delivered {
+        /// The message.
+        id: RumorId,
+        /// Its content.
+        payload: Bytes,
+        /// The neighbour it came from.
+        from: NodeId,
+    },
+}
+
+/// Counters of both machines, for the experiment and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodStats {
+    /// Messages sent (originated and forwarded copies).
+    pub sent: u64,
+    /// First copies received.
+    pub delivered: u64,
+    /// Copies of a message already seen (flooding) or received before (BCRM).
+    pub duplicates: u64,
+    /// Messages dropped as malformed (a `Flood` with TTL 0, a message of the other protocol).
+    pub malformed: u64,
+}
+
+/// Flooding settings (PROTOCOLS.md §10.3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FloodConfig {
+    /// Hops a message may travel from its origin. Default 7 (Gnutella v0.4).
+    pub ttl: u8,
+    /// How long a seen id is remembered. Default 300 s \[H\].
+    pub seen_retention: Duration,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        FloodConfig { ttl: 7, seen_retention: Duration::from_secs(300) }
+    }
+}
+
+impl FloodConfig {
+    /// Check the settings a run cannot work with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ttl == 0 {
+            return Err(ConfigError::Zero("ttl"));
+        }
+        if self.seen_retention == Duration::ZERO {
+            return Err(ConfigError::Zero("seen_retention"));
+        }
+        Ok(())
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The named setting must be greater than zero.
+    #[error("flooding/BCRM setting `{0}` must be greater than zero")]
+    Zero(&'static str),
+}
+
+/// Drops entries older than `retention` at most every half retention (lazy expiry).
+#[derive(Clone, Copy, Debug, Default)]
+struct Expiry {
+    next: Instant,
+}
+
+impl Expiry {
+    fn due(&mut self, now: Instant, retention: Duration) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + Duration::from_micros(retention.as_micros() / 2).max(Duration::from_micros(1));
+        true
+    }
+}
+
+/// Flooding with a TTL at one node. Drive it as described in [`crate::machine`]; it has no
+/// timer.
+#[derive(Debug)]
+pub struct Flooding {
+    id: NodeId,
+    config: Arc<FloodConfig>,
+    neighbours: PeerView,
+    seen: BTreeMap<RumorId, Instant>,
+    expiry: Expiry,
+    out: Outbox<FloodMessage, FloodEvent>,
+    stats: FloodStats,
+}
+
+impl Flooding {
+    /// A flooding machine for node `id` (it draws nothing at random, so it needs no seed).
+    pub fn new(id: NodeId, config: Arc<FloodConfig>) -> Self {
+        Flooding {
+            id,
+            config,
+            neighbours: PeerView::default(),
+            seen: BTreeMap::new(),
+            expiry: Expiry::default(),
+            out: Outbox::default(),
+            stats: FloodStats::default(),
+        }
+    }
+
+    /// Replace the neighbour list.
+    pub fn set_neighbours(&mut self, neighbours: PeerView) {
+        self.neighbours = neighbours;
+    }
+
+    /// Flood a new message from here to every neighbour. False (nothing sent) if already seen.
+    pub fn originate(&mut self, now: Instant, id: RumorId, payload: Bytes) -> bool {
+        if self.seen.contains_key(&id) {
+            return false;
+        }
+        self.seen.insert(id, now);
+        let ttl = self.config.ttl.max(1);
+        self.forward(None, id, ttl, &payload);
+        true
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// True if `id` has been seen (and not yet forgotten).
+    pub fn has_seen(&self, id: &RumorId) -> bool {
+        self.seen.contains_key(id)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &FloodStats {
+        &self.stats
+    }
+
+    fn forward(&mut self, except: Option<NodeId>, id: RumorId, ttl: u8, payload: &Bytes) {
+        for &n in self.neighbours.as_slice() {
+            if Some(n) == except || n == self.id {
+                continue;
+            }
+            self.stats.sent += 1;
+            self.out.datagram(n, FloodMessage::Flood { id, ttl, payload: payload.clone() });
+        }
+    }
+}
+
+impl Machine for Flooding {
+    type Message = FloodMessage;
+    type Event = FloodEvent;
+
+    fn handle_message(&mut self, now: Instant, from: NodeId, msg: FloodMessage) {
+        let FloodMessage::Flood { id, ttl, payload } = msg else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if ttl == 0 {
+            self.stats.malformed += 1;
+            return;
+        }
+        let retention = self.config.seen_retention;
+        if self.expiry.due(now, retention) {
+            self.seen.retain(|_, at| *at + retention > now);
+        }
+        if self.seen.contains_key(&id) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.seen.insert(id, now);
+        self.stats.delivered += 1;
+        if ttl > 1 {
+            self.forward(Some(from), id, ttl - 1, &payload);
+        }
+        self.out.event(FloodEvent::Delivered { id, payload, from });
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_transmit(&mut self) -> Option<Transmit<FloodMessage>> {
+        self.out.pop_transmit()
+    }
+
+    fn poll_event(&mut self) -> Option<FloodEvent> {
+        self.out.pop_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}

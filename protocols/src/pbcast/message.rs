@@ -1,0 +1,144 @@
+//! pbcast's wire messages and the events it gives its host (PROTOCOLS.md §4.3).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::anti_entropy::StreamSummary;
+use crate::id::{NodeId, Seq, StreamId, TopicId};
+use crate::time::Instant;
+use crate::wire::{MessageKind, WireMessage};
+
+/// A message's identity (PROTOCOLS.md §0.2): its origin, topic and per-(origin, topic) seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MsgId {
+    /// The node that published it.
+    pub origin: NodeId,
+    /// The topic it was published on.
+    pub topic: TopicId,
+    /// Its sequence number in the stream (origin, topic), from 1.
+    pub seq: Seq,
+}
+
+impl MsgId {
+    /// The stream the message belongs to.
+    pub fn stream(&self) -> StreamId {
+        StreamId { topic: self.topic, origin: self.origin }
+    }
+}
+
+/// How a node obtained an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Via {
+    /// It published the entry itself (never on the wire).
+    Local,
+    /// The first-phase multicast (the tree, or the origin's direct copies).
+    FirstPhase,
+    /// A pbcast retransmission, solicited after a digest.
+    Repair,
+    /// An anti-entropy exchange (handed in by the host).
+    AntiEntropy,
+}
+
+/// One message on the wire: first-phase copy or retransmission (PROTOCOLS.md §4.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    /// Its identity.
+    pub id: MsgId,
+    /// The origin's clock at publish time (informational).
+    pub published_at: Instant,
+    /// The application's bytes.
+    pub payload: Bytes,
+    /// How it travels.
+    pub via: Via,
+}
+
+/// The pbcast wire messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PbMessage {
+    /// A message, first phase or retransmission (a datagram unless over the budget).
+    Data(Data),
+    /// A summary of the sender's gossip buffer for one topic.
+    Digest {
+        /// The topic.
+        topic: TopicId,
+        /// One summary per stream with active entries, strictly ascending by stream.
+        summaries: Vec<StreamSummary>,
+    },
+    /// A request for retransmissions, sent to a digest's sender.
+    Solicit {
+        /// The topic.
+        topic: TopicId,
+        /// Per origin (strictly ascending), the seqs wanted (strictly ascending, non-empty).
+        wants: Vec<(NodeId, Vec<Seq>)>,
+    },
+    /// More than `batch_over` retransmissions for one solicitation, on a stream.
+    Repair {
+        /// The entries, each `via: Repair`.
+        entries: Vec<Data>,
+    },
+}
+
+impl WireMessage for PbMessage {
+    const KIND: MessageKind = MessageKind::Pbcast;
+}
+
+/// One message handed to the local subscriber.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its identity.
+    pub id: MsgId,
+    /// The application's bytes.
+    pub payload: Bytes,
+    /// The origin's clock at publish time.
+    pub published_at: Instant,
+    /// When this node first obtained it.
+    pub received_at: Instant,
+    /// How this node first obtained it.
+    pub via: Via,
+}
+
+/// What pbcast tells its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PbEvent {
+    /// Hand this message to the subscriber (per origin in seq order, each at most once).
+    Deliver(Delivery),
+    /// Seqs `first..=last` of `origin` on `topic` can no longer be had; the subscriber will
+    /// never see them.
+    Gap {
+        /// The topic.
+        topic: TopicId,
+        /// The stream's origin.
+        origin: NodeId,
+        /// First seq given up.
+        first: Seq,
+        /// Last seq given up.
+        last: Seq,
+    },
+    /// A new subscriber needs the members' heads: run an anti-entropy exchange in Heads mode
+    /// with `peer` for `topic` and pass the reply to [`Pbcast::handle_heads`] (§4.7).
+    HeadsWanted {
+        /// The topic subscribed to.
+        topic: TopicId,
+        /// The member to ask.
+        peer: NodeId,
+    },
+    /// A seq of `topic` has been missing for G rounds: run one on-demand anti-entropy Pull
+    /// for the topic and hand what it brings to [`Pbcast::handle_data`] (§4.7).
+    PullWanted {
+        /// The topic.
+        topic: TopicId,
+    },
+}
+
+/// Where a new subscriber's streams start (PROTOCOLS.md §4.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Ask a member for its heads first ([`PbEvent::HeadsWanted`]); streams start after
+    /// them. Without any other member, every stream starts at its first evidence.
+    Heads,
+    /// Every stream starts at its first evidence: the first entry obtained or the floor of the
+    /// first summary seen.
+    FirstEvidence,
+    /// Every stream starts at seq 1: nothing was published before this subscription.
+    FromFirst,
+}

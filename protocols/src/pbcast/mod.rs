@@ -1,0 +1,377 @@
+//! Bimodal multicast, pbcast (Birman, Hayden, Ozkasap, Xiao, Budiu, Minsky, *Bimodal
+//! Multicast*, ACM TOCS 17(2), 1999; PROTOCOLS.md §4).
+//!
+//! A message travels in two phases. **Phase one** is a best-effort multicast that the host
+//! arranges: in the daemon the Scribe tree carries `Data{via: FirstPhase}` to the topic's
+//! members, in the simulator the origin sends one datagram to every member ([`Pbcast::multicast`]).
+//! **Phase two** repairs what phase one lost: every gossip period (`period`, T_g) each member
+//! sends a digest of its *gossip buffer* (the entries it received during its last G local
+//! rounds, summarized per origin exactly as anti-entropy summarizes a store, §1.1, reusing
+//! [`StreamSummary`]) to `fanout` uniformly random other members; the receiver solicits what it
+//! lacks from the digest's sender, oldest first; the sender retransmits from its bounded history,
+//! up to a per-round limit. Entries leave the gossip buffer G rounds after this node received
+//! them. Delivery to the local subscriber is at most once and FIFO per origin: an entry waits in
+//! a hold buffer for the seqs before it, and a seq that cannot be had (known to exist for
+//! `gap_after` rounds, or the hold buffer full) is announced as a [`PbEvent::Gap`]. The outcome
+//! is Birman's bimodal guarantee: a message reaches almost all members or almost none.
+//!
+//! # Driving it
+//!
+//! The [`Machine`] contract: after every input drain `poll_transmit`, then `poll_event`, then
+//! read `poll_timeout`. Local commands, called by the host between inputs:
+//!
+//! | command | what it does |
+//! |---|---|
+//! | [`Pbcast::set_topic_peers`] | the topic's members, partners are drawn from them (self may be included) |
+//! | [`Pbcast::subscribe`] | become a member; [`Start`] says where streams start (§4.7) |
+//! | [`Pbcast::handle_heads`] | the reply of the Heads exchange that `subscribe(.., Start::Heads)` asked for |
+//! | [`Pbcast::unsubscribe`] | stop being a member |
+//! | [`Pbcast::publish`] | stamp a message (origin, topic, seq), keep it, return the first-phase `Data` |
+//! | [`Pbcast::multicast`] | send first-phase copies of a `Data` to chosen targets |
+//! | [`Pbcast::handle_data`] | a `Data` that arrived by another path (tree, anti-entropy) |
+//!
+//! Events: [`PbEvent::Deliver`] (per-origin FIFO, at most once), [`PbEvent::Gap`],
+//! [`PbEvent::HeadsWanted`] (run a Heads anti-entropy exchange with this peer and call
+//! `handle_heads`) and [`PbEvent::PullWanted`] (run an on-demand anti-entropy Pull, §4.7).
+//!
+//! # Timers
+//!
+//! `pb_tick` every `period` (in `timing`, phased by default), and one heads deadline per topic
+//! waiting for its start cursors. On equal deadlines the heads deadline is served first. A tick:
+//! round += 1, retransmission budget reset, gossip buffers aged, digests sent for up to
+//! `topics_per_round` topics (rotating), then the gap check and the anti-entropy pull hook.
+//!
+//! # Departures from PROTOCOLS.md §4, on purpose
+//!
+//! - **Known-missing is learned for whole prefixes.** Seqs are dense per stream, so a digest
+//!   advertising `max` (or an entry `s`) proves every lower seq exists; `known_missing_since` is
+//!   set for all of them, not only for the seqs the digest advertises. That is the field's own
+//!   definition ("first learned that this seq exists and it lacks it") and lets it be stored as a
+//!   step function instead of one value per seq.
+//! - **A member never solicits below its cursor.** §4.6 excludes held, lost and pre-`start`
+//!   seqs; a seq below `next` that is none of these was delivered and since evicted, and
+//!   soliciting it again would only fetch what the subscriber already has.
+//! - **Entries in a hold buffer are not evicted.** History eviction takes entries in the order
+//!   they became evictable (when delivered, or on arrival if they will never be delivered here),
+//!   so a held-back entry cannot be lost to eviction before its turn; the history may exceed
+//!   its bound by at most the hold buffers (each ≤ `hold_max`).
+//! - **Digests are sent for topics with something active.** A topic with an empty gossip
+//!   buffer sends nothing and does not use one of the `topics_per_round` slots.
+//! - **While waiting for heads** a new subscriber stores entries but ignores digests (it solicits
+//!   nothing, §4.7); a stream absent from the heads reply starts at its lowest held seq.
+//! - **[`Start::FromFirst`]** is added for a member that subscribed before anything was
+//!   published (the simulator's setup, a topic's creator): every stream starts at seq 1.
+//! - **A source forgets the topic** once its own entries have left the gossip buffer (§4.2
+//!   says it keeps them G rounds; it then has no role left).
+//! - **A member delivers its own messages** at publish time (`via: Local`); §4.7 is silent.
+//! - **Summary truncation.** §1.1 lowers a truncated summary's `max` to "the (M+1)-th missing
+//!   seq − 1", which is itself a missing seq when the cut falls inside a run of missing seqs,
+//!   and §1.6's consistency check then rejects the summary. [`summarize`] (and
+//!   `anti_entropy::Store::summary`, fixed alongside) lowers `max` to the last held seq before
+//!   that run instead.
+//! - **A bound on seqs from peers**: anything above [`SEQ_MAX`] (2^62) is malformed, so no
+//!   cursor or counter can be pushed to overflow.
+//! - [`MsgId`] (PROTOCOLS.md §0.2) is defined here until another machine needs it in `id`.
+
+mod config;
+mod gossip;
+mod message;
+mod stream;
+#[cfg(test)]
+mod tests;
+mod topic;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use self::config::valid_summary;
+pub use self::config::{ConfigError, DIGEST_MISSING_LIMIT, FANOUT_MAX, PbConfig, PublishError, SEQ_MAX};
+pub use self::message::{Data, Delivery, MsgId, PbEvent, PbMessage, Start, Via};
+pub use self::stream::summarize;
+use self::stream::{Cursor, Held};
+use self::topic::{StartRule, Topic};
+pub use crate::anti_entropy::StreamSummary;
+use crate::id::{NodeId, Seq, TopicId};
+use crate::machine::Outbox;
+use crate::peers::PeerView;
+use crate::rng::{Rng, Seed};
+use crate::time::Instant;
+use crate::timer::Ticker;
+use crate::wire::{self, DATAGRAM_BUDGET};
+
+/// Counters, for metrics and experiments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PbStats {
+    /// Messages published here.
+    pub published: u64,
+    /// First-phase copies sent.
+    pub first_phase_sent: u64,
+    /// New entries obtained from others (any path).
+    pub received: u64,
+    /// Entries received that were already held.
+    pub duplicates: u64,
+    /// Entries handed to the subscriber.
+    pub delivered: u64,
+    /// Gap events, and the seqs they covered.
+    pub gaps: u64,
+    /// Seqs given up in gaps.
+    pub gap_seqs: u64,
+    /// Digests sent.
+    pub digests_sent: u64,
+    /// Digests received and acted on.
+    pub digests_received: u64,
+    /// Digests ignored: not a member of the topic, or waiting for heads.
+    pub digests_ignored: u64,
+    /// Solicitations sent.
+    pub solicits_sent: u64,
+    /// Seqs asked for in them.
+    pub seqs_solicited: u64,
+    /// Retransmissions sent.
+    pub retransmitted: u64,
+    /// Solicited seqs not served because of the per-round limit.
+    pub retx_limited: u64,
+    /// Solicited seqs this node did not hold.
+    pub solicit_absent: u64,
+    /// Entries evicted from history.
+    pub evicted: u64,
+    /// Messages for a topic this node has no role in (or is not a member of).
+    pub unknown_topic: u64,
+    /// Messages dropped as malformed (bounds, order, consistency, seq 0).
+    pub malformed: u64,
+}
+
+/// The pbcast machine of one node. Drive it as described in [`crate::machine`]; the poll
+/// order is transmits, then events, then the timeout.
+#[derive(Debug)]
+pub struct Pbcast {
+    id: NodeId,
+    config: Arc<PbConfig>,
+    rng: Rng,
+    tick: Ticker,
+    round: u64,
+    retx_msgs: usize,
+    retx_bytes: usize,
+    topics: BTreeMap<TopicId, Topic>,
+    /// Topic members, per topic, with this node's position in the view.
+    views: BTreeMap<TopicId, (PeerView, Option<usize>)>,
+    /// The last seq this node published per topic (kept across unsubscribe).
+    own_seq: BTreeMap<TopicId, Seq>,
+    /// The last topic that sent digests; the next tick continues after it.
+    topic_cursor: Option<TopicId>,
+    out: Outbox<PbMessage, PbEvent>,
+    stats: PbStats,
+}
+
+impl Pbcast {
+    /// The machine name used to derive its RNG from the node seed.
+    pub const NAME: &'static str = "pbcast";
+
+    /// A machine for node `id`, started at `now`, with its RNG derived from the node's seed.
+    /// The config should have passed [`PbConfig::validate`].
+    pub fn new(id: NodeId, config: Arc<PbConfig>, node_seed: &Seed, now: Instant) -> Self {
+        let mut rng = Rng::from_seed(node_seed.machine(Self::NAME));
+        let tick = Ticker::start(now, config.period, config.timing, &mut rng);
+        Pbcast {
+            id,
+            config,
+            rng,
+            tick,
+            round: 0,
+            retx_msgs: 0,
+            retx_bytes: 0,
+            topics: BTreeMap::new(),
+            views: BTreeMap::new(),
+            own_seq: BTreeMap::new(),
+            topic_cursor: None,
+            out: Outbox::default(),
+            stats: PbStats::default(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The local round counter (+1 per tick).
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &PbStats {
+        &self.stats
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PbConfig {
+        &self.config
+    }
+
+    /// Replace the members of `topic` that partners are drawn from.
+    pub fn set_topic_peers(&mut self, topic: TopicId, peers: PeerView) {
+        let pos = peers.position(&self.id);
+        self.views.insert(topic, (peers, pos));
+    }
+
+    /// True when this node is subscribed to `topic`.
+    pub fn is_member(&self, topic: TopicId) -> bool {
+        self.topics.get(&topic).is_some_and(|t| t.member)
+    }
+
+    /// Topics this node has a role in (member or source), ascending.
+    pub fn topics(&self) -> impl Iterator<Item = TopicId> + '_ {
+        self.topics.keys().copied()
+    }
+
+    /// True when `id` is in this node's history.
+    pub fn holds(&self, id: &MsgId) -> bool {
+        self.topics
+            .get(&id.topic)
+            .and_then(|t| t.streams.get(&id.origin))
+            .is_some_and(|s| s.held.contains_key(&id.seq))
+    }
+
+    /// The next seq this node will deliver from `origin` on `topic`, once its cursor is fixed.
+    pub fn next_delivery(&self, topic: TopicId, origin: NodeId) -> Option<Seq> {
+        self.topics.get(&topic)?.streams.get(&origin)?.cursor.map(|c| c.next)
+    }
+
+    /// Entries held in `topic`'s history.
+    pub fn history_len(&self, topic: TopicId) -> usize {
+        self.topics.get(&topic).map_or(0, |t| t.msgs)
+    }
+
+    /// True when nothing is left to do: no entry in any gossip buffer, no known-missing seq,
+    /// no subscription waiting for heads. Only new input can change anything after that.
+    pub fn is_quiescent(&self) -> bool {
+        self.topics.values().all(|t| !t.has_active() && !t.has_known_missing() && t.awaiting_heads.is_none())
+    }
+
+    /// True when some subscribed stream knows of a seq it neither holds nor has given up.
+    pub fn has_known_missing(&self) -> bool {
+        self.topics.values().any(Topic::has_known_missing)
+    }
+
+    /// Subscribe to `topic`: deliver its messages from the streams' starts (§4.7). With
+    /// [`Start::Heads`] a [`PbEvent::HeadsWanted`] asks the host for a Heads exchange; until
+    /// [`Pbcast::handle_heads`] (or `heads_timeout`) entries are stored but not delivered and
+    /// nothing is solicited. Subscribing again is a no-op.
+    pub fn subscribe(&mut self, now: Instant, topic: TopicId, start: Start) {
+        if self.is_member(topic) {
+            return;
+        }
+        let rule = match start {
+            Start::FromFirst => StartRule::FromFirst,
+            Start::Heads | Start::FirstEvidence => StartRule::FirstEvidence,
+        };
+        let me = self.id;
+        let own_next = self.own_seq.get(&topic).map_or(1, |s| s + 1);
+        let t = self
+            .topics
+            .entry(topic)
+            .or_insert_with(|| Topic::new(topic, true, rule, self.config.digest_missing_max));
+        t.member = true;
+        t.start_rule = rule;
+        // Our own stream is delivered from the next publish on.
+        t.stream_mut(me).cursor = Some(Cursor::at(own_next));
+        if start == Start::Heads {
+            let peer = self.views.get(&topic).and_then(|(v, pos)| v.pick_except(*pos, &mut self.rng));
+            if let Some(peer) = peer {
+                let t = self.topics.get_mut(&topic).expect("inserted above");
+                t.awaiting_heads = Some(now + self.config.heads_timeout);
+                self.out.event(PbEvent::HeadsWanted { topic, peer });
+            }
+        }
+    }
+
+    /// The reply of the Heads exchange asked for by [`PbEvent::HeadsWanted`]: the partner's
+    /// summaries of `topic`. Streams named start after their `max`; the others at first
+    /// evidence. Summaries of other topics or that are inconsistent are ignored (counted).
+    /// Ignored unless `topic` is waiting for heads.
+    pub fn handle_heads(&mut self, _now: Instant, topic: TopicId, summaries: &[StreamSummary]) {
+        let Some(t) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        if t.awaiting_heads.is_none() {
+            return;
+        }
+        let mut heads = Vec::with_capacity(summaries.len());
+        for s in summaries {
+            if s.stream.topic != topic || !valid_summary(s, DIGEST_MISSING_LIMIT) {
+                self.stats.malformed += 1;
+                continue;
+            }
+            heads.push((s.stream.origin, s.max));
+        }
+        t.resolve_heads(&heads, self.id);
+        self.deliver_all(topic);
+    }
+
+    /// Stop delivering `topic`. A node that published on it within G rounds stays a source of
+    /// its own entries until they leave the gossip buffer.
+    pub fn unsubscribe(&mut self, topic: TopicId) {
+        let Some(t) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        if t.source_until >= self.round && t.streams.contains_key(&self.id) {
+            t.keep_only_own(self.id);
+        } else {
+            self.topics.remove(&topic);
+        }
+    }
+
+    /// Publish `payload` on `topic`: stamp it (this node, topic, next seq), keep it in history
+    /// and the gossip buffer, deliver it locally if subscribed, and return the `Data` the host
+    /// sends in the first phase (through the tree, or [`Pbcast::multicast`]). A node that is not
+    /// a member becomes a source of the topic for G rounds (§4.1).
+    pub fn publish(&mut self, now: Instant, topic: TopicId, payload: Bytes) -> Result<Data, PublishError> {
+        if payload.len() > self.config.max_payload {
+            return Err(PublishError::TooLarge { len: payload.len(), max: self.config.max_payload });
+        }
+        let seq = {
+            let s = self.own_seq.entry(topic).or_insert(0);
+            *s += 1;
+            *s
+        };
+        let me = self.id;
+        let round = self.round;
+        let t = self.topics.entry(topic).or_insert_with(|| {
+            Topic::new(topic, false, StartRule::FirstEvidence, self.config.digest_missing_max)
+        });
+        t.source_until = round + self.config.gc_rounds;
+        let held = Held { payload: payload.clone(), published_at: now, received_at: now, via: Via::Local };
+        t.store(me, seq, held, round);
+        t.deliver(me, &mut self.out, &mut self.stats);
+        t.enforce_bounds(&self.config, &mut self.stats);
+        self.stats.published += 1;
+        Ok(Data { id: MsgId { origin: me, topic, seq }, published_at: now, payload, via: Via::FirstPhase })
+    }
+
+    /// Send first-phase copies of `data` to each of `targets` (self skipped), in order: a
+    /// datagram each, or a stream message if over the datagram budget.
+    pub fn multicast<'a>(&mut self, data: &Data, targets: impl IntoIterator<Item = &'a NodeId>) {
+        let copy = PbMessage::Data(Data { via: Via::FirstPhase, ..data.clone() });
+        let over = wire::encoded_len(&copy) > DATAGRAM_BUDGET;
+        for &to in targets {
+            if to == self.id {
+                continue;
+            }
+            self.stats.first_phase_sent += 1;
+            if over {
+                self.out.stream(to, copy.clone());
+            } else {
+                self.out.datagram(to, copy.clone());
+            }
+        }
+    }
+
+    /// A `Data` that reached this node by another path: the first-phase tree, or an
+    /// anti-entropy exchange (with `via: AntiEntropy`). Handled exactly like one received from
+    /// the pbcast wire.
+    pub fn handle_data(&mut self, now: Instant, data: Data) {
+        self.on_data(now, data);
+    }
+}
