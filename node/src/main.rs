@@ -1,1 +1,273 @@
-fn main() {}
+//! `hearsay`: the agent daemon and the CLI that talks to it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hearsay::agent::{self, AgentOptions, IdentitySource};
+use hearsay::cli::{self, Client, DEFAULT_API};
+use hearsay::config::{FileConfig, Preset};
+use hearsay::transport::faulty::Faults;
+use hearsay::transport::identity::ClusterSecret;
+
+#[derive(Parser)]
+#[command(
+    name = "hearsay",
+    version,
+    about = "Gossip-based peer-to-peer dissemination and multicast",
+    long_about = "Gossip-based peer-to-peer dissemination and multicast. Run `hearsay agent` on every \
+                  host; the other commands talk to the local agent's API (--api, or HEARSAY_API)."
+)]
+struct Cli {
+    /// The agent's local API address (for `agent`: where to serve it).
+    #[arg(long, global = true, env = "HEARSAY_API", default_value = DEFAULT_API)]
+    api: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run an agent: join the cluster, serve the local API until SIGTERM or Ctrl-C.
+    Agent(AgentArgs),
+    /// List the members this agent knows: name, address, state, incarnation.
+    Members {
+        /// Print a JSON array of {name, addr, state, incarnation, id, ring_id}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id.
+    Publish {
+        /// The topic (names starting with `gossip/` spread by rumor mongering, others by tree).
+        topic: String,
+        /// The message; read lines from stdin when absent.
+        msg: Option<String>,
+        /// A header NAME=VALUE for subscription filters (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Print each id as a JSON object {topic, origin, seq}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream the messages of TOPIC (and explicit gap notices) until interrupted or expired.
+    Subscribe {
+        /// The topic.
+        topic: String,
+        /// Only messages whose headers match, e.g. `priority >= 3 && region == eu`.
+        #[arg(long)]
+        filter: Option<String>,
+        /// End the subscription after SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        expire: Option<f64>,
+        /// One JSON object per line: {topic, origin, seq, payload | payload_b64} or
+        /// {"gap": {topic, origin, from_seq, to_seq}}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the cluster for an aggregate of a value every node may hold.
+    Query {
+        /// The function.
+        #[arg(value_enum)]
+        func: FuncArg,
+        /// The value's name.
+        name: String,
+        /// Print {fn, name, value, rounds, nodes, converged}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set this node's contribution to aggregates.
+    Value {
+        #[command(subcommand)]
+        action: ValueCmd,
+    },
+    /// Topics this agent takes part in.
+    Topics {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// This agent's ring neighbourhood: predecessor, successors, fingers.
+    Ring {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new cluster secret file (give the same file to every agent of a cluster).
+    Keygen {
+        /// Where to write it (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ValueCmd {
+    /// Set NAME to X (a finite number).
+    Set {
+        /// The value's name.
+        name: String,
+        /// The value.
+        #[arg(allow_negative_numbers = true)]
+        value: f64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FuncArg {
+    Avg,
+    Sum,
+    Count,
+    Min,
+    Max,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// Read settings from this TOML file (same keys as the flags; flags win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This node's name in member lists.
+    #[arg(long)]
+    name: Option<String>,
+    /// UDP address for QUIC [default: 0.0.0.0:7946].
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// Address other nodes should use to reach this one [default: the bind address].
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+    /// A seed address to join through (repeatable); none starts a new cluster.
+    #[arg(long)]
+    join: Vec<SocketAddr>,
+    /// The cluster secret (made by `hearsay keygen`).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Where this node keeps its key [default: ./hearsay-data-NAME].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Timing preset after memberlist's: lan, wan or local.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// Log filter, e.g. `info` or `hearsay=debug`.
+    #[arg(long)]
+    log: Option<String>,
+    /// Drop this fraction of outgoing UDP datagrams (testing).
+    #[arg(long, hide = true, default_value_t = 0.0)]
+    test_loss: f64,
+    /// Delay outgoing UDP datagrams by this many milliseconds (testing).
+    #[arg(long, hide = true, default_value_t = 0)]
+    test_delay_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let client = || Client::new(&cli.api);
+    match cli.command {
+        Cmd::Agent(args) => run_agent(&cli.api, args),
+        Cmd::Members { json } => cli::members(&client(), json),
+        Cmd::Publish { topic, msg, headers, json } => cli::publish(&client(), &topic, msg.as_deref(), &headers, json),
+        Cmd::Subscribe { topic, filter, expire, json } => {
+            cli::subscribe(&client(), &topic, filter.as_deref(), expire, json)
+        }
+        Cmd::Query { func, name, json } => {
+            let f = match func {
+                FuncArg::Avg => "avg",
+                FuncArg::Sum => "sum",
+                FuncArg::Count => "count",
+                FuncArg::Min => "min",
+                FuncArg::Max => "max",
+            };
+            cli::query(&client(), f, &name, json)
+        }
+        Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client(), &name, value),
+        Cmd::Topics { json } => cli::topics(&client(), json),
+        Cmd::Ring { json } => cli::ring(&client(), json),
+        Cmd::Keygen { out } => {
+            ClusterSecret::generate()?.write_new(&out)?;
+            println!("wrote a new cluster secret to {}: give this file to every agent (--secret-file)", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let api_addr: Option<SocketAddr> = api.trim_start_matches("http://").parse().ok();
+    let flags = FileConfig {
+        name: args.name,
+        bind: args.bind,
+        join: Some(args.join),
+        api: api_addr.filter(|a| a.to_string() != DEFAULT_API || args.config.is_none()),
+        secret_file: args.secret_file,
+        data_dir: args.data_dir,
+        preset: args.preset,
+        log: args.log,
+    };
+    let config = file.overridden_by(flags).resolve()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("bad --log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+    if !(0.0..1.0).contains(&args.test_loss) {
+        anyhow::bail!("--test-loss must be in [0, 1)");
+    }
+    let secret = ClusterSecret::load(&config.secret_file)?;
+    let faults = Faults::none();
+    faults.set_loss(args.test_loss);
+    faults.set_delay(std::time::Duration::from_millis(args.test_delay_ms));
+    let mut opts = AgentOptions::new(&config.name, config.bind, secret);
+    opts.advertise = args.advertise;
+    opts.join = config.join.clone();
+    opts.api = Some(config.api);
+    opts.identity = IdentitySource::DataDir(config.data_dir.clone());
+    opts.preset = config.preset;
+    opts.faults = faults;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let handle = agent::spawn(opts).await?;
+        eprintln!(
+            "hearsay agent {} ({}) listening on {}, API on http://{}",
+            config.name,
+            agent::hex(&handle.id),
+            handle.addr,
+            handle.api.map_or_else(|| "-".to_string(), |a| a.to_string())
+        );
+        let stop = async {
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            tokio::signal::ctrl_c().await?;
+            Ok::<(), std::io::Error>(())
+        };
+        let mut handle = handle;
+        tokio::select! {
+            r = stop => {
+                r?;
+                eprintln!("leaving the cluster...");
+                handle.request_leave();
+                handle.stopped().await
+            }
+            r = handle.stopped() => r,
+        }
+    })
+}

@@ -55,6 +55,12 @@ pub enum StreamItem {
         /// The gap.
         gap: Gap,
     },
+    /// The agent ended the subscription (expiry, a consumer that fell behind, shutdown); the
+    /// stream ends after this line.
+    Closed {
+        /// Why.
+        closed: Closed,
+    },
     /// A delivered message.
     Message(Delivery),
 }
@@ -90,6 +96,13 @@ pub struct Gap {
     pub from_seq: u64,
     /// Last missing seq (inclusive).
     pub to_seq: u64,
+}
+
+/// Why a subscription ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    /// A sentence.
+    pub reason: String,
 }
 
 /// `POST /v1/values` body.

@@ -99,8 +99,14 @@ pub enum TransportEvent {
 #[non_exhaustive]
 pub enum ConnectError {
     /// The handshake failed; the reason says whether the cluster secret differs.
-    #[error("{0}")]
-    Refused(String),
+    #[error("{reason}")]
+    Refused {
+        /// A sentence saying why.
+        reason: String,
+        /// True when certificates did not chain to the same cluster key (different secrets):
+        /// retrying cannot help.
+        admission: bool,
+    },
     /// The address answered with another identity than expected.
     #[error("{addr} is node {found}, not the expected {expected}")]
     WrongPeer {
@@ -313,10 +319,10 @@ impl Transport {
         match connecting.await {
             Ok(conn) => Ok(conn),
             Err(e) => {
-                let reason = refusal_reason(addr, &e, true);
+                let (reason, admission) = refusal_reason(addr, &e, true);
                 self.0.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = self.0.events.try_send(TransportEvent::Refused { addr, reason: reason.clone() });
-                Err(ConnectError::Refused(reason))
+                Err(ConnectError::Refused { reason, admission })
             }
         }
     }
@@ -443,7 +449,7 @@ impl Transport {
                         None => conn.close(0u32.into(), b"no identity"),
                     },
                     Err(e) => {
-                        let reason = refusal_reason(addr, &e, false);
+                        let (reason, _) = refusal_reason(addr, &e, false);
                         t.0.stats.refused.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!("{reason}");
                         let _ = t.0.events.try_send(TransportEvent::Refused { addr, reason });
@@ -499,8 +505,9 @@ impl Transport {
     }
 }
 
-/// A sentence for a failed handshake, with the likely cause when certificates disagree.
-fn refusal_reason(addr: SocketAddr, e: &quinn::ConnectionError, we_dialled: bool) -> String {
+/// A sentence for a failed handshake, with the likely cause when certificates disagree, and
+/// whether it was an admission failure.
+fn refusal_reason(addr: SocketAddr, e: &quinn::ConnectionError, we_dialled: bool) -> (String, bool) {
     let text = e.to_string();
     let cert_problem =
         ["certificate", "UnknownIssuer", "BadSignature", "unknown ca", "bad certificate", "BadCertificate"]
@@ -508,12 +515,13 @@ fn refusal_reason(addr: SocketAddr, e: &quinn::ConnectionError, we_dialled: bool
             .any(|needle| text.to_lowercase().contains(&needle.to_lowercase()));
     let who = if we_dialled { format!("connection to {addr}") } else { format!("connection from {addr}") };
     if cert_problem {
-        format!(
+        let reason = format!(
             "{who} refused: the certificates do not chain to the same cluster key \
              (the two nodes use different --secret-file secrets): {text}"
-        )
+        );
+        (reason, true)
     } else {
-        format!("{who} failed: {text}")
+        (format!("{who} failed: {text}"), false)
     }
 }
 
