@@ -1,0 +1,184 @@
+//! The member table and its round-robin probe order (PROTOCOLS.md §6.1, §6.4).
+//!
+//! Entries live in one vector sorted by [`NodeId`] (self included), so lookups are binary
+//! searches and uniform choice needs no extra list. The probe order is a vector of indices
+//! into it: shuffled at every wrap, a new member swapped in at a uniformly random offset
+//! (memberlist `aliveNode`), and shifted when an insertion moves entries.
+
+use hearsay_protocols::{Duration, Instant, NodeId, Rng};
+
+use super::message::{Incarnation, SharedProfile, State};
+use super::suspicion::Suspicion;
+
+/// One entry of the member table.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// The member.
+    pub id: NodeId,
+    /// Its incarnation as this table knows it.
+    pub incarnation: Incarnation,
+    /// Its state.
+    pub state: State,
+    /// When the state last changed (for reaping and gossip to the dead).
+    pub changed_at: Instant,
+    /// Its address and meta.
+    pub profile: SharedProfile,
+    pub(crate) suspicion: Option<Box<Suspicion>>,
+}
+
+impl Member {
+    /// A fresh entry.
+    pub(crate) fn new(
+        id: NodeId,
+        incarnation: Incarnation,
+        state: State,
+        now: Instant,
+        profile: SharedProfile,
+    ) -> Self {
+        Member { id, incarnation, state, changed_at: now, profile, suspicion: None }
+    }
+
+    /// When the suspicion of this member fires, while it is Suspect.
+    pub fn suspicion_deadline(&self) -> Option<Instant> {
+        self.suspicion.as_ref().map(|s| s.deadline)
+    }
+
+    /// Independent confirmations of the suspicion so far (0 when not Suspect).
+    pub fn confirmations(&self) -> u32 {
+        self.suspicion.as_ref().map_or(0, |s| s.confirmations())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Table {
+    me: NodeId,
+    members: Vec<Member>,
+    /// Probe order: indices into `members`, self excluded.
+    probe: Vec<u32>,
+    probe_index: usize,
+}
+
+impl Table {
+    /// A table holding only `own`, and an empty probe order.
+    pub(crate) fn new(own: Member) -> Self {
+        Table { me: own.id, members: vec![own], probe: Vec::new(), probe_index: 0 }
+    }
+
+    /// A table of `members` (self among them), the probe order shuffled.
+    pub(crate) fn with_members(me: NodeId, mut members: Vec<Member>, rng: &mut Rng) -> Self {
+        members.sort_by_key(|m| m.id);
+        members.dedup_by(|a, b| a.id == b.id);
+        let mut t = Table { me, members, probe: Vec::new(), probe_index: 0 };
+        t.rebuild_probe_order(rng);
+        t
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub(crate) fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub(crate) fn position(&self, id: &NodeId) -> Result<usize, usize> {
+        self.members.binary_search_by(|m| m.id.cmp(id))
+    }
+
+    pub(crate) fn get(&self, id: &NodeId) -> Option<&Member> {
+        self.position(id).ok().map(|i| &self.members[i])
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &NodeId) -> Option<&mut Member> {
+        self.position(id).ok().map(|i| &mut self.members[i])
+    }
+
+    /// Our own entry (always present).
+    pub(crate) fn own(&self) -> &Member {
+        let i = self.position(&self.me).unwrap_or(0);
+        &self.members[i]
+    }
+
+    pub(crate) fn own_mut(&mut self) -> &mut Member {
+        let i = self.position(&self.me).unwrap_or(0);
+        &mut self.members[i]
+    }
+
+    /// Insert a member not yet in the table; it enters the probe order at a uniformly random
+    /// offset, the entry there moving to the end (memberlist `aliveNode`).
+    pub(crate) fn insert(&mut self, member: Member, rng: &mut Rng) {
+        let Err(pos) = self.position(&member.id) else { return };
+        let is_me = member.id == self.me;
+        self.members.insert(pos, member);
+        let pos = pos as u32;
+        for i in &mut self.probe {
+            if *i >= pos {
+                *i += 1;
+            }
+        }
+        if !is_me {
+            let n = self.probe.len();
+            self.probe.push(pos);
+            if n > 0 {
+                let offset = rng.index(n);
+                self.probe.swap(offset, n);
+            }
+        }
+    }
+
+    /// The next member to probe: the probe order from the current index, skipping Dead and
+    /// Left entries. Passing the end reaps (entries Dead or Left for longer than `dead_time`,
+    /// appended to `reaped`), reshuffles and restarts. `None` if no member can be probed.
+    pub(crate) fn next_target(
+        &mut self,
+        now: Instant,
+        dead_time: Duration,
+        rng: &mut Rng,
+        reaped: &mut Vec<NodeId>,
+    ) -> Option<NodeId> {
+        let mut wrapped = false;
+        loop {
+            if self.probe_index >= self.probe.len() {
+                if wrapped {
+                    return None;
+                }
+                wrapped = true;
+                self.reap(now, dead_time, reaped);
+                self.rebuild_probe_order(rng);
+            }
+            let Some(&i) = self.probe.get(self.probe_index) else { continue };
+            self.probe_index += 1;
+            let m = &self.members[i as usize];
+            if m.state.is_live() {
+                return Some(m.id);
+            }
+        }
+    }
+
+    fn reap(&mut self, now: Instant, dead_time: Duration, reaped: &mut Vec<NodeId>) {
+        let me = self.me;
+        self.members.retain(|m| {
+            let gone = m.id != me
+                && matches!(m.state, State::Dead | State::Left)
+                && now.saturating_since(m.changed_at) > dead_time;
+            if gone {
+                reaped.push(m.id);
+            }
+            !gone
+        });
+    }
+
+    /// Sorted order minus self, shuffled (Fisher–Yates with the machine RNG, §6.4).
+    fn rebuild_probe_order(&mut self, rng: &mut Rng) {
+        self.probe.clear();
+        self.probe.extend((0..self.members.len() as u32).filter(|&i| self.members[i as usize].id != self.me));
+        rng.shuffle(&mut self.probe);
+        self.probe_index = 0;
+    }
+
+    /// The probe order, as member ids (tests).
+    #[cfg(test)]
+    pub(crate) fn probe_order(&self) -> Vec<NodeId> {
+        self.probe.iter().map(|&i| self.members[i as usize].id).collect()
+    }
+}
