@@ -53,6 +53,9 @@ impl Member {
 pub(crate) struct Table {
     me: NodeId,
     members: Vec<Member>,
+    /// `members[i].id.prefix_u64()`: a dense array to binary-search (8 bytes an entry instead
+    /// of 72), ascending because ids are ordered bytewise.
+    keys: Vec<u64>,
     /// Probe order: indices into `members`, self excluded.
     probe: Vec<u32>,
     probe_index: usize,
@@ -61,14 +64,21 @@ pub(crate) struct Table {
 impl Table {
     /// A table holding only `own`, and an empty probe order.
     pub(crate) fn new(own: Member) -> Self {
-        Table { me: own.id, members: vec![own], probe: Vec::new(), probe_index: 0 }
+        Table {
+            me: own.id,
+            keys: vec![own.id.prefix_u64()],
+            members: vec![own],
+            probe: Vec::new(),
+            probe_index: 0,
+        }
     }
 
     /// A table of `members` (self among them), the probe order shuffled.
     pub(crate) fn with_members(me: NodeId, mut members: Vec<Member>, rng: &mut Rng) -> Self {
         members.sort_by_key(|m| m.id);
         members.dedup_by(|a, b| a.id == b.id);
-        let mut t = Table { me, members, probe: Vec::new(), probe_index: 0 };
+        let keys = members.iter().map(|m| m.id.prefix_u64()).collect();
+        let mut t = Table { me, members, keys, probe: Vec::new(), probe_index: 0 };
         t.rebuild_probe_order(rng);
         t
     }
@@ -82,7 +92,17 @@ impl Table {
     }
 
     pub(crate) fn position(&self, id: &NodeId) -> Result<usize, usize> {
-        self.members.binary_search_by(|m| m.id.cmp(id))
+        let key = id.prefix_u64();
+        let mut i = self.keys.partition_point(|&k| k < key);
+        // Ids sharing the 8-byte prefix (never, for random keys) are told apart in full.
+        while i < self.keys.len() && self.keys[i] == key {
+            match self.members[i].id.cmp(id) {
+                std::cmp::Ordering::Equal => return Ok(i),
+                std::cmp::Ordering::Greater => return Err(i),
+                std::cmp::Ordering::Less => i += 1,
+            }
+        }
+        Err(i)
     }
 
     pub(crate) fn get(&self, id: &NodeId) -> Option<&Member> {
@@ -109,6 +129,7 @@ impl Table {
     pub(crate) fn insert(&mut self, member: Member, rng: &mut Rng) {
         let Err(pos) = self.position(&member.id) else { return };
         let is_me = member.id == self.me;
+        self.keys.insert(pos, member.id.prefix_u64());
         self.members.insert(pos, member);
         let pos = pos as u32;
         for i in &mut self.probe {
@@ -166,6 +187,8 @@ impl Table {
             }
             !gone
         });
+        self.keys.clear();
+        self.keys.extend(self.members.iter().map(|m| m.id.prefix_u64()));
     }
 
     /// Sorted order minus self, shuffled (Fisher–Yates with the machine RNG, §6.4).

@@ -4,3 +4,4 @@
 
 pub mod anti_entropy;
 pub mod bench;
+pub mod swim;
