@@ -16,9 +16,9 @@ fn detection(nodes: usize, crash: usize, runs: u64, timing: Timing) -> swim::Rep
 
 #[test]
 fn first_detection_with_aligned_periods_is_e_over_e_minus_1() {
-    // 24 runs × 20 crashes = 480 events: standard error ≈ 0.95/√480 ≈ 0.043.
-    let r = detection(1_000, 20, 24, Timing::Sync);
-    assert_eq!(r.first_detection_events, 480);
+    // The CLI's defaults: 20 runs × 25 crashes = 500 events, standard error ≈ 0.95/√500.
+    let r = detection(1_000, swim::default_crash(1_000), 20, Timing::Sync);
+    assert_eq!(r.first_detection_events, 500);
     assert_eq!(r.undetected, 0);
     assert!(r.first_detection_periods_stderr < 0.05, "stderr {}", r.first_detection_periods_stderr);
     assert!(
