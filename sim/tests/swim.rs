@@ -122,3 +122,28 @@ fn output_is_identical_across_thread_counts() {
     };
     assert_eq!(run(1), run(2));
 }
+
+#[test]
+fn one_seed_replays_a_run_with_faults_bit_for_bit() {
+    use hearsay_protocols::{Duration, Instant};
+    use hearsay_sim::kernel::Fault;
+    use hearsay_sim::trace::TraceHash;
+    let trace = |seed| {
+        let p = Params { seed, loss: 0.05, ..Params::new(80) };
+        let mut sim = swim::build(&p, 0, Timing::Phased, Lifeguard::ON);
+        let s = |secs| Instant::ZERO + Duration::from_secs(secs);
+        sim.schedule_fault(s(3), Fault::Crash(5));
+        sim.schedule_fault(s(4), Fault::Stall(7));
+        sim.schedule_fault(s(6), Fault::Partition(vec![(0..40).collect()]));
+        sim.schedule_fault(s(9), Fault::Unstall(7));
+        sim.schedule_fault(s(14), Fault::Heal);
+        sim.schedule_fault(s(16), Fault::Restart(5));
+        let mut hash = TraceHash::default();
+        sim.run_until(s(30), &mut hash);
+        (hash.finish(), hash.records)
+    };
+    let (a, records) = trace(11);
+    assert!(records > 20_000, "the trace covers a real run ({records} records)");
+    assert_eq!(a, trace(11).0);
+    assert_ne!(a, trace(12).0);
+}
