@@ -8,11 +8,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hearsay_overlay::chord::LookupMode;
+use hearsay_overlay::swim::Lifeguard;
 use hearsay_protocols::Duration;
+use hearsay_protocols::Timing;
 use hearsay_protocols::aggregate::{Algorithm, Func};
 use hearsay_protocols::anti_entropy::AeMode;
 use hearsay_protocols::rumor::{Direction, Variant};
-use hearsay_sim::experiments::{aggregate, anti_entropy, bench, chord, flood_vs_gossip, pbcast, rumor};
+use hearsay_sim::experiments::{aggregate, anti_entropy, bench, chord, flood_vs_gossip, pbcast, rumor, swim};
 use hearsay_sim::report::Progress;
 
 #[derive(Parser)]
@@ -71,6 +73,15 @@ enum Command {
     /// origin is 0 hops) beside ½·log2 N, and the fraction of lookups answered with the true
     /// successor.
     Chord(ChordArgs),
+    /// SWIM failure detection with Lifeguard (Das et al. 2002; Dadgar et al. 2018).
+    ///
+    /// N nodes with a converged table, LAN defaults and latency. Detection: C nodes crash at
+    /// random period boundaries after a 10-period warm-up; prints the mean first detection
+    /// (crash to first failed probe, in periods) with aligned and with random phases, full
+    /// dissemination, and the message load per member per period. With --slow S, also the
+    /// slow-node scenario (stalls of U[5,25] periods) with the Lifeguard setting and the
+    /// baseline: false positives on healthy and on slow targets, and their ratio.
+    Swim(SwimArgs),
 }
 
 /// Options every experiment takes.
@@ -459,6 +470,52 @@ fn seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+#[derive(Args)]
+struct SwimArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(3..=100_000))]
+    nodes: u64,
+    /// Nodes crashed per detection run, each at a random period boundary after the warm-up
+    /// [default: 25, at most 5% of the nodes; 20 runs × 25 give a standard error near 0.045].
+    #[arg(long)]
+    crash: Option<u64>,
+    /// Slow nodes in the false-positive scenario (they stall for U[5,25] periods at a time);
+    /// 0 skips that scenario.
+    #[arg(long, default_value_t = 0)]
+    slow: u64,
+    /// Lifeguard: on, off, or the parts that are on (a comma-separated list of health,
+    /// suspicion, buddy).
+    #[arg(long, default_value = "on", value_parser = swim::parse_lifeguard)]
+    lifeguard: Lifeguard,
+    /// Probe timing of the headline figures: rounds (every node's period aligned, as in SWIM's
+    /// analysis) or phased (a random phase per node, as in the daemon).
+    #[arg(long, value_enum, default_value_t = SwimTimingArg::Rounds)]
+    timing: SwimTimingArg,
+    /// Run the detection part in the headline timing only (by default also in the other).
+    #[arg(long)]
+    one_timing: bool,
+    /// Crashes fall on period boundaries spread over this many periods after the warm-up
+    /// (1: all together, as in PROTOCOLS.md §6.15).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    crash_window: u64,
+    /// Length of each false-positive run, in periods.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    duration: u64,
+    /// False-positive runs (each runs the setting and the baseline).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    fp_runs: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SwimTimingArg {
+    /// Aligned periods (simulator `sync`).
+    Rounds,
+    /// A random phase per node.
+    Phased,
+}
+
 fn probability(s: &str) -> Result<f64, String> {
     let p: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not a probability in [0, 1)")) }
@@ -479,6 +536,7 @@ fn main() -> ExitCode {
         Command::Pbcast(args) => run_pbcast(args),
         Command::Bench(args) => run_bench(args),
         Command::Chord(args) => run_chord(args),
+        Command::Swim(args) => run_swim(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -662,6 +720,39 @@ fn run_pbcast(args: PbcastArgs) -> Result<(), String> {
         progress.note(&format!("plot written to {}", path.display()));
     }
     print(&report, c.json, pbcast::table)
+}
+
+fn run_swim(args: SwimArgs) -> Result<(), String> {
+    let c = args.common;
+    let p = swim::Params {
+        nodes: args.nodes as usize,
+        crash: args.crash.map_or_else(|| swim::default_crash(args.nodes as usize), |c| c as usize),
+        slow: args.slow as usize,
+        loss: c.loss,
+        lifeguard: args.lifeguard,
+        timing: match args.timing {
+            SwimTimingArg::Rounds => Timing::Sync,
+            SwimTimingArg::Phased => Timing::Phased,
+        },
+        both_timings: !args.one_timing,
+        runs: c.runs,
+        fp_runs: args.fp_runs,
+        duration: args.duration,
+        crash_window: args.crash_window,
+        seed: c.seed,
+        threads: c.threads,
+        ..swim::Params::new(args.nodes as usize)
+    };
+    p.validate()?;
+    let jobs = c.runs * if p.both_timings { 2 } else { 1 } + if p.slow > 0 { 2 * p.fp_runs } else { 0 };
+    let progress = Progress::new("swim", jobs, c.quiet);
+    let (report, results) = swim::run_with_results(&p, &progress);
+    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    if let Some(path) = &c.plot {
+        swim::plot(&p, &results, path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        progress.note(&format!("plot written to {}", path.display()));
+    }
+    print(&report, c.json, swim::table)
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {

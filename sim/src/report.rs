@@ -326,6 +326,96 @@ fn draw_histogram(
         .map_err(|e| e.to_string())
 }
 
+/// One chart of a multi-panel plot.
+pub struct Panel {
+    /// Caption.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+/// Draw `panels` side by side into one SVG file (each as [`plot_lines`] draws one chart).
+pub fn plot_panels(path: &Path, panels: &[Panel]) -> Result<(), String> {
+    if panels.is_empty() {
+        return Err("nothing to plot".into());
+    }
+    let width = 900 * panels.len() as u32;
+    let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let areas = root.split_evenly((1, panels.len()));
+    for (area, panel) in areas.iter().zip(panels) {
+        draw_panel(area, panel)?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    panel: &Panel,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in panel.series.iter().flat_map(|s| s.points.iter()) {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return Err("nothing to plot".into());
+    }
+    if x1 - x0 < 1e-9 {
+        x1 = x0 + 1.0;
+    }
+    if y1 - y0 < 1e-9 {
+        y1 = y0 + 1.0;
+    }
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, y0..y1 * 1.02)
+        .map_err(|e| e.to_string())?;
+    chart.configure_mesh().x_desc(&panel.x_label).y_desc(&panel.y_label).draw().map_err(|e| e.to_string())?;
+    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let mut k = 0;
+    let mut legend = false;
+    for s in &panel.series {
+        let color = if s.emphasized {
+            k += 1;
+            palette[(k - 1) % palette.len()]
+        } else {
+            RGBColor(170, 170, 200)
+        };
+        let style = if s.emphasized { color.stroke_width(3) } else { color.stroke_width(1) };
+        let drawn =
+            chart.draw_series(LineSeries::new(s.points.iter().copied(), style)).map_err(|e| e.to_string())?;
+        if !s.name.is_empty() {
+            legend = true;
+            drawn
+                .label(s.name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+    }
+    if legend {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

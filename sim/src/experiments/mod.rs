@@ -9,3 +9,4 @@ pub mod chord;
 pub mod flood_vs_gossip;
 pub mod pbcast;
 pub mod rumor;
+pub mod swim;

@@ -1,0 +1,183 @@
+//! Push-pull full-state sync (PROTOCOLS.md §6.11, memberlist `pushPull`, `mergeState`), join
+//! and leave (§6.12).
+
+use hearsay_protocols::{Instant, NodeId};
+
+use super::{
+    Cause, CommandError, Exchange, Join, Leave, MemberRecord, State, Swim, SwimEvent, SwimMessage, Update,
+    push_pull_period,
+};
+use crate::sampling::sample_indices;
+
+impl Swim {
+    /// Join a cluster through `seeds`, tried in turn: a push-pull exchange with `join` set,
+    /// each given `tcp_timeout`. On success the seed's table is merged, our incarnation raised
+    /// and our `Alive` broadcast ([`SwimEvent::JoinCompleted`]); if no seed answers,
+    /// [`SwimEvent::JoinFailed`] and the whole list is retried every `push_pull_interval`.
+    ///
+    /// Seeds are NodeIds: the runtime resolves a seed *address* to the NodeId its transport
+    /// authenticates there before calling this.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        seeds: impl IntoIterator<Item = NodeId>,
+    ) -> Result<(), CommandError> {
+        if self.leave.is_some() || self.done {
+            return Err(CommandError::Leaving);
+        }
+        let mut list: Vec<NodeId> = Vec::new();
+        for s in seeds {
+            if s != self.id && !list.contains(&s) {
+                list.push(s);
+            }
+        }
+        if list.is_empty() {
+            return Err(CommandError::NoSeeds);
+        }
+        self.exchange = None;
+        self.join = Some(Join { seeds: list, next: 0, retry_at: None });
+        self.try_next_seed(now);
+        Ok(())
+    }
+
+    /// Leave gracefully: broadcast `Dead` about self from self (others record Left), stop
+    /// probing, and report [`SwimEvent::LeaveDone`] once that update has gone out in
+    /// `gossip_nodes` datagrams or after `leave_timeout`.
+    pub fn leave(&mut self, now: Instant) {
+        if self.leave.is_some() || self.done {
+            return;
+        }
+        self.leave = Some(Leave { deadline: now + self.config.leave_timeout, sent: 0 });
+        self.probe = None;
+        self.next_probe = Instant::MAX;
+        self.exchange = None;
+        self.join = None;
+        let own = self.table.own_mut();
+        own.state = State::Left;
+        own.changed_at = now;
+        let update = Update::Dead { node: own.id, incarnation: own.incarnation, from: own.id };
+        self.queue.push(update);
+    }
+
+    pub(super) fn finish_leave(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.probe = None;
+        self.relays.clear();
+        self.suspicions.clear();
+        self.out.event(SwimEvent::LeaveDone);
+    }
+
+    /// Our whole table, as sent in a push-pull.
+    fn states(&self) -> Vec<MemberRecord> {
+        self.table
+            .members()
+            .iter()
+            .map(|m| MemberRecord {
+                node: m.id,
+                incarnation: m.incarnation,
+                state: m.state,
+                profile: m.profile.clone(),
+            })
+            .collect()
+    }
+
+    /// The push-pull timer: exchange tables with one random Alive member; the next tick comes
+    /// `push_pull_interval × scale(n)` later.
+    pub(super) fn push_pull_tick(&mut self, now: Instant) {
+        self.push_pull_at = now + push_pull_period(self.config.push_pull_interval, self.table.len());
+        if self.exchange.is_some() || self.join.is_some() || self.leave.is_some() {
+            return;
+        }
+        let me = self.id;
+        let members = self.table.members();
+        let picked = sample_indices(members.len(), 1, &mut self.rng, |i| {
+            members[i].id != me && members[i].state == State::Alive
+        });
+        let Some(peer) = picked.first().map(|&i| members[i].id) else { return };
+        self.open_exchange(now, peer, false);
+    }
+
+    pub(super) fn open_exchange(&mut self, now: Instant, peer: NodeId, join: bool) {
+        let states = self.states();
+        self.out.stream(peer, SwimMessage::PushPull { join, reply: false, states });
+        self.exchange = Some(Exchange { peer, deadline: now + self.config.tcp_timeout, join });
+        self.stats.push_pulls_started += 1;
+    }
+
+    pub(super) fn exchange_timeout(&mut self, now: Instant) {
+        let Some(ex) = self.exchange.take() else { return };
+        self.stats.push_pulls_aborted += 1;
+        if ex.join {
+            self.try_next_seed(now);
+        }
+    }
+
+    /// Try the next seed of the join in progress; past the last, report failure and arm the
+    /// retry.
+    pub(super) fn try_next_seed(&mut self, now: Instant) {
+        let retry = now + self.config.push_pull_interval;
+        let Some(j) = self.join.as_mut() else { return };
+        let Some(&seed) = j.seeds.get(j.next) else {
+            j.next = 0;
+            j.retry_at = Some(retry);
+            self.stats.joins_failed += 1;
+            self.out.event(SwimEvent::JoinFailed);
+            return;
+        };
+        j.next += 1;
+        self.open_exchange(now, seed, true);
+    }
+
+    pub(super) fn on_push_pull(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        reply: bool,
+        states: Vec<MemberRecord>,
+    ) {
+        if !reply {
+            let mine = self.states();
+            self.out.stream(from, SwimMessage::PushPull { join: false, reply: true, states: mine });
+            self.stats.push_pulls_served += 1;
+            self.merge(now, from, states);
+            return;
+        }
+        let Some(ex) = self.exchange.filter(|e| e.peer == from) else {
+            self.stats.unexpected += 1;
+            return;
+        };
+        self.exchange = None;
+        self.stats.push_pulls_completed += 1;
+        self.merge(now, from, states);
+        if ex.join {
+            self.join = None;
+            let own = self.table.own_mut();
+            own.incarnation = own.incarnation.saturating_add(1);
+            let update =
+                Update::Alive { node: own.id, incarnation: own.incarnation, profile: own.profile.clone() };
+            self.queue.push(update);
+            self.out.event(SwimEvent::JoinCompleted { seed: from });
+        }
+    }
+
+    /// Merge a remote table (memberlist `mergeState`): Alive as Alive, Left as a `Dead` from
+    /// the member itself, Dead or Suspect only as our own suspicion.
+    fn merge(&mut self, now: Instant, via: NodeId, states: Vec<MemberRecord>) {
+        let me = self.id;
+        for r in states {
+            let update = match r.state {
+                State::Alive => {
+                    Update::Alive { node: r.node, incarnation: r.incarnation, profile: r.profile }
+                }
+                State::Left => Update::Dead { node: r.node, incarnation: r.incarnation, from: r.node },
+                State::Dead | State::Suspect => {
+                    Update::Suspect { node: r.node, incarnation: r.incarnation, from: me }
+                }
+            };
+            self.apply(now, update, Cause::PushPull { via });
+        }
+    }
+}

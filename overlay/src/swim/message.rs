@@ -1,0 +1,380 @@
+//! SWIM's wire messages (PROTOCOLS.md §6.2) and what a member advertises: its address and
+//! its meta (the topics it subscribes to, §8.9).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use hearsay_protocols::wire::{MessageKind, WireMessage};
+use hearsay_protocols::{NodeId, TopicId};
+
+/// A member's incarnation number: raised only by the member itself (§6.6).
+pub type Incarnation = u64;
+
+/// The most bytes an [`Addr`] may hold.
+pub const ADDR_MAX: usize = 64;
+/// The most topics a member may advertise in its [`Meta`] (§8.9).
+pub const META_TOPICS_MAX: usize = 64;
+/// The most updates one datagram may carry; more is malformed. A 1200-byte datagram holds
+/// at most 36 (a `Suspect` or `Dead` is 66 bytes, an `Alive` with empty address and meta 35).
+pub const UPDATES_MAX: usize = 64;
+/// The most member states one push-pull message may carry; more is malformed.
+pub const STATES_MAX: usize = 1 << 17;
+
+/// Where a member can be reached: opaque bytes for the runtime (a socket address in the
+/// daemon, see [`Addr::from_socket`]; empty in the simulator, which routes by [`NodeId`]).
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Addr(Bytes);
+
+impl Addr {
+    /// An address of at most [`ADDR_MAX`] bytes.
+    pub fn new(bytes: Bytes) -> Option<Self> {
+        (bytes.len() <= ADDR_MAX).then_some(Addr(bytes))
+    }
+
+    /// A socket address: the IP's 4 or 16 bytes, then the port, big-endian.
+    pub fn from_socket(addr: SocketAddr) -> Self {
+        let mut v = match addr.ip() {
+            IpAddr::V4(ip) => ip.octets().to_vec(),
+            IpAddr::V6(ip) => ip.octets().to_vec(),
+        };
+        v.extend_from_slice(&addr.port().to_be_bytes());
+        Addr(Bytes::from(v))
+    }
+
+    /// The socket address this holds, if it holds one (the encoding of [`Addr::from_socket`]).
+    pub fn to_socket(&self) -> Option<SocketAddr> {
+        let b = &self.0;
+        let port = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+        match b.len() {
+            6 => Some(SocketAddr::new(Ipv4Addr::new(b[0], b[1], b[2], b[3]).into(), port(4))),
+            18 => {
+                let mut ip = [0u8; 16];
+                ip.copy_from_slice(&b[..16]);
+                Some(SocketAddr::new(Ipv6Addr::from(ip).into(), port(16)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn is_valid(&self) -> bool {
+        self.0.len() <= ADDR_MAX
+    }
+}
+
+impl fmt::Debug for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_socket() {
+            Some(s) => write!(f, "Addr({s})"),
+            None => write!(f, "Addr({:02x?})", &self.0[..]),
+        }
+    }
+}
+
+/// What a member advertises besides its address: the topics it subscribes to, strictly
+/// ascending, at most [`META_TOPICS_MAX`] (PROTOCOLS.md §6.1, §8.9).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Meta {
+    topics: Vec<TopicId>,
+}
+
+impl Meta {
+    /// Meta advertising `topics` (sorted and deduplicated here); `None` if more than
+    /// [`META_TOPICS_MAX`] remain.
+    pub fn new(mut topics: Vec<TopicId>) -> Option<Self> {
+        topics.sort_unstable();
+        topics.dedup();
+        (topics.len() <= META_TOPICS_MAX).then_some(Meta { topics })
+    }
+
+    /// The advertised topics, ascending.
+    pub fn topics(&self) -> &[TopicId] {
+        &self.topics
+    }
+
+    /// True if `topic` is advertised.
+    pub fn has_topic(&self, topic: TopicId) -> bool {
+        self.topics.binary_search(&topic).is_ok()
+    }
+
+    fn is_valid(&self) -> bool {
+        self.topics.len() <= META_TOPICS_MAX && self.topics.windows(2).all(|w| w[0] < w[1])
+    }
+}
+
+/// A member's address and meta: what an `Alive` update carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Profile {
+    /// Where to reach it.
+    pub addr: Addr,
+    /// What it advertises.
+    pub meta: Meta,
+}
+
+impl Profile {
+    /// True if both parts are within their bounds.
+    pub fn is_valid(&self) -> bool {
+        self.addr.is_valid() && self.meta.is_valid()
+    }
+}
+
+/// A [`Profile`] shared between a member table entry, the updates about it and the events that
+/// report it: every member of a simulated 2,000-node cluster holds 2,000 entries, so an
+/// entry carries a pointer, not a copy. Encoded exactly as the profile itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SharedProfile(Arc<Profile>);
+
+impl SharedProfile {
+    /// Share `profile`.
+    pub fn new(profile: Profile) -> Self {
+        SharedProfile(Arc::new(profile))
+    }
+
+    /// The address.
+    pub fn addr(&self) -> &Addr {
+        &self.0.addr
+    }
+
+    /// The meta.
+    pub fn meta(&self) -> &Meta {
+        &self.0.meta
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &Profile {
+        &self.0
+    }
+}
+
+impl Serialize for SharedProfile {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedProfile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Profile::deserialize(d).map(SharedProfile::new)
+    }
+}
+
+/// A member's state in a table (§6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum State {
+    /// Answering probes, or not yet found otherwise.
+    Alive,
+    /// A probe failed; dead unless it refutes before the suspicion timeout.
+    Suspect,
+    /// Declared dead (suspicion timed out somewhere).
+    Dead,
+    /// Left gracefully (a `Dead` about itself, from itself).
+    Left,
+}
+
+impl State {
+    /// Alive or Suspect: a member for every purpose but probing order (§0.3 rule 2).
+    pub fn is_live(self) -> bool {
+        matches!(self, State::Alive | State::Suspect)
+    }
+}
+
+/// A membership update, piggybacked on datagrams (infection style, §6.8).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Update {
+    /// `node` is alive at `incarnation`, reachable and advertising as in `profile`.
+    Alive {
+        /// The member.
+        node: NodeId,
+        /// Its incarnation.
+        incarnation: Incarnation,
+        /// Its address and meta.
+        profile: SharedProfile,
+    },
+    /// `from` suspects `node` at `incarnation`.
+    Suspect {
+        /// The member.
+        node: NodeId,
+        /// The incarnation suspected.
+        incarnation: Incarnation,
+        /// Who suspects it (a confirmation when new, §6.5).
+        from: NodeId,
+    },
+    /// `from` declares `node` dead at `incarnation`; `from == node` means it left.
+    Dead {
+        /// The member.
+        node: NodeId,
+        /// The incarnation declared dead.
+        incarnation: Incarnation,
+        /// Who declares it; the member itself for a graceful leave.
+        from: NodeId,
+    },
+}
+
+impl Update {
+    /// The member the update is about.
+    pub fn node(&self) -> NodeId {
+        match self {
+            Update::Alive { node, .. } | Update::Suspect { node, .. } | Update::Dead { node, .. } => *node,
+        }
+    }
+
+    /// The incarnation it names.
+    pub fn incarnation(&self) -> Incarnation {
+        match self {
+            Update::Alive { incarnation, .. }
+            | Update::Suspect { incarnation, .. }
+            | Update::Dead { incarnation, .. } => *incarnation,
+        }
+    }
+
+    /// Its encoded size inside a datagram's update list.
+    pub fn encoded_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
+
+    fn is_valid(&self) -> bool {
+        match self {
+            Update::Alive { profile, .. } => profile.profile().is_valid(),
+            Update::Suspect { .. } | Update::Dead { .. } => true,
+        }
+    }
+}
+
+/// One member's entry as sent in a push-pull exchange (§6.11).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The member.
+    pub node: NodeId,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Its state in the sender's table.
+    pub state: State,
+    /// Its address and meta.
+    pub profile: SharedProfile,
+}
+
+/// The SWIM wire messages. Every datagram ends with its piggybacked `updates`, filled up to
+/// the datagram budget; `PushPull` travels on a stream.
+///
+/// PROTOCOLS.md §6.2 also lists `source` in `Ping` and `requester` in `PingReq`; both are the
+/// authenticated sender of the datagram, so they are left out (as the envelope leaves out the
+/// sender, `hearsay_protocols::wire`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwimMessage {
+    /// Are you alive? Answered with `Ack{seq}` by `target`, which must be the receiver.
+    Ping {
+        /// The prober's sequence number.
+        seq: u32,
+        /// Who is probed (a receiver that is not `target` drops it).
+        target: NodeId,
+        /// Piggyback.
+        updates: Vec<Update>,
+    },
+    /// The answer to `Ping{seq}`, or relayed by a helper for `PingReq{seq}`.
+    Ack {
+        /// The sequence number answered.
+        seq: u32,
+        /// Piggyback.
+        updates: Vec<Update>,
+    },
+    /// Please ping `target` for me and relay its ack (an indirect probe).
+    PingReq {
+        /// The requester's sequence number, used in the relayed `Ack` and `Nack`.
+        seq: u32,
+        /// The member to ping.
+        target: NodeId,
+        /// Its address, for a helper that does not know it yet.
+        target_addr: Addr,
+        /// Send a `Nack` if the target stays silent (Lifeguard).
+        want_nack: bool,
+        /// Piggyback.
+        updates: Vec<Update>,
+    },
+    /// The helper got no ack from the target in time (Lifeguard §IV.A).
+    Nack {
+        /// The requester's sequence number.
+        seq: u32,
+        /// Piggyback.
+        updates: Vec<Update>,
+    },
+    /// Only piggyback: the periodic gossip datagram.
+    Gossip {
+        /// The updates.
+        updates: Vec<Update>,
+    },
+    /// A full-state exchange (§6.11) or a join (§6.12), on a stream: the initiator sends its
+    /// table, the responder answers with its own (`reply`), both merge.
+    PushPull {
+        /// The initiator is joining.
+        join: bool,
+        /// This is the responder's answer.
+        reply: bool,
+        /// Every entry of the sender's table, self included.
+        states: Vec<MemberRecord>,
+    },
+}
+
+impl WireMessage for SwimMessage {
+    const KIND: MessageKind = MessageKind::Membership;
+}
+
+impl SwimMessage {
+    /// The piggybacked updates, for the datagram kinds.
+    pub fn updates(&self) -> &[Update] {
+        match self {
+            SwimMessage::Ping { updates, .. }
+            | SwimMessage::Ack { updates, .. }
+            | SwimMessage::PingReq { updates, .. }
+            | SwimMessage::Nack { updates, .. }
+            | SwimMessage::Gossip { updates } => updates,
+            SwimMessage::PushPull { .. } => &[],
+        }
+    }
+
+    pub(crate) fn updates_mut(&mut self) -> Option<&mut Vec<Update>> {
+        match self {
+            SwimMessage::Ping { updates, .. }
+            | SwimMessage::Ack { updates, .. }
+            | SwimMessage::PingReq { updates, .. }
+            | SwimMessage::Nack { updates, .. }
+            | SwimMessage::Gossip { updates } => Some(updates),
+            SwimMessage::PushPull { .. } => None,
+        }
+    }
+
+    /// The message's name, for counters and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SwimMessage::Ping { .. } => "ping",
+            SwimMessage::Ack { .. } => "ack",
+            SwimMessage::PingReq { .. } => "ping-req",
+            SwimMessage::Nack { .. } => "nack",
+            SwimMessage::Gossip { .. } => "gossip",
+            SwimMessage::PushPull { .. } => "push-pull",
+        }
+    }
+
+    /// True if every bound holds: a message that fails this is counted and dropped whole.
+    pub fn is_valid(&self) -> bool {
+        match self {
+            SwimMessage::PushPull { states, .. } => {
+                states.len() <= STATES_MAX && states.iter().all(|s| s.profile.profile().is_valid())
+            }
+            SwimMessage::PingReq { target_addr, updates, .. } => {
+                target_addr.is_valid() && updates.len() <= UPDATES_MAX && updates.iter().all(Update::is_valid)
+            }
+            _ => {
+                let updates = self.updates();
+                updates.len() <= UPDATES_MAX && updates.iter().all(Update::is_valid)
+            }
+        }
+    }
+}

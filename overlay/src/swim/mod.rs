@@ -1,0 +1,698 @@
+//! SWIM membership and failure detection with Lifeguard (PROTOCOLS.md §6).
+//!
+//! Every protocol period each member probes one other, taken round-robin from a shuffled list
+//! (so every member is probed once per traversal and worst-case detection is bounded): a
+//! `Ping`, and if no `Ack` comes within `probe_timeout`, a `PingReq` to k random members who
+//! ping on its behalf and relay the ack. A probe that fails by the end of the period makes the
+//! target *Suspect*; a suspect that does not refute (by raising its incarnation) before its
+//! suspicion times out is declared *Dead*. Membership updates ride piggyback on every datagram,
+//! each λ·⌈log10(n + 1)⌉ times (infection style), plus a few gossip-only datagrams per period
+//! and a periodic push-pull exchange of the whole table, the anti-entropy idea of Demers et al.
+//! in its full-state form (Das, Gupta, Motivala, *SWIM*, DSN 2002, §3–§4). Lifeguard (Dadgar,
+//! Phillips, Currey 2018, §IV) adds three parts, each switchable in [`Lifeguard`]: the **Local
+//! Health Multiplier** L, raised by failed probes, missed nacks and refutations, which
+//! stretches this node's own probe period to `probe_interval × (L + 1)`; **dynamic suspicion**,
+//! a timeout that starts at `max` and shrinks towards `min` as independent confirmations
+//! arrive; and the **buddy system**, a ping to a suspect that carries the suspicion. Where SWIM
+//! and hashicorp/memberlist differ, hearsay follows memberlist (PROTOCOLS.md §6 says which).
+//!
+//! # Driving it
+//!
+//! A [`Swim`] is a [`Machine`]: after each input drain `poll_transmit` (datagrams for probes
+//! and gossip, a stream for push-pull), then `poll_event` ([`SwimEvent`]), then ask
+//! `poll_timeout`. Transmits name a [`NodeId`]; [`Swim::addr_of`] gives the address the
+//! runtime should use. Local commands: [`Swim::join`], [`Swim::leave`], [`Swim::set_meta`];
+//! queries: [`Swim::peers`] (a [`PeerView`] of the live members), [`Swim::sample_live`],
+//! [`Swim::member`], [`Swim::members`].
+//!
+//! # Timers
+//!
+//! Deadlines due at the same instant are served in this order (§0.3 rule 4): the pending
+//! probe's deadline (failure), its indirect step (ping-reqs), helper relays (nack, expiry, in
+//! sequence order), suspicions (by deadline, then NodeId), the probe tick, the gossip tick,
+//! the push-pull exchange timeout, the push-pull tick, the leave timeout, the join retry.
+//! A probe's deadline thus fails it before the next probe starts at the same instant.
+//!
+//! # Departures from PROTOCOLS.md §6
+//!
+//! - `Ping.source` and `PingReq.requester` are not on the wire: they are always the
+//!   authenticated sender ([`message`]).
+//! - An `Alive` about self with the same incarnation is refuted when its *profile* differs
+//!   (address or meta), not only its meta: an address conflict is as wrong as a meta one.
+//! - Uniform choices (helpers, gossip targets, push-pull partner) draw from the sorted table
+//!   with a rejection-skipping partial Fisher–Yates ([`crate::sampling`]): the same
+//!   distribution as §0.3's "build S, then draw", without an O(N) pass per draw.
+//! - At most [`UPDATES_MAX`] updates ride one datagram (the budget allows 36 at most anyway).
+//! - A probe tick that finds the previous probe still pending (only possible with Poisson
+//!   timing or a late driver) is skipped and counted, as memberlist's synchronous probe loop
+//!   skips ticks.
+//! - A push-pull reply from a peer we did not ask, or after the exchange timed out, is counted
+//!   and dropped rather than merged.
+//! - Once a leave is done ([`SwimEvent::LeaveDone`]) the machine is inert: no timers, every
+//!   input ignored. While leaving it stops probing and push-pull but still answers pings and
+//!   gossips.
+
+mod apply;
+mod broadcast;
+mod config;
+mod exchange;
+mod members;
+pub mod message;
+mod probe;
+mod suspicion;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hearsay_protocols::wire;
+use hearsay_protocols::{
+    Duration, Instant, Machine, NodeId, Outbox, PeerView, Rng, Seed, Ticker, Timing, Transmit,
+};
+
+use self::broadcast::BroadcastQueue;
+pub use self::config::{ConfigError, Lifeguard, MIN_DATAGRAM_BUDGET, SwimConfig};
+pub use self::members::Member;
+use self::members::Table;
+pub use self::message::{
+    ADDR_MAX, Addr, Incarnation, META_TOPICS_MAX, MemberRecord, Meta, Profile, STATES_MAX, SharedProfile,
+    State, SwimMessage, UPDATES_MAX, Update,
+};
+use crate::sampling::sample_indices;
+
+/// Why a member's entry changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// This node's own probe of the member failed (a Suspect).
+    FailedProbe,
+    /// This node's own suspicion of the member timed out (a Dead).
+    SuspicionTimeout,
+    /// An update piggybacked on a datagram from `via`.
+    Received {
+        /// The datagram's sender.
+        via: NodeId,
+    },
+    /// A push-pull exchange with `via`.
+    PushPull {
+        /// The exchange partner.
+        via: NodeId,
+    },
+}
+
+/// A member's entry changed: it appeared, changed state, incarnation or profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberEvent {
+    /// The member.
+    pub node: NodeId,
+    /// Its new state.
+    pub state: State,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Its address and meta.
+    pub profile: SharedProfile,
+    /// What changed it.
+    pub cause: Cause,
+}
+
+/// What SWIM tells its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwimEvent {
+    /// A member's entry changed.
+    Member(MemberEvent),
+    /// A probe of `target` failed by every path (it is now suspected, or confirmed suspect).
+    ProbeFailed {
+        /// The member probed.
+        target: NodeId,
+        /// Its incarnation at the time.
+        incarnation: Incarnation,
+    },
+    /// This node refuted a suspicion, death or stale profile about itself.
+    Refuted {
+        /// Its new incarnation.
+        incarnation: Incarnation,
+    },
+    /// A join through `seed` succeeded: its table has been merged.
+    JoinCompleted {
+        /// The seed that answered.
+        seed: NodeId,
+    },
+    /// No seed answered; the node runs alone and retries every `push_pull_interval`.
+    JoinFailed,
+    /// The `Dead` about self has gone out (or `leave_timeout` passed): safe to shut down.
+    LeaveDone,
+    /// A Dead or Left member was removed from the table.
+    Reaped {
+        /// The member.
+        node: NodeId,
+    },
+}
+
+/// Why a local command was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// `join` needs at least one seed other than this node.
+    #[error("no seed to join through")]
+    NoSeeds,
+    /// The node is leaving or has left.
+    #[error("the node is leaving")]
+    Leaving,
+}
+
+/// Counters, for metrics and experiments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwimStats {
+    /// Probes started.
+    pub probes: u64,
+    /// Probes that failed by every path.
+    pub probes_failed: u64,
+    /// Probes answered by the target directly.
+    pub acks_direct: u64,
+    /// Probes answered through a helper.
+    pub acks_indirect: u64,
+    /// Ping-reqs sent.
+    pub ping_reqs_sent: u64,
+    /// Ping-reqs served as a helper.
+    pub relays_served: u64,
+    /// Nacks sent as a helper.
+    pub nacks_sent: u64,
+    /// Nacks received for our probes.
+    pub nacks_received: u64,
+    /// Suspicions started (by any cause).
+    pub suspicions: u64,
+    /// New confirmations of a suspicion.
+    pub confirmations: u64,
+    /// Members this node declared dead when its own suspicion timed out.
+    pub deaths_declared: u64,
+    /// Refutations of suspicions or deaths about self.
+    pub refutations: u64,
+    /// Datagrams sent (all kinds).
+    pub datagrams_sent: u64,
+    /// Gossip-only datagrams sent.
+    pub gossip_sent: u64,
+    /// Updates piggybacked, summed over datagrams.
+    pub updates_sent: u64,
+    /// Received updates that changed the table.
+    pub updates_applied: u64,
+    /// Received updates that did not (stale, unknown member, repeated).
+    pub updates_ignored: u64,
+    /// Push-pull exchanges started (joins included).
+    pub push_pulls_started: u64,
+    /// Push-pull exchanges this node started that completed.
+    pub push_pulls_completed: u64,
+    /// Push-pull exchanges this node started that timed out.
+    pub push_pulls_aborted: u64,
+    /// Push-pull exchanges this node answered.
+    pub push_pulls_served: u64,
+    /// Join rounds in which no seed answered.
+    pub joins_failed: u64,
+    /// Members reaped.
+    pub reaped: u64,
+    /// Messages dropped as malformed or out of bounds.
+    pub malformed: u64,
+    /// Pings for another target, dropped.
+    pub misdirected: u64,
+    /// Acks, nacks and push-pull replies that matched nothing pending.
+    pub unexpected: u64,
+    /// Probe ticks skipped because the previous probe was still pending.
+    pub probe_ticks_skipped: u64,
+    /// Messages ignored because the node has left.
+    pub ignored_after_leave: u64,
+}
+
+/// The probe in flight.
+#[derive(Clone, Debug)]
+struct Probe {
+    seq: u32,
+    target: NodeId,
+    /// When to ask helpers; `None` once asked.
+    indirect_at: Option<Instant>,
+    /// End of the probe: no ack by then is a failure.
+    deadline: Instant,
+    helpers: Vec<NodeId>,
+    nacked: Vec<NodeId>,
+    expected_nacks: u32,
+}
+
+/// A ping-req this node serves as a helper, keyed by the sequence number of its own ping.
+#[derive(Clone, Debug)]
+struct Relay {
+    requester: NodeId,
+    requester_seq: u32,
+    target: NodeId,
+    target_addr: Addr,
+    nack_at: Option<Instant>,
+    expire_at: Instant,
+}
+
+/// A push-pull exchange this node started.
+#[derive(Clone, Copy, Debug)]
+struct Exchange {
+    peer: NodeId,
+    deadline: Instant,
+    join: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Join {
+    seeds: Vec<NodeId>,
+    next: usize,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Leave {
+    deadline: Instant,
+    sent: usize,
+}
+
+/// Timer kinds, in the order they are served at equal deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    ProbeDeadline,
+    ProbeIndirect,
+    Relay,
+    Suspicion,
+    Probe,
+    Gossip,
+    ExchangeTimeout,
+    PushPull,
+    Leave,
+    JoinRetry,
+}
+
+/// The SWIM + Lifeguard machine of one node. Drive it as described in the [module docs](self).
+#[derive(Debug)]
+pub struct Swim {
+    id: NodeId,
+    config: Arc<SwimConfig>,
+    rng: Rng,
+    table: Table,
+    /// Lifeguard's local health score L, in 0..S.
+    health: u32,
+    queue: BroadcastQueue,
+    next_seq: u32,
+    probe: Option<Probe>,
+    next_probe: Instant,
+    relays: BTreeMap<u32, Relay>,
+    /// (deadline, member) of every running suspicion.
+    suspicions: BTreeSet<(Instant, NodeId)>,
+    gossip: Ticker,
+    push_pull_at: Instant,
+    exchange: Option<Exchange>,
+    join: Option<Join>,
+    leave: Option<Leave>,
+    done: bool,
+    out: Outbox<SwimMessage, SwimEvent>,
+    stats: SwimStats,
+}
+
+impl Swim {
+    /// The machine name used to derive its RNG from the node seed.
+    pub const NAME: &'static str = "swim";
+
+    /// A node alone in its table (Alive, incarnation 0), to [`join`](Swim::join) a cluster.
+    pub fn new(
+        id: NodeId,
+        profile: Profile,
+        config: Arc<SwimConfig>,
+        node_seed: &Seed,
+        now: Instant,
+    ) -> Self {
+        Swim::with_members(id, profile, config, node_seed, now, &[])
+    }
+
+    /// A node that starts with a converged table: itself and `others`, all Alive at
+    /// incarnation 0 (the simulator's start state, PROTOCOLS.md §6.15; a restarted node should
+    /// [`join`](Swim::join) instead).
+    pub fn with_members(
+        id: NodeId,
+        profile: Profile,
+        config: Arc<SwimConfig>,
+        node_seed: &Seed,
+        now: Instant,
+        others: &[(NodeId, SharedProfile)],
+    ) -> Self {
+        let mut rng = Rng::from_seed(node_seed.machine(Self::NAME));
+        let own = Member::new(id, 0, State::Alive, now, SharedProfile::new(profile));
+        let table = if others.is_empty() {
+            Table::new(own)
+        } else {
+            let mut all = Vec::with_capacity(others.len() + 1);
+            all.push(own);
+            all.extend(
+                others
+                    .iter()
+                    .filter(|(n, _)| *n != id)
+                    .map(|(n, p)| Member::new(*n, 0, State::Alive, now, p.clone())),
+            );
+            Table::with_members(id, all, &mut rng)
+        };
+        let interval = config.probe_interval.max(MIN_PERIOD);
+        let next_probe = Ticker::start(now, interval, config.timing, &mut rng).deadline();
+        let gossip = Ticker::start(now, config.gossip_interval.max(MIN_PERIOD), config.timing, &mut rng);
+        let pp = push_pull_period(config.push_pull_interval, table.len());
+        let push_pull_at = now + Duration::from_micros(rng.below(pp.as_micros()));
+        Swim {
+            id,
+            config,
+            rng,
+            table,
+            health: 0,
+            queue: BroadcastQueue::default(),
+            next_seq: 0,
+            probe: None,
+            next_probe,
+            relays: BTreeMap::new(),
+            suspicions: BTreeSet::new(),
+            gossip,
+            push_pull_at,
+            exchange: None,
+            join: None,
+            leave: None,
+            done: false,
+            out: Outbox::default(),
+            stats: SwimStats::default(),
+        }
+    }
+
+    /// Change the advertised meta: raises the incarnation and broadcasts `Alive` (§6.6,
+    /// memberlist `UpdateNode`).
+    pub fn set_meta(&mut self, meta: Meta) -> Result<(), CommandError> {
+        if self.leave.is_some() || self.done {
+            return Err(CommandError::Leaving);
+        }
+        let own = self.table.own_mut();
+        own.profile = SharedProfile::new(Profile { addr: own.profile.addr().clone(), meta });
+        own.incarnation = own.incarnation.saturating_add(1);
+        let update =
+            Update::Alive { node: own.id, incarnation: own.incarnation, profile: own.profile.clone() };
+        self.queue.push(update);
+        Ok(())
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SwimConfig {
+        &self.config
+    }
+
+    /// This node's own incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.table.own().incarnation
+    }
+
+    /// Lifeguard's local health score L (0 = healthy).
+    pub fn health(&self) -> u32 {
+        self.health
+    }
+
+    /// The entry of `id`, if known.
+    pub fn member(&self, id: &NodeId) -> Option<&Member> {
+        self.table.get(id)
+    }
+
+    /// Every entry, self included, ascending by NodeId.
+    pub fn members(&self) -> &[Member] {
+        self.table.members()
+    }
+
+    /// The cluster size estimate n: table entries, self and unreaped Dead/Left included.
+    pub fn estimated_size(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The live members (Alive or Suspect), self excluded, as a view for the gossip machines.
+    pub fn peers(&self) -> PeerView {
+        PeerView::new(
+            self.table
+                .members()
+                .iter()
+                .filter(|m| m.id != self.id && m.state.is_live())
+                .map(|m| m.id)
+                .collect(),
+        )
+    }
+
+    /// Up to `k` distinct live members (self excluded), uniformly at random, drawn from the
+    /// caller's `rng` (peer sampling for the gossip machines, [`crate::sampling`]).
+    pub fn sample_live(&self, k: usize, rng: &mut Rng) -> Vec<NodeId> {
+        let members = self.table.members();
+        let me = self.id;
+        sample_indices(members.len(), k, rng, |i| members[i].id != me && members[i].state.is_live())
+            .into_iter()
+            .map(|i| members[i].id)
+            .collect()
+    }
+
+    /// Where to send to `id`: its table entry's address, or the one a ping-req named.
+    pub fn addr_of(&self, id: &NodeId) -> Option<Addr> {
+        if let Some(m) = self.table.get(id) {
+            return Some(m.profile.addr().clone());
+        }
+        self.relays.values().find(|r| r.target == *id).map(|r| r.target_addr.clone())
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &SwimStats {
+        &self.stats
+    }
+
+    /// Updates waiting to be piggybacked.
+    pub fn queued_updates(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// True while a leave is in progress or done.
+    pub fn is_leaving(&self) -> bool {
+        self.leave.is_some() || self.done
+    }
+
+    /// The probe period now: `probe_interval × (L + 1)`.
+    fn probe_period(&self) -> Duration {
+        self.config.probe_interval.max(MIN_PERIOD) * u64::from(self.health + 1)
+    }
+
+    /// Raise or lower L, clamped to 0..S (only with Lifeguard's health part on).
+    fn adjust_health(&mut self, delta: i64) {
+        if !self.config.lifeguard.health {
+            return;
+        }
+        let top = i64::from(self.config.awareness_max_multiplier.max(1) - 1);
+        self.health = (i64::from(self.health) + delta).clamp(0, top) as u32;
+    }
+
+    fn new_seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+
+    /// Fill `msg`'s piggyback from the queue up to the datagram budget and queue it to `to`.
+    /// A gossip datagram with nothing to carry is not sent (returns false).
+    fn send_datagram(&mut self, to: NodeId, mut msg: SwimMessage) -> bool {
+        let base = wire::encoded_len(&msg);
+        let limit = retransmit_limit(self.config.retransmit_mult, self.table.len());
+        let mut extra = Vec::new();
+        let room = self.config.datagram_budget.saturating_sub(base);
+        let have = msg.updates().len();
+        self.queue.fill(room, limit, UPDATES_MAX.saturating_sub(have), &mut extra);
+        let is_gossip = matches!(msg, SwimMessage::Gossip { .. });
+        if is_gossip && have == 0 && extra.is_empty() {
+            return false;
+        }
+        let me = self.id;
+        let carries_leave =
+            extra.iter().any(|u| matches!(u, Update::Dead { node, from, .. } if *node == me && *from == me));
+        self.stats.updates_sent += extra.len() as u64;
+        if let Some(updates) = msg.updates_mut() {
+            updates.extend(extra);
+        }
+        self.stats.datagrams_sent += 1;
+        self.stats.gossip_sent += u64::from(is_gossip);
+        self.out.datagram(to, msg);
+        if carries_leave {
+            if let Some(leave) = self.leave.as_mut() {
+                leave.sent += 1;
+                if leave.sent >= self.config.gossip_nodes {
+                    self.finish_leave();
+                }
+            }
+        }
+        true
+    }
+
+    fn gossip_tick(&mut self, now: Instant) {
+        self.gossip.advance(now, &mut self.rng);
+        if self.queue.is_empty() {
+            return;
+        }
+        let me = self.id;
+        let dead_time = self.config.gossip_to_the_dead_time;
+        let members = self.table.members();
+        let picked = sample_indices(members.len(), self.config.gossip_nodes, &mut self.rng, |i| {
+            let m = &members[i];
+            m.id != me
+                && (m.state.is_live()
+                    || (m.state == State::Dead && now.saturating_since(m.changed_at) < dead_time))
+        });
+        let targets: Vec<NodeId> = picked.into_iter().map(|i| members[i].id).collect();
+        for to in targets {
+            if self.done || !self.send_datagram(to, SwimMessage::Gossip { updates: Vec::new() }) {
+                break;
+            }
+        }
+    }
+
+    /// The earliest armed deadline and its kind (ties broken by kind order).
+    fn earliest(&self) -> Option<(Instant, Timer)> {
+        if self.done {
+            return None;
+        }
+        let mut best: Option<(Instant, Timer)> = None;
+        let mut offer = |t: Option<Instant>, k: Timer| {
+            if let Some(t) = t {
+                if best.is_none_or(|b| (t, k) < b) {
+                    best = Some((t, k));
+                }
+            }
+        };
+        if let Some(p) = &self.probe {
+            offer(Some(p.deadline), Timer::ProbeDeadline);
+            offer(p.indirect_at, Timer::ProbeIndirect);
+        }
+        offer(
+            self.relays.values().map(|r| r.nack_at.map_or(r.expire_at, |n| n.min(r.expire_at))).min(),
+            Timer::Relay,
+        );
+        offer(self.suspicions.first().map(|s| s.0), Timer::Suspicion);
+        offer((self.next_probe != Instant::MAX).then_some(self.next_probe), Timer::Probe);
+        offer(Some(self.gossip.deadline()), Timer::Gossip);
+        offer(self.exchange.map(|e| e.deadline), Timer::ExchangeTimeout);
+        offer((self.leave.is_none()).then_some(self.push_pull_at), Timer::PushPull);
+        offer(self.leave.map(|l| l.deadline), Timer::Leave);
+        offer(self.join.as_ref().and_then(|j| j.retry_at), Timer::JoinRetry);
+        best
+    }
+
+    fn fire(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::ProbeDeadline => self.probe_failed(now),
+            Timer::ProbeIndirect => self.probe_indirect(now),
+            Timer::Relay => self.relay_timers(now),
+            Timer::Suspicion => self.suspicion_timeout(now),
+            Timer::Probe => self.probe_tick(now),
+            Timer::Gossip => self.gossip_tick(now),
+            Timer::ExchangeTimeout => self.exchange_timeout(now),
+            Timer::PushPull => self.push_pull_tick(now),
+            Timer::Leave => self.finish_leave(),
+            Timer::JoinRetry => {
+                if let Some(j) = self.join.as_mut() {
+                    j.retry_at = None;
+                }
+                self.try_next_seed(now);
+            }
+        }
+    }
+}
+
+/// Periods are never shorter than this, so a zero setting cannot spin the timer loop.
+const MIN_PERIOD: Duration = Duration::from_millis(1);
+
+/// λ·⌈log10(n + 1)⌉ (memberlist `retransmitLimit`).
+pub fn retransmit_limit(mult: u32, n: usize) -> u32 {
+    let scale = ((n as f64) + 1.0).log10().ceil().max(0.0) as u32;
+    mult.saturating_mul(scale)
+}
+
+/// `push_pull_interval × scale(n)`: scale 1 up to 32 members, ⌈log2 n − log2 32⌉ + 1 above
+/// (memberlist `pushPullScale`).
+pub fn push_pull_period(interval: Duration, n: usize) -> Duration {
+    let interval = interval.max(MIN_PERIOD);
+    if n <= 32 {
+        return interval;
+    }
+    let mult = ((n as f64).log2() - 5.0).ceil() as u64 + 1;
+    interval * mult
+}
+
+impl Machine for Swim {
+    type Message = SwimMessage;
+    type Event = SwimEvent;
+
+    fn handle_message(&mut self, now: Instant, from: NodeId, msg: SwimMessage) {
+        if self.done {
+            self.stats.ignored_after_leave += 1;
+            return;
+        }
+        if !msg.is_valid() || from == self.id {
+            self.stats.malformed += 1;
+            return;
+        }
+        match msg {
+            SwimMessage::Ping { seq, target, updates } => {
+                if target != self.id {
+                    self.stats.misdirected += 1;
+                    return;
+                }
+                self.apply_all(now, from, updates);
+                self.send_datagram(from, SwimMessage::Ack { seq, updates: Vec::new() });
+            }
+            SwimMessage::Ack { seq, updates } => {
+                self.apply_all(now, from, updates);
+                self.on_ack(from, seq);
+            }
+            SwimMessage::PingReq { seq, target, target_addr, want_nack, updates } => {
+                if target == self.id || target == from {
+                    self.stats.malformed += 1;
+                    return;
+                }
+                self.apply_all(now, from, updates);
+                self.on_ping_req(now, from, seq, target, target_addr, want_nack);
+            }
+            SwimMessage::Nack { seq, updates } => {
+                self.apply_all(now, from, updates);
+                self.on_nack(from, seq);
+            }
+            SwimMessage::Gossip { updates } => self.apply_all(now, from, updates),
+            SwimMessage::PushPull { join: _, reply, states } => self.on_push_pull(now, from, reply, states),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some((t, timer)) = self.earliest() {
+            if t > now {
+                break;
+            }
+            self.fire(timer, now);
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit<SwimMessage>> {
+        self.out.pop_transmit()
+    }
+
+    fn poll_event(&mut self) -> Option<SwimEvent> {
+        self.out.pop_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.earliest().map(|(t, _)| t)
+    }
+}
+
+/// The next tick of a period-`period` timer due at `due`, served at `now`: `due + period`, or
+/// an exponential gap in Poisson timing; never in the past.
+fn next_tick(due: Instant, now: Instant, period: Duration, timing: Timing, rng: &mut Rng) -> Instant {
+    let next = match timing {
+        Timing::Poisson => {
+            now + Duration::from_secs_f64(rng.exp(period.as_secs_f64())).max(Duration::from_micros(1))
+        }
+        Timing::Sync | Timing::Phased => due + period,
+    };
+    if next <= now { now + period } else { next }
+}
