@@ -28,8 +28,6 @@ use crate::transport::faulty::Faults;
 use crate::transport::identity::{ClusterSecret, NodeIdentity};
 use crate::transport::{ConnectError, Transport, TransportConfig, TransportEvent};
 
-/// Capacity of a subscription's queue toward its HTTP client.
-const SUBSCRIPTION_QUEUE: usize = 8192;
 
 /// Where an agent's identity comes from.
 #[derive(Clone, Debug)]

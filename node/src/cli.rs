@@ -227,6 +227,9 @@ pub fn subscribe(
                         gap.to_seq
                     )?;
                 }
+                StreamItem::Closed { closed } => {
+                    eprintln!("subscription closed by the agent: {}", closed.reason);
+                }
             }
         }
         out.flush()?;

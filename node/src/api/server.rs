@@ -113,7 +113,7 @@ async fn subscribe(
         Some(secs) => return Err(bad(format!("expire must be a positive number of seconds, got {secs}"))),
         None => None,
     };
-    let (sink, items) = mpsc::channel(1024);
+    let (sink, items) = mpsc::channel(8192);
     let accepted =
         ask(&s, |reply| Command::Subscribe { topic: p.topic, filter, expire, sink, reply }).await?;
     accepted.map_err(bad)?;

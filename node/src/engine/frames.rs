@@ -46,7 +46,6 @@ pub(crate) enum Inbound {
     AntiEntropy(AeMessage),
     Rumor(ChannelRumor),
     Aggregation(AggMessage),
-    Tree(hearsay_overlay::scribe::ScribeMessage),
 }
 
 /// The protocols, as metrics label them.
@@ -195,7 +194,6 @@ pub(crate) fn decode(
     let result = match opened.kind {
         MessageKind::Membership => opened.decode().map(|m| (Protocol::Membership, Inbound::Swim(m))),
         MessageKind::Ring => opened.decode().map(|m| (Protocol::Ring, Inbound::Ring(m))),
-        MessageKind::Tree => opened.decode().map(|m| (Protocol::Tree, Inbound::Tree(m))),
         MessageKind::Pbcast => opened.decode().map(|m| (Protocol::Pbcast, Inbound::Pbcast(m))),
         MessageKind::AntiEntropy => opened.decode().map(|m| (Protocol::AntiEntropy, Inbound::AntiEntropy(m))),
         MessageKind::Rumor => opened.decode().map(|m| (Protocol::Rumor, Inbound::Rumor(m))),

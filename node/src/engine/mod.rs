@@ -46,7 +46,7 @@ use hearsay_protocols::anti_entropy::{AeConfig, AeEvent, AeMode, AntiEntropy, En
 use hearsay_protocols::pbcast::{Data, MsgId, PbConfig, PbEvent, Pbcast, Start, Via};
 use hearsay_protocols::rumor::{RumorConfig, RumorEvent, RumorId, RumorMonger};
 use hearsay_protocols::wire::WireMessage;
-use hearsay_protocols::{Instant, Machine, NodeId, PeerView, Reliability, Seed, Seq, StreamId, TopicId, Transmit};
+use hearsay_protocols::{Instant, Machine, NodeId, PeerView, Seed, Seq, StreamId, TopicId, Transmit};
 
 pub use self::frames::{ChannelRumor, DecodeErrors, Protocol, RumorChannel, Traffic};
 use self::frames::Inbound;
@@ -838,7 +838,6 @@ impl Machine for Engine {
                 self.rumor_queries.handle_message(now, from, msg)
             }
             Inbound::Aggregation(m) => self.agg.handle_message(now, from, m),
-            Inbound::Tree(_) => {}
         }
         self.pump(now);
     }

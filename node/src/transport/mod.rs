@@ -305,7 +305,8 @@ impl Transport {
     pub async fn connect(&self, addr: SocketAddr) -> Result<NodeId, ConnectError> {
         let conn = self.dial(addr).await?;
         let peer =
-            peer_node_id(&conn).ok_or_else(|| ConnectError::Refused(format!("{addr}: no peer identity")))?;
+            peer_node_id(&conn)
+            .ok_or_else(|| ConnectError::Refused { reason: format!("{addr}: no peer identity"), admission: true })?;
         self.adopt(peer, conn);
         Ok(peer)
     }

@@ -80,11 +80,16 @@ impl fmt::Debug for Addr {
 }
 
 /// What a member advertises besides its address: the topics it subscribes to, strictly
-/// ascending, at most [`META_TOPICS_MAX`] (PROTOCOLS.md §6.1, §8.9).
+/// ascending, at most [`META_TOPICS_MAX`] (PROTOCOLS.md §6.1, §8.9), and its human-readable
+/// name (at most [`META_NAME_MAX`] bytes; empty in the simulator).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Meta {
     topics: Vec<TopicId>,
+    name: String,
 }
+
+/// The longest name a member may advertise, in bytes.
+pub const META_NAME_MAX: usize = 64;
 
 impl Meta {
     /// Meta advertising `topics` (sorted and deduplicated here); `None` if more than
@@ -92,7 +97,23 @@ impl Meta {
     pub fn new(mut topics: Vec<TopicId>) -> Option<Self> {
         topics.sort_unstable();
         topics.dedup();
-        (topics.len() <= META_TOPICS_MAX).then_some(Meta { topics })
+        (topics.len() <= META_TOPICS_MAX).then_some(Meta { topics, name: String::new() })
+    }
+
+    /// The same meta advertising `name`, cut to [`META_NAME_MAX`] bytes at a character
+    /// boundary.
+    pub fn with_name(mut self, name: &str) -> Self {
+        let mut end = name.len().min(META_NAME_MAX);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.name = name[..end].to_string();
+        self
+    }
+
+    /// The advertised name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The advertised topics, ascending.
@@ -106,7 +127,9 @@ impl Meta {
     }
 
     fn is_valid(&self) -> bool {
-        self.topics.len() <= META_TOPICS_MAX && self.topics.windows(2).all(|w| w[0] < w[1])
+        self.topics.len() <= META_TOPICS_MAX
+            && self.topics.windows(2).all(|w| w[0] < w[1])
+            && self.name.len() <= META_NAME_MAX
     }
 }
 
