@@ -221,6 +221,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("bad --log filter")?)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if !(0.0..1.0).contains(&args.test_loss) {
         anyhow::bail!("--test-loss must be in [0, 1)");
