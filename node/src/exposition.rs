@@ -33,6 +33,8 @@ pub fn metrics_text(engine: &Engine, transport: &Transport, subscriptions: usize
     let _ = writeln!(out, "hearsay_connections {}", transport.connections());
     let _ = writeln!(out, "# HELP hearsay_udp_bytes_sent_total UDP payload bytes sent.\n# TYPE hearsay_udp_bytes_sent_total counter");
     let _ = writeln!(out, "hearsay_udp_bytes_sent_total {}", transport.wire().bytes_sent.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP hearsay_udp_datagrams_received_total UDP datagrams received (QUIC or not).\n# TYPE hearsay_udp_datagrams_received_total counter");
+    let _ = writeln!(out, "hearsay_udp_datagrams_received_total {}", transport.wire().datagrams_received.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP hearsay_subscriptions Local API subscriptions.\n# TYPE hearsay_subscriptions gauge");
     let _ = writeln!(out, "hearsay_subscriptions {subscriptions}");
     let _ = writeln!(out, "# HELP hearsay_uptime_seconds Seconds since the agent started.\n# TYPE hearsay_uptime_seconds gauge");
