@@ -6,4 +6,5 @@ pub mod cli;
 pub mod config;
 pub mod filter;
 pub mod message;
+pub mod metrics;
 pub mod transport;
