@@ -42,10 +42,9 @@
 //! labelled family come out in no fixed order (prometheus-client keeps families in a hash
 //! map); Prometheus does not care.
 //!
-//! Decode error kinds: the variants of [`hearsay_protocols::wire::DecodeError`], plus
-//! `dropped_malformed` for messages that decoded but a machine dropped as out of bounds. The
-//! issue's list leaves out `kind_mismatch` (a frame routed to the wrong machine); it is a
-//! variant of the typed error, so it has its label too.
+//! Decode error kinds: the variants of [`hearsay_protocols::wire::DecodeError`] (with
+//! `KindMismatch` counted as `malformed`, see [`DecodeErrorKind::of`]), plus
+//! `dropped_malformed` for messages that decoded but a machine dropped as out of bounds.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +85,14 @@ macro_rules! label_values {
             pub fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text,)+
+                }
+            }
+
+            /// The value with this label.
+            pub fn from_label(label: &str) -> Option<$name> {
+                match label {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
                 }
             }
         }
@@ -182,8 +189,6 @@ label_values! {
         UnsupportedVersion => "unsupported_version",
         /// A kind byte no protocol has.
         UnknownKind => "unknown_kind",
-        /// Decoded as another kind than its envelope says.
-        KindMismatch => "kind_mismatch",
         /// Not a valid message of its kind.
         Malformed => "malformed",
         /// Bytes left after the body.
@@ -194,15 +199,15 @@ label_values! {
 }
 
 impl DecodeErrorKind {
-    /// The label of a typed decode error. A variant added to `DecodeError` later reads as
-    /// `malformed` until it gets a label of its own.
+    /// The label of a typed decode error. `KindMismatch` (a body read as another kind than
+    /// its envelope says, which a node that dispatches on the envelope never does) and any
+    /// variant added to `DecodeError` later read as `malformed`.
     pub fn of(error: &DecodeError) -> DecodeErrorKind {
         match error {
             DecodeError::TooLarge { .. } => DecodeErrorKind::TooLarge,
             DecodeError::Truncated => DecodeErrorKind::Truncated,
             DecodeError::UnsupportedVersion { .. } => DecodeErrorKind::UnsupportedVersion,
             DecodeError::UnknownKind(_) => DecodeErrorKind::UnknownKind,
-            DecodeError::KindMismatch { .. } => DecodeErrorKind::KindMismatch,
             DecodeError::TrailingBytes(_) => DecodeErrorKind::TrailingBytes,
             _ => DecodeErrorKind::Malformed,
         }
@@ -339,106 +344,105 @@ impl Metrics {
             }
             family
         };
-        let messages_sent = per_protocol(reg, "messages_sent", "Protocol messages sent.");
+        let messages_sent = per_protocol(reg, "messages_sent", "Protocol messages sent");
         let messages_received = per_protocol(
             reg,
             "messages_received",
-            "Protocol messages received, decoded and handed to their machine.",
+            "Protocol messages received, decoded and handed to their machine",
         );
-        let bytes_sent = per_protocol(reg, "bytes_sent", "Frame bytes of protocol messages sent.");
-        let bytes_received =
-            per_protocol(reg, "bytes_received", "Frame bytes of protocol messages received.");
+        let bytes_sent = per_protocol(reg, "bytes_sent", "Frame bytes of protocol messages sent");
+        let bytes_received = per_protocol(reg, "bytes_received", "Frame bytes of protocol messages received");
         let deliveries = add(
             reg,
             "deliveries",
-            "Messages delivered to local subscribers, by how the first copy reached this node.",
+            "Messages delivered to local subscribers, by how the first copy reached this node",
             Family::<ViaLabel, Counter>::default(),
         );
         for &via in Via::ALL {
             drop(deliveries.get_or_create(&ViaLabel { via }));
         }
         let duplicates =
-            add(reg, "duplicates", "Payload copies received and dropped as duplicates.", Counter::default());
+            add(reg, "duplicates", "Payload copies received and dropped as duplicates", Counter::default());
         let repairs_requested = add(
             reg,
             "repairs_requested",
-            "Messages this node asked a peer to retransmit (pbcast solicitations).",
+            "Messages this node asked a peer to retransmit (pbcast solicitations)",
             Counter::default(),
         );
         let repairs_served = add(
             reg,
             "repairs_served",
-            "Retransmissions this node sent in answer to solicitations.",
+            "Retransmissions this node sent in answer to solicitations",
             Counter::default(),
         );
         let gaps = add(
             reg,
             "gaps",
-            "Gap notices: runs of messages declared lost to local subscribers.",
+            "Gap notices: runs of messages declared lost to local subscribers",
             Counter::default(),
         );
-        let gap_messages = add(reg, "gap_messages", "Messages covered by gap notices.", Counter::default());
+        let gap_messages = add(reg, "gap_messages", "Messages covered by gap notices", Counter::default());
         let members = add(
             reg,
             "members",
-            "Members in this node's view, by SWIM state.",
+            "Members in this node's view, by SWIM state",
             Family::<StateLabel, Gauge>::default(),
         );
         for &state in MemberState::ALL {
             drop(members.get_or_create(&StateLabel { state }));
         }
         let suspicions =
-            add(reg, "suspicions", "Suspicions this node raised (failed probes).", Counter::default());
+            add(reg, "suspicions", "Suspicions this node raised (failed probes)", Counter::default());
         let refutations = add(
             reg,
             "refutations",
-            "Suspicions or death notices about this node that it refuted (false suspicions).",
+            "Suspicions or death notices about this node that it refuted (false suspicions)",
             Counter::default(),
         );
         let local_health = add(
             reg,
             "local_health",
-            "Lifeguard local health multiplier: 0 is healthy, higher stretches probe timeouts.",
+            "Lifeguard local health multiplier: 0 is healthy, higher stretches probe timeouts",
             Gauge::default(),
         );
         let tree_depth = add(
             reg,
             "tree_depth",
-            "Hops from this node to the root of the topic's tree.",
+            "Hops from this node to the root of the topic's tree",
             Family::<TopicLabel, Gauge>::default(),
         );
         let tree_children = add(
             reg,
             "tree_children",
-            "This node's children in the topic's tree.",
+            "This node's children in the topic's tree",
             Family::<TopicLabel, Gauge>::default(),
         );
-        let queries = add(reg, "queries", "Aggregation queries answered.", Counter::default());
+        let queries = add(reg, "queries", "Aggregation queries answered", Counter::default());
         let query_rounds = add(
             reg,
             "query_rounds",
-            "Gossip rounds an aggregation query took to answer.",
+            "Gossip rounds an aggregation query took to answer",
             Histogram::new(QUERY_ROUND_BUCKETS),
         );
         let decode_errors = add(
             reg,
             "decode_errors",
-            "Inbound frames dropped as undecodable or malformed, by reason.",
+            "Inbound frames dropped as undecodable or malformed, by reason",
             Family::<KindLabel, Counter>::default(),
         );
         for &kind in DecodeErrorKind::ALL {
             drop(decode_errors.get_or_create(&KindLabel { kind }));
         }
-        let connections = add(reg, "connections", "Live QUIC connections in the cache.", Gauge::default());
-        let udp_bytes_sent = add(reg, "udp_bytes_sent", "UDP payload bytes sent.", Counter::default());
+        let connections = add(reg, "connections", "Live QUIC connections in the cache", Gauge::default());
+        let udp_bytes_sent = add(reg, "udp_bytes_sent", "UDP payload bytes sent", Counter::default());
         let udp_bytes_received =
-            add(reg, "udp_bytes_received", "UDP payload bytes received.", Counter::default());
-        let udp_datagrams_sent = add(reg, "udp_datagrams_sent", "UDP datagrams sent.", Counter::default());
+            add(reg, "udp_bytes_received", "UDP payload bytes received", Counter::default());
+        let udp_datagrams_sent = add(reg, "udp_datagrams_sent", "UDP datagrams sent", Counter::default());
         let udp_datagrams_received =
-            add(reg, "udp_datagrams_received", "UDP datagrams received.", Counter::default());
-        let subscriptions = add(reg, "subscriptions", "Open local API subscriptions.", Gauge::default());
+            add(reg, "udp_datagrams_received", "UDP datagrams received", Counter::default());
+        let subscriptions = add(reg, "subscriptions", "Open local API subscriptions", Gauge::default());
         let uptime = Gauge::<f64, AtomicU64>::default();
-        reg.register_with_unit("uptime", "Time since the node started.", Unit::Seconds, uptime.clone());
+        reg.register_with_unit("uptime", "Time since the node started", Unit::Seconds, uptime.clone());
         Metrics {
             registry: r,
             started: Instant::now(),

@@ -7,6 +7,8 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 
 use hearsay::metrics::Metrics;
 use serde_json::Value;
@@ -98,6 +100,30 @@ fn dashboard_is_importable_with_a_datasource_variable() {
             );
         }
     }
+}
+
+/// `dashboards/prometheus.yml` is a valid Prometheus config (`promtool check config`, from
+/// the same Debian package) that scrapes loopback agents' `/metrics` as job `hearsay`.
+#[test]
+fn example_scrape_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/prometheus.yml");
+    let promtool = std::env::var("HEARSAY_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let out = Command::new(&promtool).args(["check", "config"]).arg(&path).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run `{promtool}` ({e}): install Debian's prometheus package (`apt-get install -y \
+             prometheus`, as .ci/run does) or set HEARSAY_PROMTOOL"
+        )
+    });
+    assert!(
+        out.status.success(),
+        "promtool check config {}:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = fs::read_to_string(&path).expect("config");
+    assert!(text.contains("job_name: hearsay") && text.contains("metrics_path: /metrics"));
+    assert!(text.contains("- 127.0.0.1:7071"), "loopback targets in the example");
 }
 
 #[test]

@@ -116,6 +116,9 @@ fn fresh_metrics_export_every_family_with_help_and_type() {
     }
     assert_eq!(family_type(&text, "hearsay_query_rounds"), "histogram");
     assert!(text.contains("# UNIT hearsay_uptime_seconds seconds"));
+    // prometheus-client ends help texts with a period itself.
+    assert!(text.contains("# HELP hearsay_duplicates Payload copies received and dropped as duplicates.\n"));
+    assert!(!text.contains(".."), "a help text ends with two periods");
     for s in samples(&text) {
         assert!(s.name.starts_with("hearsay_"), "{} is not hearsay_*", s.name);
     }
@@ -151,7 +154,6 @@ fn fresh_metrics_have_every_closed_label_at_zero() {
             "truncated",
             "unsupported_version",
             "unknown_kind",
-            "kind_mismatch",
             "malformed",
             "trailing_bytes",
             "dropped_malformed",
@@ -271,16 +273,31 @@ fn decode_errors_map_to_their_labels() {
         (DecodeError::Truncated, "truncated"),
         (DecodeError::UnsupportedVersion { got: 9, supported: 1 }, "unsupported_version"),
         (DecodeError::UnknownKind(200), "unknown_kind"),
-        (
-            DecodeError::KindMismatch { expected: MessageKind::Pbcast, got: MessageKind::Ring },
-            "kind_mismatch",
-        ),
+        (DecodeError::KindMismatch { expected: MessageKind::Pbcast, got: MessageKind::Ring }, "malformed"),
         (DecodeError::Malformed(postcard::Error::DeserializeUnexpectedEnd), "malformed"),
         (DecodeError::TrailingBytes(3), "trailing_bytes"),
     ];
     for (error, label) in cases {
         assert_eq!(DecodeErrorKind::of(&error).as_str(), label, "{error}");
     }
+}
+
+#[test]
+fn labels_read_back() {
+    for &p in Protocol::ALL {
+        assert_eq!(Protocol::from_label(p.as_str()), Some(p));
+    }
+    for &v in Via::ALL {
+        assert_eq!(Via::from_label(&v.to_string()), Some(v));
+    }
+    for &s in MemberState::ALL {
+        assert_eq!(MemberState::from_label(s.as_str()), Some(s));
+    }
+    for &k in DecodeErrorKind::ALL {
+        assert_eq!(DecodeErrorKind::from_label(k.as_str()), Some(k));
+    }
+    assert_eq!(Protocol::from_label("flood"), None);
+    assert_eq!(Via::from_label("First_phase"), None);
 }
 
 #[test]
