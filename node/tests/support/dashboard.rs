@@ -14,6 +14,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -198,8 +199,10 @@ fn free_port() -> Result<u16, String> {
 }
 
 fn temp_dir() -> Result<PathBuf, String> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!("hearsay-dashboard-{}-{nanos}", std::process::id()));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("hearsay-dashboard-{}-{nanos}-{n}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     Ok(dir)
 }
@@ -217,7 +220,34 @@ pub(crate) fn scrape_config(targets: &[SocketAddr]) -> String {
 }
 
 impl Prometheus {
+    /// Start Prometheus on a free loopback port and wait until it is ready. The port is
+    /// found by binding and closing it, so another process may take it first: Prometheus
+    /// then exits at once and is started again on another port (three tries).
     fn start(targets: &[SocketAddr], deadline: Instant) -> Result<Prometheus, String> {
+        const TRIES: u32 = 3;
+        for attempt in 1..=TRIES {
+            let mut prom = Prometheus::spawn(targets)?;
+            match prom.wait_ready(deadline) {
+                Ok(()) => {
+                    if let Ok(info) = prom.api("/api/v1/status/buildinfo", &[], deadline) {
+                        let version = info.get("version").and_then(Value::as_str).unwrap_or("?");
+                        prom.version = format!("prometheus {version}");
+                    }
+                    return Ok(prom);
+                }
+                Err(e) => {
+                    let exited = matches!(prom.child.try_wait(), Ok(Some(_)));
+                    if !exited || attempt == TRIES {
+                        return Err(prom.fail(e));
+                    }
+                }
+            }
+        }
+        Err("unreachable: the last try returns".into())
+    }
+
+    /// Start Prometheus with a fresh temp dir and config; not yet ready.
+    fn spawn(targets: &[SocketAddr]) -> Result<Prometheus, String> {
         let bin = binary();
         let dir = temp_dir()?;
         let config = dir.join("prometheus.yml");
@@ -246,14 +276,7 @@ impl Prometheus {
             .timeout_global(Some(Duration::from_secs(5)))
             .build()
             .into();
-        let mut prom =
-            Prometheus { child, dir, base: format!("http://127.0.0.1:{port}"), version: bin, http };
-        prom.wait_ready(deadline).map_err(|e| prom.fail(e))?;
-        if let Ok(info) = prom.api("/api/v1/status/buildinfo", &[], deadline) {
-            let version = info.get("version").and_then(Value::as_str).unwrap_or("?");
-            prom.version = format!("prometheus {version}");
-        }
-        Ok(prom)
+        Ok(Prometheus { child, dir, base: format!("http://127.0.0.1:{port}"), version: bin, http })
     }
 
     /// `message` with the tail of Prometheus' log.
