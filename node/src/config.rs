@@ -123,7 +123,8 @@ impl FileConfig {
         }
         let secret_file = self.secret_file.ok_or_else(|| {
             ConfigError::Missing(
-                "no cluster secret: pass --secret-file FILE (make one with `hearsay keygen --out FILE`)".into(),
+                "no cluster secret: pass --secret-file FILE (make one with `hearsay keygen --out FILE`)"
+                    .into(),
             )
         })?;
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("hearsay-data-{name}")));
@@ -171,9 +172,10 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("bind = \"not an address\"").is_err());
         let e = FileConfig::default().resolve().unwrap_err().to_string();
         assert!(e.contains("hearsay keygen"), "{e}");
-        let e = FileConfig { name: Some(String::new()), secret_file: Some("s".into()), ..FileConfig::default() }
-            .resolve()
-            .unwrap_err();
+        let e =
+            FileConfig { name: Some(String::new()), secret_file: Some("s".into()), ..FileConfig::default() }
+                .resolve()
+                .unwrap_err();
         assert!(matches!(e, ConfigError::Invalid(_)));
     }
 }

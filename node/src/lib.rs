@@ -20,6 +20,7 @@ pub mod engine;
 mod exposition;
 pub mod filter;
 pub mod message;
+pub mod metrics;
 pub mod transport;
 
 pub use exposition::metrics_text;
