@@ -28,7 +28,6 @@ use crate::transport::faulty::Faults;
 use crate::transport::identity::{ClusterSecret, NodeIdentity};
 use crate::transport::{ConnectError, Transport, TransportConfig, TransportEvent};
 
-
 /// Where an agent's identity comes from.
 #[derive(Clone, Debug)]
 pub enum IdentitySource {
@@ -169,9 +168,9 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle> {
     let (commands_tx, commands_rx) = mpsc::channel(1024);
     let api = match opts.api {
         Some(api_addr) => {
-            let listener = tokio::net::TcpListener::bind(api_addr)
-                .await
-                .with_context(|| format!("cannot listen for the API on {api_addr} (in use? pick another with --api)"))?;
+            let listener = tokio::net::TcpListener::bind(api_addr).await.with_context(|| {
+                format!("cannot listen for the API on {api_addr} (in use? pick another with --api)")
+            })?;
             let bound = listener.local_addr()?;
             let router = server::router(server::ApiState::new(commands_tx.clone()));
             tokio::spawn(async move {
@@ -183,13 +182,24 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle> {
         }
         None => None,
     };
-    let config = Arc::new(opts.engine.clone().unwrap_or_else(|| EngineConfig::with_swim(swim_preset(opts.preset))));
+    let config =
+        Arc::new(opts.engine.clone().unwrap_or_else(|| EngineConfig::with_swim(swim_preset(opts.preset))));
     let mut seed_bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes)
         .map_err(|_| anyhow::anyhow!("OS random source failed"))?;
     let seed = Seed::from_bytes(seed_bytes);
-    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let engine = Engine::new(identity.id(), &opts.name, Addr::from_socket(advertise), epoch, config, &seed, Instant::ZERO);
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let engine = Engine::new(
+        identity.id(),
+        &opts.name,
+        Addr::from_socket(advertise),
+        epoch,
+        config,
+        &seed,
+        Instant::ZERO,
+    );
     tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let actor = Actor {
@@ -202,6 +212,7 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle> {
         queries: BTreeMap::new(),
         unroutable: 0,
         leaving: false,
+        metrics: crate::metrics::Metrics::new(),
     };
     let task = tokio::spawn(actor.run(opts.join.clone(), net_events, commands_rx, stop_rx));
     Ok(AgentHandle { id: identity.id(), addr, api, commands: commands_tx, transport, stop: stop_tx, task })
@@ -233,6 +244,7 @@ struct Actor {
     queries: BTreeMap<QueryId, PendingQuery>,
     unroutable: u64,
     leaving: bool,
+    metrics: crate::metrics::Metrics,
 }
 
 enum JoinNote {
@@ -352,7 +364,11 @@ impl Actor {
     fn flush(&mut self) -> bool {
         let mut done = false;
         while let Some(t) = self.engine.poll_transmit() {
-            let addr = self.addrs.get(&t.to).copied().or_else(|| self.engine.addr_of(&t.to).and_then(|a| a.to_socket()));
+            let addr = self
+                .addrs
+                .get(&t.to)
+                .copied()
+                .or_else(|| self.engine.addr_of(&t.to).and_then(|a| a.to_socket()));
             match addr {
                 Some(a) => self.transport.send(t.to, a, t.reliability, t.msg),
                 None => self.unroutable += 1,
@@ -360,15 +376,31 @@ impl Actor {
         }
         while let Some(e) = self.engine.poll_event() {
             match e {
-                EngineEvent::Delivered { topic, origin, seq, payload, .. } => self.deliver(topic, origin, seq, &payload),
+                EngineEvent::Delivered { topic, origin, seq, payload, .. } => {
+                    self.deliver(topic, origin, seq, &payload)
+                }
                 EngineEvent::Gap { topic, origin, first, last } => self.gap(topic, origin, first, last),
                 EngineEvent::Answered { qid, value, rounds, converged, nodes } => {
+                    self.metrics.observe_query_rounds(rounds);
                     if let Some(p) = self.queries.remove(&qid) {
-                        let _ = p.reply.send(Ok(types::QueryResult { func: p.func, name: p.name, value, rounds, nodes, converged }));
+                        let _ = p.reply.send(Ok(types::QueryResult {
+                            func: p.func,
+                            name: p.name,
+                            value,
+                            rounds,
+                            nodes,
+                            converged,
+                        }));
                     }
                 }
                 EngineEvent::Member { node, state, incarnation } => {
-                    let name = self.engine.members().into_iter().find(|m| m.id == node).map(|m| m.name).unwrap_or_default();
+                    let name = self
+                        .engine
+                        .members()
+                        .into_iter()
+                        .find(|m| m.id == node)
+                        .map(|m| m.name)
+                        .unwrap_or_default();
                     tracing::info!(member = %name, id = %node, ?state, incarnation, "member");
                     if !matches!(state, State::Alive | State::Suspect) {
                         self.addrs.remove(&node);
@@ -387,7 +419,8 @@ impl Actor {
     }
 
     fn deliver(&mut self, topic: TopicId, origin: NodeId, seq: u64, payload: &Bytes) {
-        let msg = AppMessage::decode(payload).unwrap_or_else(|_| AppMessage { headers: BTreeMap::new(), body: payload.clone() });
+        let msg = AppMessage::decode(payload)
+            .unwrap_or_else(|_| AppMessage { headers: BTreeMap::new(), body: payload.clone() });
         let origin_hex = hex(&origin);
         let mut dead = Vec::new();
         for (id, sub) in self.subs.iter().filter(|(_, s)| s.topic == topic) {
@@ -420,7 +453,12 @@ impl Actor {
         let mut dead = Vec::new();
         for (id, sub) in self.subs.iter().filter(|(_, s)| s.topic == topic) {
             let item = StreamItem::Gap {
-                gap: types::Gap { topic: sub.name.clone(), origin: origin_hex.clone(), from_seq: first, to_seq: last },
+                gap: types::Gap {
+                    topic: sub.name.clone(),
+                    origin: origin_hex.clone(),
+                    from_seq: first,
+                    to_seq: last,
+                },
             };
             if sub.sink.try_send(item).is_err() {
                 dead.push(*id);
@@ -451,11 +489,17 @@ impl Actor {
 
     fn housekeeping(&mut self) {
         let now = tokio::time::Instant::now();
-        let expired: Vec<u64> = self.subs.iter().filter(|(_, s)| s.expires.is_some_and(|e| e <= now)).map(|(id, _)| *id).collect();
+        let expired: Vec<u64> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.expires.is_some_and(|e| e <= now))
+            .map(|(id, _)| *id)
+            .collect();
         for id in expired {
             self.end_subscription(id, "the subscription expired");
         }
-        let gone: Vec<u64> = self.subs.iter().filter(|(_, s)| s.sink.is_closed()).map(|(id, _)| *id).collect();
+        let gone: Vec<u64> =
+            self.subs.iter().filter(|(_, s)| s.sink.is_closed()).map(|(id, _)| *id).collect();
         for id in gone {
             if let Some(sub) = self.subs.remove(&id) {
                 let now = self.now();
@@ -468,7 +512,12 @@ impl Actor {
         let now = self.now();
         match cmd {
             Command::Status(reply) => {
-                let members = self.engine.members().iter().filter(|m| matches!(m.state, State::Alive | State::Suspect)).count();
+                let members = self
+                    .engine
+                    .members()
+                    .iter()
+                    .filter(|m| matches!(m.state, State::Alive | State::Suspect))
+                    .count();
                 let _ = reply.send(types::Status {
                     name: self.engine.name().to_string(),
                     id: hex(&self.engine.id()),
@@ -533,7 +582,10 @@ impl Actor {
             }
             Command::Ring(reply) => {
                 let r = self.engine.ring_view();
-                let peer = |n: &hearsay_overlay::chord::RingNode| types::RingPeer { id: hex(&n.id), ring_id: format!("{:016x}", n.ring.0) };
+                let peer = |n: &hearsay_overlay::chord::RingNode| types::RingPeer {
+                    id: hex(&n.id),
+                    ring_id: format!("{:016x}", n.ring.0),
+                };
                 let _ = reply.send(types::RingInfo {
                     me: peer(&r.me),
                     predecessor: r.predecessor.as_ref().map(peer),
@@ -562,7 +614,8 @@ impl Actor {
                 }
             }
             Command::Metrics(reply) => {
-                let _ = reply.send(crate::metrics_text(&self.engine, &self.transport, self.subs.len(), self.start.elapsed()));
+                crate::exposition::update(&self.metrics, &self.engine, &self.transport, self.subs.len());
+                let _ = reply.send(self.metrics.encode());
             }
         }
     }
@@ -573,7 +626,9 @@ impl Actor {
             (Some(_), Some(_)) => return Err("give either payload or payload_b64, not both".into()),
             (Some(t), None) => Bytes::from(t.into_bytes()),
             (None, Some(b)) => Bytes::from(
-                base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| format!("payload_b64 is not base64: {e}"))?,
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|e| format!("payload_b64 is not base64: {e}"))?,
             ),
             (None, None) => Bytes::new(),
         };

@@ -178,7 +178,11 @@ pub fn publish(c: &Client, topic: &str, msg: Option<&str>, headers: &[String], j
             headers: headers.clone(),
         };
         let p: Published = c.post("/v1/publish", &req)?;
-        if json { print_json(&p) } else { Ok(println!("{} {} seq {}", p.topic, short(&p.origin), p.seq)) }
+        if json {
+            return print_json(&p);
+        }
+        println!("{} {} seq {}", p.topic, short(&p.origin), p.seq);
+        Ok(())
     };
     match msg {
         Some(m) => send(m),

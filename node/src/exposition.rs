@@ -1,44 +1,63 @@
-//! Prometheus text for `/metrics`, from the Engine's and the transport's counters.
-
-use std::fmt::Write;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+//! Filling [`Metrics`] from the Engine's, the machines' and the transport's own counters at
+//! scrape time (every counter there is a monotonic total since start).
 
 use hearsay_overlay::swim::State;
 
-use crate::engine::{Engine, Protocol};
+use crate::engine::{self, Engine};
+use crate::metrics::{self, DecodeErrorKind, MemberState, Metrics, Traffic, Via};
 use crate::transport::Transport;
 
-/// The node's metrics in the Prometheus text format.
-pub fn metrics_text(engine: &Engine, transport: &Transport, subscriptions: usize, uptime: Duration) -> String {
-    let mut out = String::new();
-    let t = &engine.stats().traffic;
-    let _ = writeln!(out, "# HELP hearsay_messages_sent_total Frames sent, by protocol.\n# TYPE hearsay_messages_sent_total counter");
-    for p in Protocol::ALL {
+/// Copy every figure of `engine` and `transport` into `m`.
+pub(crate) fn update(m: &Metrics, engine: &Engine, transport: &Transport, subscriptions: usize) {
+    let stats = engine.stats();
+    for p in engine::Protocol::ALL {
         let i = p as usize;
-        let _ = writeln!(out, "hearsay_messages_sent_total{{protocol=\"{}\"}} {}", p.label(), t.sent[i]);
+        if let Some(label) = metrics::Protocol::from_label(p.label()) {
+            m.set_traffic(
+                label,
+                Traffic {
+                    messages_sent: stats.traffic.sent[i],
+                    messages_received: stats.traffic.received[i],
+                    bytes_sent: stats.traffic.bytes_sent[i],
+                    bytes_received: stats.traffic.bytes_received[i],
+                },
+            );
+        }
     }
-    let _ = writeln!(out, "# HELP hearsay_messages_received_total Frames received, by protocol.\n# TYPE hearsay_messages_received_total counter");
-    for p in Protocol::ALL {
-        let _ = writeln!(out, "hearsay_messages_received_total{{protocol=\"{}\"}} {}", p.label(), t.received[p as usize]);
+    for (via, n) in
+        [Via::Local, Via::FirstPhase, Via::Repair, Via::AntiEntropy].into_iter().zip(stats.delivered)
+    {
+        m.set_deliveries(via, n);
     }
-    let _ = writeln!(out, "# HELP hearsay_members Members by state.\n# TYPE hearsay_members gauge");
-    let members = engine.members();
-    for (label, st) in [("alive", State::Alive), ("suspect", State::Suspect), ("dead", State::Dead), ("left", State::Left)] {
-        let _ = writeln!(out, "hearsay_members{{state=\"{label}\"}} {}", members.iter().filter(|m| m.state == st).count());
+    let pb = engine.pbcast().stats();
+    m.set_duplicates(pb.duplicates);
+    m.set_repairs(pb.seqs_solicited, pb.retransmitted);
+    m.set_gaps(stats.gaps.0, stats.gaps.1);
+    let members = engine.swim().members();
+    for (label, state) in [
+        (MemberState::Alive, State::Alive),
+        (MemberState::Suspect, State::Suspect),
+        (MemberState::Dead, State::Dead),
+        (MemberState::Left, State::Left),
+    ] {
+        m.set_members(label, members.iter().filter(|x| x.state == state).count() as u64);
     }
-    let _ = writeln!(out, "# HELP hearsay_decode_errors_total Frames that did not decode.\n# TYPE hearsay_decode_errors_total counter");
-    let _ = writeln!(out, "hearsay_decode_errors_total {}", engine.stats().decode_errors.total());
-    let _ = writeln!(out, "# HELP hearsay_connections Live QUIC connections.\n# TYPE hearsay_connections gauge");
-    let _ = writeln!(out, "hearsay_connections {}", transport.connections());
-    let _ = writeln!(out, "# HELP hearsay_udp_bytes_sent_total UDP payload bytes sent.\n# TYPE hearsay_udp_bytes_sent_total counter");
-    let _ = writeln!(out, "hearsay_udp_bytes_sent_total {}", transport.wire().bytes_sent.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP hearsay_udp_datagrams_received_total UDP datagrams received (QUIC or not).\n# TYPE hearsay_udp_datagrams_received_total counter");
-    let _ = writeln!(out, "hearsay_udp_datagrams_received_total {}", transport.wire().datagrams_received.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP hearsay_subscriptions Local API subscriptions.\n# TYPE hearsay_subscriptions gauge");
-    let _ = writeln!(out, "hearsay_subscriptions {subscriptions}");
-    let _ = writeln!(out, "# HELP hearsay_uptime_seconds Seconds since the agent started.\n# TYPE hearsay_uptime_seconds gauge");
-    let _ = writeln!(out, "hearsay_uptime_seconds {:.3}", uptime.as_secs_f64());
-    out.push_str("# EOF\n");
-    out
+    let swim = engine.swim().stats();
+    m.set_suspicions(swim.suspicions, swim.refutations);
+    m.set_local_health(engine.swim().health());
+    m.set_queries(engine.aggregation().stats().answered);
+    let e = stats.decode_errors;
+    for (kind, n) in [
+        (DecodeErrorKind::TooLarge, e.too_large),
+        (DecodeErrorKind::Truncated, e.truncated),
+        (DecodeErrorKind::UnsupportedVersion, e.unsupported_version),
+        (DecodeErrorKind::UnknownKind, e.unknown_kind),
+        (DecodeErrorKind::Malformed, e.malformed),
+        (DecodeErrorKind::TrailingBytes, e.trailing_bytes),
+        (DecodeErrorKind::DroppedMalformed, pb.malformed + swim.malformed),
+    ] {
+        m.set_decode_errors(kind, n);
+    }
+    m.set_transport(transport);
+    m.set_subscriptions(subscriptions);
 }

@@ -22,5 +22,3 @@ pub mod filter;
 pub mod message;
 pub mod metrics;
 pub mod transport;
-
-pub use exposition::metrics_text;

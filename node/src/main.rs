@@ -176,7 +176,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Agent(args) => run_agent(&cli.api, args),
         Cmd::Members { json } => cli::members(&client(), json),
-        Cmd::Publish { topic, msg, headers, json } => cli::publish(&client(), &topic, msg.as_deref(), &headers, json),
+        Cmd::Publish { topic, msg, headers, json } => {
+            cli::publish(&client(), &topic, msg.as_deref(), &headers, json)
+        }
         Cmd::Subscribe { topic, filter, expire, json } => {
             cli::subscribe(&client(), &topic, filter.as_deref(), expire, json)
         }
@@ -195,7 +197,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Ring { json } => cli::ring(&client(), json),
         Cmd::Keygen { out } => {
             ClusterSecret::generate()?.write_new(&out)?;
-            println!("wrote a new cluster secret to {}: give this file to every agent (--secret-file)", out.display());
+            println!(
+                "wrote a new cluster secret to {}: give this file to every agent (--secret-file)",
+                out.display()
+            );
             Ok(())
         }
     }

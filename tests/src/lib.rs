@@ -71,7 +71,8 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     /// A new empty directory under the system temp dir.
     pub fn new(label: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let p = std::env::temp_dir().join(format!("hearsay-test-{label}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
@@ -245,7 +246,9 @@ impl Agent {
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default()
             .into_iter()
-            .map(|m| (m["name"].as_str().unwrap_or("").to_string(), m["state"].as_str().unwrap_or("").to_string()))
+            .map(|m| {
+                (m["name"].as_str().unwrap_or("").to_string(), m["state"].as_str().unwrap_or("").to_string())
+            })
             .collect()
     }
 

@@ -49,7 +49,8 @@ fn five_nodes_form_from_one_seed_and_every_subscriber_gets_everything_in_order()
             assert_eq!(seqs, (1..=500).collect::<Vec<u64>>(), "n{k}: origin {o} out of order or incomplete");
         }
         // Payloads match what was published, in order.
-        let payloads: Vec<&str> = msgs.iter().filter(|(o, _, _)| *o == origins[0]).map(|(_, _, p)| p.as_str()).collect();
+        let payloads: Vec<&str> =
+            msgs.iter().filter(|(o, _, _)| *o == origins[0]).map(|(_, _, p)| p.as_str()).collect();
         assert_eq!(payloads[0], "a0");
         assert_eq!(payloads[499], "a499");
     }
@@ -89,7 +90,9 @@ fn a_killed_node_is_detected_dead_in_bounded_time_and_rejoins_after_restart() {
         agents[0].publish("after", &format!("m{i}"));
     }
     for s in [&sub, &other] {
-        wait_for("50 messages after the restart", Duration::from_secs(30), || (s.messages().len() >= 50).then_some(()));
+        wait_for("50 messages after the restart", Duration::from_secs(30), || {
+            (s.messages().len() >= 50).then_some(())
+        });
     }
     let seqs: Vec<u64> = sub.messages().iter().map(|(_, s, _)| *s).collect();
     assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
@@ -190,9 +193,16 @@ fn malformed_datagrams_are_counted_and_dropped_while_the_cluster_keeps_working()
         use hearsay::transport::{Transport, TransportConfig};
         let id = NodeIdentity::ephemeral(&ClusterSecret::load(&secret).unwrap()).unwrap();
         let (t, _rx) = Transport::bind(TransportConfig::new("127.0.0.1:0".parse().unwrap()), &id).unwrap();
-        for junk in [&b"\x01"[..], &b"\x01\x63junk"[..], &b"\x09\x05"[..], &b"\x01\x05\xff\xff\xff\xff\xff"[..]] {
+        for junk in
+            [&b"\x01"[..], &b"\x01\x63junk"[..], &b"\x09\x05"[..], &b"\x01\x05\xff\xff\xff\xff\xff"[..]]
+        {
             for _ in 0..25 {
-                t.send(target_id, agents[0].addr, hearsay_protocols::Reliability::Datagram, bytes::Bytes::copy_from_slice(junk));
+                t.send(
+                    target_id,
+                    agents[0].addr,
+                    hearsay_protocols::Reliability::Datagram,
+                    bytes::Bytes::copy_from_slice(junk),
+                );
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -210,12 +220,19 @@ fn malformed_datagrams_are_counted_and_dropped_while_the_cluster_keeps_working()
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(seen.0 >= 500.0 && seen.1 >= 100.0, "garbage not counted: {} datagrams, {} decode errors", seen.0, seen.1);
+    assert!(
+        seen.0 >= 500.0 && seen.1 >= 100.0,
+        "garbage not counted: {} datagrams, {} decode errors",
+        seen.0,
+        seen.1
+    );
     // The cluster still works.
     let sub = agents[2].subscribe("still");
     std::thread::sleep(Duration::from_secs(2));
     agents[0].publish("still", "alive");
-    wait_for("a message after the garbage", Duration::from_secs(20), || (sub.messages().len() == 1).then_some(()));
+    wait_for("a message after the garbage", Duration::from_secs(20), || {
+        (sub.messages().len() == 1).then_some(())
+    });
     for a in &agents {
         assert_eq!(a.members().values().filter(|s| *s == "alive").count(), 3, "{}", a.name);
     }

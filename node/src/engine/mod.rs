@@ -48,8 +48,8 @@ use hearsay_protocols::rumor::{RumorConfig, RumorEvent, RumorId, RumorMonger};
 use hearsay_protocols::wire::WireMessage;
 use hearsay_protocols::{Instant, Machine, NodeId, PeerView, Seed, Seq, StreamId, TopicId, Transmit};
 
-pub use self::frames::{ChannelRumor, DecodeErrors, Protocol, RumorChannel, Traffic};
 use self::frames::Inbound;
+pub use self::frames::{ChannelRumor, DecodeErrors, Protocol, RumorChannel, Traffic};
 pub use self::views::{MemberView, RingView, TopicView};
 
 /// Settings of every machine of a node.
@@ -496,7 +496,11 @@ impl Engine {
     /// Everything this node stores can serve anti-entropy catch-up.
     fn keep_for_catch_up(&mut self, data: &Data) {
         if self.ae.topics().binary_search(&data.id.topic).is_ok() {
-            self.ae.insert(Entry { stream: data.id.stream(), seq: data.id.seq, payload: data.payload.clone() });
+            self.ae.insert(Entry {
+                stream: data.id.stream(),
+                seq: data.id.seq,
+                payload: data.payload.clone(),
+            });
         }
     }
 
@@ -568,7 +572,11 @@ impl Engine {
         let everyone = self.swim.peers();
         self.agg.set_peers(everyone.clone());
         self.rumor_queries.set_peers(everyone);
-        self.events.push_back(EngineEvent::Member { node: ev.node, state: ev.state, incarnation: ev.incarnation });
+        self.events.push_back(EngineEvent::Member {
+            node: ev.node,
+            state: ev.state,
+            incarnation: ev.incarnation,
+        });
     }
 
     /// Drain every machine, encode transmits, route events, until nothing moves.
@@ -609,13 +617,8 @@ impl Engine {
                 SwimEvent::Member(ev) => self.on_member(now, ev),
                 SwimEvent::JoinCompleted { .. } => {
                     if !self.joined_ring {
-                        let live: Vec<NodeId> = self
-                            .swim
-                            .members()
-                            .iter()
-                            .filter(|m| m.state.is_live())
-                            .map(|m| m.id)
-                            .collect();
+                        let live: Vec<NodeId> =
+                            self.swim.members().iter().filter(|m| m.state.is_live()).map(|m| m.id).collect();
                         let _ = self.ring.join_from_members(now, &RingSnapshot::new(live));
                         self.joined_ring = true;
                     }
@@ -662,7 +665,12 @@ impl Engine {
                         Via::AntiEntropy => 3,
                     };
                     self.stats.delivered[slot] += 1;
-                    let data = Data { id: d.id, published_at: d.published_at, payload: d.payload.clone(), via: d.via };
+                    let data = Data {
+                        id: d.id,
+                        published_at: d.published_at,
+                        payload: d.payload.clone(),
+                        via: d.via,
+                    };
                     self.keep_for_catch_up(&data);
                     if d.via != Via::Local {
                         self.events.push_back(EngineEvent::Delivered {
@@ -714,7 +722,10 @@ impl Engine {
             match e {
                 AeEvent::Received { entry, .. } => {
                     let id = MsgId { origin: entry.stream.origin, topic: entry.stream.topic, seq: entry.seq };
-                    self.pb.handle_data(now, Data { id, published_at: now, payload: entry.payload, via: Via::AntiEntropy });
+                    self.pb.handle_data(
+                        now,
+                        Data { id, published_at: now, payload: entry.payload, via: Via::AntiEntropy },
+                    );
                 }
                 AeEvent::Heads { peer: _, summaries } => {
                     // The exchange's topic: the first summary's, or the pending request's.
@@ -787,16 +798,14 @@ impl Engine {
                         self.rumor_queries.inject(now, id, Bytes::from(bytes));
                     }
                 }
-                AggEvent::Answered(r) => {
-                    if self.my_queries.remove(&r.qid) {
-                        self.events.push_back(EngineEvent::Answered {
-                            qid: r.qid,
-                            value: r.value,
-                            rounds: r.rounds,
-                            converged: r.converged,
-                            nodes: self.swim.peers().len() + 1,
-                        });
-                    }
+                AggEvent::Answered(r) if self.my_queries.remove(&r.qid) => {
+                    self.events.push_back(EngineEvent::Answered {
+                        qid: r.qid,
+                        value: r.value,
+                        rounds: r.rounds,
+                        converged: r.converged,
+                        nodes: self.swim.peers().len() + 1,
+                    });
                 }
                 _ => {}
             }
@@ -823,7 +832,8 @@ impl Machine for Engine {
 
     fn handle_message(&mut self, now: Instant, from: NodeId, frame: Bytes) {
         let limit = self.config.frame_limit;
-        let Some(msg) = frames::decode(&frame, limit, &mut self.stats.decode_errors, &mut self.stats.traffic) else {
+        let Some(msg) = frames::decode(&frame, limit, &mut self.stats.decode_errors, &mut self.stats.traffic)
+        else {
             return;
         };
         match msg {

@@ -28,7 +28,13 @@ impl Cluster {
                 Engine::new(id, &format!("n{i}"), Addr::default(), 1, config.clone(), &seed, Instant::ZERO)
             })
             .collect();
-        let mut c = Cluster { nodes, now: Instant::ZERO, wire: VecDeque::new(), events: Vec::new(), down: BTreeSet::new() };
+        let mut c = Cluster {
+            nodes,
+            now: Instant::ZERO,
+            wire: VecDeque::new(),
+            events: Vec::new(),
+            down: BTreeSet::new(),
+        };
         c.collect();
         c
     }
@@ -146,7 +152,8 @@ fn a_publish_reaches_every_subscriber_once_in_order() {
     let origin = c.nodes[1].origin();
     for i in 0..4 {
         let got = c.delivered(i);
-        let expected: Vec<(NodeId, u64, Bytes)> = (0..5u8).map(|k| (origin, u64::from(k) + 1, Bytes::from(vec![k]))).collect();
+        let expected: Vec<(NodeId, u64, Bytes)> =
+            (0..5u8).map(|k| (origin, u64::from(k) + 1, Bytes::from(vec![k]))).collect();
         assert_eq!(got, expected, "node {i}");
     }
     assert_eq!(c.nodes[2].node_of_origin(&origin), Some(c.nodes[1].id()));
@@ -197,7 +204,9 @@ fn garbage_frames_are_counted_and_dropped() {
     c.join_all();
     let from = c.nodes[1].id();
     let now = c.now;
-    for junk in [&b""[..], &b"\x01"[..], &b"\x09\x05abc"[..], &b"\x01\x05\xff\xff\xff\xff"[..], &b"\x01\x63"[..]] {
+    for junk in
+        [&b""[..], &b"\x01"[..], &b"\x09\x05abc"[..], &b"\x01\x05\xff\xff\xff\xff"[..], &b"\x01\x63"[..]]
+    {
         c.nodes[0].handle_message(now, from, Bytes::copy_from_slice(junk));
     }
     let e = c.nodes[0].stats().decode_errors;

@@ -90,7 +90,10 @@ impl Engine {
                     name: s.name.clone(),
                     subscribers: s.subscribers,
                     role,
-                    members: self.topic_members.get(t).map_or(0, |m| m.iter().filter(|n| **n != self.id).count()),
+                    members: self
+                        .topic_members
+                        .get(t)
+                        .map_or(0, |m| m.iter().filter(|n| **n != self.id).count()),
                 }
             })
             .collect()

@@ -304,9 +304,10 @@ impl Transport {
     /// Connect to `addr` (a seed whose identity is not known yet) and return who answered.
     pub async fn connect(&self, addr: SocketAddr) -> Result<NodeId, ConnectError> {
         let conn = self.dial(addr).await?;
-        let peer =
-            peer_node_id(&conn)
-            .ok_or_else(|| ConnectError::Refused { reason: format!("{addr}: no peer identity"), admission: true })?;
+        let peer = peer_node_id(&conn).ok_or_else(|| ConnectError::Refused {
+            reason: format!("{addr}: no peer identity"),
+            admission: true,
+        })?;
         self.adopt(peer, conn);
         Ok(peer)
     }
