@@ -248,7 +248,9 @@ struct Actor {
 }
 
 enum JoinNote {
-    Resolved(NodeId),
+    /// The seed at this address is this node (its address travels with it: the transport's
+    /// `Connected` event comes on another channel and may be handled later).
+    Resolved(NodeId, SocketAddr),
     Refused(String),
 }
 
@@ -278,9 +280,17 @@ impl Actor {
         }
         drop(join_tx);
         let mut refusals = 0usize;
+        // Closed channels are ready at once forever: stop polling them when they close.
+        let mut join_open = true;
+        let mut commands_open = true;
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         let mut leave_deadline: Option<tokio::time::Instant> = None;
-        self.flush();
+        // Seeds that answered, and when to ask them again after a failed join (SWIM itself
+        // would wait a whole push-pull interval).
+        let mut seed_ids: Vec<NodeId> = Vec::new();
+        let mut join_retry: Option<tokio::time::Instant> = None;
+        let mut join_backoff = Duration::from_millis(500);
+        let _ = self.flush();
         loop {
             let timer = tokio::time::sleep_until(self.deadline());
             tokio::pin!(timer);
@@ -289,14 +299,18 @@ impl Actor {
                     let Some(ev) = ev else { break };
                     self.on_transport(ev);
                 }
-                cmd = commands.recv(), if !self.leaving => {
-                    let Some(cmd) = cmd else { continue };
-                    self.on_command(cmd);
+                cmd = commands.recv(), if !self.leaving && commands_open => {
+                    match cmd {
+                        Some(cmd) => self.on_command(cmd),
+                        None => commands_open = false,
+                    }
                 }
-                note = join_rx.recv() => match note {
-                    Some(JoinNote::Resolved(id)) => {
+                note = join_rx.recv(), if join_open => match note {
+                    Some(JoinNote::Resolved(id, addr)) => {
+                        self.addrs.insert(id, addr);
+                        seed_ids.push(id);
                         let now = self.now();
-                        let _ = self.engine.join(now, &[id]);
+                        let _ = self.engine.join(now, &seed_ids);
                     }
                     Some(JoinNote::Refused(reason)) => {
                         refusals += 1;
@@ -307,13 +321,18 @@ impl Actor {
                                    secret differs: start the agent with the cluster's --secret-file.");
                         }
                     }
-                    None => {}
+                    None => join_open = false,
                 },
                 () = &mut timer => {
                     let now = self.now();
                     self.engine.handle_timeout(now);
                 }
                 _ = housekeeping.tick() => self.housekeeping(),
+                () = async { match join_retry { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    join_retry = None;
+                    let now = self.now();
+                    let _ = self.engine.join(now, &seed_ids);
+                }
                 changed = stop.changed() => {
                     let what = if changed.is_ok() { *stop.borrow() } else { Stop::Crash };
                     match what {
@@ -335,8 +354,13 @@ impl Actor {
                     break;
                 }
             }
-            if self.flush() {
+            let (done, join_failed) = self.flush();
+            if done {
                 break;
+            }
+            if join_failed && !seed_ids.is_empty() && !self.leaving {
+                join_retry = Some(tokio::time::Instant::now() + join_backoff);
+                join_backoff = (join_backoff * 2).min(Duration::from_secs(10));
             }
         }
         self.close_subscriptions("the agent stopped");
@@ -360,9 +384,11 @@ impl Actor {
         }
     }
 
-    /// Send what the Engine wants sent and handle its events. True when the agent is done.
-    fn flush(&mut self) -> bool {
+    /// Send what the Engine wants sent and handle its events. Returns whether the agent is
+    /// done, and whether a join just failed.
+    fn flush(&mut self) -> (bool, bool) {
         let mut done = false;
+        let mut join_failed = false;
         while let Some(t) = self.engine.poll_transmit() {
             let addr = self
                 .addrs
@@ -371,7 +397,10 @@ impl Actor {
                 .or_else(|| self.engine.addr_of(&t.to).and_then(|a| a.to_socket()));
             match addr {
                 Some(a) => self.transport.send(t.to, a, t.reliability, t.msg),
-                None => self.unroutable += 1,
+                None => {
+                    tracing::debug!(to = %t.to, "no address known: frame dropped");
+                    self.unroutable += 1;
+                }
             }
         }
         while let Some(e) = self.engine.poll_event() {
@@ -407,7 +436,10 @@ impl Actor {
                     }
                 }
                 EngineEvent::Joined => tracing::info!("joined the cluster"),
-                EngineEvent::JoinFailed => tracing::warn!("no seed answered; retrying"),
+                EngineEvent::JoinFailed => {
+                    tracing::warn!("no seed answered the join in time; retrying");
+                    join_failed = true;
+                }
                 EngineEvent::LeaveDone => {
                     if self.leaving {
                         done = true;
@@ -415,7 +447,7 @@ impl Actor {
                 }
             }
         }
-        done
+        (done, join_failed)
     }
 
     fn deliver(&mut self, topic: TopicId, origin: NodeId, seq: u64, payload: &Bytes) {
@@ -644,7 +676,7 @@ async fn resolve_seed(t: Transport, addr: SocketAddr, tx: mpsc::Sender<JoinNote>
     loop {
         match t.connect(addr).await {
             Ok(id) => {
-                let _ = tx.send(JoinNote::Resolved(id)).await;
+                let _ = tx.send(JoinNote::Resolved(id, addr)).await;
                 return;
             }
             Err(ConnectError::Refused { reason, admission: true }) => {

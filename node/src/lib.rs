@@ -3,6 +3,7 @@
 //!
 //! | module | contents |
 //! |---|---|
+//! | [`demo`] | `hearsay demo`: a live local cluster in one process |
 //! | [`engine`] | the sans-IO composition of all machines (a `Machine` over encoded frames) |
 //! | [`agent`] | the runtime: one actor task per node, QUIC transport, API server |
 //! | [`transport`] | QUIC (quinn) with cluster admission, connection cache, fault injection |
@@ -16,6 +17,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod engine;
 mod exposition;
 pub mod filter;

@@ -94,6 +94,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A whole cluster on loopback in this process, live: formation, publish/subscribe under
+    /// loss with repair, a crash and its detection, an aggregation query. Exits by itself.
+    Demo {
+        /// Agents to start.
+        #[arg(long, default_value_t = 16)]
+        nodes: usize,
+        /// Fraction of UDP datagrams each agent drops, in [0, 0.5).
+        #[arg(long, default_value_t = 0.05)]
+        loss: f64,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Messages published per second.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+    },
     /// Make a new cluster secret file (give the same file to every agent of a cluster).
     Keygen {
         /// Where to write it (refuses to overwrite).
@@ -195,6 +211,25 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client(), &name, value),
         Cmd::Topics { json } => cli::topics(&client(), json),
         Cmd::Ring { json } => cli::ring(&client(), json),
+        Cmd::Demo { nodes, loss, duration, rate } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("HEARSAY_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let opts = hearsay::demo::DemoOptions {
+                nodes,
+                loss,
+                duration: std::time::Duration::from_secs(duration),
+                rate,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(hearsay::demo::run(opts))
+        }
         Cmd::Keygen { out } => {
             ClusterSecret::generate()?.write_new(&out)?;
             println!(

@@ -213,3 +213,32 @@ fn garbage_frames_are_counted_and_dropped() {
     assert_eq!(e.total(), 5, "{e:?}");
     assert_eq!(c.nodes[0].members().len(), 2, "membership unchanged");
 }
+
+#[test]
+fn deadlines_move_forward_after_each_timeout() {
+    let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));
+    let mut e = Engine::new(
+        NodeId::from_u64(1),
+        "solo",
+        Addr::default(),
+        1,
+        config,
+        &Seed::derive(1, "n", 0, 0),
+        Instant::ZERO,
+    );
+    let mut now = Instant::ZERO;
+    for step in 0..200 {
+        let next = e.poll_timeout().expect("some timer");
+        now = now.max(next);
+        e.handle_timeout(now);
+        while e.poll_transmit().is_some() {}
+        while e.poll_event().is_some() {}
+        let d = e.deadlines();
+        let names = ["swim", "ring", "pbcast", "ae", "rumor_topics", "rumor_queries", "agg"];
+        for (k, dl) in d.iter().enumerate() {
+            if let Some(dl) = dl {
+                assert!(*dl > now, "step {step}: {} asks for {dl:?} at {now:?} after its timeout", names[k]);
+            }
+        }
+    }
+}

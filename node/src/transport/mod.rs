@@ -398,7 +398,10 @@ impl Transport {
             };
             match sent.await {
                 Some(()) => t.0.stats.streams_sent.fetch_add(1, Ordering::Relaxed),
-                None => t.0.stats.send_failures.fetch_add(1, Ordering::Relaxed),
+                None => {
+                    tracing::debug!(to = %conn.remote_address(), "stream send failed");
+                    t.0.stats.send_failures.fetch_add(1, Ordering::Relaxed)
+                }
             };
         });
     }
@@ -479,6 +482,7 @@ impl Transport {
                     tokio::spawn(async move {
                         match recv.read_to_end(t.0.config.frame_limit).await {
                             Ok(frame) => {
+                                tracing::debug!(from = %peer, bytes = frame.len(), "stream frame received");
                                 t.0.stats.streams_received.fetch_add(1, Ordering::Relaxed);
                                 let ev = TransportEvent::Frame { from: peer, addr, reliability: Reliability::Stream, frame: frame.into() };
                                 let _ = t.0.events.send(ev).await;
