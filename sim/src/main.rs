@@ -14,7 +14,9 @@ use hearsay_protocols::Timing;
 use hearsay_protocols::aggregate::{Algorithm, Func};
 use hearsay_protocols::anti_entropy::AeMode;
 use hearsay_protocols::rumor::{Direction, Variant};
-use hearsay_sim::experiments::{aggregate, anti_entropy, bench, chord, flood_vs_gossip, pbcast, rumor, swim};
+use hearsay_sim::experiments::{
+    aggregate, anti_entropy, bench, chord, cluster, flood_vs_gossip, pbcast, rumor, swim,
+};
 use hearsay_sim::report::Progress;
 
 #[derive(Parser)]
@@ -65,6 +67,10 @@ enum Command {
     /// Speed and memory of the simulator kernel: events per second for a trivial machine,
     /// bytes per simulated anti-entropy node.
     Bench(BenchArgs),
+    /// The full stack: N Engines (every machine of the daemon, through encoded frames) under
+    /// loss, crashes and a partition. Prints delivery ratio, explicit gaps, silent losses (which
+    /// must be 0), latency, bytes and messages per delivered message, and memory per node.
+    Cluster(ClusterArgs),
     /// Lookup hops on a Chord ring, and lookup success under churn (Stoica et al. 2001).
     ///
     /// Builds a ring of N nodes (ideal: from the member table; protocol: joins one by one and
@@ -371,6 +377,39 @@ enum LatencyArg {
 }
 
 #[derive(Args)]
+struct ClusterArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(3..=100_000))]
+    nodes: u64,
+    /// Topics.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=64))]
+    topics: u64,
+    /// Subscribers per topic [default: min(nodes, 100)].
+    #[arg(long)]
+    subscribers: Option<u64>,
+    /// Messages published per simulated second (all publishers together).
+    #[arg(long, default_value_t = 20.0)]
+    publish_rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Fraction of nodes that crash a third of the way in.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    crash_fraction: f64,
+    /// Seconds the cluster is split in two halves, halfway through (0: no partition).
+    #[arg(long, default_value_t = 0.0)]
+    partition_secs: f64,
+    /// Seconds of draining after the last publish.
+    #[arg(long, default_value_t = 60.0)]
+    drain: f64,
+    /// Network latency profile.
+    #[arg(long, value_enum, default_value_t = LatencyArg::Lan)]
+    latency: LatencyArg,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Message events to simulate for the speed figure.
     #[arg(long, default_value_t = 20_000_000)]
@@ -535,6 +574,7 @@ fn main() -> ExitCode {
         Command::Aggregate(args) => run_aggregate(args),
         Command::Pbcast(args) => run_pbcast(args),
         Command::Bench(args) => run_bench(args),
+        Command::Cluster(args) => run_cluster(args),
         Command::Chord(args) => run_chord(args),
         Command::Swim(args) => run_swim(args),
     };
@@ -753,6 +793,40 @@ fn run_swim(args: SwimArgs) -> Result<(), String> {
         progress.note(&format!("plot written to {}", path.display()));
     }
     print(&report, c.json, swim::table)
+}
+
+fn run_cluster(args: ClusterArgs) -> Result<(), String> {
+    let c = args.common;
+    if !(args.publish_rate > 0.0 && args.duration > 0.0 && args.drain >= 0.0 && args.partition_secs >= 0.0) {
+        return Err(
+            "--publish-rate and --duration must be positive, --drain and --partition-secs not negative"
+                .into(),
+        );
+    }
+    let nodes = args.nodes as usize;
+    let p = cluster::Params {
+        nodes,
+        topics: args.topics as usize,
+        subscribers: args.subscribers.map_or(nodes.min(100), |s| (s as usize).min(nodes)),
+        publish_rate: args.publish_rate,
+        duration: args.duration,
+        loss: c.loss,
+        crash_fraction: args.crash_fraction,
+        partition_secs: args.partition_secs,
+        drain: args.drain,
+        latency: match args.latency {
+            LatencyArg::Zero => hearsay_sim::kernel::Latency::Zero,
+            LatencyArg::Lan => hearsay_sim::kernel::Latency::LAN,
+            LatencyArg::Wan => hearsay_sim::kernel::Latency::WAN,
+        },
+        runs: c.runs,
+        seed: c.seed,
+        threads: c.threads,
+    };
+    let progress = Progress::new("cluster", c.runs, c.quiet);
+    let report = cluster::run(&p, &progress);
+    progress.note(&format!("elapsed {:.1} s", progress.elapsed_s()));
+    print(&report, c.json, cluster::table)
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {

@@ -293,11 +293,35 @@ impl Engine {
         e
     }
 
-    /// Start with a known member table (simulator: a converged cluster at time 0).
-    pub fn seed_members(&mut self, now: Instant, members: &[NodeId]) {
-        let _ = self.ring.join_from_members(now, &RingSnapshot::new(members.iter().copied()));
-        self.joined_ring = true;
-        self.pump(now);
+    /// A node that starts in a converged cluster of `members` (all alive, incarnation 0): the
+    /// simulator's starting point, where joining 10^3 nodes through one seed would only measure
+    /// the join.
+    #[allow(clippy::too_many_arguments)]
+    pub fn converged(
+        id: NodeId,
+        name: &str,
+        addr: Addr,
+        epoch: u64,
+        config: Arc<EngineConfig>,
+        seed: &Seed,
+        now: Instant,
+        members: &[NodeId],
+    ) -> Self {
+        let mut e = Engine::new(id, name, addr.clone(), epoch, config.clone(), seed, now);
+        let others: Vec<(NodeId, hearsay_overlay::swim::SharedProfile)> = members
+            .iter()
+            .filter(|m| **m != id)
+            .map(|m| (*m, hearsay_overlay::swim::SharedProfile::default()))
+            .collect();
+        let meta = Meta::new(Vec::new()).unwrap_or_default().with_name(name);
+        e.swim = Swim::with_members(id, Profile { addr, meta }, config.swim.clone(), seed, now, &others);
+        let _ = e.ring.join_from_members(now, &RingSnapshot::new(members.iter().copied()));
+        e.joined_ring = true;
+        let everyone = e.swim.peers();
+        e.agg.set_peers(everyone.clone());
+        e.rumor_queries.set_peers(everyone);
+        e.pump(now);
+        e
     }
 
     /// This node's id.
@@ -699,8 +723,12 @@ impl Engine {
                     self.events.push_back(EngineEvent::Gap { topic, origin, first, last });
                 }
                 PbEvent::HeadsWanted { topic, peer } => {
-                    if let Some(xid) = self.ae.start_exchange(now, AeMode::Heads, Some(peer)) {
-                        self.heads.insert(xid, topic);
+                    match self.ae.start_exchange(now, AeMode::Heads, Some(peer)) {
+                        Some(xid) => {
+                            self.heads.insert(xid, topic);
+                        }
+                        // Anti-entropy busy with another exchange: no heads for now.
+                        None => self.pb.heads_unavailable(now, topic),
                     }
                 }
                 PbEvent::PullWanted { topic: _ } => {
@@ -727,19 +755,17 @@ impl Engine {
                         Data { id, published_at: now, payload: entry.payload, via: Via::AntiEntropy },
                     );
                 }
-                AeEvent::Heads { peer: _, summaries } => {
-                    // The exchange's topic: the first summary's, or the pending request's.
-                    let topic = summaries.first().map(|s| s.stream.topic);
-                    if let Some(topic) = topic {
+                AeEvent::Heads { xid, summaries, .. } => {
+                    if let Some(topic) = self.heads.remove(&xid) {
                         self.pb.handle_heads(now, topic, &summaries);
                     }
                 }
-                AeEvent::ExchangeCompleted { xid, .. } | AeEvent::ExchangeAborted { xid, .. } => {
+                AeEvent::ExchangeAborted { xid, .. } => {
                     if let Some(topic) = self.heads.remove(&xid) {
-                        // An empty heads reply: nothing published yet; start from first evidence.
-                        self.pb.handle_heads(now, topic, &[]);
+                        self.pb.heads_unavailable(now, topic);
                     }
                 }
+                AeEvent::ExchangeCompleted { .. } => {}
             }
         }
         moved

@@ -235,6 +235,8 @@ pub enum AeEvent {
     Heads {
         /// The partner.
         peer: NodeId,
+        /// The exchange's id (what `start_exchange` returned).
+        xid: u64,
         /// Its summaries for the scope of the exchange.
         summaries: Vec<StreamSummary>,
     },
@@ -477,7 +479,7 @@ impl AntiEntropy {
                     self.out.stream(from, AeMessage::Delta { xid, delta, more });
                 }
             }
-            AeMode::Heads => self.out.event(AeEvent::Heads { peer: from, summaries: digest.summaries }),
+            AeMode::Heads => self.out.event(AeEvent::Heads { peer: from, xid, summaries: digest.summaries }),
             AeMode::Pull => {}
         }
         self.stats.exchanges_completed += 1;

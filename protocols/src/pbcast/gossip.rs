@@ -300,7 +300,7 @@ impl Machine for Pbcast {
             .collect();
         for topic in expired {
             if let Some(t) = self.topics.get_mut(&topic) {
-                t.resolve_heads(&[], self.id);
+                t.resolve_heads(None, self.id);
             }
             self.deliver_all(topic);
         }

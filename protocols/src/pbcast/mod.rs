@@ -279,10 +279,14 @@ impl Pbcast {
         t.stream_mut(me).cursor = Some(Cursor::at(own_next));
         if start == Start::Heads {
             let peer = self.views.get(&topic).and_then(|(v, pos)| v.pick_except(*pos, &mut self.rng));
-            if let Some(peer) = peer {
-                let t = self.topics.get_mut(&topic).expect("inserted above");
-                t.awaiting_heads = Some(now + self.config.heads_timeout);
-                self.out.event(PbEvent::HeadsWanted { topic, peer });
+            match peer {
+                Some(peer) => {
+                    t.awaiting_heads = Some(now + self.config.heads_timeout);
+                    self.out.event(PbEvent::HeadsWanted { topic, peer });
+                }
+                // No other member known: whatever is published from now on is ours to deliver,
+                // from seq 1 (first evidence would silently skip a lost first message).
+                None => t.start_rule = StartRule::FromFirst,
             }
         }
     }
@@ -306,7 +310,20 @@ impl Pbcast {
             }
             heads.push((s.stream.origin, s.max));
         }
-        t.resolve_heads(&heads, self.id);
+        t.resolve_heads(Some(&heads), self.id);
+        self.deliver_all(topic);
+    }
+
+    /// The heads exchange for `topic` failed (no reply, or no member to ask): streams start at
+    /// their first evidence, as after `heads_timeout`.
+    pub fn heads_unavailable(&mut self, _now: Instant, topic: TopicId) {
+        let Some(t) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        if t.awaiting_heads.is_none() {
+            return;
+        }
+        t.resolve_heads(None, self.id);
         self.deliver_all(topic);
     }
 

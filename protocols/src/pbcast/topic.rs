@@ -255,9 +255,14 @@ impl Topic {
 
     /// Fix the start cursors once the heads reply is in (or will never come): streams named
     /// in `heads` start after the partner's `max`, the others at their first evidence.
-    pub(super) fn resolve_heads(&mut self, heads: &[(NodeId, Seq)], me: NodeId) {
+    /// Set every stream's start from a heads reply (`Some`) or from nothing (`None`: no member
+    /// answered in time). A stream absent from a reply did not exist when the reply was made,
+    /// so all of it follows the subscription: later streams start at seq 1. Without a reply
+    /// nothing is known, and they start at their first evidence.
+    pub(super) fn resolve_heads(&mut self, heads: Option<&[(NodeId, Seq)]>, me: NodeId) {
         self.awaiting_heads = None;
-        self.start_rule = StartRule::FirstEvidence;
+        self.start_rule = if heads.is_some() { StartRule::FromFirst } else { StartRule::FirstEvidence };
+        let heads = heads.unwrap_or(&[]);
         for &(origin, max) in heads {
             if origin == me {
                 continue;
@@ -267,9 +272,11 @@ impl Topic {
                 stream.cursor = Some(Cursor::at(max.saturating_add(1)));
             }
         }
+        let from_first = self.start_rule == StartRule::FromFirst;
         for stream in self.streams.values_mut() {
             if stream.cursor.is_none() {
-                stream.cursor = stream.held.keys().next().map(Cursor::at);
+                stream.cursor =
+                    if from_first { Some(Cursor::at(1)) } else { stream.held.keys().next().map(Cursor::at) };
             }
         }
         // What arrived while waiting and lies below a start is never delivered.

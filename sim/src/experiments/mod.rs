@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod anti_entropy;
 pub mod bench;
 pub mod chord;
+pub mod cluster;
 pub mod flood_vs_gossip;
 pub mod pbcast;
 pub mod rumor;

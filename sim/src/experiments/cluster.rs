@@ -1,0 +1,368 @@
+//! Experiment `cluster`: N full Engines (the daemon's composition of every machine, driven
+//! through encoded frames exactly as the runtime drives it) under loss, crashes and a
+//! partition.
+//!
+//! Timeline (simulated seconds): the cluster starts converged (every member alive in every
+//! table, the ring built from it); at 0.5 s each topic's subscribers subscribe; publishing
+//! runs from 5 s for `--duration` seconds at `--publish-rate` messages per second, each from a
+//! uniformly random live node on a uniformly random topic; a third of the way in,
+//! `--crash-fraction` of the nodes crash for good; halfway, the nodes are split into two
+//! random halves for `--partition-secs`, then healed; after publishing, the run drains for
+//! `--drain` seconds.
+//!
+//! For every message m and every subscriber s of its topic that subscribed before m and never
+//! crashed, s must either deliver m or announce a gap covering it. The report counts both,
+//! and `silent_losses`: pairs with neither (the claim is that this is 0), and duplicates
+//! (delivered twice; must be 0).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hearsay::engine::{Engine, EngineConfig, EngineEvent};
+use hearsay_overlay::swim::{Addr, SwimConfig};
+use hearsay_protocols::{Instant, NodeId, Rng, Seed, Seq, TopicId, Transmit};
+use serde::Serialize;
+
+use crate::kernel::{Fate, Fault, Latency, NetConfig, Observer, Sim, node_ids};
+use crate::report::{self, Progress};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Nodes.
+    pub nodes: usize,
+    /// Topics.
+    pub topics: usize,
+    /// Subscribers per topic.
+    pub subscribers: usize,
+    /// Messages published per simulated second (all publishers together).
+    pub publish_rate: f64,
+    /// Seconds of publishing.
+    pub duration: f64,
+    /// Datagram loss probability.
+    pub loss: f64,
+    /// Fraction of nodes that crash a third of the way through publishing.
+    pub crash_fraction: f64,
+    /// Length of the partition halfway through (0: none).
+    pub partition_secs: f64,
+    /// Seconds of draining after the last publish.
+    pub drain: f64,
+    /// Network latency model.
+    pub latency: Latency,
+    /// Runs.
+    pub runs: u64,
+    /// Seed.
+    pub seed: u64,
+    /// Worker threads (0 = all cores).
+    pub threads: usize,
+}
+
+impl Params {
+    /// Defaults for `nodes` nodes.
+    pub fn new(nodes: usize) -> Params {
+        Params {
+            nodes,
+            topics: 10,
+            subscribers: nodes.min(100),
+            publish_rate: 20.0,
+            duration: 30.0,
+            loss: 0.0,
+            crash_fraction: 0.0,
+            partition_secs: 0.0,
+            drain: 60.0,
+            latency: Latency::LAN,
+            runs: 1,
+            seed: 1,
+            threads: 0,
+        }
+    }
+}
+
+/// One run's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunResult {
+    /// Messages published.
+    pub published: u64,
+    /// (message, eligible subscriber) pairs.
+    pub eligible: u64,
+    /// Pairs delivered.
+    pub delivered: u64,
+    /// Pairs announced as gaps (not delivered).
+    pub gapped: u64,
+    /// Pairs neither delivered nor announced: silent loss.
+    pub silent_losses: u64,
+    /// Deliveries of a message a subscriber had already delivered.
+    pub duplicates: u64,
+    /// Gap events.
+    pub gap_events: u64,
+    /// Delivery latency percentiles over delivered pairs, milliseconds.
+    pub latency_p50_ms: f64,
+    /// 99th percentile.
+    pub latency_p99_ms: f64,
+    /// Frame bytes (plus 48 bytes per datagram of overhead) sent per delivered pair.
+    pub bytes_per_delivery: f64,
+    /// Messages sent per delivered pair (relative message redundancy).
+    pub messages_per_delivery: f64,
+    /// Nodes crashed.
+    pub crashed: u64,
+}
+
+/// The experiment's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Always "cluster".
+    pub experiment: &'static str,
+    /// Nodes.
+    pub nodes: usize,
+    /// Topics.
+    pub topics: usize,
+    /// Subscribers per topic.
+    pub subscribers_per_topic: usize,
+    /// Messages per second.
+    pub publish_rate: f64,
+    /// Datagram loss.
+    pub loss: f64,
+    /// Fraction crashed.
+    pub crash_fraction: f64,
+    /// Partition length.
+    pub partition_secs: f64,
+    /// Runs.
+    pub runs: u64,
+    /// Seed.
+    pub seed: u64,
+    /// Delivered pairs / eligible pairs, over all runs.
+    pub delivery_ratio: f64,
+    /// (delivered + announced) / eligible: 1.0 means nothing was lost silently.
+    pub accounted_ratio: f64,
+    /// Silent losses over all runs.
+    pub silent_losses: u64,
+    /// Duplicate deliveries over all runs.
+    pub duplicates: u64,
+    /// Gap events over all runs.
+    pub gaps: u64,
+    /// Median delivery latency (mean over runs), ms.
+    pub latency_p50_ms: f64,
+    /// 99th percentile (mean over runs), ms.
+    pub latency_p99_ms: f64,
+    /// Bytes sent per delivered pair (mean over runs).
+    pub bytes_per_delivery: f64,
+    /// Messages sent per delivered pair (mean over runs).
+    pub messages_per_delivery: f64,
+    /// Resident bytes per simulated node (first run, including its queue share).
+    pub state_bytes_per_node: Option<f64>,
+    /// Per-run figures.
+    pub per_run: Vec<RunResult>,
+}
+
+#[derive(Default)]
+struct Watch {
+    /// node index → deliveries (origin, topic, seq).
+    seen: HashSet<(u32, NodeId, TopicId, Seq)>,
+    /// node → topic → origin → gaps (first, last).
+    gaps: HashMap<(u32, TopicId, NodeId), Vec<(Seq, Seq)>>,
+    gap_events: u64,
+    duplicates: u64,
+    latencies: Vec<u64>,
+    bytes: u64,
+    messages: u64,
+}
+
+impl Observer<Engine> for Watch {
+    fn on_event(&mut self, now: Instant, node: usize, event: EngineEvent) {
+        match event {
+            EngineEvent::Delivered { topic, origin, seq, published_at, .. } => {
+                if self.seen.insert((node as u32, origin, topic, seq)) {
+                    self.latencies.push(now.as_micros().saturating_sub(published_at.as_micros()));
+                } else {
+                    self.duplicates += 1;
+                }
+            }
+            EngineEvent::Gap { topic, origin, first, last } => {
+                self.gap_events += 1;
+                self.gaps.entry((node as u32, topic, origin)).or_default().push((first, last));
+            }
+            _ => {}
+        }
+    }
+    fn on_send(&mut self, _: Instant, _: usize, _: Option<usize>, t: &Transmit<Bytes>, _: Fate) {
+        self.messages += 1;
+        self.bytes += t.msg.len() as u64 + 48;
+    }
+}
+
+struct Published {
+    origin: NodeId,
+    topic: TopicId,
+    seq: Seq,
+}
+
+fn secs(s: f64) -> Instant {
+    Instant::from_micros((s * 1e6) as u64)
+}
+
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Run one repetition; also returns resident bytes per node measured around the setup.
+pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
+    let before = resident_bytes();
+    let ids = node_ids(p.seed, run, p.nodes);
+    let config = Arc::new(EngineConfig::with_swim(SwimConfig::lan()));
+    let members = ids.clone();
+    let net = NetConfig { latency: p.latency, jitter: 0.1, loss: p.loss, stream_loss: false };
+    let mut sim: Sim<Engine> = Sim::new(p.seed, run, p.nodes, net, move |init| {
+        let epoch = u64::from(init.restarts) + 1;
+        Engine::converged(init.id, "", Addr::default(), epoch, config.clone(), &init.seed, init.now, &members)
+    });
+    let state_per_node = match (before, resident_bytes()) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / p.nodes as f64),
+        _ => None,
+    };
+    let mut work = Rng::from_seed(Seed::derive(p.seed, "work", run, 0));
+    // Subscriptions.
+    let topic_names: Vec<String> = (0..p.topics).map(|k| format!("topic-{k}")).collect();
+    let mut subscribers: Vec<Vec<usize>> = Vec::new();
+    for name in &topic_names {
+        let subs = work.distinct(p.nodes, p.subscribers);
+        for &s in &subs {
+            let n = name.clone();
+            sim.schedule_call(secs(0.5), s, move |e: &mut Engine, now| {
+                let _ = e.subscribe(now, &n);
+            });
+        }
+        subscribers.push(subs);
+    }
+    // Faults.
+    let start = 5.0;
+    let crash_count = ((p.nodes as f64) * p.crash_fraction).round() as usize;
+    let crashed: Vec<usize> = work.distinct(p.nodes, crash_count);
+    for &c in &crashed {
+        sim.schedule_fault(secs(start + p.duration / 3.0), Fault::Crash(c));
+    }
+    if p.partition_secs > 0.0 {
+        let half = work.distinct(p.nodes, p.nodes / 2);
+        let at = start + p.duration / 2.0;
+        sim.schedule_fault(secs(at), Fault::Partition(vec![half]));
+        sim.schedule_fault(secs(at + p.partition_secs), Fault::Heal);
+    }
+    // Publishing.
+    let published: Rc<RefCell<Vec<Published>>> = Rc::default();
+    let count = (p.duration * p.publish_rate).round() as usize;
+    for i in 0..count {
+        let t = start + i as f64 / p.publish_rate;
+        let node = work.index(p.nodes);
+        let k = work.index(p.topics);
+        let name = topic_names[k].clone();
+        let log = published.clone();
+        sim.schedule_call(secs(t), node, move |e: &mut Engine, now| {
+            if let Ok(id) = e.publish(now, &name, Bytes::from(vec![0u8; 64])) {
+                log.borrow_mut().push(Published { origin: id.origin, topic: id.topic, seq: id.seq });
+            }
+        });
+    }
+    let mut watch = Watch::default();
+    sim.run_until(secs(start + p.duration + p.drain), &mut watch);
+
+    // Account every (message, eligible subscriber) pair.
+    let crashed_set: HashSet<usize> = crashed.iter().copied().collect();
+    let topic_index: HashMap<TopicId, usize> =
+        topic_names.iter().enumerate().map(|(k, n)| (TopicId::of(n), k)).collect();
+    let mut r = RunResult { crashed: crashed.len() as u64, ..RunResult::default() };
+    for m in published.borrow().iter() {
+        r.published += 1;
+        let Some(&k) = topic_index.get(&m.topic) else { continue };
+        for &s in &subscribers[k] {
+            if crashed_set.contains(&s) {
+                continue;
+            }
+            r.eligible += 1;
+            if watch.seen.contains(&(s as u32, m.origin, m.topic, m.seq)) {
+                r.delivered += 1;
+            } else if watch
+                .gaps
+                .get(&(s as u32, m.topic, m.origin))
+                .is_some_and(|g| g.iter().any(|(a, b)| (*a..=*b).contains(&m.seq)))
+            {
+                r.gapped += 1;
+            } else {
+                r.silent_losses += 1;
+            }
+        }
+    }
+    r.duplicates = watch.duplicates;
+    r.gap_events = watch.gap_events;
+    let lat: Vec<f64> = watch.latencies.iter().map(|us| *us as f64 / 1e3).collect();
+    r.latency_p50_ms = report::round(report::percentile(&lat, 50.0), 2);
+    r.latency_p99_ms = report::round(report::percentile(&lat, 99.0), 2);
+    let d = r.delivered.max(1) as f64;
+    r.bytes_per_delivery = report::round(watch.bytes as f64 / d, 1);
+    r.messages_per_delivery = report::round(watch.messages as f64 / d, 3);
+    (r, state_per_node)
+}
+
+/// Run all repetitions.
+pub fn run(p: &Params, progress: &Progress) -> Report {
+    let results = report::parallel_runs(p.runs, report::threads(p.threads), progress, |r| run_once(p, r));
+    let per_run: Vec<RunResult> = results.iter().map(|(r, _)| r.clone()).collect();
+    let sum = |f: fn(&RunResult) -> u64| per_run.iter().map(f).sum::<u64>();
+    let eligible = sum(|r| r.eligible).max(1) as f64;
+    let mean = |f: fn(&RunResult) -> f64| report::mean(&per_run.iter().map(f).collect::<Vec<_>>());
+    Report {
+        experiment: "cluster",
+        nodes: p.nodes,
+        topics: p.topics,
+        subscribers_per_topic: p.subscribers,
+        publish_rate: p.publish_rate,
+        loss: p.loss,
+        crash_fraction: p.crash_fraction,
+        partition_secs: p.partition_secs,
+        runs: p.runs,
+        seed: p.seed,
+        delivery_ratio: report::round(sum(|r| r.delivered) as f64 / eligible, 6),
+        accounted_ratio: report::round((sum(|r| r.delivered) + sum(|r| r.gapped)) as f64 / eligible, 6),
+        silent_losses: sum(|r| r.silent_losses),
+        duplicates: sum(|r| r.duplicates),
+        gaps: sum(|r| r.gap_events),
+        latency_p50_ms: report::round(mean(|r| r.latency_p50_ms), 2),
+        latency_p99_ms: report::round(mean(|r| r.latency_p99_ms), 2),
+        bytes_per_delivery: report::round(mean(|r| r.bytes_per_delivery), 1),
+        messages_per_delivery: report::round(mean(|r| r.messages_per_delivery), 3),
+        state_bytes_per_node: results.first().and_then(|(_, s)| *s).map(|b| report::round(b, 0)),
+        per_run,
+    }
+}
+
+/// A readable table.
+pub fn table(r: &Report) -> String {
+    let mut s = format!(
+        "cluster  N = {}  topics = {} x {} subscribers  {} msg/s  loss = {}  crashed = {}  partition = {} s  runs = {}  seed = {}\n",
+        r.nodes,
+        r.topics,
+        r.subscribers_per_topic,
+        r.publish_rate,
+        r.loss,
+        r.crash_fraction,
+        r.partition_secs,
+        r.runs,
+        r.seed
+    );
+    s += &format!(
+        "  delivery ratio {:.6}   accounted (delivered or announced gap) {:.6}   silent losses {}   duplicates {}   gap events {}\n",
+        r.delivery_ratio, r.accounted_ratio, r.silent_losses, r.duplicates, r.gaps
+    );
+    s += &format!(
+        "  latency p50 {:.1} ms   p99 {:.1} ms   bytes per delivery {:.0}   messages per delivery {:.2}\n",
+        r.latency_p50_ms, r.latency_p99_ms, r.bytes_per_delivery, r.messages_per_delivery
+    );
+    if let Some(b) = r.state_bytes_per_node {
+        s += &format!("  resident bytes per simulated node at start {b:.0}\n");
+    }
+    s
+}
