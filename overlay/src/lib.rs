@@ -3,3 +3,4 @@
 //! those of `hearsay-protocols` (see its `machine` module).
 
 pub mod chord;
+pub mod scribe;
