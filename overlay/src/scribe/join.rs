@@ -4,7 +4,7 @@
 
 use hearsay_protocols::{Instant, NodeId, TopicId};
 
-use super::tree::{Entry, JoinPending};
+use super::tree::{AVOID_MAX, Entry, JoinPending};
 use super::{Detach, PATH_MAX, Routing, Scribe, ScribeError, ScribeEvent, ScribeMessage, topic_key};
 use crate::chord::{RingId, RingNode};
 
@@ -99,7 +99,9 @@ impl Scribe {
         self.send_heartbeats(topic);
     }
 
-    /// Lose the parent, keep the children, and re-join at once (or take the root role).
+    /// Lose the parent, keep the children, and re-join at once (or take the root role). The
+    /// first JOIN avoids a parent that is presumed dead or below us (a timeout, the membership
+    /// layer, a cycle); a parent that said Leave is alive and may take us back.
     pub(super) fn detach<R: Routing + ?Sized>(
         &mut self,
         now: Instant,
@@ -110,7 +112,7 @@ impl Scribe {
         let Some(e) = self.topics.get_mut(&topic) else {
             return;
         };
-        e.parent = None;
+        let lost = e.parent.take().map(|p| p.id).filter(|_| cause != Detach::ParentLeft);
         e.ancestors.clear();
         e.root = None;
         self.out.event(ScribeEvent::Detached { topic, cause });
@@ -118,34 +120,53 @@ impl Scribe {
             self.become_root(topic);
         } else {
             self.send_heartbeats(topic);
-            self.start_join(now, topic, ring);
+            self.join_toward_root(now, topic, vec![self.me.ring], lost.into_iter().collect(), ring);
         }
     }
 
     /// Send this node's own JOIN and arm its first deadline.
     pub(super) fn start_join<R: Routing + ?Sized>(&mut self, now: Instant, topic: TopicId, ring: &R) {
-        self.start_join_below(now, topic, vec![self.me.ring], ring);
+        self.join_toward_root(now, topic, vec![self.me.ring], Vec::new(), ring);
     }
 
-    /// [`Scribe::start_join`] with the path of the JOIN that made this node a forwarder
-    /// (ending with this node): the nodes that are about to be below it.
-    fn start_join_below<R: Routing + ?Sized>(
+    /// Send this node's JOIN with `path` (ending with this node: for a new forwarder, the path
+    /// of the JOIN that created it, the nodes about to be below it), not to the hops in
+    /// `avoid`, and arm the first deadline.
+    fn join_toward_root<R: Routing + ?Sized>(
         &mut self,
         now: Instant,
         topic: TopicId,
         path: Vec<RingId>,
+        avoid: Vec<NodeId>,
         ring: &R,
     ) {
         let wait = self.config.join_wait(0);
         if let Some(e) = self.topics.get_mut(&topic) {
-            e.join = Some(JoinPending { deadline: now + wait, attempt: 0 });
+            e.join = Some(JoinPending { deadline: now + wait, attempt: 0, avoid, asked: Vec::new() });
             self.send_join(topic, path, ring);
         }
     }
 
+    /// Send the JOIN to the next hop not avoided, and avoid that hop next time.
     fn send_join<R: Routing + ?Sized>(&mut self, topic: TopicId, path: Vec<RingId>, ring: &R) {
-        match ring.next_hop(topic_key(topic)) {
+        let key = topic_key(topic);
+        let Some(j) = self.topics.get_mut(&topic).and_then(|e| e.join.as_mut()) else {
+            return;
+        };
+        let mut hop = ring.next_hop_avoiding(key, &j.avoid);
+        if hop.is_none() || j.avoid.len() >= AVOID_MAX {
+            j.avoid.clear();
+            hop = ring.next_hop(key);
+        }
+        match hop {
             Some(hop) if hop != self.me.id => {
+                j.avoid.push(hop);
+                if !j.asked.contains(&hop) {
+                    if j.asked.len() >= 2 * AVOID_MAX {
+                        j.asked.remove(0);
+                    }
+                    j.asked.push(hop);
+                }
                 self.stats.joins_sent += 1;
                 self.send(hop, ScribeMessage::Join { topic, child: self.me, path });
             }
@@ -153,24 +174,27 @@ impl Scribe {
         }
     }
 
-    /// A join deadline expired: retry with the wait doubled (or take the root role).
+    /// A join deadline expired: retry with the wait doubled, avoiding the hops tried (or take
+    /// the root role).
     pub(super) fn on_join_deadline<R: Routing + ?Sized>(&mut self, now: Instant, topic: TopicId, ring: &R) {
+        let wait = |attempt| self.config.join_wait(attempt);
         let Some(e) = self.topics.get_mut(&topic) else {
             return;
         };
-        let Some(j) = e.join.filter(|j| j.deadline <= now) else {
+        let detached = e.detached();
+        let Some(j) = e.join.as_mut().filter(|j| j.deadline <= now) else {
             return;
         };
-        if !e.detached() {
+        if !detached {
             e.join = None;
             return;
         }
+        j.attempt = j.attempt.saturating_add(1);
+        j.deadline = now + wait(j.attempt);
         if ring.is_responsible(topic_key(topic)) {
             self.become_root(topic);
             return;
         }
-        let attempt = j.attempt.saturating_add(1);
-        e.join = Some(JoinPending { deadline: now + self.config.join_wait(attempt), attempt });
         self.stats.join_retries += 1;
         self.send_join(topic, vec![self.me.ring], ring);
     }
@@ -225,7 +249,7 @@ impl Scribe {
             self.stats.forwarders_created += 1;
             self.adopt(now, topic, child.id);
             // The path goes on: what is below this new forwarder must not adopt it.
-            self.start_join_below(now, topic, path, ring);
+            self.join_toward_root(now, topic, path, Vec::new(), ring);
         }
     }
 

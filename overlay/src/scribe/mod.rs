@@ -60,6 +60,11 @@
 //!   children at once instead of at its next tick, so a subtree learns its new ancestry within
 //!   one message delay per level rather than one heartbeat interval per level: the pass-through
 //!   and the cycle check work from current lists.
+//! - **JOIN retries avoid the hops already tried** ([`Routing::next_hop_avoiding`], as a
+//!   Chord lookup retries from its next-best first hop, §7.4): §8.4 resends to `next_hop(t)`,
+//!   which is the same hop until the ring repairs itself, and a ring without a membership
+//!   layer keeps a crashed finger for many seconds. A node that lost its parent also avoids
+//!   that parent on its first JOIN. After four avoided hops the list starts over.
 //! - **Publish and tree data carry no separate topic**: `Data.id.topic` is the topic, so the
 //!   two can never disagree.
 //! - **A heartbeat's `root` is optional**, as in `JoinAck`: a detached node that keeps
@@ -76,12 +81,15 @@
 //!   `ScribePublish` (§8.6 floods only), so a message published inside a subtree cut off by a
 //!   failure still reaches the rest of the tree; the `seen` set stops any copy coming back.
 //!   A `ScribePublish` at a node with an entry is flooded as §8.6 says, excluding its sender.
-//! - **A detached node ignores heartbeats** from nodes that are not its parent (§8.7 answers
-//!   every such heartbeat with a Leave). It has a JOIN out, and the sender is often the very
-//!   node that JOIN goes to: a forwarder that pruned itself and is re-created by a JOIN a
-//!   moment later gets its old parent's last heartbeat, and a Leave in reply would arrive after
-//!   the old parent has adopted it again and undo the new link. Unacknowledged, the sender
-//!   drops it after the child timeout.
+//! - **A detached node answers no heartbeat with a Leave** (§8.7 answers every heartbeat from
+//!   a node that is not the parent so). A heartbeat from a node its current JOIN went to is
+//!   taken as that JOIN's JoinAck, which was lost (it carries the same root and ancestors and
+//!   passes the same checks); any other is ignored. The sender is often the very node the JOIN
+//!   goes to: a forwarder that pruned itself and is re-created by a JOIN a moment later gets
+//!   its old parent's last heartbeat, and a Leave in reply would arrive after the old parent
+//!   has adopted it again and undo the new link. Unacknowledged, a sender drops it after the
+//!   child timeout. At 5% loss a lost JoinAck otherwise left the joiner detached, ignoring its
+//!   adopter's heartbeats, until a JOIN retry seconds later.
 //! - **A JoinAck is refused** (answered with a Leave, the JOIN stays pending) if it comes from
 //!   one of this node's children or lists this node among its ancestors: adopting it would close
 //!   a cycle at once.
@@ -134,11 +142,21 @@ pub trait Routing {
     fn next_hop(&self, key: RingId) -> Option<NodeId>;
     /// True if this node is responsible for `key`: `key ∈ (pred, n]` (§8.1).
     fn is_responsible(&self, key: RingId) -> bool;
+    /// The next hop toward `key` other than the nodes in `avoid` (hops tried without an
+    /// answer), for retries. By default the plain next hop.
+    fn next_hop_avoiding(&self, key: RingId, avoid: &[NodeId]) -> Option<NodeId> {
+        let _ = avoid;
+        self.next_hop(key)
+    }
 }
 
 impl Routing for Chord {
     fn next_hop(&self, key: RingId) -> Option<NodeId> {
         Chord::next_hop(self, key)
+    }
+
+    fn next_hop_avoiding(&self, key: RingId, avoid: &[NodeId]) -> Option<NodeId> {
+        Chord::next_hop_avoiding(self, key, avoid)
     }
 
     fn is_responsible(&self, key: RingId) -> bool {
@@ -398,6 +416,8 @@ pub struct ScribeStats {
     pub adopted: u64,
     /// JoinAcks refused (duplicate parent, cycle, no entry, root).
     pub acks_refused: u64,
+    /// Detached nodes that took a heartbeat from a node their JOIN went to as its JoinAck.
+    pub adopted_by_heartbeat: u64,
     /// Leaves sent.
     pub leaves_sent: u64,
     /// Heartbeats sent.
@@ -614,7 +634,7 @@ impl Scribe {
         let mut joins: Vec<(Instant, TopicId)> = self
             .topics
             .iter()
-            .filter_map(|(t, e)| e.join.filter(|j| j.deadline <= now).map(|j| (j.deadline, *t)))
+            .filter_map(|(t, e)| e.join.as_ref().filter(|j| j.deadline <= now).map(|j| (j.deadline, *t)))
             .collect();
         joins.sort_unstable();
         for (_, topic) in joins {
@@ -638,7 +658,7 @@ impl Scribe {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let joins = self.topics.values().filter_map(|e| e.join.map(|j| j.deadline)).min();
+        let joins = self.topics.values().filter_map(|e| e.join.as_ref().map(|j| j.deadline)).min();
         let tick = self.tick.deadline();
         Some(joins.map_or(tick, |j| j.min(tick)))
     }

@@ -104,11 +104,26 @@ impl Scribe {
         let parent = match e.parent {
             Some(p) if p.id == from => p,
             None if !e.is_root => {
-                // Detached, with a JOIN out: the sender still counts us as its child (a
-                // heartbeat that crossed our Leave, or a parent given up on too early). No
-                // Leave: it could arrive after the sender adopted us again through that JOIN
-                // and undo the new link. Unacknowledged, the sender drops us in time.
-                self.stats.stale += 1;
+                let asked = e.join.as_ref().is_some_and(|j| j.asked.contains(&from));
+                if !asked {
+                    // Detached, with a JOIN out: the sender still counts us as its child (a
+                    // heartbeat that crossed our Leave, or a parent given up on too early).
+                    // No Leave: it could arrive after the sender adopted us again through
+                    // that JOIN and undo the new link. Unacknowledged, it drops us in time.
+                    self.stats.stale += 1;
+                    return;
+                }
+                // A node our JOIN went to adopted us and its JoinAck was lost: the heartbeat
+                // carries what the JoinAck did, and passes the same checks.
+                if ancestors.last() != Some(&RingId::of(&from)) {
+                    self.stats.malformed += 1;
+                    return;
+                }
+                self.on_join_ack(now, from, topic, root, ancestors);
+                if self.parent(topic) == Some(from) {
+                    self.stats.adopted_by_heartbeat += 1;
+                    self.send(from, ScribeMessage::HeartbeatAck { topic });
+                }
                 return;
             }
             _ => {

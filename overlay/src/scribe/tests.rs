@@ -61,6 +61,15 @@ impl Routing for At<'_> {
         (n > 1).then(|| self.ring.nodes[(i + 1) % n].id)
     }
 
+    fn next_hop_avoiding(&self, key: RingId, avoid: &[NodeId]) -> Option<NodeId> {
+        if self.ring.next.contains_key(&self.me) {
+            return self.next_hop(key);
+        }
+        let n = self.ring.nodes.len();
+        let i = self.ring.position(self.me)?;
+        (1..n).map(|k| self.ring.nodes[(i + k) % n].id).find(|x| !avoid.contains(x))
+    }
+
     fn is_responsible(&self, key: RingId) -> bool {
         let n = self.ring.nodes.len();
         let Some(i) = self.ring.position(self.me) else {
@@ -554,6 +563,26 @@ fn a_node_that_becomes_responsible_takes_the_root_role_and_leaves_its_parent() {
     let s = net.ring.nodes[3].id;
     net.subscribe(s, t);
     assert_eq!(*net.path_to_root(s, t).last().unwrap(), p0);
+}
+
+#[test]
+fn a_join_retry_avoids_the_hop_that_did_not_answer() {
+    let mut net = Net::new(8);
+    let t = net.topic_at(7);
+    let (s, silent, after) = (net.pos(1), net.pos(2), net.pos(3));
+    // The next hop has crashed, but the ring still routes to it.
+    net.down.insert(silent);
+    net.subscribe(s, t);
+    assert!(!net.get(s).is_attached(t));
+    net.secs(2);
+    assert_eq!(net.get(s).parent(t), Some(after), "the retry went to the next-best hop");
+    assert_eq!(net.get(s).stats().join_retries, 1);
+    // A node that loses its parent avoids it on its first JOIN.
+    net.down.remove(&silent);
+    let (p3, p4) = (net.pos(3), net.pos(4));
+    assert_eq!(net.get(p3).parent(t), Some(p4));
+    net.call(p3, |m, now, at| m.member_down(now, p4, at));
+    assert_eq!(net.get(p3).parent(t), Some(net.pos(5)));
 }
 
 #[test]

@@ -9,11 +9,18 @@ use hearsay_protocols::{Instant, NodeId, TopicId};
 use super::{Role, TreeView};
 use crate::chord::{RingId, RingNode};
 
-/// An outstanding JOIN: when to retry, and how many retries came before.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Hops a JOIN retry avoids before starting over.
+pub(super) const AVOID_MAX: usize = 4;
+
+/// An outstanding JOIN: when to retry, how many retries came before, the hops the next
+/// attempt avoids (tried, or a lost parent), and the hops its attempts went to (any of which
+/// may have adopted this node and lost the JoinAck).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct JoinPending {
     pub(super) deadline: Instant,
     pub(super) attempt: u32,
+    pub(super) avoid: Vec<NodeId>,
+    pub(super) asked: Vec<NodeId>,
 }
 
 /// The last `max` message ids forwarded on a topic; the oldest is forgotten first.

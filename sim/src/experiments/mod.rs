@@ -6,6 +6,8 @@ pub mod aggregate;
 pub mod anti_entropy;
 pub mod bench;
 pub mod chord;
+pub mod delivery;
 pub mod flood_vs_gossip;
 pub mod pbcast;
 pub mod rumor;
+pub mod scribe;
