@@ -585,6 +585,48 @@ fn a_join_retry_avoids_the_hop_that_did_not_answer() {
     assert_eq!(net.get(p3).parent(t), Some(net.pos(5)));
 }
 
+/// True if a JoinAck to `who` was sent but not delivered.
+fn lost_once(net: &Net, who: NodeId) -> bool {
+    let acks =
+        net.delivered.iter().filter(|(_, to, m)| *to == who && matches!(m, ScribeMessage::JoinAck { .. }));
+    acks.count() == 0 && net.get(net.pos(2)).tree(net.topic_at(7)).is_some_and(|v| v.children.contains(&who))
+}
+
+#[test]
+fn a_lost_join_ack_is_replaced_by_the_adopters_next_heartbeat() {
+    let mut net = Net::new(8);
+    let t = net.topic_at(7);
+    let s = net.pos(1);
+    // The subscriber's first JoinAck is lost.
+    let mut lost = false;
+    net.drop = Box::new(move |_, to, m| {
+        let hit = !lost && to == s && matches!(m, ScribeMessage::JoinAck { .. });
+        lost |= hit;
+        hit
+    });
+    net.subscribe(s, t);
+    assert!(lost_once(&net, s));
+    // Its adopter's heartbeat (pushed at once when the adopter itself attached) stood in.
+    assert_eq!(net.get(s).parent(t), Some(net.pos(2)), "the heartbeat stood in for the ack");
+    assert_eq!(net.get(s).stats().adopted_by_heartbeat, 1);
+    assert_eq!(net.get(s).stats().join_retries, 0);
+    assert_eq!(net.tree(s, t).unwrap().depth(), 6);
+    // A heartbeat from a node the JOIN never went to is ignored, not answered.
+    let other = net.topic_at(5);
+    net.drop = Box::new(|_, _, m| is_join(m));
+    net.subscribe(s, other);
+    let stranger = net.pos(4);
+    let sent = net.delivered.len();
+    net.inject(
+        stranger,
+        s,
+        ScribeMessage::Heartbeat { topic: other, root: None, ancestors: vec![net.ring_id(4)] },
+    );
+    assert_eq!(net.get(s).parent(other), None);
+    assert_eq!(net.delivered.len(), sent, "no reply");
+    assert!(net.get(s).stats().stale >= 1);
+}
+
 #[test]
 fn join_retries_back_off_up_to_the_cap() {
     let mut net = Net::new(8);
