@@ -106,7 +106,9 @@
 //!   the tree neighbours.
 //! - **No `addr`** in node references, as in the ring: transmits are addressed by NodeId.
 
+mod config;
 mod join;
+mod message;
 mod multicast;
 mod repair;
 #[cfg(test)]
@@ -116,11 +118,11 @@ mod tree;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hearsay_protocols::pbcast::{Data, MsgId};
-use hearsay_protocols::wire::{MessageKind, WireMessage};
-use hearsay_protocols::{Duration, Instant, NodeId, Outbox, Rng, Seed, Ticker, Timing, TopicId, Transmit};
-use serde::{Deserialize, Serialize};
+use hearsay_protocols::{Instant, NodeId, Outbox, Rng, Seed, Ticker, TopicId, Transmit};
+use serde::Serialize;
 
+pub use self::config::{ConfigError, ScribeConfig, ScribeError};
+pub use self::message::{Detach, ScribeEvent, ScribeMessage};
 use self::tree::Entry;
 use crate::chord::{Chord, RingId, RingNode};
 
@@ -162,243 +164,6 @@ impl Routing for Chord {
     fn is_responsible(&self, key: RingId) -> bool {
         Chord::is_responsible(self, key)
     }
-}
-
-/// Scribe settings (PROTOCOLS.md §10.8).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ScribeConfig {
-    /// Period of the heartbeat tick. Default 1 s [H; Scribe: periodic, value U].
-    pub heartbeat_interval: Duration,
-    /// A parent unheard for this many intervals is lost. Default 3 [H].
-    pub parent_timeout_mult: u32,
-    /// A child that acknowledged nothing for this many intervals is dropped. Default 3 [H].
-    pub child_timeout_mult: u32,
-    /// First JOIN retry after this long, doubling per retry. Default 2 s [H].
-    pub join_timeout: Duration,
-    /// Longest wait between JOIN retries. Default 30 s [H].
-    pub join_timeout_max: Duration,
-    /// Ancestor lists this long or longer mean a cycle or a runaway tree. Default 64 [H].
-    pub max_depth: usize,
-    /// Message ids remembered per topic for the flood's dedupe. Default 4096 [H].
-    pub seen_max: usize,
-    /// Hops a `ScribePublish` may travel. Default 64 [H].
-    pub publish_ttl: u8,
-    /// Most tree entries (topics) this node holds. Default 4096 [H].
-    pub max_topics: usize,
-    /// Most children per tree entry. Default 1024 [H].
-    pub max_children: usize,
-    /// Largest payload forwarded. Default 1 MiB (pbcast's `max_payload`).
-    pub max_payload: usize,
-    /// Placement of the heartbeat ticks. Default phased.
-    pub timing: Timing,
-}
-
-impl Default for ScribeConfig {
-    fn default() -> Self {
-        ScribeConfig {
-            heartbeat_interval: Duration::from_secs(1),
-            parent_timeout_mult: 3,
-            child_timeout_mult: 3,
-            join_timeout: Duration::from_secs(2),
-            join_timeout_max: Duration::from_secs(30),
-            max_depth: 64,
-            seen_max: 4096,
-            publish_ttl: TTL_MAX,
-            max_topics: 4096,
-            max_children: 1024,
-            max_payload: 1 << 20,
-            timing: Timing::Phased,
-        }
-    }
-}
-
-impl ScribeConfig {
-    /// Check the settings a tree cannot work with; the daemon refuses such a config at load.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let zero = [
-            (self.heartbeat_interval == Duration::ZERO, "heartbeat_interval"),
-            (self.parent_timeout_mult == 0, "parent_timeout_mult"),
-            (self.child_timeout_mult == 0, "child_timeout_mult"),
-            (self.join_timeout == Duration::ZERO, "join_timeout"),
-            (self.seen_max == 0, "seen_max"),
-            (self.publish_ttl == 0, "publish_ttl"),
-            (self.max_topics == 0, "max_topics"),
-            (self.max_children == 0, "max_children"),
-            (self.max_payload == 0, "max_payload"),
-        ];
-        if let Some((_, name)) = zero.iter().find(|(bad, _)| *bad) {
-            return Err(ConfigError::Zero(name));
-        }
-        if self.max_depth < 2 || self.max_depth > PATH_MAX {
-            return Err(ConfigError::OutOfRange("max_depth", 2, PATH_MAX as u64));
-        }
-        if self.publish_ttl > TTL_MAX {
-            return Err(ConfigError::OutOfRange("publish_ttl", 1, u64::from(TTL_MAX)));
-        }
-        if self.join_timeout_max < self.join_timeout {
-            return Err(ConfigError::Order("join_timeout_max", "join_timeout"));
-        }
-        Ok(())
-    }
-
-    fn parent_timeout(&self) -> Duration {
-        self.heartbeat_interval * u64::from(self.parent_timeout_mult)
-    }
-
-    fn child_timeout(&self) -> Duration {
-        self.heartbeat_interval * u64::from(self.child_timeout_mult)
-    }
-
-    /// The wait after JOIN attempt `attempt` (0-based): join_timeout · 2^attempt, capped.
-    fn join_wait(&self, attempt: u32) -> Duration {
-        let doubled = self.join_timeout.saturating_mul(1u64 << attempt.min(20));
-        doubled.min(self.join_timeout_max)
-    }
-}
-
-/// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The named setting must be greater than zero.
-    #[error("scribe setting `{0}` must be greater than zero")]
-    Zero(&'static str),
-    /// The named setting must lie in the range.
-    #[error("scribe setting `{0}` must be between {1} and {2}")]
-    OutOfRange(&'static str, u64, u64),
-    /// The first setting must be at least the second.
-    #[error("scribe setting `{0}` must be at least `{1}`")]
-    Order(&'static str, &'static str),
-}
-
-/// Why a local command was refused. Nothing changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ScribeError {
-    /// This node already holds `max_topics` tree entries.
-    #[error("this node already takes part in {0} topic trees")]
-    TooManyTopics(usize),
-    /// The message cannot travel down a tree (seq out of range or payload too large).
-    #[error("message {0:?} cannot be published on a tree")]
-    InvalidData(MsgId),
-}
-
-/// Scribe's wire messages (§8.3), kind [`MessageKind::Tree`]. All are datagrams, except tree
-/// data over the datagram budget, which travels on a stream.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ScribeMessage {
-    /// `child` wants to join the tree of `topic`; routed toward the topic's root.
-    Join {
-        /// The topic.
-        topic: TopicId,
-        /// The node that wants a parent (the sender, or a node whose JOIN is passed through).
-        child: RingNode,
-        /// RingIds of the nodes the JOIN visited, the child first (at most [`PATH_MAX`]).
-        path: Vec<RingId>,
-    },
-    /// "You are my child now", to the joiner.
-    JoinAck {
-        /// The topic.
-        topic: TopicId,
-        /// The root as the acker knows it (`None`: the acker is not attached yet).
-        root: Option<RingId>,
-        /// The acker's ancestors followed by the acker, root first.
-        ancestors: Vec<RingId>,
-    },
-    /// "I am not your neighbour (any more) in this tree."
-    Leave {
-        /// The topic.
-        topic: TopicId,
-    },
-    /// A message routed toward the root until it meets the tree.
-    Publish {
-        /// The message (`via: FirstPhase`).
-        data: Data,
-        /// Hops left.
-        ttl: u8,
-    },
-    /// A message travelling along a tree edge.
-    TreeData {
-        /// The message (`via: FirstPhase`).
-        data: Data,
-    },
-    /// Parent to child, every heartbeat interval.
-    Heartbeat {
-        /// The topic.
-        topic: TopicId,
-        /// The root as the parent knows it.
-        root: Option<RingId>,
-        /// The parent's ancestors followed by the parent, root first.
-        ancestors: Vec<RingId>,
-    },
-    /// Child to parent, in answer to a heartbeat.
-    HeartbeatAck {
-        /// The topic.
-        topic: TopicId,
-    },
-}
-
-impl WireMessage for ScribeMessage {
-    const KIND: MessageKind = MessageKind::Tree;
-}
-
-impl ScribeMessage {
-    /// True for tree maintenance (JOIN, acks, LEAVE, heartbeats); false for messages that carry
-    /// data.
-    pub fn is_control(&self) -> bool {
-        !matches!(self, ScribeMessage::Publish { .. } | ScribeMessage::TreeData { .. })
-    }
-
-    /// The data a `Publish` or `TreeData` carries.
-    pub fn data(&self) -> Option<&Data> {
-        match self {
-            ScribeMessage::Publish { data, .. } | ScribeMessage::TreeData { data } => Some(data),
-            _ => None,
-        }
-    }
-}
-
-/// Why a node lost its parent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Detach {
-    /// No heartbeat or tree data from the parent for `parent_timeout_mult` intervals.
-    ParentTimeout,
-    /// The membership layer reported the parent Dead or Left.
-    ParentDown,
-    /// The parent said it is not our parent (a Leave).
-    ParentLeft,
-    /// This node appeared in its own ancestor list, or the list reached `max_depth`.
-    Cycle,
-    /// This node was the root and no longer is responsible for the topic.
-    RootMoved,
-}
-
-/// What Scribe tells its host.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ScribeEvent {
-    /// The first copy of a message reached this member through the tree: hand it to
-    /// `Pbcast::handle_data` (§8.9). Never emitted for this node's own publishes.
-    FirstPhase(Data),
-    /// This node got a parent in `topic`'s tree.
-    Attached {
-        /// The topic.
-        topic: TopicId,
-        /// The new parent.
-        parent: NodeId,
-    },
-    /// This node lost its parent (or its root role) and re-joins; its children stay.
-    Detached {
-        /// The topic.
-        topic: TopicId,
-        /// Why.
-        cause: Detach,
-    },
-    /// This node is now the root of `topic`'s tree.
-    BecameRoot {
-        /// The topic.
-        topic: TopicId,
-    },
 }
 
 /// Counters, for metrics and experiments.
