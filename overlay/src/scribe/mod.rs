@@ -63,8 +63,9 @@
 //! - **JOIN retries avoid the hops already tried** ([`Routing::next_hop_avoiding`], as a
 //!   Chord lookup retries from its next-best first hop, §7.4): §8.4 resends to `next_hop(t)`,
 //!   which is the same hop until the ring repairs itself, and a ring without a membership
-//!   layer keeps a crashed finger for many seconds. A node that lost its parent also avoids
-//!   that parent on its first JOIN. After four avoided hops the list starts over.
+//!   layer keeps a crashed finger for many seconds. A node that lost its parent to a timeout,
+//!   the membership layer or a cycle also avoids that parent on its first JOIN (one that said
+//!   Leave is alive and may take it back). After four avoided hops the list starts over.
 //! - **Publish and tree data carry no separate topic**: `Data.id.topic` is the topic, so the
 //!   two can never disagree.
 //! - **A heartbeat's `root` is optional**, as in `JoinAck`: a detached node that keeps

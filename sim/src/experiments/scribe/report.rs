@@ -38,6 +38,8 @@ pub struct Report {
     pub seed: u64,
     /// Mean hops from a member to its root when publishing starts, all runs pooled.
     pub tree_depth_mean: f64,
+    /// 99th percentile of the members' hops.
+    pub tree_depth_p99: f64,
     /// Most hops of any member.
     pub tree_depth_max: f64,
     /// The anchor: log2 N.
@@ -180,6 +182,7 @@ fn summarize(p: &Params, results: &[RunResult]) -> Report {
         runs: p.runs,
         seed: p.seed,
         tree_depth_mean: report::round(report::mean(&depths), 3),
+        tree_depth_p99: report::percentile(&depths, 99.0),
         tree_depth_max: depths.iter().copied().fold(0.0, f64::max),
         anchor_tree_depth: report::round(anchor_depth(p.nodes), 3),
         subscribers_on_tree: report::round(mean(&|r| r.start.on_tree), 6),
@@ -272,8 +275,8 @@ pub fn table(r: &Report) -> String {
         r.nodes, r.topics, r.group_size, r.messages, r.churn, r.loss, r.gc_rounds, name(&r.latency), r.runs, r.seed
     ));
     s.push_str(&format!(
-        "  tree depth            mean {:.3}   max {}   (anchor: near log2 N = {:.2} or better)\n",
-        r.tree_depth_mean, r.tree_depth_max, r.anchor_tree_depth
+        "  tree depth            mean {:.3}   p99 {}   max {}   (anchor: near log2 N = {:.2} or better)\n",
+        r.tree_depth_mean, r.tree_depth_p99, r.tree_depth_max, r.anchor_tree_depth
     ));
     s.push_str(&format!(
         "  on a tree             {:.4}% of live members when publishing started ({:.1} s); after: mean {:.4}%, lowest {:.4}%, end {:.4}%\n",
