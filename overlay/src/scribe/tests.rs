@@ -923,3 +923,25 @@ fn over_a_real_chord_ring_the_root_is_the_topic_successor() {
         assert_eq!(at, root, "member {s}");
     }
 }
+
+#[test]
+fn chord_next_hop_avoiding_falls_back_to_the_next_best_preceding_node() {
+    let ids: Vec<NodeId> = (1..=64).map(id).collect();
+    let snap = RingSnapshot::new(ids.iter().copied());
+    let me = snap.nodes()[0];
+    let mut c =
+        Chord::new(me.id, Arc::new(ChordConfig::default()), &Seed::derive(9, "n", 0, 0), Instant::ZERO);
+    c.join_from_members(Instant::ZERO, &snap).unwrap();
+    // A key half the ring away: the best hop is a finger, the next best another node before
+    // the key, never past it.
+    let key = RingId(me.ring.0.wrapping_add(1 << 63).wrapping_sub(1));
+    let best = c.next_hop(key).unwrap();
+    let second = c.next_hop_avoiding(key, &[best]).unwrap();
+    assert_ne!(second, best);
+    assert!(RingId::of(&second).in_open(me.ring, key), "does not overshoot the key");
+    assert_eq!(c.next_hop_avoiding(key, &[]), Some(best));
+    // A key the successor is responsible for has no alternative.
+    let succ = c.successor().unwrap();
+    assert_eq!(c.next_hop(succ.ring), Some(succ.id));
+    assert_eq!(c.next_hop_avoiding(succ.ring, &[succ.id]), None);
+}
