@@ -7,7 +7,9 @@
 //! | [`swim`] | SWIM membership and failure detection with Lifeguard (PROTOCOLS.md §6) |
 //! | [`sampling`] | uniform random samples of live members for the gossip machines |
 //! | [`chord`] | the Chord-style ring: successor lists, fingers, lookups (PROTOCOLS.md §7) |
+//! | [`scribe`] | Scribe-style topic trees over the ring (PROTOCOLS.md §8) |
 
 pub mod chord;
 pub mod sampling;
+pub mod scribe;
 pub mod swim;

@@ -15,7 +15,7 @@ use hearsay_protocols::aggregate::{Algorithm, Func};
 use hearsay_protocols::anti_entropy::AeMode;
 use hearsay_protocols::rumor::{Direction, Variant};
 use hearsay_sim::experiments::{
-    aggregate, anti_entropy, bench, chord, cluster, flood_vs_gossip, pbcast, rumor, swim,
+    aggregate, anti_entropy, bench, chord, cluster, flood_vs_gossip, pbcast, rumor, scribe, swim,
 };
 use hearsay_sim::report::Progress;
 
@@ -88,6 +88,16 @@ enum Command {
     /// slow-node scenario (stalls of U[5,25] periods) with the Lifeguard setting and the
     /// baseline: false positives on healthy and on slow targets, and their ratio.
     Swim(SwimArgs),
+    /// Scribe topic trees over the Chord ring, with bimodal multicast repairing what the trees
+    /// lose (Castro et al. 2002).
+    ///
+    /// Every node runs the ring, the trees and pbcast; each topic gets --group-size random
+    /// members, who subscribe at once; once they are on their trees each topic gets
+    /// --messages messages from random members, one per second. Prints tree depth beside
+    /// log2 N, the relative delay penalty against direct unicast, link and node stress, the
+    /// delivery ratio by the tree alone and with repair (anchor 0.9999), and the tree's
+    /// control messages per node.
+    Scribe(ScribeArgs),
 }
 
 /// Options every experiment takes.
@@ -486,6 +496,37 @@ enum RouteArg {
     FingersAndSuccessors,
 }
 
+#[derive(Args)]
+struct ScribeArgs {
+    /// Number of nodes (all on the ring).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    nodes: u64,
+    /// Topics, each with its own tree.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    topics: u64,
+    /// Members per topic: uniformly random nodes (PROTOCOLS.md §8.11 calls it --members).
+    #[arg(long, alias = "members", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    group_size: u64,
+    /// Messages per topic, one per second, each from a random live member.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    messages: u64,
+    /// Node failures per node per minute from the start (0.01: 1% of the nodes fail each
+    /// minute); failed nodes stay down.
+    #[arg(long, default_value_t = 0.0, value_parser = churn_rate)]
+    churn: f64,
+    /// G: rounds an entry stays in a member's pbcast gossip buffer.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    gc_rounds: u64,
+    /// Most pbcast rounds to run after the last publish [default: 10·G].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    drain: Option<u64>,
+    /// Link latency profile.
+    #[arg(long, value_enum, default_value_t = LatencyArg::Wan)]
+    latency: LatencyArg,
+    #[command(flatten)]
+    common: Common,
+}
+
 fn churn_rate(s: &str) -> Result<f64, String> {
     let x: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if x.is_finite() && (0.0..=60.0).contains(&x) {
@@ -577,6 +618,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => run_cluster(args),
         Command::Chord(args) => run_chord(args),
         Command::Swim(args) => run_swim(args),
+        Command::Scribe(args) => run_scribe(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -875,6 +917,38 @@ fn run_chord(args: ChordArgs) -> Result<(), String> {
         progress.note(&format!("plot written to {}", path.display()));
     }
     print(&report, c.json, chord::table)
+}
+
+fn run_scribe(args: ScribeArgs) -> Result<(), String> {
+    let c = args.common;
+    let p = scribe::Params {
+        topics: args.topics as usize,
+        group_size: args.group_size as usize,
+        messages: args.messages as usize,
+        churn: args.churn,
+        loss: c.loss,
+        gc_rounds: args.gc_rounds,
+        latency: match args.latency {
+            LatencyArg::Zero => scribe::Profile::Zero,
+            LatencyArg::Lan => scribe::Profile::Lan,
+            LatencyArg::Wan => scribe::Profile::Wan,
+        },
+        drain_rounds: args.drain,
+        runs: c.runs,
+        seed: c.seed,
+        threads: c.threads,
+        ..scribe::Params::new(args.nodes as usize)
+    };
+    p.validate()?;
+    let progress = Progress::new("scribe", c.runs, c.quiet);
+    let (report, results) = scribe::run_with_results(&p, &progress);
+    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
+    if let Some(path) = &c.plot {
+        scribe::plot(&p, &results, &report, path)
+            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        progress.note(&format!("plot written to {}", path.display()));
+    }
+    print(&report, c.json, scribe::table)
 }
 
 fn print<R: serde::Serialize>(report: &R, json: bool, table: fn(&R) -> String) -> Result<(), String> {

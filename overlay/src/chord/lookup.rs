@@ -42,6 +42,26 @@ impl Chord {
         Some(if x.id == self.me.id { s.id } else { x.id })
     }
 
+    /// [`Chord::next_hop`] avoiding the nodes in `avoid` (hops a routed message already went to
+    /// without an answer): the closest preceding finger or successor of `key` not avoided.
+    /// `None` if there is none, or if `key` lies in (n, succ[0]]: its successor is then the one
+    /// node to go to (any other overshoots the key). Scribe retries a JOIN this way, as a lookup
+    /// retries from its next-best first hop (§7.4).
+    pub fn next_hop_avoiding(&self, key: RingId, avoid: &[NodeId]) -> Option<NodeId> {
+        if avoid.is_empty() {
+            return self.next_hop(key);
+        }
+        if self.status != Status::Joined {
+            return None;
+        }
+        let s = self.successor()?;
+        if key.in_half_open(self.me.ring, s.ring) {
+            return (!avoid.contains(&s.id)).then_some(s.id);
+        }
+        let x = self.closest_preceding(key, avoid);
+        (x.id != self.me.id).then_some(x.id)
+    }
+
     /// True if this node is responsible for `key`: `key ∈ (pred, n]` (§8.1). With no
     /// predecessor, the closest member below from the membership layer stands in; with
     /// neither, only a node alone on the ring is responsible.

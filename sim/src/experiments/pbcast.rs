@@ -32,15 +32,16 @@
 //! Anchors (the issue): at N = 1000 and 20% loss, `delivery_ratio` ≥ 0.9999 with repair and no
 //! crashes; `bimodality` ≥ 0.99 with and without `--origin-crash-prob 0.1`; two latency modes.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hearsay_protocols::pbcast::{PbConfig, PbEvent, PbMessage, Pbcast, Start, Via};
-use hearsay_protocols::{Duration, Instant, NodeId, PeerView, Rng, Seed, Seq, TopicId, Transmit};
+use hearsay_protocols::pbcast::{MsgId, PbConfig, PbEvent, PbMessage, Pbcast, Start, Via};
+use hearsay_protocols::{Duration, Instant, NodeId, PeerView, Rng, Seed, TopicId, Transmit};
 use serde::Serialize;
 
+use super::delivery::{LAT_BINS, LAT_BINS_PER_DECADE, Ledger, Tally, latency_edges, latency_hist};
+pub use super::delivery::{LatencyStats, Samples, atomicity_bin};
 use crate::kernel::{Fate, Fault, Latency, NetConfig, Observer, Sim, node_ids};
 use crate::report::{self, HistPanel, Progress};
 
@@ -54,10 +55,6 @@ pub const PAYLOAD_BYTES: usize = 64;
 pub const ANCHOR_DELIVERY_RATIO: f64 = 0.9999;
 /// Fraction of messages that must reach under 5% or at least 95% of the eligible members.
 pub const ANCHOR_BIMODALITY: f64 = 0.99;
-
-/// Latency histogram: bins per decade, from 1 ms, and the number of bins (1 ms … 100 s).
-const LAT_BINS_PER_DECADE: usize = 10;
-const LAT_BINS: usize = 50;
 
 /// How phase one reaches the members.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -148,28 +145,10 @@ impl Params {
     }
 }
 
-/// One delivery at a member.
-#[derive(Clone, Copy, Debug)]
-struct Record {
-    msg: u32,
-    node: u32,
-    via: Via,
-    receive_us: u64,
-    deliver_us: u64,
-}
-
-/// Watches a run: deliveries, gaps, FIFO order, messages sent by kind.
+/// Watches a run: deliveries, gaps, FIFO order (the ledger), messages sent by kind.
 #[derive(Default)]
 struct Watch {
-    /// (origin, seq) → message index.
-    index: HashMap<(NodeId, Seq), u32>,
-    published: Vec<Instant>,
-    records: Vec<Record>,
-    gap_events: Vec<(u32, NodeId, Seq, Seq)>,
-    /// Last seq delivered per (node, origin), for the FIFO / at-most-once check.
-    last: HashMap<(u32, NodeId), Seq>,
-    fifo_violations: u64,
-    unknown_deliveries: u64,
+    ledger: Ledger,
     sent: u64,
     first_phase: u64,
     digests: u64,
@@ -179,31 +158,7 @@ struct Watch {
 
 impl Observer<Pbcast> for Watch {
     fn on_event(&mut self, now: Instant, node: usize, event: PbEvent) {
-        match event {
-            PbEvent::Deliver(d) => {
-                let node = node as u32;
-                let prev = self.last.insert((node, d.id.origin), d.id.seq);
-                if prev.is_some_and(|p| p >= d.id.seq) {
-                    self.fifo_violations += 1;
-                }
-                let Some(&msg) = self.index.get(&(d.id.origin, d.id.seq)) else {
-                    self.unknown_deliveries += 1;
-                    return;
-                };
-                let t0 = self.published[msg as usize];
-                self.records.push(Record {
-                    msg,
-                    node,
-                    via: d.via,
-                    receive_us: (d.received_at - t0).as_micros(),
-                    deliver_us: (now - t0).as_micros(),
-                });
-            }
-            PbEvent::Gap { origin, first, last, .. } => {
-                self.gap_events.push((node as u32, origin, first, last));
-            }
-            PbEvent::HeadsWanted { .. } | PbEvent::PullWanted { .. } => {}
-        }
+        self.ledger.on_event(now, node, &event);
     }
 
     fn on_send(&mut self, _: Instant, _: usize, _: Option<usize>, t: &Transmit<PbMessage>, _: Fate) {
@@ -216,15 +171,6 @@ impl Observer<Pbcast> for Watch {
             PbMessage::Repair { entries } => self.repairs += entries.len() as u64,
         }
     }
-}
-
-/// Latency samples of one class, in milliseconds.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Samples {
-    /// First obtained − published.
-    pub receive_ms: Vec<f64>,
-    /// Handed to the subscriber − published.
-    pub delivery_ms: Vec<f64>,
 }
 
 /// One run's outcome.
@@ -261,46 +207,6 @@ pub struct RunResult {
     /// Latencies of members that first got it by repair.
     #[serde(skip)]
     pub repair: Samples,
-}
-
-/// p50/p90/p99/max of one latency class, in ms.
-#[derive(Clone, Debug, Serialize)]
-pub struct LatencyStats {
-    /// (member, message) pairs in the class.
-    pub count: usize,
-    /// Receive latency p50.
-    pub receive_p50: f64,
-    /// Receive latency p90.
-    pub receive_p90: f64,
-    /// Receive latency p99.
-    pub receive_p99: f64,
-    /// Receive latency max.
-    pub receive_max: f64,
-    /// Delivery latency p50.
-    pub delivery_p50: f64,
-    /// Delivery latency p90.
-    pub delivery_p90: f64,
-    /// Delivery latency p99.
-    pub delivery_p99: f64,
-    /// Delivery latency max.
-    pub delivery_max: f64,
-}
-
-impl LatencyStats {
-    fn of(s: &Samples) -> Self {
-        let p = |xs: &[f64], q| report::round(report::percentile(xs, q), 3);
-        LatencyStats {
-            count: s.delivery_ms.len(),
-            receive_p50: p(&s.receive_ms, 50.0),
-            receive_p90: p(&s.receive_ms, 90.0),
-            receive_p99: p(&s.receive_ms, 99.0),
-            receive_max: p(&s.receive_ms, 100.0),
-            delivery_p50: p(&s.delivery_ms, 50.0),
-            delivery_p90: p(&s.delivery_ms, 90.0),
-            delivery_p99: p(&s.delivery_ms, 99.0),
-            delivery_max: p(&s.delivery_ms, 100.0),
-        }
-    }
 }
 
 /// The experiment's report: one JSON line.
@@ -426,8 +332,9 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
             }
         };
         published_by[origin] += 1;
-        watch.index.insert((sim.id(origin), published_by[origin]), k as u32);
-        watch.published.push(now);
+        let id = MsgId { origin: sim.id(origin), topic: TOPIC, seq: published_by[origin] };
+        let index = watch.ledger.publish(id, now);
+        debug_assert_eq!(index, k as u32);
         let mut payload = vec![0u8; PAYLOAD_BYTES];
         payload[..8].copy_from_slice(&(k as u64).to_le_bytes());
         let payload = Bytes::from(payload);
@@ -466,45 +373,24 @@ fn measure(
 ) -> RunResult {
     let n = p.nodes;
     let up: Vec<bool> = (0..n).map(|i| sim.is_up(i)).collect();
-    let eligible = up.iter().filter(|u| **u).count() as f64;
-    let msgs = w.published.len();
-    let mut delivered = vec![0u64; msgs];
-    let mut first = vec![0u64; msgs];
-    let (mut fp, mut rp) = (Samples::default(), Samples::default());
-    for r in w.records.iter().filter(|r| up[r.node as usize]) {
-        delivered[r.msg as usize] += 1;
-        let ms = |us: u64| us as f64 / 1e3;
-        match r.via {
-            Via::Local => first[r.msg as usize] += 1,
-            Via::FirstPhase => {
-                first[r.msg as usize] += 1;
-                fp.receive_ms.push(ms(r.receive_us));
-                fp.delivery_ms.push(ms(r.deliver_us));
-            }
-            Via::Repair | Via::AntiEntropy => {
-                rp.receive_ms.push(ms(r.receive_us));
-                rp.delivery_ms.push(ms(r.deliver_us));
-            }
-        }
-    }
-    let atomicity: Vec<f64> =
-        delivered.iter().map(|&d| if eligible > 0.0 { d as f64 / eligible } else { 0.0 }).collect();
-    let total_eligible = eligible * msgs as f64;
-    let total_delivered: u64 = delivered.iter().sum();
-    let ratio = |x: u64| if total_eligible > 0.0 { x as f64 / total_eligible } else { 0.0 };
-    let bimodal = atomicity.iter().filter(|&&a| !(0.05..0.95).contains(&a)).count();
-    let mut gap_pairs = 0;
-    let mut gaps = 0;
-    for &(_, origin, lo, hi) in w.gap_events.iter().filter(|g| up[g.0 as usize]) {
-        gaps += 1;
-        // No origin published more than every message.
-        let top = hi.min(w.index.len() as u64);
-        gap_pairs += (lo..=top).filter(|s| w.index.contains_key(&(origin, *s))).count() as u64;
-    }
+    let eligible = up.iter().filter(|u| **u).count() as u64;
+    let counts = vec![eligible; w.ledger.messages()];
+    let Tally {
+        delivery_ratio,
+        delivery_ratio_first_phase,
+        atomicity,
+        bimodality,
+        gaps,
+        gap_pairs,
+        total_delivered,
+        fifo_violations,
+        first_phase,
+        repair,
+    } = w.ledger.tally(&up, |_, node| up[node as usize], &counts);
     RunResult {
-        delivery_ratio: ratio(total_delivered),
-        delivery_ratio_first_phase: ratio(first.iter().sum()),
-        bimodality: if msgs > 0 { bimodal as f64 / msgs as f64 } else { 1.0 },
+        delivery_ratio,
+        delivery_ratio_first_phase,
+        bimodality,
         atomicity,
         gaps,
         gap_pairs,
@@ -517,35 +403,10 @@ fn measure(
         origin_crashes: crashes,
         drain_rounds: drained,
         quiescent,
-        fifo_violations: w.fifo_violations + w.unknown_deliveries,
-        first_phase: fp,
-        repair: rp,
+        fifo_violations,
+        first_phase,
+        repair,
     }
-}
-
-/// The atomicity bin of a_m: [0, 0.05) → 0, …, [0.95, 1.0) → 19, exactly 1.0 → 20.
-pub fn atomicity_bin(a: f64) -> usize {
-    if a >= 1.0 { 20 } else { ((a * 20.0).floor().max(0.0) as usize).min(19) }
-}
-
-/// The latency bin of `ms`: 10 per decade from 1 ms; below 1 ms → 0, above the last → last.
-fn latency_bin(ms: f64) -> usize {
-    if ms < 1.0 {
-        return 0;
-    }
-    ((ms.log10() * LAT_BINS_PER_DECADE as f64).floor() as usize).min(LAT_BINS - 1)
-}
-
-fn latency_edges() -> Vec<f64> {
-    (0..=LAT_BINS).map(|k| report::round(10f64.powf(k as f64 / LAT_BINS_PER_DECADE as f64), 3)).collect()
-}
-
-fn latency_hist(ms: &[f64]) -> Vec<u64> {
-    let mut h = vec![0u64; LAT_BINS];
-    for &x in ms {
-        h[latency_bin(x)] += 1;
-    }
-    h
 }
 
 fn summarize(p: &Params, results: Vec<RunResult>) -> Report {
@@ -558,15 +419,8 @@ fn summarize(p: &Params, results: Vec<RunResult>) -> Report {
         all += 1;
         bimodal += usize::from(!(0.05..0.95).contains(a));
     }
-    let pool = |f: &dyn Fn(&RunResult) -> &Samples| {
-        let mut s = Samples::default();
-        for r in &results {
-            s.receive_ms.extend_from_slice(&f(r).receive_ms);
-            s.delivery_ms.extend_from_slice(&f(r).delivery_ms);
-        }
-        s
-    };
-    let (fp, rp) = (pool(&|r| &r.first_phase), pool(&|r| &r.repair));
+    let fp = Samples::pooled(results.iter().map(|r| &r.first_phase));
+    let rp = Samples::pooled(results.iter().map(|r| &r.repair));
     let (fps, rps) = (LatencyStats::of(&fp), LatencyStats::of(&rp));
     Report {
         experiment: "pbcast",
