@@ -596,20 +596,40 @@ impl Actor {
                 }
             }
             Command::Topics(reply) => {
-                let v = self
+                let mut v: Vec<types::TopicInfo> = self
                     .engine
                     .topic_views()
                     .into_iter()
-                    .map(|t| types::TopicInfo {
-                        topic: t.name.unwrap_or_else(|| t.topic.to_string()),
-                        topic_id: t.topic.to_string(),
-                        subscribers: self.subs.values().filter(|s| s.topic == t.topic).count(),
-                        role: t.role.to_string(),
-                        parent: None,
-                        children: Vec::new(),
-                        depth: None,
+                    .map(|t| {
+                        let tree = self.engine.trees().tree(t.topic);
+                        let role = match &tree {
+                            Some(tv) => tree_role(tv.role).to_string(),
+                            None => t.role.to_string(),
+                        };
+                        types::TopicInfo {
+                            topic: t.name.unwrap_or_else(|| t.topic.to_string()),
+                            topic_id: t.topic.to_string(),
+                            subscribers: self.subs.values().filter(|s| s.topic == t.topic).count(),
+                            role,
+                            parent: tree.as_ref().and_then(|tv| tv.parent).map(|p| hex(&p)),
+                            children: tree.as_ref().map_or_else(Vec::new, |tv| tv.children.iter().map(hex).collect()),
+                            depth: tree.as_ref().filter(|tv| !tv.joining).map(|tv| tv.depth()),
+                        }
                     })
                     .collect();
+                // Topics this node only forwards for others.
+                let known: Vec<TopicId> = self.engine.topic_views().iter().map(|t| t.topic).collect();
+                for tv in self.engine.trees().trees().filter(|tv| !known.contains(&tv.topic)) {
+                    v.push(types::TopicInfo {
+                        topic: self.engine.topic_name(tv.topic).map_or_else(|| tv.topic.to_string(), str::to_string),
+                        topic_id: tv.topic.to_string(),
+                        subscribers: 0,
+                        role: tree_role(tv.role).to_string(),
+                        parent: tv.parent.map(|p| hex(&p)),
+                        children: tv.children.iter().map(hex).collect(),
+                        depth: (!tv.joining).then(|| tv.depth()),
+                    });
+                }
                 let _ = reply.send(v);
             }
             Command::Ring(reply) => {
@@ -695,6 +715,14 @@ async fn resolve_seed(t: Transport, addr: SocketAddr, tx: mpsc::Sender<JoinNote>
 /// Lower-case hex of a NodeId.
 pub fn hex(id: &NodeId) -> String {
     id.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tree_role(r: hearsay_overlay::scribe::Role) -> &'static str {
+    match r {
+        hearsay_overlay::scribe::Role::Root => "root",
+        hearsay_overlay::scribe::Role::Member => "member",
+        hearsay_overlay::scribe::Role::Forwarder => "forwarder",
+    }
 }
 
 fn state_name(s: State) -> &'static str {

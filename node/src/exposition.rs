@@ -58,6 +58,11 @@ pub(crate) fn update(m: &Metrics, engine: &Engine, transport: &Transport, subscr
     ] {
         m.set_decode_errors(kind, n);
     }
+    m.set_trees(engine.trees().trees().map(|tv| crate::metrics::TreePosition {
+        topic: engine.topic_name(tv.topic).map_or_else(|| tv.topic.to_string(), str::to_string),
+        depth: tv.depth() as u32,
+        children: tv.children.len() as u32,
+    }));
     m.set_transport(transport);
     m.set_subscriptions(subscriptions);
 }

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use hearsay_overlay::chord::ChordMessage;
+use hearsay_overlay::scribe::ScribeMessage;
 use hearsay_overlay::swim::SwimMessage;
 use hearsay_protocols::aggregate::AggMessage;
 use hearsay_protocols::anti_entropy::AeMessage;
@@ -46,6 +47,7 @@ pub(crate) enum Inbound {
     AntiEntropy(AeMessage),
     Rumor(ChannelRumor),
     Aggregation(AggMessage),
+    Tree(ScribeMessage),
 }
 
 /// The protocols, as metrics label them.
@@ -194,6 +196,7 @@ pub(crate) fn decode(
     let result = match opened.kind {
         MessageKind::Membership => opened.decode().map(|m| (Protocol::Membership, Inbound::Swim(m))),
         MessageKind::Ring => opened.decode().map(|m| (Protocol::Ring, Inbound::Ring(m))),
+        MessageKind::Tree => opened.decode().map(|m| (Protocol::Tree, Inbound::Tree(m))),
         MessageKind::Pbcast => opened.decode().map(|m| (Protocol::Pbcast, Inbound::Pbcast(m))),
         MessageKind::AntiEntropy => opened.decode().map(|m| (Protocol::AntiEntropy, Inbound::AntiEntropy(m))),
         MessageKind::Rumor => opened.decode().map(|m| (Protocol::Rumor, Inbound::Rumor(m))),

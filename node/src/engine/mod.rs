@@ -40,6 +40,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hearsay_overlay::chord::{Chord, ChordConfig, ChordEvent, RingSnapshot};
+use hearsay_overlay::scribe::{Scribe, ScribeConfig, ScribeEvent};
 use hearsay_overlay::swim::{Addr, Meta, Profile, State, Swim, SwimConfig, SwimEvent};
 use hearsay_protocols::aggregate::{AggConfig, AggEvent, Aggregation, Func, Query, QueryId, QuerySpec};
 use hearsay_protocols::anti_entropy::{AeConfig, AeEvent, AeMode, AntiEntropy, Entry};
@@ -59,6 +60,8 @@ pub struct EngineConfig {
     pub swim: Arc<SwimConfig>,
     /// The ring.
     pub chord: Arc<ChordConfig>,
+    /// The topic trees.
+    pub scribe: Arc<ScribeConfig>,
     /// Repair and delivery.
     pub pbcast: Arc<PbConfig>,
     /// History catch-up.
@@ -83,6 +86,7 @@ impl EngineConfig {
         EngineConfig {
             swim: Arc::new(swim),
             chord: Arc::new(ChordConfig::default()),
+            scribe: Arc::new(ScribeConfig::default()),
             pbcast: Arc::new(PbConfig::default()),
             ae: Arc::new(AeConfig::default()),
             rumor_topics: Arc::new(RumorConfig::default()),
@@ -188,6 +192,8 @@ pub struct EngineStats {
     pub decode_errors: DecodeErrors,
     /// Messages the Engine could not encode (a bug if ever non-zero).
     pub encode_failures: u64,
+    /// Subscriptions or publishes the tree refused (over its bounds); repair still serves them.
+    pub tree_refusals: u64,
     /// Deliveries by path: local, first phase, repair, anti-entropy.
     pub delivered: [u64; 4],
     /// Gap events, and the messages they cover.
@@ -211,6 +217,7 @@ pub struct Engine {
     config: Arc<EngineConfig>,
     swim: Swim,
     ring: Chord,
+    trees: Scribe,
     pb: Pbcast,
     ae: AntiEntropy,
     rumor_topics: RumorMonger,
@@ -259,6 +266,7 @@ impl Engine {
         let meta = Meta::new(Vec::new()).unwrap_or_default().with_name(name);
         let swim = Swim::new(id, Profile { addr, meta }, config.swim.clone(), seed, now);
         let ring = Chord::new(id, config.chord.clone(), seed, now);
+        let trees = Scribe::new(id, config.scribe.clone(), seed, now);
         let pb = Pbcast::new(origin, config.pbcast.clone(), seed, now);
         let ae = AntiEntropy::new(id, config.ae.clone(), seed, now);
         let mut rumor_topics = RumorMonger::new(id, config.rumor_topics.clone(), &seed.child("topics"), now);
@@ -272,6 +280,7 @@ impl Engine {
             config,
             swim,
             ring,
+            trees,
             pb,
             ae,
             rumor_topics,
@@ -359,6 +368,11 @@ impl Engine {
         &self.pb
     }
 
+    /// The topic trees (read-only).
+    pub fn trees(&self) -> &Scribe {
+        &self.trees
+    }
+
     /// The aggregation machine (read-only).
     pub fn aggregation(&self) -> &Aggregation {
         &self.agg
@@ -422,6 +436,9 @@ impl Engine {
             self.ae.subscribe(topic);
             if gossip {
                 self.rumor_scope();
+            } else if self.trees.subscribe(now, topic, &self.ring).is_err() {
+                // Over the tree bound: the topic is still served by repair among members.
+                self.stats.tree_refusals += 1;
             }
             self.refresh_views(&[topic]);
         }
@@ -442,6 +459,8 @@ impl Engine {
             self.ae.unsubscribe(topic);
             if self.is_gossip(name) {
                 self.rumor_scope();
+            } else {
+                self.trees.unsubscribe(now, topic);
             }
             let _ = self.advertise();
             self.refresh_views(&[topic]);
@@ -465,8 +484,8 @@ impl Engine {
         if gossip {
             let id = RumorId::Message { stream: data.id.stream(), seq: data.id.seq };
             self.rumor_topics.inject(now, id, data.payload.clone());
-        } else {
-            self.first_phase(&data);
+        } else if self.trees.publish(now, data.clone(), &self.ring).is_err() {
+            self.stats.tree_refusals += 1;
         }
         self.pump(now);
         Ok(data.id)
@@ -505,16 +524,6 @@ impl Engine {
             .map(|(t, _)| *t)
             .collect();
         self.rumor_topics.set_scope(Some(names));
-    }
-
-    /// First phase of a tree topic: to every member of the topic.
-    fn first_phase(&mut self, data: &Data) {
-        let members: Vec<NodeId> = self
-            .topic_members
-            .get(&data.id.topic)
-            .map(|m| m.iter().copied().filter(|n| *n != self.id).collect())
-            .unwrap_or_default();
-        self.pb.multicast(data, members.iter());
     }
 
     /// Everything this node stores can serve anti-entropy catch-up.
@@ -568,6 +577,7 @@ impl Engine {
                 self.ring.member_up(now, ev.node);
             } else {
                 self.ring.member_down(now, ev.node);
+                self.trees.member_down(now, ev.node, &self.ring);
                 self.agg.member_gone(ev.node);
             }
         }
@@ -609,6 +619,7 @@ impl Engine {
             let mut moved = false;
             moved |= self.drain_swim(now);
             moved |= self.drain_ring(now);
+            moved |= self.drain_trees(now);
             moved |= self.drain_pbcast(now);
             moved |= self.drain_ae(now);
             moved |= self.drain_rumors(now);
@@ -656,17 +667,34 @@ impl Engine {
         moved
     }
 
-    fn drain_ring(&mut self, _now: Instant) -> bool {
+    fn drain_ring(&mut self, now: Instant) -> bool {
         let mut moved = false;
         while let Some(t) = self.ring.poll_transmit() {
             self.send(Protocol::Ring, t);
             moved = true;
         }
+        let mut changed = false;
         while let Some(e) = self.ring.poll_event() {
             moved = true;
-            match e {
-                ChordEvent::SuccessorChanged { .. } | ChordEvent::PredecessorChanged { .. } => {}
-                _ => {}
+            changed |= matches!(e, ChordEvent::SuccessorChanged { .. } | ChordEvent::PredecessorChanged { .. });
+        }
+        if changed {
+            // Roots move with responsibility (PROTOCOLS.md §8.8).
+            self.trees.ring_changed(now, &self.ring);
+        }
+        moved
+    }
+
+    fn drain_trees(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        while let Some(t) = self.trees.poll_transmit() {
+            self.send(Protocol::Tree, t);
+            moved = true;
+        }
+        while let Some(e) = self.trees.poll_event() {
+            moved = true;
+            if let ScribeEvent::FirstPhase(data) = e {
+                self.pb.handle_data(now, data);
             }
         }
         moved
@@ -839,10 +867,11 @@ impl Engine {
         moved
     }
 
-    fn deadlines(&self) -> [Option<Instant>; 7] {
+    fn deadlines(&self) -> [Option<Instant>; 8] {
         [
             self.swim.poll_timeout(),
             self.ring.poll_timeout(),
+            self.trees.poll_timeout(),
             self.pb.poll_timeout(),
             self.ae.poll_timeout(),
             self.rumor_topics.poll_timeout(),
@@ -874,18 +903,22 @@ impl Machine for Engine {
                 self.rumor_queries.handle_message(now, from, msg)
             }
             Inbound::Aggregation(m) => self.agg.handle_message(now, from, m),
+            Inbound::Tree(m) => self.trees.handle_message(now, from, m, &self.ring),
         }
         self.pump(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let [swim, ring, pb, ae, rt, rq, agg] = self.deadlines();
+        let [swim, ring, trees, pb, ae, rt, rq, agg] = self.deadlines();
         let due = |d: Option<Instant>| d.is_some_and(|d| d <= now);
         if due(swim) {
             self.swim.handle_timeout(now);
         }
         if due(ring) {
             self.ring.handle_timeout(now);
+        }
+        if due(trees) {
+            self.trees.handle_timeout(now, &self.ring);
         }
         if due(pb) {
             self.pb.handle_timeout(now);

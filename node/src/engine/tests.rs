@@ -234,7 +234,7 @@ fn deadlines_move_forward_after_each_timeout() {
         while e.poll_transmit().is_some() {}
         while e.poll_event().is_some() {}
         let d = e.deadlines();
-        let names = ["swim", "ring", "pbcast", "ae", "rumor_topics", "rumor_queries", "agg"];
+        let names = ["swim", "ring", "trees", "pbcast", "ae", "rumor_topics", "rumor_queries", "agg"];
         for (k, dl) in d.iter().enumerate() {
             if let Some(dl) = dl {
                 assert!(*dl > now, "step {step}: {} asks for {dl:?} at {now:?} after its timeout", names[k]);
