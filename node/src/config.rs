@@ -4,6 +4,7 @@
 //! ```toml
 //! name = "n1"
 //! bind = "0.0.0.0:7946"
+//! advertise = "10.0.0.7:7946" # what others dial (default: the bind address)
 //! join = ["10.0.0.5:7946"]
 //! api = "127.0.0.1:7070"
 //! secret_file = "/etc/hearsay/cluster.key"
@@ -40,6 +41,8 @@ pub struct FileConfig {
     pub name: Option<String>,
     /// UDP address for QUIC.
     pub bind: Option<SocketAddr>,
+    /// Address other nodes should use to reach this one.
+    pub advertise: Option<SocketAddr>,
     /// Seed addresses.
     pub join: Option<Vec<SocketAddr>>,
     /// Local API address.
@@ -61,6 +64,8 @@ pub struct AgentConfig {
     pub name: String,
     /// UDP address for QUIC.
     pub bind: SocketAddr,
+    /// Address other nodes should use to reach this one (None: derived from the bind address).
+    pub advertise: Option<SocketAddr>,
     /// Seed addresses (empty: start a new cluster).
     pub join: Vec<SocketAddr>,
     /// Local API address.
@@ -105,6 +110,7 @@ impl FileConfig {
         FileConfig {
             name: flags.name.or(self.name),
             bind: flags.bind.or(self.bind),
+            advertise: flags.advertise.or(self.advertise),
             join: flags.join.filter(|j| !j.is_empty()).or(self.join),
             api: flags.api.or(self.api),
             secret_file: flags.secret_file.or(self.secret_file),
@@ -131,6 +137,7 @@ impl FileConfig {
         Ok(AgentConfig {
             name,
             bind,
+            advertise: self.advertise,
             join: self.join.unwrap_or_default(),
             api: self.api.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
             secret_file,
@@ -154,6 +161,7 @@ mod tests {
             join = ["127.0.0.1:9001"]
             secret_file = "s.key"
             preset = "local"
+            advertise = "127.0.0.1:9100"
             "#,
         )
         .unwrap();
@@ -163,6 +171,7 @@ mod tests {
         assert_eq!(c.bind, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(c.join, vec!["127.0.0.1:9001".parse().unwrap()]);
         assert_eq!(c.preset, Preset::Local);
+        assert_eq!(c.advertise, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(c.api, "127.0.0.1:7070".parse().unwrap());
     }
 

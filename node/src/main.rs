@@ -250,6 +250,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     let flags = FileConfig {
         name: args.name,
         bind: args.bind,
+        advertise: args.advertise,
         join: Some(args.join),
         api: api_addr.filter(|a| a.to_string() != DEFAULT_API || args.config.is_none()),
         secret_file: args.secret_file,
@@ -271,7 +272,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     faults.set_loss(args.test_loss);
     faults.set_delay(std::time::Duration::from_millis(args.test_delay_ms));
     let mut opts = AgentOptions::new(&config.name, config.bind, secret);
-    opts.advertise = args.advertise;
+    opts.advertise = config.advertise;
     opts.join = config.join.clone();
     opts.api = Some(config.api);
     opts.identity = IdentitySource::DataDir(config.data_dir.clone());
