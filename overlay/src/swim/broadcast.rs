@@ -15,7 +15,7 @@ use super::message::Update;
 
 /// The smallest encoded update (an `Alive` with incarnation below 128, empty address and
 /// meta): once less room than this is left, a datagram is full.
-pub(crate) const MIN_UPDATE_LEN: usize = 36;
+pub(crate) const MIN_UPDATE_LEN: usize = 37;
 
 /// (transmits, larger first, newest first).
 type Key = (u32, Reverse<usize>, Reverse<u64>);

@@ -447,16 +447,17 @@ fn piggyback_fills_the_budget_in_queue_order_up_to_the_retransmit_limit() {
     let first = ack(&mut m, 1).expect("an ack");
     let len = wire::encoded_len(&first);
     let SwimMessage::Ack { updates, .. } = &first else { panic!("{first:?}") };
-    // 5 bytes of ack, 36 per Alive: 33 fit in 1200, a 34th would not.
-    assert_eq!(updates.len(), 33);
-    assert!(len <= 1200 && len + 36 > 1200, "{len}");
+    // 5 bytes of ack, 37 per Alive (empty address, no topics, empty name): 32 fit in 1200,
+    // a 33rd would not.
+    assert_eq!(updates.len(), 32);
+    assert!(len <= 1200 && len + 37 > 1200, "{len}");
     assert_eq!(wire::encode(&first, 1200).map(|b| b.len()), Ok(len));
     // Equal transmits and sizes: newest first.
     assert_eq!(updates[0], alive(199, 0));
-    assert_eq!(updates[32], alive(167, 0));
+    assert_eq!(updates[31], alive(168, 0));
     // The next datagram starts with what has been sent least.
     let second = ack(&mut m, 2).expect("an ack");
-    assert_eq!(second.updates()[0], alive(166, 0));
+    assert_eq!(second.updates()[0], alive(167, 0));
     // n = 102 entries: limit 4 × ⌈log10 103⌉ = 12 transmits each, 1200 in all.
     assert_eq!(retransmit_limit(4, m.estimated_size()), 12);
     let mut total = first.updates().len() + second.updates().len();
@@ -575,9 +576,11 @@ fn malformed_input_is_counted_and_changes_nothing() {
     #[derive(serde::Serialize)]
     struct RawMeta {
         topics: Vec<TopicId>,
+        name: String,
     }
     let unsorted: Meta = postcard::from_bytes(
-        &postcard::to_allocvec(&RawMeta { topics: vec![TopicId(5), TopicId(3)] }).unwrap(),
+        &postcard::to_allocvec(&RawMeta { topics: vec![TopicId(5), TopicId(3)], name: String::new() })
+            .unwrap(),
     )
     .unwrap();
     let bad = SharedProfile::new(Profile { addr: Addr::default(), meta: unsorted });

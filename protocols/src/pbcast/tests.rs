@@ -381,11 +381,17 @@ fn a_new_subscriber_starts_after_the_heads_it_is_given() {
     assert!(transmits(&mut c).is_empty() && events(&mut c).is_empty());
     assert_eq!(c.stats().digests_ignored, 1);
     // The partner's history of origin 1 ends at 5: c starts at 6. Origin 9 is not in the
-    // reply: it starts at its first evidence, 4.
+    // reply: its stream began after the reply was made, so all of it is c's to deliver,
+    // from seq 1 (4 waits for 1 to 3).
     let heads = summarize(StreamId { topic: T, origin: id(1) }, 1..=5, 32);
     c.handle_heads(sec(0), T, &[heads]);
-    assert_eq!(delivered(&events(&mut c)), vec![(1, 6, Via::FirstPhase), (9, 4, Via::FirstPhase)]);
+    assert_eq!(delivered(&events(&mut c)), vec![(1, 6, Via::FirstPhase)]);
     assert_eq!(c.next_delivery(T, id(1)), Some(7));
+    assert_eq!(c.next_delivery(T, id(9)), Some(1));
+    for s in 1..=3 {
+        c.handle_message(sec(0), id(9), PbMessage::Data(data(9, s, Via::FirstPhase)));
+    }
+    assert_eq!(delivered(&events(&mut c)), (1..=4).map(|s| (9, s, Via::FirstPhase)).collect::<Vec<_>>());
     // A second reply changes nothing.
     c.handle_heads(sec(0), T, &[summarize(StreamId { topic: T, origin: id(1) }, [1], 32)]);
     assert_eq!(c.next_delivery(T, id(1)), Some(7));
@@ -407,12 +413,18 @@ fn without_a_heads_reply_streams_start_at_first_evidence_after_the_timeout() {
     assert_eq!(c.poll_timeout(), Some(Instant::from_micros(2_500_000)));
     c.handle_timeout(Instant::from_micros(2_500_000));
     assert_eq!(delivered(&events(&mut c)), vec![(1, 7, Via::FirstPhase), (1, 8, Via::FirstPhase)]);
-    // With no other member there is nothing to ask: first evidence at once.
+    // With no other member there is nothing to ask and nothing published before: every
+    // stream is d's from seq 1, so a lost first message is waited for, not skipped.
     let mut d = Pbcast::new(id(4), Arc::new(config()), &Seed::derive(42, "node", 0, 4), Instant::ZERO);
     d.subscribe(sec(0), T, Start::Heads);
     assert!(events(&mut d).is_empty());
     d.handle_message(sec(0), id(1), PbMessage::Data(data(1, 3, Via::FirstPhase)));
-    assert_eq!(delivered(&events(&mut d)), vec![(1, 3, Via::FirstPhase)]);
+    assert!(delivered(&events(&mut d)).is_empty());
+    assert_eq!(d.next_delivery(T, id(1)), Some(1));
+    for s in [1, 2] {
+        d.handle_message(sec(0), id(1), PbMessage::Data(data(1, s, Via::FirstPhase)));
+    }
+    assert_eq!(delivered(&events(&mut d)), (1..=3).map(|s| (1, s, Via::FirstPhase)).collect::<Vec<_>>());
 }
 
 #[test]
