@@ -198,7 +198,13 @@ pub struct EngineStats {
     pub delivered: [u64; 4],
     /// Gap events, and the messages they cover.
     pub gaps: (u64, u64),
+    /// Anti-entropy exchanges started to catch up with a member that was unreachable.
+    pub catch_ups: u64,
 }
+
+/// Most members waiting for a catch-up exchange; more recoveries at once (a healed partition)
+/// are left to the periodic exchange and to the epidemic spread among those caught up.
+pub const CATCH_UP_QUEUE: usize = 8;
 
 #[derive(Clone, Debug, Default)]
 struct TopicState {
@@ -232,6 +238,13 @@ pub struct Engine {
     my_queries: BTreeSet<QueryId>,
     /// Anti-entropy Heads exchanges in flight, by exchange id: the topic they are for.
     heads: BTreeMap<u64, TopicId>,
+    /// Members seen suspect, dead or left: when one is alive again (a refutation, a healed
+    /// partition, a restart), what either side published meanwhile may have outlived
+    /// pbcast's repair window, so it is caught up by anti-entropy with that member.
+    unreachable: BTreeSet<NodeId>,
+    /// Members to run an anti-entropy exchange with, one at a time, at most
+    /// [`CATCH_UP_QUEUE`].
+    catch_up: VecDeque<NodeId>,
     joined_ring: bool,
     out: VecDeque<Transmit<Bytes>>,
     events: VecDeque<EngineEvent>,
@@ -291,6 +304,8 @@ impl Engine {
             advertised: BTreeMap::new(),
             my_queries: BTreeSet::new(),
             heads: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
+            catch_up: VecDeque::new(),
             joined_ring: false,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -582,6 +597,22 @@ impl Engine {
             }
         }
         let new_topics: Vec<TopicId> = if live { ev.profile.meta().topics().to_vec() } else { Vec::new() };
+        if ev.node != self.id {
+            if ev.state == State::Alive {
+                let shares_a_topic = new_topics
+                    .iter()
+                    .any(|t| self.topics.get(t).is_some_and(|s| s.subscribers > 0 || s.published));
+                if self.unreachable.remove(&ev.node)
+                    && shares_a_topic
+                    && self.catch_up.len() < CATCH_UP_QUEUE
+                    && !self.catch_up.contains(&ev.node)
+                {
+                    self.catch_up.push_back(ev.node);
+                }
+            } else {
+                self.unreachable.insert(ev.node);
+            }
+        }
         let old_topics = self.advertised.remove(&ev.node).unwrap_or_default();
         let mut changed: Vec<TopicId> = old_topics.iter().chain(new_topics.iter()).copied().collect();
         changed.sort_unstable();
@@ -796,6 +827,19 @@ impl Engine {
                 }
                 AeEvent::ExchangeCompleted { .. } => {}
             }
+        }
+        // Catch up with a member that was unreachable, when anti-entropy is free.
+        while let Some(&peer) = self.catch_up.front() {
+            if !self.swim.member(&peer).is_some_and(|m| m.state.is_live()) {
+                self.catch_up.pop_front();
+                continue;
+            }
+            if self.ae.start_exchange(now, AeMode::PushPull, Some(peer)).is_some() {
+                self.catch_up.pop_front();
+                self.stats.catch_ups += 1;
+                moved = true;
+            }
+            break;
         }
         moved
     }

@@ -13,16 +13,18 @@
 //! For every message m and every subscriber s of its topic that subscribed before m and never
 //! crashed, s must either deliver m or announce a gap covering it. The report counts both,
 //! and `silent_losses`: pairs with neither (the claim is that this is 0), and duplicates
-//! (delivered twice; must be 0).
+//! (delivered twice; must be 0). With `HEARSAY_DEBUG_SILENT` set in the environment, every
+//! silent loss is printed on stderr with the subscriber's view of that stream.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hearsay::engine::{Engine, EngineConfig, EngineEvent};
 use hearsay_overlay::swim::{Addr, SwimConfig};
+use hearsay_protocols::wire::Frame;
 use hearsay_protocols::{Instant, NodeId, Rng, Seed, Seq, TopicId, Transmit};
 use serde::Serialize;
 
@@ -106,6 +108,8 @@ pub struct RunResult {
     pub bytes_per_delivery: f64,
     /// Messages sent per delivered pair (relative message redundancy).
     pub messages_per_delivery: f64,
+    /// Bytes each node sent per simulated second, by protocol.
+    pub node_bytes_per_s: BTreeMap<String, f64>,
     /// Nodes crashed.
     pub crashed: u64,
 }
@@ -151,6 +155,9 @@ pub struct Report {
     pub bytes_per_delivery: f64,
     /// Messages sent per delivered pair (mean over runs).
     pub messages_per_delivery: f64,
+    /// Bytes each node sent per simulated second, by protocol (mean over runs): the
+    /// background cost that `bytes_per_delivery` spreads over the deliveries.
+    pub node_bytes_per_s: BTreeMap<String, f64>,
     /// Resident bytes per simulated node (first run, including its queue share).
     pub state_bytes_per_node: Option<f64>,
     /// Per-run figures.
@@ -168,6 +175,7 @@ struct Watch {
     latencies: Vec<u64>,
     bytes: u64,
     messages: u64,
+    bytes_by_kind: BTreeMap<String, u64>,
 }
 
 impl Observer<Engine> for Watch {
@@ -189,7 +197,11 @@ impl Observer<Engine> for Watch {
     }
     fn on_send(&mut self, _: Instant, _: usize, _: Option<usize>, t: &Transmit<Bytes>, _: Fate) {
         self.messages += 1;
-        self.bytes += t.msg.len() as u64 + 48;
+        let bytes = t.msg.len() as u64 + 48;
+        self.bytes += bytes;
+        let kind = Frame::open(&t.msg, usize::MAX)
+            .map_or_else(|_| "unknown".to_string(), |f| format!("{:?}", f.kind));
+        *self.bytes_by_kind.entry(kind).or_default() += bytes;
     }
 }
 
@@ -293,6 +305,20 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
                 r.gapped += 1;
             } else {
                 r.silent_losses += 1;
+                if std::env::var_os("HEARSAY_DEBUG_SILENT").is_some() {
+                    let e = sim.machine(s);
+                    let pb = e.pbcast();
+                    eprintln!(
+                        "silent: sub {s} origin {:?} seq {} next {:?} member {} gaps {:?} quiescent {} missing {}",
+                        m.origin,
+                        m.seq,
+                        pb.next_delivery(m.topic, m.origin),
+                        pb.is_member(m.topic),
+                        watch.gaps.get(&(s as u32, m.topic, m.origin)),
+                        pb.is_quiescent(),
+                        pb.has_known_missing(),
+                    );
+                }
             }
         }
     }
@@ -304,6 +330,12 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     let d = r.delivered.max(1) as f64;
     r.bytes_per_delivery = report::round(watch.bytes as f64 / d, 1);
     r.messages_per_delivery = report::round(watch.messages as f64 / d, 3);
+    let node_secs = p.nodes as f64 * (start + p.duration + p.drain);
+    r.node_bytes_per_s = watch
+        .bytes_by_kind
+        .iter()
+        .map(|(k, b)| (k.clone(), report::round(*b as f64 / node_secs, 1)))
+        .collect();
     (r, state_per_node)
 }
 
@@ -334,6 +366,15 @@ pub fn run(p: &Params, progress: &Progress) -> Report {
         latency_p99_ms: report::round(mean(|r| r.latency_p99_ms), 2),
         bytes_per_delivery: report::round(mean(|r| r.bytes_per_delivery), 1),
         messages_per_delivery: report::round(mean(|r| r.messages_per_delivery), 3),
+        node_bytes_per_s: {
+            let mut m: BTreeMap<String, f64> = BTreeMap::new();
+            for r in &per_run {
+                for (k, v) in &r.node_bytes_per_s {
+                    *m.entry(k.clone()).or_default() += v / per_run.len() as f64;
+                }
+            }
+            m.into_iter().map(|(k, v)| (k, report::round(v, 1))).collect()
+        },
         state_bytes_per_node: results.first().and_then(|(_, s)| *s).map(|b| report::round(b, 0)),
         per_run,
     }
@@ -361,6 +402,12 @@ pub fn table(r: &Report) -> String {
         "  latency p50 {:.1} ms   p99 {:.1} ms   bytes per delivery {:.0}   messages per delivery {:.2}\n",
         r.latency_p50_ms, r.latency_p99_ms, r.bytes_per_delivery, r.messages_per_delivery
     );
+    let total: f64 = r.node_bytes_per_s.values().sum();
+    s += &format!("  bytes sent per node per second {total:.0}:");
+    for (k, v) in &r.node_bytes_per_s {
+        s += &format!("  {k} {v:.0}");
+    }
+    s += "\n";
     if let Some(b) = r.state_bytes_per_node {
         s += &format!("  resident bytes per simulated node at start {b:.0}\n");
     }
