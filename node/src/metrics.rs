@@ -153,14 +153,14 @@ label_values! {
     Via {
         /// Published here.
         Local => "local",
-        /// Down the topic's tree (pbcast's first phase, PROTOCOLS.md §8.9).
+        /// The first phase: down the topic's tree (PROTOCOLS.md §8.9), or by rumor
+        /// mongering for `gossip`-mode topics (§2), whose deliveries pbcast takes as first-phase
+        /// copies.
         FirstPhase => "first_phase",
         /// Retransmitted by pbcast repair (§4.6).
         Repair => "repair",
         /// Pulled from a peer's history by anti-entropy (§1).
         AntiEntropy => "anti_entropy",
-        /// Spread by rumor mongering (§2).
-        Rumor => "rumor",
     }
 }
 

@@ -383,6 +383,11 @@ impl Engine {
         &self.ae
     }
 
+    /// The rumor mongers (read-only): `gossip`-mode topics, then query announcements.
+    pub fn rumors(&self) -> [&RumorMonger; 2] {
+        [&self.rumor_topics, &self.rumor_queries]
+    }
+
     /// The address a member advertised, if any.
     pub fn addr_of(&self, id: &NodeId) -> Option<Addr> {
         self.swim.addr_of(id)
@@ -676,7 +681,8 @@ impl Engine {
         let mut changed = false;
         while let Some(e) = self.ring.poll_event() {
             moved = true;
-            changed |= matches!(e, ChordEvent::SuccessorChanged { .. } | ChordEvent::PredecessorChanged { .. });
+            changed |=
+                matches!(e, ChordEvent::SuccessorChanged { .. } | ChordEvent::PredecessorChanged { .. });
         }
         if changed {
             // Roots move with responsibility (PROTOCOLS.md §8.8).

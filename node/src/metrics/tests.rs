@@ -141,7 +141,7 @@ fn fresh_metrics_have_every_closed_label_at_zero() {
     }
     assert_eq!(
         label_values(&text, "hearsay_deliveries_total", "via"),
-        sorted(&["local", "first_phase", "repair", "anti_entropy", "rumor"])
+        sorted(&["local", "first_phase", "repair", "anti_entropy"])
     );
     assert_eq!(
         label_values(&text, "hearsay_members", "state"),
@@ -245,11 +245,11 @@ fn totals_replace_rather_than_add() {
     let m = Metrics::new();
     m.set_duplicates(5);
     m.set_duplicates(8);
-    m.set_deliveries(Via::Rumor, 3);
-    m.set_deliveries(Via::Rumor, 4);
+    m.set_deliveries(Via::Repair, 3);
+    m.set_deliveries(Via::Repair, 4);
     let text = m.encode();
     assert_eq!(value(&text, "hearsay_duplicates_total", &[]), 8.0);
-    assert_eq!(value(&text, "hearsay_deliveries_total", &[("via", "rumor")]), 4.0);
+    assert_eq!(value(&text, "hearsay_deliveries_total", &[("via", "repair")]), 4.0);
 }
 
 #[test]
