@@ -61,8 +61,8 @@ pub(crate) fn update(m: &Metrics, engine: &Engine, transport: &Transport, subscr
     }
     m.set_trees(engine.trees().trees().map(|tv| crate::metrics::TreePosition {
         topic: engine.topic_name(tv.topic).map_or_else(|| tv.topic.to_string(), str::to_string),
-        depth: tv.depth() as u32,
-        children: tv.children.len() as u32,
+        depth: (!tv.joining).then(|| u32::try_from(tv.depth()).unwrap_or(u32::MAX)),
+        children: u32::try_from(tv.children.len()).unwrap_or(u32::MAX),
     }));
     m.set_transport(transport);
     m.set_subscriptions(subscriptions);
