@@ -24,6 +24,7 @@ pub(crate) fn update(m: &Metrics, engine: &Engine, transport: &Transport, subscr
             );
         }
     }
+    // `delivered` is indexed like pbcast's `Via`: local, first phase, repair, anti-entropy.
     for (via, n) in
         [Via::Local, Via::FirstPhase, Via::Repair, Via::AntiEntropy].into_iter().zip(stats.delivered)
     {
@@ -54,15 +55,33 @@ pub(crate) fn update(m: &Metrics, engine: &Engine, transport: &Transport, subscr
         (DecodeErrorKind::UnknownKind, e.unknown_kind),
         (DecodeErrorKind::Malformed, e.malformed),
         (DecodeErrorKind::TrailingBytes, e.trailing_bytes),
-        (DecodeErrorKind::DroppedMalformed, pb.malformed + swim.malformed),
+        (DecodeErrorKind::DroppedMalformed, dropped_malformed(engine)),
     ] {
         m.set_decode_errors(kind, n);
     }
     m.set_trees(engine.trees().trees().map(|tv| crate::metrics::TreePosition {
         topic: engine.topic_name(tv.topic).map_or_else(|| tv.topic.to_string(), str::to_string),
-        depth: tv.depth() as u32,
-        children: tv.children.len() as u32,
+        depth: (!tv.joining).then(|| u32::try_from(tv.depth()).unwrap_or(u32::MAX)),
+        children: u32::try_from(tv.children.len()).unwrap_or(u32::MAX),
     }));
     m.set_transport(transport);
     m.set_subscriptions(subscriptions);
+}
+
+/// Messages that decoded but a machine dropped as malformed or out of bounds, over every
+/// machine of the Engine.
+fn dropped_malformed(engine: &Engine) -> u64 {
+    let [topics, queries] = engine.rumors();
+    [
+        engine.swim().stats().malformed,
+        engine.ring().stats().malformed,
+        engine.trees().stats().malformed,
+        engine.pbcast().stats().malformed,
+        engine.anti_entropy().stats().malformed,
+        topics.stats().malformed,
+        queries.stats().malformed,
+        engine.aggregation().stats().malformed,
+    ]
+    .into_iter()
+    .fold(0u64, u64::saturating_add)
 }

@@ -27,7 +27,7 @@
 //! | `hearsay_suspicions_total` | counter | | suspicions this node raised |
 //! | `hearsay_refutations_total` | counter | | suspicions of this node that it refuted |
 //! | `hearsay_local_health` | gauge | | Lifeguard's local health multiplier (§6.9) |
-//! | `hearsay_tree_depth` | gauge | `topic` | hops from this node to the topic's tree root |
+//! | `hearsay_tree_depth` | gauge | `topic` | hops from this node to the topic's tree root (absent while joining) |
 //! | `hearsay_tree_children` | gauge | `topic` | this node's children in the topic's tree |
 //! | `hearsay_queries_total` | counter | | aggregation queries answered |
 //! | `hearsay_query_rounds` | histogram | | rounds a query took to answer |
@@ -153,14 +153,14 @@ label_values! {
     Via {
         /// Published here.
         Local => "local",
-        /// Down the topic's tree (pbcast's first phase, PROTOCOLS.md §8.9).
+        /// The first phase: down the topic's tree (PROTOCOLS.md §8.9), or by rumor
+        /// mongering for `gossip`-mode topics (§2), whose deliveries pbcast takes as first-phase
+        /// copies.
         FirstPhase => "first_phase",
         /// Retransmitted by pbcast repair (§4.6).
         Repair => "repair",
         /// Pulled from a peer's history by anti-entropy (§1).
         AntiEntropy => "anti_entropy",
-        /// Spread by rumor mongering (§2).
-        Rumor => "rumor",
     }
 }
 
@@ -245,8 +245,9 @@ pub struct Udp {
 pub struct TreePosition {
     /// The topic's name, or its id in hex.
     pub topic: String,
-    /// Hops to the root (0 at the root).
-    pub depth: u32,
+    /// Hops to the root (0 at the root); `None` while the node is (re)joining the tree and
+    /// does not know its place, so a joining node is not shown at depth 0 like a root.
+    pub depth: Option<u32>,
     /// Children in the tree.
     pub children: u32,
 }
@@ -541,7 +542,9 @@ impl Metrics {
         self.tree_children.clear();
         for tree in trees {
             let label = TopicLabel { topic: tree.topic };
-            self.tree_depth.get_or_create(&label).set(i64::from(tree.depth));
+            if let Some(depth) = tree.depth {
+                self.tree_depth.get_or_create(&label).set(i64::from(depth));
+            }
             self.tree_children.get_or_create(&label).set(i64::from(tree.children));
         }
     }

@@ -1,7 +1,8 @@
 //! The Grafana dashboard (`dashboards/hearsay.json`) against the metrics the node exports:
-//! statically (every metric it names exists, every metric is shown, every panel reads the
-//! `${DS_PROMETHEUS}` datasource), and through a real Prometheus scraping three stand-in
-//! agents (every expression parses and returns at least one series).
+//! statically (every metric it names is exported by a real agent, every exported metric is
+//! shown, every panel reads the `${DS_PROMETHEUS}` datasource), and through a real Prometheus
+//! scraping the `/metrics` of three real agents that formed a cluster and carry traffic
+//! (every expression parses and returns at least one series).
 
 mod support;
 
@@ -9,12 +10,19 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use hearsay::metrics::Metrics;
 use serde_json::Value;
-use support::dashboard::{BUDGET, check_dashboard, check_dashboard_file, dashboard_path};
+use support::cluster::Cluster;
+use support::dashboard::{check_dashboard_file, dashboard_path};
 use support::promql::{self, metric_names, substitute};
-use support::standin::{MetricsServer, busy_agent, populate};
+
+/// Each test that runs agents and Prometheus finishes within this, or fails.
+const TEST_BUDGET: Duration = Duration::from_secs(50);
+
+/// The topics the busy cluster uses: one tree-multicast topic, one `gossip`-mode topic
+/// (rumor mongering as the first phase).
+const TOPICS: [&str; 2] = ["news", "gossip/chat"];
 
 fn dashboard() -> Value {
     let path = dashboard_path();
@@ -22,12 +30,20 @@ fn dashboard() -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Sample names a busy node exports (histogram series included).
+/// Sample names a real agent exports once it is on a topic's tree (histogram series
+/// included), read through its own `/metrics` handler.
 fn exported_names() -> BTreeSet<String> {
-    let m = Metrics::new();
-    populate(&m, 1, 1);
-    m.encode()
-        .lines()
+    let deadline = Instant::now() + TEST_BUDGET;
+    let mut agent = Cluster::start("names", 1, false, deadline).expect("one agent");
+    agent.subscribe(0, "news").expect("subscribe");
+    let mut text = String::new();
+    agent
+        .wait("the agent's tree gauges for `news`", deadline, |c| {
+            text = c.metrics(0)?;
+            Ok(text.contains("hearsay_tree_depth{topic=\"news\"}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
         .collect()
@@ -152,45 +168,147 @@ fn substitute_replaces_grafana_variables_and_refuses_unknown_ones() {
     assert!(substitute("rate(a[$nope])", &vars).unwrap_err().contains("$nope"));
 }
 
-/// Three stand-in agents, a real Prometheus scraping them every second: every dashboard
-/// expression parses and returns at least one series. Needs `prometheus` on PATH (Debian's
-/// package; .ci/run installs it) and fails with a clear message without it.
-#[test]
-fn dashboard_queries_return_series_from_a_real_prometheus() {
-    let agents: Vec<_> = (0..3).map(|i| busy_agent(i).expect("stand-in agent")).collect();
-    let targets: Vec<_> = agents.iter().map(|a| a.addr()).collect();
-    let report = check_dashboard(&targets).unwrap_or_else(|e| panic!("dashboard check failed: {e}"));
-    println!("{report}");
-    let queries = promql::panel_queries(&dashboard()).expect("queries").len();
-    let variables =
-        promql::variables(&dashboard()).expect("variables").iter().filter(|v| v.kind == "query").count();
-    assert_eq!(report.evaluated.len(), queries + variables, "every expression evaluated");
-    assert!(report.evaluated.iter().all(|e| e.series >= 1));
-    for a in &agents {
-        assert!(a.served() >= 2, "{} served {} scrapes", a.addr(), a.served());
-    }
-    // Per-protocol panels see every protocol of every agent.
-    let per_protocol = report
-        .evaluated
-        .iter()
-        .find(|e| e.expr.starts_with("sum by (protocol) (rate(hearsay_messages_sent_total"))
-        .expect("the messages-sent panel");
-    assert_eq!(per_protocol.series, 7, "{per_protocol:?}");
+/// The value of one sample in metrics text (`name{labels}` exactly as encoded, or `name`);
+/// 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+        .next()
+        .unwrap_or(0.0)
 }
 
-/// The check is not vacuous: against quiet agents (nothing happened yet, so no topic trees)
-/// and with three broken expressions added, it fails and names exactly the failing ones: the
-/// per-topic tree expressions (no series until a node joins a tree), a metric nobody
-/// exports, an expression that does not parse, and an unknown variable.
+/// Three real agents form a cluster; all subscribe to a tree topic and a gossip topic, two
+/// publish, every agent sets a value and one runs an aggregation query; traffic keeps flowing
+/// while a real Prometheus scrapes the agents' `/metrics` every second. Once every agent has
+/// been scraped twice, every dashboard expression parses and returns at least one series.
+/// Needs `prometheus` on PATH (Debian's package; .ci/run installs it) and fails with a clear
+/// message without it.
 #[test]
-fn dashboard_check_names_every_failing_expression() {
-    let quiet: Vec<_> = (0..2)
-        .map(|_| {
-            let m = Metrics::new();
-            MetricsServer::start(move || m.encode()).expect("stand-in agent")
+fn dashboard_queries_return_series_from_a_real_prometheus() {
+    let started = Instant::now();
+    let deadline = started + TEST_BUDGET;
+    let mut cluster = Cluster::start("dash", 3, true, deadline).unwrap_or_else(|e| panic!("{e}"));
+    let formed = started.elapsed();
+    for i in 0..3 {
+        for topic in TOPICS {
+            cluster.subscribe(i, topic).unwrap_or_else(|e| panic!("agent {i} subscribe {topic}: {e}"));
+        }
+    }
+    // Every agent on the `news` tree, as its own /metrics shows.
+    cluster
+        .wait("every agent on the `news` tree", deadline, |c| {
+            for i in 0..3 {
+                if !c.metrics(i)?.contains("hearsay_tree_depth{topic=\"news\"}") {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Agents 0 and 1 publish 10 messages on each topic; each subscriber gets the others'.
+    const EACH: u64 = 10;
+    for k in 0..EACH {
+        for p in 0..2 {
+            for topic in TOPICS {
+                cluster.publish(p, topic, &format!("m{k}")).unwrap_or_else(|e| panic!("publish: {e}"));
+            }
+        }
+    }
+    let topics = TOPICS.len() as u64;
+    let expected = [EACH * topics, EACH * topics, 2 * EACH * topics];
+    cluster
+        .wait("every subscriber to receive the other publishers' messages", deadline, |c| {
+            Ok((0..3).all(|i| c.received(i) >= expected[i]))
+        })
+        .unwrap_or_else(|e| {
+            panic!("{e}; received {:?}", (0..3).map(|i| cluster.received(i)).collect::<Vec<_>>())
+        });
+    for i in 0..3 {
+        cluster.set_value(i, "load", i as f64).unwrap_or_else(|e| panic!("set value: {e}"));
+    }
+    let answer = cluster.query(2, "avg", "load").unwrap_or_else(|e| panic!("query: {e}"));
+    assert!(answer.rounds >= 1 && answer.value.is_some(), "{answer:?}");
+    let before = (0..3).map(|i| cluster.metrics(i).expect("metrics")).collect::<Vec<_>>();
+    cluster.keep_busy(2, &TOPICS, "load", Duration::from_millis(100));
+    let traffic = started.elapsed();
+
+    let targets = cluster.api_addrs();
+    assert_eq!(targets.len(), 3, "every agent serves its API");
+    let budget = deadline.saturating_duration_since(Instant::now());
+    let report = check_dashboard_file(&targets, &dashboard_path(), budget)
+        .unwrap_or_else(|e| panic!("dashboard check failed: {e}"));
+    println!(
+        "cluster formed after {:.1} s, traffic and query done after {:.1} s; {report}",
+        formed.as_secs_f64(),
+        traffic.as_secs_f64()
+    );
+    let dash = dashboard();
+    let queries = promql::panel_queries(&dash).expect("queries").len();
+    let variables = promql::variables(&dash).expect("variables").iter().filter(|v| v.kind == "query").count();
+    assert_eq!(report.evaluated.len(), queries + variables, "every expression evaluated");
+    assert!(report.evaluated.iter().all(|e| e.series >= 1));
+    let panel = |prefix: &str| {
+        report
+            .evaluated
+            .iter()
+            .find(|e| e.expr.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}`"))
+    };
+    assert_eq!(panel("count(hearsay_uptime_seconds").series, 1);
+    assert_eq!(panel("sum by (protocol) (rate(hearsay_messages_sent_total").series, 7);
+    assert!(panel("max by (topic) (hearsay_tree_depth").series >= 1);
+
+    // The agents really did what the dashboard shows, before Prometheus started.
+    for (i, text) in before.iter().enumerate() {
+        assert_eq!(sample(text, "hearsay_members{state=\"alive\"}"), 3.0, "agent {i}:\n{text}");
+        assert_eq!(sample(text, "hearsay_subscriptions"), 2.0, "agent {i}");
+        assert!(sample(text, "hearsay_connections") >= 1.0, "agent {i}");
+        assert!(sample(text, "hearsay_udp_datagrams_sent_total") > 0.0, "agent {i}");
+        // Anti-entropy stays quiet in a healthy cluster (its series are there, at 0).
+        for protocol in ["membership", "ring", "tree", "pbcast", "rumor", "aggregation"] {
+            let series = format!("hearsay_messages_sent_total{{protocol=\"{protocol}\"}}");
+            assert!(sample(text, &series) > 0.0, "agent {i}: no {protocol} traffic");
+        }
+    }
+    let protocols = ["membership", "ring", "tree", "pbcast", "rumor", "anti_entropy", "aggregation"];
+    let sent: Vec<String> = protocols
+        .iter()
+        .map(|p| {
+            let series = format!("hearsay_messages_sent_total{{protocol=\"{p}\"}}");
+            format!("{p} {}", before.iter().map(|t| sample(t, &series)).sum::<f64>())
         })
         .collect();
-    let targets: Vec<_> = quiet.iter().map(|a| a.addr()).collect();
+    println!("messages sent before scraping, all agents: {}", sent.join(", "));
+    let received: f64 = before
+        .iter()
+        .map(|t| {
+            sample(t, "hearsay_deliveries_total{via=\"first_phase\"}")
+                + sample(t, "hearsay_deliveries_total{via=\"repair\"}")
+        })
+        .sum();
+    assert!(received >= 80.0, "deliveries from peers: {received}");
+    assert!(sample(&before[2], "hearsay_query_rounds_count") >= 1.0);
+    assert!(sample(&before[2], "hearsay_queries_total") >= 1.0);
+    let elapsed = started.elapsed();
+    drop(cluster);
+    println!(
+        "test done in {:.1} s ({:.1} s with the cluster stopped)",
+        elapsed.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(started.elapsed() < TEST_BUDGET + Duration::from_secs(10));
+}
+
+/// The check is not vacuous: against quiet agents (real ones that joined no cluster and no
+/// topic, so no trees) and with three broken expressions added, it fails and names exactly
+/// the failing ones: the per-topic tree expressions (no series until a node joins a tree), a
+/// metric nobody exports, an expression that does not parse, and an unknown variable.
+#[test]
+fn dashboard_check_names_every_failing_expression() {
+    let deadline = Instant::now() + TEST_BUDGET;
+    let quiet = Cluster::start("quiet", 2, false, deadline).unwrap_or_else(|e| panic!("{e}"));
+    let targets = quiet.api_addrs();
+    assert_eq!(targets.len(), 2);
     let mut dash = dashboard();
     let broken = serde_json::json!({
         "type": "timeseries", "id": 999, "title": "Broken",
@@ -207,7 +325,7 @@ fn dashboard_check_names_every_failing_expression() {
     fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("broken.json");
     fs::write(&path, serde_json::to_string(&dash).expect("json")).expect("write");
-    let result = check_dashboard_file(&targets, &path, BUDGET);
+    let result = check_dashboard_file(&targets, &path, deadline.saturating_duration_since(Instant::now()));
     let _ = fs::remove_dir_all(&dir);
     let error = match result {
         Ok(report) => panic!("a broken dashboard passed:\n{report}"),

@@ -398,6 +398,11 @@ impl Engine {
         &self.ae
     }
 
+    /// The rumor mongers (read-only): `gossip`-mode topics, then query announcements.
+    pub fn rumors(&self) -> [&RumorMonger; 2] {
+        [&self.rumor_topics, &self.rumor_queries]
+    }
+
     /// The address a member advertised, if any.
     pub fn addr_of(&self, id: &NodeId) -> Option<Addr> {
         self.swim.addr_of(id)

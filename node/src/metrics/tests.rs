@@ -141,7 +141,7 @@ fn fresh_metrics_have_every_closed_label_at_zero() {
     }
     assert_eq!(
         label_values(&text, "hearsay_deliveries_total", "via"),
-        sorted(&["local", "first_phase", "repair", "anti_entropy", "rumor"])
+        sorted(&["local", "first_phase", "repair", "anti_entropy"])
     );
     assert_eq!(
         label_values(&text, "hearsay_members", "state"),
@@ -183,8 +183,8 @@ fn populated_metrics_encode_the_values_set() {
     m.set_suspicions(7, 2);
     m.set_local_health(3);
     m.set_trees([
-        TreePosition { topic: "news".into(), depth: 2, children: 3 },
-        TreePosition { topic: "0a1b".into(), depth: 0, children: 5 },
+        TreePosition { topic: "news".into(), depth: Some(2), children: 3 },
+        TreePosition { topic: "0a1b".into(), depth: Some(0), children: 5 },
     ]);
     m.set_queries(2);
     m.observe_query_rounds(3);
@@ -245,25 +245,34 @@ fn totals_replace_rather_than_add() {
     let m = Metrics::new();
     m.set_duplicates(5);
     m.set_duplicates(8);
-    m.set_deliveries(Via::Rumor, 3);
-    m.set_deliveries(Via::Rumor, 4);
+    m.set_deliveries(Via::Repair, 3);
+    m.set_deliveries(Via::Repair, 4);
     let text = m.encode();
     assert_eq!(value(&text, "hearsay_duplicates_total", &[]), 8.0);
-    assert_eq!(value(&text, "hearsay_deliveries_total", &[("via", "rumor")]), 4.0);
+    assert_eq!(value(&text, "hearsay_deliveries_total", &[("via", "repair")]), 4.0);
 }
 
 #[test]
 fn set_trees_drops_topics_left() {
     let m = Metrics::new();
     m.set_trees([
-        TreePosition { topic: "a".into(), depth: 1, children: 0 },
-        TreePosition { topic: "b".into(), depth: 2, children: 1 },
+        TreePosition { topic: "a".into(), depth: Some(1), children: 0 },
+        TreePosition { topic: "b".into(), depth: Some(2), children: 1 },
     ]);
-    m.set_trees([TreePosition { topic: "b".into(), depth: 1, children: 4 }]);
+    m.set_trees([TreePosition { topic: "b".into(), depth: Some(1), children: 4 }]);
     let text = m.encode();
     assert_eq!(label_values(&text, "hearsay_tree_depth", "topic"), vec!["b".to_string()]);
     assert_eq!(label_values(&text, "hearsay_tree_children", "topic"), vec!["b".to_string()]);
     assert_eq!(value(&text, "hearsay_tree_children", &[("topic", "b")]), 4.0);
+}
+
+#[test]
+fn a_joining_tree_has_children_but_no_depth() {
+    let m = Metrics::new();
+    m.set_trees([TreePosition { topic: "j".into(), depth: None, children: 2 }]);
+    let text = m.encode();
+    assert!(label_values(&text, "hearsay_tree_depth", "topic").is_empty());
+    assert_eq!(value(&text, "hearsay_tree_children", &[("topic", "j")]), 2.0);
 }
 
 #[test]

@@ -2,12 +2,13 @@
 //!
 //! - [`dashboard`]: check `dashboards/hearsay.json` against a real Prometheus scraping a list
 //!   of `/metrics` addresses ([`dashboard::check_dashboard`]).
-//! - [`standin`]: small HTTP servers serving [`hearsay::metrics::Metrics`] text, stand-ins for
-//!   agents until the dashboard test runs against real ones.
+//! - [`cluster`]: real agents in this process, each serving its HTTP API (and `/metrics`) on
+//!   its own loopback port ([`cluster::Cluster`]).
+//! - [`promql`]: the dashboard's expressions and variables, and the metric names they read.
 
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub(crate) mod cluster;
 pub(crate) mod dashboard;
 pub(crate) mod promql;
-pub(crate) mod standin;
