@@ -612,7 +612,9 @@ impl Actor {
                             subscribers: self.subs.values().filter(|s| s.topic == t.topic).count(),
                             role,
                             parent: tree.as_ref().and_then(|tv| tv.parent).map(|p| hex(&p)),
-                            children: tree.as_ref().map_or_else(Vec::new, |tv| tv.children.iter().map(hex).collect()),
+                            children: tree
+                                .as_ref()
+                                .map_or_else(Vec::new, |tv| tv.children.iter().map(hex).collect()),
                             depth: tree.as_ref().filter(|tv| !tv.joining).map(|tv| tv.depth()),
                         }
                     })
@@ -621,7 +623,10 @@ impl Actor {
                 let known: Vec<TopicId> = self.engine.topic_views().iter().map(|t| t.topic).collect();
                 for tv in self.engine.trees().trees().filter(|tv| !known.contains(&tv.topic)) {
                     v.push(types::TopicInfo {
-                        topic: self.engine.topic_name(tv.topic).map_or_else(|| tv.topic.to_string(), str::to_string),
+                        topic: self
+                            .engine
+                            .topic_name(tv.topic)
+                            .map_or_else(|| tv.topic.to_string(), str::to_string),
                         topic_id: tv.topic.to_string(),
                         subscribers: 0,
                         role: tree_role(tv.role).to_string(),

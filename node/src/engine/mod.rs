@@ -676,7 +676,8 @@ impl Engine {
         let mut changed = false;
         while let Some(e) = self.ring.poll_event() {
             moved = true;
-            changed |= matches!(e, ChordEvent::SuccessorChanged { .. } | ChordEvent::PredecessorChanged { .. });
+            changed |=
+                matches!(e, ChordEvent::SuccessorChanged { .. } | ChordEvent::PredecessorChanged { .. });
         }
         if changed {
             // Roots move with responsibility (PROTOCOLS.md §8.8).
