@@ -222,6 +222,14 @@ pub struct BenchReport {
     pub wire_datagrams: u64,
     /// Duplicates dropped over the window.
     pub duplicates: u64,
+    /// QUIC connections opened over the window (all agents, either direction).
+    pub connections_opened: u64,
+    /// Connections closed over the window to stay under the cache bound.
+    pub evictions: u64,
+    /// Live QUIC connections over all agents at the end of the window.
+    pub live_connections: u64,
+    /// Peak RSS when the window started (formation and tree setup), MiB.
+    pub rss_before_mib: f64,
     /// Length of the window, seconds (publishing plus drain).
     pub window_s: f64,
     /// Seconds until every agent saw N alive.
@@ -307,20 +315,32 @@ fn metric(text: &str, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// What every agent's wire and Engine counted so far: (UDP bytes sent, datagrams sent,
-/// duplicates dropped).
-async fn counters(agents: &[AgentHandle]) -> (u64, u64, u64) {
-    let mut bytes = 0;
-    let mut datagrams = 0;
-    let mut dups = 0;
-    for h in agents {
-        bytes += h.transport.wire().bytes_sent.load(Ordering::Relaxed);
-        datagrams += h.transport.wire().datagrams_sent.load(Ordering::Relaxed);
-        if let Ok(text) = ask(h, Command::Metrics).await {
-            dups += metric(&text, "hearsay_duplicates_total");
+/// What every agent's wire, transport and Engine counted so far.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    bytes: u64,
+    datagrams: u64,
+    dups: u64,
+    connections: u64,
+    evictions: u64,
+    live: u64,
+}
+
+impl Counters {
+    async fn of(agents: &[AgentHandle]) -> Self {
+        let mut c = Counters::default();
+        for h in agents {
+            c.bytes += h.transport.wire().bytes_sent.load(Ordering::Relaxed);
+            c.datagrams += h.transport.wire().datagrams_sent.load(Ordering::Relaxed);
+            c.connections += h.transport.stats().connections_opened.load(Ordering::Relaxed);
+            c.evictions += h.transport.stats().evictions.load(Ordering::Relaxed);
+            c.live += h.transport.connections() as u64;
+            if let Ok(text) = ask(h, Command::Metrics).await {
+                c.dups += metric(&text, "hearsay_duplicates_total");
+            }
         }
+        c
     }
-    (bytes, datagrams, dups)
 }
 
 /// The payload of message `idx` from publisher `publisher`, published at `ts_us`.
@@ -407,6 +427,12 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
             o.preset = Preset::Lan;
             o.join = mix.sample(i, 5).into_iter().map(|j| addrs[j]).collect();
             let h = agent::spawn(o).await.with_context(|| format!("starting agent b{i}"))?;
+            if i % 10 == 9 {
+                status(
+                    progress,
+                    &format!("[{:5.1} s] {} agents started", begin.elapsed().as_secs_f64(), i + 1),
+                );
+            }
             addrs.push(h.addr);
             agents.push(h);
         }
@@ -439,12 +465,20 @@ async fn measure(
     let deadline = Instant::now() + Duration::from_secs(60 + n as u64 / 2);
     let formed = loop {
         let mut full = 0;
+        let mut fewest = n;
         for h in agents {
             let alive =
                 ask(h, Command::Members).await.map_or(0, |m| m.iter().filter(|m| m.state == "alive").count());
             full += usize::from(alive == n);
+            fewest = fewest.min(alive);
         }
-        status(progress, &format!("membership: {full}/{n} agents see all {n} alive"));
+        status(
+            progress,
+            &format!(
+                "[{:5.1} s] membership: {full}/{n} agents see all {n} alive (the fewest sees {fewest})",
+                begin.elapsed().as_secs_f64()
+            ),
+        );
         if full == n || Instant::now() >= deadline {
             break full == n;
         }
@@ -455,6 +489,40 @@ async fn measure(
     }
     let formation_s = begin.elapsed().as_secs_f64();
     say(progress, &format!("cluster formed in {formation_s:.2} s"));
+
+    // The ring: Scribe routes JOINs by fingers, so trees built on a ring still filling its
+    // fingers come out deep. Wait until every agent's successors and fingers stop changing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_ring: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    let mut ring_since = Instant::now();
+    loop {
+        let mut ring = Vec::with_capacity(n);
+        for h in agents {
+            let r = ask(h, Command::Ring).await?;
+            ring.push((
+                r.successors.into_iter().map(|p| p.id).collect(),
+                r.fingers.into_iter().map(|p| p.id).collect(),
+            ));
+        }
+        if ring != last_ring {
+            ring_since = Instant::now();
+        }
+        last_ring = ring;
+        let stable = ring_since.elapsed();
+        status(
+            progress,
+            &format!(
+                "[{:5.1} s] ring: stable for {:.1} s",
+                begin.elapsed().as_secs_f64(),
+                stable.as_secs_f64()
+            ),
+        );
+        if stable >= Duration::from_secs(3) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    say(progress, &format!("ring stable after {:.2} s", begin.elapsed().as_secs_f64()));
 
     // Subscriptions: one sink per node for all topics.
     let names: Vec<String> = (0..opts.topics).map(|t| format!("bench/{t}")).collect();
@@ -549,7 +617,8 @@ async fn measure(
         ),
     );
 
-    let (bytes0, dgrams0, dups0) = counters(agents).await;
+    let c0 = Counters::of(agents).await;
+    let rss_before = rusage().1;
     let (cpu0, _) = rusage();
     let start = tokio::time::Instant::now();
     let mut next_status = Instant::now();
@@ -584,7 +653,7 @@ async fn measure(
     tokio::time::sleep_until(last_publish + opts.drain).await;
     let (cpu1, _) = rusage();
     let window = start.elapsed();
-    let (bytes1, dgrams1, dups1) = counters(agents).await;
+    let c1 = Counters::of(agents).await;
     let in_window = tally.delivered.load(Ordering::Relaxed);
 
     // Late deliveries: only while some are missing, bounded.
@@ -627,8 +696,8 @@ async fn measure(
         per_message.values().filter(|(c, _)| *c >= n as u64 - 1).map(|(_, lat)| *lat).collect();
     let complete_messages = last_node.len() as u64;
     let per = |x: f64| if in_window == 0 { f64::NAN } else { x / in_window as f64 };
-    let wire_bytes = bytes1.saturating_sub(bytes0);
-    let duplicates = dups1.saturating_sub(dups0);
+    let wire_bytes = c1.bytes.saturating_sub(c0.bytes);
+    let duplicates = c1.dups.saturating_sub(c0.dups);
     let cpu_s = cpu1 - cpu0;
     Ok(BenchReport {
         nodes: n,
@@ -651,7 +720,11 @@ async fn measure(
         cpu_us_per_delivery: per(cpu_s * 1e6),
         peak_rss_mib,
         wire_bytes,
-        wire_datagrams: dgrams1.saturating_sub(dgrams0),
+        wire_datagrams: c1.datagrams.saturating_sub(c0.datagrams),
+        connections_opened: c1.connections.saturating_sub(c0.connections),
+        evictions: c1.evictions.saturating_sub(c0.evictions),
+        live_connections: c1.live,
+        rss_before_mib: rss_before,
         duplicates,
         window_s: window.as_secs_f64(),
         formation_s,
@@ -697,7 +770,20 @@ impl BenchReport {
             ),
             ("duplicates per delivery", format!("{:.4} ({} copies)", self.dup_per_delivery, self.duplicates)),
             ("CPU µs per delivery", format!("{:.1} ({:.2} s of CPU)", self.cpu_us_per_delivery, self.cpu_s)),
-            ("peak RSS MiB", format!("{:.1} (whole process)", self.peak_rss_mib)),
+            (
+                "peak RSS MiB",
+                format!(
+                    "{:.1} (whole process; {:.1} before publishing)",
+                    self.peak_rss_mib, self.rss_before_mib
+                ),
+            ),
+            (
+                "QUIC connections",
+                format!(
+                    "{} opened, {} evicted in the window; {} live at its end",
+                    self.connections_opened, self.evictions, self.live_connections
+                ),
+            ),
             (
                 "window",
                 format!(
