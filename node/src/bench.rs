@@ -175,6 +175,15 @@ impl Percentiles {
     }
 }
 
+/// Frames one protocol sent over the window (all agents).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProtocolTraffic {
+    /// Frames sent.
+    pub frames: u64,
+    /// Frame bytes (before QUIC).
+    pub bytes: u64,
+}
+
 /// The result of a run (one JSON line with `--json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
@@ -226,6 +235,8 @@ pub struct BenchReport {
     pub connections_opened: u64,
     /// Connections closed over the window to stay under the cache bound.
     pub evictions: u64,
+    /// Frames and frame bytes sent over the window, per protocol, all agents.
+    pub frames_by_protocol: BTreeMap<String, ProtocolTraffic>,
     /// Live QUIC connections over all agents at the end of the window.
     pub live_connections: u64,
     /// Peak RSS when the window started (formation and tree setup), MiB.
@@ -316,8 +327,10 @@ fn metric(text: &str, name: &str) -> u64 {
 }
 
 /// What every agent's wire, transport and Engine counted so far.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Counters {
+    /// Per protocol: (frames sent, frame bytes sent).
+    protocols: BTreeMap<String, (u64, u64)>,
     bytes: u64,
     datagrams: u64,
     dups: u64,
@@ -337,6 +350,20 @@ impl Counters {
             c.live += h.transport.connections() as u64;
             if let Ok(text) = ask(h, Command::Metrics).await {
                 c.dups += metric(&text, "hearsay_duplicates_total");
+                for (prefix, slot) in [("hearsay_messages_sent_total{", 0), ("hearsay_bytes_sent_total{", 1)]
+                {
+                    for line in text.lines().filter(|l| l.starts_with(prefix)) {
+                        let label = line.split('"').nth(1).unwrap_or("?").to_string();
+                        let v =
+                            line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+                        let e = c.protocols.entry(label).or_default();
+                        if slot == 0 {
+                            e.0 += v;
+                        } else {
+                            e.1 += v;
+                        }
+                    }
+                }
             }
         }
         c
@@ -724,6 +751,15 @@ async fn measure(
         connections_opened: c1.connections.saturating_sub(c0.connections),
         evictions: c1.evictions.saturating_sub(c0.evictions),
         live_connections: c1.live,
+        frames_by_protocol: c1
+            .protocols
+            .iter()
+            .map(|(k, (f, b))| {
+                let (f0, b0) = c0.protocols.get(k).copied().unwrap_or_default();
+                (k.clone(), ProtocolTraffic { frames: f.saturating_sub(f0), bytes: b.saturating_sub(b0) })
+            })
+            .filter(|(_, t)| t.frames > 0)
+            .collect(),
         rss_before_mib: rss_before,
         duplicates,
         window_s: window.as_secs_f64(),
@@ -790,6 +826,14 @@ impl BenchReport {
                     "{:.1} s (publishing + drain); formation {:.1} s, trees settled {:.1} s, depth ≤ {}",
                     self.window_s, self.formation_s, self.settle_s, self.max_tree_depth
                 ),
+            ),
+            (
+                "frames by protocol",
+                self.frames_by_protocol
+                    .iter()
+                    .map(|(k, t)| format!("{k} {} ({} B)", t.frames, t.bytes))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             ("load average (1 min)", format!("{:.2}", self.load_avg_1m)),
         ];

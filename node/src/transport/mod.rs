@@ -40,7 +40,8 @@ pub struct TransportConfig {
     pub bind: SocketAddr,
     /// Live connections kept at most (least recently used closed beyond it). Default 64.
     pub max_connections: usize,
-    /// A connection with no traffic for this long is closed. Default 30 s.
+    /// A connection with no traffic for this long is closed. Default 60 s: gossip partners are
+    /// random, so at 30 s an N = 100 cluster re-handshook some 20 connections a second.
     pub idle_timeout: Duration,
     /// Largest frame accepted on a stream. Default 2 MiB (`wire::DEFAULT_FRAME_LIMIT`).
     pub frame_limit: usize,
@@ -56,7 +57,7 @@ impl TransportConfig {
         TransportConfig {
             bind,
             max_connections: 256,
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             frame_limit: hearsay_protocols::wire::DEFAULT_FRAME_LIMIT,
             queue: 8192,
             pending_per_peer: 256,
