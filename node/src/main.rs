@@ -125,8 +125,9 @@ enum Cmd {
 const BENCH_ABOUT: &str = "\
 Benchmark: start N real agents in this process on 127.0.0.1 (QUIC, mutual TLS under a fresh
 cluster secret, the same Engine and defaults as `hearsay agent`, lan preset), each joining
-through up to 5 earlier agents chosen by --seed. Every agent subscribes to every topic. Once
-every agent sees N alive and the topic trees are stable, P publishers (chosen by --seed) publish
+through up to 5 earlier agents chosen by --seed. Once every agent sees N alive and every
+agent's ring (successors, fingers) is stable, every agent subscribes to every topic; once the
+topic trees are stable too, P publishers (chosen by --seed) publish
 M messages of S bytes at R per second on a fixed schedule; each payload carries its publish
 timestamp. A progress line goes to stderr; at the end a table (or, with --json, one JSON line)
 goes to stdout.
@@ -141,7 +142,9 @@ JSON fields: nodes, messages, size, rate, publishers, topics, seed, delivery_rat
 deliveries, expected_deliveries, late_deliveries, complete_messages, last_node_ms {p50,p99,max}
 (publish until the last node delivered), per_delivery_ms {p50,p99,max}, bytes_per_delivery,
 dup_per_delivery, cpu_s, cpu_us_per_delivery, peak_rss_mib (whole process), wire_bytes,
-wire_datagrams, duplicates, window_s, formation_s, settle_s, max_tree_depth, load_avg_1m.
+wire_datagrams, duplicates, connections_opened, evictions, live_connections, rss_before_mib,
+frames_by_protocol {PROTOCOL: {frames, bytes}}, window_s, formation_s, settle_s,
+max_tree_depth, load_avg_1m.
 
 Example: hearsay bench --nodes 10 --messages 3000 --size 256 --rate 100 --json";
 
@@ -171,6 +174,10 @@ struct BenchArgs {
     /// Seconds after the last publish that still belong to the measurement window.
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
+    /// Tokio worker threads for all agents together; 0 runs them all on one thread (a
+    /// current-thread runtime). Default: one per core, as `hearsay agent` runs.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
+    threads: usize,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -318,10 +325,12 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     opts.drain = std::time::Duration::from_secs_f64(args.drain);
     opts.progress = true;
     opts.validate()?;
-    let report = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(hearsay::bench::run(opts))?;
+    let runtime = if args.threads == 0 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+    };
+    let report = runtime.block_on(hearsay::bench::run(opts))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
