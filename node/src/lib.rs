@@ -3,6 +3,7 @@
 //!
 //! | module | contents |
 //! |---|---|
+//! | [`bench`] | `hearsay bench`: a load generator over a local cluster in one process |
 //! | [`demo`] | `hearsay demo`: a live local cluster in one process |
 //! | [`engine`] | the sans-IO composition of all machines (a `Machine` over encoded frames) |
 //! | [`agent`] | the runtime: one actor task per node, QUIC transport, API server |
@@ -15,6 +16,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

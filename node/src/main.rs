@@ -110,12 +110,77 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         rate: u32,
     },
+    /// Benchmark: N agents in this process over QUIC on 127.0.0.1, all subscribed; publish M
+    /// messages of S bytes at R/s and report delivery, latency, bytes, duplicates, CPU, memory.
+    #[command(long_about = BENCH_ABOUT)]
+    Bench(BenchArgs),
     /// Make a new cluster secret file (give the same file to every agent of a cluster).
     Keygen {
         /// Where to write it (refuses to overwrite).
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+const BENCH_ABOUT: &str = "\
+Benchmark: start N real agents in this process on 127.0.0.1 (QUIC, mutual TLS under a fresh
+cluster secret, the same Engine and defaults as `hearsay agent`, lan preset), each joining
+through up to 5 earlier agents chosen by --seed. Once every agent sees N alive and every
+agent's ring (successors, fingers) is stable, every agent subscribes to every topic; once the
+topic trees are stable too, P publishers (chosen by --seed) publish
+M messages of S bytes at R per second on a fixed schedule; each payload carries its publish
+timestamp. A progress line goes to stderr; at the end a table (or, with --json, one JSON line)
+goes to stdout.
+
+Measurement window: from the first publish until the last publish plus --drain. Over it:
+UDP payload bytes sent by all agents (every protocol, QUIC included), duplicate payload copies
+dropped, and process CPU (getrusage). Deliveries are to nodes other than the publisher,
+M*(N-1) expected; per-delivery figures divide by the deliveries within the window. Messages
+delivered after the window (up to 10 s more) still count for delivery_ratio.
+
+JSON fields: nodes, messages, size, rate, publishers, topics, seed, delivery_ratio,
+deliveries, expected_deliveries, late_deliveries, complete_messages, last_node_ms {p50,p99,max}
+(publish until the last node delivered), per_delivery_ms {p50,p99,max}, bytes_per_delivery,
+dup_per_delivery, cpu_s, cpu_us_per_delivery, peak_rss_mib (whole process), wire_bytes,
+wire_datagrams, duplicates, connections_opened, evictions, live_connections, rss_before_mib,
+frames_by_protocol {PROTOCOL: {frames, bytes}}, window_s, formation_s, settle_s,
+max_tree_depth, load_avg_1m.
+
+Example: hearsay bench --nodes 10 --messages 3000 --size 256 --rate 100 --json";
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Agents to start (N >= 2).
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    /// Messages to publish (M >= 1).
+    #[arg(long, default_value_t = 1000)]
+    messages: u64,
+    /// Payload bytes per message (S >= 32: the timestamp header).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Messages per second over all publishers (R > 0).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Publishing agents, chosen by the seed (1 <= P <= N).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Topics; every agent subscribes to all, message k goes to topic k mod T.
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// Seed of the bench's choices (publishers, bootstrap peers).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds after the last publish that still belong to the measurement window.
+    #[arg(long, default_value_t = 2.0)]
+    drain: f64,
+    /// Tokio worker threads for all agents together; 0 runs them all on one thread (a
+    /// current-thread runtime). Default: one per core, as `hearsay agent` runs.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
+    threads: usize,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -230,6 +295,7 @@ fn run(cli: Cli) -> Result<()> {
                 .build()?
                 .block_on(hearsay::demo::run(opts))
         }
+        Cmd::Bench(args) => run_bench(args),
         Cmd::Keygen { out } => {
             ClusterSecret::generate()?.write_new(&out)?;
             println!(
@@ -239,6 +305,38 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEARSAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if !(args.drain.is_finite() && (0.0..=600.0).contains(&args.drain)) {
+        anyhow::bail!("--drain must be a number of seconds in [0, 600]");
+    }
+    let mut opts = hearsay::bench::BenchOptions::new(args.nodes, args.messages, args.size, args.rate);
+    opts.publishers = args.publishers;
+    opts.topics = args.topics;
+    opts.seed = args.seed;
+    opts.drain = std::time::Duration::from_secs_f64(args.drain);
+    opts.progress = true;
+    opts.validate()?;
+    let runtime = if args.threads == 0 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+    };
+    let report = runtime.block_on(hearsay::bench::run(opts))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }
 
 fn run_agent(api: &str, args: AgentArgs) -> Result<()> {

@@ -85,7 +85,14 @@ impl EngineConfig {
         let queries = RumorConfig { k: 4, ..RumorConfig::default() };
         EngineConfig {
             swim: Arc::new(swim),
-            chord: Arc::new(ChordConfig::default()),
+            // One finger refresh per second, not per 250 ms: the daemon's ring learns members
+            // from SWIM (member_up/down) and a full refresh still takes about log2 N ticks.
+            // At 250 ms, fix_fingers lookups were a third of all frames of an idle N = 100
+            // cluster (hearsay bench).
+            chord: Arc::new(ChordConfig {
+                fix_fingers_interval: hearsay_protocols::Duration::from_secs(1),
+                ..ChordConfig::default()
+            }),
             scribe: Arc::new(ScribeConfig::default()),
             pbcast: Arc::new(PbConfig::default()),
             ae: Arc::new(AeConfig::default()),

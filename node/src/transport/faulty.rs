@@ -100,6 +100,8 @@ pub struct FaultySocket {
     inner: Arc<dyn AsyncUdpSocket>,
     faults: Arc<Faults>,
     stats: Arc<WireStats>,
+    /// Receive one datagram per buffer (GRO is off on the socket).
+    single_segment: bool,
 }
 
 impl fmt::Debug for FaultySocket {
@@ -111,7 +113,14 @@ impl fmt::Debug for FaultySocket {
 impl FaultySocket {
     /// Wrap `inner`.
     pub fn new(inner: Arc<dyn AsyncUdpSocket>, faults: Arc<Faults>, stats: Arc<WireStats>) -> Self {
-        FaultySocket { inner, faults, stats }
+        FaultySocket { inner, faults, stats, single_segment: false }
+    }
+
+    /// Tell quinn to expect one datagram per receive buffer: only when UDP GRO is off on the
+    /// socket, or coalesced batches would be truncated.
+    pub fn single_segment_receive(mut self) -> Self {
+        self.single_segment = true;
+        self
     }
 }
 
@@ -176,7 +185,7 @@ impl AsyncUdpSocket for FaultySocket {
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
+        if self.single_segment { 1 } else { self.inner.max_receive_segments() }
     }
 
     fn may_fragment(&self) -> bool {

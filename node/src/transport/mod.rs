@@ -40,7 +40,8 @@ pub struct TransportConfig {
     pub bind: SocketAddr,
     /// Live connections kept at most (least recently used closed beyond it). Default 64.
     pub max_connections: usize,
-    /// A connection with no traffic for this long is closed. Default 30 s.
+    /// A connection with no traffic for this long is closed. Default 60 s: gossip partners are
+    /// random, so at 30 s an N = 100 cluster re-handshook some 20 connections a second.
     pub idle_timeout: Duration,
     /// Largest frame accepted on a stream. Default 2 MiB (`wire::DEFAULT_FRAME_LIMIT`).
     pub frame_limit: usize,
@@ -55,8 +56,8 @@ impl TransportConfig {
     pub fn new(bind: SocketAddr) -> Self {
         TransportConfig {
             bind,
-            max_connections: 64,
-            idle_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(60),
             frame_limit: hearsay_protocols::wire::DEFAULT_FRAME_LIMIT,
             queue: 8192,
             pending_per_peer: 256,
@@ -198,6 +199,22 @@ pub enum BindError {
     Quic(String),
 }
 
+/// Turn UDP generic receive offload off on `socket` (quinn turns it on); true if it is off.
+///
+/// With GRO on, quinn keeps a receive buffer of 32 × 64 × 1472 bytes (3 MiB) per endpoint for
+/// coalesced batches. hearsay's frames are small and sent one datagram per transmit (no GSO,
+/// see [`faulty`]), so coalescing gains nothing, and the buffer shrinks to 47 KiB without it.
+#[cfg(target_os = "linux")]
+fn gro_off(socket: &std::net::UdpSocket) -> bool {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt::UdpGroSegment};
+    setsockopt(socket, UdpGroSegment, &false).is_ok() && getsockopt(socket, UdpGroSegment).is_ok_and(|on| !on)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn gro_off(_socket: &std::net::UdpSocket) -> bool {
+    false
+}
+
 fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // Loopback and LANs carry 1452-byte payloads; MTU discovery and black-hole detection fall
@@ -206,7 +223,11 @@ fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
     t.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());
     t.datagram_receive_buffer_size(Some(4 << 20));
     t.datagram_send_buffer_size(4 << 20);
-    t.max_concurrent_uni_streams(1024u32.into());
+    // quinn pre-allocates a map entry for every stream the peer may open (24+ bytes each, in a
+    // hash map): 1024 cost about 50 KiB per connection, and a node holds one per peer it talks
+    // to. Frames waiting for stream credit just wait (backpressure); 64 in flight per peer is
+    // plenty for request/response exchanges and repair batches.
+    t.max_concurrent_uni_streams(64u32.into());
     t.max_concurrent_bidi_streams(0u32.into());
     t
 }
@@ -239,9 +260,15 @@ impl Transport {
 
         let socket = std::net::UdpSocket::bind(config.bind).map_err(|e| BindError::Socket(config.bind, e))?;
         let runtime = quinn::default_runtime().ok_or_else(|| BindError::Quic("no tokio runtime".into()))?;
+        let gro = socket.try_clone().map_err(|e| BindError::Socket(config.bind, e))?;
         let inner_socket = runtime.wrap_udp_socket(socket).map_err(|e| BindError::Socket(config.bind, e))?;
         let wire = Arc::new(WireStats::default());
-        let socket = Arc::new(FaultySocket::new(inner_socket, faults.clone(), wire.clone()));
+        let mut socket = FaultySocket::new(inner_socket, faults.clone(), wire.clone());
+        if gro_off(&gro) {
+            socket = socket.single_segment_receive();
+        }
+        drop(gro);
+        let socket = Arc::new(socket);
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             Some(server),
