@@ -153,62 +153,9 @@ pub fn plot_lines(
     y_label: &str,
     series: &[Series],
 ) -> Result<(), String> {
-    let pts = series.iter().flat_map(|s| s.points.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x0 > x1 {
-        return Err("nothing to plot".into());
-    }
-    if x1 - x0 < 1e-9 {
-        x1 = x0 + 1.0;
-    }
-    if y1 - y0 < 1e-9 {
-        y1 = y0 + 1.0;
-    }
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, y0..y1 * 1.02)
-        .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| e.to_string())?;
-    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
-    let mut legend = false;
-    let mut k = 0;
-    for s in series {
-        let color = if s.emphasized {
-            k += 1;
-            palette[(k - 1) % palette.len()]
-        } else {
-            RGBColor(170, 170, 200)
-        };
-        let style = if s.emphasized { color.stroke_width(3) } else { color.stroke_width(1) };
-        let drawn =
-            chart.draw_series(LineSeries::new(s.points.iter().copied(), style)).map_err(|e| e.to_string())?;
-        if !s.name.is_empty() {
-            legend = true;
-            drawn
-                .label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-        }
-    }
-    if legend {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| e.to_string())?;
-    }
+    draw_lines(&root, title, x_label, y_label, series)?;
     root.present().map_err(|e| e.to_string())
 }
 
@@ -360,8 +307,23 @@ fn draw_panel<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
+    draw_lines(area, &panel.title, &panel.x_label, &panel.y_label, &panel.series)
+}
+
+/// One line chart into `area`: thin light lines for single runs, thick coloured ones for
+/// emphasized series, a legend when any series is named.
+fn draw_lines<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in panel.series.iter().flat_map(|s| s.points.iter()) {
+    for &(x, y) in series.iter().flat_map(|s| s.points.iter()) {
         x0 = x0.min(x);
         x1 = x1.max(x);
         y0 = y0.min(y);
@@ -377,17 +339,17 @@ where
         y1 = y0 + 1.0;
     }
     let mut chart = ChartBuilder::on(area)
-        .caption(&panel.title, ("sans-serif", 20))
+        .caption(title, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1, y0..y1 * 1.02)
         .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc(&panel.x_label).y_desc(&panel.y_label).draw().map_err(|e| e.to_string())?;
+    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| e.to_string())?;
     let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     let mut k = 0;
     let mut legend = false;
-    for s in &panel.series {
+    for s in series {
         let color = if s.emphasized {
             k += 1;
             palette[(k - 1) % palette.len()]
