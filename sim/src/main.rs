@@ -642,13 +642,13 @@ fn run_anti_entropy(args: AntiEntropyArgs) -> Result<(), String> {
     };
     let progress = Progress::new("anti-entropy", c.runs, c.quiet);
     let (report, results) = anti_entropy::run_with_results(&p, &progress);
-    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
-    if let Some(path) = &c.plot {
-        anti_entropy::plot(&p, &results, &report, path)
-            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
-        progress.note(&format!("plot written to {}", path.display()));
-    }
-    print(&report, c.json, anti_entropy::table)
+    finish(
+        &progress,
+        &c,
+        &report,
+        |path| anti_entropy::plot(&p, &results, &report, path),
+        anti_entropy::table,
+    )
 }
 
 fn run_rumor(args: RumorArgs) -> Result<(), String> {
@@ -715,13 +715,7 @@ fn run_flood(args: FloodArgs) -> Result<(), String> {
     p.validate()?;
     let progress = Progress::new("flood-vs-gossip", c.runs, c.quiet);
     let (report, results) = flood_vs_gossip::run_with_results(&p, &progress);
-    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
-    if let Some(path) = &c.plot {
-        flood_vs_gossip::plot(&p, &results, path)
-            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
-        progress.note(&format!("plot written to {}", path.display()));
-    }
-    print(&report, c.json, flood_vs_gossip::table)
+    finish(&progress, &c, &report, |path| flood_vs_gossip::plot(&p, &results, path), flood_vs_gossip::table)
 }
 
 fn run_aggregate(args: AggregateArgs) -> Result<(), String> {
@@ -761,13 +755,7 @@ fn run_aggregate(args: AggregateArgs) -> Result<(), String> {
     p.validate()?;
     let progress = Progress::new("aggregate", c.runs, c.quiet);
     let (report, results) = aggregate::run_with_results(&p, &progress);
-    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
-    if let Some(path) = &c.plot {
-        aggregate::plot(&p, &results, &report, path)
-            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
-        progress.note(&format!("plot written to {}", path.display()));
-    }
-    print(&report, c.json, aggregate::table)
+    finish(&progress, &c, &report, |path| aggregate::plot(&p, &results, &report, path), aggregate::table)
 }
 
 fn run_pbcast(args: PbcastArgs) -> Result<(), String> {
@@ -796,12 +784,7 @@ fn run_pbcast(args: PbcastArgs) -> Result<(), String> {
     p.config().validate().map_err(|e| e.to_string())?;
     let progress = Progress::new("pbcast", c.runs, c.quiet);
     let report = pbcast::run(&p, &progress);
-    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
-    if let Some(path) = &c.plot {
-        pbcast::plot(&p, &report, path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
-        progress.note(&format!("plot written to {}", path.display()));
-    }
-    print(&report, c.json, pbcast::table)
+    finish(&progress, &c, &report, |path| pbcast::plot(&p, &report, path), pbcast::table)
 }
 
 fn run_swim(args: SwimArgs) -> Result<(), String> {
@@ -829,12 +812,7 @@ fn run_swim(args: SwimArgs) -> Result<(), String> {
     let jobs = c.runs * if p.both_timings { 2 } else { 1 } + if p.slow > 0 { 2 * p.fp_runs } else { 0 };
     let progress = Progress::new("swim", jobs, c.quiet);
     let (report, results) = swim::run_with_results(&p, &progress);
-    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
-    if let Some(path) = &c.plot {
-        swim::plot(&p, &results, path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
-        progress.note(&format!("plot written to {}", path.display()));
-    }
-    print(&report, c.json, swim::table)
+    finish(&progress, &c, &report, |path| swim::plot(&p, &results, path), swim::table)
 }
 
 fn run_cluster(args: ClusterArgs) -> Result<(), String> {
@@ -910,13 +888,7 @@ fn run_chord(args: ChordArgs) -> Result<(), String> {
     };
     let progress = Progress::new("chord", c.runs, c.quiet);
     let (report, results) = chord::run_with_results(&p, &progress);
-    progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
-    if let Some(path) = &c.plot {
-        chord::plot(&p, &results, &report, path)
-            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
-        progress.note(&format!("plot written to {}", path.display()));
-    }
-    print(&report, c.json, chord::table)
+    finish(&progress, &c, &report, |path| chord::plot(&p, &results, &report, path), chord::table)
 }
 
 fn run_scribe(args: ScribeArgs) -> Result<(), String> {
@@ -942,13 +914,24 @@ fn run_scribe(args: ScribeArgs) -> Result<(), String> {
     p.validate()?;
     let progress = Progress::new("scribe", c.runs, c.quiet);
     let (report, results) = scribe::run_with_results(&p, &progress);
+    finish(&progress, &c, &report, |path| scribe::plot(&p, &results, &report, path), scribe::table)
+}
+
+/// The end of every experiment command: the elapsed time, the plot if `--plot` asked for
+/// one, then the report (JSON or table).
+fn finish<R: serde::Serialize, E: std::fmt::Display>(
+    progress: &Progress,
+    c: &Common,
+    report: &R,
+    plot: impl FnOnce(&std::path::Path) -> Result<(), E>,
+    table: fn(&R) -> String,
+) -> Result<(), String> {
     progress.note(&format!("elapsed {:.2} s", progress.elapsed_s()));
     if let Some(path) = &c.plot {
-        scribe::plot(&p, &results, &report, path)
-            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        plot(path).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
         progress.note(&format!("plot written to {}", path.display()));
     }
-    print(&report, c.json, scribe::table)
+    print(report, c.json, table)
 }
 
 fn print<R: serde::Serialize>(report: &R, json: bool, table: fn(&R) -> String) -> Result<(), String> {
