@@ -45,7 +45,7 @@ use hearsay_overlay::swim::{Addr, Meta, Profile, State, Swim, SwimConfig, SwimEv
 use hearsay_protocols::aggregate::{AggConfig, AggEvent, Aggregation, Func, Query, QueryId, QuerySpec};
 use hearsay_protocols::anti_entropy::{AeConfig, AeEvent, AeMode, AntiEntropy, Entry};
 use hearsay_protocols::pbcast::{Data, MsgId, PbConfig, PbEvent, Pbcast, Start, Via};
-use hearsay_protocols::rumor::{RumorConfig, RumorEvent, RumorId, RumorMonger};
+use hearsay_protocols::rumor::{RumorConfig, RumorEvent, RumorId, RumorMessage, RumorMonger};
 use hearsay_protocols::wire::WireMessage;
 use hearsay_protocols::{Instant, Machine, NodeId, PeerView, Seed, Seq, StreamId, TopicId, Transmit};
 
@@ -673,22 +673,14 @@ impl Engine {
         }
     }
 
-    fn send<M: WireMessage>(&mut self, p: Protocol, t: Transmit<M>) {
-        match frames::encode(&t.msg, self.config.frame_limit) {
-            Ok(bytes) => {
-                self.stats.traffic.count_sent(p, bytes.len());
-                self.out.push_back(Transmit { to: t.to, reliability: t.reliability, msg: bytes });
-            }
-            Err(_) => self.stats.encode_failures += 1,
-        }
-    }
-
     fn drain_swim(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        while let Some(t) = self.swim.poll_transmit() {
-            self.send(Protocol::Membership, t);
-            moved = true;
-        }
+        let mut moved = send_all(
+            Protocol::Membership,
+            || self.swim.poll_transmit(),
+            self.config.frame_limit,
+            &mut self.stats,
+            &mut self.out,
+        );
         while let Some(e) = self.swim.poll_event() {
             moved = true;
             match e {
@@ -711,11 +703,13 @@ impl Engine {
     }
 
     fn drain_ring(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        while let Some(t) = self.ring.poll_transmit() {
-            self.send(Protocol::Ring, t);
-            moved = true;
-        }
+        let mut moved = send_all(
+            Protocol::Ring,
+            || self.ring.poll_transmit(),
+            self.config.frame_limit,
+            &mut self.stats,
+            &mut self.out,
+        );
         let mut changed = false;
         while let Some(e) = self.ring.poll_event() {
             moved = true;
@@ -730,11 +724,13 @@ impl Engine {
     }
 
     fn drain_trees(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        while let Some(t) = self.trees.poll_transmit() {
-            self.send(Protocol::Tree, t);
-            moved = true;
-        }
+        let mut moved = send_all(
+            Protocol::Tree,
+            || self.trees.poll_transmit(),
+            self.config.frame_limit,
+            &mut self.stats,
+            &mut self.out,
+        );
         while let Some(e) = self.trees.poll_event() {
             moved = true;
             if let ScribeEvent::FirstPhase(data) = e {
@@ -745,11 +741,13 @@ impl Engine {
     }
 
     fn drain_pbcast(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        while let Some(t) = self.pb.poll_transmit() {
-            self.send(Protocol::Pbcast, t);
-            moved = true;
-        }
+        let mut moved = send_all(
+            Protocol::Pbcast,
+            || self.pb.poll_transmit(),
+            self.config.frame_limit,
+            &mut self.stats,
+            &mut self.out,
+        );
         while let Some(e) = self.pb.poll_event() {
             moved = true;
             match e {
@@ -812,11 +810,13 @@ impl Engine {
     }
 
     fn drain_ae(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        while let Some(t) = self.ae.poll_transmit() {
-            self.send(Protocol::AntiEntropy, t);
-            moved = true;
-        }
+        let mut moved = send_all(
+            Protocol::AntiEntropy,
+            || self.ae.poll_transmit(),
+            self.config.frame_limit,
+            &mut self.stats,
+            &mut self.out,
+        );
         while let Some(e) = self.ae.poll_event() {
             moved = true;
             match e {
@@ -857,25 +857,21 @@ impl Engine {
     }
 
     fn drain_rumors(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        while let Some(t) = self.rumor_topics.poll_transmit() {
-            let wrapped = Transmit {
-                to: t.to,
-                reliability: t.reliability,
-                msg: ChannelRumor { channel: RumorChannel::Topics, msg: t.msg },
-            };
-            self.send(Protocol::Rumor, wrapped);
-            moved = true;
-        }
-        while let Some(t) = self.rumor_queries.poll_transmit() {
-            let wrapped = Transmit {
-                to: t.to,
-                reliability: t.reliability,
-                msg: ChannelRumor { channel: RumorChannel::Queries, msg: t.msg },
-            };
-            self.send(Protocol::Rumor, wrapped);
-            moved = true;
-        }
+        let limit = self.config.frame_limit;
+        let mut moved = send_all(
+            Protocol::Rumor,
+            || self.rumor_topics.poll_transmit().map(|t| on_channel(RumorChannel::Topics, t)),
+            limit,
+            &mut self.stats,
+            &mut self.out,
+        );
+        moved |= send_all(
+            Protocol::Rumor,
+            || self.rumor_queries.poll_transmit().map(|t| on_channel(RumorChannel::Queries, t)),
+            limit,
+            &mut self.stats,
+            &mut self.out,
+        );
         while let Some(e) = self.rumor_topics.poll_event() {
             moved = true;
             if let RumorEvent::Delivered { id: RumorId::Message { stream, seq }, payload, .. } = e {
@@ -895,11 +891,13 @@ impl Engine {
     }
 
     fn drain_agg(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        while let Some(t) = self.agg.poll_transmit() {
-            self.send(Protocol::Aggregation, t);
-            moved = true;
-        }
+        let mut moved = send_all(
+            Protocol::Aggregation,
+            || self.agg.poll_transmit(),
+            self.config.frame_limit,
+            &mut self.stats,
+            &mut self.out,
+        );
         while let Some(e) = self.agg.poll_event() {
             moved = true;
             match e {
@@ -1011,6 +1009,34 @@ impl Machine for Engine {
 /// A stream id of one of our own streams.
 pub fn own_stream(engine: &Engine, topic: TopicId) -> StreamId {
     StreamId { topic, origin: engine.origin }
+}
+
+/// A rumor transmit of one of the Engine's two rumor-mongering instances, as it goes on the wire.
+fn on_channel(channel: RumorChannel, t: Transmit<RumorMessage>) -> Transmit<ChannelRumor> {
+    Transmit { to: t.to, reliability: t.reliability, msg: ChannelRumor { channel, msg: t.msg } }
+}
+
+/// Encode every transmit `next` yields and queue it on `out`, counting bytes per protocol
+/// (and encode failures, a bug if ever non-zero). True if there was any.
+fn send_all<M: WireMessage>(
+    p: Protocol,
+    mut next: impl FnMut() -> Option<Transmit<M>>,
+    frame_limit: usize,
+    stats: &mut EngineStats,
+    out: &mut VecDeque<Transmit<Bytes>>,
+) -> bool {
+    let mut moved = false;
+    while let Some(t) = next() {
+        moved = true;
+        match frames::encode(&t.msg, frame_limit) {
+            Ok(bytes) => {
+                stats.traffic.count_sent(p, bytes.len());
+                out.push_back(Transmit { to: t.to, reliability: t.reliability, msg: bytes });
+            }
+            Err(_) => stats.encode_failures += 1,
+        }
+    }
+    moved
 }
 
 #[cfg(test)]
