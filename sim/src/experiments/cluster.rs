@@ -24,7 +24,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hearsay::engine::{Engine, EngineConfig, EngineEvent};
 use hearsay_overlay::swim::{Addr, SwimConfig};
-use hearsay_protocols::wire::Frame;
+use hearsay_protocols::wire::{Frame, MessageKind};
 use hearsay_protocols::{Instant, NodeId, Rng, Seed, Seq, TopicId, Transmit};
 use serde::Serialize;
 
@@ -175,7 +175,8 @@ struct Watch {
     latencies: Vec<u64>,
     bytes: u64,
     messages: u64,
-    bytes_by_kind: BTreeMap<String, u64>,
+    /// Bytes by frame kind (`None`: a frame that does not open).
+    bytes_by_kind: BTreeMap<Option<MessageKind>, u64>,
 }
 
 impl Observer<Engine> for Watch {
@@ -199,8 +200,7 @@ impl Observer<Engine> for Watch {
         self.messages += 1;
         let bytes = t.msg.len() as u64 + 48;
         self.bytes += bytes;
-        let kind = Frame::open(&t.msg, usize::MAX)
-            .map_or_else(|_| "unknown".to_string(), |f| format!("{:?}", f.kind));
+        let kind = Frame::open(&t.msg, usize::MAX).ok().map(|f| f.kind);
         *self.bytes_by_kind.entry(kind).or_default() += bytes;
     }
 }
@@ -334,7 +334,10 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     r.node_bytes_per_s = watch
         .bytes_by_kind
         .iter()
-        .map(|(k, b)| (k.clone(), report::round(*b as f64 / node_secs, 1)))
+        .map(|(k, b)| {
+            let name = k.map_or_else(|| "unknown".to_string(), |k| format!("{k:?}"));
+            (name, report::round(*b as f64 / node_secs, 1))
+        })
         .collect();
     (r, state_per_node)
 }
