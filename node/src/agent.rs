@@ -405,9 +405,7 @@ impl Actor {
         }
         while let Some(e) = self.engine.poll_event() {
             match e {
-                EngineEvent::Delivered { topic, origin, seq, payload, .. } => {
-                    self.deliver(topic, origin, seq, &payload)
-                }
+                EngineEvent::Delivered(d) => self.deliver(d.id.topic, d.id.origin, d.id.seq, &d.payload),
                 EngineEvent::Gap { topic, origin, first, last } => self.gap(topic, origin, first, last),
                 EngineEvent::Answered { qid, value, rounds, converged, nodes } => {
                     self.metrics.observe_query_rounds(rounds);
@@ -601,7 +599,7 @@ impl Actor {
                     .topic_views()
                     .into_iter()
                     .map(|t| {
-                        let tree = self.engine.trees().tree(t.topic);
+                        let tree = self.engine.scribe().tree(t.topic);
                         let role = match &tree {
                             Some(tv) => tree_role(tv.role).to_string(),
                             None => t.role.to_string(),
@@ -621,7 +619,7 @@ impl Actor {
                     .collect();
                 // Topics this node only forwards for others.
                 let known: Vec<TopicId> = self.engine.topic_views().iter().map(|t| t.topic).collect();
-                for tv in self.engine.trees().trees().filter(|tv| !known.contains(&tv.topic)) {
+                for tv in self.engine.scribe().trees().filter(|tv| !known.contains(&tv.topic)) {
                     v.push(types::TopicInfo {
                         topic: self
                             .engine
@@ -651,7 +649,7 @@ impl Actor {
                 });
             }
             Command::SetValue(req, reply) => {
-                let _ = reply.send(self.engine.set_value(&req.name, req.value).map_err(|e| e.to_string()));
+                let _ = reply.send(self.engine.set_value(self.now(), &req.name, req.value).map_err(|e| e.to_string()));
             }
             Command::Query(req, reply) => {
                 let func = match req.func.as_str() {

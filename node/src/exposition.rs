@@ -3,31 +3,29 @@
 
 use hearsay_overlay::swim::State;
 
-use crate::engine::{self, Engine};
-use crate::metrics::{self, DecodeErrorKind, MemberState, Metrics, Traffic, Via};
+use hearsay_protocols::pbcast::Via;
+use hearsay_protocols::wire::Protocol;
+
+use crate::engine::Engine;
+use crate::metrics::{DecodeErrorKind, MemberState, Metrics, Traffic};
 use crate::transport::Transport;
 
 /// Copy every figure of `engine` and `transport` into `m`.
 pub(crate) fn update(m: &Metrics, engine: &Engine, transport: &Transport, subscriptions: usize) {
     let stats = engine.stats();
-    for p in engine::Protocol::ALL {
-        let i = p as usize;
-        if let Some(label) = metrics::Protocol::from_label(p.label()) {
-            m.set_traffic(
-                label,
-                Traffic {
-                    messages_sent: stats.traffic.sent[i],
-                    messages_received: stats.traffic.received[i],
-                    bytes_sent: stats.traffic.bytes_sent[i],
-                    bytes_received: stats.traffic.bytes_received[i],
-                },
-            );
-        }
+    for p in Protocol::NODE {
+        let i = p.index();
+        m.set_traffic(
+            p,
+            Traffic {
+                messages_sent: stats.traffic.sent[i],
+                messages_received: stats.traffic.received[i],
+                bytes_sent: stats.traffic.bytes_sent[i],
+                bytes_received: stats.traffic.bytes_received[i],
+            },
+        );
     }
-    // `delivered` is indexed like pbcast's `Via`: local, first phase, repair, anti-entropy.
-    for (via, n) in
-        [Via::Local, Via::FirstPhase, Via::Repair, Via::AntiEntropy].into_iter().zip(stats.delivered)
-    {
+    for (via, n) in Via::ALL.into_iter().zip(stats.delivered) {
         m.set_deliveries(via, n);
     }
     let pb = engine.pbcast().stats();
@@ -59,7 +57,7 @@ pub(crate) fn update(m: &Metrics, engine: &Engine, transport: &Transport, subscr
     ] {
         m.set_decode_errors(kind, n);
     }
-    m.set_trees(engine.trees().trees().map(|tv| crate::metrics::TreePosition {
+    m.set_trees(engine.scribe().trees().map(|tv| crate::metrics::TreePosition {
         topic: engine.topic_name(tv.topic).map_or_else(|| tv.topic.to_string(), str::to_string),
         depth: (!tv.joining).then(|| u32::try_from(tv.depth()).unwrap_or(u32::MAX)),
         children: u32::try_from(tv.children.len()).unwrap_or(u32::MAX),
@@ -74,8 +72,8 @@ fn dropped_malformed(engine: &Engine) -> u64 {
     let [topics, queries] = engine.rumors();
     [
         engine.swim().stats().malformed,
-        engine.ring().stats().malformed,
-        engine.trees().stats().malformed,
+        engine.chord().stats().malformed,
+        engine.scribe().stats().malformed,
         engine.pbcast().stats().malformed,
         engine.anti_entropy().stats().malformed,
         topics.stats().malformed,

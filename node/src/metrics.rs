@@ -50,7 +50,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use hearsay_protocols::wire::{DecodeError, MessageKind};
+use hearsay_protocols::pbcast::Via;
+use hearsay_protocols::wire::{DecodeError, Protocol};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -109,59 +110,6 @@ macro_rules! label_values {
             }
         }
     };
-}
-
-label_values! {
-    /// The `protocol` label: the protocol machines of a node.
-    Protocol {
-        /// SWIM membership (PROTOCOLS.md §6).
-        Membership => "membership",
-        /// Chord ring (§7).
-        Ring => "ring",
-        /// Scribe topic trees (§8).
-        Tree => "tree",
-        /// Bimodal multicast (§4).
-        Pbcast => "pbcast",
-        /// Rumor mongering (§2).
-        Rumor => "rumor",
-        /// Anti-entropy (§1).
-        AntiEntropy => "anti_entropy",
-        /// Gossip aggregation (§5).
-        Aggregation => "aggregation",
-    }
-}
-
-impl Protocol {
-    /// The protocol a wire frame of this kind is for; `None` for kinds a node does not run
-    /// (flooding exists in the simulator only).
-    pub fn from_kind(kind: MessageKind) -> Option<Protocol> {
-        Some(match kind {
-            MessageKind::Membership => Protocol::Membership,
-            MessageKind::Ring => Protocol::Ring,
-            MessageKind::Tree => Protocol::Tree,
-            MessageKind::Pbcast => Protocol::Pbcast,
-            MessageKind::Rumor => Protocol::Rumor,
-            MessageKind::AntiEntropy => Protocol::AntiEntropy,
-            MessageKind::Aggregation => Protocol::Aggregation,
-            _ => return None,
-        })
-    }
-}
-
-label_values! {
-    /// The `via` label: how a delivered message first reached this node.
-    Via {
-        /// Published here.
-        Local => "local",
-        /// The first phase: down the topic's tree (PROTOCOLS.md §8.9), or by rumor
-        /// mongering for `gossip`-mode topics (§2), whose deliveries pbcast takes as first-phase
-        /// copies.
-        FirstPhase => "first_phase",
-        /// Retransmitted by pbcast repair (§4.6).
-        Repair => "repair",
-        /// Pulled from a peer's history by anti-entropy (§1).
-        AntiEntropy => "anti_entropy",
-    }
 }
 
 label_values! {
@@ -254,12 +202,14 @@ pub struct TreePosition {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ProtocolLabel {
-    protocol: Protocol,
+    /// [`Protocol::label`].
+    protocol: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ViaLabel {
-    via: Via,
+    /// [`Via::label`].
+    via: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -340,8 +290,8 @@ impl Metrics {
         let reg = &mut r;
         let per_protocol = |reg: &mut Registry, name: &str, help: &str| {
             let family = add(reg, name, help, Family::<ProtocolLabel, Counter>::default());
-            for &protocol in Protocol::ALL {
-                drop(family.get_or_create(&ProtocolLabel { protocol }));
+            for protocol in Protocol::NODE {
+                drop(family.get_or_create(&ProtocolLabel { protocol: protocol.label() }));
             }
             family
         };
@@ -359,8 +309,8 @@ impl Metrics {
             "Messages delivered to local subscribers, by how the first copy reached this node",
             Family::<ViaLabel, Counter>::default(),
         );
-        for &via in Via::ALL {
-            drop(deliveries.get_or_create(&ViaLabel { via }));
+        for via in Via::ALL {
+            drop(deliveries.get_or_create(&ViaLabel { via: via.label() }));
         }
         let duplicates =
             add(reg, "duplicates", "Payload copies received and dropped as duplicates", Counter::default());
@@ -489,7 +439,7 @@ impl Metrics {
 
     /// One protocol's message and byte totals.
     pub fn set_traffic(&self, protocol: Protocol, traffic: Traffic) {
-        let label = ProtocolLabel { protocol };
+        let label = ProtocolLabel { protocol: protocol.label() };
         set_total(&self.messages_sent.get_or_create(&label), traffic.messages_sent);
         set_total(&self.messages_received.get_or_create(&label), traffic.messages_received);
         set_total(&self.bytes_sent.get_or_create(&label), traffic.bytes_sent);
@@ -498,7 +448,7 @@ impl Metrics {
 
     /// Messages delivered locally whose first copy came `via`.
     pub fn set_deliveries(&self, via: Via, total: u64) {
-        set_total(&self.deliveries.get_or_create(&ViaLabel { via }), total);
+        set_total(&self.deliveries.get_or_create(&ViaLabel { via: via.label() }), total);
     }
 
     /// Payload copies dropped as duplicates.

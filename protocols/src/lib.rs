@@ -38,5 +38,5 @@ pub use machine::{Machine, Outbox, Reliability, Transmit};
 pub use peers::PeerView;
 pub use rng::{Rng, Seed};
 pub use time::{Duration, Instant};
-pub use timer::{Ticker, Timing};
-pub use wire::{DecodeError, EncodeError, Frame, MessageKind, WireMessage};
+pub use timer::{Earliest, Ticker, Timing};
+pub use wire::{DecodeError, EncodeError, Frame, Protocol, WireMessage};

@@ -24,6 +24,37 @@
 //!
 //! Machines that are composed of others (the Engine) keep the same shape: parts push into an
 //! [`Outbox`] they are handed, and the composite drains it.
+//!
+//! # Inputs: one naming rule
+//!
+//! Every input takes `now` first, even where a machine has no use for it today.
+//!
+//! | kind | name | examples |
+//! |---|---|---|
+//! | a peer's message | [`handle_message`](Machine::handle_message)`(now, from, msg)`, dispatched to private `on_<message>` handlers | |
+//! | a deadline | [`handle_timeout`](Machine::handle_timeout)`(now)` | |
+//! | a **side input**: a fact the host learned from another machine or layer | `handle_<fact>(now, …)` | `handle_data`, `handle_heads`, `handle_routes`, `handle_ring_change`, `handle_peers`, `handle_topic_peers`, `handle_member_up`, `handle_member_down`, `handle_query` |
+//! | a **command**: something the local application or host asks for | a verb, `(now, …)` | `subscribe`, `unsubscribe`, `publish`, `multicast`, `join`, `leave`, `start_query`, `set_value`, `set_meta`, `set_scope`, `inject`, `insert`, `start_exchange` |
+//!
+//! No input takes another machine as an argument: a machine that needs another's state (Scribe
+//! routing over the ring) gets a copy of it as a side input when it changes.
+//!
+//! # Timers
+//!
+//! One idiom for every machine (SWIM's, generalized): deadlines live in the state they time
+//! (a [`Ticker`](crate::Ticker) for periodic work, an `Instant` field for a one-shot
+//! deadline such as a reply timeout), so nothing is scheduled twice and no stale timer can
+//! fire. Each machine declares its timer kinds in a private `enum Timer`, in the order in which
+//! simultaneous deadlines are served, and has
+//!
+//! - `fn next_timer(&self) -> Option<(Instant, Timer)>`: every armed deadline offered to an
+//!   [`Earliest`](crate::timer::Earliest), which keeps the smallest `(deadline, kind)`;
+//! - `handle_timeout(now)`: fire `next_timer()` while its deadline is `<= now`, where firing a
+//!   timer always re-arms it past `now` or clears it;
+//! - `poll_timeout()`: `self.next_timer().map(|(at, _)| at)`.
+//!
+//! Composites (the Engine and its multicast stack) follow it too: their timer kinds are
+//! their parts, each part's deadline is its `poll_timeout()`.
 
 use std::collections::VecDeque;
 

@@ -7,6 +7,8 @@
 //! | [`Timing::Poisson`] | gaps drawn from Exp(mean T): continuous-time models (`--timing async`) |
 //!
 //! A [`Ticker`] only computes instants; the machine that owns it decides what a tick does.
+//! [`Earliest`] picks the next timer of a machine among its deadlines (the timer idiom of
+//! [`machine`](crate::machine#timers)).
 
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +96,41 @@ impl Ticker {
     }
 }
 
+/// The earliest of a machine's armed deadlines, ties broken by timer kind: every machine's
+/// `next_timer()` offers each deadline it holds and returns [`Earliest::get`] (the timer
+/// idiom of [`machine`](crate::machine#timers)). `K` is the machine's `Timer` enum, declared
+/// in the order in which simultaneous timers are served.
+#[derive(Clone, Copy, Debug)]
+pub struct Earliest<K>(Option<(Instant, K)>);
+
+impl<K: Ord> Default for Earliest<K> {
+    fn default() -> Self {
+        Earliest(None)
+    }
+}
+
+impl<K: Ord> Earliest<K> {
+    /// Nothing offered yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offer `kind`, armed for `at` (`None`: not armed).
+    #[inline]
+    pub fn offer(&mut self, at: Option<Instant>, kind: K) {
+        if let Some(at) = at {
+            if self.0.as_ref().is_none_or(|(t, k)| (at, &kind) < (*t, k)) {
+                self.0 = Some((at, kind));
+            }
+        }
+    }
+
+    /// The earliest `(deadline, kind)` offered.
+    pub fn get(self) -> Option<(Instant, K)> {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +138,21 @@ mod tests {
 
     fn rng() -> Rng {
         Rng::from_seed(Seed::derive(1, "timer", 0, 0))
+    }
+
+    #[test]
+    fn earliest_takes_the_first_deadline_then_the_first_kind() {
+        let mut e = Earliest::new();
+        e.offer(Some(Instant::from_micros(5)), 1);
+        e.offer(None, 0);
+        e.offer(Some(Instant::from_micros(5)), 0);
+        e.offer(Some(Instant::from_micros(7)), 0);
+        assert_eq!(e.get(), Some((Instant::from_micros(5), 0)));
+        let mut e = Earliest::new();
+        e.offer(Some(Instant::from_micros(9)), 0);
+        e.offer(Some(Instant::from_micros(3)), 2);
+        assert_eq!(e.get(), Some((Instant::from_micros(3), 2)));
+        assert_eq!(Earliest::<u8>::new().get(), None);
     }
 
     #[test]

@@ -27,10 +27,12 @@ pub const DATAGRAM_BUDGET: usize = 1200;
 /// Default frame limit for stream frames (a 1 MiB anti-entropy delta plus headers).
 pub const DEFAULT_FRAME_LIMIT: usize = 2 << 20;
 
-/// Which protocol machine a frame is for. The numbers are wire values and never change.
+/// The protocols, one per machine that has wire messages: the kind byte of a frame (the
+/// numbers are wire values and never change), the Engine's per-protocol counters and the
+/// `protocol` label of metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
-pub enum MessageKind {
+pub enum Protocol {
     /// Anti-entropy exchanges (PROTOCOLS.md §1).
     AntiEntropy = 1,
     /// Rumor mongering (§2).
@@ -49,18 +51,18 @@ pub enum MessageKind {
     Flood = 8,
 }
 
-impl MessageKind {
+impl Protocol {
     /// The kind with this wire value.
     pub fn from_wire(value: u8) -> Option<Self> {
         Some(match value {
-            1 => MessageKind::AntiEntropy,
-            2 => MessageKind::Rumor,
-            3 => MessageKind::Pbcast,
-            4 => MessageKind::Aggregation,
-            5 => MessageKind::Membership,
-            6 => MessageKind::Ring,
-            7 => MessageKind::Tree,
-            8 => MessageKind::Flood,
+            1 => Protocol::AntiEntropy,
+            2 => Protocol::Rumor,
+            3 => Protocol::Pbcast,
+            4 => Protocol::Aggregation,
+            5 => Protocol::Membership,
+            6 => Protocol::Ring,
+            7 => Protocol::Tree,
+            8 => Protocol::Flood,
             _ => return None,
         })
     }
@@ -69,12 +71,46 @@ impl MessageKind {
     pub fn to_wire(self) -> u8 {
         self as u8
     }
+
+    /// The `protocol` label of metrics and reports (snake case).
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::AntiEntropy => "anti_entropy",
+            Protocol::Rumor => "rumor",
+            Protocol::Pbcast => "pbcast",
+            Protocol::Aggregation => "aggregation",
+            Protocol::Membership => "membership",
+            Protocol::Ring => "ring",
+            Protocol::Tree => "tree",
+            Protocol::Flood => "flood",
+        }
+    }
+
+    /// A dense index in `0..COUNT`, for per-protocol counter arrays.
+    pub fn index(self) -> usize {
+        self as usize - 1
+    }
+
+    /// How many protocols there are.
+    pub const COUNT: usize = 8;
+
+    /// The protocols a node (the daemon's Engine) speaks, in the order metrics list them.
+    /// Flooding is a simulator-only protocol.
+    pub const NODE: [Protocol; 7] = [
+        Protocol::Membership,
+        Protocol::Ring,
+        Protocol::Tree,
+        Protocol::Pbcast,
+        Protocol::Rumor,
+        Protocol::AntiEntropy,
+        Protocol::Aggregation,
+    ];
 }
 
-/// A protocol's message type, tied to its [`MessageKind`].
+/// A protocol's message type, tied to its [`Protocol`].
 pub trait WireMessage: Serialize + DeserializeOwned {
     /// The kind written in the envelope of every message of this type.
-    const KIND: MessageKind;
+    const KIND: Protocol;
 }
 
 /// Why a frame could not be decoded. Each is counted and the frame dropped; none changes
@@ -108,9 +144,9 @@ pub enum DecodeError {
     #[error("frame of kind {got:?} read as {expected:?}")]
     KindMismatch {
         /// The kind the caller expected.
-        expected: MessageKind,
+        expected: Protocol,
         /// The kind in the frame.
-        got: MessageKind,
+        got: Protocol,
     },
     /// The body is not a valid message of its kind.
     #[error("malformed body: {0}")]
@@ -160,7 +196,7 @@ pub struct Frame<'a> {
     /// The protocol version (always [`PROTOCOL_VERSION`] once opened).
     pub version: u16,
     /// Which protocol the body is for.
-    pub kind: MessageKind,
+    pub kind: Protocol,
     body: &'a [u8],
 }
 
@@ -175,7 +211,7 @@ impl<'a> Frame<'a> {
             return Err(DecodeError::UnsupportedVersion { got: version, supported: PROTOCOL_VERSION });
         }
         let (&kind, body) = rest.split_first().ok_or(DecodeError::Truncated)?;
-        let kind = MessageKind::from_wire(kind).ok_or(DecodeError::UnknownKind(kind))?;
+        let kind = Protocol::from_wire(kind).ok_or(DecodeError::UnknownKind(kind))?;
         Ok(Frame { version, kind, body })
     }
 
@@ -249,7 +285,7 @@ mod tests {
         note: String,
     }
     impl WireMessage for Probe {
-        const KIND: MessageKind = MessageKind::Membership;
+        const KIND: Protocol = Protocol::Membership;
     }
 
     #[test]
@@ -274,10 +310,7 @@ mod tests {
         assert_eq!(decode::<Probe>(&[1, 99, 0], 100), Err(DecodeError::UnknownKind(99)));
         assert_eq!(
             decode::<Probe>(&[1, 1, 0], 100),
-            Err(DecodeError::KindMismatch {
-                expected: MessageKind::Membership,
-                got: MessageKind::AntiEntropy
-            })
+            Err(DecodeError::KindMismatch { expected: Protocol::Membership, got: Protocol::AntiEntropy })
         );
         assert!(matches!(decode::<Probe>(&good[..good.len() - 1], 100), Err(DecodeError::Malformed(_))));
         let mut long = good.clone();
@@ -296,10 +329,10 @@ mod tests {
     #[test]
     fn kinds_round_trip_through_their_wire_values() {
         for v in 0..=255u8 {
-            if let Some(k) = MessageKind::from_wire(v) {
+            if let Some(k) = Protocol::from_wire(v) {
                 assert_eq!(k.to_wire(), v);
             }
         }
-        assert_eq!(MessageKind::from_wire(0), None);
+        assert_eq!(Protocol::from_wire(0), None);
     }
 }

@@ -112,7 +112,7 @@ proptest! {
         });
         let me = NodeId::from_u64(0);
         let mut m = RumorMonger::new(me, cfg, &Seed::derive(1, "node", 0, 0), Instant::ZERO);
-        m.set_peers((0..6).map(NodeId::from_u64).collect());
+        m.handle_peers(Instant::ZERO, (0..6).map(NodeId::from_u64).collect());
         let mut now = Instant::ZERO;
         for (from, msg, tick) in inputs {
             if tick {

@@ -125,7 +125,7 @@ fn trace(seed: u64) -> ([u8; 32], u64) {
         sim.run_until(ms(k), &mut hash);
         sim.call(origin, &mut hash, |m, now| {
             let d = m.publish(now, pbcast::TOPIC, Bytes::from_static(b"x")).unwrap();
-            m.multicast(&d, &ids[..40]);
+            m.multicast(now, &d, &ids[..40]);
         });
     }
     sim.schedule_fault(ms(700), Fault::Crash(5));

@@ -17,9 +17,9 @@ fn trace(seed: u64) -> ([u8; 32], u64) {
     sim.schedule_fault(s(3), Fault::Partition(vec![(0..150).collect()]));
     sim.schedule_fault(s(6), Fault::Heal);
     sim.schedule_fault(s(7), Fault::Restart(5));
-    sim.call(17, &mut hash, |m, _| {
+    sim.call(17, &mut hash, |m, now| {
         let stream = hearsay_protocols::StreamId { topic: hearsay_protocols::TopicId(1), origin: m.id() };
-        m.insert(hearsay_protocols::anti_entropy::Entry {
+        m.insert(now, hearsay_protocols::anti_entropy::Entry {
             stream,
             seq: 1,
             payload: bytes::Bytes::from_static(b"x"),

@@ -10,7 +10,7 @@ use hearsay_overlay::chord::{RingNode, RingSnapshot};
 use hearsay_overlay::scribe::{ScribeEvent, topic_key};
 use hearsay_protocols::pbcast::PbEvent;
 use hearsay_protocols::{Duration, Instant, NodeId};
-use hearsay_sim::experiments::scribe::{self, NodeEvent, Params, TreeNode};
+use hearsay_sim::experiments::scribe::{self, Multicast, MulticastEvent, Params};
 use hearsay_sim::kernel::{Fault, Observer, Sim};
 use hearsay_sim::report::Progress;
 
@@ -81,11 +81,11 @@ struct Seen {
     delivered: Vec<(usize, u64)>,
 }
 
-impl Observer<TreeNode> for Seen {
-    fn on_event(&mut self, _: Instant, node: usize, e: NodeEvent) {
+impl Observer<Multicast> for Seen {
+    fn on_event(&mut self, _: Instant, node: usize, e: MulticastEvent) {
         match e {
-            NodeEvent::Tree(ScribeEvent::FirstPhase(d)) => self.tree_copies.push((node, d.id.seq)),
-            NodeEvent::Pb(PbEvent::Deliver(d)) => self.delivered.push((node, d.id.seq)),
+            MulticastEvent::Tree(ScribeEvent::FirstPhase(d)) => self.tree_copies.push((node, d.id.seq)),
+            MulticastEvent::Pbcast(PbEvent::Deliver(d)) => self.delivered.push((node, d.id.seq)),
             _ => {}
         }
     }
@@ -100,7 +100,7 @@ fn when_the_root_crashes_the_tree_reforms_at_its_successor() {
     let at = |s: f64| Instant::ZERO + Duration::from_secs_f64(s);
     sim.run_until(at(3.0), &mut seen);
     let ids: Vec<NodeId> = (0..sim.len()).map(|i| sim.id(i)).collect();
-    let root_of = |sim: &Sim<TreeNode>| {
+    let root_of = |sim: &Sim<Multicast>| {
         (0..sim.len()).filter(|&i| sim.is_up(i) && sim.machine(i).scribe().is_root(t)).collect::<Vec<_>>()
     };
     let truth = RingSnapshot::new(ids.iter().copied()).successor(topic_key(t)).unwrap();
@@ -112,7 +112,7 @@ fn when_the_root_crashes_the_tree_reforms_at_its_successor() {
         ids.iter().enumerate().filter(|(i, _)| *i != old).map(|(_, id)| RingNode::of(*id)).collect();
     let next = RingSnapshot::from_nodes(live).successor(topic_key(t)).unwrap();
     let next = sim.index_of(&next.id).unwrap();
-    let on_tree = |sim: &Sim<TreeNode>, i: usize| {
+    let on_tree = |sim: &Sim<Multicast>, i: usize| {
         let mut at = i;
         for _ in 0..64 {
             let s = sim.machine(at).scribe();
@@ -142,7 +142,7 @@ fn when_the_root_crashes_the_tree_reforms_at_its_successor() {
     let origin = live_members[live_members.len() / 2];
     let now = sim.now();
     let id = sim
-        .call(origin, &mut seen, |m, now| m.publish(now, t, Bytes::from_static(b"after failover")))
+        .call(origin, &mut seen, |m, now| scribe::publish(m, now, t, Bytes::from_static(b"after failover")))
         .unwrap();
     sim.run_until(now + Duration::from_secs(3), &mut seen);
     let mut by_tree: Vec<usize> =

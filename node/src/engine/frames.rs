@@ -1,20 +1,19 @@
 //! Frames in and out of the Engine: decoding an envelope to the machine it is for, encoding a
-//! machine's message, and counting both per protocol.
+//! machine's message, and counting both per [`Protocol`].
 //!
 //! Rumor mongering runs twice in a node (query announcements among all members, and
 //! `gossip`-mode topics among their members), so the Rumor kind's body carries a one-byte
 //! channel before the rumor message.
 
 use bytes::Bytes;
-use hearsay_overlay::chord::ChordMessage;
-use hearsay_overlay::scribe::ScribeMessage;
 use hearsay_overlay::swim::SwimMessage;
 use hearsay_protocols::aggregate::AggMessage;
 use hearsay_protocols::anti_entropy::AeMessage;
-use hearsay_protocols::pbcast::PbMessage;
 use hearsay_protocols::rumor::RumorMessage;
-use hearsay_protocols::wire::{self, DecodeError, EncodeError, Frame, MessageKind, WireMessage};
+use hearsay_protocols::wire::{self, DecodeError, EncodeError, Frame, Protocol, WireMessage};
 use serde::{Deserialize, Serialize};
+
+use super::multicast::MulticastMessage;
 
 /// Which rumor-mongering instance a rumor frame is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,81 +34,30 @@ pub struct ChannelRumor {
 }
 
 impl WireMessage for ChannelRumor {
-    const KIND: MessageKind = MessageKind::Rumor;
+    const KIND: Protocol = Protocol::Rumor;
 }
 
-/// A decoded frame, routed by kind.
+/// A decoded frame, routed to the part it is for.
 #[derive(Debug)]
 pub(crate) enum Inbound {
     Swim(SwimMessage),
-    Ring(ChordMessage),
-    Pbcast(PbMessage),
+    Multicast(MulticastMessage),
     AntiEntropy(AeMessage),
     Rumor(ChannelRumor),
     Aggregation(AggMessage),
-    Tree(ScribeMessage),
 }
 
-/// The protocols, as metrics label them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// SWIM membership.
-    Membership,
-    /// Chord ring.
-    Ring,
-    /// Scribe trees.
-    Tree,
-    /// Bimodal multicast.
-    Pbcast,
-    /// Rumor mongering (both channels).
-    Rumor,
-    /// Anti-entropy.
-    AntiEntropy,
-    /// Aggregation.
-    Aggregation,
-}
-
-impl Protocol {
-    /// Every protocol, in label order.
-    pub const ALL: [Protocol; 7] = [
-        Protocol::Membership,
-        Protocol::Ring,
-        Protocol::Tree,
-        Protocol::Pbcast,
-        Protocol::Rumor,
-        Protocol::AntiEntropy,
-        Protocol::Aggregation,
-    ];
-
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Protocol::Membership => "membership",
-            Protocol::Ring => "ring",
-            Protocol::Tree => "tree",
-            Protocol::Pbcast => "pbcast",
-            Protocol::Rumor => "rumor",
-            Protocol::AntiEntropy => "anti_entropy",
-            Protocol::Aggregation => "aggregation",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Messages and bytes per protocol, both directions.
+/// Messages and bytes per protocol, both directions, indexed by [`Protocol::index`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
-    /// Frames sent, per [`Protocol`] (index = `Protocol as usize`).
-    pub sent: [u64; 7],
+    /// Frames sent.
+    pub sent: [u64; Protocol::COUNT],
     /// Frame bytes sent.
-    pub bytes_sent: [u64; 7],
+    pub bytes_sent: [u64; Protocol::COUNT],
     /// Frames received and decoded.
-    pub received: [u64; 7],
+    pub received: [u64; Protocol::COUNT],
     /// Frame bytes received.
-    pub bytes_received: [u64; 7],
+    pub bytes_received: [u64; Protocol::COUNT],
 }
 
 impl Traffic {
@@ -193,20 +141,21 @@ pub(crate) fn decode(
             return None;
         }
     };
-    let result = match opened.kind {
-        MessageKind::Membership => opened.decode().map(|m| (Protocol::Membership, Inbound::Swim(m))),
-        MessageKind::Ring => opened.decode().map(|m| (Protocol::Ring, Inbound::Ring(m))),
-        MessageKind::Tree => opened.decode().map(|m| (Protocol::Tree, Inbound::Tree(m))),
-        MessageKind::Pbcast => opened.decode().map(|m| (Protocol::Pbcast, Inbound::Pbcast(m))),
-        MessageKind::AntiEntropy => opened.decode().map(|m| (Protocol::AntiEntropy, Inbound::AntiEntropy(m))),
-        MessageKind::Rumor => opened.decode().map(|m| (Protocol::Rumor, Inbound::Rumor(m))),
-        MessageKind::Aggregation => opened.decode().map(|m| (Protocol::Aggregation, Inbound::Aggregation(m))),
+    let kind = opened.kind;
+    let result = match kind {
+        Protocol::Membership => opened.decode().map(Inbound::Swim),
+        Protocol::Ring => opened.decode().map(|m| Inbound::Multicast(MulticastMessage::Ring(m))),
+        Protocol::Tree => opened.decode().map(|m| Inbound::Multicast(MulticastMessage::Tree(m))),
+        Protocol::Pbcast => opened.decode().map(|m| Inbound::Multicast(MulticastMessage::Pbcast(m))),
+        Protocol::AntiEntropy => opened.decode().map(Inbound::AntiEntropy),
+        Protocol::Rumor => opened.decode().map(Inbound::Rumor),
+        Protocol::Aggregation => opened.decode().map(Inbound::Aggregation),
         // Flooding is a simulator-only protocol: a daemon never speaks it.
         other => Err(DecodeError::UnknownKind(other.to_wire())),
     };
     match result {
-        Ok((p, m)) => {
-            traffic.count_received(p, frame.len());
+        Ok(m) => {
+            traffic.count_received(kind, frame.len());
             Some(m)
         }
         Err(e) => {

@@ -1,4 +1,6 @@
-//! The Engine: one node's composition of every protocol machine, still without any I/O.
+//! The Engine: one node's composition of every protocol machine, still without any I/O. It
+//! builds without the daemon's runtime (no tokio, quinn, axum or rustls), so the simulator and
+//! any embedder depend on it alone.
 //!
 //! It is itself a [`Machine`] whose messages are **encoded frames**: the runtime feeds it the
 //! bytes a peer sent and sends the bytes it produces, and the simulator's `cluster`
@@ -7,20 +9,36 @@
 //!
 //! # Parts and how they feed each other
 //!
-//! | machine | role | fed by |
-//! |---|---|---|
-//! | `swim` | membership, failure detection, the member table (with each member's name and subscribed topics) | frames; join/leave/subscribe |
-//! | `ring` | Chord routing | member events (`member_up`/`member_down`), first join |
-//! | `trees` | Scribe topic trees: the first phase of every publish | subscribe/publish, ring changes, member events |
-//! | `pbcast` | repair among topic members, history, per-origin FIFO delivery, gaps | first-phase data (tree or rumor), anti-entropy entries, topic member views |
-//! | `ae` | anti-entropy: history catch-up (`Pull`) and new subscribers' heads (`Heads`) | pbcast's requests; every stored entry |
-//! | `rumor_topics` | rumor mongering for `gossip`-mode topics (names starting with the gossip prefix) | publishes on such topics |
-//! | `rumor_queries` | query announcements | aggregation's `Announce` |
-//! | `agg` | aggregation queries | values, queries, announcements, member deaths |
+//! | field | machine | role | fed by |
+//! |---|---|---|---|
+//! | `swim` | [`Swim`] | membership, failure detection, the member table (each member's name and subscribed topics) | frames; join/leave/subscribe |
+//! | `multicast` | [`Multicast`]: [`Chord`], [`Scribe`], [`Pbcast`] | ring routing, topic trees (the first phase of every publish), repair, history, per-origin FIFO delivery, gaps | frames; member events; publishes; rumor and anti-entropy data; heads |
+//! | `anti_entropy` | [`AntiEntropy`] | history catch-up (`Pull`), a new subscriber's heads (`Heads`), catch-up after an outage | pbcast's requests; every stored entry |
+//! | `rumor_topics` | [`RumorMonger`] | rumor mongering for `gossip`-mode topics (names starting with the gossip prefix) | publishes on such topics |
+//! | `rumor_queries` | [`RumorMonger`] | query announcements | aggregation's `Announce` |
+//! | `aggregation` | [`Aggregation`] | aggregation queries | values, queries, announcements, member deaths |
 //!
-//! After every input the Engine **pumps**: it drains each machine in a fixed order, encodes
-//! transmits into frames, and routes events to the machines that consume them, until nothing
-//! moves. Everything is ordered (`BTreeMap`, sorted views), so one seed gives one run.
+//! After every input the Engine **pumps**: it drains each machine in a fixed order (swim,
+//! multicast, anti-entropy, rumors, aggregation), encodes transmits into frames, and routes
+//! events to the machines that consume them, until nothing moves. Everything is ordered
+//! (`BTreeMap`, sorted views), so one seed gives one run. Timers follow the idiom of
+//! [`hearsay_protocols::machine#timers`], the parts being the timer kinds.
+//!
+//! # A message's representations
+//!
+//! From the publisher's API to a subscriber's API a message takes these forms, each for a
+//! reason:
+//!
+//! 1. the application's [`AppMessage`](crate::message::AppMessage) (headers and body), encoded
+//!    by the agent into the payload `Bytes`: the machines never look inside;
+//! 2. pbcast's [`Data`] (id, publish time, payload), stamped by [`Pbcast::publish`]: what every
+//!    machine carries (a Scribe `TreeData`, a pbcast `Data`/`Retransmit`/`Repair`, an
+//!    anti-entropy [`Entry`](hearsay_protocols::anti_entropy::Entry), a rumor's payload);
+//! 3. the frame `Bytes` on the wire: version, [`Protocol`](hearsay_protocols::Protocol) byte,
+//!    postcard body;
+//! 4. pbcast's [`Delivery`] (the data plus when and how this node got it), handed up
+//!    unchanged as [`EngineEvent::Delivered`];
+//! 5. the agent's subscriber line (JSON), decoded from the payload once per delivery.
 //!
 //! # Stream origins and restarts
 //!
@@ -32,102 +50,41 @@
 //! the simulator). A restart opens new streams; the old ones simply end. Origins still name
 //! their node: [`Engine::node_of_origin`] maps them back by the shared prefix.
 
+mod commands;
+mod compose;
+mod config;
 mod frames;
+pub mod multicast;
 mod views;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hearsay_overlay::chord::{Chord, ChordConfig, ChordEvent, RingSnapshot};
-use hearsay_overlay::scribe::{Scribe, ScribeConfig, ScribeEvent};
-use hearsay_overlay::swim::{Addr, Meta, Profile, State, Swim, SwimConfig, SwimEvent};
-use hearsay_protocols::aggregate::{AggConfig, AggEvent, Aggregation, Func, Query, QueryId, QuerySpec};
-use hearsay_protocols::anti_entropy::{AeConfig, AeEvent, AeMode, AntiEntropy, Entry};
-use hearsay_protocols::pbcast::{Data, MsgId, PbConfig, PbEvent, Pbcast, Start, Via};
-use hearsay_protocols::rumor::{RumorConfig, RumorEvent, RumorId, RumorMessage, RumorMonger};
+use hearsay_overlay::chord::{Chord, RingSnapshot};
+use hearsay_overlay::scribe::Scribe;
+use hearsay_overlay::swim::{Addr, Meta, Profile, State, Swim, SwimEvent};
+use hearsay_protocols::aggregate::{AggEvent, Aggregation, Query, QueryId};
+use hearsay_protocols::anti_entropy::{AeEvent, AeMode, AntiEntropy};
+use hearsay_protocols::pbcast::{Data, Delivery, MsgId, PbEvent, Pbcast, Via};
+use hearsay_protocols::rumor::{RumorEvent, RumorId, RumorMessage, RumorMonger};
 use hearsay_protocols::wire::WireMessage;
-use hearsay_protocols::{Instant, Machine, NodeId, PeerView, Seed, Seq, StreamId, TopicId, Transmit};
+use hearsay_protocols::{Earliest, Instant, Machine, NodeId, Seed, StreamId, TopicId, Transmit};
 
+pub use self::commands::CommandError;
+pub use self::config::{ConfigError, EngineConfig};
 use self::frames::Inbound;
-pub use self::frames::{ChannelRumor, DecodeErrors, Protocol, RumorChannel, Traffic};
+pub use self::frames::{ChannelRumor, DecodeErrors, RumorChannel, Traffic};
+use self::multicast::{Multicast, MulticastEvent, MulticastMessage};
 pub use self::views::{MemberView, RingView, TopicView};
-
-/// Settings of every machine of a node.
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    /// Membership and failure detection.
-    pub swim: Arc<SwimConfig>,
-    /// The ring.
-    pub chord: Arc<ChordConfig>,
-    /// The topic trees.
-    pub scribe: Arc<ScribeConfig>,
-    /// Repair and delivery.
-    pub pbcast: Arc<PbConfig>,
-    /// History catch-up.
-    pub ae: Arc<AeConfig>,
-    /// Rumor mongering for `gossip`-mode topics.
-    pub rumor_topics: Arc<RumorConfig>,
-    /// Rumor mongering for query announcements (push, feedback counter, k = 4: §5.1).
-    pub rumor_queries: Arc<RumorConfig>,
-    /// Aggregation.
-    pub agg: Arc<AggConfig>,
-    /// Topics whose name starts with this use rumor mongering instead of a tree.
-    pub gossip_prefix: String,
-    /// Largest frame accepted.
-    pub frame_limit: usize,
-}
-
-impl EngineConfig {
-    /// The daemon's defaults on top of a SWIM preset (`lan`, `wan` or `local`, after
-    /// memberlist).
-    pub fn with_swim(swim: SwimConfig) -> Self {
-        let queries = RumorConfig { k: 4, ..RumorConfig::default() };
-        EngineConfig {
-            swim: Arc::new(swim),
-            // One finger refresh per second, not per 250 ms: the daemon's ring learns members
-            // from SWIM (member_up/down) and a full refresh still takes about log2 N ticks.
-            // At 250 ms, fix_fingers lookups were a third of all frames of an idle N = 100
-            // cluster (hearsay bench).
-            chord: Arc::new(ChordConfig {
-                fix_fingers_interval: hearsay_protocols::Duration::from_secs(1),
-                ..ChordConfig::default()
-            }),
-            scribe: Arc::new(ScribeConfig::default()),
-            pbcast: Arc::new(PbConfig::default()),
-            ae: Arc::new(AeConfig::default()),
-            rumor_topics: Arc::new(RumorConfig::default()),
-            rumor_queries: Arc::new(queries),
-            agg: Arc::new(AggConfig::default()),
-            gossip_prefix: "gossip/".into(),
-            frame_limit: hearsay_protocols::wire::DEFAULT_FRAME_LIMIT,
-        }
-    }
-
-    /// memberlist's LAN preset and the daemon's defaults.
-    pub fn lan() -> Self {
-        Self::with_swim(SwimConfig::lan())
-    }
-}
 
 /// What the Engine tells its host.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EngineEvent {
-    /// A message for the local subscribers of `topic`, in per-origin FIFO order, at most once.
-    Delivered {
-        /// The topic.
-        topic: TopicId,
-        /// The stream origin (see the module docs).
-        origin: NodeId,
-        /// Its sequence number.
-        seq: Seq,
-        /// The payload as published.
-        payload: Bytes,
-        /// How it first reached this node.
-        via: Via,
-        /// When the origin published it (its clock; informational).
-        published_at: Instant,
-    },
+    /// A message for the local subscribers of its topic, in per-origin FIFO order, at most
+    /// once; its `via` says how it first reached this node. The origin is a stream origin
+    /// (see the module docs).
+    Delivered(Delivery),
     /// Messages `first..=last` of `origin` on `topic` can no longer be had.
     Gap {
         /// The topic.
@@ -135,9 +92,9 @@ pub enum EngineEvent {
         /// The stream origin.
         origin: NodeId,
         /// First missing seq.
-        first: Seq,
+        first: u64,
         /// Last missing seq.
-        last: Seq,
+        last: u64,
     },
     /// A query this node started has an answer.
     Answered {
@@ -169,27 +126,6 @@ pub enum EngineEvent {
     LeaveDone,
 }
 
-/// Why a local command was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError {
-    /// The payload is over the limit.
-    #[error("{0}")]
-    Publish(String),
-    /// The value or attribute is not acceptable.
-    #[error("{0}")]
-    Value(String),
-    /// The query could not start.
-    #[error("{0}")]
-    Query(String),
-    /// More topics than a member can advertise.
-    #[error("at most {0} topics can be subscribed at once")]
-    TooManyTopics(usize),
-    /// The node is leaving.
-    #[error("the node is leaving the cluster")]
-    Leaving,
-}
-
 /// Counters of the Engine itself (each machine keeps its own too).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -199,9 +135,8 @@ pub struct EngineStats {
     pub decode_errors: DecodeErrors,
     /// Messages the Engine could not encode (a bug if ever non-zero).
     pub encode_failures: u64,
-    /// Subscriptions or publishes the tree refused (over its bounds); repair still serves them.
-    pub tree_refusals: u64,
-    /// Deliveries by path: local, first phase, repair, anti-entropy.
+    /// Deliveries by path, indexed like [`Via::ALL`]: local, first phase, repair,
+    /// anti-entropy.
     pub delivered: [u64; 4],
     /// Gap events, and the messages they cover.
     pub gaps: (u64, u64),
@@ -222,6 +157,17 @@ struct TopicState {
     published: bool,
 }
 
+/// The Engine's timer kinds: its parts, in the order simultaneous ones are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Swim,
+    Multicast,
+    AntiEntropy,
+    RumorTopics,
+    RumorQueries,
+    Aggregation,
+}
+
 /// One node's machines, composed. Drive it as described in [`hearsay_protocols::machine`].
 pub struct Engine {
     id: NodeId,
@@ -229,13 +175,11 @@ pub struct Engine {
     name: String,
     config: Arc<EngineConfig>,
     swim: Swim,
-    ring: Chord,
-    trees: Scribe,
-    pb: Pbcast,
-    ae: AntiEntropy,
+    multicast: Multicast,
+    anti_entropy: AntiEntropy,
     rumor_topics: RumorMonger,
     rumor_queries: RumorMonger,
-    agg: Aggregation,
+    aggregation: Aggregation,
     topics: BTreeMap<TopicId, TopicState>,
     /// Members advertising each topic (live ones only), from SWIM meta.
     topic_members: BTreeMap<TopicId, BTreeSet<NodeId>>,
@@ -243,8 +187,6 @@ pub struct Engine {
     advertised: BTreeMap<NodeId, Vec<TopicId>>,
     /// Our own queries in flight.
     my_queries: BTreeSet<QueryId>,
-    /// Anti-entropy Heads exchanges in flight, by exchange id: the topic they are for.
-    heads: BTreeMap<u64, TopicId>,
     /// Members seen suspect, dead or left: when one is alive again (a refutation, a healed
     /// partition, a restart), what either side published meanwhile may have outlived
     /// pbcast's repair window, so it is caught up by anti-entropy with that member.
@@ -285,32 +227,27 @@ impl Engine {
         let origin = origin_id(&id, epoch);
         let meta = Meta::new(Vec::new()).unwrap_or_default().with_name(name);
         let swim = Swim::new(id, Profile { addr, meta }, config.swim.clone(), seed, now);
-        let ring = Chord::new(id, config.chord.clone(), seed, now);
-        let trees = Scribe::new(id, config.scribe.clone(), seed, now);
-        let pb = Pbcast::new(origin, config.pbcast.clone(), seed, now);
-        let ae = AntiEntropy::new(id, config.ae.clone(), seed, now);
+        let multicast = Multicast::new(id, origin, &config.multicast(), seed, now);
+        let anti_entropy = AntiEntropy::new(id, config.ae.clone(), seed, now);
         let mut rumor_topics = RumorMonger::new(id, config.rumor_topics.clone(), &seed.child("topics"), now);
-        rumor_topics.set_scope(Some(Vec::new()));
+        rumor_topics.set_scope(now, Some(Vec::new()));
         let rumor_queries = RumorMonger::new(id, config.rumor_queries.clone(), &seed.child("queries"), now);
-        let agg = Aggregation::new(id, config.agg.clone(), seed, now);
+        let aggregation = Aggregation::new(id, config.agg.clone(), seed, now);
         let mut e = Engine {
             id,
             origin,
             name: name.to_string(),
             config,
             swim,
-            ring,
-            trees,
-            pb,
-            ae,
+            multicast,
+            anti_entropy,
             rumor_topics,
             rumor_queries,
-            agg,
+            aggregation,
             topics: BTreeMap::new(),
             topic_members: BTreeMap::new(),
             advertised: BTreeMap::new(),
             my_queries: BTreeSet::new(),
-            heads: BTreeMap::new(),
             unreachable: BTreeSet::new(),
             catch_up: VecDeque::new(),
             joined_ring: false,
@@ -319,7 +256,7 @@ impl Engine {
             stats: EngineStats::default(),
         };
         // Alone until joined: the ring is just us.
-        let _ = e.ring.create(now);
+        let _ = e.multicast.create(now);
         e.pump(now);
         e
     }
@@ -346,11 +283,11 @@ impl Engine {
             .collect();
         let meta = Meta::new(Vec::new()).unwrap_or_default().with_name(name);
         e.swim = Swim::with_members(id, Profile { addr, meta }, config.swim.clone(), seed, now, &others);
-        let _ = e.ring.join_from_members(now, &RingSnapshot::new(members.iter().copied()));
+        let _ = e.multicast.join_from_members(now, &RingSnapshot::new(members.iter().copied()));
         e.joined_ring = true;
         let everyone = e.swim.peers();
-        e.agg.set_peers(everyone.clone());
-        e.rumor_queries.set_peers(everyone);
+        e.aggregation.handle_peers(now, everyone.clone());
+        e.rumor_queries.handle_peers(now, everyone);
         e.pump(now);
         e
     }
@@ -370,9 +307,20 @@ impl Engine {
         &self.name
     }
 
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// The counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    /// Subscriptions and publishes the trees refused (over their bounds); repair still serves
+    /// them.
+    pub fn tree_refusals(&self) -> u64 {
+        self.multicast.tree_refusals()
     }
 
     /// The membership machine (read-only: metrics, views).
@@ -380,29 +328,34 @@ impl Engine {
         &self.swim
     }
 
+    /// The multicast stack: ring, trees and pbcast (read-only).
+    pub fn multicast(&self) -> &Multicast {
+        &self.multicast
+    }
+
     /// The ring (read-only).
-    pub fn ring(&self) -> &Chord {
-        &self.ring
+    pub fn chord(&self) -> &Chord {
+        self.multicast.chord()
+    }
+
+    /// The topic trees (read-only).
+    pub fn scribe(&self) -> &Scribe {
+        self.multicast.scribe()
     }
 
     /// The repair machine (read-only).
     pub fn pbcast(&self) -> &Pbcast {
-        &self.pb
-    }
-
-    /// The topic trees (read-only).
-    pub fn trees(&self) -> &Scribe {
-        &self.trees
+        self.multicast.pbcast()
     }
 
     /// The aggregation machine (read-only).
     pub fn aggregation(&self) -> &Aggregation {
-        &self.agg
+        &self.aggregation
     }
 
     /// The anti-entropy machine (read-only).
     pub fn anti_entropy(&self) -> &AntiEntropy {
-        &self.ae
+        &self.anti_entropy
     }
 
     /// The rumor mongers (read-only): `gossip`-mode topics, then query announcements.
@@ -426,247 +379,17 @@ impl Engine {
         self.topics.get(&topic).and_then(|t| t.name.as_deref())
     }
 
-    fn is_gossip(&self, name: &str) -> bool {
-        !self.config.gossip_prefix.is_empty() && name.starts_with(&self.config.gossip_prefix)
-    }
-
-    /// Join the cluster through these members (already reachable: the runtime resolved their
-    /// addresses to NodeIds by connecting).
-    pub fn join(&mut self, now: Instant, seeds: &[NodeId]) -> Result<(), CommandError> {
-        self.swim.join(now, seeds.iter().copied()).map_err(|_| CommandError::Leaving)?;
-        self.pump(now);
-        Ok(())
-    }
-
-    /// Leave gracefully: announce it; [`EngineEvent::LeaveDone`] follows.
-    pub fn leave(&mut self, now: Instant) {
-        self.swim.leave(now);
-        let _ = self.ring.leave(now);
-        self.pump(now);
-    }
-
-    /// Add a local subscription to `name`.
-    pub fn subscribe(&mut self, now: Instant, name: &str) -> Result<TopicId, CommandError> {
-        let topic = TopicId::of(name);
-        let gossip = self.is_gossip(name);
-        let state = self.topics.entry(topic).or_default();
-        state.name.get_or_insert_with(|| name.to_string());
-        state.subscribers += 1;
-        if state.subscribers == 1 {
-            if let Err(e) = self.advertise() {
-                if let Some(s) = self.topics.get_mut(&topic) {
-                    s.subscribers -= 1;
-                }
-                return Err(e);
-            }
-            self.pb.subscribe(now, topic, Start::Heads);
-            self.ae.subscribe(topic);
-            if gossip {
-                self.rumor_scope();
-            } else if self.trees.subscribe(now, topic, &self.ring).is_err() {
-                // Over the tree bound: the topic is still served by repair among members.
-                self.stats.tree_refusals += 1;
-            }
-            self.refresh_views(&[topic]);
-        }
-        self.pump(now);
-        Ok(topic)
-    }
-
-    /// Drop one local subscription to `name`; the last one leaves the topic.
-    pub fn unsubscribe(&mut self, now: Instant, name: &str) {
-        let topic = TopicId::of(name);
-        let Some(state) = self.topics.get_mut(&topic) else { return };
-        if state.subscribers == 0 {
-            return;
-        }
-        state.subscribers -= 1;
-        if state.subscribers == 0 {
-            self.pb.unsubscribe(topic);
-            self.ae.unsubscribe(topic);
-            if self.is_gossip(name) {
-                self.rumor_scope();
-            } else {
-                self.trees.unsubscribe(now, topic);
-            }
-            let _ = self.advertise();
-            self.refresh_views(&[topic]);
-        }
-        self.pump(now);
-    }
-
-    /// Publish `payload` on topic `name`; returns the message id.
-    pub fn publish(&mut self, now: Instant, name: &str, payload: Bytes) -> Result<MsgId, CommandError> {
-        let topic = TopicId::of(name);
-        let gossip = self.is_gossip(name);
-        let state = self.topics.entry(topic).or_default();
-        state.name.get_or_insert_with(|| name.to_string());
-        let first_publish = !state.published;
-        state.published = true;
-        if first_publish {
-            self.refresh_views(&[topic]);
-        }
-        let data = self.pb.publish(now, topic, payload).map_err(|e| CommandError::Publish(e.to_string()))?;
-        self.keep_for_catch_up(&data);
-        if gossip {
-            let id = RumorId::Message { stream: data.id.stream(), seq: data.id.seq };
-            self.rumor_topics.inject(now, id, data.payload.clone());
-        } else if self.trees.publish(now, data.clone(), &self.ring).is_err() {
-            self.stats.tree_refusals += 1;
-        }
-        self.pump(now);
-        Ok(data.id)
-    }
-
-    /// Set this node's value of `attr` for aggregation queries.
-    pub fn set_value(&mut self, attr: &str, value: f64) -> Result<(), CommandError> {
-        self.agg.set_value(attr, value).map_err(|e| CommandError::Value(e.to_string()))
-    }
-
-    /// Start a query; [`EngineEvent::Answered`] reports the result.
-    pub fn query(&mut self, now: Instant, func: Func, attr: &str) -> Result<QueryId, CommandError> {
-        let spec = QuerySpec::new(func, attr);
-        let q = self.agg.start_query(now, spec).map_err(|e| CommandError::Query(e.to_string()))?;
-        self.my_queries.insert(q.qid);
-        self.pump(now);
-        Ok(q.qid)
-    }
-
-    // ---- composition -------------------------------------------------------------------
-
-    /// Advertise our subscribed topics (and name) in the member table.
-    fn advertise(&mut self) -> Result<(), CommandError> {
-        let topics: Vec<TopicId> =
-            self.topics.iter().filter(|(_, s)| s.subscribers > 0).map(|(t, _)| *t).collect();
-        let max = hearsay_overlay::swim::META_TOPICS_MAX;
-        let meta = Meta::new(topics).ok_or(CommandError::TooManyTopics(max))?.with_name(&self.name);
-        self.swim.set_meta(meta).map_err(|_| CommandError::Leaving)
-    }
-
-    fn rumor_scope(&mut self) {
-        let names: Vec<TopicId> = self
-            .topics
-            .iter()
-            .filter(|(_, s)| s.subscribers > 0 && s.name.as_deref().is_some_and(|n| self.is_gossip(n)))
-            .map(|(t, _)| *t)
-            .collect();
-        self.rumor_topics.set_scope(Some(names));
-    }
-
-    /// Everything this node stores can serve anti-entropy catch-up.
-    fn keep_for_catch_up(&mut self, data: &Data) {
-        if self.ae.topics().binary_search(&data.id.topic).is_ok() {
-            self.ae.insert(Entry {
-                stream: data.id.stream(),
-                seq: data.id.seq,
-                payload: data.payload.clone(),
-            });
-        }
-    }
-
-    /// Recompute the peer views that depend on topic membership: pbcast's per topic for
-    /// `changed` topics we take part in, and the union views of anti-entropy and gossip rumors.
-    fn refresh_views(&mut self, changed: &[TopicId]) {
-        for topic in changed {
-            let Some(state) = self.topics.get(topic) else { continue };
-            if state.subscribers == 0 && !state.published {
-                continue;
-            }
-            let view: PeerView = self
-                .topic_members
-                .get(topic)
-                .map(|m| m.iter().copied().filter(|n| *n != self.id).collect())
-                .unwrap_or_default();
-            self.pb.set_topic_peers(*topic, view);
-        }
-        let mine: Vec<TopicId> =
-            self.topics.iter().filter(|(_, s)| s.subscribers > 0 || s.published).map(|(t, _)| *t).collect();
-        let mut union = BTreeSet::new();
-        let mut gossip_union = BTreeSet::new();
-        for t in &mine {
-            if let Some(m) = self.topic_members.get(t) {
-                union.extend(m.iter().copied());
-                if self.topics.get(t).and_then(|s| s.name.as_deref()).is_some_and(|n| self.is_gossip(n)) {
-                    gossip_union.extend(m.iter().copied());
-                }
-            }
-        }
-        union.remove(&self.id);
-        gossip_union.remove(&self.id);
-        self.ae.set_peers(union.into_iter().collect());
-        self.rumor_topics.set_peers(gossip_union.into_iter().collect());
-    }
-
-    fn on_member(&mut self, now: Instant, ev: hearsay_overlay::swim::MemberEvent) {
-        let live = ev.state.is_live();
-        if ev.node != self.id {
-            if live {
-                self.ring.member_up(now, ev.node);
-            } else {
-                self.ring.member_down(now, ev.node);
-                self.trees.member_down(now, ev.node, &self.ring);
-                self.agg.member_gone(ev.node);
-            }
-        }
-        let new_topics: Vec<TopicId> = if live { ev.profile.meta().topics().to_vec() } else { Vec::new() };
-        if ev.node != self.id {
-            if ev.state == State::Alive {
-                let shares_a_topic = new_topics
-                    .iter()
-                    .any(|t| self.topics.get(t).is_some_and(|s| s.subscribers > 0 || s.published));
-                if self.unreachable.remove(&ev.node)
-                    && shares_a_topic
-                    && self.catch_up.len() < CATCH_UP_QUEUE
-                    && !self.catch_up.contains(&ev.node)
-                {
-                    self.catch_up.push_back(ev.node);
-                }
-            } else {
-                self.unreachable.insert(ev.node);
-            }
-        }
-        let old_topics = self.advertised.remove(&ev.node).unwrap_or_default();
-        let mut changed: Vec<TopicId> = old_topics.iter().chain(new_topics.iter()).copied().collect();
-        changed.sort_unstable();
-        changed.dedup();
-        for t in &old_topics {
-            if let Some(set) = self.topic_members.get_mut(t) {
-                set.remove(&ev.node);
-                if set.is_empty() {
-                    self.topic_members.remove(t);
-                }
-            }
-        }
-        for t in &new_topics {
-            self.topic_members.entry(*t).or_default().insert(ev.node);
-        }
-        if live {
-            self.advertised.insert(ev.node, new_topics);
-        }
-        if old_topics != self.advertised.get(&ev.node).cloned().unwrap_or_default() || !live {
-            self.refresh_views(&changed);
-        }
-        let everyone = self.swim.peers();
-        self.agg.set_peers(everyone.clone());
-        self.rumor_queries.set_peers(everyone);
-        self.events.push_back(EngineEvent::Member {
-            node: ev.node,
-            state: ev.state,
-            incarnation: ev.incarnation,
-        });
-    }
+    // ---- the pump ----------------------------------------------------------------------
 
     /// Drain every machine, encode transmits, route events, until nothing moves.
     fn pump(&mut self, now: Instant) {
         loop {
             let mut moved = false;
             moved |= self.drain_swim(now);
-            moved |= self.drain_ring(now);
-            moved |= self.drain_trees(now);
-            moved |= self.drain_pbcast(now);
-            moved |= self.drain_ae(now);
+            moved |= self.drain_multicast(now);
+            moved |= self.drain_anti_entropy(now);
             moved |= self.drain_rumors(now);
-            moved |= self.drain_agg(now);
+            moved |= self.drain_aggregation(now);
             if !moved {
                 break;
             }
@@ -674,13 +397,8 @@ impl Engine {
     }
 
     fn drain_swim(&mut self, now: Instant) -> bool {
-        let mut moved = send_all(
-            Protocol::Membership,
-            || self.swim.poll_transmit(),
-            self.config.frame_limit,
-            &mut self.stats,
-            &mut self.out,
-        );
+        let limit = self.config.frame_limit;
+        let mut moved = send_all(|| self.swim.poll_transmit(), limit, &mut self.stats, &mut self.out);
         while let Some(e) = self.swim.poll_event() {
             moved = true;
             match e {
@@ -689,7 +407,7 @@ impl Engine {
                     if !self.joined_ring {
                         let live: Vec<NodeId> =
                             self.swim.members().iter().filter(|m| m.state.is_live()).map(|m| m.id).collect();
-                        let _ = self.ring.join_from_members(now, &RingSnapshot::new(live));
+                        let _ = self.multicast.join_from_members(now, &RingSnapshot::new(live));
                         self.joined_ring = true;
                     }
                     self.events.push_back(EngineEvent::Joined);
@@ -702,142 +420,70 @@ impl Engine {
         moved
     }
 
-    fn drain_ring(&mut self, now: Instant) -> bool {
-        let mut moved = send_all(
-            Protocol::Ring,
-            || self.ring.poll_transmit(),
-            self.config.frame_limit,
-            &mut self.stats,
-            &mut self.out,
-        );
-        let mut changed = false;
-        while let Some(e) = self.ring.poll_event() {
+    fn drain_multicast(&mut self, now: Instant) -> bool {
+        let limit = self.config.frame_limit;
+        let mut moved = false;
+        while let Some(t) = self.multicast.poll_transmit() {
             moved = true;
-            changed |=
-                matches!(e, ChordEvent::SuccessorChanged { .. } | ChordEvent::PredecessorChanged { .. });
-        }
-        if changed {
-            // Roots move with responsibility (PROTOCOLS.md §8.8).
-            self.trees.ring_changed(now, &self.ring);
-        }
-        moved
-    }
-
-    fn drain_trees(&mut self, now: Instant) -> bool {
-        let mut moved = send_all(
-            Protocol::Tree,
-            || self.trees.poll_transmit(),
-            self.config.frame_limit,
-            &mut self.stats,
-            &mut self.out,
-        );
-        while let Some(e) = self.trees.poll_event() {
-            moved = true;
-            if let ScribeEvent::FirstPhase(data) = e {
-                self.pb.handle_data(now, data);
+            let to = t.to;
+            let rel = t.reliability;
+            match t.msg {
+                MulticastMessage::Ring(m) => send(to, rel, &m, limit, &mut self.stats, &mut self.out),
+                MulticastMessage::Tree(m) => send(to, rel, &m, limit, &mut self.stats, &mut self.out),
+                MulticastMessage::Pbcast(m) => send(to, rel, &m, limit, &mut self.stats, &mut self.out),
             }
         }
-        moved
-    }
-
-    fn drain_pbcast(&mut self, now: Instant) -> bool {
-        let mut moved = send_all(
-            Protocol::Pbcast,
-            || self.pb.poll_transmit(),
-            self.config.frame_limit,
-            &mut self.stats,
-            &mut self.out,
-        );
-        while let Some(e) = self.pb.poll_event() {
+        moved |= self.multicast.take_moved();
+        while let Some(e) = self.multicast.poll_event() {
+            let MulticastEvent::Pbcast(e) = e else { continue };
             moved = true;
             match e {
                 PbEvent::Deliver(d) => {
-                    let slot = match d.via {
-                        Via::Local => 0,
-                        Via::FirstPhase => 1,
-                        Via::Repair => 2,
-                        Via::AntiEntropy => 3,
-                    };
-                    self.stats.delivered[slot] += 1;
-                    let data = Data {
-                        id: d.id,
-                        published_at: d.published_at,
-                        payload: d.payload.clone(),
-                        via: d.via,
-                    };
-                    self.keep_for_catch_up(&data);
-                    if d.via != Via::Local {
-                        self.events.push_back(EngineEvent::Delivered {
-                            topic: d.id.topic,
-                            origin: d.id.origin,
-                            seq: d.id.seq,
-                            payload: d.payload,
-                            via: d.via,
-                            published_at: d.published_at,
-                        });
-                    } else if self.topics.get(&d.id.topic).is_some_and(|t| t.subscribers > 0) {
-                        // Our own message, to our own subscribers.
-                        self.events.push_back(EngineEvent::Delivered {
-                            topic: d.id.topic,
-                            origin: d.id.origin,
-                            seq: d.id.seq,
-                            payload: d.payload,
-                            via: d.via,
-                            published_at: d.published_at,
-                        });
+                    if let Some(slot) = Via::ALL.iter().position(|v| *v == d.via) {
+                        self.stats.delivered[slot] += 1;
+                    }
+                    self.keep_for_catch_up(now, d.id, &d.payload);
+                    let ours = d.via == Via::Local;
+                    if !ours || self.topics.get(&d.id.topic).is_some_and(|t| t.subscribers > 0) {
+                        // Our own message goes to our own subscribers only if there are any.
+                        self.events.push_back(EngineEvent::Delivered(d));
                     }
                 }
                 PbEvent::Gap { topic, origin, first, last } => {
-                    self.stats.gaps.0 += 1;
-                    self.stats.gaps.1 += last.saturating_sub(first) + 1;
+                    self.stats.gaps.0 = self.stats.gaps.0.saturating_add(1);
+                    self.stats.gaps.1 =
+                        self.stats.gaps.1.saturating_add(last.saturating_sub(first).saturating_add(1));
                     self.events.push_back(EngineEvent::Gap { topic, origin, first, last });
                 }
                 PbEvent::HeadsWanted { topic, peer } => {
-                    match self.ae.start_exchange(now, AeMode::Heads, Some(peer)) {
-                        Some(xid) => {
-                            self.heads.insert(xid, topic);
-                        }
+                    if self.anti_entropy.ask_heads(now, topic, peer).is_none() {
                         // Anti-entropy busy with another exchange: no heads for now.
-                        None => self.pb.heads_unavailable(now, topic),
+                        self.multicast.handle_heads(now, topic, None);
                     }
                 }
                 PbEvent::PullWanted { topic: _ } => {
-                    let _ = self.ae.start_exchange(now, AeMode::Pull, None);
+                    let _ = self.anti_entropy.start_exchange(now, AeMode::Pull, None);
                 }
             }
         }
         moved
     }
 
-    fn drain_ae(&mut self, now: Instant) -> bool {
-        let mut moved = send_all(
-            Protocol::AntiEntropy,
-            || self.ae.poll_transmit(),
-            self.config.frame_limit,
-            &mut self.stats,
-            &mut self.out,
-        );
-        while let Some(e) = self.ae.poll_event() {
+    fn drain_anti_entropy(&mut self, now: Instant) -> bool {
+        let limit = self.config.frame_limit;
+        let mut moved = send_all(|| self.anti_entropy.poll_transmit(), limit, &mut self.stats, &mut self.out);
+        while let Some(e) = self.anti_entropy.poll_event() {
             moved = true;
             match e {
                 AeEvent::Received { entry, .. } => {
                     let id = MsgId { origin: entry.stream.origin, topic: entry.stream.topic, seq: entry.seq };
-                    self.pb.handle_data(
-                        now,
-                        Data { id, published_at: now, payload: entry.payload, via: Via::AntiEntropy },
-                    );
+                    let data = Data { id, published_at: now, payload: entry.payload };
+                    self.multicast.handle_data(now, data, Via::AntiEntropy);
                 }
-                AeEvent::Heads { xid, summaries, .. } => {
-                    if let Some(topic) = self.heads.remove(&xid) {
-                        self.pb.handle_heads(now, topic, &summaries);
-                    }
+                AeEvent::Heads { topic, summaries, .. } => {
+                    self.multicast.handle_heads(now, topic, summaries.as_deref());
                 }
-                AeEvent::ExchangeAborted { xid, .. } => {
-                    if let Some(topic) = self.heads.remove(&xid) {
-                        self.pb.heads_unavailable(now, topic);
-                    }
-                }
-                AeEvent::ExchangeCompleted { .. } => {}
+                AeEvent::ExchangeAborted { .. } | AeEvent::ExchangeCompleted { .. } => {}
             }
         }
         // Catch up with a member that was unreachable, when anti-entropy is free.
@@ -846,7 +492,7 @@ impl Engine {
                 self.catch_up.pop_front();
                 continue;
             }
-            if self.ae.start_exchange(now, AeMode::PushPull, Some(peer)).is_some() {
+            if self.anti_entropy.start_exchange(now, AeMode::PushPull, Some(peer)).is_some() {
                 self.catch_up.pop_front();
                 self.stats.catch_ups += 1;
                 moved = true;
@@ -859,14 +505,12 @@ impl Engine {
     fn drain_rumors(&mut self, now: Instant) -> bool {
         let limit = self.config.frame_limit;
         let mut moved = send_all(
-            Protocol::Rumor,
             || self.rumor_topics.poll_transmit().map(|t| on_channel(RumorChannel::Topics, t)),
             limit,
             &mut self.stats,
             &mut self.out,
         );
         moved |= send_all(
-            Protocol::Rumor,
             || self.rumor_queries.poll_transmit().map(|t| on_channel(RumorChannel::Queries, t)),
             limit,
             &mut self.stats,
@@ -876,29 +520,24 @@ impl Engine {
             moved = true;
             if let RumorEvent::Delivered { id: RumorId::Message { stream, seq }, payload, .. } = e {
                 let id = MsgId { origin: stream.origin, topic: stream.topic, seq };
-                self.pb.handle_data(now, Data { id, published_at: now, payload, via: Via::FirstPhase });
+                self.multicast.handle_data(now, Data { id, published_at: now, payload }, Via::FirstPhase);
             }
         }
         while let Some(e) = self.rumor_queries.poll_event() {
             moved = true;
             if let RumorEvent::Delivered { id: RumorId::Query { .. }, payload, .. } = e {
                 if let Ok(query) = postcard::from_bytes::<Query>(&payload) {
-                    let _ = self.agg.join(now, query);
+                    let _ = self.aggregation.handle_query(now, query);
                 }
             }
         }
         moved
     }
 
-    fn drain_agg(&mut self, now: Instant) -> bool {
-        let mut moved = send_all(
-            Protocol::Aggregation,
-            || self.agg.poll_transmit(),
-            self.config.frame_limit,
-            &mut self.stats,
-            &mut self.out,
-        );
-        while let Some(e) = self.agg.poll_event() {
+    fn drain_aggregation(&mut self, now: Instant) -> bool {
+        let limit = self.config.frame_limit;
+        let mut moved = send_all(|| self.aggregation.poll_transmit(), limit, &mut self.stats, &mut self.out);
+        while let Some(e) = self.aggregation.poll_event() {
             moved = true;
             match e {
                 AggEvent::Announce(query) => {
@@ -922,17 +561,15 @@ impl Engine {
         moved
     }
 
-    fn deadlines(&self) -> [Option<Instant>; 8] {
-        [
-            self.swim.poll_timeout(),
-            self.ring.poll_timeout(),
-            self.trees.poll_timeout(),
-            self.pb.poll_timeout(),
-            self.ae.poll_timeout(),
-            self.rumor_topics.poll_timeout(),
-            self.rumor_queries.poll_timeout(),
-            self.agg.poll_timeout(),
-        ]
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
+        let mut e = Earliest::new();
+        e.offer(self.swim.poll_timeout(), Timer::Swim);
+        e.offer(self.multicast.poll_timeout(), Timer::Multicast);
+        e.offer(self.anti_entropy.poll_timeout(), Timer::AntiEntropy);
+        e.offer(self.rumor_topics.poll_timeout(), Timer::RumorTopics);
+        e.offer(self.rumor_queries.poll_timeout(), Timer::RumorQueries);
+        e.offer(self.aggregation.poll_timeout(), Timer::Aggregation);
+        e.get()
     }
 }
 
@@ -948,47 +585,32 @@ impl Machine for Engine {
         };
         match msg {
             Inbound::Swim(m) => self.swim.handle_message(now, from, m),
-            Inbound::Ring(m) => self.ring.handle_message(now, from, m),
-            Inbound::Pbcast(m) => self.pb.handle_message(now, from, m),
-            Inbound::AntiEntropy(m) => self.ae.handle_message(now, from, m),
+            Inbound::Multicast(m) => self.multicast.handle_message(now, from, m),
+            Inbound::AntiEntropy(m) => self.anti_entropy.handle_message(now, from, m),
             Inbound::Rumor(ChannelRumor { channel: RumorChannel::Topics, msg }) => {
                 self.rumor_topics.handle_message(now, from, msg)
             }
             Inbound::Rumor(ChannelRumor { channel: RumorChannel::Queries, msg }) => {
                 self.rumor_queries.handle_message(now, from, msg)
             }
-            Inbound::Aggregation(m) => self.agg.handle_message(now, from, m),
-            Inbound::Tree(m) => self.trees.handle_message(now, from, m, &self.ring),
+            Inbound::Aggregation(m) => self.aggregation.handle_message(now, from, m),
         }
         self.pump(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let [swim, ring, trees, pb, ae, rt, rq, agg] = self.deadlines();
-        let due = |d: Option<Instant>| d.is_some_and(|d| d <= now);
-        if due(swim) {
-            self.swim.handle_timeout(now);
-        }
-        if due(ring) {
-            self.ring.handle_timeout(now);
-        }
-        if due(trees) {
-            self.trees.handle_timeout(now, &self.ring);
-        }
-        if due(pb) {
-            self.pb.handle_timeout(now);
-        }
-        if due(ae) {
-            self.ae.handle_timeout(now);
-        }
-        if due(rt) {
-            self.rumor_topics.handle_timeout(now);
-        }
-        if due(rq) {
-            self.rumor_queries.handle_timeout(now);
-        }
-        if due(agg) {
-            self.agg.handle_timeout(now);
+        while let Some((at, timer)) = self.next_timer() {
+            if at > now {
+                break;
+            }
+            match timer {
+                Timer::Swim => self.swim.handle_timeout(now),
+                Timer::Multicast => self.multicast.handle_timeout(now),
+                Timer::AntiEntropy => self.anti_entropy.handle_timeout(now),
+                Timer::RumorTopics => self.rumor_topics.handle_timeout(now),
+                Timer::RumorQueries => self.rumor_queries.handle_timeout(now),
+                Timer::Aggregation => self.aggregation.handle_timeout(now),
+            }
         }
         self.pump(now);
     }
@@ -1002,7 +624,7 @@ impl Machine for Engine {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines().into_iter().flatten().min()
+        self.next_timer().map(|(at, _)| at)
     }
 }
 
@@ -1016,10 +638,27 @@ fn on_channel(channel: RumorChannel, t: Transmit<RumorMessage>) -> Transmit<Chan
     Transmit { to: t.to, reliability: t.reliability, msg: ChannelRumor { channel, msg: t.msg } }
 }
 
-/// Encode every transmit `next` yields and queue it on `out`, counting bytes per protocol
-/// (and encode failures, a bug if ever non-zero). True if there was any.
+/// Encode one message and queue it on `out`, counting its bytes under its protocol (and encode
+/// failures, a bug if ever non-zero).
+fn send<M: WireMessage>(
+    to: NodeId,
+    reliability: hearsay_protocols::Reliability,
+    msg: &M,
+    frame_limit: usize,
+    stats: &mut EngineStats,
+    out: &mut VecDeque<Transmit<Bytes>>,
+) {
+    match frames::encode(msg, frame_limit) {
+        Ok(bytes) => {
+            stats.traffic.count_sent(M::KIND, bytes.len());
+            out.push_back(Transmit { to, reliability, msg: bytes });
+        }
+        Err(_) => stats.encode_failures += 1,
+    }
+}
+
+/// [`send`] every transmit `next` yields. True if there was any.
 fn send_all<M: WireMessage>(
-    p: Protocol,
     mut next: impl FnMut() -> Option<Transmit<M>>,
     frame_limit: usize,
     stats: &mut EngineStats,
@@ -1028,13 +667,7 @@ fn send_all<M: WireMessage>(
     let mut moved = false;
     while let Some(t) = next() {
         moved = true;
-        match frames::encode(&t.msg, frame_limit) {
-            Ok(bytes) => {
-                stats.traffic.count_sent(p, bytes.len());
-                out.push_back(Transmit { to: t.to, reliability: t.reliability, msg: bytes });
-            }
-            Err(_) => stats.encode_failures += 1,
-        }
+        send(t.to, t.reliability, &t.msg, frame_limit, stats, out);
     }
     moved
 }

@@ -102,7 +102,7 @@ impl Engine {
     /// The ring neighbourhood.
     pub fn ring_view(&self) -> RingView {
         let mut fingers: Vec<RingNode> = Vec::new();
-        for (_, _, node) in self.ring.finger_runs() {
+        for (_, _, node) in self.chord().finger_runs() {
             if let Some(n) = node {
                 if !fingers.contains(&n) {
                     fingers.push(n);
@@ -110,9 +110,9 @@ impl Engine {
             }
         }
         RingView {
-            me: self.ring.node(),
-            predecessor: self.ring.predecessor(),
-            successors: self.ring.successors().to_vec(),
+            me: self.chord().node(),
+            predecessor: self.chord().predecessor(),
+            successors: self.chord().successors().to_vec(),
             fingers,
         }
     }

@@ -1,9 +1,10 @@
-//! Lookups (PROTOCOLS.md §7.4): `closest_preceding_node`, Scribe's `next_hop` and
-//! responsibility test (§8.1), the origin's outstanding lookups with their timeouts and
-//! retries, and the handlers of `FindSucc`, `FoundSucc` and `NextHop`.
+//! Lookups (PROTOCOLS.md §7.4): the routing snapshot Scribe routes by (§8.1, [`Routes`]), the
+//! origin's outstanding lookups with their timeouts and retries, and the handlers of
+//! `FindSucc`, `FoundSucc` and `NextHop`.
 
 use hearsay_protocols::{Instant, NodeId};
 
+use super::routes::{Routes, closest_preceding};
 use super::{Chord, ChordError, ChordEvent, ChordMessage, LookupMode, PATH_MAX, Pending, Purpose, Status};
 use super::{RingId, RingNode, TTL_MAX};
 
@@ -27,74 +28,26 @@ impl Chord {
         Ok(self.start_lookup(now, key, Purpose::User))
     }
 
-    /// The node a message routed toward `key` goes to next (§8.1): the successor if `key` lies
-    /// in (n, succ[0]], else the closest preceding finger or successor, else the successor.
-    /// `None` when this node is alone or not joined (it is then responsible itself).
-    pub fn next_hop(&self, key: RingId) -> Option<NodeId> {
-        if self.status != Status::Joined {
-            return None;
-        }
-        let s = self.successor()?;
-        if key.in_half_open(self.me.ring, s.ring) {
-            return Some(s.id);
-        }
-        let x = self.closest_preceding(key, &[]);
-        Some(if x.id == self.me.id { s.id } else { x.id })
-    }
-
-    /// [`Chord::next_hop`] avoiding the nodes in `avoid` (hops a routed message already went to
-    /// without an answer): the closest preceding finger or successor of `key` not avoided.
-    /// `None` if there is none, or if `key` lies in (n, succ[0]]: its successor is then the one
-    /// node to go to (any other overshoots the key). Scribe retries a JOIN this way, as a lookup
-    /// retries from its next-best first hop (§7.4).
-    pub fn next_hop_avoiding(&self, key: RingId, avoid: &[NodeId]) -> Option<NodeId> {
-        if avoid.is_empty() {
-            return self.next_hop(key);
-        }
-        if self.status != Status::Joined {
-            return None;
-        }
-        let s = self.successor()?;
-        if key.in_half_open(self.me.ring, s.ring) {
-            return (!avoid.contains(&s.id)).then_some(s.id);
-        }
-        let x = self.closest_preceding(key, avoid);
-        (x.id != self.me.id).then_some(x.id)
-    }
-
-    /// True if this node is responsible for `key`: `key ∈ (pred, n]` (§8.1). With no
-    /// predecessor, the closest member below from the membership layer stands in; with
-    /// neither, only a node alone on the ring is responsible.
-    pub fn is_responsible(&self, key: RingId) -> bool {
-        if self.status != Status::Joined {
-            return false;
-        }
-        let below = self.pred.or_else(|| self.pred_candidates.first().copied());
-        match below {
-            Some(p) => key.in_half_open(p.ring, self.me.ring),
-            None => self.succ.is_empty(),
+    /// A copy of this node's routing state, for Scribe (§8.1): hand it over again whenever the
+    /// ring had an input, since any input may change it.
+    pub fn routes(&self) -> Routes {
+        Routes {
+            me: self.me,
+            joined: self.status == Status::Joined,
+            succ: self.succ.clone(),
+            below: self.pred.or_else(|| self.pred_candidates.first().copied()),
+            fingers: self.fingers.clone(),
+            avoided: self.avoid.keys().copied().collect(),
+            via_successors: self.config.route_via_successors,
         }
     }
 
-    /// closest_preceding_node(key): the finger in (n, key) farthest from n, skipping avoided
-    /// nodes and `exclude`; successor-list entries compete too with `route_via_successors`
-    /// (the ToN variant), and stand in when no finger qualifies. This node if none.
+    /// closest_preceding_node(key) over the live state, skipping avoided nodes and `exclude`
+    /// ([`closest_preceding`]).
     pub(super) fn closest_preceding(&self, key: RingId, exclude: &[NodeId]) -> RingNode {
-        let n = self.me.ring;
-        let usable = |x: &RingNode| !self.avoided(&x.id) && !exclude.contains(&x.id) && x.id != self.me.id;
-        let farthest = |best: RingNode, x: &RingNode| {
-            if n.distance(x.ring) > n.distance(best.ring) && x.ring.in_open(n, key) && usable(x) {
-                *x
-            } else {
-                best
-            }
-        };
-        let best = if self.config.route_via_successors {
-            self.fingers.entries().chain(self.succ.iter()).fold(self.me, farthest)
-        } else {
-            self.fingers.entries().fold(self.me, farthest)
-        };
-        if best.id == self.me.id { self.succ.iter().fold(self.me, farthest) } else { best }
+        closest_preceding(self.me, &self.fingers, &self.succ, self.config.route_via_successors, key, |x| {
+            !self.avoided(&x.id) && !exclude.contains(&x.id)
+        })
     }
 
     /// One node's routing decision for `key` with `ttl` forwardings left.

@@ -83,7 +83,7 @@ impl Chord {
     /// The membership layer reports `id` Alive (joined, or back). It is inserted where it
     /// belongs at once: successor list, the fingers it is a closer successor for, predecessor
     /// if it lies in (pred, n) (what its Notify would do), predecessor stand-ins.
-    pub fn member_up(&mut self, _now: Instant, id: NodeId) {
+    pub fn handle_member_up(&mut self, _now: Instant, id: NodeId) {
         if id == self.me.id {
             return;
         }
@@ -124,7 +124,7 @@ impl Chord {
 
     /// The membership layer reports `id` Dead or Left: it leaves every table at once and is
     /// not taken back from other nodes' lists for `dead_retention`.
-    pub fn member_down(&mut self, now: Instant, id: NodeId) {
+    pub fn handle_member_down(&mut self, now: Instant, id: NodeId) {
         if id == self.me.id {
             return;
         }

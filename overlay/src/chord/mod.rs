@@ -15,8 +15,8 @@
 //!
 //! In hearsay the membership layer (SWIM, §6) knows every live member, so a joining node
 //! computes its whole state from the member table ([`Chord::join_from_members`], §7.6) and the
-//! host feeds every later Alive / Dead / Left with [`Chord::member_up`] and
-//! [`Chord::member_down`]. Without SWIM (the standalone `chord` experiment,
+//! host feeds every later Alive / Dead / Left with [`Chord::handle_member_up`] and
+//! [`Chord::handle_member_down`]. Without SWIM (the standalone `chord` experiment,
 //! [`Detector::Standalone`]) a node joins through any member by the paper's lookup
 //! ([`Chord::join_via`]) and detects failures itself: a missing `PredIs` for the successor,
 //! a missing `RingPong` for the predecessor, lookup timeouts for fingers.
@@ -26,14 +26,15 @@
 //! As every machine ([`hearsay_protocols::machine`]): after each input drain
 //! `poll_transmit`, then `poll_event`, then read `poll_timeout`. Local commands:
 //! [`Chord::create`], [`Chord::join_from_members`], [`Chord::join_via`], [`Chord::lookup`],
-//! [`Chord::leave`], [`Chord::member_up`], [`Chord::member_down`]. Scribe (§8) reads
-//! [`Chord::next_hop`], [`Chord::is_responsible`], [`Chord::successor`] and
-//! [`Chord::predecessor`], and listens for [`ChordEvent::SuccessorChanged`] and
+//! [`Chord::leave`], [`Chord::handle_member_up`], [`Chord::handle_member_down`]. Scribe (§8)
+//! routes by a copy of the routing state, [`Chord::routes`], handed to it after every input
+//! the ring had, and runs its root check on [`ChordEvent::SuccessorChanged`] and
 //! [`ChordEvent::PredecessorChanged`].
 //!
-//! Timers that are due together run in the order (deadline, kind, creation) of §0.3 rule 4,
-//! kinds ordered: successor reply timeout, predecessor ping timeout, lookup timeouts,
-//! stabilize, fix_fingers, check_predecessor.
+//! Timers (the idiom of [`hearsay_protocols::machine#timers`]) that are due together run in
+//! the order (deadline, kind, creation) of §0.3 rule 4, kinds ordered: successor reply
+//! timeout, predecessor ping timeout, lookup timeouts, stabilize, fix_fingers,
+//! check_predecessor.
 //!
 //! # Departures from PROTOCOLS.md §7
 //!
@@ -63,7 +64,7 @@
 //! - **The member table also gives the predecessor.** `join_from_members` sets `pred` to the
 //!   closest member below (a converged ring holds it; §7.6 keeps pred nil until a Notify) and
 //!   keeps up to [`PRED_CANDIDATES`] members below as the §8.1 stand-in when pred is nil.
-//! - **`member_up` is applied at once**: the new member is inserted into the successor list
+//! - **`handle_member_up` is applied at once**: the new member is inserted into the successor list
 //!   and the fingers it improves, and taken as predecessor if it lies in (pred, n), exactly
 //!   what its first Notify would do; stabilize confirms it.
 //! - **fix_fingers skips what it fills.** After a finger lookup returns y, the fingers
@@ -99,18 +100,22 @@
 mod lookup;
 mod maintenance;
 mod ring;
+mod routes;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hearsay_protocols::{Duration, Instant, Machine, NodeId, Outbox, Rng, Seed, Ticker, Timing, Transmit};
+use hearsay_protocols::{
+    Duration, Earliest, Instant, Machine, NodeId, Outbox, Rng, Seed, Ticker, Timing, Transmit,
+};
 use serde::{Deserialize, Serialize};
 
 use self::ring::Fingers;
 pub use self::ring::{FINGERS, RingId, RingNode, RingSnapshot};
-use hearsay_protocols::wire::{MessageKind, WireMessage};
+pub use self::routes::Routes;
+use hearsay_protocols::wire::{Protocol, WireMessage};
 
 /// Most hops a lookup may take, and the most a `ttl` or `hops` field may say (§7.3).
 pub const TTL_MAX: u8 = 64;
@@ -136,7 +141,7 @@ pub enum LookupMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Detector {
-    /// The membership layer, through [`Chord::member_down`] (the daemon).
+    /// The membership layer, through [`Chord::handle_member_down`] (the daemon).
     #[default]
     Membership,
     /// The ring itself: `RingPing` to the predecessor every `check_predecessor_interval`
@@ -344,7 +349,7 @@ pub enum ChordMessage {
 }
 
 impl WireMessage for ChordMessage {
-    const KIND: MessageKind = MessageKind::Ring;
+    const KIND: Protocol = Protocol::Ring;
 }
 
 /// What the ring tells its host.
@@ -645,36 +650,69 @@ impl Chord {
         }
     }
 
-    /// Due timers as (deadline, kind, creation order), sorted: §0.3 rule 4.
-    /// The last element is the request id (lookups) or 0.
-    fn due(&self, now: Instant) -> Vec<(Instant, u8, u64, u64)> {
-        let mut due = Vec::new();
-        if let Some(p) = self.get_pred.filter(|p| p.deadline <= now) {
-            due.push((p.deadline, 0, 0, p.req_id));
+    /// The earliest armed timer, ties in the order (kind, creation) of §0.3 rule 4.
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
+        let mut e = Earliest::new();
+        if let Some(p) = self.get_pred {
+            e.offer(Some(p.deadline), Timer::GetPred { req: p.req_id });
         }
-        if let Some(p) = self.ping.filter(|p| p.deadline <= now) {
-            due.push((p.deadline, 1, 0, p.req_id));
+        if let Some(p) = self.ping {
+            e.offer(Some(p.deadline), Timer::Ping { req: p.req_id });
         }
         for (&req, p) in &self.pending {
-            if p.deadline <= now {
-                // Request ids rise from a random start: creation order is the distance from it.
-                due.push((p.deadline, 2, req.wrapping_sub(self.next_req), req));
-            }
+            // Request ids rise from a random start: creation order is the distance from it.
+            e.offer(Some(p.deadline), Timer::Lookup { order: req.wrapping_sub(self.next_req), req });
         }
         if let Some(t) = &self.ticks {
-            if t.stabilize.is_due(now) {
-                due.push((t.stabilize.deadline(), 3, 0, 0));
+            e.offer(Some(t.stabilize.deadline()), Timer::Stabilize);
+            e.offer(Some(t.fix_fingers.deadline()), Timer::FixFingers);
+            e.offer(t.check_predecessor.map(|c| c.deadline()), Timer::CheckPredecessor);
+        }
+        e.get()
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::GetPred { req } => self.on_get_pred_timeout(now, req),
+            Timer::Ping { req } => self.on_ping_timeout(now, req),
+            Timer::Lookup { req, .. } => self.on_lookup_timeout(now, req),
+            Timer::Stabilize => {
+                if let Some(t) = &mut self.ticks {
+                    t.stabilize.advance(now, &mut self.rng);
+                }
+                self.stabilize(now);
             }
-            if t.fix_fingers.is_due(now) {
-                due.push((t.fix_fingers.deadline(), 4, 0, 0));
+            Timer::FixFingers => {
+                if let Some(t) = &mut self.ticks {
+                    t.fix_fingers.advance(now, &mut self.rng);
+                }
+                self.fix_fingers(now);
             }
-            if let Some(c) = t.check_predecessor.filter(|c| c.is_due(now)) {
-                due.push((c.deadline(), 5, 0, 0));
+            Timer::CheckPredecessor => {
+                if let Some(c) = self.ticks.as_mut().and_then(|t| t.check_predecessor.as_mut()) {
+                    c.advance(now, &mut self.rng);
+                }
+                self.check_predecessor(now);
             }
         }
-        due.sort_unstable();
-        due
     }
+}
+
+/// The ring's timer kinds, in the order simultaneous ones are served (§0.3 rule 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The successor did not answer `GetPred`.
+    GetPred { req: u64 },
+    /// The predecessor did not answer `RingPing`.
+    Ping { req: u64 },
+    /// A lookup step got no answer (`order`: creation order among lookups).
+    Lookup { order: u64, req: u64 },
+    /// stabilize.
+    Stabilize,
+    /// fix_fingers.
+    FixFingers,
+    /// check_predecessor (standalone).
+    CheckPredecessor,
 }
 
 impl Machine for Chord {
@@ -716,30 +754,11 @@ impl Machine for Chord {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for (_, kind, _, req_id) in self.due(now) {
-            match kind {
-                0 => self.on_get_pred_timeout(now, req_id),
-                1 => self.on_ping_timeout(now, req_id),
-                2 => self.on_lookup_timeout(now, req_id),
-                3 => {
-                    if let Some(t) = &mut self.ticks {
-                        t.stabilize.advance(now, &mut self.rng);
-                    }
-                    self.stabilize(now);
-                }
-                4 => {
-                    if let Some(t) = &mut self.ticks {
-                        t.fix_fingers.advance(now, &mut self.rng);
-                    }
-                    self.fix_fingers(now);
-                }
-                _ => {
-                    if let Some(c) = self.ticks.as_mut().and_then(|t| t.check_predecessor.as_mut()) {
-                        c.advance(now, &mut self.rng);
-                    }
-                    self.check_predecessor(now);
-                }
+        while let Some((at, timer)) = self.next_timer() {
+            if at > now {
+                break;
             }
+            self.fire(now, timer);
         }
         self.report_changes();
     }
@@ -753,17 +772,6 @@ impl Machine for Chord {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let probes = self.get_pred.iter().chain(self.ping.iter()).map(|p| p.deadline);
-        let lookups = self.pending.values().map(|p| p.deadline);
-        let ticks = self.ticks.iter().flat_map(|t| {
-            [
-                Some(t.stabilize.deadline()),
-                Some(t.fix_fingers.deadline()),
-                t.check_predecessor.map(|c| c.deadline()),
-            ]
-            .into_iter()
-            .flatten()
-        });
-        probes.chain(lookups).chain(ticks).min()
+        self.next_timer().map(|(at, _)| at)
     }
 }

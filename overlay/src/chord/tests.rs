@@ -281,7 +281,7 @@ fn a_second_node_makes_a_lone_node_a_ring_of_two() {
     let cfg = config(Detector::Standalone, LookupMode::Recursive);
     let mut net = Net::new(vec![machine(1, &cfg), machine(2, &cfg)]);
     net.at(id(1)).create(Instant::ZERO).unwrap();
-    assert!(net.get(id(1)).is_responsible(RingId(12345)), "alone: responsible for everything");
+    assert!(net.get(id(1)).routes().is_responsible(RingId(12345)), "alone: responsible for everything");
     net.at(id(2)).join_via(Instant::ZERO, id(1)).unwrap();
     net.pump();
     assert_eq!(net.get(id(2)).successor().map(|n| n.id), Some(id(1)));
@@ -406,7 +406,7 @@ fn membership_events_update_the_tables_at_once() {
     let mut net = Net::new(ms);
     let now = net.now;
     for m in net.nodes.iter_mut() {
-        m.member_up(now, newcomer.id);
+        m.handle_member_up(now, newcomer.id);
     }
     net.pump();
     net.assert_converged();
@@ -417,14 +417,14 @@ fn membership_events_update_the_tables_at_once() {
     )));
     // Dead: out of every table at once, and not taken back from a neighbour's stale list.
     for m in net.nodes.iter_mut() {
-        m.member_down(now, newcomer.id);
+        m.handle_member_down(now, newcomer.id);
     }
     net.pump();
     assert_eq!(net.get(before.id).successor(), Some(all.nodes()[11]));
     let after = net.get(all.nodes()[11].id);
     assert_eq!(after.predecessor(), None, "cleared; re-learned from the next Notify");
-    assert!(after.is_responsible(newcomer.ring), "the closest member below stands in (§8.1)");
-    assert!(!net.get(before.id).is_responsible(newcomer.ring));
+    assert!(after.routes().is_responsible(newcomer.ring), "the closest member below stands in (§8.1)");
+    assert!(!net.get(before.id).routes().is_responsible(newcomer.ring));
     assert!(net.nodes.iter().all(|m| m.id() == newcomer.id
         || (!m.successors().contains(&newcomer) && (0..FINGERS).all(|k| m.finger(k) != Some(newcomer)))));
     net.down.insert(newcomer.id);
@@ -438,7 +438,7 @@ fn responsibility_and_next_hop_agree_with_the_ring() {
     let (net, snap) = Net::converged(32, &cfg);
     for key in keys(300) {
         let owners: Vec<NodeId> =
-            net.nodes.iter().filter(|m| m.is_responsible(key)).map(|m| m.id()).collect();
+            net.nodes.iter().filter(|m| m.routes().is_responsible(key)).map(|m| m.id()).collect();
         let root = snap.successor(key).unwrap().id;
         assert_eq!(owners, vec![root], "exactly one responsible node for {key}");
         // Routed all the way to the responsible node (Scribe's use), in at most 32 steps.
@@ -447,7 +447,7 @@ fn responsibility_and_next_hop_agree_with_the_ring() {
             if at == root {
                 break;
             }
-            at = net.get(at).next_hop(key).unwrap();
+            at = net.get(at).routes().next_hop(key).unwrap();
         }
         assert_eq!(at, root);
     }

@@ -5,18 +5,13 @@
 use hearsay_protocols::{Instant, NodeId, TopicId};
 
 use super::tree::{AVOID_MAX, Entry, JoinPending};
-use super::{Detach, PATH_MAX, Routing, Scribe, ScribeError, ScribeEvent, ScribeMessage, topic_key};
+use super::{Detach, PATH_MAX, Scribe, ScribeError, ScribeEvent, ScribeMessage, topic_key};
 use crate::chord::{RingId, RingNode};
 
 impl Scribe {
     /// A local subscriber for `topic` appeared (§8.4): on a tree already, just become a member;
     /// else create the entry and become root (if responsible) or route a JOIN toward the root.
-    pub fn subscribe<R: Routing + ?Sized>(
-        &mut self,
-        now: Instant,
-        topic: TopicId,
-        ring: &R,
-    ) -> Result<(), ScribeError> {
+    pub fn subscribe(&mut self, now: Instant, topic: TopicId) -> Result<(), ScribeError> {
         if let Some(e) = self.topics.get_mut(&topic) {
             e.member = true;
             return Ok(());
@@ -27,10 +22,10 @@ impl Scribe {
         let mut e = Entry::new(now);
         e.member = true;
         self.topics.insert(topic, e);
-        if ring.is_responsible(topic_key(topic)) {
+        if self.routes.is_responsible(topic_key(topic)) {
             self.become_root(topic);
         } else {
-            self.start_join(now, topic, ring);
+            self.start_join(now, topic);
         }
         Ok(())
     }
@@ -43,12 +38,13 @@ impl Scribe {
         }
     }
 
-    /// The ring's successor or predecessor changed (or, periodically, anything may have): hand
-    /// over or take the root role where responsibility moved (§8.8).
-    pub fn ring_changed<R: Routing + ?Sized>(&mut self, now: Instant, ring: &R) {
+    /// Side input: the ring's successor or predecessor changed (the tick also runs this, as
+    /// anything may have): hand over or take the root role where responsibility moved (§8.8),
+    /// judged by the routes last handed in.
+    pub fn handle_ring_change(&mut self, now: Instant) {
         let topics: Vec<TopicId> = self.topics.keys().copied().collect();
         for topic in topics {
-            let responsible = ring.is_responsible(topic_key(topic));
+            let responsible = self.routes.is_responsible(topic_key(topic));
             let Some(e) = self.topics.get_mut(&topic) else {
                 continue;
             };
@@ -58,7 +54,7 @@ impl Scribe {
                 self.stats.roots_given_up += 1;
                 self.out.event(ScribeEvent::Detached { topic, cause: Detach::RootMoved });
                 self.send_heartbeats(topic);
-                self.start_join(now, topic, ring);
+                self.start_join(now, topic);
             } else if !e.is_root && responsible {
                 self.become_root(topic);
             }
@@ -102,13 +98,7 @@ impl Scribe {
     /// Lose the parent, keep the children, and re-join at once (or take the root role). The
     /// first JOIN avoids a parent that is presumed dead or below us (a timeout, the membership
     /// layer, a cycle); a parent that said Leave is alive and may take us back.
-    pub(super) fn detach<R: Routing + ?Sized>(
-        &mut self,
-        now: Instant,
-        topic: TopicId,
-        cause: Detach,
-        ring: &R,
-    ) {
+    pub(super) fn detach(&mut self, now: Instant, topic: TopicId, cause: Detach) {
         let Some(e) = self.topics.get_mut(&topic) else {
             return;
         };
@@ -116,47 +106,40 @@ impl Scribe {
         e.ancestors.clear();
         e.root = None;
         self.out.event(ScribeEvent::Detached { topic, cause });
-        if ring.is_responsible(topic_key(topic)) {
+        if self.routes.is_responsible(topic_key(topic)) {
             self.become_root(topic);
         } else {
             self.send_heartbeats(topic);
-            self.join_toward_root(now, topic, vec![self.me.ring], lost.into_iter().collect(), ring);
+            self.join_toward_root(now, topic, vec![self.me.ring], lost.into_iter().collect());
         }
     }
 
     /// Send this node's own JOIN and arm its first deadline.
-    pub(super) fn start_join<R: Routing + ?Sized>(&mut self, now: Instant, topic: TopicId, ring: &R) {
-        self.join_toward_root(now, topic, vec![self.me.ring], Vec::new(), ring);
+    pub(super) fn start_join(&mut self, now: Instant, topic: TopicId) {
+        self.join_toward_root(now, topic, vec![self.me.ring], Vec::new());
     }
 
     /// Send this node's JOIN with `path` (ending with this node: for a new forwarder, the path
     /// of the JOIN that created it, the nodes about to be below it), not to the hops in
     /// `avoid`, and arm the first deadline.
-    fn join_toward_root<R: Routing + ?Sized>(
-        &mut self,
-        now: Instant,
-        topic: TopicId,
-        path: Vec<RingId>,
-        avoid: Vec<NodeId>,
-        ring: &R,
-    ) {
+    fn join_toward_root(&mut self, now: Instant, topic: TopicId, path: Vec<RingId>, avoid: Vec<NodeId>) {
         let wait = self.config.join_wait(0);
         if let Some(e) = self.topics.get_mut(&topic) {
             e.join = Some(JoinPending { deadline: now + wait, attempt: 0, avoid, asked: Vec::new() });
-            self.send_join(topic, path, ring);
+            self.send_join(topic, path);
         }
     }
 
     /// Send the JOIN to the next hop not avoided, and avoid that hop next time.
-    fn send_join<R: Routing + ?Sized>(&mut self, topic: TopicId, path: Vec<RingId>, ring: &R) {
+    fn send_join(&mut self, topic: TopicId, path: Vec<RingId>) {
         let key = topic_key(topic);
         let Some(j) = self.topics.get_mut(&topic).and_then(|e| e.join.as_mut()) else {
             return;
         };
-        let mut hop = ring.next_hop_avoiding(key, &j.avoid);
+        let mut hop = self.routes.next_hop_avoiding(key, &j.avoid);
         if hop.is_none() || j.avoid.len() >= AVOID_MAX {
             j.avoid.clear();
-            hop = ring.next_hop(key);
+            hop = self.routes.next_hop(key);
         }
         match hop {
             Some(hop) if hop != self.me.id => {
@@ -176,7 +159,7 @@ impl Scribe {
 
     /// A join deadline expired: retry with the wait doubled, avoiding the hops tried (or take
     /// the root role).
-    pub(super) fn on_join_deadline<R: Routing + ?Sized>(&mut self, now: Instant, topic: TopicId, ring: &R) {
+    pub(super) fn on_join_deadline(&mut self, now: Instant, topic: TopicId) {
         let wait = |attempt| self.config.join_wait(attempt);
         let Some(e) = self.topics.get_mut(&topic) else {
             return;
@@ -191,23 +174,16 @@ impl Scribe {
         }
         j.attempt = j.attempt.saturating_add(1);
         j.deadline = now + wait(j.attempt);
-        if ring.is_responsible(topic_key(topic)) {
+        if self.routes.is_responsible(topic_key(topic)) {
             self.become_root(topic);
             return;
         }
         self.stats.join_retries += 1;
-        self.send_join(topic, vec![self.me.ring], ring);
+        self.send_join(topic, vec![self.me.ring]);
     }
 
     /// A JOIN for `child` (§8.4).
-    pub(super) fn on_join<R: Routing + ?Sized>(
-        &mut self,
-        now: Instant,
-        topic: TopicId,
-        child: RingNode,
-        mut path: Vec<RingId>,
-        ring: &R,
-    ) {
+    pub(super) fn on_join(&mut self, now: Instant, topic: TopicId, child: RingNode, mut path: Vec<RingId>) {
         if path.len() > PATH_MAX || child.ring != RingId::of(&child.id) || !path.contains(&child.ring) {
             self.stats.malformed += 1;
             return;
@@ -226,7 +202,7 @@ impl Scribe {
             if upstream {
                 // This node is in the joiner's subtree: adopting it would close a cycle.
                 self.stats.joins_passed += 1;
-                match ring.next_hop(key) {
+                match self.routes.next_hop(key) {
                     Some(hop) if hop != self.me.id => {
                         self.send(hop, ScribeMessage::Join { topic, child, path })
                     }
@@ -242,14 +218,14 @@ impl Scribe {
             return;
         }
         self.topics.insert(topic, Entry::new(now));
-        if ring.is_responsible(key) {
+        if self.routes.is_responsible(key) {
             self.become_root(topic);
             self.adopt(now, topic, child.id);
         } else {
             self.stats.forwarders_created += 1;
             self.adopt(now, topic, child.id);
             // The path goes on: what is below this new forwarder must not adopt it.
-            self.join_toward_root(now, topic, path, Vec::new(), ring);
+            self.join_toward_root(now, topic, path, Vec::new());
         }
     }
 
@@ -324,13 +300,7 @@ impl Scribe {
     }
 
     /// "I am not your neighbour": a child leaves (prune), or the parent disowns us (re-join).
-    pub(super) fn on_leave<R: Routing + ?Sized>(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        topic: TopicId,
-        ring: &R,
-    ) {
+    pub(super) fn on_leave(&mut self, now: Instant, from: NodeId, topic: TopicId) {
         let Some(e) = self.topics.get_mut(&topic) else {
             self.stats.stale += 1;
             return;
@@ -338,7 +308,7 @@ impl Scribe {
         if e.children.remove(&from).is_some() {
             self.prune(topic);
         } else if e.parent.is_some_and(|p| p.id == from) {
-            self.detach(now, topic, Detach::ParentLeft, ring);
+            self.detach(now, topic, Detach::ParentLeft);
         } else {
             self.stats.stale += 1;
         }

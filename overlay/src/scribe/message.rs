@@ -1,13 +1,13 @@
 //! Scribe's wire messages (PROTOCOLS.md §8.3) and the events it gives its host.
 
 use hearsay_protocols::pbcast::Data;
-use hearsay_protocols::wire::{MessageKind, WireMessage};
+use hearsay_protocols::wire::{Protocol, WireMessage};
 use hearsay_protocols::{NodeId, TopicId};
 use serde::{Deserialize, Serialize};
 
 use crate::chord::{RingId, RingNode};
 
-/// Scribe's wire messages (§8.3), kind [`MessageKind::Tree`]. All are datagrams, except tree
+/// Scribe's wire messages (§8.3), kind [`Protocol::Tree`]. All are datagrams, except tree
 /// data over the datagram budget, which travels on a stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScribeMessage {
@@ -63,7 +63,7 @@ pub enum ScribeMessage {
 }
 
 impl WireMessage for ScribeMessage {
-    const KIND: MessageKind = MessageKind::Tree;
+    const KIND: Protocol = Protocol::Tree;
 }
 
 impl ScribeMessage {

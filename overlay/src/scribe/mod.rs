@@ -20,19 +20,22 @@
 //!
 //! # Driving it
 //!
-//! Scribe never runs without the ring, so routing is an argument: every input that may route
-//! takes a [`Routing`] (implemented for [`Chord`]). The shape is otherwise the machine
-//! contract of [`hearsay_protocols::machine`]: after each input drain
-//! [`Scribe::poll_transmit`], then [`Scribe::poll_event`], then read [`Scribe::poll_timeout`].
+//! A [`Machine`] (the contract of [`hearsay_protocols::machine`]): after each input drain
+//! `poll_transmit`, then `poll_event`, then read `poll_timeout`. Scribe never runs without the
+//! ring, and routing reaches it as a side input: a copy of the ring's routing state
+//! ([`Routes`], from [`Chord::routes`](crate::chord::Chord::routes); anything that implements
+//! [`Routing`] will do, as the hand-stepped tests' ring does), handed in whenever the ring had
+//! an input. Until the first one, the node cannot route and is responsible for nothing.
 //!
 //! | input | what it does |
 //! |---|---|
-//! | [`Scribe::subscribe`] / [`Scribe::unsubscribe`] | a local subscriber appears / the last one goes (§8.4, §8.5) |
-//! | [`Scribe::publish`] | a message stamped by pbcast ([`Pbcast::publish`](hearsay_protocols::pbcast::Pbcast::publish)) enters the tree (§8.6) |
-//! | [`Scribe::handle_message`] | a [`ScribeMessage`] from a peer |
-//! | [`Scribe::handle_timeout`] | join retries and the heartbeat tick |
-//! | [`Scribe::ring_changed`] | the ring's successor or predecessor changed: root check (§8.8) |
-//! | [`Scribe::member_down`] | the membership layer says a node is Dead or Left (§8.7) |
+//! | [`Scribe::handle_message`](Machine::handle_message) | a [`ScribeMessage`] from a peer |
+//! | [`Scribe::handle_timeout`](Machine::handle_timeout) | join retries and the heartbeat tick |
+//! | [`Scribe::handle_routes`] | side input: the ring's routing state, copied (§8.1) |
+//! | [`Scribe::handle_ring_change`] | side input: the ring's successor or predecessor changed: root check (§8.8) |
+//! | [`Scribe::handle_member_down`] | side input: the membership layer says a node is Dead or Left (§8.7) |
+//! | [`Scribe::subscribe`] / [`Scribe::unsubscribe`] | command: a local subscriber appears / the last one goes (§8.4, §8.5) |
+//! | [`Scribe::publish`] | command: a message stamped by pbcast ([`Pbcast::publish`](hearsay_protocols::pbcast::Pbcast::publish)) enters the tree (§8.6) |
 //!
 //! Events: [`ScribeEvent::FirstPhase`] (hand to `Pbcast::handle_data`), and tree changes
 //! ([`ScribeEvent::Attached`], [`ScribeEvent::Detached`], [`ScribeEvent::BecameRoot`]). The
@@ -41,8 +44,8 @@
 //! # Timers
 //!
 //! One heartbeat tick every `heartbeat_interval` (phased by default) and one join deadline per
-//! topic with a JOIN outstanding. Due together they run in the order (deadline, kind, topic):
-//! join deadlines before the tick. A tick runs the root check, then per topic (ascending) the
+//! topic with a JOIN outstanding (the idiom of [`hearsay_protocols::machine#timers`]). Due
+//! together they run in the order (deadline, kind, topic): join deadlines before the tick. A tick runs the root check, then per topic (ascending) the
 //! parent and child timeouts, then sends the heartbeats.
 //!
 //! # Departures from PROTOCOLS.md §8
@@ -66,6 +69,10 @@
 //!   layer keeps a crashed finger for many seconds. A node that lost its parent to a timeout,
 //!   the membership layer or a cycle also avoids that parent on its first JOIN (one that said
 //!   Leave is alive and may take it back). After four avoided hops the list starts over.
+//! - **Routing is a copy.** §8 calls the ring's `next_hop` and `is_responsible` directly; here
+//!   the host hands Scribe a snapshot of the ring's routing state after every input the ring
+//!   had, so both are the same functions of the same state, without Scribe borrowing the ring.
+//! - **Tree data carries no `via`**: everything on a tree is a first-phase copy.
 //! - **Publish and tree data carry no separate topic**: `Data.id.topic` is the topic, so the
 //!   two can never disagree.
 //! - **A heartbeat's `root` is optional**, as in `JoinAck`: a detached node that keeps
@@ -119,13 +126,13 @@ mod tree;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hearsay_protocols::{Instant, NodeId, Outbox, Rng, Seed, Ticker, TopicId, Transmit};
+use hearsay_protocols::{Earliest, Instant, Machine, NodeId, Outbox, Rng, Seed, Ticker, TopicId, Transmit};
 use serde::Serialize;
 
 pub use self::config::{ConfigError, ScribeConfig, ScribeError};
 pub use self::message::{Detach, ScribeEvent, ScribeMessage};
 use self::tree::Entry;
-use crate::chord::{Chord, RingId, RingNode};
+use crate::chord::{RingId, RingNode, Routes};
 
 /// Longest JOIN path and ancestor list accepted from a peer (§8.3: 64).
 pub const PATH_MAX: usize = 64;
@@ -138,8 +145,8 @@ pub fn topic_key(topic: TopicId) -> RingId {
 }
 
 /// What Scribe needs from the ring: where a message routed toward a key goes next, and whether
-/// this node is the key's root. The host passes it to every input that may route.
-pub trait Routing {
+/// this node is the key's root. The host hands a copy in with [`Scribe::handle_routes`].
+pub trait Routing: std::fmt::Debug + Send + Sync {
     /// The next node on the route toward `key` (§8.1); `None` if this node cannot route
     /// (not on a ring, or alone on it).
     fn next_hop(&self, key: RingId) -> Option<NodeId>;
@@ -153,17 +160,17 @@ pub trait Routing {
     }
 }
 
-impl Routing for Chord {
+impl Routing for Routes {
     fn next_hop(&self, key: RingId) -> Option<NodeId> {
-        Chord::next_hop(self, key)
+        Routes::next_hop(self, key)
     }
 
     fn next_hop_avoiding(&self, key: RingId, avoid: &[NodeId]) -> Option<NodeId> {
-        Chord::next_hop_avoiding(self, key, avoid)
+        Routes::next_hop_avoiding(self, key, avoid)
     }
 
     fn is_responsible(&self, key: RingId) -> bool {
-        Chord::is_responsible(self, key)
+        Routes::is_responsible(self, key)
     }
 }
 
@@ -268,6 +275,8 @@ impl TreeView {
 #[derive(Debug)]
 pub struct Scribe {
     me: RingNode,
+    /// The ring's routing state, as last handed in.
+    routes: Arc<dyn Routing>,
     config: Arc<ScribeConfig>,
     rng: Rng,
     tick: Ticker,
@@ -287,6 +296,7 @@ impl Scribe {
         let tick = Ticker::start(now, config.heartbeat_interval, config.timing, &mut rng);
         Scribe {
             me: RingNode::of(id),
+            routes: Arc::new(Routes::unrouted(id)),
             config,
             rng,
             tick,
@@ -368,65 +378,31 @@ impl Scribe {
         self.topics.iter().map(|(t, e)| e.view(*t))
     }
 
-    /// A message from `from`. Routing messages onward needs the ring.
-    pub fn handle_message<R: Routing + ?Sized>(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        msg: ScribeMessage,
-        ring: &R,
-    ) {
-        if from == self.me.id {
-            self.stats.malformed += 1;
-            return;
+    /// Side input: the ring's routing state changed (a copy, e.g. [`Chord::routes`](crate::chord::Chord::routes)).
+    /// Nothing else happens until the next input; [`Scribe::handle_ring_change`] runs the
+    /// root check.
+    pub fn handle_routes(&mut self, _now: Instant, routes: Arc<dyn Routing>) {
+        self.routes = routes;
+    }
+
+    /// The earliest armed timer: a topic's join deadline, or the tick.
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
+        let mut e = Earliest::new();
+        for (topic, entry) in &self.topics {
+            e.offer(entry.join.as_ref().map(|j| j.deadline), Timer::Join(*topic));
         }
-        match msg {
-            ScribeMessage::Join { topic, child, path } => self.on_join(now, topic, child, path, ring),
-            ScribeMessage::JoinAck { topic, root, ancestors } => {
-                self.on_join_ack(now, from, topic, root, ancestors)
+        e.offer(Some(self.tick.deadline()), Timer::Tick);
+        e.get()
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Join(topic) => self.on_join_deadline(now, topic),
+            Timer::Tick => {
+                self.tick.advance(now, &mut self.rng);
+                self.on_tick(now);
             }
-            ScribeMessage::Leave { topic } => self.on_leave(now, from, topic, ring),
-            ScribeMessage::Publish { data, ttl } => self.on_publish(now, from, data, ttl, ring),
-            ScribeMessage::TreeData { data } => self.on_tree_data(now, from, data, ring),
-            ScribeMessage::Heartbeat { topic, root, ancestors } => {
-                self.on_heartbeat(now, from, topic, root, ancestors, ring)
-            }
-            ScribeMessage::HeartbeatAck { topic } => self.on_heartbeat_ack(now, from, topic),
         }
-    }
-
-    /// Serve every deadline that is due at `now`: join retries first, then the tick.
-    pub fn handle_timeout<R: Routing + ?Sized>(&mut self, now: Instant, ring: &R) {
-        let mut joins: Vec<(Instant, TopicId)> = self
-            .topics
-            .iter()
-            .filter_map(|(t, e)| e.join.as_ref().filter(|j| j.deadline <= now).map(|j| (j.deadline, *t)))
-            .collect();
-        joins.sort_unstable();
-        for (_, topic) in joins {
-            self.on_join_deadline(now, topic, ring);
-        }
-        if self.tick.is_due(now) {
-            self.tick.advance(now, &mut self.rng);
-            self.on_tick(now, ring);
-        }
-    }
-
-    /// The next message to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit<ScribeMessage>> {
-        self.out.pop_transmit()
-    }
-
-    /// The next event for the host.
-    pub fn poll_event(&mut self) -> Option<ScribeEvent> {
-        self.out.pop_event()
-    }
-
-    /// When `handle_timeout` should next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let joins = self.topics.values().filter_map(|e| e.join.as_ref().map(|j| j.deadline)).min();
-        let tick = self.tick.deadline();
-        Some(joins.map_or(tick, |j| j.min(tick)))
     }
 
     /// Queue `msg` to `to` as a datagram.
@@ -439,5 +415,60 @@ impl Scribe {
     fn send_leave(&mut self, to: NodeId, topic: TopicId) {
         self.stats.leaves_sent += 1;
         self.send(to, ScribeMessage::Leave { topic });
+    }
+}
+
+/// Scribe's timer kinds, in the order simultaneous ones are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A JOIN got no JoinAck in time.
+    Join(TopicId),
+    /// The heartbeat tick.
+    Tick,
+}
+
+impl Machine for Scribe {
+    type Message = ScribeMessage;
+    type Event = ScribeEvent;
+
+    fn handle_message(&mut self, now: Instant, from: NodeId, msg: ScribeMessage) {
+        if from == self.me.id {
+            self.stats.malformed += 1;
+            return;
+        }
+        match msg {
+            ScribeMessage::Join { topic, child, path } => self.on_join(now, topic, child, path),
+            ScribeMessage::JoinAck { topic, root, ancestors } => {
+                self.on_join_ack(now, from, topic, root, ancestors)
+            }
+            ScribeMessage::Leave { topic } => self.on_leave(now, from, topic),
+            ScribeMessage::Publish { data, ttl } => self.on_publish(now, from, data, ttl),
+            ScribeMessage::TreeData { data } => self.on_tree_data(now, from, data),
+            ScribeMessage::Heartbeat { topic, root, ancestors } => {
+                self.on_heartbeat(now, from, topic, root, ancestors)
+            }
+            ScribeMessage::HeartbeatAck { topic } => self.on_heartbeat_ack(now, from, topic),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.next_timer() {
+            if at > now {
+                break;
+            }
+            self.fire(now, timer);
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit<ScribeMessage>> {
+        self.out.pop_transmit()
+    }
+
+    fn poll_event(&mut self) -> Option<ScribeEvent> {
+        self.out.pop_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timer().map(|(at, _)| at)
     }
 }

@@ -2,74 +2,52 @@
 //! or is routed toward the root until it meets the tree, then floods along tree edges with the
 //! `seen` dedupe; members hand each first copy to pbcast (§8.9).
 
-use hearsay_protocols::pbcast::{Data, SEQ_MAX, Via};
+use hearsay_protocols::pbcast::{Data, SEQ_MAX};
 use hearsay_protocols::wire::{self, DATAGRAM_BUDGET};
 use hearsay_protocols::{Instant, NodeId};
 
-use super::{Routing, Scribe, ScribeError, ScribeEvent, ScribeMessage, TTL_MAX, topic_key};
+use super::{Scribe, ScribeError, ScribeEvent, ScribeMessage, TTL_MAX, topic_key};
 
 impl Scribe {
     /// Send `data` (stamped by pbcast at this node) to `data.id.topic`'s members: flood it
     /// from here if this node is on the tree, else route it toward the root (§8.6). This
     /// node's own pbcast already holds it, so no [`ScribeEvent::FirstPhase`] is emitted here.
-    pub fn publish<R: Routing + ?Sized>(
-        &mut self,
-        now: Instant,
-        data: Data,
-        ring: &R,
-    ) -> Result<(), ScribeError> {
-        let data = Data { via: Via::FirstPhase, ..data };
+    pub fn publish(&mut self, now: Instant, data: Data) -> Result<(), ScribeError> {
         if !self.valid_data(&data) {
             return Err(ScribeError::InvalidData(data.id));
         }
         self.stats.published += 1;
         let ttl = self.config.publish_ttl;
         if self.topics.contains_key(&data.id.topic) {
-            self.flood(now, data, None, true, ttl, ring);
+            self.flood(now, data, None, true, ttl);
         } else {
-            self.route_publish(data, ttl, ring);
+            self.route_publish(data, ttl);
         }
         Ok(())
     }
 
-    /// What a peer may put on a tree: a first-phase copy with a seq in range and a payload
-    /// within the limit.
+    /// What a peer may put on a tree: a seq in range and a payload within the limit.
     fn valid_data(&self, data: &Data) -> bool {
-        data.via == Via::FirstPhase
-            && (1..=SEQ_MAX).contains(&data.id.seq)
-            && data.payload.len() <= self.config.max_payload
+        (1..=SEQ_MAX).contains(&data.id.seq) && data.payload.len() <= self.config.max_payload
     }
 
     /// A message routed toward the root (§8.6).
-    pub(super) fn on_publish<R: Routing + ?Sized>(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        data: Data,
-        ttl: u8,
-        ring: &R,
-    ) {
+    pub(super) fn on_publish(&mut self, now: Instant, from: NodeId, data: Data, ttl: u8) {
         if !self.valid_data(&data) || ttl > TTL_MAX {
             self.stats.malformed += 1;
             return;
         }
         if self.topics.contains_key(&data.id.topic) {
-            self.flood(now, data, Some(from), false, ttl.saturating_sub(1), ring);
+            self.flood(now, data, Some(from), false, ttl.saturating_sub(1));
         } else if ttl == 0 {
             self.stats.ttl_expired += 1;
         } else {
-            self.route_publish(data, ttl - 1, ring);
+            self.route_publish(data, ttl - 1);
         }
     }
 
     /// A message along a tree edge (§8.6); it also shows that the sender is alive (§8.7).
-    pub(super) fn on_tree_data<R: Routing + ?Sized>(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        data: Data,
-        ring: &R,
-    ) {
+    pub(super) fn on_tree_data(&mut self, now: Instant, from: NodeId, data: Data) {
         if !self.valid_data(&data) {
             self.stats.malformed += 1;
             return;
@@ -86,20 +64,12 @@ impl Scribe {
             self.stats.from_stranger += 1;
         }
         let ttl = self.config.publish_ttl;
-        self.flood(now, data, Some(from), false, ttl, ring);
+        self.flood(now, data, Some(from), false, ttl);
     }
 
     /// tree_flood (§8.6): once per message id, hand it to pbcast at a member, send it to every
     /// tree neighbour but `from`; a detached node also routes it on toward the root.
-    fn flood<R: Routing + ?Sized>(
-        &mut self,
-        _now: Instant,
-        data: Data,
-        from: Option<NodeId>,
-        local: bool,
-        ttl: u8,
-        ring: &R,
-    ) {
+    fn flood(&mut self, _now: Instant, data: Data, from: Option<NodeId>, local: bool, ttl: u8) {
         let seen_max = self.config.seen_max;
         let Some(e) = self.topics.get_mut(&data.id.topic) else {
             return;
@@ -134,7 +104,7 @@ impl Scribe {
         }
         if detached {
             if ttl > 0 {
-                self.route_publish(data, ttl, ring);
+                self.route_publish(data, ttl);
             } else {
                 self.stats.ttl_expired += 1;
             }
@@ -143,13 +113,13 @@ impl Scribe {
 
     /// Send a `ScribePublish` one hop toward the root, unless this node is the root's place
     /// (no tree here: the message ends, pbcast from its source repairs it).
-    fn route_publish<R: Routing + ?Sized>(&mut self, data: Data, ttl: u8, ring: &R) {
+    fn route_publish(&mut self, data: Data, ttl: u8) {
         let key = topic_key(data.id.topic);
-        if ring.is_responsible(key) {
+        if self.routes.is_responsible(key) {
             self.stats.no_tree += 1;
             return;
         }
-        match ring.next_hop(key) {
+        match self.routes.next_hop(key) {
             Some(hop) if hop != self.me.id => {
                 self.stats.publish_routed += 1;
                 let msg = ScribeMessage::Publish { data, ttl };

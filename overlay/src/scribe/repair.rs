@@ -3,13 +3,13 @@
 
 use hearsay_protocols::{Instant, NodeId, TopicId};
 
-use super::{Detach, PATH_MAX, Routing, Scribe, ScribeMessage};
+use super::{Detach, PATH_MAX, Scribe, ScribeMessage};
 use crate::chord::RingId;
 
 impl Scribe {
-    /// The membership layer reports `id` Dead or Left: a parent is lost at once (re-join), a
-    /// child is removed (prune), without waiting for the timeouts (§8.7).
-    pub fn member_down<R: Routing + ?Sized>(&mut self, now: Instant, id: NodeId, ring: &R) {
+    /// Side input: the membership layer reports `id` Dead or Left: a parent is lost at once
+    /// (re-join), a child is removed (prune), without waiting for the timeouts (§8.7).
+    pub fn handle_member_down(&mut self, now: Instant, id: NodeId) {
         let topics: Vec<TopicId> = self.topics.keys().copied().collect();
         for topic in topics {
             let Some(e) = self.topics.get_mut(&topic) else {
@@ -18,15 +18,15 @@ impl Scribe {
             if e.children.remove(&id).is_some() {
                 self.prune(topic);
             } else if e.parent.is_some_and(|p| p.id == id) {
-                self.detach(now, topic, Detach::ParentDown, ring);
+                self.detach(now, topic, Detach::ParentDown);
             }
         }
     }
 
     /// The heartbeat tick: root check, then per topic the parent and child timeouts and the
     /// heartbeats to the children.
-    pub(super) fn on_tick<R: Routing + ?Sized>(&mut self, now: Instant, ring: &R) {
-        self.ring_changed(now, ring);
+    pub(super) fn on_tick(&mut self, now: Instant) {
+        self.handle_ring_change(now);
         let (parent_timeout, child_timeout) = (self.config.parent_timeout(), self.config.child_timeout());
         let topics: Vec<TopicId> = self.topics.keys().copied().collect();
         for topic in topics {
@@ -35,7 +35,7 @@ impl Scribe {
             };
             if e.parent.is_some() && now - e.parent_heard > parent_timeout {
                 self.stats.parent_timeouts += 1;
-                self.detach(now, topic, Detach::ParentTimeout, ring);
+                self.detach(now, topic, Detach::ParentTimeout);
             }
             let Some(e) = self.topics.get_mut(&topic) else {
                 continue;
@@ -81,14 +81,13 @@ impl Scribe {
     }
 
     /// A heartbeat from `from`, which believes it is our parent (§8.7).
-    pub(super) fn on_heartbeat<R: Routing + ?Sized>(
+    pub(super) fn on_heartbeat(
         &mut self,
         now: Instant,
         from: NodeId,
         topic: TopicId,
         root: Option<RingId>,
         ancestors: Vec<RingId>,
-        ring: &R,
     ) {
         if ancestors.is_empty() || ancestors.len() > PATH_MAX {
             self.stats.malformed += 1;
@@ -140,7 +139,7 @@ impl Scribe {
         if ancestors.contains(&me) || ancestors.len() >= max_depth {
             self.stats.cycles += 1;
             self.send_leave(from, topic);
-            self.detach(now, topic, Detach::Cycle, ring);
+            self.detach(now, topic, Detach::Cycle);
             return;
         }
         let changed = e.ancestors != ancestors || e.root != root;

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hearsay_protocols::pbcast::{Data, MsgId, Via};
+use hearsay_protocols::pbcast::{Data, MsgId};
 use hearsay_protocols::wire::{self, DATAGRAM_BUDGET, DEFAULT_FRAME_LIMIT};
-use hearsay_protocols::{Duration, Instant, NodeId, Reliability, Seed, Timing, TopicId};
+use hearsay_protocols::{Duration, Instant, Machine, NodeId, Reliability, Seed, Timing, TopicId};
 
 use super::*;
 use crate::chord::{Chord, ChordConfig, RingId, RingNode, RingSnapshot};
@@ -24,7 +24,7 @@ fn config() -> Arc<ScribeConfig> {
 
 /// The ring as every node sees it: members sorted by RingId, routing by successor unless a
 /// node's next hop is overridden.
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 struct TestRing {
     nodes: Vec<RingNode>,
     next: BTreeMap<NodeId, NodeId>,
@@ -43,15 +43,21 @@ impl TestRing {
     fn position(&self, id: NodeId) -> Option<usize> {
         self.nodes.iter().position(|x| x.id == id)
     }
+
+    /// Node `me`'s routes: a copy of the ring as it is now, what a host hands in.
+    fn at(&self, me: NodeId) -> Arc<dyn Routing> {
+        Arc::new(At { ring: self.clone(), me })
+    }
 }
 
 /// One node's view of the test ring.
-struct At<'a> {
-    ring: &'a TestRing,
+#[derive(Debug)]
+struct At {
+    ring: TestRing,
     me: NodeId,
 }
 
-impl Routing for At<'_> {
+impl Routing for At {
     fn next_hop(&self, _key: RingId) -> Option<NodeId> {
         if let Some(n) = self.ring.next.get(&self.me) {
             return Some(*n);
@@ -136,18 +142,19 @@ impl Net {
         &self.nodes[&who]
     }
 
-    /// Run `f` against node `who` with its routing view, then deliver everything.
-    fn call<T>(&mut self, who: NodeId, f: impl FnOnce(&mut Scribe, Instant, &At<'_>) -> T) -> T {
-        let at = At { ring: &self.ring, me: who };
+    /// Hand node `who` its current routes, run `f` against it, then deliver everything.
+    fn call<T>(&mut self, who: NodeId, f: impl FnOnce(&mut Scribe, Instant) -> T) -> T {
+        let routes = self.ring.at(who);
         let m = self.nodes.get_mut(&who).expect("a node of the net");
-        let out = f(m, self.now, &at);
+        m.handle_routes(self.now, routes);
+        let out = f(m, self.now);
         self.pump();
         out
     }
 
     /// Hand `msg` from `from` to `to` directly (a crafted message), then deliver everything.
     fn inject(&mut self, from: NodeId, to: NodeId, msg: ScribeMessage) {
-        self.call(to, |m, now, at| m.handle_message(now, from, msg, at));
+        self.call(to, |m, now| m.handle_message(now, from, msg));
     }
 
     /// Deliver everything queued, in FIFO order, at the current instant.
@@ -170,9 +177,10 @@ impl Net {
             }
             self.delivered.push((from, to, msg.clone()));
             assert!(self.delivered.len() < 100_000, "a message storm");
-            let at = At { ring: &self.ring, me: to };
+            let routes = self.ring.at(to);
             if let Some(m) = self.nodes.get_mut(&to) {
-                m.handle_message(self.now, from, msg, &at);
+                m.handle_routes(self.now, routes);
+                m.handle_message(self.now, from, msg);
             }
         }
     }
@@ -192,8 +200,8 @@ impl Net {
                     let now = self.now;
                     for (who, m) in self.nodes.iter_mut() {
                         if !self.down.contains(who) && m.poll_timeout().is_some_and(|d| d <= now) {
-                            let at = At { ring: &self.ring, me: *who };
-                            m.handle_timeout(now, &at);
+                            m.handle_routes(now, self.ring.at(*who));
+                            m.handle_timeout(now);
                         }
                     }
                     self.pump();
@@ -210,7 +218,7 @@ impl Net {
     }
 
     fn subscribe(&mut self, who: NodeId, topic: TopicId) {
-        self.call(who, |m, now, at| m.subscribe(now, topic, at)).expect("under max_topics");
+        self.call(who, |m, now| m.subscribe(now, topic)).expect("under max_topics");
     }
 
     fn tree(&self, who: NodeId, topic: TopicId) -> Option<TreeView> {
@@ -244,7 +252,6 @@ fn data(origin: NodeId, topic: TopicId, seq: u64) -> Data {
         id: MsgId { origin, topic, seq },
         published_at: Instant::ZERO,
         payload: Bytes::from_static(b"hello"),
-        via: Via::FirstPhase,
     }
 }
 
@@ -314,13 +321,13 @@ fn a_second_subscriber_is_adopted_by_the_first_node_already_on_the_tree() {
 fn leaving_prunes_forwarders_without_children_or_subscribers() {
     let (mut net, t) = chain();
     net.subscribe(net.pos(3), t);
-    net.call(net.pos(1), |m, now, _| m.unsubscribe(now, t));
+    net.call(net.pos(1), |m, now| m.unsubscribe(now, t));
     assert_eq!(net.get(net.pos(1)).entries(), 0);
     assert_eq!(net.get(net.pos(2)).entries(), 0, "a forwarder with no child left is pruned");
     let v = net.tree(net.pos(3), t).unwrap();
     assert_eq!((v.role, v.children.len()), (Role::Member, 0), "a member stays");
     assert!(net.get(net.pos(5)).is_attached(t));
-    net.call(net.pos(3), |m, now, _| m.unsubscribe(now, t));
+    net.call(net.pos(3), |m, now| m.unsubscribe(now, t));
     for k in 0..8 {
         assert_eq!(net.get(net.pos(k)).entries(), 0, "position {k}: the whole tree is gone");
     }
@@ -362,8 +369,8 @@ fn the_membership_layer_speeds_up_repair() {
     let (p3, p4, p5) = (net.pos(3), net.pos(4), net.pos(5));
     net.down.insert(p4);
     net.ring.remove(p4);
-    net.call(p3, |m, now, at| m.member_down(now, p4, at));
-    net.call(p5, |m, now, at| m.member_down(now, p4, at));
+    net.call(p3, |m, now| m.handle_member_down(now, p4));
+    net.call(p5, |m, now| m.handle_member_down(now, p4));
     assert_eq!(net.get(p3).parent(t), Some(p5), "re-joined at once, no timeout");
     assert_eq!(net.tree(p5, t).unwrap().children, vec![p3]);
     assert!(net.events_of(p3).contains(&ScribeEvent::Detached { topic: t, cause: Detach::ParentDown }));
@@ -415,7 +422,7 @@ fn a_rejoining_node_passes_through_its_own_subtree() {
     // must not adopt it but pass the JOIN on (to 6).
     net.ring.next.insert(p4, p2);
     net.ring.next.insert(p2, p6);
-    net.call(p4, |m, now, at| m.member_down(now, p5, at));
+    net.call(p4, |m, now| m.handle_member_down(now, p5));
     assert_eq!(net.get(p2).stats().joins_passed, 1);
     assert_eq!(net.get(p4).parent(t), Some(p6));
     assert_eq!(net.get(p2).parent(t), Some(p3), "the subtree is unchanged");
@@ -522,7 +529,7 @@ fn root_migrates_to_a_node_that_joins_in_front_of_it() {
     let newcomer = node_between(key, net.ring_id(7));
     net.add(newcomer);
     // The old root's ring reports a new predecessor: the root check hands the role over.
-    net.call(old, |m, now, at| m.ring_changed(now, at));
+    net.call(old, |m, now| m.handle_ring_change(now));
     assert!(!net.get(old).is_root(t));
 
     assert!(net.events_of(old).contains(&ScribeEvent::Detached { topic: t, cause: Detach::RootMoved }));
@@ -552,7 +559,7 @@ fn a_node_that_becomes_responsible_takes_the_root_role_and_leaves_its_parent() {
     let gone = net.pos(7);
     net.ring.remove(gone);
     let p0 = net.ring.nodes[0].id;
-    net.call(p0, |m, now, at| m.ring_changed(now, at));
+    net.call(p0, |m, now| m.handle_ring_change(now));
     assert!(net.get(p0).is_root(t));
     // Its Leave to its old parent collapsed the chain of forwarders above it.
     for k in 1..7 {
@@ -581,7 +588,7 @@ fn a_join_retry_avoids_the_hop_that_did_not_answer() {
     net.down.remove(&silent);
     let (p3, p4) = (net.pos(3), net.pos(4));
     assert_eq!(net.get(p3).parent(t), Some(p4));
-    net.call(p3, |m, now, at| m.member_down(now, p4, at));
+    net.call(p3, |m, now| m.handle_member_down(now, p4));
     assert_eq!(net.get(p3).parent(t), Some(net.pos(5)));
 }
 
@@ -648,7 +655,7 @@ fn a_publish_floods_the_tree_once_per_node_and_reaches_members_only() {
     net.subscribe(net.pos(5), t);
     let p = net.pos(3);
     let d = data(p, t, 1);
-    net.call(p, |m, now, at| m.publish(now, d.clone(), at)).unwrap();
+    net.call(p, |m, now| m.publish(now, d.clone())).unwrap();
     let got: Vec<NodeId> = net
         .events
         .iter()
@@ -682,17 +689,17 @@ fn a_publish_from_off_the_tree_is_routed_until_it_meets_the_tree() {
     let t = net.topic_at(7);
     net.subscribe(net.pos(5), t);
     let p = net.pos(2);
-    net.call(p, |m, now, at| m.publish(now, data(p, t, 1), at)).unwrap();
+    net.call(p, |m, now| m.publish(now, data(p, t, 1))).unwrap();
     let routed = net.count(|m| matches!(m, ScribeMessage::Publish { .. }));
     assert_eq!(routed, 3, "2 → 3 → 4 → 5: the first node with an entry floods it");
     assert!(net.events_of(net.pos(5)).iter().any(|e| matches!(e, ScribeEvent::FirstPhase(_))));
     assert_eq!(net.count(|m| matches!(m, ScribeMessage::TreeData { .. })), 2, "5 → 6 → 7");
     // No subscriber at all: the message ends at the root's place, counted.
     let lonely = net.topic_at(2);
-    net.call(p, |m, now, at| m.publish(now, data(p, lonely, 1), at)).unwrap();
+    net.call(p, |m, now| m.publish(now, data(p, lonely, 1))).unwrap();
     assert_eq!(net.get(net.pos(2)).stats().no_tree, 1, "this node is the root's place itself");
     let far = net.topic_at(4);
-    net.call(p, |m, now, at| m.publish(now, data(p, far, 1), at)).unwrap();
+    net.call(p, |m, now| m.publish(now, data(p, far, 1))).unwrap();
     assert_eq!(net.get(net.pos(4)).stats().no_tree, 1);
 }
 
@@ -705,10 +712,10 @@ fn a_detached_subtree_still_sends_its_publishes_toward_the_root() {
     let p4 = net.pos(4);
     net.drop = Box::new(|_, _, m| is_join(m));
     let p5 = net.pos(5);
-    net.call(p4, |m, now, at| m.member_down(now, p5, at));
+    net.call(p4, |m, now| m.handle_member_down(now, p5));
     assert!(!net.get(p4).is_attached(t));
     let s = net.pos(1);
-    net.call(s, |m, now, at| m.publish(now, data(s, t, 1), at)).unwrap();
+    net.call(s, |m, now| m.publish(now, data(s, t, 1))).unwrap();
     // Flooded up to 4, then routed as a publish to 5 (which still has an entry) and on to 6.
     assert!(net.events_of(net.pos(6)).iter().any(|e| matches!(e, ScribeEvent::FirstPhase(_))));
     assert!(net.count(|m| matches!(m, ScribeMessage::Publish { .. })) >= 1);
@@ -746,8 +753,7 @@ fn malformed_and_stale_input_is_counted_and_changes_nothing() {
         // A heartbeat from the parent whose list does not end with the parent.
         (p2, s, ScribeMessage::Heartbeat { topic: t, root: None, ancestors: vec![RingId(9)] }),
         (p2, s, ScribeMessage::Heartbeat { topic: t, root: None, ancestors: vec![RingId(9); PATH_MAX + 1] }),
-        // Data that is not first-phase, has seq 0, or too large a payload; a ttl over the bound.
-        (p2, s, ScribeMessage::TreeData { data: Data { via: Via::Repair, ..data(p2, t, 1) } }),
+        // Data that has seq 0, or too large a payload; a ttl over the bound.
         (p2, s, ScribeMessage::TreeData { data: data(p2, t, 0) }),
         (
             p2,
@@ -819,7 +825,7 @@ fn entries_and_children_are_bounded() {
         ScribeMessage::Join { topic: TopicId(0), child: RingNode::of(child), path: vec![RingId::of(&child)] };
     net.inject(from, target, join);
     assert_eq!(net.get(target).children_total(), 2, "one child per entry");
-    let err = net.call(target, |m, now, at| m.subscribe(now, TopicId(99), at));
+    let err = net.call(target, |m, now| m.subscribe(now, TopicId(99)));
     assert_eq!(err, Err(ScribeError::TooManyTopics(2)));
 }
 
@@ -849,8 +855,8 @@ fn messages_round_trip_and_heartbeats_fit_a_datagram() {
     let big = Data { payload: Bytes::from(vec![1u8; 2_000]), ..data(net.pos(0), t, 1) };
     let p = net.pos(0);
     let m = net.nodes.get_mut(&p).unwrap();
-    let at = At { ring: &net.ring, me: p };
-    m.publish(Instant::ZERO, big.clone(), &at).unwrap();
+    m.handle_routes(Instant::ZERO, net.ring.at(p));
+    m.publish(Instant::ZERO, big.clone()).unwrap();
     let tx = m.poll_transmit().unwrap();
     assert_eq!(tx.reliability, Reliability::Stream);
     assert!(wire::encode(&tx.msg, DEFAULT_FRAME_LIMIT).is_ok());
@@ -900,11 +906,14 @@ fn over_a_real_chord_ring_the_root_is_the_topic_successor() {
         }
     };
     for &s in &members {
-        trees.get_mut(&s).unwrap().subscribe(Instant::ZERO, t, &rings[&s]).unwrap();
+        let m = trees.get_mut(&s).unwrap();
+        m.handle_routes(Instant::ZERO, Arc::new(rings[&s].routes()));
+        m.subscribe(Instant::ZERO, t).unwrap();
         drain(s, trees.get_mut(&s).unwrap(), &mut queue);
         while let Some((from, to, msg)) = queue.pop_front() {
             let m = trees.get_mut(&to).unwrap();
-            m.handle_message(Instant::ZERO, from, msg, &rings[&to]);
+            m.handle_routes(Instant::ZERO, Arc::new(rings[&to].routes()));
+            m.handle_message(Instant::ZERO, from, msg);
             drain(to, m, &mut queue);
         }
     }
@@ -935,13 +944,14 @@ fn chord_next_hop_avoiding_falls_back_to_the_next_best_preceding_node() {
     // A key half the ring away: the best hop is a finger, the next best another node before
     // the key, never past it.
     let key = RingId(me.ring.0.wrapping_add(1 << 63).wrapping_sub(1));
-    let best = c.next_hop(key).unwrap();
-    let second = c.next_hop_avoiding(key, &[best]).unwrap();
+    let r = c.routes();
+    let best = r.next_hop(key).unwrap();
+    let second = r.next_hop_avoiding(key, &[best]).unwrap();
     assert_ne!(second, best);
     assert!(RingId::of(&second).in_open(me.ring, key), "does not overshoot the key");
-    assert_eq!(c.next_hop_avoiding(key, &[]), Some(best));
+    assert_eq!(r.next_hop_avoiding(key, &[]), Some(best));
     // A key the successor is responsible for has no alternative.
     let succ = c.successor().unwrap();
-    assert_eq!(c.next_hop(succ.ring), Some(succ.id));
-    assert_eq!(c.next_hop_avoiding(succ.ring, &[succ.id]), None);
+    assert_eq!(r.next_hop(succ.ring), Some(succ.id));
+    assert_eq!(r.next_hop_avoiding(succ.ring, &[succ.id]), None);
 }

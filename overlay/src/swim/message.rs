@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use hearsay_protocols::wire::{MessageKind, WireMessage};
+use hearsay_protocols::wire::{Protocol, WireMessage};
 use hearsay_protocols::{NodeId, TopicId};
 
 /// A member's incarnation number: raised only by the member itself (§6.6).
@@ -346,7 +346,7 @@ pub enum SwimMessage {
 }
 
 impl WireMessage for SwimMessage {
-    const KIND: MessageKind = MessageKind::Membership;
+    const KIND: Protocol = Protocol::Membership;
 }
 
 impl SwimMessage {

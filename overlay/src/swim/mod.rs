@@ -68,7 +68,7 @@ use std::sync::Arc;
 
 use hearsay_protocols::wire;
 use hearsay_protocols::{
-    Duration, Instant, Machine, NodeId, Outbox, PeerView, Rng, Seed, Ticker, Timing, Transmit,
+    Duration, Earliest, Instant, Machine, NodeId, Outbox, PeerView, Rng, Seed, Ticker, Timing, Transmit,
 };
 
 use self::broadcast::BroadcastQueue;
@@ -379,7 +379,7 @@ impl Swim {
 
     /// Change the advertised meta: raises the incarnation and broadcasts `Alive` (§6.6,
     /// memberlist `UpdateNode`).
-    pub fn set_meta(&mut self, meta: Meta) -> Result<(), CommandError> {
+    pub fn set_meta(&mut self, _now: Instant, meta: Meta) -> Result<(), CommandError> {
         if self.leave.is_some() || self.done {
             return Err(CommandError::Leaving);
         }
@@ -549,37 +549,30 @@ impl Swim {
     }
 
     /// The earliest armed deadline and its kind (ties broken by kind order).
-    fn earliest(&self) -> Option<(Instant, Timer)> {
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
         if self.done {
             return None;
         }
-        let mut best: Option<(Instant, Timer)> = None;
-        let mut offer = |t: Option<Instant>, k: Timer| {
-            if let Some(t) = t {
-                if best.is_none_or(|b| (t, k) < b) {
-                    best = Some((t, k));
-                }
-            }
-        };
+        let mut e = Earliest::new();
         if let Some(p) = &self.probe {
-            offer(Some(p.deadline), Timer::ProbeDeadline);
-            offer(p.indirect_at, Timer::ProbeIndirect);
+            e.offer(Some(p.deadline), Timer::ProbeDeadline);
+            e.offer(p.indirect_at, Timer::ProbeIndirect);
         }
-        offer(
+        e.offer(
             self.relays.values().map(|r| r.nack_at.map_or(r.expire_at, |n| n.min(r.expire_at))).min(),
             Timer::Relay,
         );
-        offer(self.suspicions.first().map(|s| s.0), Timer::Suspicion);
-        offer((self.next_probe != Instant::MAX).then_some(self.next_probe), Timer::Probe);
-        offer(Some(self.gossip.deadline()), Timer::Gossip);
-        offer(self.exchange.map(|e| e.deadline), Timer::ExchangeTimeout);
-        offer((self.leave.is_none()).then_some(self.push_pull_at), Timer::PushPull);
-        offer(self.leave.map(|l| l.deadline), Timer::Leave);
-        offer(self.join.as_ref().and_then(|j| j.retry_at), Timer::JoinRetry);
-        best
+        e.offer(self.suspicions.first().map(|s| s.0), Timer::Suspicion);
+        e.offer((self.next_probe != Instant::MAX).then_some(self.next_probe), Timer::Probe);
+        e.offer(Some(self.gossip.deadline()), Timer::Gossip);
+        e.offer(self.exchange.map(|x| x.deadline), Timer::ExchangeTimeout);
+        e.offer((self.leave.is_none()).then_some(self.push_pull_at), Timer::PushPull);
+        e.offer(self.leave.map(|l| l.deadline), Timer::Leave);
+        e.offer(self.join.as_ref().and_then(|j| j.retry_at), Timer::JoinRetry);
+        e.get()
     }
 
-    fn fire(&mut self, timer: Timer, now: Instant) {
+    fn fire(&mut self, now: Instant, timer: Timer) {
         match timer {
             Timer::ProbeDeadline => self.probe_failed(now),
             Timer::ProbeIndirect => self.probe_indirect(now),
@@ -664,11 +657,11 @@ impl Machine for Swim {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        while let Some((t, timer)) = self.earliest() {
+        while let Some((t, timer)) = self.next_timer() {
             if t > now {
                 break;
             }
-            self.fire(timer, now);
+            self.fire(now, timer);
         }
     }
 
@@ -681,7 +674,7 @@ impl Machine for Swim {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.earliest().map(|(t, _)| t)
+        self.next_timer().map(|(t, _)| t)
     }
 }
 

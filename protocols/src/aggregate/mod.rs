@@ -18,9 +18,10 @@
 //! # Driving it
 //!
 //! The [`Machine`] contract: after every input drain `poll_transmit`, then `poll_event`, then
-//! read `poll_timeout`. Local commands: [`Aggregation::set_value`], [`Aggregation::start_query`],
-//! [`Aggregation::join`], [`Aggregation::end`], [`Aggregation::set_peers`],
-//! [`Aggregation::member_gone`]. All queries share one clock, `agg_tick` (period T_a); with
+//! read `poll_timeout`. Side inputs: [`Aggregation::handle_query`] (a query announcement
+//! arrived by rumor), [`Aggregation::handle_peers`], [`Aggregation::handle_member_down`].
+//! Commands: [`Aggregation::set_value`], [`Aggregation::remove_value`],
+//! [`Aggregation::start_query`], [`Aggregation::end`]. All queries share one clock, `agg_tick` (period T_a); with
 //! [`AggConfig::manual_ticks`] there is no timer and the host calls [`Aggregation::tick`]
 //! itself (the simulator's sequential push-pull cycles, §9.4). With no query in progress the
 //! machine asks for no timer.
@@ -29,7 +30,7 @@
 //!
 //! The query announcement rumor (§5.1) belongs to the rumor machine. Here a node joins on the
 //! first aggregation message that carries the query; the Engine also calls
-//! [`Aggregation::join`] when the rumor delivers one. [`Aggregation::start_query`] emits
+//! [`Aggregation::handle_query`] when the rumor delivers one. [`Aggregation::start_query`] emits
 //! [`AggEvent::Announce`] for the Engine to spread, and the querier's
 //! [`AggEvent::Answered`] is the cue for the `QueryEnd` rumor, which the Engine turns into
 //! [`Aggregation::end`] on every node. Without it a node drops the query after
@@ -93,7 +94,7 @@ use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
 use crate::time::{Duration, Instant};
 use crate::timer::{Ticker, Timing};
-use crate::wire::{MessageKind, WireMessage};
+use crate::wire::{Protocol, WireMessage};
 
 /// Aggregation settings (PROTOCOLS.md §10.5).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,7 +238,7 @@ pub enum AggMessage {
 }
 
 impl WireMessage for AggMessage {
-    const KIND: MessageKind = MessageKind::Aggregation;
+    const KIND: Protocol = Protocol::Aggregation;
 }
 
 /// What aggregation tells its host.
@@ -390,14 +391,14 @@ impl Aggregation {
 
     /// Replace the members partners are drawn from (§0.3: Alive or Suspect, self excluded or
     /// not: self is never picked).
-    pub fn set_peers(&mut self, peers: PeerView) {
+    pub fn handle_peers(&mut self, _now: Instant, peers: PeerView) {
         self.self_pos = peers.position(&self.id);
         self.peers = peers;
     }
 
     /// `peer` is Dead or has Left: reclaim acknowledged transfers outstanding to it, forget
     /// its dedup windows, give up an exchange awaiting its reply (§5.3).
-    pub fn member_gone(&mut self, peer: NodeId) {
+    pub fn handle_member_down(&mut self, _now: Instant, peer: NodeId) {
         for st in self.queries.values_mut() {
             let Part::Mass(mass) = &mut st.part else { continue };
             if mass.awaiting == Some(peer) {
@@ -419,7 +420,7 @@ impl Aggregation {
     }
 
     /// This node's value for `attr` from now on (queries joined later start from it).
-    pub fn set_value(&mut self, attr: &str, value: f64) -> Result<(), ValueError> {
+    pub fn set_value(&mut self, _now: Instant, attr: &str, value: f64) -> Result<(), ValueError> {
         if attr.is_empty() || attr.len() > ATTR_MAX_BYTES {
             return Err(ValueError::BadAttr);
         }
@@ -431,7 +432,7 @@ impl Aggregation {
     }
 
     /// This node no longer holds `attr`.
-    pub fn remove_value(&mut self, attr: &str) {
+    pub fn remove_value(&mut self, _now: Instant, attr: &str) {
         self.values.remove(attr);
     }
 
@@ -459,7 +460,7 @@ impl Aggregation {
 
     /// Join `query` (the Engine calls this when the announcement rumor delivers it). Returns
     /// true if newly joined, false if already taking part.
-    pub fn join(&mut self, now: Instant, query: Query) -> Result<bool, QueryError> {
+    pub fn handle_query(&mut self, now: Instant, query: Query) -> Result<bool, QueryError> {
         query.validate()?;
         match self.queries.get(&query.qid) {
             Some(st) if st.query == query => Ok(false),
@@ -469,7 +470,7 @@ impl Aggregation {
     }
 
     /// End `qid` here (the `QueryEnd` rumor): drop its state and never join it again.
-    pub fn end(&mut self, qid: QueryId) {
+    pub fn end(&mut self, _now: Instant, qid: QueryId) {
         self.queries.remove(&qid);
         self.remember_finished(qid);
     }

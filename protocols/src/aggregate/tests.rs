@@ -26,9 +26,9 @@ fn cluster(cfg: &Arc<AggConfig>, values: &[Option<f64>]) -> Vec<Aggregation> {
         .map(|(i, v)| {
             let i = i as u64;
             let mut m = Aggregation::new(id(i), cfg.clone(), &Seed::derive(7, "node", 0, i), Instant::ZERO);
-            m.set_peers(view.clone());
+            m.handle_peers(Instant::ZERO, view.clone());
             if let Some(x) = v {
-                m.set_value("x", *x).unwrap();
+                m.set_value(Instant::ZERO, "x", *x).unwrap();
             }
             m
         })
@@ -106,7 +106,7 @@ fn plain_push_sum_sends_half_and_the_receiver_joins_and_adds() {
 fn a_lost_plain_transfer_is_mass_lost_for_good() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
     let q = start(&mut n[0], Func::Avg, Algorithm::PushSum);
-    n[1].join(Instant::ZERO, q.clone()).unwrap();
+    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
     n[0].tick(Instant::ZERO);
     let (_, dropped) = pump(&mut n, |_, _| true);
     assert_eq!(dropped.len(), 1);
@@ -117,7 +117,7 @@ fn a_lost_plain_transfer_is_mass_lost_for_good() {
 fn an_acknowledged_transfer_stays_outstanding_until_acked_then_is_applied_once() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
     let q = start(&mut n[0], Func::Avg, Algorithm::AckPushSum);
-    n[1].join(Instant::ZERO, q.clone()).unwrap();
+    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
     // Round 1: the transfer is lost. Its mass is outstanding, not gone.
     n[0].tick(Instant::ZERO);
     let (_, dropped) = pump(&mut n, |_, _| true);
@@ -160,7 +160,7 @@ fn transfers_to_a_member_that_is_gone_are_reclaimed() {
         pump(&mut n, |_, _| true);
     }
     assert_eq!(n[0].mass(&q.qid).unwrap().outstanding, 3);
-    n[0].member_gone(id(1));
+    n[0].handle_member_down(Instant::ZERO, id(1));
     let v = n[0].mass(&q.qid).unwrap();
     assert_eq!((v.s, v.w, v.outstanding), (4.0, 1.0, 0));
     assert_eq!(n[0].stats().reclaimed, 3);
@@ -232,7 +232,7 @@ fn the_senders_floor_and_session_decide_what_is_a_duplicate() {
     assert_eq!(b.dedup_windows(&q.qid), 2);
     let acks = std::iter::from_fn(|| b.poll_transmit()).filter(|t| matches!(t.msg, AggMessage::PsAck { .. }));
     assert_eq!(acks.count(), 4, "duplicates are acknowledged too");
-    b.member_gone(id(0));
+    b.handle_member_down(Instant::ZERO, id(0));
     assert_eq!(b.dedup_windows(&q.qid), 0);
 }
 
@@ -241,7 +241,7 @@ fn extremum_push_and_reply_merge_both_sides() {
     let mut n = cluster(&config(|_| {}), &[Some(5.0), Some(3.0), None]);
     let q = start(&mut n[0], Func::Min, Algorithm::Extremum);
     assert_eq!(n[0].estimate(&q.qid), Some(5.0));
-    n[2].join(Instant::ZERO, q.clone()).unwrap();
+    n[2].handle_query(Instant::ZERO, q.clone()).unwrap();
     assert_eq!(n[2].estimate(&q.qid), None, "+∞: knows no value yet");
     for _ in 0..6 {
         for m in n.iter_mut() {
@@ -275,7 +275,7 @@ fn push_pull_exchange_leaves_both_sides_at_the_mean() {
 fn a_lost_push_pull_reply_breaks_mass_conservation() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
     let q = start(&mut n[0], Func::Sum, Algorithm::PushPull);
-    n[1].join(Instant::ZERO, q.clone()).unwrap();
+    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
     n[0].tick(Instant::ZERO);
     pump(&mut n, |k, _| k == 1);
     assert_eq!(total(&n, &q.qid), (4.0 + 3.0, 1.0 + 0.5), "the passive side moved, the active did not");
@@ -323,7 +323,7 @@ fn malformed_messages_are_counted_and_change_nothing() {
         AggMessage::PsMass { query: conflicting, session: 1, floor: 1, seq: 1, s: 1.0, w: 1.0 },
     ];
     let count = bad.len() as u64;
-    n[1].join(Instant::ZERO, q.clone()).unwrap();
+    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
     events(&mut n[1]);
     let before = n[1].mass(&q.qid);
     for msg in bad {
@@ -373,7 +373,7 @@ fn min_rounds_grows_with_the_view_and_silence_is_not_stability() {
         let mut n = cluster(&config(|_| {}), &[Some(1.0); 8]);
         let q = start(&mut n[0], Func::Avg, Algorithm::PushSum);
         for m in n.iter_mut().skip(1) {
-            m.join(Instant::ZERO, q.clone()).unwrap();
+            m.handle_query(Instant::ZERO, q.clone()).unwrap();
         }
         events(&mut n[0]);
         for _ in 1..=12 {
@@ -431,7 +431,7 @@ fn state_expires_after_the_ttl_and_an_ended_query_is_not_joined_again() {
     let mut n = cluster(&cfg, &[Some(1.0), Some(1.0)]);
     let spec = QuerySpec { max_rounds: Some(2), stable_rounds: Some(1), ..QuerySpec::new(Func::Avg, "x") };
     let q = n[0].start_query(Instant::ZERO, spec).unwrap();
-    n[1].join(Instant::ZERO, q.clone()).unwrap();
+    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
     events(&mut n[1]);
     for _ in 0..4 {
         n[1].tick(Instant::ZERO);
@@ -442,19 +442,19 @@ fn state_expires_after_the_ttl_and_an_ended_query_is_not_joined_again() {
     let late = AggMessage::PsMass { query: q.clone(), session: 3, floor: 1, seq: 1, s: 1.0, w: 0.0 };
     n[1].handle_message(Instant::ZERO, id(0), late);
     assert_eq!(n[1].stats().ended_query, 1);
-    assert_eq!(n[1].join(Instant::ZERO, q.clone()), Err(QueryError::Ended));
+    assert_eq!(n[1].handle_query(Instant::ZERO, q.clone()), Err(QueryError::Ended));
     // An explicit end does the same at the querier.
-    n[0].end(q.qid);
+    n[0].end(Instant::ZERO, q.qid);
     assert_eq!(n[0].estimate(&q.qid), None);
-    assert_eq!(n[0].join(Instant::ZERO, q), Err(QueryError::Ended));
+    assert_eq!(n[0].handle_query(Instant::ZERO, q), Err(QueryError::Ended));
 }
 
 #[test]
 fn local_commands_refuse_bad_input() {
     let mut n = cluster(&config(|c| c.queries_max = 1), &[Some(1.0)]);
-    assert!(matches!(n[0].set_value("x", f64::NAN), Err(ValueError::NotFinite(_))));
-    assert!(matches!(n[0].set_value("x", f64::INFINITY), Err(ValueError::NotFinite(_))));
-    assert_eq!(n[0].set_value("", 1.0), Err(ValueError::BadAttr));
+    assert!(matches!(n[0].set_value(Instant::ZERO, "x", f64::NAN), Err(ValueError::NotFinite(_))));
+    assert!(matches!(n[0].set_value(Instant::ZERO, "x", f64::INFINITY), Err(ValueError::NotFinite(_))));
+    assert_eq!(n[0].set_value(Instant::ZERO, "", 1.0), Err(ValueError::BadAttr));
     let mismatch = QuerySpec::new(Func::Max, "x").with_algorithm(Algorithm::PushSum);
     assert!(matches!(n[0].start_query(Instant::ZERO, mismatch), Err(QueryError::AlgorithmMismatch { .. })));
     let eps = QuerySpec { epsilon: Some(0.0), ..QuerySpec::new(Func::Avg, "x") };
@@ -466,8 +466,8 @@ fn local_commands_refuse_bad_input() {
         n[0].start_query(Instant::ZERO, QuerySpec::new(Func::Avg, "x")),
         Err(QueryError::TooManyQueries)
     );
-    assert_eq!(n[0].join(Instant::ZERO, q.clone()), Ok(false));
-    assert_eq!(n[0].join(Instant::ZERO, Query { epsilon: 0.5, ..q }), Err(QueryError::Conflict));
+    assert_eq!(n[0].handle_query(Instant::ZERO, q.clone()), Ok(false));
+    assert_eq!(n[0].handle_query(Instant::ZERO, Query { epsilon: 0.5, ..q }), Err(QueryError::Conflict));
     assert!(AggConfig { aps_window: 0, ..AggConfig::default() }.validate().is_err());
     assert!(AggConfig { stable_rounds: 0, ..AggConfig::default() }.validate().is_err());
     assert_eq!(AggConfig::default().validate(), Ok(()));
@@ -488,7 +488,7 @@ fn the_timer_runs_only_while_a_query_is_in_progress() {
     n[0].handle_timeout(Instant::from_micros(4_000_000));
     assert!(matches!(n[0].poll_transmit().map(|t| t.msg), Some(AggMessage::PsMass { seq: 1, .. })));
     assert_eq!(n[0].poll_timeout(), Some(Instant::from_micros(5_000_000)));
-    n[0].end(q.qid);
+    n[0].end(Instant::ZERO, q.qid);
     assert_eq!(n[0].poll_timeout(), None);
 }
 
@@ -544,7 +544,7 @@ fn acknowledged_push_sum_conserves_mass_exactly_under_heavy_loss() {
     let mut n = cluster(&config(|_| {}), &values);
     let q = start(&mut n[0], Func::Sum, Algorithm::AckPushSum);
     for m in n.iter_mut().skip(1) {
-        m.join(Instant::ZERO, q.clone()).unwrap();
+        m.handle_query(Instant::ZERO, q.clone()).unwrap();
     }
     let mut loss = Rng::from_seed(Seed::derive(3, "loss", 0, 0));
     let mut lost = 0;

@@ -14,6 +14,14 @@
 //! | PushPull | `Syn{digest D_A}` | `SynAck{digest D_B, delta for A}` | `Delta{for B}` | both |
 //! | Heads | `Syn{}` | `SynAck{digest D_B}` | — | A learns B's heads |
 //!
+//! # Driving it
+//!
+//! The [`Machine`] contract. Side input: [`AntiEntropy::handle_peers`] (the members partners
+//! are drawn from). Commands: [`AntiEntropy::subscribe`] / [`AntiEntropy::unsubscribe`] (the
+//! topics reconciled), [`AntiEntropy::insert`] (an entry written here),
+//! [`AntiEntropy::start_exchange`] (an on-demand Push, Pull or PushPull) and
+//! [`AntiEntropy::ask_heads`].
+//!
 //! All three messages travel on one stream. The responder keeps no state; the initiator keeps
 //! one exchange in flight, aborted after `timeout`. A tick that finds an exchange still in
 //! flight is skipped (counted).
@@ -31,7 +39,12 @@
 //!   pushed in full. One rotation cursor serves all peers (per-peer cursors would grow with
 //!   the membership).
 //! - **Timer order** on equal deadlines: the exchange timeout before the tick, so a tick can
-//!   start a new exchange at the instant the old one is given up.
+//!   start a new exchange at the instant the old one is given up (the timer idiom of
+//!   [`crate::machine#timers`]).
+//! - **Heads exchanges know their topic.** A new pbcast subscriber asks for heads
+//!   ([`AntiEntropy::ask_heads`]); the exchange remembers the topic and its outcome comes back
+//!   as one [`AeEvent::Heads`] naming it, the summaries or `None` on failure, so the host
+//!   keeps no table of exchanges in flight.
 //! - **The responder concurrency cap** (`ae_concurrent_max`) belongs to the runtime, which owns
 //!   streams; the machine's responder is stateless and has nothing to bound.
 //!
@@ -41,206 +54,24 @@
 //! visible (in digests and deltas) only at this node's next tick, before it builds anything:
 //! with aligned ticks, state is judged at the start of the round (§1.5).
 
+mod config;
+mod exchange;
+mod message;
 mod store;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+pub use self::config::{AeConfig, AeMode, Commit, ConfigError, SCOPE_MAX};
+pub use self::message::{AeEvent, AeMessage, Digest};
 pub use self::store::{Entry, Inserted, Store, StreamSummary};
 use crate::id::{NodeId, StreamId, TopicId};
 use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
-use crate::time::{Duration, Instant};
-use crate::timer::{Ticker, Timing};
-use crate::wire::{MessageKind, WireMessage};
-
-/// The most topics a `Syn` may name in its scope; more is malformed.
-pub const SCOPE_MAX: usize = 1024;
-
-/// Which way an exchange moves entries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AeMode {
-    /// The initiator sends what the responder lacks.
-    Push,
-    /// The initiator fetches what it lacks.
-    Pull,
-    /// Both (Demers: converges fastest).
-    #[default]
-    PushPull,
-    /// The initiator learns only the responder's summaries (a new subscriber's cursors, §4.7).
-    Heads,
-}
-
-/// When received entries become visible to this node's own digests and deltas.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Commit {
-    /// As soon as they are stored (the daemon).
-    #[default]
-    Immediate,
-    /// At this node's next tick (round-based experiments, §1.5).
-    AtRoundStart,
-}
-
-/// Anti-entropy settings (PROTOCOLS.md §10.1).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AeConfig {
-    /// Mode of the periodic exchange. Default push-pull (Demers §1.3).
-    pub mode: AeMode,
-    /// Period between exchanges. Default 30 s, after memberlist's LAN PushPullInterval.
-    pub interval: Duration,
-    /// How long the initiator waits for the reply. Default 10 s, after memberlist's LAN
-    /// TCPTimeout.
-    pub timeout: Duration,
-    /// Placement of the ticks in time.
-    pub timing: Timing,
-    /// When received entries become visible.
-    pub commit: Commit,
-    /// Missing seqs listed per summary (M). Default 32.
-    pub digest_missing_max: usize,
-    /// Summaries per digest. Default 256.
-    pub digest_streams_max: usize,
-    /// Byte budget of one delta. Default 1 MiB.
-    pub delta_bytes_max: usize,
-    /// Entries kept per stream. Default 4096 (PROTOCOLS.md §4.2 `history_msgs`).
-    pub retention: usize,
-}
-
-impl Default for AeConfig {
-    fn default() -> Self {
-        AeConfig {
-            mode: AeMode::PushPull,
-            interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(10),
-            timing: Timing::Phased,
-            commit: Commit::Immediate,
-            digest_missing_max: 32,
-            digest_streams_max: 256,
-            delta_bytes_max: 1 << 20,
-            retention: 4096,
-        }
-    }
-}
-
-impl AeConfig {
-    /// Check the settings a run cannot work with; the daemon refuses such a config at load.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.interval == Duration::ZERO {
-            return Err(ConfigError::Zero("interval"));
-        }
-        if self.timeout == Duration::ZERO {
-            return Err(ConfigError::Zero("timeout"));
-        }
-        if self.digest_streams_max == 0 {
-            return Err(ConfigError::Zero("digest_streams_max"));
-        }
-        if self.retention == 0 {
-            return Err(ConfigError::Zero("retention"));
-        }
-        Ok(())
-    }
-}
-
-/// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The named setting must be greater than zero.
-    #[error("anti-entropy setting `{0}` must be greater than zero")]
-    Zero(&'static str),
-}
-
-/// A list of stream summaries, possibly a rotating window of a larger set.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Digest {
-    /// Summaries, strictly ascending by stream.
-    pub summaries: Vec<StreamSummary>,
-    /// True when streams were left out: an absent stream is then unknown, not empty.
-    pub partial: bool,
-}
-
-/// The anti-entropy wire messages (all sent on one stream per exchange).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AeMessage {
-    /// Initiator → responder: opens an exchange.
-    Syn {
-        /// Exchange id, chosen by the initiator.
-        xid: u64,
-        /// The exchange's mode.
-        mode: AeMode,
-        /// Topics the initiator reconciles, strictly ascending.
-        scope: Vec<TopicId>,
-        /// The initiator's digest (empty in Push and Heads).
-        digest: Digest,
-    },
-    /// Responder → initiator.
-    SynAck {
-        /// The exchange id.
-        xid: u64,
-        /// Topics the responder reconciles: the initiator's scope ∩ its own topics.
-        scope: Vec<TopicId>,
-        /// The responder's digest (Push, PushPull, Heads).
-        digest: Digest,
-        /// Entries the initiator lacks (Pull, PushPull).
-        delta: Vec<Entry>,
-        /// The delta was cut by the byte budget.
-        more: bool,
-    },
-    /// Initiator → responder: entries the responder lacks (Push, PushPull).
-    Delta {
-        /// The exchange id.
-        xid: u64,
-        /// The entries.
-        delta: Vec<Entry>,
-        /// The delta was cut by the byte budget.
-        more: bool,
-    },
-}
-
-impl WireMessage for AeMessage {
-    const KIND: MessageKind = MessageKind::AntiEntropy;
-}
-
-/// What anti-entropy tells its host.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AeEvent {
-    /// A new entry arrived from `from` (staged until the next tick under `AtRoundStart`).
-    Received {
-        /// The peer that sent it.
-        from: NodeId,
-        /// The entry.
-        entry: Entry,
-    },
-    /// An exchange this node started has finished.
-    ExchangeCompleted {
-        /// The partner.
-        peer: NodeId,
-        /// Its id.
-        xid: u64,
-    },
-    /// An exchange this node started got no reply in time, or a malformed one.
-    ExchangeAborted {
-        /// The partner.
-        peer: NodeId,
-        /// Its id.
-        xid: u64,
-    },
-    /// The reply of a Heads exchange: the partner's summaries.
-    Heads {
-        /// The partner.
-        peer: NodeId,
-        /// The exchange's id (what `start_exchange` returned).
-        xid: u64,
-        /// Its summaries for the scope of the exchange.
-        summaries: Vec<StreamSummary>,
-    },
-}
+use crate::time::Instant;
+use crate::timer::{Earliest, Ticker};
 
 /// Counters, for metrics and experiments.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -278,6 +109,8 @@ struct Exchange {
     xid: u64,
     peer: NodeId,
     mode: AeMode,
+    /// For a Heads exchange: the topic it asks for.
+    heads_for: Option<TopicId>,
     deadline: Instant,
 }
 
@@ -330,21 +163,21 @@ impl AntiEntropy {
         }
     }
 
-    /// Replace the set of peers partners are drawn from.
-    pub fn set_peers(&mut self, peers: PeerView) {
+    /// Side input: the peers partners are drawn from changed.
+    pub fn handle_peers(&mut self, _now: Instant, peers: PeerView) {
         self.self_pos = peers.position(&self.id);
         self.peers = peers;
     }
 
     /// Reconcile `topic` from now on.
-    pub fn subscribe(&mut self, topic: TopicId) {
+    pub fn subscribe(&mut self, _now: Instant, topic: TopicId) {
         if let Err(i) = self.topics.binary_search(&topic) {
             self.topics.insert(i, topic);
         }
     }
 
     /// Stop reconciling `topic` and drop its entries.
-    pub fn unsubscribe(&mut self, topic: TopicId) {
+    pub fn unsubscribe(&mut self, _now: Instant, topic: TopicId) {
         if let Ok(i) = self.topics.binary_search(&topic) {
             self.topics.remove(i);
             self.store.remove_topic(topic);
@@ -353,21 +186,33 @@ impl AntiEntropy {
     }
 
     /// Store a locally written entry; visible at once, whatever the commit mode.
-    pub fn insert(&mut self, entry: Entry) -> Inserted {
+    pub fn insert(&mut self, _now: Instant, entry: Entry) -> Inserted {
         self.store.insert(entry)
     }
 
-    /// Open an exchange now (on-demand Pull or Heads, §1.4), with `peer` or a uniformly random
-    /// one. Returns the exchange id, or `None` if one is already in flight or no peer exists.
+    /// Open an exchange now (an on-demand Push, Pull or PushPull, §1.4), with `peer` or a
+    /// uniformly random one. Returns the exchange id, or `None` if one is already in flight,
+    /// no peer exists, or `mode` is Heads (opened with [`AntiEntropy::ask_heads`]).
     pub fn start_exchange(&mut self, now: Instant, mode: AeMode, peer: Option<NodeId>) -> Option<u64> {
-        if self.exchange.is_some() || self.topics.is_empty() {
+        if self.exchange.is_some() || self.topics.is_empty() || mode == AeMode::Heads {
             return None;
         }
         let peer = match peer {
             Some(p) => p,
             None => self.peers.pick_except(self.self_pos, &mut self.rng)?,
         };
-        Some(self.open(now, mode, peer))
+        Some(self.open(now, mode, peer, None))
+    }
+
+    /// Ask `peer` for its heads on behalf of a new subscriber of `topic` (§4.7): a Heads
+    /// exchange, whose outcome comes back as one [`AeEvent::Heads`] for `topic` (the summaries,
+    /// or `None` when it fails). Returns the exchange id, or `None` when another exchange is in
+    /// flight (or nothing is reconciled): no event follows, the host has no heads for now.
+    pub fn ask_heads(&mut self, now: Instant, topic: TopicId, peer: NodeId) -> Option<u64> {
+        if self.exchange.is_some() || self.topics.is_empty() {
+            return None;
+        }
+        Some(self.open(now, AeMode::Heads, peer, Some(topic)))
     }
 
     /// This node's id.
@@ -395,140 +240,43 @@ impl AntiEntropy {
         &self.topics
     }
 
-    fn open(&mut self, now: Instant, mode: AeMode, peer: NodeId) -> u64 {
-        let xid = self.next_xid;
-        self.next_xid += 1;
-        let digest = match mode {
-            AeMode::Pull | AeMode::PushPull => self.digest(&self.topics.clone()),
-            AeMode::Push | AeMode::Heads => Digest::default(),
-        };
-        self.out.stream(peer, AeMessage::Syn { xid, mode, scope: self.topics.clone(), digest });
-        self.exchange = Some(Exchange { xid, peer, mode, deadline: now + self.config.timeout });
-        self.stats.exchanges_started += 1;
-        xid
+    /// The earliest armed timer: the exchange's reply deadline, or the tick.
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
+        let mut e = Earliest::new();
+        e.offer(self.exchange.map(|x| x.deadline), Timer::Reply);
+        e.offer(Some(self.tick.deadline()), Timer::Tick);
+        e.get()
     }
 
-    fn digest(&mut self, scope: &[TopicId]) -> Digest {
-        let c = &self.config;
-        let (summaries, last) =
-            self.store.digest(scope, c.digest_missing_max, c.digest_streams_max, self.cursor.as_deref());
-        let partial = last.is_some();
-        if partial {
-            self.cursor = last.map(Box::new);
-        }
-        Digest { summaries, partial }
-    }
-
-    fn delta_for(&mut self, remote: &Digest, scope: &[TopicId]) -> (Vec<Entry>, bool) {
-        let (delta, more) =
-            self.store.delta_for(&remote.summaries, remote.partial, scope, self.config.delta_bytes_max);
-        self.stats.entries_sent += delta.len() as u64;
-        self.stats.deltas_cut += u64::from(more);
-        (delta, more)
-    }
-
-    fn valid_digest(&self, digest: &Digest) -> bool {
-        digest.summaries.len() <= self.config.digest_streams_max
-            && digest.summaries.windows(2).all(|w| w[0].stream < w[1].stream)
-            && digest.summaries.iter().all(|s| s.is_consistent(self.config.digest_missing_max))
-    }
-
-    fn on_syn(&mut self, from: NodeId, xid: u64, mode: AeMode, scope: Vec<TopicId>, digest: Digest) {
-        let scope_ok = scope.len() <= SCOPE_MAX && scope.windows(2).all(|w| w[0] < w[1]);
-        if !scope_ok || !self.valid_digest(&digest) {
-            self.stats.malformed += 1;
-            return;
-        }
-        let shared: Vec<TopicId> =
-            scope.into_iter().filter(|t| self.topics.binary_search(t).is_ok()).collect();
-        let mine = match mode {
-            AeMode::Push | AeMode::PushPull | AeMode::Heads => self.digest(&shared),
-            AeMode::Pull => Digest::default(),
-        };
-        let (delta, more) = match mode {
-            AeMode::Pull | AeMode::PushPull => self.delta_for(&digest, &shared),
-            AeMode::Push | AeMode::Heads => (Vec::new(), false),
-        };
-        self.stats.exchanges_served += 1;
-        self.out.stream(from, AeMessage::SynAck { xid, scope: shared, digest: mine, delta, more });
-    }
-
-    fn on_syn_ack(&mut self, from: NodeId, xid: u64, scope: Vec<TopicId>, digest: Digest, delta: Vec<Entry>) {
-        let Some(ex) = self.exchange.filter(|e| e.xid == xid && e.peer == from) else {
-            self.stats.unknown_xid += 1;
-            return;
-        };
-        let wants_delta = matches!(ex.mode, AeMode::Pull | AeMode::PushPull);
-        let scope_ok = scope.len() <= SCOPE_MAX && scope.windows(2).all(|w| w[0] < w[1]);
-        if !scope_ok || !self.valid_digest(&digest) || (!wants_delta && !delta.is_empty()) {
-            self.stats.malformed += 1;
-            self.exchange = None;
-            self.stats.exchanges_aborted += 1;
-            self.out.event(AeEvent::ExchangeAborted { peer: from, xid });
-            return;
-        }
-        self.exchange = None;
-        self.apply(from, delta);
-        match ex.mode {
-            AeMode::Push | AeMode::PushPull => {
-                // Only topics both sides reconcile.
-                let shared: Vec<TopicId> =
-                    scope.into_iter().filter(|t| self.topics.binary_search(t).is_ok()).collect();
-                let (delta, more) = self.delta_for(&digest, &shared);
-                if !delta.is_empty() {
-                    self.out.stream(from, AeMessage::Delta { xid, delta, more });
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Reply => {
+                if let Some(ex) = self.exchange {
+                    self.abort(ex);
                 }
             }
-            AeMode::Heads => self.out.event(AeEvent::Heads { peer: from, xid, summaries: digest.summaries }),
-            AeMode::Pull => {}
-        }
-        self.stats.exchanges_completed += 1;
-        self.out.event(AeEvent::ExchangeCompleted { peer: from, xid });
-    }
-
-    fn apply(&mut self, from: NodeId, entries: Vec<Entry>) {
-        for entry in entries {
-            if self.topics.binary_search(&entry.stream.topic).is_err() {
-                self.stats.out_of_scope += 1;
-                continue;
-            }
-            if entry.seq == 0 {
-                self.stats.malformed += 1;
-                continue;
-            }
-            match self.config.commit {
-                Commit::Immediate => match self.store.insert(entry.clone()) {
-                    Inserted::New => {}
-                    Inserted::Duplicate => {
-                        self.stats.duplicates += 1;
-                        continue;
-                    }
-                    Inserted::TooOld | Inserted::Invalid => {
-                        self.stats.too_old += 1;
-                        continue;
-                    }
-                },
-                Commit::AtRoundStart => {
-                    let staged = self.staged.iter().any(|e| e.stream == entry.stream && e.seq == entry.seq);
-                    if staged || self.store.contains(&entry.stream, entry.seq) {
-                        self.stats.duplicates += 1;
-                        continue;
-                    }
-                    self.staged.push(entry.clone());
+            Timer::Tick => {
+                self.tick.advance(now, &mut self.rng);
+                self.commit_staged();
+                if self.exchange.is_some() || self.topics.is_empty() {
+                    self.stats.ticks_skipped += 1;
+                } else if let Some(peer) = self.peers.pick_except(self.self_pos, &mut self.rng) {
+                    self.open(now, self.config.mode, peer, None);
+                } else {
+                    self.stats.ticks_skipped += 1;
                 }
             }
-            self.stats.entries_received += 1;
-            self.out.event(AeEvent::Received { from, entry });
         }
     }
+}
 
-    fn commit_staged(&mut self) {
-        for entry in std::mem::take(&mut self.staged) {
-            if self.store.insert(entry) == Inserted::TooOld {
-                self.stats.too_old += 1;
-            }
-        }
-    }
+/// Anti-entropy's timer kinds, in the order simultaneous ones are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The exchange in flight got no reply in time.
+    Reply,
+    /// The periodic exchange.
+    Tick,
 }
 
 impl Machine for AntiEntropy {
@@ -546,21 +294,11 @@ impl Machine for AntiEntropy {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if let Some(ex) = self.exchange.filter(|e| e.deadline <= now) {
-            self.exchange = None;
-            self.stats.exchanges_aborted += 1;
-            self.out.event(AeEvent::ExchangeAborted { peer: ex.peer, xid: ex.xid });
-        }
-        if self.tick.is_due(now) {
-            self.tick.advance(now, &mut self.rng);
-            self.commit_staged();
-            if self.exchange.is_some() || self.topics.is_empty() {
-                self.stats.ticks_skipped += 1;
-            } else if let Some(peer) = self.peers.pick_except(self.self_pos, &mut self.rng) {
-                self.open(now, self.config.mode, peer);
-            } else {
-                self.stats.ticks_skipped += 1;
+        while let Some((at, timer)) = self.next_timer() {
+            if at > now {
+                break;
             }
+            self.fire(now, timer);
         }
     }
 
@@ -573,7 +311,6 @@ impl Machine for AntiEntropy {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let tick = self.tick.deadline();
-        Some(self.exchange.map_or(tick, |e| e.deadline.min(tick)))
+        self.next_timer().map(|(at, _)| at)
     }
 }

@@ -7,6 +7,8 @@ use bytes::Bytes;
 
 use super::*;
 use crate::machine::Reliability;
+use crate::time::Duration;
+use crate::timer::Timing;
 
 const T: TopicId = TopicId(7);
 
@@ -28,8 +30,8 @@ fn config(mode: AeMode) -> Arc<AeConfig> {
 
 fn machine(n: u64, cfg: &Arc<AeConfig>, peers: &[u64]) -> AntiEntropy {
     let mut m = AntiEntropy::new(id(n), cfg.clone(), &Seed::derive(42, "node", 0, n), Instant::ZERO);
-    m.subscribe(T);
-    m.set_peers(peers.iter().map(|&p| id(p)).collect());
+    m.subscribe(Instant::ZERO, T);
+    m.handle_peers(Instant::ZERO, peers.iter().map(|&p| id(p)).collect());
     m
 }
 
@@ -72,10 +74,10 @@ fn push_pull_sends_digests_first_then_only_the_missing_entries() {
     let mut a = machine(1, &cfg, &[2]);
     let mut b = machine(2, &cfg, &[1]);
     for q in [1, 2, 3] {
-        a.insert(entry(9, q));
+        a.insert(Instant::ZERO, entry(9, q));
     }
     for q in [2, 4] {
-        b.insert(entry(9, q));
+        b.insert(Instant::ZERO, entry(9, q));
     }
     let before = a.store().summary(stream(9), 32);
     a.start_exchange(Instant::ZERO, AeMode::PushPull, Some(id(2))).unwrap();
@@ -104,8 +106,8 @@ fn push_teaches_only_the_responder_and_pull_only_the_initiator() {
     for (mode, a_learns, b_learns) in [(AeMode::Push, false, true), (AeMode::Pull, true, false)] {
         let mut a = machine(1, &cfg, &[2]);
         let mut b = machine(2, &cfg, &[1]);
-        a.insert(entry(1, 1));
-        b.insert(entry(2, 1));
+        a.insert(Instant::ZERO, entry(1, 1));
+        b.insert(Instant::ZERO, entry(2, 1));
         a.start_exchange(Instant::ZERO, mode, None).unwrap();
         let log = pump(&mut [&mut a, &mut b], Instant::ZERO);
         assert_eq!(log.len(), if mode == AeMode::Push { 3 } else { 2 }, "{mode:?}");
@@ -120,16 +122,36 @@ fn heads_reports_the_partner_summaries_and_moves_no_entries() {
     let mut a = machine(1, &cfg, &[2]);
     let mut b = machine(2, &cfg, &[1]);
     for q in 3..=5 {
-        b.insert(entry(9, q));
+        b.insert(Instant::ZERO, entry(9, q));
     }
-    a.start_exchange(Instant::ZERO, AeMode::Heads, None).unwrap();
+    assert_eq!(a.start_exchange(Instant::ZERO, AeMode::Heads, None), None, "heads are asked for a topic");
+    a.ask_heads(Instant::ZERO, T, id(2)).unwrap();
     pump(&mut [&mut a, &mut b], Instant::ZERO);
     assert!(a.store().is_empty());
     let heads = events(&mut a).into_iter().find_map(|e| match e {
-        AeEvent::Heads { summaries, .. } => Some(summaries),
+        AeEvent::Heads { topic, summaries, .. } => Some((topic, summaries)),
         _ => None,
     });
-    assert_eq!(heads.unwrap()[0].max, 5);
+    let (topic, summaries) = heads.expect("a Heads event");
+    assert_eq!(topic, T);
+    assert_eq!(summaries.expect("the partner's summaries")[0].max, 5);
+}
+
+#[test]
+fn a_heads_exchange_without_reply_reports_no_heads_for_its_topic() {
+    let cfg = config(AeMode::PushPull);
+    let mut a = machine(1, &cfg, &[2]);
+    a.ask_heads(Instant::ZERO, T, id(2)).unwrap();
+    assert_eq!(a.ask_heads(Instant::ZERO, T, id(2)), None, "one exchange at a time");
+    let _syn = a.poll_transmit().unwrap();
+    a.handle_timeout(Instant::ZERO + AeConfig::default().timeout);
+    assert_eq!(
+        events(&mut a),
+        vec![
+            AeEvent::ExchangeAborted { peer: id(2), xid: 1 },
+            AeEvent::Heads { peer: id(2), topic: T, summaries: None }
+        ]
+    );
 }
 
 #[test]
@@ -137,7 +159,7 @@ fn periodic_ticks_spread_an_entry_through_three_nodes() {
     let cfg = config(AeMode::PushPull);
     let all = [1, 2, 3];
     let mut ms: Vec<AntiEntropy> = all.iter().map(|&n| machine(n, &cfg, &all)).collect();
-    ms[0].insert(entry(1, 1));
+    ms[0].insert(Instant::ZERO, entry(1, 1));
     let mut rounds = 0;
     while ms.iter().any(|m| !m.store().contains(&stream(1), 1)) {
         rounds += 1;
@@ -165,7 +187,7 @@ fn at_round_start_staging_hides_new_entries_until_the_next_tick() {
     let mut a = machine(1, &cfg, &[2, 3]);
     let mut b = machine(2, &cfg, &[1, 3]);
     let mut c = machine(3, &cfg, &[1, 2]);
-    a.insert(entry(1, 1));
+    a.insert(Instant::ZERO, entry(1, 1));
     // A pushes to B; then, in the same round, C pulls from B: B must not pass it on yet.
     a.start_exchange(Instant::ZERO, AeMode::Push, Some(id(2))).unwrap();
     c.start_exchange(Instant::ZERO, AeMode::Pull, Some(id(2))).unwrap();
@@ -222,7 +244,7 @@ fn an_unanswered_exchange_times_out_and_blocks_ticks_until_then() {
 fn malformed_and_out_of_scope_input_is_counted_and_changes_nothing() {
     let cfg = config(AeMode::PushPull);
     let mut b = machine(2, &cfg, &[1]);
-    b.insert(entry(9, 1));
+    b.insert(Instant::ZERO, entry(9, 1));
     let bad_summary = StreamSummary { stream: stream(9), floor: 5, contig: 2, max: 9, missing: vec![] };
     let now = Instant::ZERO;
     b.handle_message(
@@ -258,9 +280,12 @@ fn responder_only_reconciles_the_topics_both_sides_hold() {
     let mut a = machine(1, &cfg, &[2]);
     let mut b = machine(2, &cfg, &[1]);
     let other = TopicId(99);
-    a.subscribe(other);
-    a.insert(Entry { stream: StreamId { topic: other, origin: id(1) }, seq: 1, payload: Bytes::new() });
-    a.insert(entry(1, 1));
+    a.subscribe(Instant::ZERO, other);
+    a.insert(
+        Instant::ZERO,
+        Entry { stream: StreamId { topic: other, origin: id(1) }, seq: 1, payload: Bytes::new() },
+    );
+    a.insert(Instant::ZERO, entry(1, 1));
     a.start_exchange(Instant::ZERO, AeMode::PushPull, None).unwrap();
     let log = pump(&mut [&mut a, &mut b], Instant::ZERO);
     let AeMessage::SynAck { scope, .. } = &log[1].2 else { panic!() };
@@ -275,8 +300,8 @@ fn partial_digests_rotate_and_do_not_trigger_full_resends() {
     let mut a = machine(1, &cfg, &[2]);
     let mut b = machine(2, &cfg, &[1]);
     for o in 1..=5 {
-        a.insert(entry(o, 1));
-        b.insert(entry(o, 1));
+        a.insert(Instant::ZERO, entry(o, 1));
+        b.insert(Instant::ZERO, entry(o, 1));
     }
     for round in 0..3u64 {
         let now = Instant::from_micros(round);

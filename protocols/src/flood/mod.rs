@@ -41,7 +41,7 @@ use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
 pub use crate::rumor::RumorId;
 use crate::time::{Duration, Instant};
-use crate::wire::{MessageKind, WireMessage};
+use crate::wire::{Protocol, WireMessage};
 
 /// The wire messages of both protocols (datagrams).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ pub enum FloodMessage {
 }
 
 impl WireMessage for FloodMessage {
-    const KIND: MessageKind = MessageKind::Flood;
+    const KIND: Protocol = Protocol::Flood;
 }
 
 /// What both machines tell their host.

@@ -12,12 +12,10 @@ use crate::wire::{self, DATAGRAM_BUDGET};
 
 impl Pbcast {
     fn valid_data(&self, data: &Data) -> bool {
-        (1..=SEQ_MAX).contains(&data.id.seq)
-            && data.via != Via::Local
-            && data.payload.len() <= self.config.max_payload
+        (1..=SEQ_MAX).contains(&data.id.seq) && data.payload.len() <= self.config.max_payload
     }
 
-    pub(super) fn on_data(&mut self, now: Instant, data: Data) {
+    pub(super) fn on_data(&mut self, now: Instant, data: Data, via: Via) {
         if !self.valid_data(&data) {
             self.stats.malformed += 1;
             return;
@@ -37,8 +35,7 @@ impl Pbcast {
         if stream.cursor.is_none() && !waiting {
             stream.cursor = Some(Cursor::at(seq)); // first evidence
         }
-        let held =
-            Held { payload: data.payload, published_at: data.published_at, received_at: now, via: data.via };
+        let held = Held { payload: data.payload, published_at: data.published_at, received_at: now, via };
         t.store(origin, seq, held, round);
         self.stats.received += 1;
         t.deliver(origin, &mut self.out, &mut self.stats);
@@ -153,7 +150,7 @@ impl Pbcast {
             self.out.stream(from, PbMessage::Repair { entries });
         } else {
             for d in entries {
-                self.send(from, PbMessage::Data(d));
+                self.send(from, PbMessage::Retransmit(d));
             }
         }
     }
@@ -164,7 +161,7 @@ impl Pbcast {
             return;
         }
         for d in entries {
-            self.on_data(now, d);
+            self.on_data(now, d, Via::Repair);
         }
     }
 
@@ -188,7 +185,7 @@ impl Pbcast {
         t.enforce_bounds(&self.config, &mut self.stats);
     }
 
-    fn on_tick(&mut self) {
+    pub(super) fn on_tick(&mut self) {
         self.round += 1;
         self.retx_msgs = 0;
         self.retx_bytes = 0;
@@ -284,7 +281,8 @@ impl Machine for Pbcast {
 
     fn handle_message(&mut self, now: Instant, from: NodeId, msg: PbMessage) {
         match msg {
-            PbMessage::Data(data) => self.on_data(now, data),
+            PbMessage::Data(data) => self.on_data(now, data, Via::FirstPhase),
+            PbMessage::Retransmit(data) => self.on_data(now, data, Via::Repair),
             PbMessage::Digest { topic, summaries } => self.on_digest(from, topic, summaries),
             PbMessage::Solicit { topic, wants } => self.on_solicit(from, topic, wants),
             PbMessage::Repair { entries } => self.on_repair(now, entries),
@@ -292,21 +290,11 @@ impl Machine for Pbcast {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<TopicId> = self
-            .topics
-            .iter()
-            .filter(|(_, t)| t.awaiting_heads.is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for topic in expired {
-            if let Some(t) = self.topics.get_mut(&topic) {
-                t.resolve_heads(None, self.id);
+        while let Some((at, timer)) = self.next_timer() {
+            if at > now {
+                break;
             }
-            self.deliver_all(topic);
-        }
-        if self.tick.is_due(now) {
-            self.tick.advance(now, &mut self.rng);
-            self.on_tick();
+            self.fire(now, timer);
         }
     }
 
@@ -319,8 +307,6 @@ impl Machine for Pbcast {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let heads = self.topics.values().filter_map(|t| t.awaiting_heads).min();
-        let tick = self.tick.deadline();
-        Some(heads.map_or(tick, |h| h.min(tick)))
+        self.next_timer().map(|(at, _)| at)
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::anti_entropy::StreamSummary;
 use crate::id::{NodeId, Seq, StreamId, TopicId};
 use crate::time::Instant;
-use crate::wire::{MessageKind, WireMessage};
+use crate::wire::{Protocol, WireMessage};
 
 /// A message's identity (PROTOCOLS.md §0.2): its origin, topic and per-(origin, topic) seq.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -26,10 +26,12 @@ impl MsgId {
     }
 }
 
-/// How a node obtained an entry.
+/// How a node obtained an entry. Local knowledge, never on the wire: a receiver knows it from
+/// the message kind that carried the entry ([`PbMessage::Data`], [`PbMessage::Retransmit`],
+/// [`PbMessage::Repair`]) or from the host's side input ([`Pbcast::handle_data`](super::Pbcast::handle_data)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Via {
-    /// It published the entry itself (never on the wire).
+    /// It published the entry itself.
     Local,
     /// The first-phase multicast (the tree, or the origin's direct copies).
     FirstPhase,
@@ -39,7 +41,23 @@ pub enum Via {
     AntiEntropy,
 }
 
-/// One message on the wire: first-phase copy or retransmission (PROTOCOLS.md §4.3).
+impl Via {
+    /// Every path, in the order metrics and counters list them.
+    pub const ALL: [Via; 4] = [Via::Local, Via::FirstPhase, Via::Repair, Via::AntiEntropy];
+
+    /// The `via` label of metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Via::Local => "local",
+            Via::FirstPhase => "first_phase",
+            Via::Repair => "repair",
+            Via::AntiEntropy => "anti_entropy",
+        }
+    }
+}
+
+/// One message on the wire: first-phase copy or retransmission (PROTOCOLS.md §4.3, without
+/// `via`: the message kind that carries it says which).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Data {
     /// Its identity.
@@ -48,14 +66,12 @@ pub struct Data {
     pub published_at: Instant,
     /// The application's bytes.
     pub payload: Bytes,
-    /// How it travels.
-    pub via: Via,
 }
 
 /// The pbcast wire messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PbMessage {
-    /// A message, first phase or retransmission (a datagram unless over the budget).
+    /// A first-phase copy (a datagram unless over the budget).
     Data(Data),
     /// A summary of the sender's gossip buffer for one topic.
     Digest {
@@ -73,13 +89,16 @@ pub enum PbMessage {
     },
     /// More than `batch_over` retransmissions for one solicitation, on a stream.
     Repair {
-        /// The entries, each `via: Repair`.
+        /// The entries.
         entries: Vec<Data>,
     },
+    /// One retransmission answering a solicitation (up to `batch_over` of them are sent this
+    /// way, a datagram each unless over the budget).
+    Retransmit(Data),
 }
 
 impl WireMessage for PbMessage {
-    const KIND: MessageKind = MessageKind::Pbcast;
+    const KIND: Protocol = Protocol::Pbcast;
 }
 
 /// One message handed to the local subscriber.
@@ -115,7 +134,8 @@ pub enum PbEvent {
         last: Seq,
     },
     /// A new subscriber needs the members' heads: run an anti-entropy exchange in Heads mode
-    /// with `peer` for `topic` and pass the reply to [`Pbcast::handle_heads`] (§4.7).
+    /// with `peer` for `topic` and pass the reply (or its failure) to
+    /// [`Pbcast::handle_heads`](super::Pbcast::handle_heads) (§4.7).
     HeadsWanted {
         /// The topic subscribed to.
         topic: TopicId,
@@ -123,7 +143,8 @@ pub enum PbEvent {
         peer: NodeId,
     },
     /// A seq of `topic` has been missing for G rounds: run one on-demand anti-entropy Pull
-    /// for the topic and hand what it brings to [`Pbcast::handle_data`] (§4.7).
+    /// for the topic and hand what it brings to
+    /// [`Pbcast::handle_data`](super::Pbcast::handle_data) (§4.7).
     PullWanted {
         /// The topic.
         topic: TopicId,

@@ -2,7 +2,7 @@
 //! Multicast*, ACM TOCS 17(2), 1999; PROTOCOLS.md §4).
 //!
 //! A message travels in two phases. **Phase one** is a best-effort multicast that the host
-//! arranges: in the daemon the Scribe tree carries `Data{via: FirstPhase}` to the topic's
+//! arranges: in the daemon the Scribe tree carries first-phase `Data` to the topic's
 //! members, in the simulator the origin sends one datagram to every member ([`Pbcast::multicast`]).
 //! **Phase two** repairs what phase one lost: every gossip period (`period`, T_g) each member
 //! sends a digest of its *gossip buffer* (the entries it received during its last G local
@@ -18,17 +18,18 @@
 //! # Driving it
 //!
 //! The [`Machine`] contract: after every input drain `poll_transmit`, then `poll_event`, then
-//! read `poll_timeout`. Local commands, called by the host between inputs:
+//! read `poll_timeout`. Other inputs, called by the host between those (the naming rule of
+//! [`crate::machine`]):
 //!
-//! | command | what it does |
+//! | input | what it does |
 //! |---|---|
-//! | [`Pbcast::set_topic_peers`] | the topic's members, partners are drawn from them (self may be included) |
-//! | [`Pbcast::subscribe`] | become a member; [`Start`] says where streams start (§4.7) |
-//! | [`Pbcast::handle_heads`] | the reply of the Heads exchange that `subscribe(.., Start::Heads)` asked for |
-//! | [`Pbcast::unsubscribe`] | stop being a member |
-//! | [`Pbcast::publish`] | stamp a message (origin, topic, seq), keep it, return the first-phase `Data` |
-//! | [`Pbcast::multicast`] | send first-phase copies of a `Data` to chosen targets |
-//! | [`Pbcast::handle_data`] | a `Data` that arrived by another path (tree, anti-entropy) |
+//! | [`Pbcast::handle_topic_peers`] | side input: the topic's members, partners are drawn from them (self may be included) |
+//! | [`Pbcast::handle_heads`] | side input: the reply (or failure) of the Heads exchange that `subscribe(.., Start::Heads)` asked for |
+//! | [`Pbcast::handle_data`] | side input: a `Data` that arrived by another path (tree, rumor, anti-entropy) and how |
+//! | [`Pbcast::subscribe`] | command: become a member; [`Start`] says where streams start (§4.7) |
+//! | [`Pbcast::unsubscribe`] | command: stop being a member |
+//! | [`Pbcast::publish`] | command: stamp a message (origin, topic, seq), keep it, return the first-phase `Data` |
+//! | [`Pbcast::multicast`] | command: send first-phase copies of a `Data` to chosen targets |
 //!
 //! Events: [`PbEvent::Deliver`] (per-origin FIFO, at most once), [`PbEvent::Gap`],
 //! [`PbEvent::HeadsWanted`] (run a Heads anti-entropy exchange with this peer and call
@@ -37,7 +38,8 @@
 //! # Timers
 //!
 //! `pb_tick` every `period` (in `timing`, phased by default), and one heads deadline per topic
-//! waiting for its start cursors. On equal deadlines the heads deadline is served first. A tick:
+//! waiting for its start cursors (the idiom of [`crate::machine#timers`]). On equal deadlines
+//! the heads deadlines are served first, by topic. A tick:
 //! round += 1, retransmission budget reset, gossip buffers aged, digests sent for up to
 //! `topics_per_round` topics (rotating), then the gap check and the anti-entropy pull hook.
 //!
@@ -64,6 +66,10 @@
 //! - **A source forgets the topic** once its own entries have left the gossip buffer (§4.2
 //!   says it keeps them G rounds; it then has no role left).
 //! - **A member delivers its own messages** at publish time (`via: Local`); §4.7 is silent.
+//! - **No `via` on the wire.** §4.3's `Data` carries how it travels; here the message kind
+//!   says it ([`PbMessage::Data`] first phase, [`PbMessage::Retransmit`] and
+//!   [`PbMessage::Repair`] repair), so a peer cannot claim a path it did not take, and each
+//!   copy is a byte shorter.
 //! - **Summary truncation.** §1.1 lowers a truncated summary's `max` to "the (M+1)-th missing
 //!   seq − 1", which is itself a missing seq when the cut falls inside a run of missing seqs,
 //!   and §1.6's consistency check then rejects the summary. [`summarize`] (and
@@ -98,7 +104,7 @@ use crate::machine::Outbox;
 use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
 use crate::time::Instant;
-use crate::timer::Ticker;
+use crate::timer::{Earliest, Ticker};
 use crate::wire::{self, DATAGRAM_BUDGET};
 
 /// Counters, for metrics and experiments.
@@ -210,8 +216,8 @@ impl Pbcast {
         &self.config
     }
 
-    /// Replace the members of `topic` that partners are drawn from.
-    pub fn set_topic_peers(&mut self, topic: TopicId, peers: PeerView) {
+    /// Side input: the members of `topic` that partners are drawn from changed.
+    pub fn handle_topic_peers(&mut self, _now: Instant, topic: TopicId, peers: PeerView) {
         let pos = peers.position(&self.id);
         self.views.insert(topic, (peers, pos));
     }
@@ -291,45 +297,39 @@ impl Pbcast {
         }
     }
 
-    /// The reply of the Heads exchange asked for by [`PbEvent::HeadsWanted`]: the partner's
-    /// summaries of `topic`. Streams named start after their `max`; the others at first
-    /// evidence. Summaries of other topics or that are inconsistent are ignored (counted).
-    /// Ignored unless `topic` is waiting for heads.
-    pub fn handle_heads(&mut self, _now: Instant, topic: TopicId, summaries: &[StreamSummary]) {
+    /// Side input: the outcome of the Heads exchange asked for by [`PbEvent::HeadsWanted`].
+    /// `Some(summaries)`: the partner's summaries of `topic`; streams named start after their
+    /// `max`, the others at first evidence; summaries of other topics or that are inconsistent
+    /// are ignored (counted). `None`: the exchange failed (no reply, or no member to ask);
+    /// streams start at their first evidence, as after `heads_timeout`. Ignored unless `topic`
+    /// is waiting for heads.
+    pub fn handle_heads(&mut self, _now: Instant, topic: TopicId, summaries: Option<&[StreamSummary]>) {
         let Some(t) = self.topics.get_mut(&topic) else {
             return;
         };
         if t.awaiting_heads.is_none() {
             return;
         }
-        let mut heads = Vec::with_capacity(summaries.len());
-        for s in summaries {
-            if s.stream.topic != topic || !valid_summary(s, DIGEST_MISSING_LIMIT) {
-                self.stats.malformed += 1;
-                continue;
+        match summaries {
+            Some(summaries) => {
+                let mut heads = Vec::with_capacity(summaries.len());
+                for s in summaries {
+                    if s.stream.topic != topic || !valid_summary(s, DIGEST_MISSING_LIMIT) {
+                        self.stats.malformed += 1;
+                        continue;
+                    }
+                    heads.push((s.stream.origin, s.max));
+                }
+                t.resolve_heads(Some(&heads), self.id);
             }
-            heads.push((s.stream.origin, s.max));
+            None => t.resolve_heads(None, self.id),
         }
-        t.resolve_heads(Some(&heads), self.id);
-        self.deliver_all(topic);
-    }
-
-    /// The heads exchange for `topic` failed (no reply, or no member to ask): streams start at
-    /// their first evidence, as after `heads_timeout`.
-    pub fn heads_unavailable(&mut self, _now: Instant, topic: TopicId) {
-        let Some(t) = self.topics.get_mut(&topic) else {
-            return;
-        };
-        if t.awaiting_heads.is_none() {
-            return;
-        }
-        t.resolve_heads(None, self.id);
         self.deliver_all(topic);
     }
 
     /// Stop delivering `topic`. A node that published on it within G rounds stays a source of
     /// its own entries until they leave the gossip buffer.
-    pub fn unsubscribe(&mut self, topic: TopicId) {
+    pub fn unsubscribe(&mut self, _now: Instant, topic: TopicId) {
         let Some(t) = self.topics.get_mut(&topic) else {
             return;
         };
@@ -364,13 +364,18 @@ impl Pbcast {
         t.deliver(me, &mut self.out, &mut self.stats);
         t.enforce_bounds(&self.config, &mut self.stats);
         self.stats.published += 1;
-        Ok(Data { id: MsgId { origin: me, topic, seq }, published_at: now, payload, via: Via::FirstPhase })
+        Ok(Data { id: MsgId { origin: me, topic, seq }, published_at: now, payload })
     }
 
     /// Send first-phase copies of `data` to each of `targets` (self skipped), in order: a
     /// datagram each, or a stream message if over the datagram budget.
-    pub fn multicast<'a>(&mut self, data: &Data, targets: impl IntoIterator<Item = &'a NodeId>) {
-        let copy = PbMessage::Data(Data { via: Via::FirstPhase, ..data.clone() });
+    pub fn multicast<'a>(
+        &mut self,
+        _now: Instant,
+        data: &Data,
+        targets: impl IntoIterator<Item = &'a NodeId>,
+    ) {
+        let copy = PbMessage::Data(data.clone());
         let over = wire::encoded_len(&copy) > DATAGRAM_BUDGET;
         for &to in targets {
             if to == self.id {
@@ -385,10 +390,49 @@ impl Pbcast {
         }
     }
 
-    /// A `Data` that reached this node by another path: the first-phase tree, or an
-    /// anti-entropy exchange (with `via: AntiEntropy`). Handled exactly like one received from
-    /// the pbcast wire.
-    pub fn handle_data(&mut self, now: Instant, data: Data) {
-        self.on_data(now, data);
+    /// Side input: a `Data` that reached this node by another path, and which: the
+    /// first-phase tree or rumor mongering (`Via::FirstPhase`), or an anti-entropy exchange
+    /// (`Via::AntiEntropy`). Handled exactly like one received from the pbcast wire;
+    /// `Via::Local` is not a path by which anything arrives, and is counted as malformed.
+    pub fn handle_data(&mut self, now: Instant, data: Data, via: Via) {
+        if via == Via::Local {
+            self.stats.malformed += 1;
+            return;
+        }
+        self.on_data(now, data, via);
     }
+
+    /// The earliest armed timer: a topic's heads deadline, or the tick.
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
+        let mut e = Earliest::new();
+        for (topic, t) in &self.topics {
+            e.offer(t.awaiting_heads, Timer::Heads(*topic));
+        }
+        e.offer(Some(self.tick.deadline()), Timer::Tick);
+        e.get()
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Heads(topic) => {
+                if let Some(t) = self.topics.get_mut(&topic) {
+                    t.resolve_heads(None, self.id);
+                }
+                self.deliver_all(topic);
+            }
+            Timer::Tick => {
+                self.tick.advance(now, &mut self.rng);
+                self.on_tick();
+            }
+        }
+    }
+}
+
+/// pbcast's timer kinds, in the order simultaneous ones are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A subscription waiting for heads gives up (`heads_timeout`).
+    Heads(TopicId),
+    /// `pb_tick`.
+    Tick,
 }

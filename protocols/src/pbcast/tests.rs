@@ -38,17 +38,16 @@ fn view(members: &[u64]) -> PeerView {
 /// Node `n`, subscribed from the first message, drawing partners from `members`.
 fn node(n: u64, cfg: &PbConfig, members: &[u64]) -> Pbcast {
     let mut m = Pbcast::new(id(n), Arc::new(cfg.clone()), &Seed::derive(42, "node", 0, n), Instant::ZERO);
-    m.set_topic_peers(T, view(members));
+    m.handle_topic_peers(Instant::ZERO, T, view(members));
     m.subscribe(Instant::ZERO, T, Start::FromFirst);
     m
 }
 
-fn data(origin: u64, seq: Seq, via: Via) -> Data {
+fn data(origin: u64, seq: Seq) -> Data {
     Data {
         id: MsgId { origin: id(origin), topic: T, seq },
         published_at: Instant::ZERO,
         payload: Bytes::from(format!("{origin}/{seq}")),
-        via,
     }
 }
 
@@ -122,12 +121,11 @@ fn first_phase_delivers_once_and_the_origin_delivers_its_own() {
     let d = a.publish(Instant::ZERO, T, Bytes::from_static(b"hello")).unwrap();
     assert_eq!(d.id, MsgId { origin: id(1), topic: T, seq: 1 });
     assert_eq!(delivered(&events(&mut a)), vec![(1, 1, Via::Local)]);
-    a.multicast(&d, &[id(1), id(2), id(3)]);
+    a.multicast(Instant::ZERO, &d, &[id(1), id(2), id(3)]);
     let sent = transmits(&mut a);
     assert_eq!(sent.iter().map(|t| t.to.prefix_u64()).collect::<Vec<_>>(), vec![2, 3], "self skipped");
     assert!(sent.iter().all(|t| t.reliability == Reliability::Datagram));
-    let PbMessage::Data(copy) = sent[0].msg.clone() else { panic!() };
-    assert_eq!(copy.via, Via::FirstPhase);
+    let PbMessage::Data(copy) = sent[0].msg.clone() else { panic!("a first-phase copy is Data") };
     b.handle_message(sec(0), id(1), PbMessage::Data(copy.clone()));
     b.handle_message(sec(0), id(1), PbMessage::Data(copy));
     let ev = events(&mut b);
@@ -146,7 +144,7 @@ fn a_digest_brings_a_solicitation_to_its_sender_and_a_retransmission_back() {
     let mut b = node(2, &cfg, &[2, 3]); // b's only partner is c
     let mut c = node(3, &cfg, &[3]);
     let d = a.publish(Instant::ZERO, T, Bytes::from_static(b"m")).unwrap();
-    a.multicast(&d, &[id(2), id(3)]);
+    a.multicast(Instant::ZERO, &d, &[id(2), id(3)]);
     // c's first-phase copy is lost.
     pump(&mut [&mut a, &mut b, &mut c], sec(0), |_, to, _| to == 3);
     events(&mut c);
@@ -159,8 +157,8 @@ fn a_digest_brings_a_solicitation_to_its_sender_and_a_retransmission_back() {
     assert_eq!((summaries[0].stream.origin, summaries[0].floor, summaries[0].max), (id(1), 1, 1));
     let (3, 2, PbMessage::Solicit { wants, .. }) = &log[1] else { panic!("{:?}", log[1]) };
     assert_eq!(wants, &vec![(id(1), vec![1])]);
-    let (2, 3, PbMessage::Data(r)) = &log[2] else { panic!("{:?}", log[2]) };
-    assert_eq!((r.id.seq, r.via), (1, Via::Repair));
+    let (2, 3, PbMessage::Retransmit(r)) = &log[2] else { panic!("{:?}", log[2]) };
+    assert_eq!(r.id.seq, 1);
     let ev = events(&mut c);
     assert_eq!(delivered(&ev), vec![(1, 1, Via::Repair)]);
     let PbEvent::Deliver(del) = &ev[0] else { panic!() };
@@ -172,13 +170,13 @@ fn a_digest_brings_a_solicitation_to_its_sender_and_a_retransmission_back() {
 fn fifo_per_origin_holds_later_seqs_and_never_delivers_twice() {
     let cfg = config();
     let mut b = node(2, &cfg, &[2]);
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 2, Via::FirstPhase)));
-    b.handle_message(sec(0), id(9), PbMessage::Data(data(9, 1, Via::FirstPhase)));
+    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 2)));
+    b.handle_message(sec(0), id(9), PbMessage::Data(data(9, 1)));
     assert_eq!(delivered(&events(&mut b)), vec![(9, 1, Via::FirstPhase)], "other origins do not wait");
     assert!(b.has_known_missing());
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1, Via::Repair)));
+    b.handle_message(sec(0), id(1), PbMessage::Retransmit(data(1, 1)));
     assert_eq!(delivered(&events(&mut b)), vec![(1, 1, Via::Repair), (1, 2, Via::FirstPhase)]);
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 2, Via::Repair)));
+    b.handle_message(sec(0), id(1), PbMessage::Retransmit(data(1, 2)));
     assert!(events(&mut b).is_empty());
     assert_eq!(b.next_delivery(T, id(1)), Some(3));
     assert!(!b.has_known_missing());
@@ -189,7 +187,7 @@ fn a_seq_that_never_comes_becomes_a_gap_after_gap_after_rounds() {
     let cfg = PbConfig { gc_rounds: 3, ..config() }; // gap_after = 6
     let mut b = node(2, &cfg, &[2]);
     b.handle_timeout(sec(1)); // round 1
-    b.handle_message(sec(1), id(1), PbMessage::Data(data(1, 3, Via::FirstPhase)));
+    b.handle_message(sec(1), id(1), PbMessage::Data(data(1, 3)));
     assert!(delivered(&events(&mut b)).is_empty());
     for k in 2..=6 {
         b.handle_timeout(sec(k));
@@ -202,7 +200,7 @@ fn a_seq_that_never_comes_becomes_a_gap_after_gap_after_rounds() {
     assert!(matches!(ev[0], PbEvent::Gap { .. }), "the gap is announced before what it unblocks");
     assert_eq!((b.stats().gaps, b.stats().gap_seqs), (1, 2));
     // A late copy of a lost seq is kept for others but never delivered.
-    b.handle_message(sec(7), id(1), PbMessage::Data(data(1, 1, Via::Repair)));
+    b.handle_message(sec(7), id(1), PbMessage::Retransmit(data(1, 1)));
     assert!(events(&mut b).is_empty());
     assert!(b.holds(&MsgId { origin: id(1), topic: T, seq: 1 }));
 }
@@ -212,7 +210,7 @@ fn later_knowledge_gives_later_seqs_their_own_deadline() {
     let cfg = PbConfig { gc_rounds: 2, ..config() }; // gap_after = 4
     let mut b = node(2, &cfg, &[2]);
     b.handle_timeout(sec(1));
-    b.handle_message(sec(1), id(1), PbMessage::Data(data(1, 2, Via::FirstPhase))); // 1 missing since r1
+    b.handle_message(sec(1), id(1), PbMessage::Data(data(1, 2))); // 1 missing since r1
     b.handle_timeout(sec(2));
     // A digest in round 2 tells b that seq 4 exists: 3 is missing since round 2.
     let summary = summarize(StreamId { topic: T, origin: id(1) }, [4], 32);
@@ -236,7 +234,7 @@ fn a_full_hold_buffer_declares_the_gap_at_the_next_tick() {
     let cfg = PbConfig { hold_max: 2, ..config() };
     let mut b = node(2, &cfg, &[2]);
     for s in [3, 5] {
-        b.handle_message(sec(0), id(1), PbMessage::Data(data(1, s, Via::FirstPhase)));
+        b.handle_message(sec(0), id(1), PbMessage::Data(data(1, s)));
     }
     b.handle_timeout(sec(1));
     let ev = events(&mut b);
@@ -244,7 +242,7 @@ fn a_full_hold_buffer_declares_the_gap_at_the_next_tick() {
     // gap_after deadline.
     assert_eq!(gaps(&ev), vec![(1, 1, 2)]);
     assert_eq!(delivered(&ev), vec![(1, 3, Via::FirstPhase)]);
-    b.handle_message(sec(1), id(1), PbMessage::Data(data(1, 6, Via::FirstPhase)));
+    b.handle_message(sec(1), id(1), PbMessage::Data(data(1, 6)));
     b.handle_timeout(sec(2));
     let ev = events(&mut b);
     assert_eq!(gaps(&ev), vec![(1, 4, 4)]);
@@ -255,7 +253,7 @@ fn a_full_hold_buffer_declares_the_gap_at_the_next_tick() {
 fn entries_leave_the_gossip_buffer_after_g_rounds_but_stay_in_history() {
     let cfg = PbConfig { gc_rounds: 3, ..config() };
     let mut b = node(2, &cfg, &[2, 3]);
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1, Via::FirstPhase)));
+    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1)));
     for k in 1..=3 {
         b.handle_timeout(sec(k));
         let sent = transmits(&mut b);
@@ -268,7 +266,7 @@ fn entries_leave_the_gossip_buffer_after_g_rounds_but_stay_in_history() {
     // Still served from history.
     b.handle_message(sec(4), id(3), PbMessage::Solicit { topic: T, wants: vec![(id(1), vec![1])] });
     let sent = transmits(&mut b);
-    assert!(matches!(&sent[0].msg, PbMessage::Data(d) if d.id.seq == 1 && d.via == Via::Repair));
+    assert!(matches!(&sent[0].msg, PbMessage::Retransmit(d) if d.id.seq == 1));
 }
 
 #[test]
@@ -276,7 +274,7 @@ fn retransmissions_are_limited_per_round_and_batched_on_a_stream() {
     let cfg = PbConfig { retx_msgs: 6, ..config() };
     let mut b = node(2, &cfg, &[2, 3]);
     for s in 1..=10 {
-        b.handle_message(sec(0), id(1), PbMessage::Data(data(1, s, Via::FirstPhase)));
+        b.handle_message(sec(0), id(1), PbMessage::Data(data(1, s)));
     }
     let ask = |seqs: Vec<Seq>| PbMessage::Solicit { topic: T, wants: vec![(id(1), seqs)] };
     b.handle_message(sec(0), id(3), ask((1..=10).collect()));
@@ -317,7 +315,7 @@ fn a_solicited_seq_is_not_asked_again_within_the_backoff() {
 fn malformed_and_foreign_input_is_counted_and_changes_nothing() {
     let cfg = config();
     let mut b = node(2, &cfg, &[2, 3]);
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1, Via::FirstPhase)));
+    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1)));
     events(&mut b);
     let s = |floor, contig, max, missing: Vec<Seq>| StreamSummary {
         stream: StreamId { topic: T, origin: id(1) },
@@ -338,10 +336,10 @@ fn malformed_and_foreign_input_is_counted_and_changes_nothing() {
         PbMessage::Solicit { topic: T, wants: vec![(id(1), vec![])] },
         PbMessage::Solicit { topic: T, wants: vec![(id(2), vec![1]), (id(1), vec![1])] },
         PbMessage::Solicit { topic: T, wants: vec![(id(1), (1..=65).collect())] },
-        PbMessage::Data(data(1, 0, Via::FirstPhase)),
-        PbMessage::Data(data(1, 2, Via::Local)),
-        PbMessage::Data(data(1, SEQ_MAX + 1, Via::Repair)),
-        PbMessage::Repair { entries: vec![data(1, 2, Via::Repair), data(1, 0, Via::Repair)] },
+        PbMessage::Data(data(1, 0)),
+        PbMessage::Retransmit(data(1, 0)),
+        PbMessage::Retransmit(data(1, SEQ_MAX + 1)),
+        PbMessage::Repair { entries: vec![data(1, 2), data(1, 0)] },
     ];
     let n = bad.len() as u64;
     for msg in bad {
@@ -349,10 +347,7 @@ fn malformed_and_foreign_input_is_counted_and_changes_nothing() {
     }
     assert_eq!(b.stats().malformed, n);
     // Well-formed, but for a topic b has no part in.
-    let foreign = Data {
-        id: MsgId { topic: TopicId(8), ..data(1, 1, Via::FirstPhase).id },
-        ..data(1, 1, Via::FirstPhase)
-    };
+    let foreign = Data { id: MsgId { topic: TopicId(8), ..data(1, 1).id }, ..data(1, 1) };
     b.handle_message(sec(0), id(3), PbMessage::Data(foreign));
     b.handle_message(sec(0), id(3), PbMessage::Solicit { topic: TopicId(8), wants: vec![(id(1), vec![1])] });
     assert_eq!(b.stats().unknown_topic, 2);
@@ -367,15 +362,15 @@ fn malformed_and_foreign_input_is_counted_and_changes_nothing() {
 fn a_new_subscriber_starts_after_the_heads_it_is_given() {
     let cfg = config();
     let mut c = Pbcast::new(id(3), Arc::new(cfg), &Seed::derive(42, "node", 0, 3), Instant::ZERO);
-    c.set_topic_peers(T, view(&[2, 3]));
+    c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
     c.subscribe(sec(0), T, Start::Heads);
     assert_eq!(events(&mut c), vec![PbEvent::HeadsWanted { topic: T, peer: id(2) }]);
     assert_eq!(c.poll_timeout(), Some(sec(1)), "tick first; the heads deadline is at 10 s");
     // While waiting: entries are stored, not delivered; digests are ignored.
     for s in [5, 6] {
-        c.handle_message(sec(0), id(1), PbMessage::Data(data(1, s, Via::FirstPhase)));
+        c.handle_message(sec(0), id(1), PbMessage::Data(data(1, s)));
     }
-    c.handle_message(sec(0), id(9), PbMessage::Data(data(9, 4, Via::FirstPhase)));
+    c.handle_message(sec(0), id(9), PbMessage::Data(data(9, 4)));
     let summary = summarize(StreamId { topic: T, origin: id(1) }, [7], 32);
     c.handle_message(sec(0), id(2), PbMessage::Digest { topic: T, summaries: vec![summary] });
     assert!(transmits(&mut c).is_empty() && events(&mut c).is_empty());
@@ -384,16 +379,16 @@ fn a_new_subscriber_starts_after_the_heads_it_is_given() {
     // reply: its stream began after the reply was made, so all of it is c's to deliver,
     // from seq 1 (4 waits for 1 to 3).
     let heads = summarize(StreamId { topic: T, origin: id(1) }, 1..=5, 32);
-    c.handle_heads(sec(0), T, &[heads]);
+    c.handle_heads(sec(0), T, Some(&[heads]));
     assert_eq!(delivered(&events(&mut c)), vec![(1, 6, Via::FirstPhase)]);
     assert_eq!(c.next_delivery(T, id(1)), Some(7));
     assert_eq!(c.next_delivery(T, id(9)), Some(1));
     for s in 1..=3 {
-        c.handle_message(sec(0), id(9), PbMessage::Data(data(9, s, Via::FirstPhase)));
+        c.handle_message(sec(0), id(9), PbMessage::Data(data(9, s)));
     }
     assert_eq!(delivered(&events(&mut c)), (1..=4).map(|s| (9, s, Via::FirstPhase)).collect::<Vec<_>>());
     // A second reply changes nothing.
-    c.handle_heads(sec(0), T, &[summarize(StreamId { topic: T, origin: id(1) }, [1], 32)]);
+    c.handle_heads(sec(0), T, Some(&[summarize(StreamId { topic: T, origin: id(1) }, [1], 32)]));
     assert_eq!(c.next_delivery(T, id(1)), Some(7));
 }
 
@@ -401,11 +396,11 @@ fn a_new_subscriber_starts_after_the_heads_it_is_given() {
 fn without_a_heads_reply_streams_start_at_first_evidence_after_the_timeout() {
     let cfg = PbConfig { heads_timeout: Duration::from_millis(2_500), ..config() };
     let mut c = Pbcast::new(id(3), Arc::new(cfg), &Seed::derive(42, "node", 0, 3), Instant::ZERO);
-    c.set_topic_peers(T, view(&[2, 3]));
+    c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
     c.subscribe(sec(0), T, Start::Heads);
     events(&mut c);
-    c.handle_message(sec(0), id(1), PbMessage::Data(data(1, 8, Via::FirstPhase)));
-    c.handle_message(sec(0), id(1), PbMessage::Data(data(1, 7, Via::FirstPhase)));
+    c.handle_message(sec(0), id(1), PbMessage::Data(data(1, 8)));
+    c.handle_message(sec(0), id(1), PbMessage::Data(data(1, 7)));
     for k in 1..=2 {
         c.handle_timeout(sec(k));
     }
@@ -418,11 +413,11 @@ fn without_a_heads_reply_streams_start_at_first_evidence_after_the_timeout() {
     let mut d = Pbcast::new(id(4), Arc::new(config()), &Seed::derive(42, "node", 0, 4), Instant::ZERO);
     d.subscribe(sec(0), T, Start::Heads);
     assert!(events(&mut d).is_empty());
-    d.handle_message(sec(0), id(1), PbMessage::Data(data(1, 3, Via::FirstPhase)));
+    d.handle_message(sec(0), id(1), PbMessage::Data(data(1, 3)));
     assert!(delivered(&events(&mut d)).is_empty());
     assert_eq!(d.next_delivery(T, id(1)), Some(1));
     for s in [1, 2] {
-        d.handle_message(sec(0), id(1), PbMessage::Data(data(1, s, Via::FirstPhase)));
+        d.handle_message(sec(0), id(1), PbMessage::Data(data(1, s)));
     }
     assert_eq!(delivered(&events(&mut d)), (1..=3).map(|s| (1, s, Via::FirstPhase)).collect::<Vec<_>>());
 }
@@ -431,11 +426,11 @@ fn without_a_heads_reply_streams_start_at_first_evidence_after_the_timeout() {
 fn a_source_that_is_not_a_member_serves_its_entries_for_g_rounds_then_forgets_the_topic() {
     let cfg = PbConfig { gc_rounds: 2, ..config() };
     let mut a = Pbcast::new(id(1), Arc::new(cfg), &Seed::derive(42, "node", 0, 1), Instant::ZERO);
-    a.set_topic_peers(T, view(&[2]));
+    a.handle_topic_peers(Instant::ZERO, T, view(&[2]));
     a.publish(Instant::ZERO, T, Bytes::from_static(b"x")).unwrap();
     assert!(events(&mut a).is_empty(), "no subscriber here");
     assert!(!a.is_member(T));
-    a.handle_message(sec(0), id(2), PbMessage::Data(data(5, 1, Via::FirstPhase)));
+    a.handle_message(sec(0), id(2), PbMessage::Data(data(5, 1)));
     assert_eq!(a.stats().unknown_topic, 1, "a source keeps only its own entries");
     for k in 1..=2 {
         a.handle_timeout(sec(k));
@@ -456,14 +451,14 @@ fn history_is_bounded_and_evicts_the_oldest_delivered_first() {
     let cfg = PbConfig { history_msgs: 3, ..config() };
     let mut b = node(2, &cfg, &[2]);
     // 2 is held back waiting for 1: it is not evictable while it waits.
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 2, Via::FirstPhase)));
+    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 2)));
     for s in 1..=4 {
-        b.handle_message(sec(0), id(9), PbMessage::Data(data(9, s, Via::FirstPhase)));
+        b.handle_message(sec(0), id(9), PbMessage::Data(data(9, s)));
     }
     assert_eq!(b.history_len(T), 3);
     let held = |m: &Pbcast, o, s| m.holds(&MsgId { origin: id(o), topic: T, seq: s });
     assert!(held(&b, 1, 2) && !held(&b, 9, 1) && !held(&b, 9, 2) && held(&b, 9, 4));
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1, Via::Repair)));
+    b.handle_message(sec(0), id(1), PbMessage::Retransmit(data(1, 1)));
     assert_eq!(delivered(&events(&mut b)).iter().filter(|d| d.0 == 1).count(), 2);
     assert_eq!(b.history_len(T), 3);
     assert_eq!(b.stats().evicted, 3);
@@ -474,7 +469,7 @@ fn digests_rotate_when_more_streams_are_active_than_fit() {
     let cfg = PbConfig { digest_streams: 2, ..config() };
     let mut b = node(2, &cfg, &[2, 3]);
     for o in [1, 4, 5, 6, 7] {
-        b.handle_message(sec(0), id(o), PbMessage::Data(data(o, 1, Via::FirstPhase)));
+        b.handle_message(sec(0), id(o), PbMessage::Data(data(o, 1)));
     }
     let mut seen = Vec::new();
     for k in 1..=3 {
@@ -518,14 +513,14 @@ fn summaries_match_the_anti_entropy_store() {
 fn a_seq_missing_for_g_rounds_asks_once_for_an_anti_entropy_pull() {
     let cfg = PbConfig { gc_rounds: 2, pull_on_missing: true, ..config() };
     let mut b = node(2, &cfg, &[2]);
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 2, Via::FirstPhase)));
+    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 2)));
     b.handle_timeout(sec(1));
     assert!(events(&mut b).is_empty());
     b.handle_timeout(sec(2));
     assert_eq!(events(&mut b), vec![PbEvent::PullWanted { topic: T }]);
     b.handle_timeout(sec(3));
     assert!(events(&mut b).is_empty(), "once per missing seq");
-    b.handle_data(sec(3), data(1, 1, Via::AntiEntropy));
+    b.handle_data(sec(3), data(1, 1), Via::AntiEntropy);
     assert_eq!(delivered(&events(&mut b)), vec![(1, 1, Via::AntiEntropy), (1, 2, Via::FirstPhase)]);
 }
 
@@ -534,11 +529,11 @@ fn unsubscribing_stops_delivery_and_keeps_a_recent_source_serving() {
     let cfg = config();
     let mut b = node(2, &cfg, &[2, 3]);
     b.publish(Instant::ZERO, T, Bytes::from_static(b"own")).unwrap();
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1, Via::FirstPhase)));
+    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1)));
     events(&mut b);
-    b.unsubscribe(T);
+    b.unsubscribe(Instant::ZERO, T);
     assert!(!b.is_member(T));
-    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 2, Via::FirstPhase)));
+    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 2)));
     assert!(events(&mut b).is_empty());
     assert_eq!(b.history_len(T), 1, "only its own entry is left");
     b.handle_message(sec(0), id(3), PbMessage::Solicit { topic: T, wants: vec![(id(2), vec![1])] });
@@ -553,7 +548,7 @@ fn repair_converges_among_lossy_peers_by_hand() {
     let mut ms: Vec<Pbcast> = all.iter().map(|&n| node(n, &cfg, &all)).collect();
     let d = ms[0].publish(Instant::ZERO, T, Bytes::from_static(b"m")).unwrap();
     let targets: Vec<NodeId> = all.iter().map(|&n| id(n)).collect();
-    ms[0].multicast(&d, &targets);
+    ms[0].multicast(Instant::ZERO, &d, &targets);
     let mut refs: Vec<&mut Pbcast> = ms.iter_mut().collect();
     pump(&mut refs, sec(0), |_, to, m| matches!(m, PbMessage::Data(_)) && to >= 3);
     for k in 1..=10 {
@@ -622,7 +617,7 @@ mod fuzz {
                         .collect(),
                 }
             }),
-            (0u64..4, any::<u64>()).prop_map(|(o, s)| PbMessage::Data(data(o, s % 20, Via::Repair))),
+            (0u64..4, any::<u64>()).prop_map(|(o, s)| PbMessage::Retransmit(data(o, s % 20))),
         ]
     }
 

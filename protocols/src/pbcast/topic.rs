@@ -294,7 +294,6 @@ impl Topic {
             id: MsgId { origin, topic: self.id, seq },
             published_at: h.published_at,
             payload: h.payload.clone(),
-            via: super::Via::Repair,
         })
     }
 

@@ -17,8 +17,8 @@
 //! # Driving it
 //!
 //! The [`Machine`] contract (see [`crate::machine`]): after each input drain `poll_transmit`,
-//! then `poll_event`, then read `poll_timeout`. Local commands: [`RumorMonger::inject`] starts
-//! a rumor here, [`RumorMonger::set_peers`] replaces the partner view,
+//! then `poll_event`, then read `poll_timeout`. Side input: [`RumorMonger::handle_peers`] (the
+//! partner view changed). Commands: [`RumorMonger::inject`] starts a rumor here,
 //! [`RumorMonger::set_scope`] restricts the topics this node accepts. Events:
 //! [`RumorEvent::Delivered`] on the first receipt of a rumor, [`RumorEvent::Removed`] when this
 //! node loses interest in one.
@@ -69,7 +69,7 @@ use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
 use crate::time::{Duration, Instant};
 use crate::timer::{Ticker, Timing};
-use crate::wire::{DATAGRAM_BUDGET, MessageKind, WireMessage};
+use crate::wire::{DATAGRAM_BUDGET, Protocol, WireMessage};
 
 /// Bytes of a `Rumors` datagram that are not items: header, tag, length, flags (generous).
 const RUMORS_OVERHEAD: usize = 16;
@@ -135,7 +135,7 @@ pub enum RumorMessage {
 }
 
 impl WireMessage for RumorMessage {
-    const KIND: MessageKind = MessageKind::Rumor;
+    const KIND: Protocol = Protocol::Rumor;
 }
 
 /// When a node loses interest in a rumor (Demers §1.4).
@@ -442,14 +442,14 @@ impl RumorMonger {
         }
     }
 
-    /// Replace the set of peers partners are drawn from.
-    pub fn set_peers(&mut self, peers: PeerView) {
+    /// Side input: the peers partners are drawn from changed.
+    pub fn handle_peers(&mut self, _now: Instant, peers: PeerView) {
         self.self_pos = peers.position(&self.id);
         self.peers = peers;
     }
 
     /// Accept message rumors of these topics only (`None`: all). Queries are always accepted.
-    pub fn set_scope(&mut self, topics: Option<Vec<TopicId>>) {
+    pub fn set_scope(&mut self, _now: Instant, topics: Option<Vec<TopicId>>) {
         self.scope = topics.map(|mut t| {
             t.sort_unstable();
             t.dedup();

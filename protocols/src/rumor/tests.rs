@@ -42,7 +42,7 @@ fn sync(variant: Variant, k: u32, direction: Direction) -> Arc<RumorConfig> {
 
 fn machine(n: u64, cfg: &Arc<RumorConfig>, peers: &[u64]) -> RumorMonger {
     let mut m = RumorMonger::new(id(n), cfg.clone(), &Seed::derive(42, "node", 0, n), Instant::ZERO);
-    m.set_peers(peers.iter().map(|&p| id(p)).collect());
+    m.handle_peers(Instant::ZERO, peers.iter().map(|&p| id(p)).collect());
     m
 }
 
@@ -397,7 +397,7 @@ fn big_rumors_are_split_into_datagrams_within_the_budget() {
 fn rumors_of_topics_outside_the_scope_are_acknowledged_but_not_kept() {
     let cfg = sync(Variant::FeedbackCounter, 3, Direction::Push);
     let mut b = machine(2, &cfg, &[1, 2]);
-    b.set_scope(Some(vec![TopicId(8)]));
+    b.set_scope(Instant::ZERO, Some(vec![TopicId(8)]));
     let query = RumorId::Query { querier: id(5), counter: 1 };
     let items = vec![Rumor { id: rid(1), payload: Bytes::new() }, Rumor { id: query, payload: Bytes::new() }];
     b.handle_message(at(0), id(1), RumorMessage::Rumors { items, pull: false, want_feedback: true });

@@ -365,10 +365,10 @@ pub fn build(p: &Params, run: u64, values: Arc<Vec<f64>>) -> Sim<Aggregation> {
     let net = NetConfig { latency: Latency::Zero, jitter: 0.0, loss: p.loss, stream_loss: false };
     Sim::new(p.seed, run, p.nodes, net, move |init| {
         let mut m = Aggregation::new(init.id, config.clone(), &init.seed, init.now);
-        m.set_peers(peers.clone());
+        m.handle_peers(init.now, peers.clone());
         if let Some(&x) = values.get(init.index) {
             // Finite by construction.
-            let _ = m.set_value(ATTR, x);
+            let _ = m.set_value(init.now, ATTR, x);
         }
         m
     })
@@ -384,7 +384,7 @@ pub fn start(p: &Params, sim: &mut Sim<Aggregation>, obs: &mut impl Observer<Agg
     if p.join == Join::All {
         for i in 1..p.nodes {
             let q = query.clone();
-            let _ = sim.call(i, obs, |m, now| m.join(now, q));
+            let _ = sim.call(i, obs, |m, now| m.handle_query(now, q));
         }
     }
     query

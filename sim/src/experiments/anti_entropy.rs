@@ -173,8 +173,8 @@ pub fn build(p: &Params, run: u64) -> Sim<AntiEntropy> {
     let net = NetConfig { latency: Latency::Zero, jitter: 0.0, loss: p.loss, stream_loss: true };
     Sim::new(p.seed, run, p.nodes, net, move |init| {
         let mut m = AntiEntropy::new(init.id, config.clone(), &init.seed, init.now);
-        m.subscribe(TOPIC);
-        m.set_peers(peers.clone());
+        m.subscribe(init.now, TOPIC);
+        m.handle_peers(init.now, peers.clone());
         m
     })
 }
@@ -186,8 +186,8 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
     let origin = work.index(p.nodes);
     let stream = StreamId { topic: TOPIC, origin: sim.id(origin) };
     let mut count = Count { informed: 1, transmissions: 0, messages: 0 };
-    sim.call(origin, &mut count, |m, _| {
-        m.insert(Entry { stream, seq: 1, payload: Bytes::from_static(b"update") })
+    sim.call(origin, &mut count, |m, now| {
+        m.insert(now, Entry { stream, seq: 1, payload: Bytes::from_static(b"update") })
     });
     let n = p.nodes;
     let mut informed = vec![1.0 / n as f64];

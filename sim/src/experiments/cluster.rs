@@ -24,7 +24,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hearsay::engine::{Engine, EngineConfig, EngineEvent};
 use hearsay_overlay::swim::{Addr, SwimConfig};
-use hearsay_protocols::wire::{Frame, MessageKind};
+use hearsay_protocols::wire::{Frame, Protocol};
+use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::{Instant, NodeId, Rng, Seed, Seq, TopicId, Transmit};
 use serde::Serialize;
 
@@ -176,15 +177,16 @@ struct Watch {
     bytes: u64,
     messages: u64,
     /// Bytes by frame kind (`None`: a frame that does not open).
-    bytes_by_kind: BTreeMap<Option<MessageKind>, u64>,
+    bytes_by_kind: BTreeMap<Option<Protocol>, u64>,
 }
 
 impl Observer<Engine> for Watch {
     fn on_event(&mut self, now: Instant, node: usize, event: EngineEvent) {
         match event {
-            EngineEvent::Delivered { topic, origin, seq, published_at, .. } => {
+            EngineEvent::Delivered(d) => {
+                let MsgId { origin, topic, seq } = d.id;
                 if self.seen.insert((node as u32, origin, topic, seq)) {
-                    self.latencies.push(now.as_micros().saturating_sub(published_at.as_micros()));
+                    self.latencies.push(now.as_micros().saturating_sub(d.published_at.as_micros()));
                 } else {
                     self.duplicates += 1;
                 }

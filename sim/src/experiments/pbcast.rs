@@ -36,7 +36,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hearsay_protocols::pbcast::{MsgId, PbConfig, PbEvent, PbMessage, Pbcast, Start, Via};
+use hearsay_protocols::pbcast::{MsgId, PbConfig, PbEvent, PbMessage, Pbcast, Start};
 use hearsay_protocols::{Duration, Instant, NodeId, PeerView, Rng, Seed, TopicId, Transmit};
 use serde::Serialize;
 
@@ -164,8 +164,8 @@ impl Observer<Pbcast> for Watch {
     fn on_send(&mut self, _: Instant, _: usize, _: Option<usize>, t: &Transmit<PbMessage>, _: Fate) {
         self.sent += 1;
         match &t.msg {
-            PbMessage::Data(d) if d.via == Via::FirstPhase => self.first_phase += 1,
-            PbMessage::Data(_) => self.repairs += 1,
+            PbMessage::Data(_) => self.first_phase += 1,
+            PbMessage::Retransmit(_) => self.repairs += 1,
             PbMessage::Digest { .. } => self.digests += 1,
             PbMessage::Solicit { .. } => self.solicits += 1,
             PbMessage::Repair { entries } => self.repairs += entries.len() as u64,
@@ -297,7 +297,7 @@ pub fn build(p: &Params, run: u64) -> Sim<Pbcast> {
     let members: PeerView = node_ids(p.seed, run, p.nodes).into_iter().collect();
     Sim::new(p.seed, run, p.nodes, net(p), move |init| {
         let mut m = Pbcast::new(init.id, config.clone(), &init.seed, init.now);
-        m.set_topic_peers(TOPIC, members.clone());
+        m.handle_topic_peers(init.now, TOPIC, members.clone());
         m.subscribe(init.now, TOPIC, Start::FromFirst);
         m
     })
@@ -339,7 +339,7 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
         payload[..8].copy_from_slice(&(k as u64).to_le_bytes());
         let payload = Bytes::from(payload);
         sim.call(origin, &mut watch, |m, now| match m.publish(now, TOPIC, payload) {
-            Ok(data) => m.multicast(&data, &targets),
+            Ok(data) => m.multicast(now, &data, &targets),
             Err(e) => unreachable!("a {PAYLOAD_BYTES}-byte payload is under the limit: {e}"),
         });
         if crash {

@@ -296,7 +296,7 @@ pub fn build(p: &Params, run: u64) -> Sim<RumorMonger> {
     let net = NetConfig { latency: Latency::Zero, jitter: 0.0, loss: p.loss, stream_loss: false };
     Sim::new(p.seed, run, p.nodes, net, move |init| {
         let mut m = RumorMonger::new(init.id, config.clone(), &init.seed, init.now);
-        m.set_peers(peers.clone());
+        m.handle_peers(init.now, peers.clone());
         m
     })
 }

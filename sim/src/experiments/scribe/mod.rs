@@ -1,8 +1,9 @@
 //! Experiment `scribe`: Scribe topic trees over the Chord ring, with bimodal multicast repairing
 //! what the trees lose (Castro et al. 2002; PROTOCOLS.md §8.11).
 //!
-//! N nodes each run the ring, the trees and pbcast composed into one machine ([`TreeNode`],
-//! the daemon Engine's composition without SWIM). The ring is built ideal (every node joins
+//! N nodes each run the ring, the trees and pbcast composed into one machine: the daemon
+//! Engine's own multicast stack ([`Multicast`], the Engine without SWIM, anti-entropy, rumors
+//! and aggregation), so the experiment measures the wiring the daemon runs. The ring is built ideal (every node joins
 //! from the full member table, §7.6) and then runs standalone ([`Detector::Standalone`]):
 //! without SWIM it finds failures itself. Each of `--topics` topics gets `--group-size`
 //! uniformly random members, who all subscribe at t = 0 (tree and pbcast, streams from seq 1).
@@ -50,7 +51,6 @@
 //!   heartbeats and their acks) sent over the whole run, per node; also per node per second.
 //!   Ring maintenance and pbcast repair are reported beside it.
 
-mod node;
 mod report;
 mod run;
 
@@ -58,10 +58,13 @@ use std::sync::Arc;
 
 use hearsay_overlay::chord::{ChordConfig, Detector, RingSnapshot};
 use hearsay_overlay::scribe::ScribeConfig;
-use hearsay_protocols::pbcast::{PbConfig, Start};
-use hearsay_protocols::{Duration, PeerView, Rng, Seed, Timing, TopicId};
+use bytes::Bytes;
+use hearsay_protocols::pbcast::{MsgId, PbConfig, Start};
+use hearsay_protocols::{Duration, Instant, PeerView, Rng, Seed, Timing, TopicId};
 
-pub use self::node::{Configs, NodeEvent, NodeMessage, PublishError, TreeNode};
+pub use hearsay::engine::multicast::{
+    Multicast, MulticastConfig, MulticastError, MulticastEvent, MulticastMessage,
+};
 pub use self::report::{Report, plot, run, run_with_results, table};
 pub use self::run::{RunResult, TreeShape, run_once};
 pub use super::pbcast::Profile;
@@ -168,8 +171,8 @@ impl Params {
     }
 
     /// The machines' settings: defaults, a standalone ring, pbcast without anti-entropy.
-    pub fn configs(&self) -> Configs {
-        Configs {
+    pub fn configs(&self) -> MulticastConfig {
+        MulticastConfig {
             chord: Arc::new(ChordConfig {
                 detector: Detector::Standalone,
                 timing: Timing::Phased,
@@ -194,10 +197,19 @@ impl Params {
     }
 }
 
+/// Publish `payload` on `topic` at `m` with the tree as its first phase (what the Engine does
+/// for a topic that is not `gossip`-mode). Returns the message id.
+pub fn publish(m: &mut Multicast, now: Instant, topic: TopicId, payload: Bytes) -> Result<MsgId, MulticastError> {
+    let data = m.publish(now, topic, payload)?;
+    let id = data.id;
+    m.send_down_tree(now, data);
+    Ok(id)
+}
+
 /// A run's nodes and workload before anything happened (exposed for tests).
 pub struct Setup {
     /// The simulation: every node on the ring, every member subscribed at t = 0.
-    pub sim: Sim<TreeNode>,
+    pub sim: Sim<Multicast>,
     /// The workload RNG, after the membership draws.
     pub work: Rng,
     /// Topic ids, by topic index.
@@ -227,13 +239,13 @@ pub fn build(p: &Params, run: u64) -> Setup {
     let configs = p.configs();
     let topic_ids = topics.clone();
     let sim = Sim::new(p.seed, run, n, p.net(), move |init| {
-        let mut node = TreeNode::new(init.id, &configs, &init.seed, init.now);
+        let mut node = Multicast::new(init.id, init.id, &configs, &init.seed, init.now);
         if init.restarts == 0 {
             // A RingId collision (probability ~N²/2^65) leaves that node off the ring.
-            let _ = node.join(init.now, &snapshot);
+            let _ = node.join_from_members(init.now, &snapshot);
             for &j in &topics_of[init.index] {
-                node.set_topic_peers(topic_ids[j], views[j].clone());
-                let _ = node.subscribe(init.now, topic_ids[j], Start::FromFirst);
+                node.handle_topic_peers(init.now, topic_ids[j], views[j].clone());
+                node.subscribe(init.now, topic_ids[j], Start::FromFirst, true);
             }
         }
         node

@@ -9,7 +9,7 @@ use hearsay_protocols::pbcast::{MsgId, PbMessage, Via};
 use hearsay_protocols::{Duration, Instant, PeerView, Rng, TopicId, Transmit};
 use serde::Serialize;
 
-use super::{NodeEvent, NodeMessage, PAYLOAD_BYTES, Params, Setup, TreeNode, build};
+use super::{Multicast, MulticastEvent, MulticastMessage, PAYLOAD_BYTES, Params, Setup, build, publish};
 use crate::experiments::delivery::{Ledger, Samples};
 use crate::kernel::{Fate, Fault, Observer, Sim};
 use crate::report;
@@ -28,8 +28,8 @@ struct Watch {
 }
 
 impl Watch {
-    fn copy(&mut self, msg: &NodeMessage, node: usize) {
-        if let NodeMessage::Tree(m) = msg {
+    fn copy(&mut self, msg: &MulticastMessage, node: usize) {
+        if let MulticastMessage::Tree(m) = msg {
             if let Some(k) = m.data().and_then(|d| self.ledger.message(&d.id)) {
                 *self.stress.entry((k, node as u32)).or_insert(0) += 1;
             }
@@ -37,11 +37,11 @@ impl Watch {
     }
 }
 
-impl Observer<TreeNode> for Watch {
-    fn on_event(&mut self, now: Instant, node: usize, event: NodeEvent) {
+impl Observer<Multicast> for Watch {
+    fn on_event(&mut self, now: Instant, node: usize, event: MulticastEvent) {
         match &event {
-            NodeEvent::Pb(e) => self.ledger.on_event(now, node, e),
-            NodeEvent::Tree(ScribeEvent::FirstPhase(data)) => {
+            MulticastEvent::Pbcast(e) => self.ledger.on_event(now, node, e),
+            MulticastEvent::Tree(ScribeEvent::FirstPhase(data)) => {
                 if let Some(k) = self.ledger.message(&data.id) {
                     let us = (now - self.ledger.published_at(k)).as_micros();
                     self.tree_arrivals.entry((k, node as u32)).or_insert(us);
@@ -51,17 +51,17 @@ impl Observer<TreeNode> for Watch {
         }
     }
 
-    fn on_send(&mut self, _: Instant, from: usize, _: Option<usize>, t: &Transmit<NodeMessage>, _: Fate) {
+    fn on_send(&mut self, _: Instant, from: usize, _: Option<usize>, t: &Transmit<MulticastMessage>, _: Fate) {
         match &t.msg {
-            NodeMessage::Ring(_) => self.ring += 1,
-            NodeMessage::Tree(m) if m.is_control() => self.control += 1,
-            NodeMessage::Tree(_) => self.copy(&t.msg, from),
-            NodeMessage::Pb(PbMessage::Repair { entries }) => self.repair += entries.len() as u64,
-            NodeMessage::Pb(_) => self.repair += 1,
+            MulticastMessage::Ring(_) => self.ring += 1,
+            MulticastMessage::Tree(m) if m.is_control() => self.control += 1,
+            MulticastMessage::Tree(_) => self.copy(&t.msg, from),
+            MulticastMessage::Pbcast(PbMessage::Repair { entries }) => self.repair += entries.len() as u64,
+            MulticastMessage::Pbcast(_) => self.repair += 1,
         }
     }
 
-    fn on_deliver(&mut self, _: Instant, _: usize, to: usize, msg: &NodeMessage) {
+    fn on_deliver(&mut self, _: Instant, _: usize, to: usize, msg: &MulticastMessage) {
         self.copy(msg, to);
     }
 }
@@ -74,7 +74,7 @@ enum Action {
 /// One run in progress: the simulation, its workload and what it knows of the topics.
 struct Driver<'a> {
     p: &'a Params,
-    sim: Sim<TreeNode>,
+    sim: Sim<Multicast>,
     watch: Watch,
     work: Rng,
     topics: Vec<TopicId>,
@@ -134,7 +134,7 @@ impl Driver<'_> {
             let topic = self.topics[j];
             for i in alive {
                 let v = view.clone();
-                self.sim.call(i, &mut self.watch, move |m, _| m.set_topic_peers(topic, v));
+                self.sim.call(i, &mut self.watch, move |m, now| m.handle_topic_peers(now, topic, v));
             }
         }
     }
@@ -160,7 +160,7 @@ impl Driver<'_> {
         let mut payload = vec![0u8; PAYLOAD_BYTES];
         payload[..8].copy_from_slice(&(k as u64).to_le_bytes());
         let payload = Bytes::from(payload);
-        let r = self.sim.call(origin, &mut self.watch, move |m, now| m.publish(now, topic, payload));
+        let r = self.sim.call(origin, &mut self.watch, move |m, now| publish(m, now, topic, payload));
         debug_assert_eq!(r.as_ref().ok(), Some(&id), "the origin stamps the predicted seq");
     }
 

@@ -1,0 +1,135 @@
+//! What the local application (through the agent) asks of the Engine: join, leave, subscribe,
+//! publish, values and queries. Each command takes `now` and pumps before it returns.
+
+use bytes::Bytes;
+use hearsay_protocols::aggregate::{Func, QueryError, QueryId, QuerySpec, ValueError};
+use hearsay_protocols::pbcast::{MsgId, Start};
+use hearsay_protocols::rumor::RumorId;
+use hearsay_protocols::{Instant, NodeId, TopicId};
+
+use super::Engine;
+use super::multicast::MulticastError;
+
+/// Why a local command was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The publish was refused (payload over the limit).
+    #[error(transparent)]
+    Publish(#[from] MulticastError),
+    /// The value or attribute is not acceptable.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// The query could not start.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// More topics than a member can advertise.
+    #[error("at most {0} topics can be subscribed at once")]
+    TooManyTopics(usize),
+    /// The node is leaving.
+    #[error("the node is leaving the cluster")]
+    Leaving,
+}
+
+impl Engine {
+    /// Join the cluster through these members (already reachable: the runtime resolved their
+    /// addresses to NodeIds by connecting).
+    pub fn join(&mut self, now: Instant, seeds: &[NodeId]) -> Result<(), CommandError> {
+        self.swim.join(now, seeds.iter().copied()).map_err(|_| CommandError::Leaving)?;
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Leave gracefully: announce it; [`EngineEvent::LeaveDone`](super::EngineEvent::LeaveDone)
+    /// follows.
+    pub fn leave(&mut self, now: Instant) {
+        self.swim.leave(now);
+        let _ = self.multicast.leave(now);
+        self.pump(now);
+    }
+
+    /// Add a local subscription to `name`.
+    pub fn subscribe(&mut self, now: Instant, name: &str) -> Result<TopicId, CommandError> {
+        let topic = TopicId::of(name);
+        let gossip = self.is_gossip(name);
+        let state = self.topics.entry(topic).or_default();
+        state.name.get_or_insert_with(|| name.to_string());
+        state.subscribers += 1;
+        if state.subscribers == 1 {
+            if let Err(e) = self.advertise(now) {
+                if let Some(s) = self.topics.get_mut(&topic) {
+                    s.subscribers -= 1;
+                }
+                return Err(e);
+            }
+            // pbcast first (its heads request), then anti-entropy, then the first phase.
+            self.multicast.subscribe(now, topic, Start::Heads, !gossip);
+            self.anti_entropy.subscribe(now, topic);
+            if gossip {
+                self.rumor_scope(now);
+            }
+            self.refresh_views(now, &[topic]);
+        }
+        self.pump(now);
+        Ok(topic)
+    }
+
+    /// Drop one local subscription to `name`; the last one leaves the topic.
+    pub fn unsubscribe(&mut self, now: Instant, name: &str) {
+        let topic = TopicId::of(name);
+        let Some(state) = self.topics.get_mut(&topic) else { return };
+        if state.subscribers == 0 {
+            return;
+        }
+        state.subscribers -= 1;
+        if state.subscribers == 0 {
+            let gossip = self.is_gossip(name);
+            self.multicast.unsubscribe(now, topic, !gossip);
+            self.anti_entropy.unsubscribe(now, topic);
+            if gossip {
+                self.rumor_scope(now);
+            }
+            let _ = self.advertise(now);
+            self.refresh_views(now, &[topic]);
+        }
+        self.pump(now);
+    }
+
+    /// Publish `payload` on topic `name`; returns the message id.
+    pub fn publish(&mut self, now: Instant, name: &str, payload: Bytes) -> Result<MsgId, CommandError> {
+        let topic = TopicId::of(name);
+        let gossip = self.is_gossip(name);
+        let state = self.topics.entry(topic).or_default();
+        state.name.get_or_insert_with(|| name.to_string());
+        let first_publish = !state.published;
+        state.published = true;
+        if first_publish {
+            self.refresh_views(now, &[topic]);
+        }
+        let data = self.multicast.publish(now, topic, payload)?;
+        self.keep_for_catch_up(now, data.id, &data.payload);
+        let id = data.id;
+        if gossip {
+            let rumor = RumorId::Message { stream: id.stream(), seq: id.seq };
+            self.rumor_topics.inject(now, rumor, data.payload);
+        } else {
+            self.multicast.send_down_tree(now, data);
+        }
+        self.pump(now);
+        Ok(id)
+    }
+
+    /// Set this node's value of `attr` for aggregation queries.
+    pub fn set_value(&mut self, now: Instant, attr: &str, value: f64) -> Result<(), CommandError> {
+        Ok(self.aggregation.set_value(now, attr, value)?)
+    }
+
+    /// Start a query; [`EngineEvent::Answered`](super::EngineEvent::Answered) reports the result.
+    pub fn query(&mut self, now: Instant, func: Func, attr: &str) -> Result<QueryId, CommandError> {
+        let spec = QuerySpec::new(func, attr);
+        let q = self.aggregation.start_query(now, spec)?;
+        self.my_queries.insert(q.qid);
+        self.pump(now);
+        Ok(q.qid)
+    }
+}

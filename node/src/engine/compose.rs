@@ -1,0 +1,136 @@
+//! How the Engine's parts learn from one another: member events into the ring, the trees,
+//! aggregation and the topic views; what this node advertises; what anti-entropy stores.
+
+use bytes::Bytes;
+use hearsay_overlay::swim::{MemberEvent, Meta, State};
+use hearsay_protocols::anti_entropy::Entry;
+use hearsay_protocols::pbcast::MsgId;
+use hearsay_protocols::{Instant, PeerView, TopicId};
+
+use super::{CATCH_UP_QUEUE, CommandError, Engine, EngineEvent};
+use std::collections::BTreeSet;
+
+impl Engine {
+    pub(super) fn is_gossip(&self, name: &str) -> bool {
+        !self.config.gossip_prefix.is_empty() && name.starts_with(&self.config.gossip_prefix)
+    }
+
+    /// Advertise our subscribed topics (and name) in the member table.
+    pub(super) fn advertise(&mut self, now: Instant) -> Result<(), CommandError> {
+        let topics: Vec<TopicId> =
+            self.topics.iter().filter(|(_, s)| s.subscribers > 0).map(|(t, _)| *t).collect();
+        let max = hearsay_overlay::swim::META_TOPICS_MAX;
+        let meta = Meta::new(topics).ok_or(CommandError::TooManyTopics(max))?.with_name(&self.name);
+        self.swim.set_meta(now, meta).map_err(|_| CommandError::Leaving)
+    }
+
+    /// The `gossip`-mode topics rumor mongering carries: those subscribed here.
+    pub(super) fn rumor_scope(&mut self, now: Instant) {
+        let names: Vec<TopicId> = self
+            .topics
+            .iter()
+            .filter(|(_, s)| s.subscribers > 0 && s.name.as_deref().is_some_and(|n| self.is_gossip(n)))
+            .map(|(t, _)| *t)
+            .collect();
+        self.rumor_topics.set_scope(now, Some(names));
+    }
+
+    /// Everything this node stores can serve anti-entropy catch-up.
+    pub(super) fn keep_for_catch_up(&mut self, now: Instant, id: MsgId, payload: &Bytes) {
+        if self.anti_entropy.topics().binary_search(&id.topic).is_ok() {
+            self.anti_entropy.insert(now, Entry { stream: id.stream(), seq: id.seq, payload: payload.clone() });
+        }
+    }
+
+    /// Recompute the peer views that depend on topic membership: pbcast's per topic for
+    /// `changed` topics we take part in, and the union views of anti-entropy and gossip rumors.
+    pub(super) fn refresh_views(&mut self, now: Instant, changed: &[TopicId]) {
+        for topic in changed {
+            let Some(state) = self.topics.get(topic) else { continue };
+            if state.subscribers == 0 && !state.published {
+                continue;
+            }
+            let view: PeerView = self
+                .topic_members
+                .get(topic)
+                .map(|m| m.iter().copied().filter(|n| *n != self.id).collect())
+                .unwrap_or_default();
+            self.multicast.handle_topic_peers(now, *topic, view);
+        }
+        let mine: Vec<TopicId> =
+            self.topics.iter().filter(|(_, s)| s.subscribers > 0 || s.published).map(|(t, _)| *t).collect();
+        let mut union = BTreeSet::new();
+        let mut gossip_union = BTreeSet::new();
+        for t in &mine {
+            if let Some(m) = self.topic_members.get(t) {
+                union.extend(m.iter().copied());
+                if self.topics.get(t).and_then(|s| s.name.as_deref()).is_some_and(|n| self.is_gossip(n)) {
+                    gossip_union.extend(m.iter().copied());
+                }
+            }
+        }
+        union.remove(&self.id);
+        gossip_union.remove(&self.id);
+        self.anti_entropy.handle_peers(now, union.into_iter().collect());
+        self.rumor_topics.handle_peers(now, gossip_union.into_iter().collect());
+    }
+
+    /// A member changed state: the ring and the trees, aggregation, catch-up, the topic views.
+    pub(super) fn on_member(&mut self, now: Instant, ev: MemberEvent) {
+        let live = ev.state.is_live();
+        if ev.node != self.id {
+            if live {
+                self.multicast.handle_member_up(now, ev.node);
+            } else {
+                self.multicast.handle_member_down(now, ev.node);
+                self.aggregation.handle_member_down(now, ev.node);
+            }
+        }
+        let new_topics: Vec<TopicId> = if live { ev.profile.meta().topics().to_vec() } else { Vec::new() };
+        if ev.node != self.id {
+            if ev.state == State::Alive {
+                let shares_a_topic = new_topics
+                    .iter()
+                    .any(|t| self.topics.get(t).is_some_and(|s| s.subscribers > 0 || s.published));
+                if self.unreachable.remove(&ev.node)
+                    && shares_a_topic
+                    && self.catch_up.len() < CATCH_UP_QUEUE
+                    && !self.catch_up.contains(&ev.node)
+                {
+                    self.catch_up.push_back(ev.node);
+                }
+            } else {
+                self.unreachable.insert(ev.node);
+            }
+        }
+        let old_topics = self.advertised.remove(&ev.node).unwrap_or_default();
+        let mut changed: Vec<TopicId> = old_topics.iter().chain(new_topics.iter()).copied().collect();
+        changed.sort_unstable();
+        changed.dedup();
+        for t in &old_topics {
+            if let Some(set) = self.topic_members.get_mut(t) {
+                set.remove(&ev.node);
+                if set.is_empty() {
+                    self.topic_members.remove(t);
+                }
+            }
+        }
+        for t in &new_topics {
+            self.topic_members.entry(*t).or_default().insert(ev.node);
+        }
+        if live {
+            self.advertised.insert(ev.node, new_topics);
+        }
+        if old_topics != self.advertised.get(&ev.node).cloned().unwrap_or_default() || !live {
+            self.refresh_views(now, &changed);
+        }
+        let everyone = self.swim.peers();
+        self.aggregation.handle_peers(now, everyone.clone());
+        self.rumor_queries.handle_peers(now, everyone);
+        self.events.push_back(EngineEvent::Member {
+            node: ev.node,
+            state: ev.state,
+            incarnation: ev.incarnation,
+        });
+    }
+}
