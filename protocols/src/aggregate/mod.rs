@@ -21,10 +21,18 @@
 //! read `poll_timeout`. Side inputs: [`Aggregation::handle_query`] (a query announcement
 //! arrived by rumor), [`Aggregation::handle_peers`], [`Aggregation::handle_member_down`].
 //! Commands: [`Aggregation::set_value`], [`Aggregation::remove_value`],
-//! [`Aggregation::start_query`], [`Aggregation::end`]. All queries share one clock, `agg_tick` (period T_a); with
-//! [`AggConfig::manual_ticks`] there is no timer and the host calls [`Aggregation::tick`]
-//! itself (the simulator's sequential push-pull cycles, §9.4). With no query in progress the
-//! machine asks for no timer.
+//! [`Aggregation::start_query`], [`Aggregation::end`].
+//!
+//! # Timers
+//!
+//! One timer kind: all queries share one clock, `agg_tick` (period T_a, placed by `timing`;
+//! the idiom of [`crate::machine#timers`]), and at each tick every query, in id order, takes
+//! one round. With [`AggConfig::manual_ticks`] there is no timer and the host calls
+//! [`Aggregation::tick`] itself (the simulator's sequential push-pull cycles, §9.4). With no
+//! query in progress the machine asks for no timer (`poll_timeout` is `None`), but its ticker
+//! keeps running: a host that calls `handle_timeout` anyway has a due tick served (it only
+//! moves the ticker on), and a query joined while the ticker is behind moves it past `now`,
+//! keeping its phase.
 //!
 //! # Joining, announcing, ending (hooks for the Engine)
 //!
@@ -70,6 +78,8 @@
 //! - **Restart caveat** (not fixed): a node that crashes and restarts during a query rejoins
 //!   it with its value, which the system may still hold part of. §5.8 does not cover it.
 
+mod config;
+mod message;
 mod query;
 mod receive;
 mod state;
@@ -80,8 +90,8 @@ mod tick;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+pub use self::config::{AggConfig, ConfigError};
+pub use self::message::{AggEvent, AggMessage};
 pub use self::query::{
     ATTR_MAX_BYTES, Algorithm, Func, MAX_ROUNDS_LIMIT, Query, QueryError, QueryId, QueryResult, QuerySpec,
     ValueError,
@@ -92,172 +102,8 @@ use crate::id::NodeId;
 use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
-use crate::time::{Duration, Instant};
-use crate::timer::{Ticker, Timing};
-use crate::wire::{Protocol, WireMessage};
-
-/// Aggregation settings (PROTOCOLS.md §10.5).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AggConfig {
-    /// T_a, the period of `agg_tick`. Default 200 ms [H, §5.1].
-    pub period: Duration,
-    /// Placement of the ticks. Default phased (the daemon's mode, §9.4).
-    pub timing: Timing,
-    /// No timer: the host calls [`Aggregation::tick`] (simulator cycle models). Default false.
-    pub manual_ticks: bool,
-    /// Most transfers outstanding to one peer (`aps_window`). Default 64 [H, §5.3].
-    pub aps_window: usize,
-    /// Most retransmissions per round (`aps_retx_max`). Default 8 [H, §5.3].
-    pub aps_retx_max: usize,
-    /// Default stopping threshold. 10^−4 [H, §5.7].
-    pub epsilon: f64,
-    /// Default stable rounds. 3 [H, §5.7].
-    pub stable_rounds: u32,
-    /// Default round cap. 200 [H, §5.7].
-    pub max_rounds: u32,
-    /// `query_ttl` = max_rounds + this, in this node's rounds. 50 [H, §5.1].
-    pub query_ttl_extra: u32,
-    /// Most queries a node takes part in at once; more are refused (counted). 64 [H].
-    pub queries_max: usize,
-    /// Ended or expired query ids remembered so they are not joined again. 1024 [H].
-    pub finished_max: usize,
-}
-
-impl Default for AggConfig {
-    fn default() -> Self {
-        AggConfig {
-            period: Duration::from_millis(200),
-            timing: Timing::Phased,
-            manual_ticks: false,
-            aps_window: 64,
-            aps_retx_max: 8,
-            epsilon: 1e-4,
-            stable_rounds: 3,
-            max_rounds: 200,
-            query_ttl_extra: 50,
-            queries_max: 64,
-            finished_max: 1024,
-        }
-    }
-}
-
-impl AggConfig {
-    /// Check the settings a node cannot work with; the daemon refuses such a config at load.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let zero = |v: u64, name| if v == 0 { Err(ConfigError::Zero(name)) } else { Ok(()) };
-        zero(self.period.as_micros(), "period")?;
-        zero(self.aps_window as u64, "aps_window")?;
-        zero(self.queries_max as u64, "queries_max")?;
-        let defaults = Query {
-            qid: QueryId { querier: NodeId::from_u64(0), counter: 0 },
-            func: Func::Avg,
-            attr: "x".into(),
-            algorithm: Algorithm::AckPushSum,
-            epsilon: self.epsilon,
-            stable_rounds: self.stable_rounds,
-            max_rounds: self.max_rounds,
-        };
-        defaults.validate().map_err(ConfigError::Defaults)
-    }
-}
-
-/// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The named setting must be greater than zero.
-    #[error("aggregation setting `{0}` must be greater than zero")]
-    Zero(&'static str),
-    /// The default epsilon / stable_rounds / max_rounds would make an invalid query.
-    #[error("aggregation query defaults: {0}")]
-    Defaults(QueryError),
-}
-
-/// The aggregation wire messages, all datagrams (PROTOCOLS.md §5.2–5.5).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum AggMessage {
-    /// Push-sum mass. Plain push-sum: `session`, `floor` and `seq` are 0. Acknowledged:
-    /// `seq` ≥ 1, `floor` ≤ `seq` is the sender's lowest outstanding seq.
-    PsMass {
-        /// The query (a node joins on it).
-        query: Query,
-        /// The sender's session in this query.
-        session: u64,
-        /// Every seq of this session below it has been acknowledged.
-        floor: u64,
-        /// The transfer's seq.
-        seq: u64,
-        /// Value mass.
-        s: f64,
-        /// Weight mass (≥ 0).
-        w: f64,
-    },
-    /// Acknowledges transfer `seq` of the receiver's session `session` (also sent for
-    /// duplicates).
-    PsAck {
-        /// The query.
-        qid: QueryId,
-        /// The session of the transfer's sender, echoed.
-        session: u64,
-        /// The transfer's seq.
-        seq: u64,
-    },
-    /// Extremum push: the sender's current min/max (±∞ if it knows none).
-    ExtPush {
-        /// The query.
-        query: Query,
-        /// The sender's value.
-        m: f64,
-    },
-    /// Extremum reply: the replier's value before merging.
-    ExtReply {
-        /// The query.
-        qid: QueryId,
-        /// The replier's value.
-        m: f64,
-    },
-    /// Push-pull averaging request: the initiator's (s, w).
-    PpxRequest {
-        /// The query.
-        query: Query,
-        /// Value mass.
-        s: f64,
-        /// Weight mass.
-        w: f64,
-    },
-    /// Push-pull averaging reply: the passive side's (s, w) before averaging.
-    PpxReply {
-        /// The query.
-        qid: QueryId,
-        /// Value mass.
-        s: f64,
-        /// Weight mass.
-        w: f64,
-    },
-}
-
-impl WireMessage for AggMessage {
-    const KIND: Protocol = Protocol::Aggregation;
-}
-
-/// What aggregation tells its host.
-#[derive(Clone, Debug, PartialEq)]
-pub enum AggEvent {
-    /// This node started `query`: the Engine announces it by rumor (§5.1).
-    Announce(Query),
-    /// This node joined a query it learned from `from` (`None`: a local `join`).
-    Joined {
-        /// The query.
-        qid: QueryId,
-        /// The peer whose message carried it.
-        from: Option<NodeId>,
-    },
-    /// The querier's answer (once per query): the Engine reports it and starts `QueryEnd`.
-    Answered(QueryResult),
-    /// The query's state was dropped after `query_ttl` rounds without an end.
-    Expired(QueryId),
-}
+use crate::time::Instant;
+use crate::timer::{Earliest, Ticker};
 
 /// Counters, for metrics and experiments.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -571,6 +417,30 @@ impl Aggregation {
             }
         }
     }
+
+    /// The earliest armed timer: the tick, which runs unless `manual_ticks` (with no query in
+    /// progress the machine only asks for no wake-up, in `poll_timeout`).
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
+        let mut e = Earliest::new();
+        e.offer((!self.config.manual_ticks).then(|| self.tick.deadline()), Timer::Tick);
+        e.get()
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Tick => {
+                self.tick.advance(now, &mut self.rng);
+                self.tick(now);
+            }
+        }
+    }
+}
+
+/// Aggregation's timer kinds, in the order simultaneous ones are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// `agg_tick` (`period`): one round of every query.
+    Tick,
 }
 
 impl Machine for Aggregation {
@@ -591,11 +461,12 @@ impl Machine for Aggregation {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if self.config.manual_ticks || !self.tick.is_due(now) {
-            return;
+        while let Some((at, timer)) = self.next_timer() {
+            if at > now {
+                break;
+            }
+            self.fire(now, timer);
         }
-        self.tick.advance(now, &mut self.rng);
-        self.tick(now);
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit<AggMessage>> {
@@ -607,6 +478,7 @@ impl Machine for Aggregation {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        (!self.config.manual_ticks && !self.queries.is_empty()).then(|| self.tick.deadline())
+        // No query in progress: the tick stays armed, unasked for (module docs, "Timers").
+        if self.queries.is_empty() { None } else { self.next_timer().map(|(at, _)| at) }
     }
 }

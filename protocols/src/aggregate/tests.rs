@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use super::*;
 use crate::machine::Reliability;
+use crate::time::Duration;
+use crate::timer::Timing;
 
 fn id(n: u64) -> NodeId {
     NodeId::from_u64(n)

@@ -4,46 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Expiry, FloodEvent, FloodMessage, FloodStats};
+use super::{BcrmConfig, Expiry, FloodEvent, FloodMessage, FloodStats};
 use crate::id::NodeId;
 use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
 use crate::rumor::RumorId;
-use crate::time::{Duration, Instant};
-
-/// BCRM settings (PROTOCOLS.md §10.3).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct BcrmConfig {
-    /// B: neighbours a node forwards to, at most, each time it forwards. Default 2 (seed).
-    pub b: u32,
-    /// F: receptions of a message that trigger forwarding (the first F). Default 2 (seed).
-    pub f: u32,
-    /// How long a message's state is remembered. Default 300 s \[H\].
-    pub retention: Duration,
-}
-
-impl Default for BcrmConfig {
-    fn default() -> Self {
-        BcrmConfig { b: 2, f: 2, retention: Duration::from_secs(300) }
-    }
-}
-
-impl BcrmConfig {
-    /// Check the settings a run cannot work with.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.b == 0 {
-            return Err(ConfigError::Zero("b"));
-        }
-        if self.retention == Duration::ZERO {
-            return Err(ConfigError::Zero("retention"));
-        }
-        Ok(())
-    }
-}
+use crate::time::Instant;
 
 /// One message's state at one node.
 #[derive(Clone, Debug)]

@@ -16,6 +16,18 @@
 //! These are simulator protocols (the `flood-vs-gossip` experiment), not delivery paths of the
 //! daemon; neither repairs anything.
 //!
+//! # Driving it
+//!
+//! The [`Machine`] contract (see [`crate::machine`]). The host hands each machine its
+//! neighbours with [`Flooding::set_neighbours`] / [`Bcrm::set_neighbours`] and starts a message
+//! with [`Flooding::originate`] / [`Bcrm::originate`]. Event: [`FloodEvent::Delivered`] on the
+//! first copy of a message.
+//!
+//! # Timers
+//!
+//! None: `poll_timeout` is always `None` and `handle_timeout` does nothing; old state expires
+//! lazily as messages arrive (below).
+//!
 //! # Departures from PROTOCOLS.md §3
 //!
 //! - Messages are identified by a [`RumorId`] (a MsgId is one of its variants).
@@ -26,6 +38,8 @@
 //! - A `Flood` with TTL 0 can only come from a broken peer: counted as malformed, dropped.
 
 mod bcrm;
+mod config;
+mod message;
 #[cfg(test)]
 mod tests;
 
@@ -33,54 +47,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-pub use self::bcrm::{Bcrm, BcrmConfig};
+pub use self::bcrm::Bcrm;
+pub use self::config::{BcrmConfig, ConfigError, FloodConfig};
+pub use self::message::{FloodEvent, FloodMessage};
 use crate::id::NodeId;
 use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
 pub use crate::rumor::RumorId;
 use crate::time::{Duration, Instant};
-use crate::wire::{Protocol, WireMessage};
-
-/// The wire messages of both protocols (datagrams).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FloodMessage {
-    /// Flooding: the message and the hops it may still travel (≥ 1).
-    Flood {
-        /// The message's id.
-        id: RumorId,
-        /// Remaining hops, including this one.
-        ttl: u8,
-        /// The content.
-        payload: Bytes,
-    },
-    /// BCRM: the message.
-    Gossip {
-        /// The message's id.
-        id: RumorId,
-        /// The content.
-        payload: Bytes,
-    },
-}
-
-impl WireMessage for FloodMessage {
-    const KIND: Protocol = Protocol::Flood;
-}
-
-/// What both machines tell their host.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FloodEvent {
-    /// The first copy of a message reached this node (never for one originated here).
-    Delivered {
-        /// The message.
-        id: RumorId,
-        /// Its content.
-        payload: Bytes,
-        /// The neighbour it came from.
-        from: NodeId,
-    },
-}
 
 /// Counters of both machines, for the experiment and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,44 +68,6 @@ pub struct FloodStats {
     pub duplicates: u64,
     /// Messages dropped as malformed (a `Flood` with TTL 0, a message of the other protocol).
     pub malformed: u64,
-}
-
-/// Flooding settings (PROTOCOLS.md §10.3).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct FloodConfig {
-    /// Hops a message may travel from its origin. Default 7 (Gnutella v0.4).
-    pub ttl: u8,
-    /// How long a seen id is remembered. Default 300 s \[H\].
-    pub seen_retention: Duration,
-}
-
-impl Default for FloodConfig {
-    fn default() -> Self {
-        FloodConfig { ttl: 7, seen_retention: Duration::from_secs(300) }
-    }
-}
-
-impl FloodConfig {
-    /// Check the settings a run cannot work with.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.ttl == 0 {
-            return Err(ConfigError::Zero("ttl"));
-        }
-        if self.seen_retention == Duration::ZERO {
-            return Err(ConfigError::Zero("seen_retention"));
-        }
-        Ok(())
-    }
-}
-
-/// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The named setting must be greater than zero.
-    #[error("flooding/BCRM setting `{0}` must be greater than zero")]
-    Zero(&'static str),
 }
 
 /// Drops entries older than `retention` at most every half retention (lazy expiry).

@@ -23,6 +23,16 @@
 //! [`RumorEvent::Delivered`] on the first receipt of a rumor, [`RumorEvent::Removed`] when this
 //! node loses interest in one.
 //!
+//! # Timers
+//!
+//! One timer kind, the round tick: every `period`, placed by `timing` (the idiom of
+//! [`crate::machine#timers`]). A tick closes the cycle under [`Staging::AtCycleStart`] (or,
+//! under [`Staging::Immediate`], gives up feedback awaited for two periods), forgets removed
+//! rumors past `known_retention`, then contacts `fanout` partners. In push mode a node with
+//! nothing hot or staged asks for no wake-up (`poll_timeout` is `None`; see "An idle push node
+//! sleeps" below), but its ticker keeps running: a host that calls `handle_timeout` anyway has
+//! a due tick served (which forgets old rumors and sends nothing).
+//!
 //! # Departures from PROTOCOLS.md §2
 //!
 //! - **Feedback is matched to what was sent.** A `RumorFeedback` item counts only if this node
@@ -54,267 +64,26 @@
 //!   topics to accept with [`RumorMonger::set_scope`] (default: everything). A message rumor of
 //!   another topic is neither stored nor delivered, and is acknowledged as known.
 
+mod config;
+mod message;
+mod spread;
 #[cfg(test)]
 mod tests;
+mod tick;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-use crate::id::{NodeId, Seq, StreamId, TopicId};
+pub use self::config::{ConfigError, Direction, RumorConfig, Staging, Variant};
+pub use self::message::{Rumor, RumorEvent, RumorId, RumorMessage};
+use crate::id::{NodeId, TopicId};
 use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
-use crate::time::{Duration, Instant};
-use crate::timer::{Ticker, Timing};
-use crate::wire::{DATAGRAM_BUDGET, Protocol, WireMessage};
-
-/// Bytes of a `Rumors` datagram that are not items: header, tag, length, flags (generous).
-const RUMORS_OVERHEAD: usize = 16;
-
-/// What a rumor is: a topic message or an aggregation query announcement (PROTOCOLS.md §2.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum RumorId {
-    /// A message of a `gossip`-mode topic: its MsgId (origin and topic as a stream, and seq).
-    Message {
-        /// The topic and the origin.
-        stream: StreamId,
-        /// The origin's sequence number on that topic.
-        seq: Seq,
-    },
-    /// An aggregation query (§5.1): the querier and its own query counter.
-    Query {
-        /// The node that asked.
-        querier: NodeId,
-        /// The querier's counter.
-        counter: u64,
-    },
-}
-
-impl RumorId {
-    /// The topic a message rumor belongs to; `None` for a query.
-    pub fn topic(&self) -> Option<TopicId> {
-        match self {
-            RumorId::Message { stream, .. } => Some(stream.topic),
-            RumorId::Query { .. } => None,
-        }
-    }
-}
-
-/// One rumor on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rumor {
-    /// Its id.
-    pub id: RumorId,
-    /// Its content, opaque to this machine.
-    pub payload: Bytes,
-}
-
-/// The rumor-mongering wire messages (all datagrams but an oversized rumor).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RumorMessage {
-    /// Hot rumors, strictly ascending by id: a push, the push half of push-pull (`pull`), or
-    /// the answer to a pull.
-    Rumors {
-        /// The rumors.
-        items: Vec<Rumor>,
-        /// The sender also wants the recipient's hot rumors (push-pull).
-        pull: bool,
-        /// The sender wants to know which of `items` the recipient already knew.
-        want_feedback: bool,
-    },
-    /// Ask the recipient for its hot rumors (pull).
-    Pull,
-    /// Whether the recipient of a `Rumors` already knew each item, strictly ascending by id.
-    Feedback {
-        /// (rumor, knew it already).
-        items: Vec<(RumorId, bool)>,
-    },
-}
-
-impl WireMessage for RumorMessage {
-    const KIND: Protocol = Protocol::Rumor;
-}
-
-/// When a node loses interest in a rumor (Demers §1.4).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Variant {
-    /// After k consecutive cycles (contacts) whose transmissions were all unnecessary.
-    #[default]
-    FeedbackCounter,
-    /// With probability 1/k after each cycle (contact) of only unnecessary transmissions.
-    FeedbackCoin,
-    /// After k cycles (contacts) with a transmission, useful or not.
-    BlindCounter,
-    /// With probability 1/k after each cycle (contact) with a transmission.
-    BlindCoin,
-}
-
-impl Variant {
-    /// All four, in the order of the command line.
-    pub const ALL: [Variant; 4] =
-        [Variant::FeedbackCoin, Variant::FeedbackCounter, Variant::BlindCoin, Variant::BlindCounter];
-
-    /// Recipients report whether they knew the rumor.
-    pub fn is_feedback(self) -> bool {
-        matches!(self, Variant::FeedbackCounter | Variant::FeedbackCoin)
-    }
-
-    /// Loss of interest by counter (else by coin).
-    pub fn is_counter(self) -> bool {
-        matches!(self, Variant::FeedbackCounter | Variant::BlindCounter)
-    }
-
-    /// The kebab-case name used on the command line and in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::FeedbackCounter => "feedback-counter",
-            Variant::FeedbackCoin => "feedback-coin",
-            Variant::BlindCounter => "blind-counter",
-            Variant::BlindCoin => "blind-coin",
-        }
-    }
-}
-
-/// Which way rumors move in a contact.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    /// Hot nodes send their hot rumors.
-    #[default]
-    Push,
-    /// Every node asks its partner for the partner's hot rumors.
-    Pull,
-    /// Both in one exchange.
-    PushPull,
-}
-
-impl Direction {
-    /// The kebab-case name used on the command line and in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::Push => "push",
-            Direction::Pull => "pull",
-            Direction::PushPull => "push-pull",
-        }
-    }
-}
-
-/// When received rumors become hot and when loss of interest is decided (PROTOCOLS.md
-/// §2.1–2.2).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Staging {
-    /// Continuous reading (async timing, the daemon): a received rumor is hot at once, a
-    /// transmission is necessary iff the recipient did not know the rumor when it processed
-    /// the message, and the rule is applied per contact as its feedback (or, blind, its send)
-    /// is processed.
-    #[default]
-    Immediate,
-    /// Round reading (sync timing, Demers' tables): state is judged at the start of the cycle.
-    /// A rumor learned during a cycle is delivered at once but becomes hot only at this node's
-    /// next tick; recipients judge "knew" by their state at the start of their cycle; the rule
-    /// is applied once per cycle per hot rumor at the next tick, before anything is sent.
-    AtCycleStart,
-}
-
-/// Rumor-mongering settings (PROTOCOLS.md §10.2).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RumorConfig {
-    /// Loss-of-interest rule. Default feedback counter (Demers §1.4: counters beat coins).
-    pub variant: Variant,
-    /// The counter limit, or 1/k the coin's probability. Default 3 (Demers' table row).
-    pub k: u32,
-    /// Partners contacted per tick. Default 1 (Demers).
-    pub fanout: u32,
-    /// Push, pull or push-pull. Default push (Demers §1.4).
-    pub direction: Direction,
-    /// Tick period. Default 200 ms, after memberlist's LAN GossipInterval.
-    pub period: Duration,
-    /// Placement of the ticks. Default phased (the daemon); the simulator uses sync or Poisson.
-    pub timing: Timing,
-    /// Round or continuous reading of the rules. Default immediate (the daemon).
-    pub staging: Staging,
-    /// Periods a removed rumor stays remembered for duplicate detection. Default 300 (§2.4).
-    pub known_retention: u64,
-    /// Rumors remembered at most (hot, staged or removed). Default 65,536 \[H\].
-    pub known_max: usize,
-    /// Rumors hot or staged at most. Default 1,024 \[H\].
-    pub hot_max: usize,
-}
-
-impl Default for RumorConfig {
-    fn default() -> Self {
-        RumorConfig {
-            variant: Variant::FeedbackCounter,
-            k: 3,
-            fanout: 1,
-            direction: Direction::Push,
-            period: Duration::from_millis(200),
-            timing: Timing::Phased,
-            staging: Staging::Immediate,
-            known_retention: 300,
-            known_max: 1 << 16,
-            hot_max: 1 << 10,
-        }
-    }
-}
-
-impl RumorConfig {
-    /// Check the settings a run cannot work with; the daemon refuses such a config at load.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let zero = [
-            ("k", self.k == 0),
-            ("fanout", self.fanout == 0),
-            ("period", self.period == Duration::ZERO),
-            ("known_retention", self.known_retention == 0),
-            ("known_max", self.known_max == 0),
-            ("hot_max", self.hot_max == 0),
-        ];
-        if let Some((name, _)) = zero.iter().find(|(_, bad)| *bad) {
-            return Err(ConfigError::Zero(name));
-        }
-        if self.hot_max > self.known_max {
-            return Err(ConfigError::HotAboveKnown);
-        }
-        Ok(())
-    }
-}
-
-/// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The named setting must be greater than zero.
-    #[error("rumor setting `{0}` must be greater than zero")]
-    Zero(&'static str),
-    /// `hot_max` exceeds `known_max`.
-    #[error("rumor setting `hot_max` must not exceed `known_max`")]
-    HotAboveKnown,
-}
-
-/// What rumor mongering tells its host.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RumorEvent {
-    /// The first receipt of a rumor (never for one injected here).
-    Delivered {
-        /// The rumor.
-        id: RumorId,
-        /// Its content.
-        payload: Bytes,
-        /// The peer it came from.
-        from: NodeId,
-    },
-    /// This node lost interest in a rumor: it will not send it again.
-    Removed {
-        /// The rumor.
-        id: RumorId,
-    },
-}
+use crate::time::Instant;
+use crate::timer::{Earliest, Ticker};
 
 /// Where one rumor stands at this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -543,264 +312,33 @@ impl RumorMonger {
         }
     }
 
-    /// A tick: close the cycle (round reading), forget old state, contact partners.
-    fn on_tick(&mut self, now: Instant) {
-        self.stats.ticks += 1;
-        match self.config.staging {
-            Staging::AtCycleStart => self.close_cycle(now),
-            Staging::Immediate => {
-                let horizon = self.config.period * 2;
-                let before = self.pending.len();
-                self.pending.retain(|p| p.sent_at + horizon > now);
-                self.stats.feedback_expired += (before - self.pending.len()) as u64;
-            }
-        }
-        self.forget_old(now);
-        let fanout = self.config.fanout.max(1) as usize;
-        let direction = self.config.direction;
-        if direction == Direction::Push && !self.any_hot() {
-            return;
-        }
-        let partners = if fanout == 1 {
-            self.peers.pick_except(self.self_pos, &mut self.rng).into_iter().collect()
-        } else {
-            self.peers.pick_others(&self.id, fanout, &mut self.rng)
-        };
-        for peer in partners {
-            match direction {
-                Direction::Push => self.send_hot(now, peer, false),
-                Direction::Pull => {
-                    self.stats.pulls_sent += 1;
-                    self.out.datagram(peer, RumorMessage::Pull);
-                }
-                Direction::PushPull => self.send_hot(now, peer, true),
-            }
-        }
-    }
-
-    /// §2.2, round reading: once per hot rumor for the cycle that just ended, then promote the
-    /// rumors learned during it. Feedback still outstanding no longer counts.
-    fn close_cycle(&mut self, now: Instant) {
-        self.stats.feedback_expired += self.pending.len() as u64;
-        self.pending.clear();
-        let (variant, k) = (self.config.variant, self.k());
-        let mut removed = Vec::new();
-        for (id, status) in self.rumors.iter_mut() {
-            match status {
-                Status::Hot(h) => {
-                    let (necessary, unnecessary, sent) = (h.necessary, h.unnecessary, h.sent);
-                    h.necessary = false;
-                    h.unnecessary = false;
-                    h.sent = false;
-                    let lose = match variant {
-                        Variant::FeedbackCounter => {
-                            if necessary {
-                                h.counter = 0;
-                            } else if unnecessary {
-                                h.counter += 1;
-                            }
-                            h.counter >= k
-                        }
-                        Variant::FeedbackCoin => {
-                            !necessary && unnecessary && self.rng.chance(1.0 / f64::from(k))
-                        }
-                        Variant::BlindCounter => {
-                            if sent {
-                                h.counter += 1;
-                            }
-                            h.counter >= k
-                        }
-                        Variant::BlindCoin => sent && self.rng.chance(1.0 / f64::from(k)),
-                    };
-                    if lose {
-                        removed.push(*id);
-                    }
-                }
-                Status::Staged(h) => *status = Status::Hot(h.clone()),
-                Status::Removed(_) => {}
-            }
-        }
-        for id in removed {
-            self.remove(now, id);
-        }
-    }
-
-    fn forget_old(&mut self, now: Instant) {
-        if self.rumors.len() == self.active {
-            return;
-        }
-        let keep = self.config.period * self.config.known_retention;
-        self.rumors.retain(|_, s| !matches!(s, Status::Removed(at) if *at + keep <= now));
-    }
-
     fn any_hot(&self) -> bool {
         self.active > 0 && self.rumors.values().any(|s| matches!(s, Status::Hot(_)))
     }
 
-    /// Send every hot rumor to `peer` (possibly none, in push-pull), split over datagrams;
-    /// record the transmissions.
-    fn send_hot(&mut self, now: Instant, peer: NodeId, pull: bool) {
-        let want_feedback = self.config.variant.is_feedback();
-        let mut batch: Vec<Rumor> = Vec::new();
-        let mut bytes = RUMORS_OVERHEAD;
-        let mut sent: Vec<RumorId> = Vec::new();
-        let mut ask = pull;
-        for (id, status) in &self.rumors {
-            let Status::Hot(h) = status else { continue };
-            sent.push(*id);
-            let item = Rumor { id: *id, payload: h.payload.clone() };
-            if h.size.saturating_add(RUMORS_OVERHEAD) > DATAGRAM_BUDGET {
-                self.stats.streamed += 1;
-                self.stats.rumors_messages += 1;
-                let msg = RumorMessage::Rumors { items: vec![item], pull: false, want_feedback };
-                self.out.stream(peer, msg);
-                continue;
-            }
-            if bytes + h.size > DATAGRAM_BUDGET {
-                let items = std::mem::take(&mut batch);
-                self.stats.rumors_messages += 1;
-                self.out.datagram(peer, RumorMessage::Rumors { items, pull: ask, want_feedback });
-                ask = false;
-                bytes = RUMORS_OVERHEAD;
-            }
-            bytes += h.size;
-            batch.push(item);
-        }
-        if !batch.is_empty() || ask {
-            self.stats.rumors_messages += 1;
-            self.out.datagram(peer, RumorMessage::Rumors { items: batch, pull: ask, want_feedback });
-        }
-        self.stats.rumors_sent += sent.len() as u64;
-        for id in sent {
-            self.transmitted(now, peer, id);
-        }
+    /// The earliest armed timer: the tick, which always runs (an idle node only asks for no
+    /// wake-up, in `poll_timeout`).
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
+        let mut e = Earliest::new();
+        e.offer(Some(self.tick.deadline()), Timer::Tick);
+        e.get()
     }
 
-    /// Bookkeeping for one transmission of `id` to `peer`.
-    fn transmitted(&mut self, now: Instant, peer: NodeId, id: RumorId) {
-        let variant = self.config.variant;
-        if variant.is_feedback() {
-            self.pending.push(Pending { peer, id, sent_at: now });
-            return;
-        }
-        let k = self.k();
-        let Some(Status::Hot(h)) = self.rumors.get_mut(&id) else { return };
-        let lose = match self.config.staging {
-            Staging::AtCycleStart => {
-                h.sent = true;
-                false
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Tick => {
+                self.tick.advance(now, &mut self.rng);
+                self.on_tick(now);
             }
-            Staging::Immediate if variant.is_counter() => {
-                h.counter += 1;
-                h.counter >= k
-            }
-            Staging::Immediate => self.rng.chance(1.0 / f64::from(k)),
-        };
-        if lose {
-            self.remove(now, id);
         }
     }
+}
 
-    fn on_rumors(&mut self, now: Instant, from: NodeId, items: Vec<Rumor>, pull: bool, want_feedback: bool) {
-        if !items.windows(2).all(|w| w[0].id < w[1].id) {
-            self.stats.malformed += 1;
-            return;
-        }
-        let mut feedback = Vec::with_capacity(if want_feedback { items.len() } else { 0 });
-        for Rumor { id, payload } in items {
-            let knew = match self.rumors.get(&id) {
-                Some(Status::Staged(_)) => self.config.staging == Staging::Immediate,
-                Some(_) => true,
-                None if !self.in_scope(&id) => {
-                    self.stats.out_of_scope += 1;
-                    true
-                }
-                None if self.active >= self.config.hot_max || self.rumors.len() >= self.config.known_max => {
-                    self.stats.overflow += 1;
-                    continue;
-                }
-                None => {
-                    self.wake(now);
-                    let hot = Self::fresh(&id, payload.clone());
-                    let status = match self.config.staging {
-                        Staging::Immediate => Status::Hot(hot),
-                        Staging::AtCycleStart => Status::Staged(hot),
-                    };
-                    self.rumors.insert(id, status);
-                    self.active += 1;
-                    self.stats.received_new += 1;
-                    self.out.event(RumorEvent::Delivered { id, payload, from });
-                    false
-                }
-            };
-            if knew {
-                self.stats.received_known += 1;
-            }
-            if want_feedback {
-                feedback.push((id, knew));
-            }
-        }
-        if !feedback.is_empty() {
-            self.stats.feedback_sent += 1;
-            self.out.datagram(from, RumorMessage::Feedback { items: feedback });
-        }
-        if pull {
-            self.serve(now, from);
-        }
-    }
-
-    /// Answer a pull: every hot rumor, if any.
-    fn serve(&mut self, now: Instant, to: NodeId) {
-        if self.any_hot() {
-            self.send_hot(now, to, false);
-        }
-    }
-
-    fn on_feedback(&mut self, now: Instant, from: NodeId, items: Vec<(RumorId, bool)>) {
-        if !items.windows(2).all(|w| w[0].0 < w[1].0) {
-            self.stats.malformed += 1;
-            return;
-        }
-        let (variant, k) = (self.config.variant, self.k());
-        for (id, knew) in items {
-            let Some(i) = self.pending.iter().position(|p| p.peer == from && p.id == id) else {
-                self.stats.unsolicited_feedback += 1;
-                continue;
-            };
-            self.pending.swap_remove(i);
-            if knew {
-                self.stats.unnecessary += 1;
-            } else {
-                self.stats.necessary += 1;
-            }
-            let Some(Status::Hot(h)) = self.rumors.get_mut(&id) else { continue };
-            let lose = match self.config.staging {
-                Staging::AtCycleStart => {
-                    if knew {
-                        h.unnecessary = true;
-                    } else {
-                        h.necessary = true;
-                    }
-                    false
-                }
-                Staging::Immediate => match (knew, variant.is_counter()) {
-                    (false, true) => {
-                        h.counter = 0;
-                        false
-                    }
-                    (false, false) => false,
-                    (true, true) => {
-                        h.counter += 1;
-                        h.counter >= k
-                    }
-                    (true, false) => self.rng.chance(1.0 / f64::from(k)),
-                },
-            };
-            if lose {
-                self.remove(now, id);
-            }
-        }
-    }
+/// Rumor mongering's timer kinds, in the order simultaneous ones are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The round tick (`period`).
+    Tick,
 }
 
 impl Machine for RumorMonger {
@@ -818,9 +356,11 @@ impl Machine for RumorMonger {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if self.tick.is_due(now) {
-            self.tick.advance(now, &mut self.rng);
-            self.on_tick(now);
+        while let Some((at, timer)) = self.next_timer() {
+            if at > now {
+                break;
+            }
+            self.fire(now, timer);
         }
     }
 
@@ -833,6 +373,7 @@ impl Machine for RumorMonger {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.idle() { None } else { Some(self.tick.deadline()) }
+        // An idle push node sleeps (module docs, "Timers"): its tick stays armed, unasked for.
+        if self.idle() { None } else { self.next_timer().map(|(at, _)| at) }
     }
 }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
+use crate::id::StreamId;
 use crate::machine::Reliability;
+use crate::time::Duration;
+use crate::timer::Timing;
 use crate::wire;
 
 const T: u64 = 1_000_000;
