@@ -649,7 +649,8 @@ impl Actor {
                 });
             }
             Command::SetValue(req, reply) => {
-                let _ = reply.send(self.engine.set_value(self.now(), &req.name, req.value).map_err(|e| e.to_string()));
+                let _ = reply
+                    .send(self.engine.set_value(self.now(), &req.name, req.value).map_err(|e| e.to_string()));
             }
             Command::Query(req, reply) => {
                 let func = match req.func.as_str() {

@@ -19,11 +19,14 @@ fn trace(seed: u64) -> ([u8; 32], u64) {
     sim.schedule_fault(s(7), Fault::Restart(5));
     sim.call(17, &mut hash, |m, now| {
         let stream = hearsay_protocols::StreamId { topic: hearsay_protocols::TopicId(1), origin: m.id() };
-        m.insert(now, hearsay_protocols::anti_entropy::Entry {
-            stream,
-            seq: 1,
-            payload: bytes::Bytes::from_static(b"x"),
-        })
+        m.insert(
+            now,
+            hearsay_protocols::anti_entropy::Entry {
+                stream,
+                seq: 1,
+                payload: bytes::Bytes::from_static(b"x"),
+            },
+        )
     });
     sim.run_until(s(12), &mut hash);
     (hash.finish(), hash.records)

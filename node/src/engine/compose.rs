@@ -38,7 +38,8 @@ impl Engine {
     /// Everything this node stores can serve anti-entropy catch-up.
     pub(super) fn keep_for_catch_up(&mut self, now: Instant, id: MsgId, payload: &Bytes) {
         if self.anti_entropy.topics().binary_search(&id.topic).is_ok() {
-            self.anti_entropy.insert(now, Entry { stream: id.stream(), seq: id.seq, payload: payload.clone() });
+            self.anti_entropy
+                .insert(now, Entry { stream: id.stream(), seq: id.seq, payload: payload.clone() });
         }
     }
 

@@ -70,7 +70,11 @@ impl EngineConfig {
 
     /// The settings of the multicast stack (ring, trees, pbcast).
     pub fn multicast(&self) -> MulticastConfig {
-        MulticastConfig { chord: self.chord.clone(), scribe: self.scribe.clone(), pbcast: self.pbcast.clone() }
+        MulticastConfig {
+            chord: self.chord.clone(),
+            scribe: self.scribe.clone(),
+            pbcast: self.pbcast.clone(),
+        }
     }
 
     /// Check every machine's settings; the first that cannot work is the error, naming the

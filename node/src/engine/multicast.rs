@@ -276,7 +276,8 @@ impl Multicast {
         let mut changed = false;
         while let Some(e) = self.chord.poll_event() {
             self.moved = true;
-            changed |= matches!(e, ChordEvent::SuccessorChanged { .. } | ChordEvent::PredecessorChanged { .. });
+            changed |=
+                matches!(e, ChordEvent::SuccessorChanged { .. } | ChordEvent::PredecessorChanged { .. });
         }
         if changed {
             let now = self.now;

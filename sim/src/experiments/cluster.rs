@@ -24,8 +24,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hearsay::engine::{Engine, EngineConfig, EngineEvent};
 use hearsay_overlay::swim::{Addr, SwimConfig};
-use hearsay_protocols::wire::{Frame, Protocol};
 use hearsay_protocols::pbcast::MsgId;
+use hearsay_protocols::wire::{Frame, Protocol};
 use hearsay_protocols::{Instant, NodeId, Rng, Seed, Seq, TopicId, Transmit};
 use serde::Serialize;
 

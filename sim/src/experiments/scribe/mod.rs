@@ -56,19 +56,19 @@ mod run;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hearsay_overlay::chord::{ChordConfig, Detector, RingSnapshot};
 use hearsay_overlay::scribe::ScribeConfig;
-use bytes::Bytes;
 use hearsay_protocols::pbcast::{MsgId, PbConfig, Start};
 use hearsay_protocols::{Duration, Instant, PeerView, Rng, Seed, Timing, TopicId};
 
-pub use hearsay::engine::multicast::{
-    Multicast, MulticastConfig, MulticastError, MulticastEvent, MulticastMessage,
-};
 pub use self::report::{Report, plot, run, run_with_results, table};
 pub use self::run::{RunResult, TreeShape, run_once};
 pub use super::pbcast::Profile;
 use crate::kernel::{Latency, NetConfig, Sim, node_ids};
+pub use hearsay::engine::multicast::{
+    Multicast, MulticastConfig, MulticastError, MulticastEvent, MulticastMessage,
+};
 
 /// The anchor for `delivery_ratio_with_repair` (N = 10^4, 100 topics, 5% loss, 1% of
 /// the nodes failing per minute).
@@ -199,7 +199,12 @@ impl Params {
 
 /// Publish `payload` on `topic` at `m` with the tree as its first phase (what the Engine does
 /// for a topic that is not `gossip`-mode). Returns the message id.
-pub fn publish(m: &mut Multicast, now: Instant, topic: TopicId, payload: Bytes) -> Result<MsgId, MulticastError> {
+pub fn publish(
+    m: &mut Multicast,
+    now: Instant,
+    topic: TopicId,
+    payload: Bytes,
+) -> Result<MsgId, MulticastError> {
     let data = m.publish(now, topic, payload)?;
     let id = data.id;
     m.send_down_tree(now, data);

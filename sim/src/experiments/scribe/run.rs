@@ -51,7 +51,14 @@ impl Observer<Multicast> for Watch {
         }
     }
 
-    fn on_send(&mut self, _: Instant, from: usize, _: Option<usize>, t: &Transmit<MulticastMessage>, _: Fate) {
+    fn on_send(
+        &mut self,
+        _: Instant,
+        from: usize,
+        _: Option<usize>,
+        t: &Transmit<MulticastMessage>,
+        _: Fate,
+    ) {
         match &t.msg {
             MulticastMessage::Ring(_) => self.ring += 1,
             MulticastMessage::Tree(m) if m.is_control() => self.control += 1,
