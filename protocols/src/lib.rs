@@ -19,6 +19,7 @@
 //! | [`flood`] | flooding with a TTL, and blind counter rumor mongering over a neighbour graph |
 //! | [`aggregate`] | gossip aggregation: push-sum (plain and acknowledged), extremum, push-pull averaging |
 //! | [`pbcast`] | Birman et al.'s bimodal multicast: digests, solicitation, FIFO delivery, gaps |
+//! | `testing` | `Net`: the test harness every machine's tests drive (feature `test-utils`) |
 
 pub mod aggregate;
 pub mod anti_entropy;
@@ -29,6 +30,8 @@ pub mod pbcast;
 pub mod peers;
 pub mod rng;
 pub mod rumor;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 pub mod time;
 pub mod timer;
 pub mod wire;

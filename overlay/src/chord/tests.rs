@@ -1,9 +1,10 @@
-//! The ring stepped by hand: a handful of machines, a zero-latency FIFO message pump, a clock
-//! moved from deadline to deadline, nodes that can be silenced.
+//! The ring stepped by hand: a handful of machines on the `testing::Net` harness (zero-latency
+//! FIFO, a clock moved from deadline to deadline, nodes that can be silenced).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use hearsay_protocols::testing::{Net, Sent};
 use hearsay_protocols::wire::{self, DATAGRAM_BUDGET};
 use hearsay_protocols::{Duration, Instant, Machine, NodeId, Reliability, Seed, Timing};
 
@@ -21,145 +22,67 @@ fn machine(n: u64, cfg: &Arc<ChordConfig>) -> Chord {
     Chord::new(id(n), cfg.clone(), &Seed::derive(7, "node", 0, n), Instant::ZERO)
 }
 
-/// Machines, a clock, a FIFO of messages in flight, and the nodes that are down.
-struct Net {
-    nodes: Vec<Chord>,
-    down: BTreeSet<NodeId>,
-    now: Instant,
-    events: Vec<(NodeId, ChordEvent)>,
-    delivered: Vec<(NodeId, NodeId, ChordMessage)>,
+/// `nodes` on a zero-latency network, their first outputs delivered.
+fn net_of(nodes: Vec<Chord>) -> Net<Chord> {
+    let mut net: Net<Chord> = nodes.into_iter().map(|m| (m.id(), m)).collect();
+    net.pump();
+    net
 }
 
-impl Net {
-    fn new(nodes: Vec<Chord>) -> Self {
-        let mut net = Net {
-            nodes,
-            down: BTreeSet::new(),
-            now: Instant::ZERO,
-            events: Vec::new(),
-            delivered: Vec::new(),
-        };
-        net.pump();
-        net
-    }
+/// A ring of nodes 1..=n, every node joined from the full member table.
+fn converged(n: u64, cfg: &Arc<ChordConfig>) -> (Net<Chord>, RingSnapshot) {
+    let snap = RingSnapshot::new((1..=n).map(id));
+    let nodes = (1..=n)
+        .map(|i| {
+            let mut m = machine(i, cfg);
+            m.join_from_members(Instant::ZERO, &snap).unwrap();
+            m
+        })
+        .collect();
+    (net_of(nodes), snap)
+}
 
-    /// A ring of nodes 1..=n, every node joined from the full member table.
-    fn converged(n: u64, cfg: &Arc<ChordConfig>) -> (Net, RingSnapshot) {
-        let snap = RingSnapshot::new((1..=n).map(id));
-        let nodes = (1..=n)
-            .map(|i| {
-                let mut m = machine(i, cfg);
-                m.join_from_members(Instant::ZERO, &snap).unwrap();
-                m
-            })
-            .collect();
-        (Net::new(nodes), snap)
-    }
+/// Every message in `sent` is a datagram: Chord sends nothing on streams.
+fn datagrams_only(sent: &[Sent<ChordMessage>]) {
+    assert!(sent.iter().all(|s| s.reliability == Reliability::Datagram));
+}
 
-    fn at(&mut self, who: NodeId) -> &mut Chord {
-        self.nodes.iter_mut().find(|m| m.id() == who).expect("a node of the net")
-    }
-
-    fn get(&self, who: NodeId) -> &Chord {
-        self.nodes.iter().find(|m| m.id() == who).expect("a node of the net")
-    }
-
-    /// Deliver everything queued, in FIFO order, at the current instant.
-    fn pump(&mut self) {
-        let mut queue = VecDeque::new();
-        loop {
-            for m in self.nodes.iter_mut() {
-                while let Some(t) = m.poll_transmit() {
-                    assert_eq!(t.reliability, Reliability::Datagram);
-                    queue.push_back((m.id(), t.to, t.msg));
-                }
-                while let Some(e) = m.poll_event() {
-                    self.events.push((m.id(), e));
-                }
+/// Run a lookup from `origin` and return its outcome event.
+fn lookup(net: &mut Net<Chord>, origin: NodeId, key: RingId) -> ChordEvent {
+    let mark = net.sent().len();
+    let req = net.call(origin, |m, now| m.lookup(now, key)).unwrap();
+    let done = |net: &Net<Chord>| {
+        net.events().iter().rev().find_map(|(n, e)| match e {
+            ChordEvent::LookupDone { id, .. } | ChordEvent::LookupFailed { id, .. }
+                if *n == origin && *id == req =>
+            {
+                Some(e.clone())
             }
-            let Some((from, to, msg)) = queue.pop_front() else {
-                break;
-            };
-            if self.down.contains(&to) || self.down.contains(&from) {
-                continue;
-            }
-            self.delivered.push((from, to, msg.clone()));
-            let now = self.now;
-            if let Some(m) = self.nodes.iter_mut().find(|m| m.id() == to) {
-                m.handle_message(now, from, msg);
-            }
+            _ => None,
+        })
+    };
+    for _ in 0..20 {
+        if let Some(e) = done(net) {
+            datagrams_only(&net.sent()[mark..]);
+            return e;
         }
+        net.advance(Duration::from_millis(500));
     }
+    panic!("lookup {req} never finished")
+}
 
-    /// Move the clock to `until`, firing every timer of every live node on the way.
-    fn run(&mut self, until: Instant) {
-        loop {
-            let next = self
-                .nodes
-                .iter()
-                .filter(|m| !self.down.contains(&m.id()))
-                .filter_map(|m| m.poll_timeout())
-                .min();
-            match next {
-                Some(t) if t <= until => {
-                    self.now = self.now.max(t);
-                    let now = self.now;
-                    for m in self.nodes.iter_mut() {
-                        if !self.down.contains(&m.id()) && m.poll_timeout().is_some_and(|d| d <= now) {
-                            m.handle_timeout(now);
-                        }
-                    }
-                    self.pump();
-                }
-                _ => break,
-            }
-        }
-        self.now = self.now.max(until);
-    }
-
-    fn secs(&mut self, s: u64) {
-        let until = self.now + Duration::from_secs(s);
-        self.run(until);
-    }
-
-    /// Run a lookup from `origin` and return its outcome event.
-    fn lookup(&mut self, origin: NodeId, key: RingId) -> ChordEvent {
-        let now = self.now;
-        let req = self.at(origin).lookup(now, key).unwrap();
-        self.pump();
-        let done = |net: &Net| {
-            net.events.iter().rev().find_map(|(n, e)| match e {
-                ChordEvent::LookupDone { id, .. } | ChordEvent::LookupFailed { id, .. }
-                    if *n == origin && *id == req =>
-                {
-                    Some(e.clone())
-                }
-                _ => None,
-            })
-        };
-        for _ in 0..20 {
-            if let Some(e) = done(self) {
-                return e;
-            }
-            let until = self.now + Duration::from_millis(500);
-            self.run(until);
-        }
-        panic!("lookup {req} never finished")
-    }
-
-    /// Every live node's successor list, predecessor and fingers equal the converged ones.
-    fn assert_converged(&self) {
-        let live: Vec<NodeId> =
-            self.nodes.iter().map(|m| m.id()).filter(|i| !self.down.contains(i)).collect();
-        let snap = RingSnapshot::new(live);
-        for m in self.nodes.iter().filter(|m| !self.down.contains(&m.id())) {
-            let me = m.node();
-            let r = m.config().successor_list_len;
-            assert_eq!(m.successors(), snap.successors_of(&me, r).as_slice(), "{} successors", me.id);
-            assert_eq!(m.predecessor(), snap.predecessors_of(&me, 1).first().copied(), "{} pred", me.id);
-            for k in 0..FINGERS {
-                assert_eq!(m.finger(k), snap.finger_of(&me, k), "{} finger {k}", me.id);
-            }
+/// Every live node's successor list, predecessor and fingers equal the converged ones.
+fn assert_converged(net: &Net<Chord>) {
+    datagrams_only(net.sent());
+    let live: Vec<NodeId> = net.ids().filter(|i| !net.is_silenced(*i)).collect();
+    let snap = RingSnapshot::new(live);
+    for (_, m) in net.machines().filter(|(i, _)| !net.is_silenced(*i)) {
+        let me = m.node();
+        let r = m.config().successor_list_len;
+        assert_eq!(m.successors(), snap.successors_of(&me, r).as_slice(), "{} successors", me.id);
+        assert_eq!(m.predecessor(), snap.predecessors_of(&me, 1).first().copied(), "{} pred", me.id);
+        for k in 0..FINGERS {
+            assert_eq!(m.finger(k), snap.finger_of(&me, k), "{} finger {k}", me.id);
         }
     }
 }
@@ -172,38 +95,38 @@ fn keys(n: usize) -> Vec<RingId> {
 #[test]
 fn joining_from_the_member_table_gives_the_converged_state() {
     let cfg = config(Detector::Membership, LookupMode::Recursive);
-    let (net, _) = Net::converged(40, &cfg);
-    net.assert_converged();
-    assert!(net.nodes.iter().all(|m| m.is_joined() && m.successors().len() == 16));
-    let joined = net.events.iter().filter(|(_, e)| *e == ChordEvent::Joined).count();
+    let (net, _) = converged(40, &cfg);
+    assert_converged(&net);
+    assert!(net.machines().all(|(_, m)| m.is_joined() && m.successors().len() == 16));
+    let joined = net.events().iter().filter(|(_, e)| *e == ChordEvent::Joined).count();
     assert_eq!(joined, 40);
 }
 
 #[test]
 fn a_key_between_self_and_successor_is_resolved_locally_with_zero_hops() {
     let cfg = config(Detector::Membership, LookupMode::Recursive);
-    let (mut net, _) = Net::converged(10, &cfg);
-    let origin = net.nodes[0].node();
-    let succ = net.nodes[0].successor().unwrap();
+    let (mut net, _) = converged(10, &cfg);
+    let origin = net[id(1)].node();
+    let succ = net[id(1)].successor().unwrap();
     let key = RingId(origin.ring.0.wrapping_add(1));
-    let sent = net.delivered.len();
-    match net.lookup(origin.id, key) {
+    let sent = net.delivered().count();
+    match lookup(&mut net, origin.id, key) {
         ChordEvent::LookupDone { node, hops, path, .. } => {
             assert_eq!((node, hops, path), (succ, 0, vec![origin.id]));
         }
         e => panic!("{e:?}"),
     }
-    assert_eq!(net.delivered.len(), sent, "no message for a local answer");
+    assert_eq!(net.delivered().count(), sent, "no message for a local answer");
 }
 
 #[test]
 fn recursive_lookups_find_the_successor_and_count_forwardings_only() {
     let cfg = config(Detector::Membership, LookupMode::Recursive);
-    let (mut net, snap) = Net::converged(64, &cfg);
+    let (mut net, snap) = converged(64, &cfg);
     let mut total = 0u32;
     for (i, key) in keys(200).into_iter().enumerate() {
-        let origin = net.nodes[i % 64].id();
-        let ChordEvent::LookupDone { node, hops, path, .. } = net.lookup(origin, key) else {
+        let origin = id(1 + (i % 64) as u64);
+        let ChordEvent::LookupDone { node, hops, path, .. } = lookup(&mut net, origin, key) else {
             panic!("lookup failed")
         };
         assert_eq!(node, snap.successor(key).unwrap(), "key {key}");
@@ -215,7 +138,7 @@ fn recursive_lookups_find_the_successor_and_count_forwardings_only() {
         // Each hop gets strictly closer to the key, and the last one answers: key ∈ (p, p.succ].
         let d = |n: &NodeId| RingId::of(n).distance(key);
         assert!(path.windows(2).all(|w| d(&w[1]) < d(&w[0])), "{path:?}");
-        let p = net.get(*path.last().unwrap());
+        let p = &net[*path.last().unwrap()];
         assert!(key.in_half_open(p.node().ring, p.successor().unwrap().ring));
         total += u32::from(hops);
     }
@@ -228,12 +151,12 @@ fn recursive_lookups_find_the_successor_and_count_forwardings_only() {
 fn iterative_lookups_visit_the_same_nodes_as_recursive_ones() {
     let rec = config(Detector::Membership, LookupMode::Recursive);
     let it = config(Detector::Membership, LookupMode::Iterative);
-    let (mut a, _) = Net::converged(50, &rec);
-    let (mut b, _) = Net::converged(50, &it);
+    let (mut a, _) = converged(50, &rec);
+    let (mut b, _) = converged(50, &it);
     for (i, key) in keys(60).into_iter().enumerate() {
-        let origin = a.nodes[i % 50].id();
-        let ra = a.lookup(origin, key);
-        let rb = b.lookup(origin, key);
+        let origin = id(1 + (i % 50) as u64);
+        let ra = lookup(&mut a, origin, key);
+        let rb = lookup(&mut b, origin, key);
         let (
             ChordEvent::LookupDone { node: na, hops: ha, path: pa, .. },
             ChordEvent::LookupDone { node: nb, hops: hb, path: pb, .. },
@@ -244,32 +167,29 @@ fn iterative_lookups_visit_the_same_nodes_as_recursive_ones() {
         assert_eq!((na, ha, pa), (nb, hb, pb), "key {key}");
     }
     // Iterative: every step is a request to the origin's next hop and a reply to the origin.
-    let replies = b
-        .delivered
-        .iter()
-        .filter(|(_, to, m)| matches!(m, ChordMessage::NextHop { .. }) && to == &b.nodes[0].id())
-        .count();
+    let replies =
+        b.delivered().filter(|s| matches!(s.msg, ChordMessage::NextHop { .. }) && s.to == id(1)).count();
     assert!(replies > 0);
-    assert!(!b.delivered.iter().any(|(_, _, m)| matches!(m, ChordMessage::FoundSucc { .. })));
+    assert!(!b.delivered().any(|s| matches!(s.msg, ChordMessage::FoundSucc { .. })));
 }
 
 #[test]
 fn nodes_joining_through_a_member_converge_by_stabilize_and_fix_fingers() {
     let cfg = config(Detector::Standalone, LookupMode::Recursive);
-    let mut net = Net::new((1..=12).map(|i| machine(i, &cfg)).collect());
-    net.at(id(1)).create(Instant::ZERO).unwrap();
+    let mut net = net_of((1..=12).map(|i| machine(i, &cfg)).collect());
+    net[id(1)].create(Instant::ZERO).unwrap();
     for i in 2..=12 {
-        let now = net.now;
-        net.at(id(i)).join_via(now, id(1 + (i * 7) % (i - 1))).unwrap();
+        let now = net.now();
+        net[id(i)].join_via(now, id(1 + (i * 7) % (i - 1))).unwrap();
         net.pump();
-        net.secs(1);
+        net.advance(Duration::from_secs(1));
     }
-    assert!(net.nodes.iter().all(|m| m.is_joined()));
-    net.secs(40);
-    net.assert_converged();
+    assert!(net.machines().all(|(_, m)| m.is_joined()));
+    net.advance(Duration::from_secs(40));
+    assert_converged(&net);
     let (mut ok, snap) = (0, RingSnapshot::new((1..=12).map(id)));
     for (i, key) in keys(50).into_iter().enumerate() {
-        if let ChordEvent::LookupDone { node, .. } = net.lookup(id(1 + (i as u64 % 12)), key) {
+        if let ChordEvent::LookupDone { node, .. } = lookup(&mut net, id(1 + (i as u64 % 12)), key) {
             ok += u32::from(node == snap.successor(key).unwrap());
         }
     }
@@ -279,111 +199,109 @@ fn nodes_joining_through_a_member_converge_by_stabilize_and_fix_fingers() {
 #[test]
 fn a_second_node_makes_a_lone_node_a_ring_of_two() {
     let cfg = config(Detector::Standalone, LookupMode::Recursive);
-    let mut net = Net::new(vec![machine(1, &cfg), machine(2, &cfg)]);
-    net.at(id(1)).create(Instant::ZERO).unwrap();
-    assert!(net.get(id(1)).routes().is_responsible(RingId(12345)), "alone: responsible for everything");
-    net.at(id(2)).join_via(Instant::ZERO, id(1)).unwrap();
+    let mut net = net_of(vec![machine(1, &cfg), machine(2, &cfg)]);
+    net[id(1)].create(Instant::ZERO).unwrap();
+    assert!(net[id(1)].routes().is_responsible(RingId(12345)), "alone: responsible for everything");
+    net[id(2)].join_via(Instant::ZERO, id(1)).unwrap();
     net.pump();
-    assert_eq!(net.get(id(2)).successor().map(|n| n.id), Some(id(1)));
-    net.secs(3);
-    assert_eq!(net.get(id(1)).successor().map(|n| n.id), Some(id(2)));
-    assert_eq!(net.get(id(1)).predecessor().map(|n| n.id), Some(id(2)));
-    assert_eq!(net.get(id(2)).predecessor().map(|n| n.id), Some(id(1)));
-    let changed = net
-        .events
-        .iter()
-        .any(|(n, e)| *n == id(1) && *e == ChordEvent::SuccessorChanged { old: None, new: Some(id(2)) });
+    assert_eq!(net[id(2)].successor().map(|n| n.id), Some(id(1)));
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net[id(1)].successor().map(|n| n.id), Some(id(2)));
+    assert_eq!(net[id(1)].predecessor().map(|n| n.id), Some(id(2)));
+    assert_eq!(net[id(2)].predecessor().map(|n| n.id), Some(id(1)));
+    let changed =
+        net.events_of(id(1)).any(|e| *e == ChordEvent::SuccessorChanged { old: None, new: Some(id(2)) });
     assert!(changed, "the host hears about the new successor");
 }
 
 #[test]
 fn a_silent_successor_is_dropped_after_two_missed_answers_and_the_ring_heals() {
     let cfg = config(Detector::Standalone, LookupMode::Recursive);
-    let (mut net, _) = Net::converged(20, &cfg);
-    let victim = net.nodes[5].node();
-    let pred = net.nodes.iter().find(|m| m.successor() == Some(victim)).unwrap().id();
-    let next = net.get(victim.id).successor().unwrap();
-    net.down.insert(victim.id);
-    net.secs(1);
-    assert_eq!(net.get(pred).successor(), Some(victim), "one miss is not enough");
-    net.secs(3);
-    assert!(net.get(pred).stats().successors_dropped >= 1, "two misses drop it");
+    let (mut net, _) = converged(20, &cfg);
+    let victim = net[id(6)].node();
+    let pred = net.machines().find(|(_, m)| m.successor() == Some(victim)).unwrap().0;
+    let next = net[victim.id].successor().unwrap();
+    net.silence(victim.id);
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net[pred].successor(), Some(victim), "one miss is not enough");
+    net.advance(Duration::from_secs(3));
+    assert!(net[pred].stats().successors_dropped >= 1, "two misses drop it");
     // Until the victim's successor forgets it as predecessor (RingPing), its PredIs may hand
     // the victim back (the paper's stabilize); then the new neighbours find each other.
-    net.secs(30);
-    assert!(net.get(next.id).stats().predecessors_dropped >= 1);
-    assert_eq!(net.get(pred).successor(), Some(next));
-    assert_eq!(net.get(next.id).predecessor().map(|n| n.id), Some(pred));
-    net.assert_converged();
+    net.advance(Duration::from_secs(30));
+    assert!(net[next.id].stats().predecessors_dropped >= 1);
+    assert_eq!(net[pred].successor(), Some(next));
+    assert_eq!(net[next.id].predecessor().map(|n| n.id), Some(pred));
+    assert_converged(&net);
 }
 
 #[test]
 fn a_silent_first_hop_times_out_and_the_retry_goes_around_it() {
     let cfg = config(Detector::Membership, LookupMode::Recursive);
-    let (mut net, snap) = Net::converged(64, &cfg);
-    let origin = net.nodes[0].node();
+    let (mut net, snap) = converged(64, &cfg);
+    let origin = net[id(1)].node();
     // The key just before the origin: the first hop is the origin's farthest finger.
     let key = RingId(origin.ring.0.wrapping_sub(2));
-    let first = net.get(origin.id).closest_preceding(key, &[]);
+    let first = net[origin.id].closest_preceding(key, &[]);
     assert_ne!(first.id, origin.id);
-    net.down.insert(first.id);
-    let started = net.now;
-    match net.lookup(origin.id, key) {
+    net.silence(first.id);
+    let started = net.now();
+    match lookup(&mut net, origin.id, key) {
         ChordEvent::LookupDone { node, path, .. } => {
             assert_eq!(node, snap.successor(key).unwrap());
             assert!(!path.contains(&first.id));
         }
         e => panic!("{e:?}"),
     }
-    assert!(net.now >= started + Duration::from_secs(1), "the retry waited for the timeout");
-    assert_eq!(net.get(origin.id).stats().lookup_timeouts, 1);
-    assert!(net.get(origin.id).avoided(&first.id), "the silent hop is avoided for routing");
+    assert!(net.now() >= started + Duration::from_secs(1), "the retry waited for the timeout");
+    assert_eq!(net[origin.id].stats().lookup_timeouts, 1);
+    assert!(net[origin.id].avoided(&first.id), "the silent hop is avoided for routing");
 }
 
 #[test]
 fn a_lookup_fails_after_its_attempts_when_no_route_answers() {
     let cfg = config(Detector::Membership, LookupMode::Iterative);
-    let (mut net, _) = Net::converged(8, &cfg);
-    let origin = net.nodes[0].id();
-    for m in &net.nodes {
-        if m.id() != origin {
-            net.down.insert(m.id());
+    let (mut net, _) = converged(8, &cfg);
+    let origin = id(1);
+    for n in net.ids().collect::<Vec<_>>() {
+        if n != origin {
+            net.silence(n);
         }
     }
-    let key = RingId(net.nodes[0].node().ring.0.wrapping_sub(2));
-    let e = net.lookup(origin, key);
+    let key = RingId(net[id(1)].node().ring.0.wrapping_sub(2));
+    let e = lookup(&mut net, origin, key);
     assert!(matches!(e, ChordEvent::LookupFailed { .. }), "{e:?}");
-    assert_eq!(net.get(origin).stats().lookups_failed, 1);
-    assert!(net.get(origin).stats().lookup_timeouts >= 3);
-    assert_eq!(net.get(origin).stats().lookups_done, 0);
+    assert_eq!(net[origin].stats().lookups_failed, 1);
+    assert!(net[origin].stats().lookup_timeouts >= 3);
+    assert_eq!(net[origin].stats().lookups_done, 0);
 }
 
 #[test]
 fn leave_hands_over_at_once() {
     let cfg = config(Detector::Standalone, LookupMode::Recursive);
-    let (mut net, _) = Net::converged(20, &cfg);
-    let leaver = net.nodes[3].node();
-    let pred = net.get(leaver.id).predecessor().unwrap();
-    let succ_list = net.get(leaver.id).successors().to_vec();
-    let now = net.now;
-    net.at(leaver.id).leave(now).unwrap();
+    let (mut net, _) = converged(20, &cfg);
+    let leaver = net[id(4)].node();
+    let pred = net[leaver.id].predecessor().unwrap();
+    let succ_list = net[leaver.id].successors().to_vec();
+    let now = net.now();
+    net[leaver.id].leave(now).unwrap();
     net.pump();
-    assert_eq!(net.get(pred.id).successors()[..15], succ_list[..15]);
-    assert_eq!(net.get(succ_list[0].id).predecessor(), Some(pred));
-    assert!(!net.get(leaver.id).is_joined());
-    assert_eq!(net.at(leaver.id).lookup(now, RingId(1)), Err(ChordError::NotJoined));
-    net.down.insert(leaver.id);
-    net.secs(20);
-    net.assert_converged();
+    assert_eq!(net[pred.id].successors()[..15], succ_list[..15]);
+    assert_eq!(net[succ_list[0].id].predecessor(), Some(pred));
+    assert!(!net[leaver.id].is_joined());
+    assert_eq!(net[leaver.id].lookup(now, RingId(1)), Err(ChordError::NotJoined));
+    net.silence(leaver.id);
+    net.advance(Duration::from_secs(20));
+    assert_converged(&net);
     // It comes back with fresh state and joins again: its neighbours take it back.
-    net.down.remove(&leaver.id);
+    net.restore(leaver.id);
     let fresh = machine(leaver.id.prefix_u64(), &cfg);
-    *net.at(leaver.id) = fresh;
-    let now = net.now;
-    net.at(leaver.id).join_via(now, pred.id).unwrap();
+    net.add(leaver.id, fresh);
+    let now = net.now();
+    net[leaver.id].join_via(now, pred.id).unwrap();
     net.pump();
-    net.secs(40);
-    net.assert_converged();
+    net.advance(Duration::from_secs(40));
+    assert_converged(&net);
 }
 
 #[test]
@@ -403,51 +321,51 @@ fn membership_events_update_the_tables_at_once() {
         .collect();
     let pos = ms.iter().position(|m| m.id() == newcomer.id).unwrap();
     ms[pos].join_from_members(Instant::ZERO, &all).unwrap();
-    let mut net = Net::new(ms);
-    let now = net.now;
-    for m in net.nodes.iter_mut() {
+    let mut net = net_of(ms);
+    let now = net.now();
+    for (_, m) in net.machines_mut() {
         m.handle_member_up(now, newcomer.id);
     }
     net.pump();
-    net.assert_converged();
+    assert_converged(&net);
     let before = all.nodes()[9];
-    assert!(net.events.contains(&(
+    assert!(net.events().contains(&(
         before.id,
         ChordEvent::SuccessorChanged { old: Some(all.nodes()[11].id), new: Some(newcomer.id) }
     )));
     // Dead: out of every table at once, and not taken back from a neighbour's stale list.
-    for m in net.nodes.iter_mut() {
+    for (_, m) in net.machines_mut() {
         m.handle_member_down(now, newcomer.id);
     }
     net.pump();
-    assert_eq!(net.get(before.id).successor(), Some(all.nodes()[11]));
-    let after = net.get(all.nodes()[11].id);
+    assert_eq!(net[before.id].successor(), Some(all.nodes()[11]));
+    let after = &net[all.nodes()[11].id];
     assert_eq!(after.predecessor(), None, "cleared; re-learned from the next Notify");
     assert!(after.routes().is_responsible(newcomer.ring), "the closest member below stands in (§8.1)");
-    assert!(!net.get(before.id).routes().is_responsible(newcomer.ring));
-    assert!(net.nodes.iter().all(|m| m.id() == newcomer.id
+    assert!(!net[before.id].routes().is_responsible(newcomer.ring));
+    assert!(net.machines().all(|(_, m)| m.id() == newcomer.id
         || (!m.successors().contains(&newcomer) && (0..FINGERS).all(|k| m.finger(k) != Some(newcomer)))));
-    net.down.insert(newcomer.id);
-    net.secs(30);
-    net.assert_converged();
+    net.silence(newcomer.id);
+    net.advance(Duration::from_secs(30));
+    assert_converged(&net);
 }
 
 #[test]
 fn responsibility_and_next_hop_agree_with_the_ring() {
     let cfg = config(Detector::Membership, LookupMode::Recursive);
-    let (net, snap) = Net::converged(32, &cfg);
+    let (net, snap) = converged(32, &cfg);
     for key in keys(300) {
         let owners: Vec<NodeId> =
-            net.nodes.iter().filter(|m| m.routes().is_responsible(key)).map(|m| m.id()).collect();
+            net.machines().filter(|(_, m)| m.routes().is_responsible(key)).map(|(n, _)| n).collect();
         let root = snap.successor(key).unwrap().id;
         assert_eq!(owners, vec![root], "exactly one responsible node for {key}");
         // Routed all the way to the responsible node (Scribe's use), in at most 32 steps.
-        let mut at = net.nodes[(key.0 % 32) as usize].id();
+        let mut at = id(1 + key.0 % 32);
         for _ in 0..32 {
             if at == root {
                 break;
             }
-            at = net.get(at).routes().next_hop(key).unwrap();
+            at = net[at].routes().next_hop(key).unwrap();
         }
         assert_eq!(at, root);
     }
@@ -456,13 +374,13 @@ fn responsibility_and_next_hop_agree_with_the_ring() {
 #[test]
 fn malformed_input_is_counted_and_changes_nothing() {
     let cfg = config(Detector::Standalone, LookupMode::Recursive);
-    let (mut net, _) = Net::converged(10, &cfg);
-    let target = net.nodes[0].id();
+    let (mut net, _) = converged(10, &cfg);
+    let target = id(1);
     let stranger = id(999);
-    let forged = RingNode { id: stranger, ring: RingId(net.nodes[0].node().ring.0.wrapping_sub(1)) };
+    let forged = RingNode { id: stranger, ring: RingId(net[id(1)].node().ring.0.wrapping_sub(1)) };
     let honest = RingNode::of(stranger);
-    let before = (net.get(target).successors().to_vec(), net.get(target).predecessor());
-    let now = net.now;
+    let before = (net[target].successors().to_vec(), net[target].predecessor());
+    let now = net.now();
     let bad = [
         (stranger, ChordMessage::Notify { node: forged }),
         (stranger, ChordMessage::Notify { node: RingNode::of(id(5)) }),
@@ -492,7 +410,7 @@ fn malformed_input_is_counted_and_changes_nothing() {
         ),
         (stranger, ChordMessage::LeaveHint { pred: None, succ_list: vec![honest; SUCC_LIST_MAX + 1] }),
     ];
-    let m = net.at(target);
+    let m = &mut net[target];
     for (from, msg) in bad {
         m.handle_message(now, from, msg);
     }

@@ -1,13 +1,18 @@
 //! Scribe stepped by hand: a few machines on a ring whose routing the test controls (by default
 //! each node routes to its successor, which makes every JOIN walk the ring and every hop a
-//! forwarder), a zero-latency FIFO message pump, a clock moved from deadline to deadline, nodes
-//! that can be silenced and messages that can be dropped.
+//! forwarder), on the `testing::Net` harness: a zero-latency FIFO, a clock moved from deadline
+//! to deadline, nodes that can be silenced and messages that can be dropped, and every node
+//! handed its routes before each input.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cell::{RefCell, RefMut};
+use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hearsay_protocols::pbcast::{Data, MsgId};
+use hearsay_protocols::testing::Net;
 use hearsay_protocols::wire::{self, DATAGRAM_BUDGET, DEFAULT_FRAME_LIMIT};
 use hearsay_protocols::{Duration, Instant, Machine, NodeId, Reliability, Seed, Timing, TopicId};
 
@@ -86,51 +91,60 @@ impl Routing for At {
     }
 }
 
-type Filter = Box<dyn FnMut(NodeId, NodeId, &ScribeMessage) -> bool>;
-
-/// Machines, a clock, a FIFO of messages in flight, silenced nodes, a drop filter.
-struct Net {
-    ring: TestRing,
-    nodes: BTreeMap<NodeId, Scribe>,
-    down: BTreeSet<NodeId>,
-    now: Instant,
-    events: Vec<(NodeId, ScribeEvent)>,
-    delivered: Vec<(NodeId, NodeId, ScribeMessage)>,
-    /// True: drop the message.
-    drop: Filter,
+/// The harness, with every node handed its routes from the shared test ring before each input.
+struct RingNet {
+    net: Net<Scribe>,
+    ring: Rc<RefCell<TestRing>>,
 }
 
-impl Net {
+impl Deref for RingNet {
+    type Target = Net<Scribe>;
+
+    fn deref(&self) -> &Net<Scribe> {
+        &self.net
+    }
+}
+
+impl DerefMut for RingNet {
+    fn deref_mut(&mut self) -> &mut Net<Scribe> {
+        &mut self.net
+    }
+}
+
+impl RingNet {
     /// Nodes 1..=n on the ring.
     fn new(n: u64) -> Self {
-        let mut net = Net {
-            ring: TestRing::default(),
-            nodes: BTreeMap::new(),
-            down: BTreeSet::new(),
-            now: Instant::ZERO,
-            events: Vec::new(),
-            delivered: Vec::new(),
-            drop: Box::new(|_, _, _| false),
-        };
+        let ring = Rc::new(RefCell::new(TestRing::default()));
+        let mut net = Net::new();
+        let routes = ring.clone();
+        net.set_before_input(move |who, m: &mut Scribe, now| m.handle_routes(now, routes.borrow().at(who)));
+        let mut net = RingNet { net, ring };
         for k in 1..=n {
-            net.add(id(k));
+            net.add_node(id(k));
         }
         net
     }
 
-    fn add(&mut self, who: NodeId) {
+    /// A new node `who`, on the ring.
+    fn add_node(&mut self, who: NodeId) {
         let seed = Seed::derive(3, "node", 0, who.prefix_u64());
-        self.nodes.insert(who, Scribe::new(who, config(), &seed, self.now));
-        self.ring.add(RingNode::of(who));
+        let now = self.now();
+        self.net.add(who, Scribe::new(who, config(), &seed, now));
+        self.ring.borrow_mut().add(RingNode::of(who));
+    }
+
+    /// The ring, to change it; every node sees the change at its next input.
+    fn ring_mut(&self) -> RefMut<'_, TestRing> {
+        self.ring.borrow_mut()
     }
 
     /// The node at ring position `k` (clockwise, 0 = smallest RingId).
     fn pos(&self, k: usize) -> NodeId {
-        self.ring.nodes[k].id
+        self.ring.borrow().nodes[k].id
     }
 
     fn ring_id(&self, k: usize) -> RingId {
-        self.ring.nodes[k].ring
+        self.ring.borrow().nodes[k].ring
     }
 
     /// A topic whose root is the node at position `k` (its key is that node's RingId).
@@ -138,83 +152,14 @@ impl Net {
         TopicId(self.ring_id(k).0)
     }
 
-    fn get(&self, who: NodeId) -> &Scribe {
-        &self.nodes[&who]
-    }
-
-    /// Hand node `who` its current routes, run `f` against it, then deliver everything.
+    /// The harness's `call`, here so that `net.call(net.pos(k), ..)` borrows.
     fn call<T>(&mut self, who: NodeId, f: impl FnOnce(&mut Scribe, Instant) -> T) -> T {
-        let routes = self.ring.at(who);
-        let m = self.nodes.get_mut(&who).expect("a node of the net");
-        m.handle_routes(self.now, routes);
-        let out = f(m, self.now);
-        self.pump();
-        out
+        self.net.call(who, f)
     }
 
-    /// Hand `msg` from `from` to `to` directly (a crafted message), then deliver everything.
+    /// The harness's `inject`, here so that `net.inject(net.pos(k), ..)` borrows.
     fn inject(&mut self, from: NodeId, to: NodeId, msg: ScribeMessage) {
-        self.call(to, |m, now| m.handle_message(now, from, msg));
-    }
-
-    /// Deliver everything queued, in FIFO order, at the current instant.
-    fn pump(&mut self) {
-        let mut queue = VecDeque::new();
-        loop {
-            for (who, m) in self.nodes.iter_mut() {
-                while let Some(t) = m.poll_transmit() {
-                    queue.push_back((*who, t.to, t.msg, t.reliability));
-                }
-                while let Some(e) = m.poll_event() {
-                    self.events.push((*who, e));
-                }
-            }
-            let Some((from, to, msg, _)) = queue.pop_front() else {
-                break;
-            };
-            if self.down.contains(&to) || self.down.contains(&from) || (self.drop)(from, to, &msg) {
-                continue;
-            }
-            self.delivered.push((from, to, msg.clone()));
-            assert!(self.delivered.len() < 100_000, "a message storm");
-            let routes = self.ring.at(to);
-            if let Some(m) = self.nodes.get_mut(&to) {
-                m.handle_routes(self.now, routes);
-                m.handle_message(self.now, from, msg);
-            }
-        }
-    }
-
-    /// Move the clock to `until`, firing every timer of every live node on the way.
-    fn run(&mut self, until: Instant) {
-        loop {
-            let next = self
-                .nodes
-                .iter()
-                .filter(|(who, _)| !self.down.contains(*who))
-                .filter_map(|(_, m)| m.poll_timeout())
-                .min();
-            match next {
-                Some(t) if t <= until => {
-                    self.now = self.now.max(t);
-                    let now = self.now;
-                    for (who, m) in self.nodes.iter_mut() {
-                        if !self.down.contains(who) && m.poll_timeout().is_some_and(|d| d <= now) {
-                            m.handle_routes(now, self.ring.at(*who));
-                            m.handle_timeout(now);
-                        }
-                    }
-                    self.pump();
-                }
-                _ => break,
-            }
-        }
-        self.now = self.now.max(until);
-    }
-
-    fn secs(&mut self, s: u64) {
-        let until = self.now + Duration::from_secs(s);
-        self.run(until);
+        self.net.inject(from, to, msg);
     }
 
     fn subscribe(&mut self, who: NodeId, topic: TopicId) {
@@ -222,23 +167,19 @@ impl Net {
     }
 
     fn tree(&self, who: NodeId, topic: TopicId) -> Option<TreeView> {
-        self.get(who).tree(topic)
+        self[who].tree(topic)
     }
 
-    fn events_of(&self, who: NodeId) -> Vec<ScribeEvent> {
-        self.events.iter().filter(|(w, _)| *w == who).map(|(_, e)| e.clone()).collect()
-    }
-
-    /// Messages delivered so far whose kind `f` selects, as (from, to).
+    /// Messages delivered so far whose kind `f` selects.
     fn count(&self, f: impl Fn(&ScribeMessage) -> bool) -> usize {
-        self.delivered.iter().filter(|(_, _, m)| f(m)).count()
+        self.delivered().filter(|s| f(&s.msg)).count()
     }
 
     /// The parent pointers of `topic`'s tree, followed from `who` to the root, `who` first.
     fn path_to_root(&self, who: NodeId, topic: TopicId) -> Vec<NodeId> {
         let mut path = vec![who];
         let mut at = who;
-        while let Some(p) = self.get(at).parent(topic) {
+        while let Some(p) = self[at].parent(topic) {
             assert!(!path.contains(&p), "cycle through {p}");
             path.push(p);
             at = p;
@@ -261,8 +202,8 @@ fn is_join(m: &ScribeMessage) -> bool {
 
 /// A chain tree: the subscriber at position 1, root at position 7 of an 8-node ring; every
 /// node between is a forwarder.
-fn chain() -> (Net, TopicId) {
-    let mut net = Net::new(8);
+fn chain() -> (RingNet, TopicId) {
+    let mut net = RingNet::new(8);
     let t = net.topic_at(7);
     let s = net.pos(1);
     net.subscribe(s, t);
@@ -283,11 +224,11 @@ fn a_join_makes_every_hop_on_the_route_a_forwarder_up_to_the_root() {
         assert_eq!(v.role, Role::Forwarder);
         assert_eq!(v.children, vec![net.pos(k - 1)]);
         assert!(!v.joining);
-        assert_eq!(net.get(net.pos(k)).stats().forwarders_created, 1);
+        assert_eq!(net[net.pos(k)].stats().forwarders_created, 1);
     }
     assert_eq!(net.tree(s, t).unwrap().role, Role::Member);
-    assert!(net.events_of(root).contains(&ScribeEvent::BecameRoot { topic: t }));
-    assert!(net.events_of(s).contains(&ScribeEvent::Attached { topic: t, parent: net.pos(2) }));
+    assert!(net.events_of(root).any(|e| *e == ScribeEvent::BecameRoot { topic: t }));
+    assert!(net.events_of(s).any(|e| *e == ScribeEvent::Attached { topic: t, parent: net.pos(2) }));
     // A new forwarder acks with itself as the only ancestor; once it is attached itself it
     // pushes its ancestors down at once, so the subscriber knows the whole list already.
     let v = net.tree(s, t).unwrap();
@@ -295,7 +236,7 @@ fn a_join_makes_every_hop_on_the_route_a_forwarder_up_to_the_root() {
     assert_eq!(v.depth(), 6);
     assert_eq!(v.root, Some(net.ring_id(7)));
     // Non-members and nodes off the route hold nothing.
-    assert_eq!(net.get(net.pos(0)).entries(), 0);
+    assert_eq!(net[net.pos(0)].entries(), 0);
 }
 
 #[test]
@@ -304,17 +245,17 @@ fn a_second_subscriber_is_adopted_by_the_first_node_already_on_the_tree() {
     let joins = net.count(is_join);
     net.subscribe(net.pos(0), t);
     assert_eq!(net.count(is_join), joins + 1, "no new forwarder");
-    assert_eq!(net.get(net.pos(0)).parent(t), Some(net.pos(1)));
+    assert_eq!(net[net.pos(0)].parent(t), Some(net.pos(1)));
     // A node already forwarding that subscribes only becomes a member: no JOIN at all.
     net.subscribe(net.pos(4), t);
     assert_eq!(net.count(is_join), joins + 1);
     assert_eq!(net.tree(net.pos(4), t).unwrap().role, Role::Member);
     // A subscriber that is the root's responsible node is the root at once.
-    let mut alone = Net::new(3);
+    let mut alone = RingNet::new(3);
     let t2 = alone.topic_at(2);
     alone.subscribe(alone.pos(2), t2);
-    assert!(alone.get(alone.pos(2)).is_root(t2));
-    assert_eq!(alone.delivered.len(), 0);
+    assert!(alone[alone.pos(2)].is_root(t2));
+    assert_eq!(alone.delivered().count(), 0);
 }
 
 #[test]
@@ -322,41 +263,43 @@ fn leaving_prunes_forwarders_without_children_or_subscribers() {
     let (mut net, t) = chain();
     net.subscribe(net.pos(3), t);
     net.call(net.pos(1), |m, now| m.unsubscribe(now, t));
-    assert_eq!(net.get(net.pos(1)).entries(), 0);
-    assert_eq!(net.get(net.pos(2)).entries(), 0, "a forwarder with no child left is pruned");
+    assert_eq!(net[net.pos(1)].entries(), 0);
+    assert_eq!(net[net.pos(2)].entries(), 0, "a forwarder with no child left is pruned");
     let v = net.tree(net.pos(3), t).unwrap();
     assert_eq!((v.role, v.children.len()), (Role::Member, 0), "a member stays");
-    assert!(net.get(net.pos(5)).is_attached(t));
+    assert!(net[net.pos(5)].is_attached(t));
     net.call(net.pos(3), |m, now| m.unsubscribe(now, t));
     for k in 0..8 {
-        assert_eq!(net.get(net.pos(k)).entries(), 0, "position {k}: the whole tree is gone");
+        assert_eq!(net[net.pos(k)].entries(), 0, "position {k}: the whole tree is gone");
     }
     let heartbeats = net.count(|m| matches!(m, ScribeMessage::Heartbeat { .. }));
-    net.secs(5);
+    net.advance(Duration::from_secs(5));
     assert_eq!(net.count(|m| matches!(m, ScribeMessage::Heartbeat { .. })), heartbeats);
 }
 
 #[test]
 fn heartbeats_keep_the_tree_and_a_silent_parent_is_replaced() {
     let (mut net, t) = chain();
-    net.secs(10);
+    net.advance(Duration::from_secs(10));
     for k in 1..=7 {
-        let st = *net.get(net.pos(k)).stats();
+        let st = *net[net.pos(k)].stats();
         assert_eq!((st.parent_timeouts, st.child_timeouts), (0, 0), "position {k}");
     }
     assert!(net.count(|m| matches!(m, ScribeMessage::HeartbeatAck { .. })) >= 6 * 9);
     // Position 4 crashes and leaves the ring; position 3 hears nothing for 3 intervals.
     let dead = net.pos(4);
     let (p3, p5) = (net.pos(3), net.pos(5));
-    net.down.insert(dead);
-    net.ring.remove(dead);
-    net.secs(5);
-    assert_eq!(net.get(p3).stats().parent_timeouts, 1);
-    assert!(net.events_of(p3).contains(&ScribeEvent::Detached { topic: t, cause: Detach::ParentTimeout }));
-    assert_eq!(net.get(p3).parent(t), Some(p5), "re-joined through its new next hop");
-    assert_eq!(net.get(p5).stats().child_timeouts, 1, "the parent dropped the dead child");
+    net.silence(dead);
+    net.ring_mut().remove(dead);
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net[p3].stats().parent_timeouts, 1);
+    assert!(
+        net.events_of(p3).any(|e| *e == ScribeEvent::Detached { topic: t, cause: Detach::ParentTimeout })
+    );
+    assert_eq!(net[p3].parent(t), Some(p5), "re-joined through its new next hop");
+    assert_eq!(net[p5].stats().child_timeouts, 1, "the parent dropped the dead child");
     assert_eq!(net.tree(p5, t).unwrap().children, vec![p3]);
-    net.secs(2);
+    net.advance(Duration::from_secs(2));
     // The subtree learned its new ancestors from the heartbeats.
     let v = net.tree(net.pos(1), t).unwrap();
     assert_eq!(v.depth(), 5);
@@ -367,13 +310,13 @@ fn heartbeats_keep_the_tree_and_a_silent_parent_is_replaced() {
 fn the_membership_layer_speeds_up_repair() {
     let (mut net, t) = chain();
     let (p3, p4, p5) = (net.pos(3), net.pos(4), net.pos(5));
-    net.down.insert(p4);
-    net.ring.remove(p4);
+    net.silence(p4);
+    net.ring_mut().remove(p4);
     net.call(p3, |m, now| m.handle_member_down(now, p4));
     net.call(p5, |m, now| m.handle_member_down(now, p4));
-    assert_eq!(net.get(p3).parent(t), Some(p5), "re-joined at once, no timeout");
+    assert_eq!(net[p3].parent(t), Some(p5), "re-joined at once, no timeout");
     assert_eq!(net.tree(p5, t).unwrap().children, vec![p3]);
-    assert!(net.events_of(p3).contains(&ScribeEvent::Detached { topic: t, cause: Detach::ParentDown }));
+    assert!(net.events_of(p3).any(|e| *e == ScribeEvent::Detached { topic: t, cause: Detach::ParentDown }));
 }
 
 #[test]
@@ -384,8 +327,8 @@ fn a_heartbeat_from_a_node_that_is_not_the_parent_gets_a_leave() {
     let hb = ScribeMessage::Heartbeat { topic: t, root: None, ancestors: vec![net.ring_id(5)] };
     net.inject(stranger, s, hb);
     assert_eq!(net.tree(s, t).unwrap(), before);
-    let (from, to, msg) = net.delivered.last().unwrap().clone();
-    assert_eq!((from, to, msg), (s, stranger, ScribeMessage::Leave { topic: t }));
+    let last = net.delivered().last().unwrap();
+    assert_eq!((last.from, last.to, &last.msg), (s, stranger, &ScribeMessage::Leave { topic: t }));
     // A heartbeat for a topic with no tree here: the same answer.
     let other = net.topic_at(3);
     net.inject(
@@ -393,53 +336,53 @@ fn a_heartbeat_from_a_node_that_is_not_the_parent_gets_a_leave() {
         s,
         ScribeMessage::Heartbeat { topic: other, root: None, ancestors: vec![net.ring_id(5)] },
     );
-    assert_eq!(net.delivered.last().unwrap().2, ScribeMessage::Leave { topic: other });
-    assert_eq!(net.get(s).entries(), 1);
+    assert_eq!(net.delivered().last().unwrap().msg, ScribeMessage::Leave { topic: other });
+    assert_eq!(net[s].entries(), 1);
 }
 
 #[test]
 fn a_child_dropped_after_lost_acks_is_told_and_rejoins_at_once() {
     let (mut net, t) = chain();
     let (s, p2) = (net.pos(1), net.pos(2));
-    net.secs(2);
+    net.advance(Duration::from_secs(2));
     // Every acknowledgement from the subscriber is lost for a while.
-    net.drop = Box::new(move |from, _, m| from == s && matches!(m, ScribeMessage::HeartbeatAck { .. }));
-    net.secs(4);
-    assert_eq!(net.get(p2).stats().child_timeouts, 1);
-    assert!(net.events_of(s).contains(&ScribeEvent::Detached { topic: t, cause: Detach::ParentLeft }));
-    assert_eq!(net.get(s).stats().parent_timeouts, 0, "told before its own timeout");
+    net.set_drop(move |from, _, m| from == s && matches!(m, ScribeMessage::HeartbeatAck { .. }));
+    net.advance(Duration::from_secs(4));
+    assert_eq!(net[p2].stats().child_timeouts, 1);
+    assert!(net.events_of(s).any(|e| *e == ScribeEvent::Detached { topic: t, cause: Detach::ParentLeft }));
+    assert_eq!(net[s].stats().parent_timeouts, 0, "told before its own timeout");
     // Its JOIN went to the same next hop, which adopted it again.
-    assert_eq!(net.get(s).parent(t), Some(p2));
+    assert_eq!(net[s].parent(t), Some(p2));
     assert!(net.tree(p2, t).is_some_and(|v| v.children == vec![s]));
 }
 
 #[test]
 fn a_rejoining_node_passes_through_its_own_subtree() {
     let (mut net, t) = chain();
-    net.secs(2); // ancestors everywhere
+    net.advance(Duration::from_secs(2)); // ancestors everywhere
     let (p2, p3, p4, p5, p6) = (net.pos(2), net.pos(3), net.pos(4), net.pos(5), net.pos(6));
     // Position 4 loses its parent; its JOIN is routed into its own subtree (to 2), which
     // must not adopt it but pass the JOIN on (to 6).
-    net.ring.next.insert(p4, p2);
-    net.ring.next.insert(p2, p6);
+    net.ring_mut().next.insert(p4, p2);
+    net.ring_mut().next.insert(p2, p6);
     net.call(p4, |m, now| m.handle_member_down(now, p5));
-    assert_eq!(net.get(p2).stats().joins_passed, 1);
-    assert_eq!(net.get(p4).parent(t), Some(p6));
-    assert_eq!(net.get(p2).parent(t), Some(p3), "the subtree is unchanged");
+    assert_eq!(net[p2].stats().joins_passed, 1);
+    assert_eq!(net[p4].parent(t), Some(p6));
+    assert_eq!(net[p2].parent(t), Some(p3), "the subtree is unchanged");
     assert!(!net.tree(p2, t).unwrap().children.contains(&p4));
-    net.secs(3);
+    net.advance(Duration::from_secs(3));
     assert_eq!(net.path_to_root(net.pos(1), t), vec![net.pos(1), p2, p3, p4, p6, net.pos(7)]);
     // Position 5 heartbeated its former child, got a Leave and pruned itself.
-    assert_eq!(net.get(p5).entries(), 0);
+    assert_eq!(net[p5].entries(), 0);
 }
 
 #[test]
 fn a_cycle_is_refused_at_the_ack_or_found_by_the_next_heartbeats() {
-    let mut net = Net::new(8);
+    let mut net = RingNet::new(8);
     let t = net.topic_at(7);
     // Three detached members whose JOINs all get lost, and no heartbeat gets through yet: the
     // ancestor lists stay stale while a cycle forms.
-    net.drop = Box::new(|_, _, m| is_join(m) || matches!(m, ScribeMessage::Heartbeat { .. }));
+    net.set_drop(|_, _, m| is_join(m) || matches!(m, ScribeMessage::Heartbeat { .. }));
     let (a, b, c) = (net.pos(1), net.pos(2), net.pos(3));
     for x in [a, b, c] {
         net.subscribe(x, t);
@@ -453,60 +396,57 @@ fn a_cycle_is_refused_at_the_ack_or_found_by_the_next_heartbeats() {
     net.inject(a, b, join(a));
     net.inject(b, c, join(b));
     net.inject(c, a, join(c));
-    assert_eq!(
-        (net.get(a).parent(t), net.get(b).parent(t), net.get(c).parent(t)),
-        (Some(b), Some(c), Some(a))
-    );
+    assert_eq!((net[a].parent(t), net[b].parent(t), net[c].parent(t)), (Some(b), Some(c), Some(a)));
     // Heartbeats flow again: the lists pushed around the cycle find it within one tick.
-    net.drop = Box::new(|_, _, m| is_join(m));
-    net.secs(1);
-    let cycles: u64 = [a, b, c].iter().map(|x| net.get(*x).stats().cycles).sum();
+    net.set_drop(|_, _, m| is_join(m));
+    net.advance(Duration::from_secs(1));
+    let cycles: u64 = [a, b, c].iter().map(|x| net[*x].stats().cycles).sum();
     assert!((1..=3).contains(&cycles), "found by the ancestor lists: {cycles}");
     let broken: Vec<NodeId> = net
-        .events
+        .events()
         .iter()
         .filter(|(_, e)| matches!(e, ScribeEvent::Detached { cause: Detach::Cycle, .. }))
         .map(|(w, _)| *w)
         .collect();
     assert_eq!(broken.len() as u64, cycles, "a node that saw itself detached");
-    net.secs(3);
+    net.advance(Duration::from_secs(3));
     for x in [a, b, c] {
         net.path_to_root(x, t); // panics on a cycle
     }
     // With current lists the cycle never forms: c's JOIN reaching a is passed on, since a
     // knows c as an ancestor.
-    let mut net = Net::new(8);
-    net.drop = Box::new(|_, _, m| is_join(m));
+    let mut net = RingNet::new(8);
+    net.set_drop(|_, _, m| is_join(m));
     for x in [a, b, c] {
         net.subscribe(x, t);
     }
     net.inject(a, b, join(a));
     net.inject(b, c, join(b));
     net.inject(c, a, join(c));
-    assert_eq!(net.get(c).parent(t), None);
-    assert_eq!(net.get(a).stats().joins_passed, 1);
+    assert_eq!(net[c].parent(t), None);
+    assert_eq!(net[a].stats().joins_passed, 1);
     // A two-node cycle never forms: an ack from one of our children is refused.
-    let mut net = Net::new(8);
-    net.drop = Box::new(|_, _, m| is_join(m));
+    let mut net = RingNet::new(8);
+    net.set_drop(|_, _, m| is_join(m));
     let (a, b) = (net.pos(1), net.pos(2));
     net.subscribe(a, t);
     net.subscribe(b, t);
     net.inject(a, b, join(a));
-    assert_eq!(net.get(a).parent(t), Some(b));
+    assert_eq!(net[a].parent(t), Some(b));
     // b's JOIN reaching its own child a is passed on, not adopted...
     net.inject(b, a, join(b));
-    assert_eq!(net.get(a).stats().joins_passed, 1);
-    assert_eq!(net.get(b).parent(t), None);
+    assert_eq!(net[a].stats().joins_passed, 1);
+    assert_eq!(net[b].parent(t), None);
     // ...and an ack from one of b's children is refused, and the child told to drop b.
     net.inject(
         a,
         b,
         ScribeMessage::JoinAck { topic: t, root: None, ancestors: vec![RingId::of(&b), RingId::of(&a)] },
     );
-    assert_eq!(net.get(b).stats().acks_refused, 1);
-    assert_eq!(net.get(b).parent(t), None);
+    assert_eq!(net[b].stats().acks_refused, 1);
+    assert_eq!(net[b].parent(t), None);
     net.inject(a, b, ScribeMessage::JoinAck { topic: t, root: None, ancestors: vec![RingId::of(&a)] });
-    assert_eq!(net.get(b).stats().acks_refused, 2, "refused even without the cycle in its list");
+    assert_eq!(net[b].stats().acks_refused, 2, "refused even without the cycle in its list");
 }
 
 /// A NodeId whose RingId lies in (lo, hi), clockwise.
@@ -519,94 +459,93 @@ fn node_between(lo: RingId, hi: RingId) -> NodeId {
 
 #[test]
 fn root_migrates_to_a_node_that_joins_in_front_of_it() {
-    let mut net = Net::new(8);
+    let mut net = RingNet::new(8);
     // The key sits just after position 6: position 7 is the root until a node joins between.
     let key = RingId(net.ring_id(6).0.wrapping_add(1));
     let t = TopicId(key.0);
     net.subscribe(net.pos(1), t);
     let old = net.pos(7);
-    assert!(net.get(old).is_root(t));
+    assert!(net[old].is_root(t));
     let newcomer = node_between(key, net.ring_id(7));
-    net.add(newcomer);
+    net.add_node(newcomer);
     // The old root's ring reports a new predecessor: the root check hands the role over.
     net.call(old, |m, now| m.handle_ring_change(now));
-    assert!(!net.get(old).is_root(t));
+    assert!(!net[old].is_root(t));
 
-    assert!(net.events_of(old).contains(&ScribeEvent::Detached { topic: t, cause: Detach::RootMoved }));
+    assert!(net.events_of(old).any(|e| *e == ScribeEvent::Detached { topic: t, cause: Detach::RootMoved }));
     // Its JOIN made its successor (outside its subtree) a forwarder, whose own JOIN walked on
     // through the old root's subtree, passed through (its path names the old root) to the
     // newcomer: no cycle.
     let p0 = net.pos(0);
-    assert!(net.get(newcomer).is_root(t));
-    assert_eq!(net.get(old).parent(t), Some(p0));
-    assert_eq!(net.get(p0).parent(t), Some(newcomer));
-    assert_eq!(net.get(net.pos(1)).stats().joins_passed, 1);
-    assert_eq!(net.nodes.values().map(|m| m.stats().cycles).sum::<u64>(), 0);
+    assert!(net[newcomer].is_root(t));
+    assert_eq!(net[old].parent(t), Some(p0));
+    assert_eq!(net[p0].parent(t), Some(newcomer));
+    assert_eq!(net[net.pos(1)].stats().joins_passed, 1);
+    assert_eq!(net.machines().map(|(_, m)| m.stats().cycles).sum::<u64>(), 0);
     let v = net.tree(net.pos(1), t).unwrap();
     assert_eq!(v.root, Some(RingId::of(&newcomer)));
     assert_eq!(v.depth(), 8);
-    net.secs(5);
+    net.advance(Duration::from_secs(5));
     assert_eq!(net.tree(net.pos(1), t).unwrap(), v, "stable");
 }
 
 #[test]
 fn a_node_that_becomes_responsible_takes_the_root_role_and_leaves_its_parent() {
-    let mut net = Net::new(8);
+    let mut net = RingNet::new(8);
     let t = net.topic_at(7);
     net.subscribe(net.pos(0), t);
     assert_eq!(net.path_to_root(net.pos(0), t).len(), 8);
     // Position 7 leaves the ring: position 0 (its successor) is now responsible.
     let gone = net.pos(7);
-    net.ring.remove(gone);
-    let p0 = net.ring.nodes[0].id;
+    net.ring_mut().remove(gone);
+    let p0 = net.pos(0);
     net.call(p0, |m, now| m.handle_ring_change(now));
-    assert!(net.get(p0).is_root(t));
+    assert!(net[p0].is_root(t));
     // Its Leave to its old parent collapsed the chain of forwarders above it.
     for k in 1..7 {
-        assert_eq!(net.get(net.ring.nodes[k].id).entries(), 0, "forwarder {k} pruned");
+        assert_eq!(net[net.pos(k)].entries(), 0, "forwarder {k} pruned");
     }
-    assert_eq!(net.get(gone).entries(), 0);
+    assert_eq!(net[gone].entries(), 0);
     // A later subscriber's JOIN reaches the new root.
-    let s = net.ring.nodes[3].id;
+    let s = net.pos(3);
     net.subscribe(s, t);
     assert_eq!(*net.path_to_root(s, t).last().unwrap(), p0);
 }
 
 #[test]
 fn a_join_retry_avoids_the_hop_that_did_not_answer() {
-    let mut net = Net::new(8);
+    let mut net = RingNet::new(8);
     let t = net.topic_at(7);
     let (s, silent, after) = (net.pos(1), net.pos(2), net.pos(3));
     // The next hop has crashed, but the ring still routes to it.
-    net.down.insert(silent);
+    net.silence(silent);
     net.subscribe(s, t);
-    assert!(!net.get(s).is_attached(t));
-    net.secs(2);
-    assert_eq!(net.get(s).parent(t), Some(after), "the retry went to the next-best hop");
-    assert_eq!(net.get(s).stats().join_retries, 1);
+    assert!(!net[s].is_attached(t));
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net[s].parent(t), Some(after), "the retry went to the next-best hop");
+    assert_eq!(net[s].stats().join_retries, 1);
     // A node that loses its parent avoids it on its first JOIN.
-    net.down.remove(&silent);
+    net.restore(silent);
     let (p3, p4) = (net.pos(3), net.pos(4));
-    assert_eq!(net.get(p3).parent(t), Some(p4));
+    assert_eq!(net[p3].parent(t), Some(p4));
     net.call(p3, |m, now| m.handle_member_down(now, p4));
-    assert_eq!(net.get(p3).parent(t), Some(net.pos(5)));
+    assert_eq!(net[p3].parent(t), Some(net.pos(5)));
 }
 
 /// True if a JoinAck to `who` was sent but not delivered.
-fn lost_once(net: &Net, who: NodeId) -> bool {
-    let acks =
-        net.delivered.iter().filter(|(_, to, m)| *to == who && matches!(m, ScribeMessage::JoinAck { .. }));
-    acks.count() == 0 && net.get(net.pos(2)).tree(net.topic_at(7)).is_some_and(|v| v.children.contains(&who))
+fn lost_once(net: &RingNet, who: NodeId) -> bool {
+    let acks = net.delivered().filter(|s| s.to == who && matches!(s.msg, ScribeMessage::JoinAck { .. }));
+    acks.count() == 0 && net[net.pos(2)].tree(net.topic_at(7)).is_some_and(|v| v.children.contains(&who))
 }
 
 #[test]
 fn a_lost_join_ack_is_replaced_by_the_adopters_next_heartbeat() {
-    let mut net = Net::new(8);
+    let mut net = RingNet::new(8);
     let t = net.topic_at(7);
     let s = net.pos(1);
     // The subscriber's first JoinAck is lost.
     let mut lost = false;
-    net.drop = Box::new(move |_, to, m| {
+    net.set_drop(move |_, to, m| {
         let hit = !lost && to == s && matches!(m, ScribeMessage::JoinAck { .. });
         lost |= hit;
         hit
@@ -614,37 +553,37 @@ fn a_lost_join_ack_is_replaced_by_the_adopters_next_heartbeat() {
     net.subscribe(s, t);
     assert!(lost_once(&net, s));
     // Its adopter's heartbeat (pushed at once when the adopter itself attached) stood in.
-    assert_eq!(net.get(s).parent(t), Some(net.pos(2)), "the heartbeat stood in for the ack");
-    assert_eq!(net.get(s).stats().adopted_by_heartbeat, 1);
-    assert_eq!(net.get(s).stats().join_retries, 0);
+    assert_eq!(net[s].parent(t), Some(net.pos(2)), "the heartbeat stood in for the ack");
+    assert_eq!(net[s].stats().adopted_by_heartbeat, 1);
+    assert_eq!(net[s].stats().join_retries, 0);
     assert_eq!(net.tree(s, t).unwrap().depth(), 6);
     // A heartbeat from a node the JOIN never went to is ignored, not answered.
     let other = net.topic_at(5);
-    net.drop = Box::new(|_, _, m| is_join(m));
+    net.set_drop(|_, _, m| is_join(m));
     net.subscribe(s, other);
     let stranger = net.pos(4);
-    let sent = net.delivered.len();
+    let sent = net.delivered().count();
     net.inject(
         stranger,
         s,
         ScribeMessage::Heartbeat { topic: other, root: None, ancestors: vec![net.ring_id(4)] },
     );
-    assert_eq!(net.get(s).parent(other), None);
-    assert_eq!(net.delivered.len(), sent, "no reply");
-    assert!(net.get(s).stats().stale >= 1);
+    assert_eq!(net[s].parent(other), None);
+    assert_eq!(net.delivered().count(), sent, "no reply");
+    assert!(net[s].stats().stale >= 1);
 }
 
 #[test]
 fn join_retries_back_off_up_to_the_cap() {
-    let mut net = Net::new(8);
+    let mut net = RingNet::new(8);
     let t = net.topic_at(7);
     let s = net.pos(1);
-    net.drop = Box::new(|_, _, m| is_join(m));
+    net.set_drop(|_, _, m| is_join(m));
     net.subscribe(s, t);
-    net.secs(100);
+    net.advance(Duration::from_secs(100));
     // Sent at 0, then after 2, 4, 8, 16, 30, 30, 30 s: at 2, 6, 14, 30, 60, 90.
-    assert_eq!(net.get(s).stats().joins_sent, 7);
-    assert_eq!(net.get(s).stats().join_retries, 6);
+    assert_eq!(net[s].stats().joins_sent, 7);
+    assert_eq!(net[s].stats().join_retries, 6);
     assert!(net.tree(s, t).unwrap().joining);
 }
 
@@ -657,7 +596,7 @@ fn a_publish_floods_the_tree_once_per_node_and_reaches_members_only() {
     let d = data(p, t, 1);
     net.call(p, |m, now| m.publish(now, d.clone())).unwrap();
     let got: Vec<NodeId> = net
-        .events
+        .events()
         .iter()
         .filter(|(_, e)| matches!(e, ScribeEvent::FirstPhase(x) if x.id == d.id))
         .map(|(w, _)| *w)
@@ -666,12 +605,8 @@ fn a_publish_floods_the_tree_once_per_node_and_reaches_members_only() {
     members.sort();
     assert_eq!(got, members, "members other than the publisher");
     // Every tree node got exactly one copy; nothing went back to where it came from.
-    let copies: Vec<NodeId> = net
-        .delivered
-        .iter()
-        .filter(|(_, _, m)| matches!(m, ScribeMessage::TreeData { .. }))
-        .map(|x| x.1)
-        .collect();
+    let copies: Vec<NodeId> =
+        net.delivered().filter(|s| matches!(s.msg, ScribeMessage::TreeData { .. })).map(|s| s.to).collect();
     let mut sorted = copies.clone();
     sorted.sort();
     let mut expect: Vec<NodeId> = [1, 2, 4, 5, 6, 7].iter().map(|&k| net.pos(k)).collect();
@@ -679,56 +614,56 @@ fn a_publish_floods_the_tree_once_per_node_and_reaches_members_only() {
     assert_eq!(sorted, expect);
     // A copy arriving again is dropped by the dedupe.
     net.inject(net.pos(2), net.pos(1), ScribeMessage::TreeData { data: d.clone() });
-    assert_eq!(net.get(net.pos(1)).stats().duplicates, 1);
-    assert_eq!(net.events.iter().filter(|(_, e)| matches!(e, ScribeEvent::FirstPhase(_))).count(), 2);
+    assert_eq!(net[net.pos(1)].stats().duplicates, 1);
+    assert_eq!(net.events().iter().filter(|(_, e)| matches!(e, ScribeEvent::FirstPhase(_))).count(), 2);
 }
 
 #[test]
 fn a_publish_from_off_the_tree_is_routed_until_it_meets_the_tree() {
-    let mut net = Net::new(8);
+    let mut net = RingNet::new(8);
     let t = net.topic_at(7);
     net.subscribe(net.pos(5), t);
     let p = net.pos(2);
     net.call(p, |m, now| m.publish(now, data(p, t, 1))).unwrap();
     let routed = net.count(|m| matches!(m, ScribeMessage::Publish { .. }));
     assert_eq!(routed, 3, "2 → 3 → 4 → 5: the first node with an entry floods it");
-    assert!(net.events_of(net.pos(5)).iter().any(|e| matches!(e, ScribeEvent::FirstPhase(_))));
+    assert!(net.events_of(net.pos(5)).any(|e| matches!(e, ScribeEvent::FirstPhase(_))));
     assert_eq!(net.count(|m| matches!(m, ScribeMessage::TreeData { .. })), 2, "5 → 6 → 7");
     // No subscriber at all: the message ends at the root's place, counted.
     let lonely = net.topic_at(2);
     net.call(p, |m, now| m.publish(now, data(p, lonely, 1))).unwrap();
-    assert_eq!(net.get(net.pos(2)).stats().no_tree, 1, "this node is the root's place itself");
+    assert_eq!(net[net.pos(2)].stats().no_tree, 1, "this node is the root's place itself");
     let far = net.topic_at(4);
     net.call(p, |m, now| m.publish(now, data(p, far, 1))).unwrap();
-    assert_eq!(net.get(net.pos(4)).stats().no_tree, 1);
+    assert_eq!(net[net.pos(4)].stats().no_tree, 1);
 }
 
 #[test]
 fn a_detached_subtree_still_sends_its_publishes_toward_the_root() {
     let (mut net, t) = chain();
     net.subscribe(net.pos(6), t);
-    net.secs(2);
+    net.advance(Duration::from_secs(2));
     // Position 4 is cut off: its JOINs are lost, it keeps its subtree (1, 2, 3).
     let p4 = net.pos(4);
-    net.drop = Box::new(|_, _, m| is_join(m));
+    net.set_drop(|_, _, m| is_join(m));
     let p5 = net.pos(5);
     net.call(p4, |m, now| m.handle_member_down(now, p5));
-    assert!(!net.get(p4).is_attached(t));
+    assert!(!net[p4].is_attached(t));
     let s = net.pos(1);
     net.call(s, |m, now| m.publish(now, data(s, t, 1))).unwrap();
     // Flooded up to 4, then routed as a publish to 5 (which still has an entry) and on to 6.
-    assert!(net.events_of(net.pos(6)).iter().any(|e| matches!(e, ScribeEvent::FirstPhase(_))));
+    assert!(net.events_of(net.pos(6)).any(|e| matches!(e, ScribeEvent::FirstPhase(_))));
     assert!(net.count(|m| matches!(m, ScribeMessage::Publish { .. })) >= 1);
 }
 
 #[test]
 fn malformed_and_stale_input_is_counted_and_changes_nothing() {
     let (mut net, t) = chain();
-    net.secs(2);
+    net.advance(Duration::from_secs(2));
     let (s, p2, p5) = (net.pos(1), net.pos(2), net.pos(5));
-    let snapshot = |net: &Net| (0..8).map(|k| net.tree(net.pos(k), t)).collect::<Vec<_>>();
+    let snapshot = |net: &RingNet| (0..8).map(|k| net.tree(net.pos(k), t)).collect::<Vec<_>>();
     let before = snapshot(&net);
-    let malformed = |net: &Net| -> u64 { net.nodes.values().map(|m| m.stats().malformed).sum() };
+    let malformed = |net: &RingNet| -> u64 { net.machines().map(|(_, m)| m.stats().malformed).sum() };
     let bad: Vec<(NodeId, NodeId, ScribeMessage)> = vec![
         // A child whose RingId is not its NodeId's.
         (
@@ -772,13 +707,13 @@ fn malformed_and_stale_input_is_counted_and_changes_nothing() {
     }
     assert_eq!(malformed(&net), n);
     assert_eq!(snapshot(&net), before);
-    assert!(net.events.iter().all(|(_, e)| !matches!(e, ScribeEvent::FirstPhase(_))));
+    assert!(net.events().iter().all(|(_, e)| !matches!(e, ScribeEvent::FirstPhase(_))));
     // Stale but well-formed: a Leave from a stranger, an ack for a topic with no tree.
     let other = net.topic_at(3);
     net.inject(p5, s, ScribeMessage::Leave { topic: t });
     net.inject(p5, s, ScribeMessage::HeartbeatAck { topic: other });
     assert_eq!(snapshot(&net), before);
-    assert!(net.get(s).stats().stale >= 2);
+    assert!(net[s].stats().stale >= 2);
     // A JOIN that comes back to a node on its path is a routing loop.
     let looped = ScribeMessage::Join {
         topic: t,
@@ -786,17 +721,18 @@ fn malformed_and_stale_input_is_counted_and_changes_nothing() {
         path: vec![RingId::of(&p5), RingId::of(&p2)],
     };
     net.inject(p5, p2, looped);
-    assert_eq!(net.get(p2).stats().routing_loops, 1);
+    assert_eq!(net[p2].stats().routing_loops, 1);
     assert_eq!(snapshot(&net), before);
 }
 
 #[test]
 fn entries_and_children_are_bounded() {
-    let mut net = Net::new(4);
-    net.nodes.insert(
-        net.pos(1),
+    let mut net = RingNet::new(4);
+    let target = net.pos(1);
+    net.add(
+        target,
         Scribe::new(
-            net.pos(1),
+            target,
             Arc::new(ScribeConfig {
                 max_topics: 2,
                 max_children: 1,
@@ -807,7 +743,6 @@ fn entries_and_children_are_bounded() {
             Instant::ZERO,
         ),
     );
-    let target = net.pos(1);
     let from = net.pos(0);
     for k in 0..4u64 {
         let child = id(500 + k);
@@ -818,13 +753,13 @@ fn entries_and_children_are_bounded() {
         };
         net.inject(from, target, join);
     }
-    assert_eq!(net.get(target).entries(), 2);
-    assert_eq!(net.get(target).stats().over_limit, 2);
+    assert_eq!(net[target].entries(), 2);
+    assert_eq!(net[target].stats().over_limit, 2);
     let child = id(600);
     let join =
         ScribeMessage::Join { topic: TopicId(0), child: RingNode::of(child), path: vec![RingId::of(&child)] };
     net.inject(from, target, join);
-    assert_eq!(net.get(target).children_total(), 2, "one child per entry");
+    assert_eq!(net[target].children_total(), 2, "one child per entry");
     let err = net.call(target, |m, now| m.subscribe(now, TopicId(99)));
     assert_eq!(err, Err(ScribeError::TooManyTopics(2)));
 }
@@ -849,13 +784,14 @@ fn messages_round_trip_and_heartbeats_fit_a_datagram() {
         ScribeMessage::Join { topic: t, child: RingNode::of(id(1)), path: vec![RingId(u64::MAX); PATH_MAX] };
     assert!(wire::encode(&join, DATAGRAM_BUDGET).is_ok());
     // Tree data over the budget travels on a stream.
-    let mut net = Net::new(3);
+    let mut net = RingNet::new(3);
     let t = net.topic_at(2);
     net.subscribe(net.pos(0), t);
     let big = Data { payload: Bytes::from(vec![1u8; 2_000]), ..data(net.pos(0), t, 1) };
     let p = net.pos(0);
-    let m = net.nodes.get_mut(&p).unwrap();
-    m.handle_routes(Instant::ZERO, net.ring.at(p));
+    let routes = net.ring.borrow().at(p);
+    let m = &mut net[p];
+    m.handle_routes(Instant::ZERO, routes);
     m.publish(Instant::ZERO, big.clone()).unwrap();
     let tx = m.poll_transmit().unwrap();
     assert_eq!(tx.reliability, Reliability::Stream);
@@ -889,42 +825,30 @@ fn over_a_real_chord_ring_the_root_is_the_topic_successor() {
     let snap = RingSnapshot::new(ids.iter().copied());
     let cfg = Arc::new(ChordConfig::default());
     let mut rings: BTreeMap<NodeId, Chord> = BTreeMap::new();
-    let mut trees: BTreeMap<NodeId, Scribe> = BTreeMap::new();
+    let mut net: Net<Scribe> = Net::new();
     for &n in &ids {
         let seed = Seed::derive(5, "node", 0, n.prefix_u64());
         let mut c = Chord::new(n, cfg.clone(), &seed, Instant::ZERO);
         c.join_from_members(Instant::ZERO, &snap).unwrap();
         rings.insert(n, c);
-        trees.insert(n, Scribe::new(n, config(), &seed, Instant::ZERO));
+        net.add(n, Scribe::new(n, config(), &seed, Instant::ZERO));
     }
+    // Every node routes over its own (converged) Chord tables.
+    net.set_before_input(move |who, m, now| m.handle_routes(now, Arc::new(rings[&who].routes())));
     let t = TopicId::of("news");
     let members: Vec<NodeId> = ids.iter().copied().step_by(3).collect();
-    let mut queue: VecDeque<(NodeId, NodeId, ScribeMessage)> = VecDeque::new();
-    let drain = |who: NodeId, m: &mut Scribe, q: &mut VecDeque<(NodeId, NodeId, ScribeMessage)>| {
-        while let Some(tx) = m.poll_transmit() {
-            q.push_back((who, tx.to, tx.msg));
-        }
-    };
     for &s in &members {
-        let m = trees.get_mut(&s).unwrap();
-        m.handle_routes(Instant::ZERO, Arc::new(rings[&s].routes()));
-        m.subscribe(Instant::ZERO, t).unwrap();
-        drain(s, trees.get_mut(&s).unwrap(), &mut queue);
-        while let Some((from, to, msg)) = queue.pop_front() {
-            let m = trees.get_mut(&to).unwrap();
-            m.handle_routes(Instant::ZERO, Arc::new(rings[&to].routes()));
-            m.handle_message(Instant::ZERO, from, msg);
-            drain(to, m, &mut queue);
-        }
+        net.call(s, |m, now| m.subscribe(now, t)).unwrap();
     }
+    assert!(net.sent().iter().all(|s| s.delivered), "every message went to a node of the ring");
     let root = snap.successor(topic_key(t)).unwrap().id;
-    assert!(trees[&root].is_root(t));
-    assert_eq!(trees.values().filter(|m| m.is_root(t)).count(), 1);
+    assert!(net[root].is_root(t));
+    assert_eq!(net.machines().filter(|(_, m)| m.is_root(t)).count(), 1);
     for &s in &members {
         // Every member's parent chain ends at the root, no longer than the ring route.
         let mut at = s;
         let mut hops = 0;
-        while let Some(p) = trees[&at].parent(t) {
+        while let Some(p) = net[at].parent(t) {
             at = p;
             hops += 1;
             assert!(hops <= 10);

@@ -1,9 +1,10 @@
-//! SWIM stepped by hand: a few machines, a zero-latency message pump with cut links and
-//! crashed nodes, chosen times and seeds.
+//! SWIM stepped by hand: a few machines on the `testing::Net` harness (zero latency, cut links
+//! as a drop filter, crashed nodes silenced), chosen times and seeds.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use hearsay_protocols::testing::Net;
 use hearsay_protocols::{Reliability, TopicId, wire};
 
 use super::*;
@@ -55,125 +56,32 @@ fn drain(m: &mut Swim) -> (Vec<Transmit<SwimMessage>>, Vec<SwimEvent>) {
     (std::iter::from_fn(|| m.poll_transmit()).collect(), std::iter::from_fn(|| m.poll_event()).collect())
 }
 
-/// One delivered or dropped message: (from, to, message, delivered, milliseconds).
-type Sent = (u64, u64, SwimMessage, bool, u64);
-
-/// A zero-latency network of machines: every message arrives at the instant it is sent, in
-/// FIFO order; crashed nodes and cut (directed) links drop it.
-struct Net {
-    nodes: Vec<Swim>,
-    now: Instant,
-    down: BTreeSet<u64>,
-    cut: BTreeSet<(u64, u64)>,
-    log: Vec<Sent>,
-    events: Vec<(u64, Instant, SwimEvent)>,
-    queue: VecDeque<(u64, Transmit<SwimMessage>)>,
+/// Nodes `ids`, each with a converged table of all of them, on a zero-latency network.
+fn cluster(ids: &[u64], cfg: &Arc<SwimConfig>) -> Net<Swim> {
+    net_of(ids.iter().map(|&n| node(n, ids, cfg)).collect())
 }
 
-impl Net {
-    fn new(nodes: Vec<Swim>) -> Self {
-        Net {
-            nodes,
-            now: Instant::ZERO,
-            down: BTreeSet::new(),
-            cut: BTreeSet::new(),
-            log: Vec::new(),
-            events: Vec::new(),
-            queue: VecDeque::new(),
-        }
-    }
+fn net_of(nodes: Vec<Swim>) -> Net<Swim> {
+    nodes.into_iter().map(|m| (m.id(), m)).collect()
+}
 
-    fn cluster(ids: &[u64], cfg: &Arc<SwimConfig>) -> Self {
-        Net::new(ids.iter().map(|&n| node(n, ids, cfg)).collect())
-    }
-
-    fn idx(&self, n: u64) -> Option<usize> {
-        self.nodes.iter().position(|m| m.id() == id(n))
-    }
-
-    fn get(&self, n: u64) -> &Swim {
-        &self.nodes[self.idx(n).expect("node in the net")]
-    }
-
-    fn get_mut(&mut self, n: u64) -> &mut Swim {
-        let i = self.idx(n).expect("node in the net");
-        &mut self.nodes[i]
-    }
-
-    /// Run `f` on node `n` now, then deliver everything that follows.
-    fn call<R>(&mut self, n: u64, f: impl FnOnce(&mut Swim, Instant) -> R) -> R {
-        let now = self.now;
-        let r = f(self.get_mut(n), now);
-        self.collect(n);
-        self.pump();
-        r
-    }
-
-    fn collect(&mut self, n: u64) {
-        let now = self.now;
-        let m = self.get_mut(n);
-        let (ts, es) = drain(m);
-        for t in ts {
-            self.queue.push_back((n, t));
-        }
-        for e in es {
-            self.events.push((n, now, e));
-        }
-    }
-
-    fn pump(&mut self) {
-        while let Some((from, t)) = self.queue.pop_front() {
-            let to = t.to.prefix_u64();
-            let ok = !self.down.contains(&to) && !self.cut.contains(&(from, to)) && self.idx(to).is_some();
-            self.log.push((from, to, t.msg.clone(), ok, self.now.as_micros() / 1_000));
-            if ok {
-                let now = self.now;
-                self.get_mut(to).handle_message(now, id(from), t.msg);
-                self.collect(to);
-            }
-        }
-    }
-
-    /// Serve every timer due up to and including `to`, in time order.
-    fn advance(&mut self, to: Instant) {
-        loop {
-            let next = self
-                .nodes
-                .iter()
-                .filter(|m| !self.down.contains(&m.id().prefix_u64()))
-                .filter_map(|m| m.poll_timeout().map(|t| (t, m.id().prefix_u64())))
-                .min();
-            let Some((t, n)) = next.filter(|(t, _)| *t <= to) else { break };
-            self.now = t.max(self.now);
-            let now = self.now;
-            self.get_mut(n).handle_timeout(now);
-            self.collect(n);
-            self.pump();
-        }
-        self.now = to;
-    }
-
-    fn sent_by(&self, n: u64) -> impl Iterator<Item = &Sent> {
-        self.log.iter().filter(move |s| s.0 == n)
-    }
-
-    fn events_of(&self, n: u64) -> impl Iterator<Item = &SwimEvent> {
-        self.events.iter().filter(move |e| e.0 == n).map(|e| &e.2)
-    }
+/// Lose every message from `from` to `to` (directed links).
+fn cut(net: &mut Net<Swim>, links: Vec<(u64, u64)>) {
+    net.set_drop(move |from, to, _| links.contains(&(from.prefix_u64(), to.prefix_u64())));
 }
 
 #[test]
 fn a_probe_is_a_ping_and_an_ack() {
     let cfg = config(Lifeguard::ON);
-    let mut net = Net::cluster(&[1, 2], &cfg);
-    net.advance(ms(1_000));
-    let pings: Vec<_> = net.sent_by(1).filter(|s| matches!(s.2, SwimMessage::Ping { .. })).collect();
+    let mut net = cluster(&[1, 2], &cfg);
+    net.run_until(ms(1_000));
+    let pings: Vec<_> = net.sent_by(id(1)).filter(|s| matches!(s.msg, SwimMessage::Ping { .. })).collect();
     assert_eq!(pings.len(), 1);
-    assert_eq!(pings[0].1, 2);
-    assert!(net.sent_by(2).any(|s| s.1 == 1 && matches!(s.2, SwimMessage::Ack { .. })));
-    let s = net.get(1).stats();
+    assert_eq!(pings[0].to, id(2));
+    assert!(net.sent_by(id(2)).any(|s| s.to == id(1) && matches!(s.msg, SwimMessage::Ack { .. })));
+    let s = net[id(1)].stats();
     assert_eq!((s.probes, s.acks_direct, s.probes_failed), (1, 1, 0));
-    assert_eq!(net.get(1).health(), 0);
+    assert_eq!(net[id(1)].health(), 0);
     // Nothing to disseminate: no gossip datagrams.
     assert_eq!(s.gossip_sent, 0);
 }
@@ -182,11 +90,11 @@ fn a_probe_is_a_ping_and_an_ack() {
 fn round_robin_probes_every_member_once_per_traversal() {
     let cfg = config(Lifeguard::ON);
     let ids: Vec<u64> = (1..=10).collect();
-    let mut net = Net::cluster(&ids, &cfg);
-    net.advance(ms(18_000));
+    let mut net = cluster(&ids, &cfg);
+    net.run_until(ms(18_000));
     let targets: Vec<u64> = net
-        .sent_by(1)
-        .filter_map(|s| match &s.2 {
+        .sent_by(id(1))
+        .filter_map(|s| match &s.msg {
             SwimMessage::Ping { target, .. } => Some(target.prefix_u64()),
             _ => None,
         })
@@ -202,39 +110,37 @@ fn round_robin_probes_every_member_once_per_traversal() {
 #[test]
 fn a_lost_direct_path_is_bridged_by_helpers() {
     let cfg = config(Lifeguard::ON);
-    let mut net = Net::cluster(&[1, 2, 3, 4], &cfg);
-    let x = net.get(1).table.probe_order()[0].prefix_u64();
-    net.cut.insert((1, x));
-    net.cut.insert((x, 1));
-    net.advance(ms(1_900));
-    let reqs: Vec<_> = net.sent_by(1).filter(|s| matches!(s.2, SwimMessage::PingReq { .. })).collect();
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
+    let x = net[id(1)].table.probe_order()[0].prefix_u64();
+    cut(&mut net, vec![(1, x), (x, 1)]);
+    net.run_until(ms(1_900));
+    let reqs: Vec<_> = net.sent_by(id(1)).filter(|s| matches!(s.msg, SwimMessage::PingReq { .. })).collect();
     assert_eq!(reqs.len(), 2, "k = 3 but only two Alive members besides the target");
-    assert!(reqs.iter().all(|s| s.1 != x));
-    let s = *net.get(1).stats();
+    assert!(reqs.iter().all(|s| s.to != id(x)));
+    let s = *net[id(1)].stats();
     assert_eq!((s.acks_direct, s.acks_indirect, s.probes_failed), (0, 1, 0));
-    assert_eq!(net.get(1).health(), 0);
-    assert_eq!(state(net.get(1), x), Some((State::Alive, 0)));
+    assert_eq!(net[id(1)].health(), 0);
+    assert_eq!(state(&net[id(1)], x), Some((State::Alive, 0)));
 }
 
 #[test]
 fn a_dead_target_is_suspected_and_nacks_spare_the_prober_health() {
     let cfg = config(Lifeguard::ON);
     for deaf in [false, true] {
-        let mut net = Net::cluster(&[1, 2, 3, 4], &cfg);
-        let x = net.get(1).table.probe_order()[0].prefix_u64();
-        net.down.insert(x);
+        let mut net = cluster(&[1, 2, 3, 4], &cfg);
+        let x = net[id(1)].table.probe_order()[0].prefix_u64();
+        net.silence(id(x));
         if deaf {
             // Node 1 hears nobody: the helpers' nacks are lost too.
-            for k in [2, 3, 4] {
-                net.cut.insert((k, 1));
-            }
+            cut(&mut net, vec![(2, 1), (3, 1), (4, 1)]);
         }
-        net.advance(ms(2_000));
-        let nacks = net.log.iter().filter(|s| s.1 == 1 && matches!(s.2, SwimMessage::Nack { .. })).count();
+        net.run_until(ms(2_000));
+        let nacks =
+            net.sent().iter().filter(|s| s.to == id(1) && matches!(s.msg, SwimMessage::Nack { .. })).count();
         assert_eq!(nacks, 2, "both helpers nack");
-        assert_eq!(net.get(1).stats().probes_failed, 1);
-        assert_eq!(state(net.get(1), x), Some((State::Suspect, 0)));
-        assert!(net.events_of(1).any(|e| *e
+        assert_eq!(net[id(1)].stats().probes_failed, 1);
+        assert_eq!(state(&net[id(1)], x), Some((State::Suspect, 0)));
+        assert!(net.events_of(id(1)).any(|e| *e
             == SwimEvent::Member(MemberEvent {
                 node: id(x),
                 state: State::Suspect,
@@ -242,46 +148,45 @@ fn a_dead_target_is_suspected_and_nacks_spare_the_prober_health() {
                 profile: SharedProfile::default(),
                 cause: Cause::FailedProbe,
             })));
-        assert!(net.events_of(1).any(|e| *e == SwimEvent::ProbeFailed { target: id(x), incarnation: 0 }));
+        assert!(net.events_of(id(1)).any(|e| *e == SwimEvent::ProbeFailed { target: id(x), incarnation: 0 }));
         // Every helper nacked: delta 0. None got through: delta = 2 missed nacks.
-        assert_eq!(net.get(1).health(), if deaf { 2 } else { 0 }, "deaf = {deaf}");
+        assert_eq!(net[id(1)].health(), if deaf { 2 } else { 0 }, "deaf = {deaf}");
     }
 }
 
 #[test]
 fn health_stretches_the_probe_period_and_success_lowers_it() {
     let cfg = config(Lifeguard::ON);
-    let mut net = Net::cluster(&[1, 2, 3, 4], &cfg);
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
     // Node 1 hears nobody for two seconds: its first probe fails with both nacks missed.
-    for k in [2, 3, 4] {
-        net.cut.insert((k, 1));
-    }
-    net.advance(ms(2_000));
-    assert_eq!(net.get(1).health(), 2);
-    net.cut.clear();
-    net.advance(ms(40_000));
-    let pings: Vec<u64> =
-        net.sent_by(1).filter(|s| matches!(s.2, SwimMessage::Ping { .. })).map(|s| s.4).collect();
+    cut(&mut net, vec![(2, 1), (3, 1), (4, 1)]);
+    net.run_until(ms(2_000));
+    assert_eq!(net[id(1)].health(), 2);
+    net.clear_drop();
+    net.run_until(ms(40_000));
+    let pings: Vec<u64> = net
+        .sent_by(id(1))
+        .filter(|s| matches!(s.msg, SwimMessage::Ping { .. }))
+        .map(|s| s.at.as_micros() / 1_000)
+        .collect();
     // Ticks at 1 s and 2 s (L = 0 when the 1 s tick fired); the 2 s tick saw L = 2 and the
     // probe period became 3 s; meanwhile the others suspected node 1, whose refutation cost
     // +1, and each successful probe −1: L = 2, 1, 0 at the ticks of 5, 8 and 10 s.
     assert_eq!(pings[..6], [1_000, 2_000, 5_000, 8_000, 10_000, 11_000], "{pings:?}");
     assert!(pings[5..].windows(2).all(|w| w[1] - w[0] == 1_000), "{pings:?}");
-    assert_eq!(net.get(1).health(), 0, "successful probes restore health");
-    assert!(net.get(1).stats().refutations >= 1, "the others suspected node 1 meanwhile");
+    assert_eq!(net[id(1)].health(), 0, "successful probes restore health");
+    assert!(net[id(1)].stats().refutations >= 1, "the others suspected node 1 meanwhile");
 }
 
 #[test]
 fn plain_swim_keeps_health_at_zero_and_sends_no_nack_requests() {
     let cfg = config(Lifeguard::OFF);
-    let mut net = Net::cluster(&[1, 2, 3, 4], &cfg);
-    for k in [2, 3, 4] {
-        net.cut.insert((k, 1));
-    }
-    net.advance(ms(3_000));
-    assert_eq!(net.get(1).health(), 0);
-    assert!(net.sent_by(1).all(|s| !matches!(s.2, SwimMessage::PingReq { want_nack: true, .. })));
-    assert!(net.get(1).stats().probes_failed >= 2);
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
+    cut(&mut net, vec![(2, 1), (3, 1), (4, 1)]);
+    net.run_until(ms(3_000));
+    assert_eq!(net[id(1)].health(), 0);
+    assert!(net.sent_by(id(1)).all(|s| !matches!(s.msg, SwimMessage::PingReq { want_nack: true, .. })));
+    assert!(net[id(1)].stats().probes_failed >= 2);
 }
 
 #[test]
@@ -328,15 +233,15 @@ fn without_dynamic_suspicion_the_timeout_is_min_and_confirmations_do_nothing() {
 fn a_suspect_refutes_and_the_buddy_system_tells_it_directly() {
     for buddy in [true, false] {
         let cfg = config(Lifeguard { buddy, ..Lifeguard::ON });
-        let mut net = Net::cluster(&[1, 2], &cfg);
+        let mut net = cluster(&[1, 2], &cfg);
         // Just before the probe tick, so no gossip round carries the suspicion first.
-        net.advance(ms(999));
-        net.call(1, |m, now| gossip(m, now, 3, vec![suspect(2, 0, 3)]));
-        assert_eq!(state(net.get(1), 2), Some((State::Suspect, 0)));
-        net.advance(ms(1_000));
+        net.run_until(ms(999));
+        net.call(id(1), |m, now| gossip(m, now, 3, vec![suspect(2, 0, 3)]));
+        assert_eq!(state(&net[id(1)], 2), Some((State::Suspect, 0)));
+        net.run_until(ms(1_000));
         let ping = net
-            .sent_by(1)
-            .find_map(|s| match &s.2 {
+            .sent_by(id(1))
+            .find_map(|s| match &s.msg {
                 SwimMessage::Ping { updates, .. } => Some(updates.clone()),
                 _ => None,
             })
@@ -344,11 +249,11 @@ fn a_suspect_refutes_and_the_buddy_system_tells_it_directly() {
         assert_eq!(ping.first() == Some(&suspect(2, 0, 1)), buddy, "buddy = {buddy}: {ping:?}");
         // Node 2 learns of the suspicion (buddy, or the piggyback of the queued Suspect from 3)
         // and refutes; its ack carries the refutation.
-        assert_eq!(net.get(2).incarnation(), 1);
-        assert_eq!(net.get(2).stats().refutations, 1);
-        assert!(net.events_of(2).any(|e| *e == SwimEvent::Refuted { incarnation: 1 }));
-        assert_eq!(state(net.get(1), 2), Some((State::Alive, 1)));
-        assert_eq!(net.get(1).member(&id(2)).and_then(|e| e.suspicion_deadline()), None);
+        assert_eq!(net[id(2)].incarnation(), 1);
+        assert_eq!(net[id(2)].stats().refutations, 1);
+        assert!(net.events_of(id(2)).any(|e| *e == SwimEvent::Refuted { incarnation: 1 }));
+        assert_eq!(state(&net[id(1)], 2), Some((State::Alive, 1)));
+        assert_eq!(net[id(1)].member(&id(2)).and_then(|e| e.suspicion_deadline()), None);
     }
 }
 
@@ -475,15 +380,19 @@ fn piggyback_fills_the_budget_in_queue_order_up_to_the_retransmit_limit() {
 #[test]
 fn push_pull_merges_remote_death_only_as_suspicion() {
     let cfg = config(Lifeguard::ON);
-    let mut net = Net::cluster(&[1, 2, 3, 4], &cfg);
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
     // Node 2 believes 3 dead and 4 left; node 1 still has them Alive.
-    net.call(2, |m, now| gossip(m, now, 9, vec![dead(3, 0, 9), dead(4, 0, 4)]));
-    net.call(1, |m, now| m.open_exchange(now, id(2), false));
-    assert!(net.log.iter().any(|s| s.0 == 2 && matches!(s.2, SwimMessage::PushPull { reply: true, .. })));
-    assert_eq!(state(net.get(1), 3), Some((State::Suspect, 0)));
-    assert_eq!(state(net.get(1), 4), Some((State::Left, 0)));
-    assert_eq!(net.get(1).stats().push_pulls_completed, 1);
-    assert_eq!(net.get(2).stats().push_pulls_served, 1);
+    net.call(id(2), |m, now| gossip(m, now, 9, vec![dead(3, 0, 9), dead(4, 0, 4)]));
+    net.call(id(1), |m, now| m.open_exchange(now, id(2), false));
+    assert!(
+        net.sent()
+            .iter()
+            .any(|s| s.from == id(2) && matches!(s.msg, SwimMessage::PushPull { reply: true, .. }))
+    );
+    assert_eq!(state(&net[id(1)], 3), Some((State::Suspect, 0)));
+    assert_eq!(state(&net[id(1)], 4), Some((State::Left, 0)));
+    assert_eq!(net[id(1)].stats().push_pulls_completed, 1);
+    assert_eq!(net[id(2)].stats().push_pulls_served, 1);
     // A reply nobody asked for is dropped.
     let states = vec![MemberRecord {
         node: id(5),
@@ -491,11 +400,11 @@ fn push_pull_merges_remote_death_only_as_suspicion() {
         state: State::Alive,
         profile: SharedProfile::default(),
     }];
-    net.call(1, |m, now| {
+    net.call(id(1), |m, now| {
         m.handle_message(now, id(2), SwimMessage::PushPull { join: false, reply: true, states })
     });
-    assert_eq!(state(net.get(1), 5), None);
-    assert_eq!(net.get(1).stats().unexpected, 1);
+    assert_eq!(state(&net[id(1)], 5), None);
+    assert_eq!(net[id(1)].stats().unexpected, 1);
 }
 
 #[test]
@@ -503,67 +412,76 @@ fn join_through_a_seed_after_a_dead_one_and_spread_by_gossip() {
     let cfg = config(Lifeguard::ON);
     let mut nodes = vec![node(1, &[1, 2], &cfg), node(2, &[1, 2], &cfg)];
     nodes.push(Swim::new(id(10), Profile::default(), cfg.clone(), &seed(10), Instant::ZERO));
-    let mut net = Net::new(nodes);
-    assert_eq!(net.call(10, |m, now| m.join(now, [id(10)])), Err(CommandError::NoSeeds));
-    net.call(10, |m, now| m.join(now, [id(99), id(1)])).expect("seeds");
-    assert!(net.log.iter().any(|s| s.1 == 99 && !s.3), "the first seed is tried first, and is dead");
-    net.advance(ms(10_000));
-    assert!(net.events_of(10).any(|e| *e == SwimEvent::JoinCompleted { seed: id(1) }));
-    assert_eq!(net.get(10).members().len(), 3);
-    assert_eq!(net.get(10).incarnation(), 1);
-    assert_eq!(state(net.get(1), 10), Some((State::Alive, 0)), "merged from the joiner's table");
-    net.advance(ms(12_000));
-    assert_eq!(state(net.get(2), 10), Some((State::Alive, 1)), "gossiped on");
-    assert_eq!(net.get(10).peers().as_slice(), &[id(1), id(2)]);
+    let mut net = net_of(nodes);
+    assert_eq!(net.call(id(10), |m, now| m.join(now, [id(10)])), Err(CommandError::NoSeeds));
+    net.call(id(10), |m, now| m.join(now, [id(99), id(1)])).expect("seeds");
+    assert!(
+        net.sent().iter().any(|s| s.to == id(99) && !s.delivered),
+        "the first seed is tried first, and is dead"
+    );
+    net.run_until(ms(10_000));
+    assert!(net.events_of(id(10)).any(|e| *e == SwimEvent::JoinCompleted { seed: id(1) }));
+    assert_eq!(net[id(10)].members().len(), 3);
+    assert_eq!(net[id(10)].incarnation(), 1);
+    assert_eq!(state(&net[id(1)], 10), Some((State::Alive, 0)), "merged from the joiner's table");
+    net.run_until(ms(12_000));
+    assert_eq!(state(&net[id(2)], 10), Some((State::Alive, 1)), "gossiped on");
+    assert_eq!(net[id(10)].peers().as_slice(), &[id(1), id(2)]);
 }
 
 #[test]
 fn a_join_with_no_answer_fails_and_retries() {
     let cfg = config(Lifeguard::ON);
-    let mut net =
-        Net::new(vec![Swim::new(id(10), Profile::default(), cfg.clone(), &seed(10), Instant::ZERO)]);
-    net.call(10, |m, now| m.join(now, [id(98), id(99)])).expect("seeds");
-    net.advance(ms(20_000));
-    assert_eq!(net.events_of(10).filter(|e| **e == SwimEvent::JoinFailed).count(), 1);
-    net.advance(ms(70_000));
-    assert_eq!(net.events_of(10).filter(|e| **e == SwimEvent::JoinFailed).count(), 2, "retried after 30 s");
-    assert_eq!(net.log.iter().filter(|s| matches!(s.2, SwimMessage::PushPull { join: true, .. })).count(), 4);
+    let mut net = net_of(vec![Swim::new(id(10), Profile::default(), cfg.clone(), &seed(10), Instant::ZERO)]);
+    net.call(id(10), |m, now| m.join(now, [id(98), id(99)])).expect("seeds");
+    net.run_until(ms(20_000));
+    assert_eq!(net.events_of(id(10)).filter(|e| **e == SwimEvent::JoinFailed).count(), 1);
+    net.run_until(ms(70_000));
+    assert_eq!(
+        net.events_of(id(10)).filter(|e| **e == SwimEvent::JoinFailed).count(),
+        2,
+        "retried after 30 s"
+    );
+    assert_eq!(
+        net.sent().iter().filter(|s| matches!(s.msg, SwimMessage::PushPull { join: true, .. })).count(),
+        4
+    );
 }
 
 #[test]
 fn a_leave_is_recorded_as_left_and_the_node_goes_quiet() {
     let cfg = config(Lifeguard::ON);
-    let mut net = Net::cluster(&[1, 2, 3], &cfg);
-    net.advance(ms(500));
-    net.call(3, |m, now| m.leave(now));
-    net.advance(ms(2_000));
-    assert!(net.events_of(3).any(|e| *e == SwimEvent::LeaveDone));
-    assert_eq!(state(net.get(1), 3), Some((State::Left, 0)));
-    assert_eq!(state(net.get(2), 3), Some((State::Left, 0)));
-    let sent = net.sent_by(3).count();
-    net.advance(ms(20_000));
-    assert_eq!(net.sent_by(3).count(), sent, "nothing after the leave");
-    assert_eq!(net.get(3).poll_timeout(), None);
-    net.call(3, |m, now| {
+    let mut net = cluster(&[1, 2, 3], &cfg);
+    net.run_until(ms(500));
+    net.call(id(3), |m, now| m.leave(now));
+    net.run_until(ms(2_000));
+    assert!(net.events_of(id(3)).any(|e| *e == SwimEvent::LeaveDone));
+    assert_eq!(state(&net[id(1)], 3), Some((State::Left, 0)));
+    assert_eq!(state(&net[id(2)], 3), Some((State::Left, 0)));
+    let sent = net.sent_by(id(3)).count();
+    net.run_until(ms(20_000));
+    assert_eq!(net.sent_by(id(3)).count(), sent, "nothing after the leave");
+    assert_eq!(net[id(3)].poll_timeout(), None);
+    net.call(id(3), |m, now| {
         m.handle_message(now, id(1), SwimMessage::Ping { seq: 9, target: id(3), updates: vec![] })
     });
-    assert_eq!(net.get(3).stats().ignored_after_leave, 1);
-    assert_eq!(net.sent_by(3).count(), sent);
-    assert!(net.get(1).peers().as_slice() == [id(2)]);
+    assert_eq!(net[id(3)].stats().ignored_after_leave, 1);
+    assert_eq!(net.sent_by(id(3)).count(), sent);
+    assert!(net[id(1)].peers().as_slice() == [id(2)]);
 }
 
 #[test]
 fn the_dead_are_declared_gossiped_and_reaped() {
     let cfg = config(Lifeguard::ON);
-    let mut net = Net::cluster(&[1, 2, 3], &cfg);
-    net.down.insert(3);
-    net.advance(ms(10_000));
+    let mut net = cluster(&[1, 2, 3], &cfg);
+    net.silence(id(3));
+    net.run_until(ms(10_000));
     // n = 3: K = 0, so the first timeout is min = 4 s.
-    assert_eq!(state(net.get(1), 3).map(|s| s.0), Some(State::Dead));
-    assert_eq!(state(net.get(2), 3).map(|s| s.0), Some(State::Dead));
-    net.advance(ms(60_000));
-    assert!(net.events_of(1).any(|e| *e == SwimEvent::Reaped { node: id(3) }));
-    assert_eq!(net.get(1).members().len(), 2);
+    assert_eq!(state(&net[id(1)], 3).map(|s| s.0), Some(State::Dead));
+    assert_eq!(state(&net[id(2)], 3).map(|s| s.0), Some(State::Dead));
+    net.run_until(ms(60_000));
+    assert!(net.events_of(id(1)).any(|e| *e == SwimEvent::Reaped { node: id(3) }));
+    assert_eq!(net[id(1)].members().len(), 2);
 }
 
 #[test]
@@ -726,10 +644,10 @@ fn peer_sampling_is_uniform_over_live_members() {
 fn the_same_seed_gives_the_same_run() {
     let run = || {
         let cfg = config(Lifeguard::ON);
-        let mut net = Net::cluster(&[1, 2, 3, 4, 5], &cfg);
-        net.down.insert(4);
-        net.advance(ms(20_000));
-        format!("{:?}", net.log)
+        let mut net = cluster(&[1, 2, 3, 4, 5], &cfg);
+        net.silence(id(4));
+        net.run_until(ms(20_000));
+        format!("{:?}", net.sent())
     };
     let a = run();
     assert!(a.len() > 1_000);

@@ -1,11 +1,11 @@
-//! Aggregation stepped by hand: a few machines, manual ticks, a zero-latency FIFO pump that can
-//! drop chosen messages, chosen seeds.
+//! Aggregation stepped by hand: a few machines, manual ticks, chosen seeds, and the
+//! `testing::Net` harness (zero latency, FIFO, chosen messages dropped) where they talk.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::*;
 use crate::machine::Reliability;
+use crate::testing::Net;
 use crate::time::Duration;
 use crate::timer::Timing;
 
@@ -19,8 +19,9 @@ fn config(f: impl FnOnce(&mut AggConfig)) -> Arc<AggConfig> {
     Arc::new(c)
 }
 
-/// Nodes 0..n, each seeing all of them, node i holding `values[i]` for "x" (if `Some`).
-fn cluster(cfg: &Arc<AggConfig>, values: &[Option<f64>]) -> Vec<Aggregation> {
+/// Nodes 0..n, each seeing all of them, node i holding `values[i]` for "x" (if `Some`), on a
+/// zero-latency network.
+fn cluster(cfg: &Arc<AggConfig>, values: &[Option<f64>]) -> Net<Aggregation> {
     let view: PeerView = (0..values.len() as u64).map(id).collect();
     values
         .iter()
@@ -32,7 +33,7 @@ fn cluster(cfg: &Arc<AggConfig>, values: &[Option<f64>]) -> Vec<Aggregation> {
             if let Some(x) = v {
                 m.set_value(Instant::ZERO, "x", *x).unwrap();
             }
-            m
+            (id(i), m)
         })
         .collect()
 }
@@ -40,38 +41,34 @@ fn cluster(cfg: &Arc<AggConfig>, values: &[Option<f64>]) -> Vec<Aggregation> {
 /// (from, to, message) of a delivered or dropped message.
 type Sent = (u64, u64, AggMessage);
 
-/// Deliver queued transmits in FIFO order until nothing moves; `drop(k, msg)` decides for the
-/// k-th transmit (0-based, in send order) whether it is lost. Returns (delivered, dropped).
-fn pump(
-    nodes: &mut [Aggregation],
-    mut drop: impl FnMut(usize, &AggMessage) -> bool,
-) -> (Vec<Sent>, Vec<Sent>) {
+/// Deliver queued transmits in FIFO order until nothing moves, losing those the net's drop
+/// filter chooses (it is asked for each, in send order). Returns (delivered, dropped).
+fn pump(net: &mut Net<Aggregation>) -> (Vec<Sent>, Vec<Sent>) {
+    let mark = net.sent().len();
+    net.pump();
     let (mut delivered, mut dropped) = (Vec::new(), Vec::new());
-    let mut queue = VecDeque::new();
-    let mut k = 0;
-    loop {
-        for n in nodes.iter_mut() {
-            while let Some(t) = n.poll_transmit() {
-                assert_eq!(t.reliability, Reliability::Datagram);
-                let lost = drop(k, &t.msg);
-                k += 1;
-                let rec = (n.id().prefix_u64(), t.to.prefix_u64(), t.msg);
-                if lost { dropped.push(rec) } else { queue.push_back(rec) }
-            }
-        }
-        let Some((from, to, msg)) = queue.pop_front() else { break };
-        delivered.push((from, to, msg.clone()));
-        nodes[to as usize].handle_message(Instant::ZERO, id(from), msg);
+    for s in &net.sent()[mark..] {
+        assert_eq!(s.reliability, Reliability::Datagram);
+        let rec = (s.from.prefix_u64(), s.to.prefix_u64(), s.msg.clone());
+        if s.delivered { delivered.push(rec) } else { dropped.push(rec) }
     }
     (delivered, dropped)
 }
 
-fn keep_all(_: usize, _: &AggMessage) -> bool {
-    false
+/// [`pump`], losing the messages `drop` chooses.
+fn pump_dropping(
+    net: &mut Net<Aggregation>,
+    mut drop: impl FnMut(&AggMessage) -> bool + 'static,
+) -> (Vec<Sent>, Vec<Sent>) {
+    net.set_drop(move |_, _, m| drop(m));
+    let out = pump(net);
+    net.clear_drop();
+    out
 }
 
-fn events(m: &mut Aggregation) -> Vec<AggEvent> {
-    std::iter::from_fn(|| m.poll_event()).collect()
+/// Every machine of the net.
+fn all(net: &Net<Aggregation>) -> impl Iterator<Item = &Aggregation> {
+    net.machines().map(|(_, m)| m)
 }
 
 fn start(m: &mut Aggregation, func: Func, algorithm: Algorithm) -> Query {
@@ -79,9 +76,9 @@ fn start(m: &mut Aggregation, func: Func, algorithm: Algorithm) -> Query {
 }
 
 /// Σ over nodes of (s + outstanding s, w + outstanding w).
-fn total(nodes: &[Aggregation], qid: &QueryId) -> (f64, f64) {
+fn total<'a>(nodes: impl IntoIterator<Item = &'a Aggregation>, qid: &QueryId) -> (f64, f64) {
     nodes
-        .iter()
+        .into_iter()
         .filter_map(|m| m.mass(qid))
         .fold((0.0, 0.0), |(s, w), v| (s + v.s + v.outstanding_s, w + v.w + v.outstanding_w))
 }
@@ -89,49 +86,49 @@ fn total(nodes: &[Aggregation], qid: &QueryId) -> (f64, f64) {
 #[test]
 fn plain_push_sum_sends_half_and_the_receiver_joins_and_adds() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
-    let q = start(&mut n[0], Func::Avg, Algorithm::PushSum);
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::PushSum);
     assert!(
-        matches!(&events(&mut n[0])[..], [AggEvent::Announce(a), AggEvent::Joined { from: None, .. }] if *a == q)
+        matches!(&n.take_events_of(id(0))[..], [AggEvent::Announce(a), AggEvent::Joined { from: None, .. }] if *a == q)
     );
-    n[0].tick(Instant::ZERO);
-    let (log, _) = pump(&mut n, keep_all);
+    n[id(0)].tick(Instant::ZERO);
+    let (log, _) = pump(&mut n);
     assert_eq!(log.len(), 1, "plain push-sum sends no acknowledgement");
     let AggMessage::PsMass { s, w, seq, .. } = &log[0].2 else { panic!("{log:?}") };
     assert_eq!((*s, *w, *seq), (2.0, 0.5, 0));
-    assert_eq!(n[0].mass(&q.qid).map(|v| (v.s, v.w)), Some((2.0, 0.5)));
-    assert_eq!(n[1].mass(&q.qid).map(|v| (v.s, v.w)), Some((4.0, 1.5)));
-    assert_eq!(events(&mut n[1]), vec![AggEvent::Joined { qid: q.qid, from: Some(id(0)) }]);
-    assert_eq!(total(&n, &q.qid), (6.0, 2.0));
+    assert_eq!(n[id(0)].mass(&q.qid).map(|v| (v.s, v.w)), Some((2.0, 0.5)));
+    assert_eq!(n[id(1)].mass(&q.qid).map(|v| (v.s, v.w)), Some((4.0, 1.5)));
+    assert_eq!(n.take_events_of(id(1)), vec![AggEvent::Joined { qid: q.qid, from: Some(id(0)) }]);
+    assert_eq!(total(all(&n), &q.qid), (6.0, 2.0));
 }
 
 #[test]
 fn a_lost_plain_transfer_is_mass_lost_for_good() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
-    let q = start(&mut n[0], Func::Avg, Algorithm::PushSum);
-    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
-    n[0].tick(Instant::ZERO);
-    let (_, dropped) = pump(&mut n, |_, _| true);
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::PushSum);
+    n[id(1)].handle_query(Instant::ZERO, q.clone()).unwrap();
+    n[id(0)].tick(Instant::ZERO);
+    let (_, dropped) = pump_dropping(&mut n, |_| true);
     assert_eq!(dropped.len(), 1);
-    assert_eq!(total(&n, &q.qid), (4.0, 1.5));
+    assert_eq!(total(all(&n), &q.qid), (4.0, 1.5));
 }
 
 #[test]
 fn an_acknowledged_transfer_stays_outstanding_until_acked_then_is_applied_once() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
-    let q = start(&mut n[0], Func::Avg, Algorithm::AckPushSum);
-    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::AckPushSum);
+    n[id(1)].handle_query(Instant::ZERO, q.clone()).unwrap();
     // Round 1: the transfer is lost. Its mass is outstanding, not gone.
-    n[0].tick(Instant::ZERO);
-    let (_, dropped) = pump(&mut n, |_, _| true);
+    n[id(0)].tick(Instant::ZERO);
+    let (_, dropped) = pump_dropping(&mut n, |_| true);
     let AggMessage::PsMass { seq: 1, floor: 1, s, w, .. } = dropped[0].2 else { panic!("{dropped:?}") };
     assert_eq!((s, w), (2.0, 0.5));
-    let v = n[0].mass(&q.qid).unwrap();
+    let v = n[id(0)].mass(&q.qid).unwrap();
     assert_eq!((v.s, v.w, v.outstanding_s, v.outstanding_w, v.outstanding), (2.0, 0.5, 2.0, 0.5, 1));
-    assert_eq!(total(&n, &q.qid), (6.0, 2.0));
+    assert_eq!(total(all(&n), &q.qid), (6.0, 2.0));
     // Round 2: a new transfer (seq 2) and the retransmission of seq 1; both arrive, the ack of
     // seq 2 is lost.
-    n[0].tick(Instant::ZERO);
-    let (log, dropped) = pump(&mut n, |_, m| matches!(m, AggMessage::PsAck { seq: 2, .. }));
+    n[id(0)].tick(Instant::ZERO);
+    let (log, dropped) = pump_dropping(&mut n, |m| matches!(m, AggMessage::PsAck { seq: 2, .. }));
     let kinds: Vec<(u64, u64)> = log
         .iter()
         .filter_map(|(_, _, m)| match m {
@@ -141,32 +138,32 @@ fn an_acknowledged_transfer_stays_outstanding_until_acked_then_is_applied_once()
         .collect();
     assert_eq!(kinds, vec![(2, 1), (1, 1)], "new transfer first, then the retransmission");
     assert_eq!(dropped.len(), 1);
-    assert_eq!(n[0].mass(&q.qid).unwrap().outstanding, 1, "seq 2 still unacknowledged");
-    assert_eq!(n[1].stats().transfers_applied, 2);
+    assert_eq!(n[id(0)].mass(&q.qid).unwrap().outstanding, 1, "seq 2 still unacknowledged");
+    assert_eq!(n[id(1)].stats().transfers_applied, 2);
     // Round 3: seq 2 is resent, recognised as a duplicate, acknowledged, not applied again.
-    n[0].tick(Instant::ZERO);
-    pump(&mut n, keep_all);
-    assert_eq!(n[1].stats().transfers_applied, 3, "round 3's own new transfer");
-    assert_eq!(n[1].stats().duplicates, 1);
-    assert_eq!(n[0].mass(&q.qid).unwrap().outstanding, 0);
-    assert_eq!(n[0].stats().retransmissions, 2);
-    assert_eq!(total(&n, &q.qid), (6.0, 2.0));
+    n[id(0)].tick(Instant::ZERO);
+    pump(&mut n);
+    assert_eq!(n[id(1)].stats().transfers_applied, 3, "round 3's own new transfer");
+    assert_eq!(n[id(1)].stats().duplicates, 1);
+    assert_eq!(n[id(0)].mass(&q.qid).unwrap().outstanding, 0);
+    assert_eq!(n[id(0)].stats().retransmissions, 2);
+    assert_eq!(total(all(&n), &q.qid), (6.0, 2.0));
 }
 
 #[test]
 fn transfers_to_a_member_that_is_gone_are_reclaimed() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
-    let q = start(&mut n[0], Func::Sum, Algorithm::AckPushSum);
+    let q = start(&mut n[id(0)], Func::Sum, Algorithm::AckPushSum);
     for _ in 0..3 {
-        n[0].tick(Instant::ZERO);
-        pump(&mut n, |_, _| true);
+        n[id(0)].tick(Instant::ZERO);
+        pump_dropping(&mut n, |_| true);
     }
-    assert_eq!(n[0].mass(&q.qid).unwrap().outstanding, 3);
-    n[0].handle_member_down(Instant::ZERO, id(1));
-    let v = n[0].mass(&q.qid).unwrap();
+    assert_eq!(n[id(0)].mass(&q.qid).unwrap().outstanding, 3);
+    n[id(0)].handle_member_down(Instant::ZERO, id(1));
+    let v = n[id(0)].mass(&q.qid).unwrap();
     assert_eq!((v.s, v.w, v.outstanding), (4.0, 1.0, 0));
-    assert_eq!(n[0].stats().reclaimed, 3);
-    assert_eq!(n[0].estimate(&q.qid), Some(4.0));
+    assert_eq!(n[id(0)].stats().reclaimed, 3);
+    assert_eq!(n[id(0)].estimate(&q.qid), Some(4.0));
 }
 
 #[test]
@@ -176,11 +173,11 @@ fn the_window_caps_new_transfers_and_retransmissions_go_oldest_first() {
         c.aps_retx_max = 1;
     });
     let mut n = cluster(&cfg, &[Some(1.0), Some(1.0)]);
-    let q = start(&mut n[0], Func::Avg, Algorithm::AckPushSum);
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::AckPushSum);
     let mut seqs = Vec::new();
     for _ in 0..4 {
-        n[0].tick(Instant::ZERO);
-        let (_, dropped) = pump(&mut n, |_, _| true);
+        n[id(0)].tick(Instant::ZERO);
+        let (_, dropped) = pump_dropping(&mut n, |_| true);
         seqs.push(
             dropped
                 .iter()
@@ -193,35 +190,35 @@ fn the_window_caps_new_transfers_and_retransmissions_go_oldest_first() {
     // Round 1: seq 1. Round 2: seq 2, resend 1. Rounds 3, 4: window full; resend the one
     // least recently sent (ties: lower seq).
     assert_eq!(seqs, vec![vec![1], vec![2, 1], vec![1], vec![2]]);
-    assert_eq!(n[0].stats().window_full, 2);
-    assert_eq!(total(&n[..1], &q.qid), (1.0, 1.0));
+    assert_eq!(n[id(0)].stats().window_full, 2);
+    assert_eq!(total([&n[id(0)]], &q.qid), (1.0, 1.0));
 }
 
 #[test]
 fn stale_and_foreign_acks_change_nothing() {
     let mut n = cluster(&config(|_| {}), &[Some(1.0), Some(1.0), Some(1.0)]);
-    let q = start(&mut n[0], Func::Avg, Algorithm::AckPushSum);
-    n[0].tick(Instant::ZERO);
-    let t = n[0].poll_transmit().unwrap();
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::AckPushSum);
+    n[id(0)].tick(Instant::ZERO);
+    let t = n[id(0)].poll_transmit().unwrap();
     let AggMessage::PsMass { session, seq, .. } = t.msg else { panic!() };
     let other = if t.to == id(1) { id(2) } else { id(1) };
-    let before = n[0].mass(&q.qid).unwrap();
-    n[0].handle_message(Instant::ZERO, t.to, AggMessage::PsAck { qid: q.qid, session: session ^ 1, seq });
-    n[0].handle_message(Instant::ZERO, other, AggMessage::PsAck { qid: q.qid, session, seq });
-    n[0].handle_message(Instant::ZERO, t.to, AggMessage::PsAck { qid: q.qid, session, seq: seq + 1 });
-    assert_eq!(n[0].stats().stale_acks, 3);
-    assert_eq!(n[0].mass(&q.qid).unwrap(), before);
-    n[0].handle_message(Instant::ZERO, t.to, AggMessage::PsAck { qid: q.qid, session, seq });
-    assert_eq!(n[0].mass(&q.qid).unwrap().outstanding, 0);
+    let before = n[id(0)].mass(&q.qid).unwrap();
+    n[id(0)].handle_message(Instant::ZERO, t.to, AggMessage::PsAck { qid: q.qid, session: session ^ 1, seq });
+    n[id(0)].handle_message(Instant::ZERO, other, AggMessage::PsAck { qid: q.qid, session, seq });
+    n[id(0)].handle_message(Instant::ZERO, t.to, AggMessage::PsAck { qid: q.qid, session, seq: seq + 1 });
+    assert_eq!(n[id(0)].stats().stale_acks, 3);
+    assert_eq!(n[id(0)].mass(&q.qid).unwrap(), before);
+    n[id(0)].handle_message(Instant::ZERO, t.to, AggMessage::PsAck { qid: q.qid, session, seq });
+    assert_eq!(n[id(0)].mass(&q.qid).unwrap().outstanding, 0);
 }
 
 #[test]
 fn the_senders_floor_and_session_decide_what_is_a_duplicate() {
     let mut n = cluster(&config(|_| {}), &[Some(1.0), Some(1.0)]);
-    let q = start(&mut n[0], Func::Avg, Algorithm::AckPushSum);
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::AckPushSum);
     let mass =
         |session, floor, seq| AggMessage::PsMass { query: q.clone(), session, floor, seq, s: 1.0, w: 1.0 };
-    let b = &mut n[1];
+    let b = &mut n[id(1)];
     b.handle_message(Instant::ZERO, id(0), mass(9, 5, 5));
     // Seq 3 lies below the floor the sender announced: acknowledged long ago, so a duplicate.
     b.handle_message(Instant::ZERO, id(0), mass(9, 3, 3));
@@ -241,17 +238,17 @@ fn the_senders_floor_and_session_decide_what_is_a_duplicate() {
 #[test]
 fn extremum_push_and_reply_merge_both_sides() {
     let mut n = cluster(&config(|_| {}), &[Some(5.0), Some(3.0), None]);
-    let q = start(&mut n[0], Func::Min, Algorithm::Extremum);
-    assert_eq!(n[0].estimate(&q.qid), Some(5.0));
-    n[2].handle_query(Instant::ZERO, q.clone()).unwrap();
-    assert_eq!(n[2].estimate(&q.qid), None, "+∞: knows no value yet");
+    let q = start(&mut n[id(0)], Func::Min, Algorithm::Extremum);
+    assert_eq!(n[id(0)].estimate(&q.qid), Some(5.0));
+    n[id(2)].handle_query(Instant::ZERO, q.clone()).unwrap();
+    assert_eq!(n[id(2)].estimate(&q.qid), None, "+∞: knows no value yet");
     for _ in 0..6 {
-        for m in n.iter_mut() {
+        for (_, m) in n.machines_mut() {
             m.tick(Instant::ZERO);
         }
-        pump(&mut n, keep_all);
+        pump(&mut n);
     }
-    for m in &n {
+    for m in all(&n) {
         assert_eq!(m.estimate(&q.qid), Some(3.0));
     }
 }
@@ -259,36 +256,41 @@ fn extremum_push_and_reply_merge_both_sides() {
 #[test]
 fn push_pull_exchange_leaves_both_sides_at_the_mean() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
-    let q = start(&mut n[0], Func::Avg, Algorithm::PushPull);
-    n[0].tick(Instant::ZERO);
-    let (log, _) = pump(&mut n, keep_all);
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::PushPull);
+    n[id(0)].tick(Instant::ZERO);
+    let (log, _) = pump(&mut n);
     assert!(matches!(log[0].2, AggMessage::PpxRequest { s: 4.0, w: 1.0, .. }));
     assert!(matches!(log[1].2, AggMessage::PpxReply { s: 2.0, w: 1.0, .. }));
-    assert_eq!(n[0].estimate(&q.qid), Some(3.0));
-    assert_eq!(n[1].estimate(&q.qid), Some(3.0));
-    assert_eq!(n[0].stats().exchanges, 1);
+    assert_eq!(n[id(0)].estimate(&q.qid), Some(3.0));
+    assert_eq!(n[id(1)].estimate(&q.qid), Some(3.0));
+    assert_eq!(n[id(0)].stats().exchanges, 1);
     // A reply nobody asked for is dropped.
-    n[1].handle_message(Instant::ZERO, id(0), AggMessage::PpxReply { qid: q.qid, s: 100.0, w: 1.0 });
-    assert_eq!(n[1].stats().unexpected_replies, 1);
-    assert_eq!(n[1].estimate(&q.qid), Some(3.0));
+    n[id(1)].handle_message(Instant::ZERO, id(0), AggMessage::PpxReply { qid: q.qid, s: 100.0, w: 1.0 });
+    assert_eq!(n[id(1)].stats().unexpected_replies, 1);
+    assert_eq!(n[id(1)].estimate(&q.qid), Some(3.0));
 }
 
 #[test]
 fn a_lost_push_pull_reply_breaks_mass_conservation() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
-    let q = start(&mut n[0], Func::Sum, Algorithm::PushPull);
-    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
-    n[0].tick(Instant::ZERO);
-    pump(&mut n, |k, _| k == 1);
-    assert_eq!(total(&n, &q.qid), (4.0 + 3.0, 1.0 + 0.5), "the passive side moved, the active did not");
-    n[0].tick(Instant::ZERO);
-    assert_eq!(n[0].stats().exchanges_lost, 1);
+    let q = start(&mut n[id(0)], Func::Sum, Algorithm::PushPull);
+    n[id(1)].handle_query(Instant::ZERO, q.clone()).unwrap();
+    n[id(0)].tick(Instant::ZERO);
+    // The second transmit (the reply) is lost.
+    let mut k = 0;
+    pump_dropping(&mut n, move |_| {
+        k += 1;
+        k == 2
+    });
+    assert_eq!(total(all(&n), &q.qid), (4.0 + 3.0, 1.0 + 0.5), "the passive side moved, the active did not");
+    n[id(0)].tick(Instant::ZERO);
+    assert_eq!(n[id(0)].stats().exchanges_lost, 1);
 }
 
 #[test]
 fn malformed_messages_are_counted_and_change_nothing() {
     let mut n = cluster(&config(|_| {}), &[Some(4.0), Some(2.0)]);
-    let q = start(&mut n[0], Func::Avg, Algorithm::AckPushSum);
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::AckPushSum);
     let pp =
         Query { algorithm: Algorithm::PushPull, qid: QueryId { querier: id(0), counter: 99 }, ..q.clone() };
     let long = Query {
@@ -325,21 +327,21 @@ fn malformed_messages_are_counted_and_change_nothing() {
         AggMessage::PsMass { query: conflicting, session: 1, floor: 1, seq: 1, s: 1.0, w: 1.0 },
     ];
     let count = bad.len() as u64;
-    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
-    events(&mut n[1]);
-    let before = n[1].mass(&q.qid);
+    n[id(1)].handle_query(Instant::ZERO, q.clone()).unwrap();
+    n.take_events_of(id(1));
+    let before = n[id(1)].mass(&q.qid);
     for msg in bad {
-        n[1].handle_message(Instant::ZERO, id(0), msg);
+        n[id(1)].handle_message(Instant::ZERO, id(0), msg);
     }
-    assert_eq!(n[1].stats().malformed, count);
-    assert_eq!(n[1].mass(&q.qid), before);
-    assert_eq!(n[1].queries().count(), 1, "joined nothing");
-    assert!(events(&mut n[1]).is_empty());
-    assert!(n[1].poll_transmit().is_none(), "answered nothing");
+    assert_eq!(n[id(1)].stats().malformed, count);
+    assert_eq!(n[id(1)].mass(&q.qid), before);
+    assert_eq!(n[id(1)].queries().count(), 1, "joined nothing");
+    assert!(n.take_events_of(id(1)).is_empty());
+    assert!(n[id(1)].poll_transmit().is_none(), "answered nothing");
     // Replies and acks naming unknown queries are counted separately.
     let unknown = QueryId { querier: id(5), counter: 1 };
-    n[1].handle_message(Instant::ZERO, id(0), AggMessage::PsAck { qid: unknown, session: 1, seq: 1 });
-    assert_eq!(n[1].stats().unknown_query, 1);
+    n[id(1)].handle_message(Instant::ZERO, id(0), AggMessage::PsAck { qid: unknown, session: 1, seq: 1 });
+    assert_eq!(n[id(1)].stats().unknown_query, 1);
 }
 
 #[test]
@@ -347,12 +349,12 @@ fn the_querier_answers_once_its_estimate_is_stable_after_min_rounds() {
     // Alone: N_view = 1, min_rounds = ⌈log2 2⌉ + 2 = 3; the estimate never moves, and est_0
     // counts, so stable reaches 3 at round 3.
     let mut n = cluster(&config(|_| {}), &[Some(7.0)]);
-    let q = start(&mut n[0], Func::Avg, Algorithm::AckPushSum);
-    events(&mut n[0]);
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::AckPushSum);
+    n.take_events_of(id(0));
     let mut answers = Vec::new();
     for _ in 0..6 {
-        n[0].tick(Instant::ZERO);
-        answers.extend(events(&mut n[0]));
+        n[id(0)].tick(Instant::ZERO);
+        answers.extend(n.take_events_of(id(0)));
     }
     let expected = QueryResult {
         qid: q.qid,
@@ -364,7 +366,7 @@ fn the_querier_answers_once_its_estimate_is_stable_after_min_rounds() {
         algorithm: Algorithm::AckPushSum,
     };
     assert_eq!(answers, vec![AggEvent::Answered(expected)]);
-    assert_eq!(n[0].stats().ticks_idle, 6);
+    assert_eq!(n[id(0)].stats().ticks_idle, 6);
 }
 
 #[test]
@@ -373,17 +375,18 @@ fn min_rounds_grows_with_the_view_and_silence_is_not_stability() {
     // the start and Δ = 0 whenever anything arrives.
     let run = |drop_to_querier: bool| {
         let mut n = cluster(&config(|_| {}), &[Some(1.0); 8]);
-        let q = start(&mut n[0], Func::Avg, Algorithm::PushSum);
-        for m in n.iter_mut().skip(1) {
+        let q = start(&mut n[id(0)], Func::Avg, Algorithm::PushSum);
+        for (_, m) in n.machines_mut().skip(1) {
             m.handle_query(Instant::ZERO, q.clone()).unwrap();
         }
-        events(&mut n[0]);
+        n.take_events_of(id(0));
+        n.set_drop(move |_, _, m| drop_to_querier && matches!(m, AggMessage::PsMass { .. }));
         for _ in 1..=12 {
-            for m in n.iter_mut() {
+            for (_, m) in n.machines_mut() {
                 m.tick(Instant::ZERO);
             }
-            pump(&mut n, |_, m| drop_to_querier && matches!(m, AggMessage::PsMass { .. }));
-            if let Some(AggEvent::Answered(res)) = events(&mut n[0]).pop() {
+            pump(&mut n);
+            if let Some(AggEvent::Answered(res)) = n.take_events_of(id(0)).pop() {
                 return Some(res);
             }
         }
@@ -400,13 +403,13 @@ fn the_cap_answers_unconverged_and_an_undefined_estimate_is_null() {
     // avg where no node holds the attribute: w = 0 everywhere, the estimate is undefined.
     let mut n = cluster(&config(|_| {}), &[None, None]);
     let spec = QuerySpec { max_rounds: Some(5), ..QuerySpec::new(Func::Avg, "x") };
-    let q = n[0].start_query(Instant::ZERO, spec).unwrap();
-    events(&mut n[0]);
+    let q = n[id(0)].start_query(Instant::ZERO, spec).unwrap();
+    n.take_events_of(id(0));
     let mut answers = Vec::new();
     for _ in 0..7 {
-        n[0].tick(Instant::ZERO);
-        pump(&mut n, keep_all);
-        answers.extend(events(&mut n[0]));
+        n[id(0)].tick(Instant::ZERO);
+        pump(&mut n);
+        answers.extend(n.take_events_of(id(0)));
     }
     let [AggEvent::Answered(r)] = &answers[..] else { panic!("{answers:?}") };
     assert_eq!((r.qid, r.value, r.rounds, r.converged), (q.qid, None, 5, false));
@@ -416,12 +419,12 @@ fn the_cap_answers_unconverged_and_an_undefined_estimate_is_null() {
 fn extremum_answers_after_its_own_stable_count() {
     // Alone: ext_stable_rounds = ⌈log2 2⌉ + 1 = 2, min_rounds = 3.
     let mut n = cluster(&config(|_| {}), &[Some(-2.5)]);
-    start(&mut n[0], Func::Max, Algorithm::Extremum);
-    events(&mut n[0]);
+    start(&mut n[id(0)], Func::Max, Algorithm::Extremum);
+    n.take_events_of(id(0));
     let mut answers = Vec::new();
     for _ in 0..5 {
-        n[0].tick(Instant::ZERO);
-        answers.extend(events(&mut n[0]));
+        n[id(0)].tick(Instant::ZERO);
+        answers.extend(n.take_events_of(id(0)));
     }
     let [AggEvent::Answered(r)] = &answers[..] else { panic!("{answers:?}") };
     assert_eq!((r.value, r.rounds, r.converged), (Some(-2.5), 3, true));
@@ -432,44 +435,47 @@ fn state_expires_after_the_ttl_and_an_ended_query_is_not_joined_again() {
     let cfg = config(|c| c.query_ttl_extra = 1);
     let mut n = cluster(&cfg, &[Some(1.0), Some(1.0)]);
     let spec = QuerySpec { max_rounds: Some(2), stable_rounds: Some(1), ..QuerySpec::new(Func::Avg, "x") };
-    let q = n[0].start_query(Instant::ZERO, spec).unwrap();
-    n[1].handle_query(Instant::ZERO, q.clone()).unwrap();
-    events(&mut n[1]);
+    let q = n[id(0)].start_query(Instant::ZERO, spec).unwrap();
+    n[id(1)].handle_query(Instant::ZERO, q.clone()).unwrap();
+    n.take_events_of(id(1));
     for _ in 0..4 {
-        n[1].tick(Instant::ZERO);
-        while n[1].poll_transmit().is_some() {}
+        n[id(1)].tick(Instant::ZERO);
+        while n[id(1)].poll_transmit().is_some() {}
     }
-    assert_eq!(events(&mut n[1]), vec![AggEvent::Expired(q.qid)]);
-    assert_eq!(n[1].queries().count(), 0);
+    assert_eq!(n.take_events_of(id(1)), vec![AggEvent::Expired(q.qid)]);
+    assert_eq!(n[id(1)].queries().count(), 0);
     let late = AggMessage::PsMass { query: q.clone(), session: 3, floor: 1, seq: 1, s: 1.0, w: 0.0 };
-    n[1].handle_message(Instant::ZERO, id(0), late);
-    assert_eq!(n[1].stats().ended_query, 1);
-    assert_eq!(n[1].handle_query(Instant::ZERO, q.clone()), Err(QueryError::Ended));
+    n[id(1)].handle_message(Instant::ZERO, id(0), late);
+    assert_eq!(n[id(1)].stats().ended_query, 1);
+    assert_eq!(n[id(1)].handle_query(Instant::ZERO, q.clone()), Err(QueryError::Ended));
     // An explicit end does the same at the querier.
-    n[0].end(Instant::ZERO, q.qid);
-    assert_eq!(n[0].estimate(&q.qid), None);
-    assert_eq!(n[0].handle_query(Instant::ZERO, q), Err(QueryError::Ended));
+    n[id(0)].end(Instant::ZERO, q.qid);
+    assert_eq!(n[id(0)].estimate(&q.qid), None);
+    assert_eq!(n[id(0)].handle_query(Instant::ZERO, q), Err(QueryError::Ended));
 }
 
 #[test]
 fn local_commands_refuse_bad_input() {
     let mut n = cluster(&config(|c| c.queries_max = 1), &[Some(1.0)]);
-    assert!(matches!(n[0].set_value(Instant::ZERO, "x", f64::NAN), Err(ValueError::NotFinite(_))));
-    assert!(matches!(n[0].set_value(Instant::ZERO, "x", f64::INFINITY), Err(ValueError::NotFinite(_))));
-    assert_eq!(n[0].set_value(Instant::ZERO, "", 1.0), Err(ValueError::BadAttr));
+    assert!(matches!(n[id(0)].set_value(Instant::ZERO, "x", f64::NAN), Err(ValueError::NotFinite(_))));
+    assert!(matches!(n[id(0)].set_value(Instant::ZERO, "x", f64::INFINITY), Err(ValueError::NotFinite(_))));
+    assert_eq!(n[id(0)].set_value(Instant::ZERO, "", 1.0), Err(ValueError::BadAttr));
     let mismatch = QuerySpec::new(Func::Max, "x").with_algorithm(Algorithm::PushSum);
-    assert!(matches!(n[0].start_query(Instant::ZERO, mismatch), Err(QueryError::AlgorithmMismatch { .. })));
+    assert!(matches!(
+        n[id(0)].start_query(Instant::ZERO, mismatch),
+        Err(QueryError::AlgorithmMismatch { .. })
+    ));
     let eps = QuerySpec { epsilon: Some(0.0), ..QuerySpec::new(Func::Avg, "x") };
-    assert_eq!(n[0].start_query(Instant::ZERO, eps), Err(QueryError::BadEpsilon(0.0)));
-    let q = n[0].start_query(Instant::ZERO, QuerySpec::new(Func::Count, "x")).unwrap();
+    assert_eq!(n[id(0)].start_query(Instant::ZERO, eps), Err(QueryError::BadEpsilon(0.0)));
+    let q = n[id(0)].start_query(Instant::ZERO, QuerySpec::new(Func::Count, "x")).unwrap();
     assert_eq!(q.algorithm, Algorithm::AckPushSum, "the default for count");
     assert_eq!(q.qid.counter, 0);
     assert_eq!(
-        n[0].start_query(Instant::ZERO, QuerySpec::new(Func::Avg, "x")),
+        n[id(0)].start_query(Instant::ZERO, QuerySpec::new(Func::Avg, "x")),
         Err(QueryError::TooManyQueries)
     );
-    assert_eq!(n[0].handle_query(Instant::ZERO, q.clone()), Ok(false));
-    assert_eq!(n[0].handle_query(Instant::ZERO, Query { epsilon: 0.5, ..q }), Err(QueryError::Conflict));
+    assert_eq!(n[id(0)].handle_query(Instant::ZERO, q.clone()), Ok(false));
+    assert_eq!(n[id(0)].handle_query(Instant::ZERO, Query { epsilon: 0.5, ..q }), Err(QueryError::Conflict));
     assert!(AggConfig { aps_window: 0, ..AggConfig::default() }.validate().is_err());
     assert!(AggConfig { stable_rounds: 0, ..AggConfig::default() }.validate().is_err());
     assert_eq!(AggConfig::default().validate(), Ok(()));
@@ -480,18 +486,18 @@ fn the_timer_runs_only_while_a_query_is_in_progress() {
     let cfg =
         Arc::new(AggConfig { timing: Timing::Sync, period: Duration::from_secs(1), ..AggConfig::default() });
     let mut n = cluster(&cfg, &[Some(1.0), Some(3.0)]);
-    assert_eq!(n[0].poll_timeout(), None);
+    assert_eq!(n[id(0)].poll_timeout(), None);
     // Idle past several periods, then start: the first tick is the next multiple of T.
     let now = Instant::from_micros(3_500_000);
-    let q = n[0].start_query(now, QuerySpec::new(Func::Avg, "x")).unwrap();
-    assert_eq!(n[0].poll_timeout(), Some(Instant::from_micros(4_000_000)));
-    n[0].handle_timeout(Instant::from_micros(3_900_000));
-    assert!(n[0].poll_transmit().is_none(), "not due yet");
-    n[0].handle_timeout(Instant::from_micros(4_000_000));
-    assert!(matches!(n[0].poll_transmit().map(|t| t.msg), Some(AggMessage::PsMass { seq: 1, .. })));
-    assert_eq!(n[0].poll_timeout(), Some(Instant::from_micros(5_000_000)));
-    n[0].end(Instant::ZERO, q.qid);
-    assert_eq!(n[0].poll_timeout(), None);
+    let q = n[id(0)].start_query(now, QuerySpec::new(Func::Avg, "x")).unwrap();
+    assert_eq!(n[id(0)].poll_timeout(), Some(Instant::from_micros(4_000_000)));
+    n[id(0)].handle_timeout(Instant::from_micros(3_900_000));
+    assert!(n[id(0)].poll_transmit().is_none(), "not due yet");
+    n[id(0)].handle_timeout(Instant::from_micros(4_000_000));
+    assert!(matches!(n[id(0)].poll_transmit().map(|t| t.msg), Some(AggMessage::PsMass { seq: 1, .. })));
+    assert_eq!(n[id(0)].poll_timeout(), Some(Instant::from_micros(5_000_000)));
+    n[id(0)].end(Instant::ZERO, q.qid);
+    assert_eq!(n[id(0)].poll_timeout(), None);
 }
 
 #[test]
@@ -521,14 +527,14 @@ fn every_message_survives_the_wire() {
 }
 
 /// §5.3's invariant: Σ held + Σ outstanding transfers not yet applied at their receiver.
-fn conserved(nodes: &[Aggregation], qid: &QueryId) -> (f64, f64) {
+fn conserved(net: &Net<Aggregation>, qid: &QueryId) -> (f64, f64) {
     let (mut s, mut w) = (0.0, 0.0);
-    for m in nodes {
+    for m in all(net) {
         let Some(v) = m.mass(qid) else { continue };
         s += v.s;
         w += v.w;
         for t in m.in_flight(qid) {
-            if !nodes[t.peer.prefix_u64() as usize].has_applied(qid, &m.id(), t.session, t.seq) {
+            if !net[t.peer].has_applied(qid, &m.id(), t.session, t.seq) {
                 s += t.s;
                 w += t.w;
             }
@@ -544,25 +550,26 @@ fn acknowledged_push_sum_conserves_mass_exactly_under_heavy_loss() {
     let values: Vec<Option<f64>> = (0..8).map(|i| Some(f64::from(i) * 1.25 - 3.0)).collect();
     let truth: f64 = values.iter().flatten().sum();
     let mut n = cluster(&config(|_| {}), &values);
-    let q = start(&mut n[0], Func::Sum, Algorithm::AckPushSum);
-    for m in n.iter_mut().skip(1) {
+    let q = start(&mut n[id(0)], Func::Sum, Algorithm::AckPushSum);
+    for (_, m) in n.machines_mut().skip(1) {
         m.handle_query(Instant::ZERO, q.clone()).unwrap();
     }
     let mut loss = Rng::from_seed(Seed::derive(3, "loss", 0, 0));
+    n.set_drop(move |_, _, _| loss.chance(0.3));
     let mut lost = 0;
     for _ in 0..80 {
-        for m in n.iter_mut() {
+        for (_, m) in n.machines_mut() {
             m.tick(Instant::ZERO);
         }
-        let (_, dropped) = pump(&mut n, |_, _| loss.chance(0.3));
+        let (_, dropped) = pump(&mut n);
         lost += dropped.len();
         let (s, w) = conserved(&n, &q.qid);
         assert!((s - truth).abs() < 1e-9 && (w - 1.0).abs() < 1e-12, "mass moved: ({s}, {w})");
     }
     assert!(lost > 200, "{lost} messages lost");
-    for m in &n {
+    for m in all(&n) {
         let e = m.estimate(&q.qid).unwrap();
         assert!((e - truth).abs() / truth.abs() < 1e-6, "{e} vs {truth}");
     }
-    assert!(n.iter().map(|m| m.stats().duplicates).sum::<u64>() > 0, "lost acks caused duplicates");
+    assert!(all(&n).map(|m| m.stats().duplicates).sum::<u64>() > 0, "lost acks caused duplicates");
 }

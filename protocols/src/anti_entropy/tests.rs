@@ -1,5 +1,5 @@
-//! Anti-entropy stepped by hand: two and three machines, a zero-latency message pump, chosen
-//! times and seeds.
+//! Anti-entropy stepped by hand: two and three machines, chosen times and seeds, and the
+//! `testing::Net` harness (zero latency, FIFO) where they talk.
 
 use std::sync::Arc;
 
@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::machine::Reliability;
+use crate::testing::Net;
 use crate::time::Duration;
 use crate::timer::Timing;
 
@@ -42,26 +43,27 @@ fn seqs(m: &AntiEntropy, origin: u64) -> Vec<u64> {
 /// A log line: (from, to, message).
 type Sent = (u64, u64, AeMessage);
 
-/// Deliver every queued transmit at `now`, in FIFO order, until nothing moves. Returns the
-/// messages in the order they were delivered. Every transmit must be a stream message.
-fn pump(nodes: &mut [&mut AntiEntropy], now: Instant) -> Vec<Sent> {
-    let mut log = Vec::new();
-    let mut queue = std::collections::VecDeque::new();
-    loop {
-        for n in nodes.iter_mut() {
-            while let Some(t) = n.poll_transmit() {
-                assert_eq!(t.reliability, Reliability::Stream);
-                queue.push_back((n.id(), t));
-            }
-        }
-        let Some((from, t)) = queue.pop_front() else {
-            break;
-        };
-        log.push((from.prefix_u64(), t.to.prefix_u64(), t.msg.clone()));
-        let dest = nodes.iter_mut().find(|n| n.id() == t.to).expect("known destination");
-        dest.handle_message(now, from, t.msg);
-    }
-    log
+/// Put `m` in the net; its id.
+fn add(net: &mut Net<AntiEntropy>, m: AntiEntropy) -> NodeId {
+    let id = m.id();
+    net.add(id, m);
+    id
+}
+
+/// The messages `net` carried after the first `mark`, in order. Every one must be a stream
+/// message, to a node of the net.
+fn log_since(net: &Net<AntiEntropy>, mark: usize) -> Vec<Sent> {
+    let sent = &net.sent()[mark..];
+    assert!(sent.iter().all(|s| s.reliability == Reliability::Stream && s.delivered));
+    sent.iter().map(|s| (s.from.prefix_u64(), s.to.prefix_u64(), s.msg.clone())).collect()
+}
+
+/// Deliver everything queued at the net's current instant, FIFO, until nothing moves. Returns
+/// the messages in the order they were delivered.
+fn pump(net: &mut Net<AntiEntropy>) -> Vec<Sent> {
+    let mark = net.sent().len();
+    net.pump();
+    log_since(net, mark)
 }
 
 fn events(m: &mut AntiEntropy) -> Vec<AeEvent> {
@@ -71,17 +73,18 @@ fn events(m: &mut AntiEntropy) -> Vec<AeEvent> {
 #[test]
 fn push_pull_sends_digests_first_then_only_the_missing_entries() {
     let cfg = config(AeMode::PushPull);
-    let mut a = machine(1, &cfg, &[2]);
-    let mut b = machine(2, &cfg, &[1]);
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[2]));
+    let b = add(&mut net, machine(2, &cfg, &[1]));
     for q in [1, 2, 3] {
-        a.insert(Instant::ZERO, entry(9, q));
+        net[a].insert(Instant::ZERO, entry(9, q));
     }
     for q in [2, 4] {
-        b.insert(Instant::ZERO, entry(9, q));
+        net[b].insert(Instant::ZERO, entry(9, q));
     }
-    let before = a.store().summary(stream(9), 32);
-    a.start_exchange(Instant::ZERO, AeMode::PushPull, Some(id(2))).unwrap();
-    let log = pump(&mut [&mut a, &mut b], Instant::ZERO);
+    let before = net[a].store().summary(stream(9), 32);
+    net[a].start_exchange(Instant::ZERO, AeMode::PushPull, Some(id(2))).unwrap();
+    let log = pump(&mut net);
     assert_eq!(log.len(), 3);
     let AeMessage::Syn { mode, digest, .. } = &log[0].2 else { panic!("{:?}", log[0]) };
     assert_eq!(*mode, AeMode::PushPull);
@@ -93,42 +96,48 @@ fn push_pull_sends_digests_first_then_only_the_missing_entries() {
     // A's delta: 3 is the only seq ≥ B's floor that B lacks (1 is below B's floor of 2).
     let AeMessage::Delta { delta, .. } = &log[2].2 else { panic!() };
     assert_eq!(delta.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
-    assert_eq!(seqs(&a, 9), vec![1, 2, 3, 4]);
-    assert_eq!(seqs(&b, 9), vec![2, 3, 4]);
-    assert!(events(&mut a).contains(&AeEvent::ExchangeCompleted { peer: id(2), xid: 1 }));
-    assert_eq!(events(&mut b), vec![AeEvent::Received { from: id(1), entry: entry(9, 3) }]);
-    assert_eq!(a.stats().entries_sent + b.stats().entries_sent, 2);
+    assert_eq!(seqs(&net[a], 9), vec![1, 2, 3, 4]);
+    assert_eq!(seqs(&net[b], 9), vec![2, 3, 4]);
+    assert!(net.take_events_of(a).contains(&AeEvent::ExchangeCompleted { peer: id(2), xid: 1 }));
+    assert_eq!(net.take_events_of(b), vec![AeEvent::Received { from: id(1), entry: entry(9, 3) }]);
+    assert_eq!(net[a].stats().entries_sent + net[b].stats().entries_sent, 2);
 }
 
 #[test]
 fn push_teaches_only_the_responder_and_pull_only_the_initiator() {
     let cfg = config(AeMode::Push);
     for (mode, a_learns, b_learns) in [(AeMode::Push, false, true), (AeMode::Pull, true, false)] {
-        let mut a = machine(1, &cfg, &[2]);
-        let mut b = machine(2, &cfg, &[1]);
-        a.insert(Instant::ZERO, entry(1, 1));
-        b.insert(Instant::ZERO, entry(2, 1));
-        a.start_exchange(Instant::ZERO, mode, None).unwrap();
-        let log = pump(&mut [&mut a, &mut b], Instant::ZERO);
+        let mut net = Net::new();
+        let a = add(&mut net, machine(1, &cfg, &[2]));
+        let b = add(&mut net, machine(2, &cfg, &[1]));
+        net[a].insert(Instant::ZERO, entry(1, 1));
+        net[b].insert(Instant::ZERO, entry(2, 1));
+        net[a].start_exchange(Instant::ZERO, mode, None).unwrap();
+        let log = pump(&mut net);
         assert_eq!(log.len(), if mode == AeMode::Push { 3 } else { 2 }, "{mode:?}");
-        assert_eq!(a.store().contains(&stream(2), 1), a_learns, "{mode:?}");
-        assert_eq!(b.store().contains(&stream(1), 1), b_learns, "{mode:?}");
+        assert_eq!(net[a].store().contains(&stream(2), 1), a_learns, "{mode:?}");
+        assert_eq!(net[b].store().contains(&stream(1), 1), b_learns, "{mode:?}");
     }
 }
 
 #[test]
 fn heads_reports_the_partner_summaries_and_moves_no_entries() {
     let cfg = config(AeMode::PushPull);
-    let mut a = machine(1, &cfg, &[2]);
-    let mut b = machine(2, &cfg, &[1]);
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[2]));
+    let b = add(&mut net, machine(2, &cfg, &[1]));
     for q in 3..=5 {
-        b.insert(Instant::ZERO, entry(9, q));
+        net[b].insert(Instant::ZERO, entry(9, q));
     }
-    assert_eq!(a.start_exchange(Instant::ZERO, AeMode::Heads, None), None, "heads are asked for a topic");
-    a.ask_heads(Instant::ZERO, T, id(2)).unwrap();
-    pump(&mut [&mut a, &mut b], Instant::ZERO);
-    assert!(a.store().is_empty());
-    let heads = events(&mut a).into_iter().find_map(|e| match e {
+    assert_eq!(
+        net[a].start_exchange(Instant::ZERO, AeMode::Heads, None),
+        None,
+        "heads are asked for a topic"
+    );
+    net[a].ask_heads(Instant::ZERO, T, id(2)).unwrap();
+    pump(&mut net);
+    assert!(net[a].store().is_empty());
+    let heads = net.take_events_of(a).into_iter().find_map(|e| match e {
         AeEvent::Heads { topic, summaries, .. } => Some((topic, summaries)),
         _ => None,
     });
@@ -158,19 +167,19 @@ fn a_heads_exchange_without_reply_reports_no_heads_for_its_topic() {
 fn periodic_ticks_spread_an_entry_through_three_nodes() {
     let cfg = config(AeMode::PushPull);
     let all = [1, 2, 3];
-    let mut ms: Vec<AntiEntropy> = all.iter().map(|&n| machine(n, &cfg, &all)).collect();
-    ms[0].insert(Instant::ZERO, entry(1, 1));
+    let mut net: Net<AntiEntropy> = all.iter().map(|&n| (id(n), machine(n, &cfg, &all))).collect();
+    net[id(1)].insert(Instant::ZERO, entry(1, 1));
     let mut rounds = 0;
-    while ms.iter().any(|m| !m.store().contains(&stream(1), 1)) {
+    while net.machines().any(|(_, m)| !m.store().contains(&stream(1), 1)) {
         rounds += 1;
         assert!(rounds <= 10, "did not converge");
         let now = Instant::from_micros(rounds * 1_000_000);
-        for m in ms.iter_mut() {
+        for (_, m) in net.machines() {
             assert_eq!(m.poll_timeout(), Some(now), "sync ticks are aligned");
-            m.handle_timeout(now);
         }
-        let mut refs: Vec<&mut AntiEntropy> = ms.iter_mut().collect();
-        let log = pump(&mut refs, now);
+        let mark = net.sent().len();
+        net.run_until(now);
+        let log = log_since(&net, mark);
         // Everyone initiated exactly one exchange this round, with someone else.
         let syns: Vec<_> = log.iter().filter(|(_, _, m)| matches!(m, AeMessage::Syn { .. })).collect();
         assert_eq!(syns.len(), 3);
@@ -184,22 +193,23 @@ fn periodic_ticks_spread_an_entry_through_three_nodes() {
 #[test]
 fn at_round_start_staging_hides_new_entries_until_the_next_tick() {
     let cfg = Arc::new(AeConfig { commit: Commit::AtRoundStart, ..(*config(AeMode::PushPull)).clone() });
-    let mut a = machine(1, &cfg, &[2, 3]);
-    let mut b = machine(2, &cfg, &[1, 3]);
-    let mut c = machine(3, &cfg, &[1, 2]);
-    a.insert(Instant::ZERO, entry(1, 1));
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[2, 3]));
+    let b = add(&mut net, machine(2, &cfg, &[1, 3]));
+    let c = add(&mut net, machine(3, &cfg, &[1, 2]));
+    net[a].insert(Instant::ZERO, entry(1, 1));
     // A pushes to B; then, in the same round, C pulls from B: B must not pass it on yet.
-    a.start_exchange(Instant::ZERO, AeMode::Push, Some(id(2))).unwrap();
-    c.start_exchange(Instant::ZERO, AeMode::Pull, Some(id(2))).unwrap();
-    pump(&mut [&mut a, &mut b, &mut c], Instant::ZERO);
-    assert_eq!(b.staged().len(), 1);
-    assert!(!b.store().contains(&stream(1), 1));
-    assert!(c.staged().is_empty() && c.store().is_empty());
+    net[a].start_exchange(Instant::ZERO, AeMode::Push, Some(id(2))).unwrap();
+    net[c].start_exchange(Instant::ZERO, AeMode::Pull, Some(id(2))).unwrap();
+    pump(&mut net);
+    assert_eq!(net[b].staged().len(), 1);
+    assert!(!net[b].store().contains(&stream(1), 1));
+    assert!(net[c].staged().is_empty() && net[c].store().is_empty());
     // The Received event fires on arrival, so experiments see when B was informed.
-    assert!(events(&mut b).iter().any(|e| matches!(e, AeEvent::Received { .. })));
+    assert!(net.take_events_of(b).iter().any(|e| matches!(e, AeEvent::Received { .. })));
     // B's next tick commits before it sends anything.
-    b.handle_timeout(Instant::from_micros(1_000_000));
-    assert!(b.store().contains(&stream(1), 1) && b.staged().is_empty());
+    net[b].handle_timeout(Instant::from_micros(1_000_000));
+    assert!(net[b].store().contains(&stream(1), 1) && net[b].staged().is_empty());
 }
 
 #[test]
@@ -277,40 +287,43 @@ fn malformed_and_out_of_scope_input_is_counted_and_changes_nothing() {
 #[test]
 fn responder_only_reconciles_the_topics_both_sides_hold() {
     let cfg = config(AeMode::PushPull);
-    let mut a = machine(1, &cfg, &[2]);
-    let mut b = machine(2, &cfg, &[1]);
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[2]));
+    let b = add(&mut net, machine(2, &cfg, &[1]));
     let other = TopicId(99);
-    a.subscribe(Instant::ZERO, other);
-    a.insert(
+    net[a].subscribe(Instant::ZERO, other);
+    net[a].insert(
         Instant::ZERO,
         Entry { stream: StreamId { topic: other, origin: id(1) }, seq: 1, payload: Bytes::new() },
     );
-    a.insert(Instant::ZERO, entry(1, 1));
-    a.start_exchange(Instant::ZERO, AeMode::PushPull, None).unwrap();
-    let log = pump(&mut [&mut a, &mut b], Instant::ZERO);
+    net[a].insert(Instant::ZERO, entry(1, 1));
+    net[a].start_exchange(Instant::ZERO, AeMode::PushPull, None).unwrap();
+    let log = pump(&mut net);
     let AeMessage::SynAck { scope, .. } = &log[1].2 else { panic!() };
     assert_eq!(scope, &vec![T]);
-    assert_eq!(b.stats().out_of_scope, 0, "A never sent the foreign topic");
-    assert_eq!(b.store().len(), 1);
+    assert_eq!(net[b].stats().out_of_scope, 0, "A never sent the foreign topic");
+    assert_eq!(net[b].store().len(), 1);
 }
 
 #[test]
 fn partial_digests_rotate_and_do_not_trigger_full_resends() {
     let cfg = Arc::new(AeConfig { digest_streams_max: 2, ..(*config(AeMode::PushPull)).clone() });
-    let mut a = machine(1, &cfg, &[2]);
-    let mut b = machine(2, &cfg, &[1]);
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[2]));
+    let b = add(&mut net, machine(2, &cfg, &[1]));
     for o in 1..=5 {
-        a.insert(Instant::ZERO, entry(o, 1));
-        b.insert(Instant::ZERO, entry(o, 1));
+        net[a].insert(Instant::ZERO, entry(o, 1));
+        net[b].insert(Instant::ZERO, entry(o, 1));
     }
     for round in 0..3u64 {
         let now = Instant::from_micros(round);
-        a.start_exchange(now, AeMode::PushPull, None).unwrap();
-        let log = pump(&mut [&mut a, &mut b], now);
+        net.run_until(now);
+        net[a].start_exchange(now, AeMode::PushPull, None).unwrap();
+        let log = pump(&mut net);
         // Both hold the same: no entry ever moves although each digest names only 2 of 5.
         assert_eq!(log.len(), 2, "round {round}: {log:?}");
     }
-    assert_eq!(a.stats().entries_sent + b.stats().entries_sent, 0);
+    assert_eq!(net[a].stats().entries_sent + net[b].stats().entries_sent, 0);
 }
 
 #[test]

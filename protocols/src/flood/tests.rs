@@ -1,6 +1,7 @@
-//! Flooding and BCRM stepped by hand over small graphs, zero latency, FIFO.
+//! Flooding and BCRM stepped by hand over small graphs, on the `testing::Net` harness (zero
+//! latency, FIFO).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,6 +9,7 @@ use bytes::Bytes;
 use super::*;
 use crate::id::{StreamId, TopicId};
 use crate::rng::Seed;
+use crate::testing::Net;
 use crate::wire;
 
 fn id(n: u64) -> NodeId {
@@ -33,43 +35,30 @@ fn view(ns: &[u64]) -> PeerView {
 }
 
 /// Deliver everything FIFO until quiet; returns (from, to) of every message in order.
-fn pump<M: Machine<Message = FloodMessage>>(nodes: &mut BTreeMap<u64, M>) -> Vec<(u64, u64)> {
-    let mut log = Vec::new();
-    let mut queue = VecDeque::new();
-    loop {
-        for (n, m) in nodes.iter_mut() {
-            while let Some(t) = m.poll_transmit() {
-                queue.push_back((*n, t));
-            }
-        }
-        let Some((from, t)) = queue.pop_front() else { break };
-        let to = t.to.prefix_u64();
-        log.push((from, to));
-        if let Some(m) = nodes.get_mut(&to) {
-            m.handle_message(Instant::ZERO, id(from), t.msg);
-        }
-    }
-    log
+fn pump<M: Machine<Message = FloodMessage>>(net: &mut Net<M>) -> Vec<(u64, u64)> {
+    let mark = net.sent().len();
+    net.pump();
+    net.sent()[mark..].iter().map(|s| (s.from.prefix_u64(), s.to.prefix_u64())).collect()
 }
 
-fn flooding(adj: &BTreeMap<u64, Vec<u64>>, ttl: u8) -> BTreeMap<u64, Flooding> {
+fn flooding(adj: &BTreeMap<u64, Vec<u64>>, ttl: u8) -> Net<Flooding> {
     let cfg = Arc::new(FloodConfig { ttl, ..FloodConfig::default() });
     adj.iter()
         .map(|(&n, ns)| {
             let mut m = Flooding::new(id(n), cfg.clone());
             m.set_neighbours(view(ns));
-            (n, m)
+            (id(n), m)
         })
         .collect()
 }
 
-fn bcrm(adj: &BTreeMap<u64, Vec<u64>>, b: u32, f: u32, seed: u64) -> BTreeMap<u64, Bcrm> {
+fn bcrm(adj: &BTreeMap<u64, Vec<u64>>, b: u32, f: u32, seed: u64) -> Net<Bcrm> {
     let cfg = Arc::new(BcrmConfig { b, f, ..BcrmConfig::default() });
     adj.iter()
         .map(|(&n, ns)| {
             let mut m = Bcrm::new(id(n), cfg.clone(), &Seed::derive(seed, "node", 0, n));
             m.set_neighbours(view(ns));
-            (n, m)
+            (id(n), m)
         })
         .collect()
 }
@@ -79,24 +68,26 @@ fn flooding_sends_once_per_edge_direction_and_respects_the_ttl() {
     // A path 1-2-3-4-5 plus a chord 1-3.
     let adj = graph(&[(1, 2), (2, 3), (3, 4), (4, 5), (1, 3)]);
     let mut nodes = flooding(&adj, 7);
-    assert!(nodes.get_mut(&1).unwrap().originate(Instant::ZERO, mid(1), Bytes::from_static(b"m")));
+    assert!(nodes[id(1)].originate(Instant::ZERO, mid(1), Bytes::from_static(b"m")));
     let log = pump(&mut nodes);
-    assert!(nodes.values().all(|m| m.has_seen(&mid(1))));
+    assert!(nodes.machines().all(|(_, m)| m.has_seen(&mid(1))));
     // Every node forwards once to all neighbours but the sender: the origin to 2, 3 (2);
     // 2 to 3, 3 to 2 and 4 (3 from 1 first); 4 to 5; 5 nothing. Duplicates: 2↔3 crossing.
-    let sent: u64 = nodes.values().map(|m| m.stats().sent).sum();
+    let sent: u64 = nodes.machines().map(|(_, m)| m.stats().sent).sum();
     assert_eq!(sent, log.len() as u64);
     assert_eq!(sent, 2 + 1 + 2 + 1);
-    let dups: u64 = nodes.values().map(|m| m.stats().duplicates).sum();
+    let dups: u64 = nodes.machines().map(|(_, m)| m.stats().duplicates).sum();
     assert_eq!(dups, 2);
-    let delivered: Vec<u64> = nodes.iter_mut().filter_map(|(n, m)| m.poll_event().map(|_| *n)).collect();
+    let delivered: Vec<u64> =
+        nodes.ids().filter(|n| nodes.events_of(*n).next().is_some()).map(|n| n.prefix_u64()).collect();
     assert_eq!(delivered, vec![2, 3, 4, 5], "the origin does not deliver its own message");
 
     // TTL 2 from node 1: reaches 2 and 3 (1 hop) and 4 (2 hops), not 5.
     let mut nodes = flooding(&adj, 2);
-    nodes.get_mut(&1).unwrap().originate(Instant::ZERO, mid(1), Bytes::new());
+    nodes[id(1)].originate(Instant::ZERO, mid(1), Bytes::new());
     pump(&mut nodes);
-    let reached: Vec<u64> = nodes.iter().filter(|(_, m)| m.has_seen(&mid(1))).map(|(n, _)| *n).collect();
+    let reached: Vec<u64> =
+        nodes.machines().filter(|(_, m)| m.has_seen(&mid(1))).map(|(n, _)| n.prefix_u64()).collect();
     assert_eq!(reached, vec![1, 2, 3, 4]);
 }
 
@@ -104,12 +95,12 @@ fn flooding_sends_once_per_edge_direction_and_respects_the_ttl() {
 fn flooding_drops_malformed_and_duplicate_input() {
     let adj = graph(&[(1, 2)]);
     let mut nodes = flooding(&adj, 3);
-    let m = nodes.get_mut(&2).unwrap();
+    let m = &mut nodes[id(2)];
     m.handle_message(Instant::ZERO, id(1), FloodMessage::Flood { id: mid(1), ttl: 0, payload: Bytes::new() });
     m.handle_message(Instant::ZERO, id(1), FloodMessage::Gossip { id: mid(1), payload: Bytes::new() });
     assert_eq!(m.stats().malformed, 2);
     assert!(!m.has_seen(&mid(1)) && m.poll_event().is_none() && m.poll_transmit().is_none());
-    let o = nodes.get_mut(&1).unwrap();
+    let o = &mut nodes[id(1)];
     assert!(o.originate(Instant::ZERO, mid(1), Bytes::new()));
     assert!(!o.originate(Instant::ZERO, mid(1), Bytes::new()), "seen already");
 }
@@ -134,18 +125,18 @@ fn bcrm_forwards_to_at_most_b_unknown_neighbours_on_the_first_f_receptions() {
     edges.push((2, 3));
     let adj = graph(&edges);
     let mut nodes = bcrm(&adj, 2, 1, 7);
-    assert!(nodes.get_mut(&1).unwrap().originate(Instant::ZERO, mid(1), Bytes::from_static(b"m")));
+    assert!(nodes[id(1)].originate(Instant::ZERO, mid(1), Bytes::from_static(b"m")));
     // The origin sends to exactly B = 2 leaves and knows them.
-    let first: Vec<_> = std::iter::from_fn(|| nodes.get_mut(&1).unwrap().poll_transmit()).collect();
+    let first: Vec<_> = std::iter::from_fn(|| nodes[id(1)].poll_transmit()).collect();
     assert_eq!(first.len(), 2);
-    let known = nodes[&1].known(&mid(1)).to_vec();
+    let known = nodes[id(1)].known(&mid(1)).to_vec();
     assert_eq!(known.len(), 2);
     let mut log = Vec::new();
     for t in first {
         assert!(known.contains(&t.to));
         let to = t.to.prefix_u64();
         log.push((1, to));
-        nodes.get_mut(&to).unwrap().handle_message(Instant::ZERO, id(1), t.msg);
+        nodes[t.to].handle_message(Instant::ZERO, id(1), t.msg);
     }
     log.extend(pump(&mut nodes));
     // Only to neighbours not known to have it: no node sends the message twice to the same
@@ -156,14 +147,14 @@ fn bcrm_forwards_to_at_most_b_unknown_neighbours_on_the_first_f_receptions() {
     assert_eq!(pairs.len(), log.len(), "{log:?}");
     // F = 1: a node forwards on its first reception only (the origin's reception 1 is the
     // message coming back to it), each time to at most B = 2.
-    for (n, m) in &nodes {
-        let limit = if *n == 1 { 4 } else { 2 };
+    for (n, m) in nodes.machines() {
+        let limit = if n == id(1) { 4 } else { 2 };
         assert!(m.stats().sent <= limit, "node {n} sent {}", m.stats().sent);
     }
     // A leaf never sends back to the centre it got the message from (it knows the centre has
     // it): leaves other than 2 and 3 have no other neighbour, so they send nothing.
     for leaf in 4..=9 {
-        assert_eq!(nodes[&leaf].stats().sent, 0, "leaf {leaf}");
+        assert_eq!(nodes[id(leaf)].stats().sent, 0, "leaf {leaf}");
     }
 }
 
@@ -175,13 +166,13 @@ fn bcrm_origin_forwards_again_when_the_message_comes_back() {
     // origin.
     let adj = graph(&[(1, 2), (2, 3), (1, 3)]);
     let mut nodes = bcrm(&adj, 1, 2, 3);
-    nodes.get_mut(&1).unwrap().originate(Instant::ZERO, mid(1), Bytes::new());
+    nodes[id(1)].originate(Instant::ZERO, mid(1), Bytes::new());
     let log = pump(&mut nodes);
     assert_eq!(log.len(), 3, "{log:?}");
     assert_eq!(log[2].1, 1, "the message came back to the origin");
-    assert_eq!(nodes[&1].stats().duplicates, 1);
-    assert!(nodes.get_mut(&1).unwrap().poll_event().is_none());
-    assert_eq!(nodes[&1].known(&mid(1)).len(), 2);
+    assert_eq!(nodes[id(1)].stats().duplicates, 1);
+    assert!(nodes.take_events_of(id(1)).is_empty());
+    assert_eq!(nodes[id(1)].known(&mid(1)).len(), 2);
 }
 
 #[test]
@@ -193,7 +184,7 @@ fn bcrm_choices_are_uniform_and_seeded() {
     let mut counts = [0u32; 12];
     for seed in 0..2_000 {
         let mut nodes = bcrm(&adj, 3, 2, seed);
-        let o = nodes.get_mut(&1).unwrap();
+        let o = &mut nodes[id(1)];
         o.originate(Instant::ZERO, mid(1), Bytes::new());
         let to: Vec<u64> = std::iter::from_fn(|| o.poll_transmit()).map(|t| t.to.prefix_u64()).collect();
         assert_eq!(to.len(), 3);
@@ -206,7 +197,7 @@ fn bcrm_choices_are_uniform_and_seeded() {
     }
     let pick = |seed| {
         let mut nodes = bcrm(&adj, 3, 2, seed);
-        let o = nodes.get_mut(&1).unwrap();
+        let o = &mut nodes[id(1)];
         o.originate(Instant::ZERO, mid(1), Bytes::new());
         std::iter::from_fn(|| o.poll_transmit()).map(|t| t.to).collect::<Vec<_>>()
     };

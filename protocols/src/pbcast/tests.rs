@@ -1,5 +1,5 @@
-//! pbcast stepped by hand: a few machines, sync ticks at whole seconds, a zero-latency pump
-//! that can drop chosen messages.
+//! pbcast stepped by hand: a few machines, sync ticks at whole seconds, and the `testing::Net`
+//! harness (zero latency, chosen messages dropped) where they talk.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::*;
 use crate::anti_entropy::{Entry, Store};
 use crate::machine::{Machine, Reliability, Transmit};
+use crate::testing::Net;
 use crate::time::Duration;
 use crate::timer::Timing;
 use crate::{Rng, StreamId};
@@ -83,34 +84,10 @@ fn gaps(events: &[PbEvent]) -> Vec<(u64, Seq, Seq)> {
 /// A log line: (from, to, message).
 type Sent = (u64, u64, PbMessage);
 
-/// Deliver every queued transmit at `now`, FIFO, until nothing moves, dropping those for
-/// which `drop` is true. Returns what was delivered, in order.
-fn pump(nodes: &mut [&mut Pbcast], now: Instant, drop: impl Fn(u64, u64, &PbMessage) -> bool) -> Vec<Sent> {
-    let mut log = Vec::new();
-    let mut queue = std::collections::VecDeque::new();
-    loop {
-        for n in nodes.iter_mut() {
-            while let Some(t) = n.poll_transmit() {
-                queue.push_back((n.id(), t));
-            }
-        }
-        let Some((from, t)) = queue.pop_front() else {
-            break;
-        };
-        let (f, to) = (from.prefix_u64(), t.to.prefix_u64());
-        if drop(f, to, &t.msg) {
-            continue;
-        }
-        log.push((f, to, t.msg.clone()));
-        if let Some(dest) = nodes.iter_mut().find(|n| n.id() == t.to) {
-            dest.handle_message(now, from, t.msg);
-        }
-    }
-    log
-}
-
-fn keep_all(_: u64, _: u64, _: &PbMessage) -> bool {
-    false
+/// The messages `net` delivered after the first `mark` it carried, in order.
+fn log_since(net: &Net<Pbcast>, mark: usize) -> Vec<Sent> {
+    let sent = net.sent()[mark..].iter().filter(|s| s.delivered);
+    sent.map(|s| (s.from.prefix_u64(), s.to.prefix_u64(), s.msg.clone())).collect()
 }
 
 #[test]
@@ -140,18 +117,24 @@ fn first_phase_delivers_once_and_the_origin_delivers_its_own() {
 #[test]
 fn a_digest_brings_a_solicitation_to_its_sender_and_a_retransmission_back() {
     let cfg = config();
-    let mut a = node(1, &cfg, &[1]); // a gossips with nobody
-    let mut b = node(2, &cfg, &[2, 3]); // b's only partner is c
-    let mut c = node(3, &cfg, &[3]);
-    let d = a.publish(Instant::ZERO, T, Bytes::from_static(b"m")).unwrap();
-    a.multicast(Instant::ZERO, &d, &[id(2), id(3)]);
+    let mut net: Net<Pbcast> = [
+        (id(1), node(1, &cfg, &[1])),    // a gossips with nobody
+        (id(2), node(2, &cfg, &[2, 3])), // b's only partner is c
+        (id(3), node(3, &cfg, &[3])),
+    ]
+    .into_iter()
+    .collect();
     // c's first-phase copy is lost.
-    pump(&mut [&mut a, &mut b, &mut c], sec(0), |_, to, _| to == 3);
-    events(&mut c);
-    for m in [&mut a, &mut b, &mut c] {
-        m.handle_timeout(sec(1));
-    }
-    let log = pump(&mut [&mut a, &mut b, &mut c], sec(1), keep_all);
+    net.set_drop(|_, to, _| to == id(3));
+    net.call(id(1), |a, now| {
+        let d = a.publish(now, T, Bytes::from_static(b"m")).unwrap();
+        a.multicast(now, &d, &[id(2), id(3)]);
+    });
+    net.take_events_of(id(3));
+    net.clear_drop();
+    let mark = net.sent().len();
+    net.run_until(sec(1));
+    let log = log_since(&net, mark);
     assert_eq!(log.len(), 3, "{log:?}");
     let (2, 3, PbMessage::Digest { summaries, .. }) = &log[0] else { panic!("{:?}", log[0]) };
     assert_eq!((summaries[0].stream.origin, summaries[0].floor, summaries[0].max), (id(1), 1, 1));
@@ -159,11 +142,11 @@ fn a_digest_brings_a_solicitation_to_its_sender_and_a_retransmission_back() {
     assert_eq!(wants, &vec![(id(1), vec![1])]);
     let (2, 3, PbMessage::Retransmit(r)) = &log[2] else { panic!("{:?}", log[2]) };
     assert_eq!(r.id.seq, 1);
-    let ev = events(&mut c);
+    let ev = net.take_events_of(id(3));
     assert_eq!(delivered(&ev), vec![(1, 1, Via::Repair)]);
     let PbEvent::Deliver(del) = &ev[0] else { panic!() };
     assert_eq!(del.received_at, sec(1));
-    assert_eq!((b.stats().retransmitted, c.stats().solicits_sent), (1, 1));
+    assert_eq!((net[id(2)].stats().retransmitted, net[id(3)].stats().solicits_sent), (1, 1));
 }
 
 #[test]
@@ -545,22 +528,18 @@ fn repair_converges_among_lossy_peers_by_hand() {
     // Five members; first-phase copies to 3, 4, 5 are lost; every digest from node 2 to 4 too.
     let cfg = config();
     let all = [1, 2, 3, 4, 5];
-    let mut ms: Vec<Pbcast> = all.iter().map(|&n| node(n, &cfg, &all)).collect();
-    let d = ms[0].publish(Instant::ZERO, T, Bytes::from_static(b"m")).unwrap();
+    let mut net: Net<Pbcast> = all.iter().map(|&n| (id(n), node(n, &cfg, &all))).collect();
     let targets: Vec<NodeId> = all.iter().map(|&n| id(n)).collect();
-    ms[0].multicast(Instant::ZERO, &d, &targets);
-    let mut refs: Vec<&mut Pbcast> = ms.iter_mut().collect();
-    pump(&mut refs, sec(0), |_, to, m| matches!(m, PbMessage::Data(_)) && to >= 3);
-    for k in 1..=10 {
-        for m in ms.iter_mut() {
-            m.handle_timeout(sec(k));
-        }
-        let mut refs: Vec<&mut Pbcast> = ms.iter_mut().collect();
-        pump(&mut refs, sec(k), |from, to, m| matches!(m, PbMessage::Digest { .. }) && (from, to) == (2, 4));
-    }
-    for m in ms.iter_mut() {
-        let got = delivered(&events(m));
-        assert_eq!(got.len(), 1, "{}: {got:?}", m.id());
+    net.set_drop(|_, to, m| matches!(m, PbMessage::Data(_)) && to.prefix_u64() >= 3);
+    net.call(id(1), |a, now| {
+        let d = a.publish(now, T, Bytes::from_static(b"m")).unwrap();
+        a.multicast(now, &d, &targets);
+    });
+    net.set_drop(|from, to, m| matches!(m, PbMessage::Digest { .. }) && (from, to) == (id(2), id(4)));
+    net.run_until(sec(10));
+    for n in all {
+        let got = delivered(&net.take_events_of(id(n)));
+        assert_eq!(got.len(), 1, "{}: {got:?}", id(n));
         assert_eq!(got[0].1, 1);
     }
 }

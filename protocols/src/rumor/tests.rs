@@ -1,7 +1,6 @@
-//! Rumor mongering stepped by hand: a few machines, a zero-latency message pump, chosen times
-//! and seeds.
+//! Rumor mongering stepped by hand: a few machines, chosen times and seeds, and the
+//! `testing::Net` harness (zero latency, FIFO) where they talk.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,6 +8,7 @@ use bytes::Bytes;
 use super::*;
 use crate::id::StreamId;
 use crate::machine::Reliability;
+use crate::testing::Net;
 use crate::time::Duration;
 use crate::timer::Timing;
 use crate::wire;
@@ -52,35 +52,24 @@ fn machine(n: u64, cfg: &Arc<RumorConfig>, peers: &[u64]) -> RumorMonger {
 /// A log line: (from, to, message).
 type Sent = (u64, u64, RumorMessage);
 
-/// Deliver every queued transmit at `now`, FIFO, until nothing moves; returns them in order.
-fn pump(nodes: &mut [&mut RumorMonger], now: Instant) -> Vec<Sent> {
-    let mut log = Vec::new();
-    let mut queue = VecDeque::new();
-    loop {
-        for n in nodes.iter_mut() {
-            while let Some(t) = n.poll_transmit() {
-                queue.push_back((n.id(), t));
-            }
-        }
-        let Some((from, t)) = queue.pop_front() else { break };
-        log.push((from.prefix_u64(), t.to.prefix_u64(), t.msg.clone()));
-        if let Some(dest) = nodes.iter_mut().find(|n| n.id() == t.to) {
-            dest.handle_message(now, from, t.msg);
-        }
-    }
-    log
+/// Put `m` in the net; its id.
+fn add(net: &mut Net<RumorMonger>, m: RumorMonger) -> NodeId {
+    let id = m.id();
+    net.add(id, m);
+    id
 }
 
-/// Tick every node at `now`, then pump.
-fn cycle(nodes: &mut [&mut RumorMonger], now: Instant) -> Vec<Sent> {
-    for n in nodes.iter_mut() {
+/// Tick every node at `now`, then deliver everything, FIFO; returns what was sent, in order.
+fn cycle(net: &mut Net<RumorMonger>, now: Instant) -> Vec<Sent> {
+    for (_, m) in net.machines() {
         // Idle push nodes ask for no timer; every other node ticks in step.
-        if let Some(t) = n.poll_timeout() {
+        if let Some(t) = m.poll_timeout() {
             assert_eq!(t, now, "sync ticks are aligned");
-            n.handle_timeout(now);
         }
     }
-    pump(nodes, now)
+    let mark = net.sent().len();
+    net.run_until(now);
+    net.sent()[mark..].iter().map(|s| (s.from.prefix_u64(), s.to.prefix_u64(), s.msg.clone())).collect()
 }
 
 fn events(m: &mut RumorMonger) -> Vec<RumorEvent> {
@@ -102,11 +91,12 @@ fn feedback(log: &[Sent]) -> Vec<Answer> {
 #[test]
 fn push_delivers_once_and_the_recipient_answers_with_feedback() {
     let cfg = sync(Variant::FeedbackCounter, 2, Direction::Push);
-    let mut a = machine(1, &cfg, &[1, 2]);
-    let mut b = machine(2, &cfg, &[1, 2]);
-    assert!(a.inject(Instant::ZERO, rid(1), Bytes::from_static(b"hi")));
-    assert!(!a.inject(Instant::ZERO, rid(1), Bytes::new()), "already known");
-    let log = cycle(&mut [&mut a, &mut b], at(1));
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 2]));
+    let b = add(&mut net, machine(2, &cfg, &[1, 2]));
+    assert!(net[a].inject(Instant::ZERO, rid(1), Bytes::from_static(b"hi")));
+    assert!(!net[a].inject(Instant::ZERO, rid(1), Bytes::new()), "already known");
+    let log = cycle(&mut net, at(1));
     // B has nothing hot and sends nothing; A's only partner is B.
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(
@@ -123,13 +113,13 @@ fn push_delivers_once_and_the_recipient_answers_with_feedback() {
     );
     assert_eq!(feedback(&log), vec![(2, 1, vec![(rid(1), false)])]);
     assert_eq!(
-        events(&mut b),
+        net.take_events_of(b),
         vec![RumorEvent::Delivered { id: rid(1), payload: Bytes::from_static(b"hi"), from: id(1) }]
     );
-    assert!(events(&mut a).is_empty(), "no delivery for an injected rumor");
-    assert_eq!(b.state(&rid(1)), Some(RumorState::Staged));
-    assert_eq!(a.stats().necessary, 1);
-    assert_eq!(a.stats().rumors_sent, 1);
+    assert!(net.take_events_of(a).is_empty(), "no delivery for an injected rumor");
+    assert_eq!(net[b].state(&rid(1)), Some(RumorState::Staged));
+    assert_eq!(net[a].stats().necessary, 1);
+    assert_eq!(net[a].stats().rumors_sent, 1);
 }
 
 #[test]
@@ -137,17 +127,18 @@ fn feedback_counter_resets_on_a_useful_cycle_and_removes_after_k_useless_ones() 
     // A and B both hot; C susceptible. A's pushes: cycle 1 useless (to B), cycle 2 useful
     // (to C) resets the counter, then two useless cycles remove it (k = 2).
     let cfg = sync(Variant::FeedbackCounter, 2, Direction::Push);
-    let mut a = machine(1, &cfg, &[1, 2, 3]);
-    let mut b = machine(2, &cfg, &[1, 2, 3]);
-    let mut c = machine(3, &cfg, &[1, 2, 3]);
-    a.inject(Instant::ZERO, rid(1), Bytes::new());
-    b.inject(Instant::ZERO, rid(1), Bytes::new());
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 2, 3]));
+    let b = add(&mut net, machine(2, &cfg, &[1, 2, 3]));
+    add(&mut net, machine(3, &cfg, &[1, 2, 3]));
+    net[a].inject(Instant::ZERO, rid(1), Bytes::new());
+    net[b].inject(Instant::ZERO, rid(1), Bytes::new());
     let mut counters = Vec::new();
     let mut removed_at = None;
     for r in 1..=12 {
-        cycle(&mut [&mut a, &mut b, &mut c], at(r));
-        counters.push(a.state(&rid(1)));
-        if removed_at.is_none() && a.state(&rid(1)) == Some(RumorState::Removed) {
+        cycle(&mut net, at(r));
+        counters.push(net[a].state(&rid(1)));
+        if removed_at.is_none() && net[a].state(&rid(1)) == Some(RumorState::Removed) {
             removed_at = Some(r);
         }
     }
@@ -155,11 +146,11 @@ fn feedback_counter_resets_on_a_useful_cycle_and_removes_after_k_useless_ones() 
     // hot, drops back to 0 after a useful cycle, and the rumor ends removed.
     assert!(counters.iter().all(|s| !matches!(s, Some(RumorState::Hot { counter }) if *counter >= 2)));
     assert!(removed_at.is_some(), "{counters:?}");
-    assert_eq!(a.active(), 0);
-    assert!(events(&mut a).contains(&RumorEvent::Removed { id: rid(1) }));
+    assert_eq!(net[a].active(), 0);
+    assert!(net.take_events_of(a).contains(&RumorEvent::Removed { id: rid(1) }));
     // Every removal needed k consecutive useless cycles: with 3 nodes A's necessary pushes
     // can only be the few to C before C knew.
-    assert!(a.stats().unnecessary >= 2);
+    assert!(net[a].stats().unnecessary >= 2);
 }
 
 #[test]
@@ -168,16 +159,17 @@ fn counter_reset_is_visible_cycle_by_cycle() {
     // closes its k-th cycle, exactly.
     for k in 1..=4u32 {
         let cfg = sync(Variant::FeedbackCounter, k, Direction::Push);
-        let mut a = machine(1, &cfg, &[1, 2]);
-        let mut b = machine(2, &cfg, &[1, 2]);
-        a.inject(Instant::ZERO, rid(1), Bytes::new());
-        b.inject(Instant::ZERO, rid(1), Bytes::new());
+        let mut net = Net::new();
+        let a = add(&mut net, machine(1, &cfg, &[1, 2]));
+        let b = add(&mut net, machine(2, &cfg, &[1, 2]));
+        net[a].inject(Instant::ZERO, rid(1), Bytes::new());
+        net[b].inject(Instant::ZERO, rid(1), Bytes::new());
         for r in 1..=u64::from(k) {
-            cycle(&mut [&mut a, &mut b], at(r));
-            assert_eq!(a.state(&rid(1)), Some(RumorState::Hot { counter: r as u32 - 1 }), "k {k} r {r}");
+            cycle(&mut net, at(r));
+            assert_eq!(net[a].state(&rid(1)), Some(RumorState::Hot { counter: r as u32 - 1 }), "k {k} r {r}");
         }
-        cycle(&mut [&mut a, &mut b], at(u64::from(k) + 1));
-        assert_eq!(a.state(&rid(1)), Some(RumorState::Removed), "k {k}");
+        cycle(&mut net, at(u64::from(k) + 1));
+        assert_eq!(net[a].state(&rid(1)), Some(RumorState::Removed), "k {k}");
     }
 }
 
@@ -187,40 +179,43 @@ fn staging_judges_state_at_the_start_of_the_cycle() {
     // did not know the rumor at the start of the cycle. C does not pass it on to a puller in
     // the same cycle.
     let cfg = sync(Variant::FeedbackCounter, 1, Direction::Push);
-    let mut a = machine(1, &cfg, &[1, 3]);
-    let mut b = machine(2, &cfg, &[2, 3]);
-    let mut c = machine(3, &cfg, &[1, 2, 3]);
-    a.inject(Instant::ZERO, rid(1), Bytes::new());
-    b.inject(Instant::ZERO, rid(1), Bytes::new());
-    let log = cycle(&mut [&mut a, &mut b, &mut c], at(1));
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 3]));
+    let b = add(&mut net, machine(2, &cfg, &[2, 3]));
+    let c = add(&mut net, machine(3, &cfg, &[1, 2, 3]));
+    net[a].inject(Instant::ZERO, rid(1), Bytes::new());
+    net[b].inject(Instant::ZERO, rid(1), Bytes::new());
+    let log = cycle(&mut net, at(1));
     let fb = feedback(&log);
     assert_eq!(fb, vec![(3, 1, vec![(rid(1), false)]), (3, 2, vec![(rid(1), false)])]);
-    assert_eq!(events(&mut c).len(), 1, "delivered once");
+    assert_eq!(net.take_events_of(c).len(), 1, "delivered once");
     // A pull to C in the same cycle gets nothing: the rumor is staged.
-    c.handle_message(at(1), id(9), RumorMessage::Pull);
-    assert!(c.poll_transmit().is_none());
+    net[c].handle_message(at(1), id(9), RumorMessage::Pull);
+    assert!(net[c].poll_transmit().is_none());
     // The continuous reading judges on receipt: the second push is unnecessary.
     let cfg = config(Variant::FeedbackCounter, 1, Direction::Push, Staging::Immediate);
-    let mut a = machine(1, &cfg, &[1, 3]);
-    let mut b = machine(2, &cfg, &[2, 3]);
-    let mut c = machine(3, &cfg, &[1, 2, 3]);
-    a.inject(Instant::ZERO, rid(1), Bytes::new());
-    b.inject(Instant::ZERO, rid(1), Bytes::new());
-    let log = cycle(&mut [&mut a, &mut b, &mut c], at(1));
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 3]));
+    let b = add(&mut net, machine(2, &cfg, &[2, 3]));
+    add(&mut net, machine(3, &cfg, &[1, 2, 3]));
+    net[a].inject(Instant::ZERO, rid(1), Bytes::new());
+    net[b].inject(Instant::ZERO, rid(1), Bytes::new());
+    let log = cycle(&mut net, at(1));
     let knew: Vec<bool> = feedback(&log).iter().filter(|f| f.0 == 3).map(|f| f.2[0].1).collect();
     assert_eq!(knew, vec![false, true]);
     // ... and with k = 1 the sender of the useless push loses interest on the spot.
-    assert_eq!(b.state(&rid(1)), Some(RumorState::Removed));
-    assert_eq!(a.state(&rid(1)), Some(RumorState::Hot { counter: 0 }));
+    assert_eq!(net[b].state(&rid(1)), Some(RumorState::Removed));
+    assert_eq!(net[a].state(&rid(1)), Some(RumorState::Hot { counter: 0 }));
 }
 
 #[test]
 fn pull_serves_hot_rumors_and_the_puller_gives_feedback() {
     let cfg = sync(Variant::FeedbackCounter, 1, Direction::Pull);
-    let mut a = machine(1, &cfg, &[1, 2]);
-    let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(Instant::ZERO, rid(5), Bytes::from_static(b"x"));
-    let log = cycle(&mut [&mut a, &mut b], at(1));
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 2]));
+    let b = add(&mut net, machine(2, &cfg, &[1, 2]));
+    net[a].inject(Instant::ZERO, rid(5), Bytes::from_static(b"x"));
+    let log = cycle(&mut net, at(1));
     // Both pull; only A has something to serve.
     let kinds: Vec<(u64, u64, &str)> = log
         .iter()
@@ -234,46 +229,48 @@ fn pull_serves_hot_rumors_and_the_puller_gives_feedback() {
         })
         .collect();
     assert_eq!(kinds, vec![(1, 2, "pull"), (2, 1, "pull"), (1, 2, "rumors"), (2, 1, "feedback")]);
-    assert!(b.knows(&rid(5)));
+    assert!(net[b].knows(&rid(5)));
     // Cycle 2: B's pull is served again by A (useless now), which removes A's interest (k = 1)
     // at the tick of cycle 3.
-    cycle(&mut [&mut a, &mut b], at(2));
-    assert_eq!(a.stats().unnecessary, 1);
-    cycle(&mut [&mut a, &mut b], at(3));
-    assert_eq!(a.state(&rid(5)), Some(RumorState::Removed));
+    cycle(&mut net, at(2));
+    assert_eq!(net[a].stats().unnecessary, 1);
+    cycle(&mut net, at(3));
+    assert_eq!(net[a].state(&rid(5)), Some(RumorState::Removed));
 }
 
 #[test]
 fn push_pull_moves_rumors_both_ways_in_one_exchange() {
     let cfg = sync(Variant::FeedbackCounter, 3, Direction::PushPull);
-    let mut a = machine(1, &cfg, &[1, 2]);
-    let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(Instant::ZERO, rid(1), Bytes::new());
-    b.inject(Instant::ZERO, rid(2), Bytes::new());
-    let log = cycle(&mut [&mut a, &mut b], at(1));
-    assert!(a.knows(&rid(2)) && b.knows(&rid(1)));
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 2]));
+    let b = add(&mut net, machine(2, &cfg, &[1, 2]));
+    net[a].inject(Instant::ZERO, rid(1), Bytes::new());
+    net[b].inject(Instant::ZERO, rid(2), Bytes::new());
+    let log = cycle(&mut net, at(1));
+    assert!(net[a].knows(&rid(2)) && net[b].knows(&rid(1)));
     // Each side's first message asks for the other's rumors; answers do not ask again.
     let asks = log.iter().filter(|(_, _, m)| matches!(m, RumorMessage::Rumors { pull: true, .. })).count();
     assert_eq!(asks, 2);
     // Traffic counts rumor items only: A and B each sent theirs twice (push + answer).
-    assert_eq!(a.stats().rumors_sent + b.stats().rumors_sent, 4);
+    assert_eq!(net[a].stats().rumors_sent + net[b].stats().rumors_sent, 4);
 }
 
 #[test]
 fn blind_counter_counts_every_cycle_with_a_transmission() {
     let cfg = sync(Variant::BlindCounter, 3, Direction::Push);
-    let mut a = machine(1, &cfg, &[1, 2]);
-    let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(Instant::ZERO, rid(1), Bytes::new());
-    let log = cycle(&mut [&mut a, &mut b], at(1));
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 2]));
+    add(&mut net, machine(2, &cfg, &[1, 2]));
+    net[a].inject(Instant::ZERO, rid(1), Bytes::new());
+    let log = cycle(&mut net, at(1));
     assert!(feedback(&log).is_empty(), "blind variants ask for no feedback");
     assert!(matches!(log[0].2, RumorMessage::Rumors { want_feedback: false, .. }));
     // The first push was useful, yet it counts: removed at the tick closing cycle 3.
-    cycle(&mut [&mut a, &mut b], at(2));
-    cycle(&mut [&mut a, &mut b], at(3));
-    assert_eq!(a.state(&rid(1)), Some(RumorState::Hot { counter: 2 }));
-    cycle(&mut [&mut a, &mut b], at(4));
-    assert_eq!(a.state(&rid(1)), Some(RumorState::Removed));
+    cycle(&mut net, at(2));
+    cycle(&mut net, at(3));
+    assert_eq!(net[a].state(&rid(1)), Some(RumorState::Hot { counter: 2 }));
+    cycle(&mut net, at(4));
+    assert_eq!(net[a].state(&rid(1)), Some(RumorState::Removed));
 }
 
 #[test]
@@ -281,41 +278,44 @@ fn coins_with_k_1_always_drop_and_large_k_rarely() {
     // Blind coin, k = 1: removed after its first cycle. Immediate: right after the send.
     for staging in [Staging::AtCycleStart, Staging::Immediate] {
         let cfg = config(Variant::BlindCoin, 1, Direction::Push, staging);
-        let mut a = machine(1, &cfg, &[1, 2]);
-        let mut b = machine(2, &cfg, &[1, 2]);
-        a.inject(Instant::ZERO, rid(1), Bytes::new());
-        cycle(&mut [&mut a, &mut b], at(1));
+        let mut net = Net::new();
+        let a = add(&mut net, machine(1, &cfg, &[1, 2]));
+        add(&mut net, machine(2, &cfg, &[1, 2]));
+        net[a].inject(Instant::ZERO, rid(1), Bytes::new());
+        cycle(&mut net, at(1));
         let expect =
             if staging == Staging::Immediate { RumorState::Removed } else { RumorState::Hot { counter: 0 } };
-        assert_eq!(a.state(&rid(1)), Some(expect), "{staging:?}");
-        cycle(&mut [&mut a, &mut b], at(2));
-        assert_eq!(a.state(&rid(1)), Some(RumorState::Removed), "{staging:?}");
+        assert_eq!(net[a].state(&rid(1)), Some(expect), "{staging:?}");
+        cycle(&mut net, at(2));
+        assert_eq!(net[a].state(&rid(1)), Some(RumorState::Removed), "{staging:?}");
     }
     // Feedback coin, k = 1000: ten useless cycles each almost surely leave both hot.
     let cfg = sync(Variant::FeedbackCoin, 1000, Direction::Push);
-    let mut a = machine(1, &cfg, &[1, 2]);
-    let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(Instant::ZERO, rid(1), Bytes::new());
-    b.inject(Instant::ZERO, rid(1), Bytes::new());
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 2]));
+    let b = add(&mut net, machine(2, &cfg, &[1, 2]));
+    net[a].inject(Instant::ZERO, rid(1), Bytes::new());
+    net[b].inject(Instant::ZERO, rid(1), Bytes::new());
     for r in 1..=10 {
-        cycle(&mut [&mut a, &mut b], at(r));
+        cycle(&mut net, at(r));
     }
-    assert_eq!((a.stats().unnecessary, b.stats().unnecessary), (10, 10));
-    assert_eq!(a.active() + b.active(), 2);
+    assert_eq!((net[a].stats().unnecessary, net[b].stats().unnecessary), (10, 10));
+    assert_eq!(net[a].active() + net[b].active(), 2);
 }
 
 #[test]
 fn feedback_coin_tosses_only_after_useless_cycles() {
     // k = 1: the first useless cycle removes for sure; a useful one never does.
     let cfg = sync(Variant::FeedbackCoin, 1, Direction::Push);
-    let mut a = machine(1, &cfg, &[1, 2]);
-    let mut b = machine(2, &cfg, &[1, 2]);
-    a.inject(Instant::ZERO, rid(1), Bytes::new());
-    cycle(&mut [&mut a, &mut b], at(1)); // useful
-    cycle(&mut [&mut a, &mut b], at(2)); // A: rule for cycle 1 (useful: stays), pushes again (useless)
-    assert_eq!(a.state(&rid(1)), Some(RumorState::Hot { counter: 0 }));
-    cycle(&mut [&mut a, &mut b], at(3));
-    assert_eq!(a.state(&rid(1)), Some(RumorState::Removed));
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 2]));
+    add(&mut net, machine(2, &cfg, &[1, 2]));
+    net[a].inject(Instant::ZERO, rid(1), Bytes::new());
+    cycle(&mut net, at(1)); // useful
+    cycle(&mut net, at(2)); // A: rule for cycle 1 (useful: stays), pushes again (useless)
+    assert_eq!(net[a].state(&rid(1)), Some(RumorState::Hot { counter: 0 }));
+    cycle(&mut net, at(3));
+    assert_eq!(net[a].state(&rid(1)), Some(RumorState::Removed));
 }
 
 #[test]
@@ -518,23 +518,24 @@ fn poisson_timing_ticks_at_exponential_gaps() {
 #[test]
 fn an_idle_push_node_sleeps_and_wakes_at_the_next_boundary() {
     let cfg = sync(Variant::FeedbackCounter, 1, Direction::Push);
-    let mut a = machine(1, &cfg, &[1, 2]);
-    let mut b = machine(2, &cfg, &[1, 2]);
-    assert_eq!(b.poll_timeout(), None, "nothing to spread, no timer");
-    a.inject(at(0), rid(1), Bytes::new());
-    assert_eq!(a.poll_timeout(), Some(at(1)));
+    let mut net = Net::new();
+    let a = add(&mut net, machine(1, &cfg, &[1, 2]));
+    let b = add(&mut net, machine(2, &cfg, &[1, 2]));
+    assert_eq!(net[b].poll_timeout(), None, "nothing to spread, no timer");
+    net[a].inject(at(0), rid(1), Bytes::new());
+    assert_eq!(net[a].poll_timeout(), Some(at(1)));
     // B learns the rumor during cycle 1 (at the instant of its boundary): its timer restarts
     // at the next boundary, not at the one just past, so the staged rumor waits a cycle.
-    cycle(&mut [&mut a, &mut b], at(1));
-    assert_eq!(b.poll_timeout(), Some(at(2)));
-    assert_eq!(b.state(&rid(1)), Some(RumorState::Staged));
+    cycle(&mut net, at(1));
+    assert_eq!(net[b].poll_timeout(), Some(at(2)));
+    assert_eq!(net[b].state(&rid(1)), Some(RumorState::Staged));
     // A pull-mode node always ticks: it must ask others.
     let pull = sync(Variant::FeedbackCounter, 1, Direction::Pull);
     assert_eq!(machine(3, &pull, &[1, 3]).poll_timeout(), Some(at(1)));
     // After its removal (k = 1: the tick closing a useless cycle) A sleeps again.
     for r in 2..=6 {
-        cycle(&mut [&mut a, &mut b], at(r));
+        cycle(&mut net, at(r));
     }
-    assert_eq!((a.poll_timeout(), b.poll_timeout()), (None, None));
-    assert_eq!((a.active(), b.active()), (0, 0));
+    assert_eq!((net[a].poll_timeout(), net[b].poll_timeout()), (None, None));
+    assert_eq!((net[a].active(), net[b].active()), (0, 0));
 }
