@@ -97,8 +97,10 @@
 //!   node. With no predecessor and no stand-in, `is_responsible` is true only for a node
 //!   alone on the ring.
 
+mod config;
 mod lookup;
 mod maintenance;
+mod message;
 mod ring;
 mod routes;
 #[cfg(test)]
@@ -107,15 +109,13 @@ mod tests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hearsay_protocols::{
-    Duration, Earliest, Instant, Machine, NodeId, Outbox, Rng, Seed, Ticker, Timing, Transmit,
-};
-use serde::{Deserialize, Serialize};
+use hearsay_protocols::{Earliest, Instant, Machine, NodeId, Outbox, Rng, Seed, Ticker, Transmit};
 
+pub use self::config::{ChordConfig, ConfigError, Detector, LookupMode};
+pub use self::message::{ChordError, ChordEvent, ChordMessage};
 use self::ring::Fingers;
 pub use self::ring::{FINGERS, RingId, RingNode, RingSnapshot};
 pub use self::routes::Routes;
-use hearsay_protocols::wire::{Protocol, WireMessage};
 
 /// Most hops a lookup may take, and the most a `ttl` or `hops` field may say (§7.3).
 pub const TTL_MAX: u8 = 64;
@@ -125,278 +125,6 @@ pub const PATH_MAX: usize = 32;
 pub const SUCC_LIST_MAX: usize = 64;
 /// Members below this node kept as the predecessor stand-in of §8.1.
 pub const PRED_CANDIDATES: usize = 4;
-
-/// How a lookup travels (§7.4).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LookupMode {
-    /// Node to node; the answering node replies to the origin.
-    #[default]
-    Recursive,
-    /// The origin asks each hop in turn.
-    Iterative,
-}
-
-/// Who tells the ring that a node failed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Detector {
-    /// The membership layer, through [`Chord::handle_member_down`] (the daemon).
-    #[default]
-    Membership,
-    /// The ring itself: `RingPing` to the predecessor every `check_predecessor_interval`
-    /// (the standalone experiment, no SWIM).
-    Standalone,
-}
-
-/// Chord settings (PROTOCOLS.md §10.7).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ChordConfig {
-    /// Successor list length r. Default 16 [H; paper: r = Ω(log N)].
-    pub successor_list_len: usize,
-    /// Period of stabilize. Default 1 s [H].
-    pub stabilize_interval: Duration,
-    /// Period of fix_fingers (one finger per tick). Default 250 ms [H].
-    pub fix_fingers_interval: Duration,
-    /// Period of check_predecessor (standalone only). Default 1 s [H].
-    pub check_predecessor_interval: Duration,
-    /// How long a lookup step, a `GetPred` or a `RingPing` waits for its answer. Default 1 s
-    /// [H]; a silent first hop is avoided for 10 × this.
-    pub lookup_timeout: Duration,
-    /// Attempts per lookup. Default 3 [H].
-    pub lookup_attempts: u32,
-    /// Hop limit of a lookup. Default 64 [H].
-    pub lookup_ttl: u8,
-    /// Recursive (default [H]) or iterative.
-    pub lookup_mode: LookupMode,
-    /// Let successor-list entries compete with fingers as next hops (the ToN variant of
-    /// `closest_preceding_node`, §7.4). Default off [departure]: fingers only, the successor
-    /// list standing in when no finger qualifies; see the module docs.
-    pub route_via_successors: bool,
-    /// Consecutive unanswered `GetPred` (or `RingPing`) before the successor is dropped (or the
-    /// predecessor forgotten). Default 2 [H, departure: §7.5 says 1].
-    pub miss_limit: u32,
-    /// How long a node reported Dead or Left is kept out of every table. Default 60 s [H].
-    pub dead_retention: Duration,
-    /// Failure detection by the membership layer (default) or by the ring itself.
-    pub detector: Detector,
-    /// Placement of the periodic ticks. Default phased (memberlist's stagger).
-    pub timing: Timing,
-}
-
-impl Default for ChordConfig {
-    fn default() -> Self {
-        ChordConfig {
-            successor_list_len: 16,
-            stabilize_interval: Duration::from_secs(1),
-            fix_fingers_interval: Duration::from_millis(250),
-            check_predecessor_interval: Duration::from_secs(1),
-            lookup_timeout: Duration::from_secs(1),
-            lookup_attempts: 3,
-            lookup_ttl: TTL_MAX,
-            lookup_mode: LookupMode::Recursive,
-            route_via_successors: false,
-            miss_limit: 2,
-            dead_retention: Duration::from_secs(60),
-            detector: Detector::Membership,
-            timing: Timing::Phased,
-        }
-    }
-}
-
-impl ChordConfig {
-    /// Check the settings a ring cannot work with; the daemon refuses such a config at load.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.successor_list_len == 0 || self.successor_list_len > SUCC_LIST_MAX {
-            return Err(ConfigError::OutOfRange("successor_list_len", 1, SUCC_LIST_MAX as u64));
-        }
-        for (name, d) in [
-            ("stabilize_interval", self.stabilize_interval),
-            ("fix_fingers_interval", self.fix_fingers_interval),
-            ("check_predecessor_interval", self.check_predecessor_interval),
-            ("lookup_timeout", self.lookup_timeout),
-        ] {
-            if d == Duration::ZERO {
-                return Err(ConfigError::Zero(name));
-            }
-        }
-        if self.lookup_attempts == 0 {
-            return Err(ConfigError::Zero("lookup_attempts"));
-        }
-        if self.lookup_ttl == 0 || self.lookup_ttl > TTL_MAX {
-            return Err(ConfigError::OutOfRange("lookup_ttl", 1, u64::from(TTL_MAX)));
-        }
-        if self.miss_limit == 0 {
-            return Err(ConfigError::Zero("miss_limit"));
-        }
-        Ok(())
-    }
-}
-
-/// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The named setting must be greater than zero.
-    #[error("chord setting `{0}` must be greater than zero")]
-    Zero(&'static str),
-    /// The named setting must lie in the range.
-    #[error("chord setting `{0}` must be between {1} and {2}")]
-    OutOfRange(&'static str, u64, u64),
-}
-
-/// Why a local command was refused. Nothing changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ChordError {
-    /// The node is not (or no longer) part of a ring.
-    #[error("this node has not joined the ring")]
-    NotJoined,
-    /// The node already joined or is joining.
-    #[error("this node already joined the ring")]
-    AlreadyJoined,
-    /// Another member holds this node's RingId (§7.1).
-    #[error("ring identifier {0} is taken by another member")]
-    RingIdTaken(RingId),
-    /// A join needs another node.
-    #[error("cannot join through this node itself")]
-    SelfBootstrap,
-}
-
-/// The ring's wire messages (§7.3), all datagrams.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ChordMessage {
-    /// Find the successor of `key`: forwarded (recursive) or answered with `NextHop`
-    /// (iterative).
-    FindSucc {
-        /// The origin's request id.
-        req_id: u64,
-        /// The key looked up.
-        key: RingId,
-        /// The node that wants the answer.
-        origin: NodeId,
-        /// Forwardings so far (the first hop receives 1).
-        hops: u8,
-        /// Forwardings left.
-        ttl: u8,
-        /// Iterative mode: answer `NextHop` to the sender instead of forwarding.
-        iterative: bool,
-        /// Nodes visited, origin first, the sender last (at most [`PATH_MAX`]).
-        path: Vec<NodeId>,
-    },
-    /// The answer of a recursive lookup, sent to the origin.
-    FoundSucc {
-        /// The origin's request id.
-        req_id: u64,
-        /// The key looked up.
-        key: RingId,
-        /// successor(key).
-        node: RingNode,
-        /// Forwardings it took to reach the answering node.
-        hops: u8,
-        /// Nodes visited, origin first, the answering node last (at most [`PATH_MAX`]).
-        path: Vec<NodeId>,
-    },
-    /// Iterative reply: ask `next` (or, with `done`, `next` is the answer).
-    NextHop {
-        /// The origin's request id.
-        req_id: u64,
-        /// The key looked up.
-        key: RingId,
-        /// The next node to ask, or the answer.
-        next: RingNode,
-        /// `next` is successor(key).
-        done: bool,
-    },
-    /// Stabilize: what are your predecessor and successor list?
-    GetPred {
-        /// Request id, echoed.
-        req_id: u64,
-    },
-    /// The answer to `GetPred`.
-    PredIs {
-        /// The `GetPred`'s id.
-        req_id: u64,
-        /// The responder's predecessor.
-        pred: Option<RingNode>,
-        /// The responder's successor list.
-        succ_list: Vec<RingNode>,
-    },
-    /// "I might be your predecessor."
-    Notify {
-        /// The sender itself.
-        node: RingNode,
-    },
-    /// Liveness probe of the predecessor (standalone ring only).
-    RingPing {
-        /// Request id, echoed.
-        req_id: u64,
-    },
-    /// The answer to `RingPing`.
-    RingPong {
-        /// The `RingPing`'s id.
-        req_id: u64,
-    },
-    /// The sender leaves the ring: to its predecessor with its successor list, to its
-    /// successor with its predecessor.
-    LeaveHint {
-        /// The leaver's predecessor (for its successor).
-        pred: Option<RingNode>,
-        /// The leaver's successor list (for its predecessor).
-        succ_list: Vec<RingNode>,
-    },
-}
-
-impl WireMessage for ChordMessage {
-    const KIND: Protocol = Protocol::Ring;
-}
-
-/// What the ring tells its host.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ChordEvent {
-    /// This node is part of the ring now (from a member table or after its join lookup).
-    Joined,
-    /// A join through `bootstrap` got no answer after every attempt; the node is idle again.
-    JoinFailed {
-        /// The member asked.
-        bootstrap: NodeId,
-    },
-    /// A lookup started with [`Chord::lookup`] found successor(key).
-    LookupDone {
-        /// Its id.
-        id: u64,
-        /// The key.
-        key: RingId,
-        /// successor(key) as the ring answered.
-        node: RingNode,
-        /// Forwardings (§7.7): 0 when this node answered from its own state.
-        hops: u8,
-        /// Nodes visited, this node first, the answering node last (at most [`PATH_MAX`]).
-        path: Vec<NodeId>,
-    },
-    /// A lookup got no answer after every attempt (or the node left).
-    LookupFailed {
-        /// Its id.
-        id: u64,
-        /// The key.
-        key: RingId,
-    },
-    /// `succ[0]` changed (`None`: alone on the ring or not joined).
-    SuccessorChanged {
-        /// The previous successor.
-        old: Option<NodeId>,
-        /// The new one.
-        new: Option<NodeId>,
-    },
-    /// The predecessor changed.
-    PredecessorChanged {
-        /// The previous predecessor.
-        old: Option<NodeId>,
-        /// The new one.
-        new: Option<NodeId>,
-    },
-}
 
 /// Counters, for metrics and experiments.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,0 +1,127 @@
+//! Chord settings (PROTOCOLS.md §10.7) and their validation.
+
+use serde::{Deserialize, Serialize};
+
+use hearsay_protocols::{Duration, Timing};
+
+use super::{SUCC_LIST_MAX, TTL_MAX};
+
+/// How a lookup travels (§7.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LookupMode {
+    /// Node to node; the answering node replies to the origin.
+    #[default]
+    Recursive,
+    /// The origin asks each hop in turn.
+    Iterative,
+}
+
+/// Who tells the ring that a node failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Detector {
+    /// The membership layer, through [`Chord::handle_member_down`] (the daemon).
+    #[default]
+    Membership,
+    /// The ring itself: `RingPing` to the predecessor every `check_predecessor_interval`
+    /// (the standalone experiment, no SWIM).
+    Standalone,
+}
+
+/// Chord settings (PROTOCOLS.md §10.7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChordConfig {
+    /// Successor list length r. Default 16 [H; paper: r = Ω(log N)].
+    pub successor_list_len: usize,
+    /// Period of stabilize. Default 1 s [H].
+    pub stabilize_interval: Duration,
+    /// Period of fix_fingers (one finger per tick). Default 250 ms [H].
+    pub fix_fingers_interval: Duration,
+    /// Period of check_predecessor (standalone only). Default 1 s [H].
+    pub check_predecessor_interval: Duration,
+    /// How long a lookup step, a `GetPred` or a `RingPing` waits for its answer. Default 1 s
+    /// [H]; a silent first hop is avoided for 10 × this.
+    pub lookup_timeout: Duration,
+    /// Attempts per lookup. Default 3 [H].
+    pub lookup_attempts: u32,
+    /// Hop limit of a lookup. Default 64 [H].
+    pub lookup_ttl: u8,
+    /// Recursive (default [H]) or iterative.
+    pub lookup_mode: LookupMode,
+    /// Let successor-list entries compete with fingers as next hops (the ToN variant of
+    /// `closest_preceding_node`, §7.4). Default off [departure]: fingers only, the successor
+    /// list standing in when no finger qualifies; see the module docs.
+    pub route_via_successors: bool,
+    /// Consecutive unanswered `GetPred` (or `RingPing`) before the successor is dropped (or the
+    /// predecessor forgotten). Default 2 [H, departure: §7.5 says 1].
+    pub miss_limit: u32,
+    /// How long a node reported Dead or Left is kept out of every table. Default 60 s [H].
+    pub dead_retention: Duration,
+    /// Failure detection by the membership layer (default) or by the ring itself.
+    pub detector: Detector,
+    /// Placement of the periodic ticks. Default phased (memberlist's stagger).
+    pub timing: Timing,
+}
+
+impl Default for ChordConfig {
+    fn default() -> Self {
+        ChordConfig {
+            successor_list_len: 16,
+            stabilize_interval: Duration::from_secs(1),
+            fix_fingers_interval: Duration::from_millis(250),
+            check_predecessor_interval: Duration::from_secs(1),
+            lookup_timeout: Duration::from_secs(1),
+            lookup_attempts: 3,
+            lookup_ttl: TTL_MAX,
+            lookup_mode: LookupMode::Recursive,
+            route_via_successors: false,
+            miss_limit: 2,
+            dead_retention: Duration::from_secs(60),
+            detector: Detector::Membership,
+            timing: Timing::Phased,
+        }
+    }
+}
+
+impl ChordConfig {
+    /// Check the settings a ring cannot work with; the daemon refuses such a config at load.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.successor_list_len == 0 || self.successor_list_len > SUCC_LIST_MAX {
+            return Err(ConfigError::OutOfRange("successor_list_len", 1, SUCC_LIST_MAX as u64));
+        }
+        for (name, d) in [
+            ("stabilize_interval", self.stabilize_interval),
+            ("fix_fingers_interval", self.fix_fingers_interval),
+            ("check_predecessor_interval", self.check_predecessor_interval),
+            ("lookup_timeout", self.lookup_timeout),
+        ] {
+            if d == Duration::ZERO {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.lookup_attempts == 0 {
+            return Err(ConfigError::Zero("lookup_attempts"));
+        }
+        if self.lookup_ttl == 0 || self.lookup_ttl > TTL_MAX {
+            return Err(ConfigError::OutOfRange("lookup_ttl", 1, u64::from(TTL_MAX)));
+        }
+        if self.miss_limit == 0 {
+            return Err(ConfigError::Zero("miss_limit"));
+        }
+        Ok(())
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The named setting must be greater than zero.
+    #[error("chord setting `{0}` must be greater than zero")]
+    Zero(&'static str),
+    /// The named setting must lie in the range.
+    #[error("chord setting `{0}` must be between {1} and {2}")]
+    OutOfRange(&'static str, u64, u64),
+}
