@@ -31,7 +31,11 @@
 //! the ring had, and runs its root check on [`ChordEvent::SuccessorChanged`] and
 //! [`ChordEvent::PredecessorChanged`].
 //!
-//! Timers (the idiom of [`hearsay_protocols::machine#timers`]) that are due together run in
+//! # Timers
+//!
+//! stabilize and fix_fingers ticks (and check_predecessor, standalone), one reply deadline per
+//! outstanding `GetPred`, `RingPing` and lookup step, in the idiom of
+//! [`hearsay_protocols::machine#timers`]. Timers that are due together run in
 //! the order (deadline, kind, creation) of §0.3 rule 4, kinds ordered: successor reply
 //! timeout, predecessor ping timeout, lookup timeouts, stabilize, fix_fingers,
 //! check_predecessor.

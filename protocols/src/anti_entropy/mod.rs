@@ -26,6 +26,12 @@
 //! one exchange in flight, aborted after `timeout`. A tick that finds an exchange still in
 //! flight is skipped (counted).
 //!
+//! # Timers
+//!
+//! The periodic exchange (`interval`, in `timing`) and the reply deadline of the exchange in
+//! flight (`timeout`), in the idiom of [`crate::machine#timers`]; on equal deadlines the reply
+//! deadline first.
+//!
 //! # Departures from PROTOCOLS.md §1, on purpose
 //!
 //! - **Nothing below the remote floor is pushed.** §1.3 counts seqs below the remote's `floor`
