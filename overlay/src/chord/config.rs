@@ -21,7 +21,7 @@ pub enum LookupMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Detector {
-    /// The membership layer, through [`Chord::handle_member_down`] (the daemon).
+    /// The membership layer, through [`Chord::handle_member_down`](super::Chord::handle_member_down) (the daemon).
     #[default]
     Membership,
     /// The ring itself: `RingPing` to the predecessor every `check_predecessor_interval`
@@ -33,31 +33,31 @@ pub enum Detector {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChordConfig {
-    /// Successor list length r. Default 16 [H; paper: r = Ω(log N)].
+    /// Successor list length r. Default 16 \[H; paper: r = Ω(log N)].
     pub successor_list_len: usize,
-    /// Period of stabilize. Default 1 s [H].
+    /// Period of stabilize. Default 1 s \[H\].
     pub stabilize_interval: Duration,
-    /// Period of fix_fingers (one finger per tick). Default 250 ms [H].
+    /// Period of fix_fingers (one finger per tick). Default 250 ms \[H\].
     pub fix_fingers_interval: Duration,
-    /// Period of check_predecessor (standalone only). Default 1 s [H].
+    /// Period of check_predecessor (standalone only). Default 1 s \[H\].
     pub check_predecessor_interval: Duration,
     /// How long a lookup step, a `GetPred` or a `RingPing` waits for its answer. Default 1 s
-    /// [H]; a silent first hop is avoided for 10 × this.
+    /// \[H\]; a silent first hop is avoided for 10 × this.
     pub lookup_timeout: Duration,
-    /// Attempts per lookup. Default 3 [H].
+    /// Attempts per lookup. Default 3 \[H\].
     pub lookup_attempts: u32,
-    /// Hop limit of a lookup. Default 64 [H].
+    /// Hop limit of a lookup. Default 64 \[H\].
     pub lookup_ttl: u8,
-    /// Recursive (default [H]) or iterative.
+    /// Recursive (default \[H\]) or iterative.
     pub lookup_mode: LookupMode,
     /// Let successor-list entries compete with fingers as next hops (the ToN variant of
-    /// `closest_preceding_node`, §7.4). Default off [departure]: fingers only, the successor
+    /// `closest_preceding_node`, §7.4). Default off \[departure\]: fingers only, the successor
     /// list standing in when no finger qualifies; see the module docs.
     pub route_via_successors: bool,
     /// Consecutive unanswered `GetPred` (or `RingPing`) before the successor is dropped (or the
     /// predecessor forgotten). Default 2 [H, departure: §7.5 says 1].
     pub miss_limit: u32,
-    /// How long a node reported Dead or Left is kept out of every table. Default 60 s [H].
+    /// How long a node reported Dead or Left is kept out of every table. Default 60 s \[H\].
     pub dead_retention: Duration,
     /// Failure detection by the membership layer (default) or by the ring itself.
     pub detector: Detector,

@@ -44,7 +44,7 @@ pub enum ChordMessage {
         ttl: u8,
         /// Iterative mode: answer `NextHop` to the sender instead of forwarding.
         iterative: bool,
-        /// Nodes visited, origin first, the sender last (at most [`PATH_MAX`]).
+        /// Nodes visited, origin first, the sender last (at most [`PATH_MAX`](super::PATH_MAX)).
         path: Vec<NodeId>,
     },
     /// The answer of a recursive lookup, sent to the origin.
@@ -57,7 +57,7 @@ pub enum ChordMessage {
         node: RingNode,
         /// Forwardings it took to reach the answering node.
         hops: u8,
-        /// Nodes visited, origin first, the answering node last (at most [`PATH_MAX`]).
+        /// Nodes visited, origin first, the answering node last (at most [`PATH_MAX`](super::PATH_MAX)).
         path: Vec<NodeId>,
     },
     /// Iterative reply: ask `next` (or, with `done`, `next` is the answer).
@@ -124,7 +124,7 @@ pub enum ChordEvent {
         /// The member asked.
         bootstrap: NodeId,
     },
-    /// A lookup started with [`Chord::lookup`] found successor(key).
+    /// A lookup started with [`Chord::lookup`](super::Chord::lookup) found successor(key).
     LookupDone {
         /// Its id.
         id: u64,
@@ -134,7 +134,7 @@ pub enum ChordEvent {
         node: RingNode,
         /// Forwardings (§7.7): 0 when this node answered from its own state.
         hops: u8,
-        /// Nodes visited, this node first, the answering node last (at most [`PATH_MAX`]).
+        /// Nodes visited, this node first, the answering node last (at most [`PATH_MAX`](super::PATH_MAX)).
         path: Vec<NodeId>,
     },
     /// A lookup got no answer after every attempt (or the node left).

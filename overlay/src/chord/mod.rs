@@ -48,10 +48,10 @@
 //!   fingers; that is [`ChordConfig::route_via_successors`]. The anchors are what
 //!   finger routing gives: on the `chord` experiment's ideal ring, fingers only measure
 //!   4.84 / 6.49 / 8.17 hops (p99 8 / 10 / 13) at N = 10^3 / 10^4 / 10^5, against the
-//!   issue's reference 4.83 / 6.52 / 8.19 (p99 8 / 10 / 13) and §7.7's [R] 4.82 / 6.45 /
+//!   issue's reference 4.83 / 6.52 / 8.19 (p99 8 / 10 / 13) and §7.7's \[R\] 4.82 / 6.45 /
 //!   8.17, while the ToN variant measures 3.88 / 5.55 / 7.20: the last ~log2 r finger hops
 //!   collapse into one successor-list hop, a full hop below ½·log2 N and outside the issue's
-//!   ±0.5. So §7.7's [R] figures were not produced with the successor list in the routing.
+//!   ±0.5. So §7.7's \[R\] figures were not produced with the successor list in the routing.
 //! - **No `addr` on the wire.** A node is referenced as `(NodeId, RingId)`. Transmits are
 //!   addressed by NodeId and the runtime resolves addresses from the membership table, of
 //!   which every ring node is a member; an address per successor-list entry would only grow
@@ -64,7 +64,7 @@
 //! - **Two misses, not one.** §7.5 drops the successor after one unanswered `GetPred`; with
 //!   5% datagram loss that would evict a live successor every ~10 s at every node and answer
 //!   lookups wrongly until the next stabilize. The successor is dropped (and the predecessor
-//!   forgotten) after [`ChordConfig::miss_limit`] = 2 consecutive misses [H].
+//!   forgotten) after [`ChordConfig::miss_limit`] = 2 consecutive misses \[H\].
 //! - **The member table also gives the predecessor.** `join_from_members` sets `pred` to the
 //!   closest member below (a converged ring holds it; §7.6 keeps pred nil until a Notify) and
 //!   keeps up to [`PRED_CANDIDATES`] members below as the §8.1 stand-in when pred is nil.

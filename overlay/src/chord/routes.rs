@@ -50,7 +50,7 @@ impl Routes {
     }
 
     /// The node a message routed toward `key` goes to next (§8.1): the successor if `key` lies
-    /// in (n, succ[0]], else the closest preceding finger (or successor), else the successor.
+    /// in (n, succ\[0\]], else the closest preceding finger (or successor), else the successor.
     /// `None` when this node is alone or not joined (it is then responsible itself).
     pub fn next_hop(&self, key: RingId) -> Option<NodeId> {
         if !self.joined {
@@ -66,7 +66,7 @@ impl Routes {
 
     /// [`Routes::next_hop`] avoiding the nodes in `avoid` (hops a routed message already went to
     /// without an answer): the closest preceding finger or successor of `key` not avoided.
-    /// `None` if there is none, or if `key` lies in (n, succ[0]]: its successor is then the one
+    /// `None` if there is none, or if `key` lies in (n, succ\[0\]]: its successor is then the one
     /// node to go to (any other overshoots the key). Scribe retries a JOIN this way, as a lookup
     /// retries from its next-best first hop (§7.4).
     pub fn next_hop_avoiding(&self, key: RingId, avoid: &[NodeId]) -> Option<NodeId> {

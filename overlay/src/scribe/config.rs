@@ -10,25 +10,25 @@ use super::{PATH_MAX, TTL_MAX};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ScribeConfig {
-    /// Period of the heartbeat tick. Default 1 s [H; Scribe: periodic, value U].
+    /// Period of the heartbeat tick. Default 1 s \[H; Scribe: periodic, value U].
     pub heartbeat_interval: Duration,
-    /// A parent unheard for this many intervals is lost. Default 3 [H].
+    /// A parent unheard for this many intervals is lost. Default 3 \[H\].
     pub parent_timeout_mult: u32,
-    /// A child that acknowledged nothing for this many intervals is dropped. Default 3 [H].
+    /// A child that acknowledged nothing for this many intervals is dropped. Default 3 \[H\].
     pub child_timeout_mult: u32,
-    /// First JOIN retry after this long, doubling per retry. Default 2 s [H].
+    /// First JOIN retry after this long, doubling per retry. Default 2 s \[H\].
     pub join_timeout: Duration,
-    /// Longest wait between JOIN retries. Default 30 s [H].
+    /// Longest wait between JOIN retries. Default 30 s \[H\].
     pub join_timeout_max: Duration,
-    /// Ancestor lists this long or longer mean a cycle or a runaway tree. Default 64 [H].
+    /// Ancestor lists this long or longer mean a cycle or a runaway tree. Default 64 \[H\].
     pub max_depth: usize,
-    /// Message ids remembered per topic for the flood's dedupe. Default 4096 [H].
+    /// Message ids remembered per topic for the flood's dedupe. Default 4096 \[H\].
     pub seen_max: usize,
-    /// Hops a `ScribePublish` may travel. Default 64 [H].
+    /// Hops a `ScribePublish` may travel. Default 64 \[H\].
     pub publish_ttl: u8,
-    /// Most tree entries (topics) this node holds. Default 4096 [H].
+    /// Most tree entries (topics) this node holds. Default 4096 \[H\].
     pub max_topics: usize,
-    /// Most children per tree entry. Default 1024 [H].
+    /// Most children per tree entry. Default 1024 \[H\].
     pub max_children: usize,
     /// Largest payload forwarded. Default 1 MiB (pbcast's `max_payload`).
     pub max_payload: usize,

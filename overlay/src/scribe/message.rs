@@ -17,7 +17,7 @@ pub enum ScribeMessage {
         topic: TopicId,
         /// The node that wants a parent (the sender, or a node whose JOIN is passed through).
         child: RingNode,
-        /// RingIds of the nodes the JOIN visited, the child first (at most [`PATH_MAX`]).
+        /// RingIds of the nodes the JOIN visited, the child first (at most [`PATH_MAX`](super::PATH_MAX)).
         path: Vec<RingId>,
     },
     /// "You are my child now", to the joiner.

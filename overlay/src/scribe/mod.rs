@@ -106,7 +106,7 @@
 //! - **The root check runs on every heartbeat tick** (the "every stabilize" of §8.8) and
 //!   whenever the host reports a ring change; a join deadline finding the node responsible makes
 //!   it root at once.
-//! - **Bounds** [H]: at most `max_topics` tree entries (a peer's JOINs can create forwarder
+//! - **Bounds** \[H\]: at most `max_topics` tree entries (a peer's JOINs can create forwarder
 //!   entries) and `max_children` children per entry; a JOIN's `child` must carry the RingId
 //!   of its NodeId (as the ring checks its node references); `ancestors` must end with the
 //!   sender's RingId; tree data must be first-phase with a seq in 1..=2^62 and a payload within

@@ -30,9 +30,9 @@ pub struct AggConfig {
     pub max_rounds: u32,
     /// `query_ttl` = max_rounds + this, in this node's rounds. 50 [H, §5.1].
     pub query_ttl_extra: u32,
-    /// Most queries a node takes part in at once; more are refused (counted). 64 [H].
+    /// Most queries a node takes part in at once; more are refused (counted). 64 \[H\].
     pub queries_max: usize,
-    /// Ended or expired query ids remembered so they are not joined again. 1024 [H].
+    /// Ended or expired query ids remembered so they are not joined again. 1024 \[H\].
     pub finished_max: usize,
 }
 

@@ -63,7 +63,7 @@
 //!   stays exactly 1 and s is Jelasity's x.
 //! - **A push-pull reply is accepted only from the peer the exchange was opened with**; a
 //!   reply still awaited at the next tick is given up (the exchange was lost).
-//! - **Bounds that §5 does not give** [H]: at most `queries_max` concurrent queries per node,
+//! - **Bounds that §5 does not give** \[H\]: at most `queries_max` concurrent queries per node,
 //!   `max_rounds` ≤ [`MAX_ROUNDS_LIMIT`], epsilon in (0, 1], at most 1024 unpruned applied
 //!   seqs per sender life, `query_ttl` = `max_rounds + query_ttl_extra` (50).
 //! - **Stopping rule: a round in which no mass reached the querier neither counts toward

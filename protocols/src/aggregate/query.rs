@@ -39,7 +39,7 @@ pub enum Func {
 }
 
 impl Func {
-    /// The default algorithm for this function (PROTOCOLS.md §5.1 [H]): acknowledged push-sum
+    /// The default algorithm for this function (PROTOCOLS.md §5.1 \[H\]): acknowledged push-sum
     /// for avg, sum and count; extremum gossip for min and max.
     pub fn default_algorithm(self) -> Algorithm {
         match self {

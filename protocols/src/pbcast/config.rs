@@ -23,30 +23,30 @@ pub struct PbConfig {
     pub gc_rounds: u64,
     /// Rounds a known-missing seq may wait before it is declared lost. Default `None`: 2·G.
     pub gap_after: Option<u64>,
-    /// Summaries per digest, rotating when more streams are active. Default 64 [H].
+    /// Summaries per digest, rotating when more streams are active. Default 64 \[H\].
     pub digest_streams: usize,
-    /// Missing seqs listed per summary (M of §1.1). Default 32 [H].
+    /// Missing seqs listed per summary (M of §1.1). Default 32 \[H\].
     pub digest_missing_max: usize,
-    /// Seqs per solicitation. Default 64 [H].
+    /// Seqs per solicitation. Default 64 \[H\].
     pub solicit_max: usize,
-    /// Rounds before the same seq is solicited again. Default 1 [H].
+    /// Rounds before the same seq is solicited again. Default 1 \[H\].
     pub solicit_backoff: u64,
-    /// Retransmissions per round (Birman's round retransmission limit). Default 256 [H].
+    /// Retransmissions per round (Birman's round retransmission limit). Default 256 \[H\].
     pub retx_msgs: usize,
-    /// Retransmitted payload bytes per round. Default 256 KiB [H].
+    /// Retransmitted payload bytes per round. Default 256 KiB \[H\].
     pub retx_bytes: usize,
-    /// Topics that send digests per round, rotating. Default 16 [H].
+    /// Topics that send digests per round, rotating. Default 16 \[H\].
     pub topics_per_round: usize,
-    /// Entries per stream waiting for an earlier seq before a gap is declared. Default 1024 [H].
+    /// Entries per stream waiting for an earlier seq before a gap is declared. Default 1024 \[H\].
     pub hold_max: usize,
-    /// Entries kept per topic. Default 4096 [H].
+    /// Entries kept per topic. Default 4096 \[H\].
     pub history_msgs: usize,
-    /// Payload bytes kept per topic. Default 16 MiB [H].
+    /// Payload bytes kept per topic. Default 16 MiB \[H\].
     pub history_bytes: usize,
     /// Retransmissions for one solicitation are batched on a stream when more than this.
-    /// Default 4 [H].
+    /// Default 4 \[H\].
     pub batch_over: usize,
-    /// Largest payload accepted, published or received. Default 1 MiB [H].
+    /// Largest payload accepted, published or received. Default 1 MiB \[H\].
     pub max_payload: usize,
     /// How long a new subscriber waits for its heads reply. Default 10 s (`ae_timeout`).
     pub heads_timeout: Duration,

@@ -17,7 +17,7 @@
 //!
 //! # Driving it
 //!
-//! The [`Machine`] contract: after every input drain `poll_transmit`, then `poll_event`, then
+//! The [`Machine`](crate::Machine) contract: after every input drain `poll_transmit`, then `poll_event`, then
 //! read `poll_timeout`. Other inputs, called by the host between those (the naming rule of
 //! [`crate::machine`]):
 //!
