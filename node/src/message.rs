@@ -107,8 +107,9 @@ pub fn validate_topic(topic: &str) -> Result<(), MessageError> {
 }
 
 /// A topic name that passed [`validate_topic`]: 1 to [`MAX_TOPIC`] bytes of printable UTF-8.
-/// The API and the CLI parse names into it at the edge (serde and [`FromStr`] both check), so
-/// the agent never sees a bad one; the Engine takes its [`as_str`](TopicName::as_str).
+/// The API and the CLI parse names into it at the edge (serde and
+/// [`FromStr`](std::str::FromStr) both check), so the agent never sees a bad one; the Engine
+/// takes its [`as_str`](TopicName::as_str).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TopicName(String);

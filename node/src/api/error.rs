@@ -137,7 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_error_has_its_status() {
-        let uri: Uri = "/v1/subscribe?expire=1".parse().unwrap();
+        let uri: Uri = "/v1/subscribe?expire=soon".parse().unwrap();
         let query = Query::<std::collections::HashMap<String, u32>>::try_from_uri(&uri).unwrap_err();
         let too_large = PublishError::TooLarge { len: 70_000, max: 65_536 };
         let cases: Vec<(ApiError, StatusCode)> = vec![
