@@ -36,12 +36,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::agent::Command;
 use crate::agent::{self, AgentHandle, AgentOptions};
-use crate::api::Command;
-use crate::api::types::{self, StreamItem};
+use crate::api::types::StreamItem;
 use crate::config::Preset;
+use crate::message::{AppMessage, TopicName};
 use crate::transport::identity::ClusterSecret;
 
 /// Smallest payload: the header the bench writes into every message (timestamp, index,
@@ -253,12 +254,6 @@ pub struct BenchReport {
     pub load_avg_1m: f64,
 }
 
-async fn ask<T>(h: &AgentHandle, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
-    let (tx, rx) = oneshot::channel();
-    h.commands.send(make(tx)).await.context("agent stopped")?;
-    rx.await.context("agent stopped")
-}
-
 /// splitmix64: the bench's own choices, reproducible from `--seed`.
 struct Mix(u64);
 
@@ -348,7 +343,7 @@ impl Counters {
             c.connections += h.transport.stats().connections_opened.load(Ordering::Relaxed);
             c.evictions += h.transport.stats().evictions.load(Ordering::Relaxed);
             c.live += h.transport.connections() as u64;
-            if let Ok(text) = ask(h, Command::Metrics).await {
+            if let Ok(text) = h.ask(Command::Metrics).await {
                 c.dups += metric(&text, "hearsay_duplicates_total");
                 for (prefix, slot) in [("hearsay_messages_sent_total{", 0), ("hearsay_bytes_sent_total{", 1)]
                 {
@@ -425,12 +420,12 @@ fn status(progress: bool, line: &str) {
 }
 
 /// Tree shape of every agent for the bench topics: (node, topic) → (parent, depth).
-async fn tree_shape(agents: &[AgentHandle], names: &[String]) -> Option<Vec<(Option<String>, usize)>> {
+async fn tree_shape(agents: &[AgentHandle], names: &[TopicName]) -> Option<Vec<(Option<String>, usize)>> {
     let mut shape = Vec::new();
     for h in agents {
-        let topics = ask(h, Command::Topics).await.ok()?;
+        let topics = h.ask(Command::Topics).await.ok()?;
         for name in names {
-            let t = topics.iter().find(|t| &t.topic == name)?;
+            let t = topics.iter().find(|t| t.topic == name.as_str())?;
             shape.push((t.parent.clone(), t.depth?));
         }
     }
@@ -495,7 +490,7 @@ async fn measure(
         let mut fewest = n;
         for h in agents {
             let alive =
-                ask(h, Command::Members).await.map_or(0, |m| m.iter().filter(|m| m.state == "alive").count());
+                h.ask(Command::Members).await.map_or(0, |m| m.iter().filter(|m| m.state == "alive").count());
             full += usize::from(alive == n);
             fewest = fewest.min(alive);
         }
@@ -525,7 +520,7 @@ async fn measure(
     loop {
         let mut ring = Vec::with_capacity(n);
         for h in agents {
-            let r = ask(h, Command::Ring).await?;
+            let r = h.ask(Command::Ring).await?;
             ring.push((
                 r.successors.into_iter().map(|p| p.id).collect(),
                 r.fingers.into_iter().map(|p| p.id).collect(),
@@ -552,22 +547,22 @@ async fn measure(
     say(progress, &format!("ring stable after {:.2} s", begin.elapsed().as_secs_f64()));
 
     // Subscriptions: one sink per node for all topics.
-    let names: Vec<String> = (0..opts.topics).map(|t| format!("bench/{t}")).collect();
+    let names: Vec<TopicName> =
+        (0..opts.topics).map(|t| TopicName::new(format!("bench/{t}"))).collect::<Result<_, _>>()?;
     let tally = Arc::new(Tally::default());
     let epoch = Instant::now();
     let mut logs: Vec<Arc<Mutex<Log>>> = Vec::with_capacity(n);
     for (i, h) in agents.iter().enumerate() {
         let (sink, mut items) = mpsc::channel::<StreamItem>(1 << 16);
         for name in &names {
-            let ok = ask(h, |reply| Command::Subscribe {
+            h.ask(|reply| Command::Subscribe {
                 topic: name.clone(),
                 filter: None,
                 expire: None,
                 sink: sink.clone(),
                 reply,
             })
-            .await?;
-            ok.map_err(anyhow::Error::msg)?;
+            .await??;
         }
         let log = Arc::new(Mutex::new(Log::default()));
         logs.push(log.clone());
@@ -653,12 +648,9 @@ async fn measure(
         tokio::time::sleep_until(start + period.mul_f64(k as f64)).await;
         let p = publishers[(k % publishers.len() as u64) as usize];
         let ts = epoch.elapsed().as_micros() as u64;
-        let req = types::PublishRequest {
-            topic: names[(k % names.len() as u64) as usize].clone(),
-            payload: Some(payload(ts, k, p, opts.size)),
-            ..Default::default()
-        };
-        match ask(&agents[p], |r| Command::Publish(req, r)).await? {
+        let topic = names[(k % names.len() as u64) as usize].clone();
+        let payload = AppMessage::new(payload(ts, k, p, opts.size)).encode()?;
+        match agents[p].ask(|reply| Command::Publish { topic, payload, reply }).await? {
             Ok(_) => {}
             Err(e) => bail!("publishing message {k} failed: {e}"),
         }

@@ -11,6 +11,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 
 use crate::api::types::*;
+use crate::message::TopicName;
+use hearsay_protocols::aggregate::Func;
 
 /// Where the agent's API listens when nothing says otherwise.
 pub const DEFAULT_API: &str = "127.0.0.1:7070";
@@ -84,12 +86,12 @@ impl Client {
     /// returns false.
     pub fn subscribe(
         &self,
-        topic: &str,
+        topic: &TopicName,
         filter: Option<&str>,
         expire: Option<f64>,
         mut each: impl FnMut(StreamItem) -> Result<bool>,
     ) -> Result<()> {
-        let mut req = self.streaming.get(&self.url("/v1/subscribe")).query("topic", topic);
+        let mut req = self.streaming.get(&self.url("/v1/subscribe")).query("topic", topic.as_str());
         if let Some(f) = filter {
             req = req.query("filter", f);
         }
@@ -168,11 +170,17 @@ pub fn parse_headers(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 /// `hearsay publish TOPIC [MSG]` (stdin lines when MSG is absent).
-pub fn publish(c: &Client, topic: &str, msg: Option<&str>, headers: &[String], json: bool) -> Result<()> {
+pub fn publish(
+    c: &Client,
+    topic: TopicName,
+    msg: Option<&str>,
+    headers: &[String],
+    json: bool,
+) -> Result<()> {
     let headers = parse_headers(headers)?;
     let send = |text: &str| -> Result<()> {
         let req = PublishRequest {
-            topic: topic.to_string(),
+            topic: topic.clone(),
             payload: Some(text.to_string()),
             payload_b64: None,
             headers: headers.clone(),
@@ -198,7 +206,7 @@ pub fn publish(c: &Client, topic: &str, msg: Option<&str>, headers: &[String], j
 /// `hearsay subscribe TOPIC`.
 pub fn subscribe(
     c: &Client,
-    topic: &str,
+    topic: &TopicName,
     filter: Option<&str>,
     expire: Option<f64>,
     json: bool,
@@ -242,15 +250,15 @@ pub fn subscribe(
 }
 
 /// `hearsay query FN NAME`.
-pub fn query(c: &Client, func: &str, name: &str, json: bool) -> Result<()> {
-    let r: QueryResult =
-        c.post("/v1/query", &QueryRequest { func: func.to_string(), name: name.to_string() })?;
+pub fn query(c: &Client, func: Func, name: &str, json: bool) -> Result<()> {
+    let r: QueryResult = c.post("/v1/query", &QueryRequest { func, name: name.to_string() })?;
     if json {
         return print_json(&r);
     }
     let value = r.value.map_or("none (no node has this value)".to_string(), |v| format!("{v}"));
     let how = if r.converged { "converged" } else { "did NOT converge" };
-    println!("{} {} = {value}  ({how} after {} rounds, {} nodes in view)", r.func, r.name, r.rounds, r.nodes);
+    let func = r.func.name();
+    println!("{func} {} = {value}  ({how} after {} rounds, {} nodes in view)", r.name, r.rounds, r.nodes);
     Ok(())
 }
 

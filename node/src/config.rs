@@ -13,12 +13,17 @@
 //! log = "info"
 //! ```
 //!
-//! Unknown keys are an error (a typo must not be silently ignored).
+//! Unknown keys are an error (a typo must not be silently ignored), and so is every value that
+//! cannot work: [`FileConfig::resolve`] checks each setting and the Engine's settings of the
+//! preset ([`EngineConfig::validate`]), and the error names the key and its flag.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use hearsay_overlay::swim::SwimConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::engine::{self, EngineConfig};
 
 /// Timing presets, after memberlist's configurations (PROTOCOLS.md §6.13).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -31,6 +36,27 @@ pub enum Preset {
     Wan,
     /// memberlist's DefaultLocalConfig: probe every 1 s, short timeouts (one machine).
     Local,
+}
+
+impl Preset {
+    /// The config-file spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Lan => "lan",
+            Preset::Wan => "wan",
+            Preset::Local => "local",
+        }
+    }
+
+    /// The Engine's settings: the daemon's defaults on this SWIM timing.
+    pub fn engine_config(self) -> EngineConfig {
+        let swim = match self {
+            Preset::Lan => SwimConfig::lan(),
+            Preset::Wan => SwimConfig::wan(),
+            Preset::Local => SwimConfig::local(),
+        };
+        EngineConfig::with_swim(swim)
+    }
 }
 
 /// The file form: every key optional.
@@ -80,6 +106,16 @@ pub struct AgentConfig {
     pub log: String,
 }
 
+/// A key of the config file; its flag is `--` and the key with `-` for `_`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key(pub &'static str);
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` (--{})", self.0, self.0.replace('_', "-"))
+    }
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -87,15 +123,45 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("config file {0}: {1}")]
     Io(PathBuf, std::io::Error),
-    /// The file is not valid TOML for these keys.
+    /// The file is not valid TOML for these keys (toml's message names the key).
     #[error("config file {0}: {1}")]
     Parse(PathBuf, String),
     /// A required setting is missing.
-    #[error("{0}")]
-    Missing(String),
+    #[error("{key} is not set: {hint}")]
+    Missing {
+        /// The key.
+        key: Key,
+        /// What to do.
+        hint: &'static str,
+    },
     /// A setting has a value that cannot work.
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: Key,
+        /// Why, with the value.
+        reason: String,
+    },
+    /// The Engine's settings of the preset cannot work.
+    #[error("{key} = {preset}: {source}", key = Key("preset"), preset = .preset.name())]
+    Engine {
+        /// The preset.
+        preset: Preset,
+        /// The machine and the setting.
+        source: engine::ConfigError,
+    },
+}
+
+fn invalid(key: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { key: Key(key), reason }
+}
+
+/// An address to dial: a port, and for one others dial, a specific IP.
+fn dialable(key: &'static str, addr: SocketAddr, others: bool) -> Result<SocketAddr, ConfigError> {
+    if addr.port() == 0 || (others && addr.ip().is_unspecified()) {
+        return Err(invalid(key, format!("{addr} cannot be dialled: give a specific IP address and a port")));
+    }
+    Ok(addr)
 }
 
 impl FileConfig {
@@ -120,30 +186,47 @@ impl FileConfig {
         }
     }
 
-    /// Fill in defaults and check what must be set.
+    /// Fill in defaults and check every setting; the first that cannot work is the error,
+    /// naming its key.
     pub fn resolve(self) -> Result<AgentConfig, ConfigError> {
         let bind = self.bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946)));
         let name = self.name.unwrap_or_else(|| format!("node-{}", bind.port()));
         if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-            return Err(ConfigError::Invalid(format!("name `{name}` must be 1 to 64 printable characters")));
+            return Err(invalid("name", format!("`{name}` must be 1 to 64 printable characters")));
         }
-        let secret_file = self.secret_file.ok_or_else(|| {
-            ConfigError::Missing(
-                "no cluster secret: pass --secret-file FILE (make one with `hearsay keygen --out FILE`)"
-                    .into(),
-            )
+        let advertise = self.advertise.map(|a| dialable("advertise", a, true)).transpose()?;
+        let seeds = self.join.unwrap_or_default().into_iter();
+        let join = seeds.map(|s| dialable("join", s, false)).collect::<Result<_, _>>()?;
+        let secret_file = self.secret_file.ok_or(ConfigError::Missing {
+            key: Key("secret_file"),
+            hint: "no cluster secret: pass --secret-file FILE (make one with `hearsay keygen --out FILE`)",
         })?;
+        if secret_file.as_os_str().is_empty() {
+            return Err(invalid("secret_file", "the path is empty".into()));
+        }
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("hearsay-data-{name}")));
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "the path is empty".into()));
+        }
+        let log = self.log.unwrap_or_else(|| "info".into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            return Err(invalid(
+                "log",
+                format!("`{log}` is not a log filter (e.g. `info`, `hearsay=debug`): {e}"),
+            ));
+        }
+        let preset = self.preset.unwrap_or_default();
+        preset.engine_config().validate().map_err(|source| ConfigError::Engine { preset, source })?;
         Ok(AgentConfig {
             name,
             bind,
-            advertise: self.advertise,
-            join: self.join.unwrap_or_default(),
+            advertise,
+            join,
             api: self.api.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
             secret_file,
             data_dir,
-            preset: self.preset.unwrap_or_default(),
-            log: self.log.unwrap_or_else(|| "info".into()),
+            preset,
+            log,
         })
     }
 }
@@ -185,6 +268,51 @@ mod tests {
             FileConfig { name: Some(String::new()), secret_file: Some("s".into()), ..FileConfig::default() }
                 .resolve()
                 .unwrap_err();
-        assert!(matches!(e, ConfigError::Invalid(_)));
+        assert!(matches!(e, ConfigError::Invalid { key: Key("name"), .. }), "{e}");
+    }
+
+    /// `resolve` of a file with `secret_file` set and these lines.
+    fn resolve(lines: &str) -> Result<AgentConfig, ConfigError> {
+        let file: FileConfig = toml::from_str(&format!("secret_file = \"s.key\"\n{lines}")).unwrap();
+        file.resolve()
+    }
+
+    #[test]
+    fn a_bad_setting_is_an_error_naming_its_key_and_flag() {
+        let cases = [
+            ("name = \"a\\u0007b\"", "`name` (--name)"),
+            ("advertise = \"0.0.0.0:7946\"", "`advertise` (--advertise): 0.0.0.0:7946 cannot be dialled"),
+            ("advertise = \"10.0.0.1:0\"", "`advertise` (--advertise)"),
+            ("join = [\"10.0.0.1:7946\", \"10.0.0.2:0\"]", "`join` (--join): 10.0.0.2:0"),
+            ("log = \"hearsay=loud\"", "`log` (--log): `hearsay=loud` is not a log filter"),
+            ("data_dir = \"\"", "`data_dir` (--data-dir): the path is empty"),
+        ];
+        for (line, expected) in cases {
+            let e = resolve(line).unwrap_err().to_string();
+            assert!(e.starts_with(expected), "{line}: {e}");
+        }
+        let e = FileConfig::default().resolve().unwrap_err().to_string();
+        assert!(e.starts_with("`secret_file` (--secret-file) is not set"), "{e}");
+    }
+
+    #[test]
+    fn a_key_the_file_does_not_know_or_cannot_parse_is_named_in_the_error() {
+        let e = toml::from_str::<FileConfig>("secret_fiel = \"s.key\"").unwrap_err().to_string();
+        assert!(e.contains("unknown field `secret_fiel`") && e.contains("secret_file"), "{e}");
+        let e = toml::from_str::<FileConfig>("preset = \"fast\"").unwrap_err().to_string();
+        assert!(e.contains("preset") && e.contains("lan"), "{e}");
+    }
+
+    #[test]
+    fn every_preset_passes_the_engines_validation() {
+        for preset in [Preset::Lan, Preset::Wan, Preset::Local] {
+            let c = resolve(&format!("preset = \"{}\"", preset.name())).unwrap();
+            assert_eq!(c.preset, preset);
+            assert_eq!(preset.engine_config().validate(), Ok(()));
+        }
+        // And a bad Engine setting is named by machine and setting, under the preset's key.
+        let source = EngineConfig { frame_limit: 10, ..Preset::Lan.engine_config() }.validate().unwrap_err();
+        let e = ConfigError::Engine { preset: Preset::Lan, source }.to_string();
+        assert!(e.starts_with("`preset` (--preset) = lan: frame_limit of 10 bytes"), "{e}");
     }
 }

@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tokio::sync::{mpsc, oneshot};
+use hearsay_protocols::aggregate::Func;
+use tokio::sync::mpsc;
 
+use crate::agent::Command;
 use crate::agent::{self, AgentHandle, AgentOptions};
-use crate::api::Command;
-use crate::api::types::{self, StreamItem};
+use crate::api::types::{StreamItem, hex};
 use crate::config::Preset;
+use crate::message::{AppMessage, TopicName};
 use crate::transport::faulty::Faults;
 use crate::transport::identity::ClusterSecret;
 
@@ -43,14 +45,8 @@ struct Received {
     last_seq: BTreeMap<String, u64>,
 }
 
-async fn ask<T>(h: &AgentHandle, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
-    let (tx, rx) = oneshot::channel();
-    h.commands.send(make(tx)).await.context("agent stopped")?;
-    rx.await.context("agent stopped")
-}
-
 async fn alive_count(h: &AgentHandle) -> usize {
-    ask(h, Command::Members).await.map_or(0, |m| m.iter().filter(|m| m.state == "alive").count())
+    h.ask(Command::Members).await.map_or(0, |m| m.iter().filter(|m| m.state == "alive").count())
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -133,21 +129,14 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     ));
 
     // Subscribers: every other node; publishers: n0 and n1.
-    let topic = "news".to_string();
+    let topic = TopicName::new("news")?;
     let received: Vec<Arc<Mutex<Received>>> = (0..n).map(|_| Arc::default()).collect();
     let mut subscribers = Vec::new();
     for i in (0..n).filter(|i| i % 2 == 0 || *i == n - 1) {
         let h = agents[i].as_ref().context("agent")?;
         let (sink, mut items) = mpsc::channel(8192);
-        let ok = ask(h, |reply| Command::Subscribe {
-            topic: topic.clone(),
-            filter: None,
-            expire: None,
-            sink,
-            reply,
-        })
-        .await?;
-        ok.map_err(anyhow::Error::msg)?;
+        h.ask(|reply| Command::Subscribe { topic: topic.clone(), filter: None, expire: None, sink, reply })
+            .await??;
         let store = received[i].clone();
         tokio::spawn(async move {
             while let Some(item) = items.recv().await {
@@ -194,13 +183,10 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     while publish_start.elapsed() < opts.duration {
         let p = (k % 2) as usize;
         if let Some(h) = agents[p].as_ref() {
-            let req = types::PublishRequest {
-                topic: topic.clone(),
-                payload: Some(format!("message {k}")),
-                ..Default::default()
-            };
-            if let Ok(Ok(id)) = ask(h, |r| Command::Publish(req, r)).await {
-                published.insert(id.origin, id.seq);
+            let payload = AppMessage::new(format!("message {k}")).encode()?;
+            if let Ok(Ok(id)) = h.ask(|reply| Command::Publish { topic: topic.clone(), payload, reply }).await
+            {
+                published.insert(hex(&id.origin), id.seq);
             }
         }
         k += 1;
@@ -213,7 +199,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         }
         if let (Some(t), false) = (crashed_at, detected) {
             if let Some(h) = agents[0].as_ref() {
-                let m = ask(h, Command::Members).await.unwrap_or_default();
+                let m = h.ask(Command::Members).await.unwrap_or_default();
                 if m.iter().any(|m| m.name == format!("n{victim}") && m.state == "dead") {
                     detected = true;
                     screen.say(&format!(
@@ -227,17 +213,16 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             queried = true;
             for (i, h) in agents.iter().enumerate() {
                 if let Some(h) = h {
-                    let v = types::SetValue { name: "load".into(), value: (i % 10) as f64 / 10.0 };
-                    let _ = ask(h, |r| Command::SetValue(v, r)).await;
+                    let value = (i % 10) as f64 / 10.0;
+                    let _ = h.ask(|reply| Command::SetValue { name: "load".into(), value, reply }).await;
                 }
             }
             let expected: f64 =
                 (0..n).filter(|i| *i != victim).map(|i| (i % 10) as f64 / 10.0).sum::<f64>() / (n - 1) as f64;
             screen.say("query: avg(load) across the cluster, by acknowledged push-sum gossip...");
             let h3 = agents[3 % n].as_ref().context("agent")?;
-            let q = types::QueryRequest { func: "avg".into(), name: "load".into() };
             let t = Instant::now();
-            match ask(h3, |r| Command::Query(q, r)).await? {
+            match h3.ask(|reply| Command::Query { func: Func::Avg, name: "load".into(), reply }).await? {
                 Ok(r) => screen.say(&format!(
                     "avg(load) = {:.4} (exact {expected:.4}) over {} nodes in {} rounds, {:.2} s",
                     r.value.unwrap_or(f64::NAN),
@@ -260,7 +245,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
                 total as usize * subscribers.iter().filter(|i| **i != victim || crashed_at.is_none()).count();
             let repairs = match agents[0].as_ref() {
                 Some(h) => {
-                    ask(h, Command::Metrics).await.map_or(0.0, |t| metric(&t, "hearsay_repairs_served_total"))
+                    h.ask(Command::Metrics).await.map_or(0.0, |t| metric(&t, "hearsay_repairs_served_total"))
                 }
                 None => 0.0,
             };
@@ -305,7 +290,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         ));
     }
     if let Some(h) = agents[0].as_ref() {
-        let text = ask(h, Command::Metrics).await.unwrap_or_default();
+        let text = h.ask(Command::Metrics).await.unwrap_or_default();
         screen.say(&format!(
             "n0 sent {:.0} UDP bytes, served {:.0} repairs, dropped {:.0} duplicates",
             metric(&text, "hearsay_udp_bytes_sent_total"),

@@ -7,10 +7,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hearsay::agent::{self, AgentOptions, IdentitySource};
+use hearsay::api::types::hex;
 use hearsay::cli::{self, Client, DEFAULT_API};
 use hearsay::config::{FileConfig, Preset};
+use hearsay::message::TopicName;
 use hearsay::transport::faulty::Faults;
 use hearsay::transport::identity::ClusterSecret;
+use hearsay_protocols::aggregate::Func;
 
 #[derive(Parser)]
 #[command(
@@ -41,7 +44,7 @@ enum Cmd {
     /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id.
     Publish {
         /// The topic (names starting with `gossip/` spread by rumor mongering, others by tree).
-        topic: String,
+        topic: TopicName,
         /// The message; read lines from stdin when absent.
         msg: Option<String>,
         /// A header NAME=VALUE for subscription filters (repeatable).
@@ -54,7 +57,7 @@ enum Cmd {
     /// Stream the messages of TOPIC (and explicit gap notices) until interrupted or expired.
     Subscribe {
         /// The topic.
-        topic: String,
+        topic: TopicName,
         /// Only messages whose headers match, e.g. `priority >= 3 && region == eu`.
         #[arg(long)]
         filter: Option<String>,
@@ -195,6 +198,7 @@ enum ValueCmd {
     },
 }
 
+/// The aggregation functions, as clap lists them.
 #[derive(Clone, Copy, ValueEnum)]
 enum FuncArg {
     Avg,
@@ -202,6 +206,18 @@ enum FuncArg {
     Count,
     Min,
     Max,
+}
+
+impl From<FuncArg> for Func {
+    fn from(f: FuncArg) -> Func {
+        match f {
+            FuncArg::Avg => Func::Avg,
+            FuncArg::Sum => Func::Sum,
+            FuncArg::Count => Func::Count,
+            FuncArg::Min => Func::Min,
+            FuncArg::Max => Func::Max,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -258,21 +274,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Agent(args) => run_agent(&cli.api, args),
         Cmd::Members { json } => cli::members(&client(), json),
         Cmd::Publish { topic, msg, headers, json } => {
-            cli::publish(&client(), &topic, msg.as_deref(), &headers, json)
+            cli::publish(&client(), topic, msg.as_deref(), &headers, json)
         }
         Cmd::Subscribe { topic, filter, expire, json } => {
             cli::subscribe(&client(), &topic, filter.as_deref(), expire, json)
         }
-        Cmd::Query { func, name, json } => {
-            let f = match func {
-                FuncArg::Avg => "avg",
-                FuncArg::Sum => "sum",
-                FuncArg::Count => "count",
-                FuncArg::Min => "min",
-                FuncArg::Max => "max",
-            };
-            cli::query(&client(), f, &name, json)
-        }
+        Cmd::Query { func, name, json } => cli::query(&client(), func.into(), &name, json),
         Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client(), &name, value),
         Cmd::Topics { json } => cli::topics(&client(), json),
         Cmd::Ring { json } => cli::ring(&client(), json),
@@ -382,7 +389,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         eprintln!(
             "hearsay agent {} ({}) listening on {}, API on http://{}",
             config.name,
-            agent::hex(&handle.id),
+            hex(&handle.id),
             handle.addr,
             handle.api.map_or_else(|| "-".to_string(), |a| a.to_string())
         );
@@ -405,9 +412,9 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
                 r?;
                 eprintln!("leaving the cluster...");
                 handle.request_leave();
-                handle.stopped().await
+                Ok(handle.stopped().await?)
             }
-            r = handle.stopped() => r,
+            r = handle.stopped() => Ok(r?),
         }
     })
 }

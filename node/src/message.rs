@@ -55,6 +55,11 @@ pub enum MessageError {
 }
 
 impl AppMessage {
+    /// A message of `body`, without headers.
+    pub fn new(body: impl Into<Bytes>) -> AppMessage {
+        AppMessage { headers: BTreeMap::new(), body: body.into() }
+    }
+
     /// Check every bound.
     pub fn validate(&self) -> Result<(), MessageError> {
         if self.headers.len() > MAX_HEADERS {
@@ -93,12 +98,68 @@ impl AppMessage {
     }
 }
 
-/// Check a topic name.
+/// Check a topic name: 1 to [`MAX_TOPIC`] bytes, no control characters.
 pub fn validate_topic(topic: &str) -> Result<(), MessageError> {
     if topic.is_empty() || topic.len() > MAX_TOPIC || topic.chars().any(char::is_control) {
         return Err(MessageError::BadTopic);
     }
     Ok(())
+}
+
+/// A topic name that passed [`validate_topic`]: 1 to [`MAX_TOPIC`] bytes of printable UTF-8.
+/// The API and the CLI parse names into it at the edge (serde and
+/// [`FromStr`](std::str::FromStr) both check), so the agent never sees a bad one; the Engine
+/// takes its [`as_str`](TopicName::as_str).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TopicName(String);
+
+impl TopicName {
+    /// Check `name`.
+    pub fn new(name: impl Into<String>) -> Result<TopicName, MessageError> {
+        let name = name.into();
+        validate_topic(&name)?;
+        Ok(TopicName(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TopicName {
+    type Error = MessageError;
+
+    fn try_from(name: String) -> Result<Self, MessageError> {
+        TopicName::new(name)
+    }
+}
+
+impl std::str::FromStr for TopicName {
+    type Err = MessageError;
+
+    fn from_str(name: &str) -> Result<Self, MessageError> {
+        TopicName::new(name)
+    }
+}
+
+impl From<TopicName> for String {
+    fn from(name: TopicName) -> String {
+        name.0
+    }
+}
+
+impl AsRef<str> for TopicName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TopicName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +179,24 @@ mod tests {
         assert!(validate_topic("news").is_ok());
         assert!(validate_topic("").is_err() && validate_topic("a\nb").is_err());
         assert!(validate_topic(&"x".repeat(MAX_TOPIC + 1)).is_err());
+    }
+
+    #[test]
+    fn a_topic_name_is_checked_however_it_is_made() {
+        let ok: TopicName = "news/eu".parse().unwrap();
+        assert_eq!(ok.as_str(), "news/eu");
+        assert_eq!(ok.to_string(), "news/eu");
+        assert!(TopicName::new("é".repeat(MAX_TOPIC / 2)).is_ok(), "the bound is in bytes");
+        for bad in [String::new(), "a\nb".into(), "tab\there".into(), "x".repeat(MAX_TOPIC + 1)] {
+            assert_eq!(bad.parse::<TopicName>(), Err(MessageError::BadTopic), "{bad:?}");
+            assert_eq!(TopicName::try_from(bad.clone()), Err(MessageError::BadTopic), "{bad:?}");
+        }
+        // Through serde (the API's JSON), with the bound in the error.
+        let parsed: TopicName = postcard::from_bytes(&postcard::to_allocvec("ok").unwrap()).unwrap();
+        assert_eq!(parsed.as_str(), "ok");
+        let e = postcard::from_bytes::<TopicName>(&postcard::to_allocvec("").unwrap()).unwrap_err();
+        assert!(matches!(e, postcard::Error::SerdeDeCustom), "{e:?}");
+        assert_eq!(String::from(ok.clone()), "news/eu");
+        assert_eq!(postcard::to_allocvec(&ok).unwrap(), postcard::to_allocvec("news/eu").unwrap());
     }
 }

@@ -226,7 +226,9 @@ fn dashboard_queries_return_series_from_a_real_prometheus() {
     for i in 0..3 {
         cluster.set_value(i, "load", i as f64).unwrap_or_else(|e| panic!("set value: {e}"));
     }
-    let answer = cluster.query(2, "avg", "load").unwrap_or_else(|e| panic!("query: {e}"));
+    let answer = cluster
+        .query(2, hearsay_protocols::aggregate::Func::Avg, "load")
+        .unwrap_or_else(|e| panic!("query: {e}"));
     assert!(answer.rounds >= 1 && answer.value.is_some(), "{answer:?}");
     let before = (0..3).map(|i| cluster.metrics(i).expect("metrics")).collect::<Vec<_>>();
     cluster.keep_busy(2, &TOPICS, "load", Duration::from_millis(100));

@@ -1,6 +1,7 @@
-//! The local HTTP API (loopback by default): JSON endpoints over the node actor, and
-//! `/metrics` for Prometheus. Handlers never touch node state: each sends a [`Command`] to
-//! the actor that owns the Engine and awaits its reply.
+//! The local HTTP API (loopback by default): JSON endpoints over the agent's actor, and
+//! `/metrics` for Prometheus. Handlers never touch node state: each parses its request at the
+//! edge, sends a [`Command`](crate::agent::Command) to the actor that owns the Engine and
+//! awaits its reply.
 //!
 //! | method | path | body / query | reply |
 //! |---|---|---|---|
@@ -14,52 +15,18 @@
 //! | POST | `/v1/query` | [`types::QueryRequest`] | [`types::QueryResult`] |
 //! | GET | `/metrics` | | Prometheus text format |
 //!
-//! Errors are `{"error": "..."}` with status 400 (bad input), 503 (the node is stopping) or
-//! 504 (a query did not finish in time).
+//! Errors are `{"error": "..."}` with the status [`error::ApiError::status`] gives: 400 bad
+//! input, 404 no such endpoint, 409 refused by the node's state (too many topics or queries),
+//! 413 too large, 503 the node is stopping, 504 a query that did not converge in time.
+//!
+//! | file | contents |
+//! |---|---|
+//! | `server.rs` | the routes: parse, ask the actor, render |
+//! | `types.rs` | the JSON shapes, shared with the CLI |
+//! | `error.rs` | [`error::ApiError`] and its statuses |
+//! | `views.rs` | the replies built from the Engine's views (hex ids, names of states and roles) |
 
+pub mod error;
 pub mod server;
 pub mod types;
-
-use std::time::Duration;
-
-use tokio::sync::{mpsc, oneshot};
-
-use crate::filter::Filter;
-use types::*;
-
-/// A reply channel.
-pub type Reply<T> = oneshot::Sender<T>;
-
-/// What the API asks of the node actor.
-#[derive(Debug)]
-pub enum Command {
-    /// Node status.
-    Status(Reply<Status>),
-    /// The member table.
-    Members(Reply<Vec<Member>>),
-    /// Publish a message.
-    Publish(PublishRequest, Reply<Result<Published, String>>),
-    /// Open a subscription; items go to the sender until it is dropped or the expiry passes.
-    Subscribe {
-        /// The topic.
-        topic: String,
-        /// Only messages whose headers match.
-        filter: Option<Filter>,
-        /// Close the subscription after this long.
-        expire: Option<Duration>,
-        /// Where deliveries and gaps go.
-        sink: mpsc::Sender<StreamItem>,
-        /// Accepted, or why not.
-        reply: Reply<Result<(), String>>,
-    },
-    /// Topics this node takes part in.
-    Topics(Reply<Vec<TopicInfo>>),
-    /// Ring neighbourhood.
-    Ring(Reply<RingInfo>),
-    /// Set this node's value of an attribute.
-    SetValue(SetValue, Reply<Result<(), String>>),
-    /// Run an aggregation query; the reply comes when it converges.
-    Query(QueryRequest, Reply<Result<QueryResult, String>>),
-    /// Prometheus text of the node's metrics.
-    Metrics(Reply<String>),
-}
+pub(crate) mod views;

@@ -1,25 +1,36 @@
-//! The axum routes of the local API.
+//! The axum routes of the local API. Each handler parses its request into checked types (a
+//! [`TopicName`], a [`Func`](hearsay_protocols::aggregate::Func), a [`Filter`], an encoded
+//! [`AppMessage`]), sends one [`Command`] to the actor, and renders the reply; every failure is
+//! an [`ApiError`], whose status is decided in one place.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::Command;
+use super::error::ApiError;
 use super::types::*;
+use crate::agent::Command;
 use crate::filter::Filter;
+use crate::message::{AppMessage, TopicName};
 
 /// How long the API waits for a query to converge before answering 504.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Items a subscription's stream may hold before its subscriber counts as not keeping up.
+pub const SUBSCRIPTION_QUEUE: usize = 8192;
 
 /// Shared state of the handlers: the way to the actor.
 #[derive(Clone, Debug)]
@@ -32,29 +43,14 @@ impl ApiState {
     pub fn new(commands: mpsc::Sender<Command>) -> Self {
         ApiState { commands }
     }
-}
 
-/// An error reply.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(ErrorReply { error: self.1 })).into_response()
+    /// Send `make(reply)` to the actor and wait for the reply; a closed channel or a dropped
+    /// reply means the agent is stopping.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| ApiError::Stopping)?;
+        rx.await.map_err(|_| ApiError::Stopping)
     }
-}
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
-
-fn stopping() -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping".into())
-}
-
-async fn ask<T>(state: &ApiState, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    state.commands.send(make(tx)).await.map_err(|_| stopping())?;
-    rx.await.map_err(|_| stopping())
 }
 
 /// The API's routes.
@@ -69,54 +65,70 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/values", post(set_value))
         .route("/v1/query", post(query))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError(StatusCode::NOT_FOUND, "no such endpoint; see the README's API table".into())
-        })
+        .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
 
+/// The JSON body of a request to `endpoint`.
+fn parse<T: DeserializeOwned>(
+    endpoint: &'static str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(&body?).map_err(|source| ApiError::Json { endpoint, source })
+}
+
 async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
-    Ok(Json(ask(&s, Command::Status).await?))
+    Ok(Json(s.ask(Command::Status).await?))
 }
 
 async fn members(State(s): State<ApiState>) -> Result<Json<Vec<Member>>, ApiError> {
-    Ok(Json(ask(&s, Command::Members).await?))
+    Ok(Json(s.ask(Command::Members).await?))
 }
 
-async fn publish(State(s): State<ApiState>, body: Bytes) -> Result<Json<Published>, ApiError> {
-    let req: PublishRequest =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("bad publish request: {e}")))?;
-    let published = ask(&s, |r| Command::Publish(req, r)).await?.map_err(bad)?;
-    Ok(Json(published))
+/// The message a publish request carries, encoded (which checks its bounds).
+fn message(req: PublishRequest) -> Result<(TopicName, Bytes), ApiError> {
+    let body = match (req.payload, req.payload_b64) {
+        (Some(_), Some(_)) => return Err(ApiError::TwoPayloads),
+        (Some(t), None) => Bytes::from(t.into_bytes()),
+        (None, Some(b)) => Bytes::from(base64::engine::general_purpose::STANDARD.decode(b)?),
+        (None, None) => Bytes::new(),
+    };
+    Ok((req.topic, AppMessage { headers: req.headers, body }.encode()?))
+}
+
+async fn publish(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Published>, ApiError> {
+    let (topic, payload) = message(parse("publish", body)?)?;
+    let name = topic.to_string();
+    let id = s.ask(|reply| Command::Publish { topic, payload, reply }).await??;
+    Ok(Json(Published { topic: name, origin: hex(&id.origin), seq: id.seq }))
 }
 
 #[derive(Deserialize)]
 struct SubscribeParams {
-    topic: String,
+    topic: TopicName,
     filter: Option<String>,
     expire: Option<f64>,
 }
 
 async fn subscribe(
     State(s): State<ApiState>,
-    params: Result<Query<SubscribeParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<SubscribeParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(p) = params.map_err(|e| {
-        bad(format!("bad subscribe query: {e} (expected ?topic=NAME[&filter=EXPR][&expire=SECS])"))
-    })?;
+    let Query(p) = params?;
     let filter = match p.filter.as_deref().filter(|f| !f.trim().is_empty()) {
-        Some(f) => Some(Filter::parse(f).map_err(|e| bad(e.to_string()))?),
+        Some(f) => Some(Filter::parse(f)?),
         None => None,
     };
     let expire = match p.expire {
         Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 1e9 => Some(Duration::from_secs_f64(secs)),
-        Some(secs) => return Err(bad(format!("expire must be a positive number of seconds, got {secs}"))),
+        Some(secs) => return Err(ApiError::Expire(secs)),
         None => None,
     };
-    let (sink, items) = mpsc::channel(8192);
-    let accepted =
-        ask(&s, |reply| Command::Subscribe { topic: p.topic, filter, expire, sink, reply }).await?;
-    accepted.map_err(bad)?;
+    let (sink, items) = mpsc::channel(SUBSCRIPTION_QUEUE);
+    s.ask(|reply| Command::Subscribe { topic: p.topic, filter, expire, sink, reply }).await??;
     let lines = ReceiverStream::new(items).map(|item| {
         let mut line = serde_json::to_vec(&item).unwrap_or_default();
         line.push(b'\n');
@@ -130,39 +142,36 @@ async fn subscribe(
 }
 
 async fn topics(State(s): State<ApiState>) -> Result<Json<Vec<TopicInfo>>, ApiError> {
-    Ok(Json(ask(&s, Command::Topics).await?))
+    Ok(Json(s.ask(Command::Topics).await?))
 }
 
 async fn ring(State(s): State<ApiState>) -> Result<Json<RingInfo>, ApiError> {
-    Ok(Json(ask(&s, Command::Ring).await?))
+    Ok(Json(s.ask(Command::Ring).await?))
 }
 
-async fn set_value(State(s): State<ApiState>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
-    let req: SetValue = serde_json::from_slice(&body).map_err(|e| bad(format!("bad value request: {e}")))?;
-    if !req.value.is_finite() {
-        return Err(bad("value must be a finite number"));
-    }
-    ask(&s, |r| Command::SetValue(req, r)).await?.map_err(bad)?;
+async fn set_value(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let SetValue { name, value } = parse("value", body)?;
+    s.ask(|reply| Command::SetValue { name, value, reply }).await??;
     Ok(Json(serde_json::json!({})))
 }
 
-async fn query(State(s): State<ApiState>, body: Bytes) -> Result<Json<QueryResult>, ApiError> {
-    let req: QueryRequest =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("bad query request: {e}")))?;
-    if !matches!(req.func.as_str(), "avg" | "sum" | "count" | "min" | "max") {
-        return Err(bad(format!("unknown function `{}`: use avg, sum, count, min or max", req.func)));
-    }
-    let (tx, rx) = oneshot::channel();
-    s.commands.send(Command::Query(req, tx)).await.map_err(|_| stopping())?;
-    match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
-        Ok(Ok(result)) => Ok(Json(result.map_err(bad)?)),
-        Ok(Err(_)) => Err(stopping()),
-        Err(_) => Err(ApiError(StatusCode::GATEWAY_TIMEOUT, "the query did not converge in time".into())),
+async fn query(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<QueryResult>, ApiError> {
+    let QueryRequest { func, name } = parse("query", body)?;
+    let asked = s.ask(|reply| Command::Query { func, name, reply });
+    match tokio::time::timeout(QUERY_TIMEOUT, asked).await {
+        Ok(answer) => Ok(Json(answer??)),
+        Err(_) => Err(ApiError::NotConverged),
     }
 }
 
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let text = ask(&s, Command::Metrics).await?;
+    let text = s.ask(Command::Metrics).await?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response())
 }

@@ -1,6 +1,16 @@
-//! The JSON shapes of the local HTTP API, shared by the server and the CLI.
+//! The JSON shapes of the local HTTP API, shared by the server and the CLI. Inputs are checked
+//! while they are parsed: a topic is a [`TopicName`], a query's function a [`Func`].
 
+use hearsay_protocols::NodeId;
+use hearsay_protocols::aggregate::Func;
 use serde::{Deserialize, Serialize};
+
+use crate::message::TopicName;
+
+/// A NodeId as the API shows it: lower-case hex.
+pub fn hex(id: &NodeId) -> String {
+    id.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// A member as `GET /v1/members` lists it (and `hearsay members --json` prints it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,10 +30,10 @@ pub struct Member {
 }
 
 /// `POST /v1/publish` body.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PublishRequest {
     /// The topic.
-    pub topic: String,
+    pub topic: TopicName,
     /// The body as UTF-8 text...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
@@ -119,7 +129,7 @@ pub struct SetValue {
 pub struct QueryRequest {
     /// avg, sum, count, min or max.
     #[serde(rename = "fn")]
-    pub func: String,
+    pub func: Func,
     /// The attribute name.
     pub name: String,
 }
@@ -129,7 +139,7 @@ pub struct QueryRequest {
 pub struct QueryResult {
     /// The function.
     #[serde(rename = "fn")]
-    pub func: String,
+    pub func: Func,
     /// The attribute.
     pub name: String,
     /// The estimate; null when no node has the attribute.

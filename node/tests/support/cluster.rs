@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hearsay::agent::{self, AgentHandle, AgentOptions};
-use hearsay::api::Command;
-use hearsay::api::types::{PublishRequest, QueryRequest, QueryResult, SetValue, StreamItem};
+use hearsay::agent::{self, AgentHandle, AgentOptions, Command};
+use hearsay::api::types::{QueryResult, StreamItem};
 use hearsay::config::Preset;
+use hearsay::message::{AppMessage, TopicName};
 use hearsay::transport::identity::ClusterSecret;
+use hearsay_protocols::aggregate::Func;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -143,14 +144,15 @@ impl Cluster {
     pub(crate) fn subscribe(&mut self, i: usize, topic: &str) -> Result<(), String> {
         let (sink, mut items) = mpsc::channel(4096);
         let commands = self.agents[i].commands.clone();
-        let topic = topic.to_string();
+        let topic = TopicName::new(topic).map_err(|e| e.to_string())?;
         self.block_on(ask(&commands, |reply| Command::Subscribe {
             topic,
             filter: None,
             expire: None,
             sink,
             reply,
-        }))??;
+        }))?
+        .map_err(|e| e.to_string())?;
         let count = self.received[i].clone();
         let drain = self.runtime().spawn(async move {
             while let Some(item) = items.recv().await {
@@ -174,24 +176,27 @@ impl Cluster {
 
     /// Publish `payload` on `topic` from agent `i`.
     pub(crate) fn publish(&self, i: usize, topic: &str, payload: &str) -> Result<(), String> {
-        let req = PublishRequest {
-            topic: topic.to_string(),
-            payload: Some(payload.to_string()),
-            ..Default::default()
-        };
-        self.block_on(ask(&self.agents[i].commands, |r| Command::Publish(req, r)))?.map(drop)
+        let topic = TopicName::new(topic).map_err(|e| e.to_string())?;
+        let payload = AppMessage::new(payload.to_string()).encode().map_err(|e| e.to_string())?;
+        let published =
+            self.block_on(ask(&self.agents[i].commands, |reply| Command::Publish { topic, payload, reply }))?;
+        published.map(drop).map_err(|e| e.to_string())
     }
 
     /// Set agent `i`'s value of `name`.
     pub(crate) fn set_value(&self, i: usize, name: &str, value: f64) -> Result<(), String> {
-        let v = SetValue { name: name.to_string(), value };
-        self.block_on(ask(&self.agents[i].commands, |r| Command::SetValue(v, r)))?
+        let name = name.to_string();
+        let set =
+            self.block_on(ask(&self.agents[i].commands, |reply| Command::SetValue { name, value, reply }))?;
+        set.map_err(|e| e.to_string())
     }
 
     /// Run the aggregation query `func(name)` from agent `i` and wait for its answer.
-    pub(crate) fn query(&self, i: usize, func: &str, name: &str) -> Result<QueryResult, String> {
-        let q = QueryRequest { func: func.to_string(), name: name.to_string() };
-        self.block_on(ask(&self.agents[i].commands, |r| Command::Query(q, r)))?
+    pub(crate) fn query(&self, i: usize, func: Func, name: &str) -> Result<QueryResult, String> {
+        let name = name.to_string();
+        let answer =
+            self.block_on(ask(&self.agents[i].commands, |reply| Command::Query { func, name, reply }))?;
+        answer.map_err(|e| e.to_string())
     }
 
     /// Agent `i`'s metrics text, as `/metrics` serves it.
@@ -204,7 +209,7 @@ impl Cluster {
     /// `avg(name)` (not awaited by the publishing loop).
     pub(crate) fn keep_busy(&mut self, publishers: usize, topics: &[&str], name: &str, every: Duration) {
         let commands: Vec<_> = self.agents.iter().map(|a| a.commands.clone()).collect();
-        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let topics: Vec<TopicName> = topics.iter().filter_map(|t| TopicName::new(*t).ok()).collect();
         let name = name.to_string();
         let driver = self.runtime().spawn(async move {
             let Some(querier) = commands.last().cloned() else { return };
@@ -213,18 +218,14 @@ impl Cluster {
                 tick.tick().await;
                 let from = &commands[(k as usize) % publishers.clamp(1, commands.len())];
                 for topic in &topics {
-                    let req = PublishRequest {
-                        topic: topic.clone(),
-                        payload: Some(format!("busy {k}")),
-                        ..Default::default()
-                    };
-                    let _ = ask(from, |r| Command::Publish(req, r)).await;
+                    let Ok(payload) = AppMessage::new(format!("busy {k}")).encode() else { continue };
+                    let _ =
+                        ask(from, |reply| Command::Publish { topic: topic.clone(), payload, reply }).await;
                 }
                 if k % 10 == 0 {
                     let (querier, name) = (querier.clone(), name.clone());
                     tokio::spawn(async move {
-                        let q = QueryRequest { func: "avg".into(), name };
-                        let _ = ask(&querier, |r| Command::Query(q, r)).await;
+                        let _ = ask(&querier, |reply| Command::Query { func: Func::Avg, name, reply }).await;
                     });
                 }
             }

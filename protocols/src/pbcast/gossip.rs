@@ -1,12 +1,12 @@
-//! pbcast's wire handlers, its tick, and the [`Machine`] implementation: digests (§4.5),
-//! solicitation and retransmission (§4.6), the gap check and the anti-entropy hook (§4.7).
+//! pbcast's wire handlers and its tick: digests (§4.5), solicitation and retransmission
+//! (§4.6), the gap check and the anti-entropy hook (§4.7).
 
 use super::config::valid_summary;
 use super::stream::{Cursor, Held};
 use super::{Data, MsgId, PbEvent, PbMessage, Pbcast, SEQ_MAX, Via};
 use crate::anti_entropy::StreamSummary;
 use crate::id::{NodeId, Seq, TopicId};
-use crate::machine::{Machine, Transmit};
+
 use crate::time::Instant;
 use crate::wire::{self, DATAGRAM_BUDGET};
 
@@ -50,7 +50,7 @@ impl Pbcast {
                 .all(|s| s.stream.topic == topic && valid_summary(s, self.config.digest_missing_max))
     }
 
-    fn on_digest(&mut self, from: NodeId, topic: TopicId, summaries: Vec<StreamSummary>) {
+    pub(super) fn on_digest(&mut self, from: NodeId, topic: TopicId, summaries: Vec<StreamSummary>) {
         if !self.valid_digest(topic, &summaries) {
             self.stats.malformed += 1;
             return;
@@ -117,7 +117,7 @@ impl Pbcast {
             })
     }
 
-    fn on_solicit(&mut self, from: NodeId, topic: TopicId, wants: Vec<(NodeId, Vec<Seq>)>) {
+    pub(super) fn on_solicit(&mut self, from: NodeId, topic: TopicId, wants: Vec<(NodeId, Vec<Seq>)>) {
         if !self.valid_solicit(&wants) {
             self.stats.malformed += 1;
             return;
@@ -155,7 +155,7 @@ impl Pbcast {
         }
     }
 
-    fn on_repair(&mut self, now: Instant, entries: Vec<Data>) {
+    pub(super) fn on_repair(&mut self, now: Instant, entries: Vec<Data>) {
         if entries.len() > self.config.solicit_max || !entries.iter().all(|d| self.valid_data(d)) {
             self.stats.malformed += 1;
             return;
@@ -272,41 +272,5 @@ impl Pbcast {
                 self.out.event(PbEvent::PullWanted { topic: *topic });
             }
         }
-    }
-}
-
-impl Machine for Pbcast {
-    type Message = PbMessage;
-    type Event = PbEvent;
-
-    fn handle_message(&mut self, now: Instant, from: NodeId, msg: PbMessage) {
-        match msg {
-            PbMessage::Data(data) => self.on_data(now, data, Via::FirstPhase),
-            PbMessage::Retransmit(data) => self.on_data(now, data, Via::Repair),
-            PbMessage::Digest { topic, summaries } => self.on_digest(from, topic, summaries),
-            PbMessage::Solicit { topic, wants } => self.on_solicit(from, topic, wants),
-            PbMessage::Repair { entries } => self.on_repair(now, entries),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        while let Some((at, timer)) = self.next_timer() {
-            if at > now {
-                break;
-            }
-            self.fire(now, timer);
-        }
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit<PbMessage>> {
-        self.out.pop_transmit()
-    }
-
-    fn poll_event(&mut self) -> Option<PbEvent> {
-        self.out.pop_event()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timer().map(|(at, _)| at)
     }
 }

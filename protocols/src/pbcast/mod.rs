@@ -100,7 +100,7 @@ use self::stream::{Cursor, Held};
 use self::topic::{StartRule, Topic};
 pub use crate::anti_entropy::StreamSummary;
 use crate::id::{NodeId, Seq, TopicId};
-use crate::machine::Outbox;
+use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
 use crate::time::Instant;
@@ -425,6 +425,42 @@ impl Pbcast {
                 self.on_tick();
             }
         }
+    }
+}
+
+impl Machine for Pbcast {
+    type Message = PbMessage;
+    type Event = PbEvent;
+
+    fn handle_message(&mut self, now: Instant, from: NodeId, msg: PbMessage) {
+        match msg {
+            PbMessage::Data(data) => self.on_data(now, data, Via::FirstPhase),
+            PbMessage::Retransmit(data) => self.on_data(now, data, Via::Repair),
+            PbMessage::Digest { topic, summaries } => self.on_digest(from, topic, summaries),
+            PbMessage::Solicit { topic, wants } => self.on_solicit(from, topic, wants),
+            PbMessage::Repair { entries } => self.on_repair(now, entries),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.next_timer() {
+            if at > now {
+                break;
+            }
+            self.fire(now, timer);
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit<PbMessage>> {
+        self.out.pop_transmit()
+    }
+
+    fn poll_event(&mut self) -> Option<PbEvent> {
+        self.out.pop_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timer().map(|(at, _)| at)
     }
 }
 

@@ -1,0 +1,313 @@
+//! The actor: the one task that owns the [`Engine`]. Each turn of its `select!` hands the
+//! Engine one input (a frame from the transport, a command, a seed resolved, its deadline, a
+//! stop), then [`Actor::flush`]es: sends what the Engine wants sent and acts on its events.
+//!
+//! Commands arrive checked (see [`Command`]); the actor only calls the Engine and replies.
+//! Replies are the API's types, built from the Engine's views by [`views`]; subscriptions are
+//! [`Subscribers`]' business.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hearsay_overlay::swim::State;
+use hearsay_protocols::aggregate::{Func, QueryId};
+use hearsay_protocols::{Instant, Machine, NodeId};
+use tokio::sync::{mpsc, watch};
+
+use super::command::{Command, Reply};
+use super::seeds::{self, Join, JoinNote};
+use super::subscribers::Subscribers;
+use super::{AgentError, Stop};
+use crate::api::types::QueryResult;
+use crate::api::views;
+use crate::engine::{CommandError, Engine, EngineEvent};
+use crate::message::TopicName;
+use crate::metrics::Metrics;
+use crate::transport::{Transport, TransportEvent};
+
+/// How long a leave may take before the agent stops anyway.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A query this node started, waiting for its answer.
+struct PendingQuery {
+    func: Func,
+    name: String,
+    reply: Reply<Result<QueryResult, CommandError>>,
+}
+
+/// The task that owns the Engine.
+pub(super) struct Actor {
+    engine: Engine,
+    transport: Transport,
+    start: tokio::time::Instant,
+    /// Observed addresses of peers (what their connections came from), preferred over
+    /// advertised ones.
+    addrs: HashMap<NodeId, SocketAddr>,
+    subscribers: Subscribers,
+    queries: BTreeMap<QueryId, PendingQuery>,
+    /// Frames dropped for want of an address.
+    unroutable: u64,
+    leaving: bool,
+    metrics: Metrics,
+}
+
+/// What one flush found out.
+#[derive(Default)]
+struct Flushed {
+    /// The leave is done: the agent may stop.
+    done: bool,
+    /// A join just failed.
+    join_failed: bool,
+}
+
+impl Actor {
+    /// An actor around `engine`, sending through `transport`.
+    pub(super) fn new(engine: Engine, transport: Transport) -> Self {
+        Actor {
+            engine,
+            transport,
+            start: tokio::time::Instant::now(),
+            addrs: HashMap::new(),
+            subscribers: Subscribers::default(),
+            queries: BTreeMap::new(),
+            unroutable: 0,
+            leaving: false,
+            metrics: Metrics::new(),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.start.elapsed().as_micros() as u64)
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        match self.engine.poll_timeout() {
+            Some(t) => self.start + Duration::from_micros(t.as_micros()),
+            None => self.start + Duration::from_secs(3600 * 24 * 365),
+        }
+    }
+
+    /// Run until a leave completes, a crash is asked for, or every seed refuses this node.
+    pub(super) async fn run(
+        mut self,
+        seeds: Vec<SocketAddr>,
+        mut net: mpsc::Receiver<TransportEvent>,
+        mut commands: mpsc::Receiver<Command>,
+        mut stop: watch::Receiver<Stop>,
+    ) -> Result<(), AgentError> {
+        let mut join = Join::new(seeds.len());
+        let mut join_notes = seeds::resolve_all(&self.transport, &seeds);
+        // Closed channels are ready at once forever: stop polling them when they close.
+        let mut join_open = true;
+        let mut commands_open = true;
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
+        let mut leave_deadline: Option<tokio::time::Instant> = None;
+        self.flush();
+        loop {
+            let timer = tokio::time::sleep_until(self.deadline());
+            tokio::pin!(timer);
+            tokio::select! {
+                ev = net.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.on_transport(ev);
+                }
+                cmd = commands.recv(), if !self.leaving && commands_open => {
+                    match cmd {
+                        Some(cmd) => self.on_command(cmd),
+                        None => commands_open = false,
+                    }
+                }
+                note = join_notes.recv(), if join_open => match note {
+                    Some(JoinNote::Resolved(id, addr)) => {
+                        self.addrs.insert(id, addr);
+                        let now = self.now();
+                        let _ = self.engine.join(now, join.resolved(id));
+                    }
+                    Some(JoinNote::Refused(reason)) => {
+                        if let Err(e) = join.refused(&reason) {
+                            self.transport.close().await;
+                            return Err(e);
+                        }
+                    }
+                    None => join_open = false,
+                },
+                () = &mut timer => {
+                    let now = self.now();
+                    self.engine.handle_timeout(now);
+                }
+                _ = housekeeping.tick() => {
+                    let ended = self.subscribers.housekeeping(tokio::time::Instant::now());
+                    self.unsubscribe(ended);
+                }
+                () = join.retry_due() => {
+                    let now = self.now();
+                    let _ = self.engine.join(now, join.retrying());
+                }
+                changed = stop.changed() => {
+                    let what = if changed.is_ok() { *stop.borrow() } else { Stop::Crash };
+                    match what {
+                        Stop::Crash => {
+                            self.transport.close().await;
+                            return Ok(());
+                        }
+                        Stop::Leave if !self.leaving => {
+                            self.leaving = true;
+                            let now = self.now();
+                            self.engine.leave(now);
+                            leave_deadline = Some(tokio::time::Instant::now() + LEAVE_TIMEOUT);
+                        }
+                        _ => {}
+                    }
+                }
+                () = async { match leave_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    tracing::warn!("leave not confirmed within {LEAVE_TIMEOUT:?}; stopping anyway");
+                    break;
+                }
+            }
+            let flushed = self.flush();
+            if flushed.done {
+                break;
+            }
+            if flushed.join_failed && !self.leaving {
+                join.failed();
+            }
+        }
+        let ended = self.subscribers.close_all("the agent stopped");
+        self.unsubscribe(ended);
+        self.transport.close().await;
+        Ok(())
+    }
+
+    fn on_transport(&mut self, ev: TransportEvent) {
+        match ev {
+            TransportEvent::Frame { from, addr, frame, .. } => {
+                self.addrs.insert(from, addr);
+                let now = self.now();
+                self.engine.handle_message(now, from, frame);
+            }
+            TransportEvent::Connected { peer, addr } => {
+                self.addrs.insert(peer, addr);
+            }
+            TransportEvent::Refused { addr, reason } => {
+                tracing::warn!(%addr, "{reason}");
+            }
+        }
+    }
+
+    /// Send what the Engine wants sent and handle its events.
+    fn flush(&mut self) -> Flushed {
+        let mut flushed = Flushed::default();
+        while let Some(t) = self.engine.poll_transmit() {
+            let addr = self
+                .addrs
+                .get(&t.to)
+                .copied()
+                .or_else(|| self.engine.addr_of(&t.to).and_then(|a| a.to_socket()));
+            match addr {
+                Some(a) => self.transport.send(t.to, a, t.reliability, t.msg),
+                None => {
+                    tracing::debug!(to = %t.to, "no address known: frame dropped");
+                    self.unroutable += 1;
+                }
+            }
+        }
+        while let Some(e) = self.engine.poll_event() {
+            match e {
+                EngineEvent::Delivered(d) => {
+                    let slow = self.subscribers.deliver(&d);
+                    self.unsubscribe(slow);
+                }
+                EngineEvent::Gap { topic, origin, first, last } => {
+                    let slow = self.subscribers.gap(topic, origin, first, last);
+                    self.unsubscribe(slow);
+                }
+                EngineEvent::Answered { qid, value, rounds, converged, nodes } => {
+                    self.metrics.observe_query_rounds(rounds);
+                    if let Some(p) = self.queries.remove(&qid) {
+                        let answer =
+                            QueryResult { func: p.func, name: p.name, value, rounds, nodes, converged };
+                        let _ = p.reply.send(Ok(answer));
+                    }
+                }
+                EngineEvent::Member { node, state, incarnation } => {
+                    let name = self
+                        .engine
+                        .members()
+                        .into_iter()
+                        .find(|m| m.id == node)
+                        .map(|m| m.name)
+                        .unwrap_or_default();
+                    tracing::info!(member = %name, id = %node, ?state, incarnation, "member");
+                    if !matches!(state, State::Alive | State::Suspect) {
+                        self.addrs.remove(&node);
+                    }
+                }
+                EngineEvent::Joined => tracing::info!("joined the cluster"),
+                EngineEvent::JoinFailed => {
+                    tracing::warn!("no seed answered the join in time; retrying");
+                    flushed.join_failed = true;
+                }
+                EngineEvent::LeaveDone => flushed.done |= self.leaving,
+            }
+        }
+        flushed
+    }
+
+    /// Drop the Engine's subscriptions that ended here.
+    fn unsubscribe(&mut self, ended: Vec<TopicName>) {
+        let now = self.now();
+        for name in ended {
+            self.engine.unsubscribe(now, name.as_str());
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Status(reply) => {
+                let status = views::status(&self.engine, self.transport.local_addr(), self.start.elapsed());
+                let _ = reply.send(status);
+            }
+            Command::Members(reply) => {
+                let _ = reply.send(views::members(&self.engine));
+            }
+            Command::Publish { topic, payload, reply } => {
+                let _ = reply.send(self.engine.publish(now, topic.as_str(), payload));
+            }
+            Command::Subscribe { topic, filter, expire, sink, reply } => {
+                let opened = self.engine.subscribe(now, topic.as_str()).map(|id| {
+                    self.subscribers.add(id, topic, filter, expire, sink);
+                });
+                let _ = reply.send(opened);
+            }
+            Command::Topics(reply) => {
+                let subscribers = &self.subscribers;
+                let _ = reply.send(views::topics(&self.engine, |t| subscribers.on(t)));
+            }
+            Command::Ring(reply) => {
+                let _ = reply.send(views::ring(&self.engine));
+            }
+            Command::SetValue { name, value, reply } => {
+                let _ = reply.send(self.engine.set_value(now, &name, value));
+            }
+            Command::Query { func, name, reply } => match self.engine.query(now, func, &name) {
+                Ok(qid) => {
+                    self.queries.insert(qid, PendingQuery { func, name, reply });
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Metrics(reply) => {
+                crate::exposition::update(
+                    &self.metrics,
+                    &self.engine,
+                    &self.transport,
+                    self.subscribers.len(),
+                );
+                let _ = reply.send(self.metrics.encode());
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! What the actor accepts: one closed enum of commands, each with its reply channel.
+//!
+//! Inputs are parsed at the edge (the HTTP API, the CLI, an embedder) into checked types: a
+//! [`TopicName`], an encoded [`AppMessage`](crate::message::AppMessage), a [`Func`], a parsed
+//! [`Filter`]. What the Engine refuses comes back as its typed [`CommandError`]; the API maps
+//! it to an HTTP status in one place ([`ApiError`](crate::api::error::ApiError)). A dropped
+//! reply means the agent is stopping.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hearsay_protocols::aggregate::Func;
+use hearsay_protocols::pbcast::MsgId;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::types::{Member, QueryResult, RingInfo, Status, StreamItem, TopicInfo};
+use crate::engine::CommandError;
+use crate::filter::Filter;
+use crate::message::TopicName;
+
+/// A reply channel.
+pub type Reply<T> = oneshot::Sender<T>;
+
+/// What the API (or an embedder) asks of the agent's actor.
+#[derive(Debug)]
+pub enum Command {
+    /// Node status.
+    Status(Reply<Status>),
+    /// The member table.
+    Members(Reply<Vec<Member>>),
+    /// Publish a message; the reply is its id.
+    Publish {
+        /// The topic.
+        topic: TopicName,
+        /// An encoded [`AppMessage`](crate::message::AppMessage) (encoding checks its bounds).
+        payload: Bytes,
+        /// Its id, or why not.
+        reply: Reply<Result<MsgId, CommandError>>,
+    },
+    /// Open a subscription; items go to the sink until it is dropped or the expiry passes.
+    Subscribe {
+        /// The topic.
+        topic: TopicName,
+        /// Only messages whose headers match.
+        filter: Option<Filter>,
+        /// Close the subscription after this long.
+        expire: Option<Duration>,
+        /// Where deliveries and gaps go. A sink that is full when an item comes is closed
+        /// (the subscriber did not keep up).
+        sink: mpsc::Sender<StreamItem>,
+        /// Accepted, or why not.
+        reply: Reply<Result<(), CommandError>>,
+    },
+    /// Topics this node takes part in.
+    Topics(Reply<Vec<TopicInfo>>),
+    /// Ring neighbourhood.
+    Ring(Reply<RingInfo>),
+    /// Set this node's value of an attribute.
+    SetValue {
+        /// The attribute.
+        name: String,
+        /// Its value here.
+        value: f64,
+        /// Done, or why not.
+        reply: Reply<Result<(), CommandError>>,
+    },
+    /// Run an aggregation query; the reply comes when the querier's estimate settles (or the
+    /// round cap is hit: `converged` is false then).
+    Query {
+        /// The function.
+        func: Func,
+        /// The attribute.
+        name: String,
+        /// The answer, or why the query could not start.
+        reply: Reply<Result<QueryResult, CommandError>>,
+    },
+    /// Prometheus text of the node's metrics.
+    Metrics(Reply<String>),
+}

@@ -1,0 +1,258 @@
+//! The agent runtime: one tokio task owns the [`Engine`] and runs one `select!` over the
+//! QUIC transport's events, the local API's commands, the Engine's next deadline and the
+//! shutdown signal. Everything else talks to it through channels, so it can be embedded many
+//! times in one process (`hearsay demo`, `hearsay bench`).
+//!
+//! | file | contents |
+//! |---|---|
+//! | `mod.rs` | [`spawn`], [`AgentOptions`], [`AgentHandle`], the start and stop errors |
+//! | `command.rs` | [`Command`]: what the actor accepts, with checked inputs and typed refusals |
+//! | `actor.rs` | the actor: the `select!` loop that drives the Engine and answers commands |
+//! | `subscribers.rs` | fan-out of deliveries and gaps to local subscriptions (filters, slow consumers) |
+//! | `seeds.rs` | resolving seed addresses to members, and retrying a join that failed |
+//!
+//! Time: the Engine's clock is microseconds since the agent started.
+
+mod actor;
+mod command;
+mod seeds;
+mod subscribers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hearsay_overlay::swim::Addr;
+use hearsay_protocols::{Instant, NodeId, Seed};
+use tokio::sync::{mpsc, watch};
+
+pub use self::command::{Command, Reply};
+use crate::api::server;
+use crate::config::Preset;
+use crate::engine::{self, Engine, EngineConfig};
+use crate::transport::faulty::Faults;
+use crate::transport::identity::{ClusterSecret, IdentityError, NodeIdentity};
+use crate::transport::{BindError, Transport, TransportConfig};
+
+/// Where an agent's identity comes from.
+#[derive(Clone, Debug)]
+pub enum IdentitySource {
+    /// `node.key` in this directory (created on first start).
+    DataDir(std::path::PathBuf),
+    /// A fresh key in memory (demo, bench).
+    Ephemeral,
+}
+
+/// Everything an agent needs to start.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Its name in member lists.
+    pub name: String,
+    /// UDP address to bind.
+    pub bind: SocketAddr,
+    /// Address to advertise to others (default: the bound address, or the local address
+    /// toward the first seed when bound to an unspecified IP).
+    pub advertise: Option<SocketAddr>,
+    /// Seed addresses.
+    pub join: Vec<SocketAddr>,
+    /// Local API address; `None`: no HTTP server (in-process use through [`AgentHandle`]).
+    pub api: Option<SocketAddr>,
+    /// The cluster secret.
+    pub secret: ClusterSecret,
+    /// The node key.
+    pub identity: IdentitySource,
+    /// Timing preset.
+    pub preset: Preset,
+    /// Injected faults (tests, demo).
+    pub faults: Arc<Faults>,
+    /// Engine settings override (benchmarks); `None`: the preset's. Validated at [`spawn`].
+    pub engine: Option<EngineConfig>,
+}
+
+impl AgentOptions {
+    /// Options with defaults for everything but the essentials.
+    pub fn new(name: &str, bind: SocketAddr, secret: ClusterSecret) -> Self {
+        AgentOptions {
+            name: name.to_string(),
+            bind,
+            advertise: None,
+            join: Vec::new(),
+            api: None,
+            secret,
+            identity: IdentitySource::Ephemeral,
+            preset: Preset::Lan,
+            faults: Faults::none(),
+            engine: None,
+        }
+    }
+}
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The Engine's settings cannot work (an override; a preset's always can).
+    #[error("engine settings: {0}")]
+    Config(#[from] engine::ConfigError),
+    /// The node key could not be loaded or made.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The QUIC transport could not start.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The API's TCP port could not be had.
+    #[error("cannot listen for the API on {addr} (in use? pick another with --api)")]
+    Api {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The OS gave no randomness for the Engine's seed.
+    #[error("the OS random source failed")]
+    Random,
+}
+
+/// Why a running agent ended other than by a leave or a crash asked of it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// Every seed refused this node's certificate: the cluster secret differs.
+    #[error(
+        "cannot join: every seed refused this node's certificate. The cluster secret differs: \
+         start the agent with the cluster's --secret-file."
+    )]
+    SeedsRefused,
+    /// The actor task panicked or was cancelled.
+    #[error("agent task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    /// Its NodeId.
+    pub id: NodeId,
+    /// The UDP address it is bound to.
+    pub addr: SocketAddr,
+    /// Its API address, if it serves HTTP.
+    pub api: Option<SocketAddr>,
+    /// Send commands to it directly (what the HTTP API does).
+    pub commands: mpsc::Sender<Command>,
+    /// Its transport (counters, fault injection).
+    pub transport: Transport,
+    stop: watch::Sender<Stop>,
+    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+/// What the handle asks of the actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Running,
+    Leave,
+    Crash,
+}
+
+impl AgentHandle {
+    /// Leave the cluster gracefully (announce, flush) and wait for the agent to end.
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        let _ = self.stop.send(Stop::Leave);
+        self.task.await?
+    }
+
+    /// Stop at once, as a crash would: no goodbye, connections dropped.
+    pub async fn crash(self) {
+        let _ = self.stop.send(Stop::Crash);
+        let _ = self.task.await;
+    }
+
+    /// Ask the agent to leave gracefully, without waiting (see [`AgentHandle::stopped`]).
+    pub fn request_leave(&self) {
+        let _ = self.stop.send(Stop::Leave);
+    }
+
+    /// Wait until the agent ends: after a leave, or by itself on an error (a wrong secret).
+    pub async fn stopped(&mut self) -> Result<(), AgentError> {
+        (&mut self.task).await?
+    }
+    /// Send `make(reply)` to the agent and wait for the reply.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Stopping> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| Stopping)?;
+        rx.await.map_err(|_| Stopping)
+    }
+}
+
+/// The agent took no more commands, or ended before it replied: it is stopping or gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the agent is stopping")]
+pub struct Stopping;
+
+/// The address others should use to reach us.
+fn advertised(bind: SocketAddr, explicit: Option<SocketAddr>, seeds: &[SocketAddr]) -> SocketAddr {
+    if let Some(a) = explicit {
+        return a;
+    }
+    if !bind.ip().is_unspecified() {
+        return bind;
+    }
+    // Bound to 0.0.0.0: the local address the OS would use toward the first seed.
+    let guess = seeds.first().and_then(|s| {
+        let probe = std::net::UdpSocket::bind((bind.ip(), 0)).ok()?;
+        probe.connect(s).ok()?;
+        probe.local_addr().ok()
+    });
+    let ip = guess.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |g| g.ip());
+    SocketAddr::new(ip, bind.port())
+}
+
+/// Start an agent: check the Engine's settings, bind the transport (and the API if asked),
+/// build the Engine, join.
+pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
+    let config = opts.engine.clone().unwrap_or_else(|| opts.preset.engine_config());
+    config.validate()?;
+    let identity = match &opts.identity {
+        IdentitySource::DataDir(dir) => NodeIdentity::load_or_create(dir, &opts.secret)?,
+        IdentitySource::Ephemeral => NodeIdentity::ephemeral(&opts.secret)?,
+    };
+    let (transport, net_events) =
+        Transport::bind_with_faults(TransportConfig::new(opts.bind), &identity, opts.faults.clone())?;
+    let addr = transport.local_addr();
+    let advertise = advertised(addr, opts.advertise, &opts.join);
+    let (commands_tx, commands_rx) = mpsc::channel(1024);
+    let api = match opts.api {
+        Some(api_addr) => {
+            let listen = tokio::net::TcpListener::bind(api_addr).await;
+            let listener = listen.map_err(|source| StartError::Api { addr: api_addr, source })?;
+            let bound = listener.local_addr().map_err(|source| StartError::Api { addr: api_addr, source })?;
+            let router = server::router(server::ApiState::new(commands_tx.clone()));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!("API server stopped: {e}");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
+    let mut seed_bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes)
+        .map_err(|_| StartError::Random)?;
+    let seed = Seed::from_bytes(seed_bytes);
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let engine = Engine::new(
+        identity.id(),
+        &opts.name,
+        Addr::from_socket(advertise),
+        epoch,
+        Arc::new(config),
+        &seed,
+        Instant::ZERO,
+    );
+    tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
+    let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+    let actor = actor::Actor::new(engine, transport.clone());
+    let task = tokio::spawn(actor.run(opts.join.clone(), net_events, commands_rx, stop_rx));
+    Ok(AgentHandle { id: identity.id(), addr, api, commands: commands_tx, transport, stop: stop_tx, task })
+}

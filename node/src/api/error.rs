@@ -1,0 +1,197 @@
+//! Every way an API request can fail, and the one place that maps each to an HTTP status.
+//!
+//! | status | when |
+//! |---|---|
+//! | 400 | bad input: a body or query string that does not parse, a bad topic, header or filter, a value that is not finite, an attribute name out of bounds |
+//! | 404 | no such endpoint |
+//! | 409 | the node's state refuses it: too many topics subscribed, too many queries running |
+//! | 413 | too large: a request body over the server's limit, a message body over [`MAX_BODY`](crate::message::MAX_BODY) or the Engine's payload limit |
+//! | 503 | the agent is stopping (leaving the cluster, or gone) |
+//! | 504 | a query did not converge within [`QUERY_TIMEOUT`](super::server::QUERY_TIMEOUT) |
+//!
+//! The body is always `{"error": "..."}` ([`ErrorReply`]).
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hearsay_protocols::aggregate::QueryError;
+use hearsay_protocols::pbcast::PublishError;
+
+use super::types::ErrorReply;
+use crate::engine::CommandError;
+use crate::engine::multicast::MulticastError;
+use crate::filter::FilterError;
+use crate::message::MessageError;
+
+/// Why an API request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The request body could not be read (over the size limit, or cut off).
+    #[error("cannot read the request body: {0}")]
+    Body(#[from] BytesRejection),
+    /// The body is not the JSON this endpoint takes.
+    #[error("bad {endpoint} request: {source}")]
+    Json {
+        /// What the body was for: publish, value or query.
+        endpoint: &'static str,
+        /// What serde says (it names the field, and lists the choices of an enum such as `fn`).
+        source: serde_json::Error,
+    },
+    /// The query string of `/v1/subscribe` does not parse.
+    #[error("bad subscribe query: {0} (expected ?topic=NAME[&filter=EXPR][&expire=SECS])")]
+    SubscribeQuery(#[from] QueryRejection),
+    /// A subscription filter that does not parse.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// An expiry that is not a positive number of seconds.
+    #[error("expire must be a positive number of seconds, got {0}")]
+    Expire(f64),
+    /// A publish with both `payload` and `payload_b64`.
+    #[error("give either payload or payload_b64, not both")]
+    TwoPayloads,
+    /// `payload_b64` is not base64.
+    #[error("payload_b64 is not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// A message or topic name that breaks a bound.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// The Engine refused the command.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// No route has this path.
+    #[error("no such endpoint; see the README's API table")]
+    NotFound,
+    /// The agent is leaving or gone: it takes no more commands.
+    #[error("the node is stopping")]
+    Stopping,
+    /// A query did not converge in time.
+    #[error("the query did not converge in time")]
+    NotConverged,
+}
+
+impl ApiError {
+    /// The HTTP status of this error (the table in the module docs).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Body(e) => e.status(),
+            ApiError::Json { .. }
+            | ApiError::SubscribeQuery(_)
+            | ApiError::Filter(_)
+            | ApiError::Expire(_)
+            | ApiError::TwoPayloads
+            | ApiError::Base64(_) => StatusCode::BAD_REQUEST,
+            ApiError::Message(MessageError::BodyTooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Message(_) => StatusCode::BAD_REQUEST,
+            ApiError::Command(e) => command_status(e),
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotConverged => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// The status of a command the Engine refused.
+fn command_status(e: &CommandError) -> StatusCode {
+    match e {
+        CommandError::Publish(MulticastError::Publish(PublishError::TooLarge { .. })) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        CommandError::TooManyTopics(_) | CommandError::Query(QueryError::TooManyQueries) => {
+            StatusCode::CONFLICT
+        }
+        CommandError::Leaving => StatusCode::SERVICE_UNAVAILABLE,
+        // Anything else about a publish, a value or a query is about what was asked.
+        CommandError::Publish(_) | CommandError::Value(_) | CommandError::Query(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(ErrorReply { error: self.to_string() })).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Bytes;
+    use axum::extract::{FromRequest, Query};
+    use axum::http::{Request, Uri};
+    use hearsay_protocols::aggregate::{Func, ValueError};
+
+    use super::*;
+    use crate::api::types::QueryRequest;
+    use crate::filter::Filter;
+
+    fn json_error(body: &str) -> ApiError {
+        let source = serde_json::from_str::<QueryRequest>(body).unwrap_err();
+        ApiError::Json { endpoint: "query", source }
+    }
+
+    async fn oversized_body() -> BytesRejection {
+        let big = vec![b'x'; 3 << 20]; // over axum's default limit of 2 MiB
+        let req = Request::builder().uri("/v1/publish").body(axum::body::Body::from(big)).unwrap();
+        Bytes::from_request(req, &()).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn every_error_has_its_status() {
+        let uri: Uri = "/v1/subscribe?expire=soon".parse().unwrap();
+        let query = Query::<std::collections::HashMap<String, u32>>::try_from_uri(&uri).unwrap_err();
+        let too_large = PublishError::TooLarge { len: 70_000, max: 65_536 };
+        let cases: Vec<(ApiError, StatusCode)> = vec![
+            (ApiError::Body(oversized_body().await), StatusCode::PAYLOAD_TOO_LARGE),
+            (json_error("{"), StatusCode::BAD_REQUEST),
+            (ApiError::SubscribeQuery(query), StatusCode::BAD_REQUEST),
+            (Filter::parse("a ==").unwrap_err().into(), StatusCode::BAD_REQUEST),
+            (ApiError::Expire(-1.0), StatusCode::BAD_REQUEST),
+            (ApiError::TwoPayloads, StatusCode::BAD_REQUEST),
+            (ApiError::Base64(base64::DecodeError::InvalidLength(3)), StatusCode::BAD_REQUEST),
+            (MessageError::BadTopic.into(), StatusCode::BAD_REQUEST),
+            (MessageError::TooManyHeaders.into(), StatusCode::BAD_REQUEST),
+            (MessageError::BodyTooLarge(300_000).into(), StatusCode::PAYLOAD_TOO_LARGE),
+            (CommandError::from(MulticastError::from(too_large)).into(), StatusCode::PAYLOAD_TOO_LARGE),
+            (CommandError::Value(ValueError::NotFinite(f64::NAN)).into(), StatusCode::BAD_REQUEST),
+            (CommandError::Value(ValueError::BadAttr).into(), StatusCode::BAD_REQUEST),
+            (CommandError::Query(QueryError::EmptyAttr).into(), StatusCode::BAD_REQUEST),
+            (CommandError::Query(QueryError::TooManyQueries).into(), StatusCode::CONFLICT),
+            (CommandError::TooManyTopics(64).into(), StatusCode::CONFLICT),
+            (CommandError::Leaving.into(), StatusCode::SERVICE_UNAVAILABLE),
+            (ApiError::NotFound, StatusCode::NOT_FOUND),
+            (ApiError::Stopping, StatusCode::SERVICE_UNAVAILABLE),
+            (ApiError::NotConverged, StatusCode::GATEWAY_TIMEOUT),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status(), status, "{e}");
+            let message = e.to_string();
+            let response = e.into_response();
+            assert_eq!(response.status(), status, "{message}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let reply: ErrorReply = serde_json::from_slice(&body).unwrap();
+            assert_eq!(reply.error, message, "the body is {{\"error\": the message}}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_function_is_refused_with_the_valid_ones() {
+        let e = json_error(r#"{"fn": "median", "name": "load"}"#).to_string();
+        assert!(e.starts_with("bad query request: unknown variant `median`"), "{e}");
+        for f in ["avg", "sum", "count", "min", "max"] {
+            assert!(e.contains(&format!("`{f}`")), "{e} lists {f}");
+        }
+        let ok: QueryRequest = serde_json::from_str(r#"{"fn": "count", "name": "load"}"#).unwrap();
+        assert_eq!(ok.func, Func::Count);
+    }
+
+    #[test]
+    fn a_bad_topic_is_refused_while_parsing_the_request() {
+        use crate::api::types::PublishRequest;
+        let e = serde_json::from_str::<PublishRequest>(r#"{"topic": "", "payload": "x"}"#).unwrap_err();
+        assert!(e.to_string().contains("topic name must be 1 to 256 bytes"), "{e}");
+        let long = format!(r#"{{"topic": "{}"}}"#, "t".repeat(257));
+        assert!(serde_json::from_str::<PublishRequest>(&long).is_err());
+        let ok: PublishRequest = serde_json::from_str(r#"{"topic": "news"}"#).unwrap();
+        assert_eq!(ok.topic.as_str(), "news");
+    }
+}
