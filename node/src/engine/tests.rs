@@ -1,117 +1,69 @@
-//! Engines stepped by hand: a few nodes, a FIFO of frames, a clock that jumps to the next
-//! deadline. (The simulator's `cluster` experiment runs thousands with loss and crashes.)
-
-use std::collections::VecDeque;
+//! Engines stepped by hand on the shared harness ([`Net`]): a few nodes, a FIFO of frames, a
+//! clock that jumps to the next deadline. (The simulator's `cluster` experiment runs
+//! thousands with loss and crashes.)
 
 use hearsay_overlay::swim::{Addr, State, SwimConfig};
 use hearsay_protocols::aggregate::Func;
+use hearsay_protocols::testing::Net;
 use hearsay_protocols::{Duration, Instant, Machine, NodeId, Seed};
 
 use super::*;
 
+/// Engines on the shared harness, addressed by index.
 struct Cluster {
-    nodes: Vec<Engine>,
-    now: Instant,
-    wire: VecDeque<(NodeId, NodeId, Bytes)>,
-    events: Vec<(usize, EngineEvent)>,
-    /// Frames from these nodes are dropped (a crashed node).
-    down: BTreeSet<usize>,
+    net: Net<Engine>,
+    ids: Vec<NodeId>,
 }
 
 impl Cluster {
     fn new(n: usize) -> Cluster {
         let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));
-        let nodes = (0..n)
-            .map(|i| {
-                let id = NodeId::from_u64(1000 + i as u64);
-                let seed = Seed::derive(7, "node", 0, i as u64);
-                Engine::new(id, &format!("n{i}"), Addr::default(), 1, config.clone(), &seed, Instant::ZERO)
-            })
-            .collect();
-        let mut c = Cluster {
-            nodes,
-            now: Instant::ZERO,
-            wire: VecDeque::new(),
-            events: Vec::new(),
-            down: BTreeSet::new(),
-        };
-        c.collect();
-        c
-    }
-
-    fn index(&self, id: NodeId) -> Option<usize> {
-        self.nodes.iter().position(|e| e.id() == id)
-    }
-
-    fn collect(&mut self) {
-        for (i, e) in self.nodes.iter_mut().enumerate() {
-            while let Some(t) = e.poll_transmit() {
-                if !self.down.contains(&i) {
-                    self.wire.push_back((e.id(), t.to, t.msg));
-                }
-            }
-            while let Some(ev) = e.poll_event() {
-                self.events.push((i, ev));
-            }
+        let mut net = Net::new();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = NodeId::from_u64(1000 + i as u64);
+            let seed = Seed::derive(7, "node", 0, i as u64);
+            net.add(
+                id,
+                Engine::new(id, &format!("n{i}"), Addr::default(), 1, config.clone(), &seed, Instant::ZERO),
+            );
+            ids.push(id);
         }
+        Cluster { net, ids }
     }
 
-    /// Deliver frames and fire timers until `until`.
-    fn run(&mut self, until: Instant) {
-        loop {
-            while let Some((from, to, frame)) = self.wire.pop_front() {
-                if let Some(i) = self.index(to) {
-                    if !self.down.contains(&i) {
-                        self.nodes[i].handle_message(self.now, from, frame);
-                    }
-                }
-                self.collect();
-            }
-            let next = self
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !self.down.contains(i))
-                .filter_map(|(_, e)| e.poll_timeout())
-                .min();
-            match next {
-                Some(t) if t <= until => {
-                    self.now = self.now.max(t);
-                    for (i, e) in self.nodes.iter_mut().enumerate() {
-                        if !self.down.contains(&i) && e.poll_timeout().is_some_and(|d| d <= self.now) {
-                            e.handle_timeout(self.now);
-                        }
-                    }
-                    self.collect();
-                }
-                _ => {
-                    self.now = until;
-                    return;
-                }
-            }
-        }
+    fn node(&self, i: usize) -> &Engine {
+        &self.net[self.ids[i]]
     }
 
-    fn secs(&self, s: u64) -> Instant {
-        self.now + Duration::from_secs(s)
+    /// Run a command on node `i`, then deliver what it sent.
+    fn call<R>(&mut self, i: usize, f: impl FnOnce(&mut Engine, Instant) -> R) -> R {
+        self.net.call(self.ids[i], f)
+    }
+
+    fn events(&self) -> impl Iterator<Item = (usize, &EngineEvent)> {
+        self.net
+            .events()
+            .iter()
+            .map(|(id, e)| (self.ids.iter().position(|x| x == id).unwrap_or(usize::MAX), e))
+    }
+
+    fn secs(&mut self, s: u64) {
+        self.net.advance(Duration::from_secs(s));
     }
 
     fn join_all(&mut self) {
-        let seed = self.nodes[0].id();
-        for i in 1..self.nodes.len() {
-            let now = self.now;
-            self.nodes[i].join(now, &[seed]).unwrap();
+        let seed = self.ids[0];
+        for i in 1..self.ids.len() {
+            self.call(i, |e, now| e.join(now, &[seed])).unwrap();
         }
-        self.collect();
-        let t = self.secs(5);
-        self.run(t);
+        self.secs(5);
     }
 
     fn delivered(&self, node: usize) -> Vec<(NodeId, u64, Bytes)> {
-        self.events
-            .iter()
-            .filter(|(i, _)| *i == node)
-            .filter_map(|(_, e)| match e {
+        self.net
+            .events_of(self.ids[node])
+            .filter_map(|e| match e {
                 EngineEvent::Delivered(d) => Some((d.id.origin, d.id.seq, d.payload.clone())),
                 _ => None,
             })
@@ -123,12 +75,12 @@ impl Cluster {
 fn nodes_join_through_one_seed_and_see_each_other() {
     let mut c = Cluster::new(4);
     c.join_all();
-    for e in &c.nodes {
+    for (_, e) in c.net.machines() {
         let alive: Vec<String> =
             e.members().into_iter().filter(|m| m.state == State::Alive).map(|m| m.name).collect();
         assert_eq!(alive, vec!["n0", "n1", "n2", "n3"], "at {}", e.name());
     }
-    assert!(c.events.iter().any(|(i, e)| *i == 1 && *e == EngineEvent::Joined));
+    assert!(c.events().any(|(i, e)| i == 1 && *e == EngineEvent::Joined));
 }
 
 #[test]
@@ -136,27 +88,21 @@ fn a_publish_reaches_every_subscriber_once_in_order() {
     let mut c = Cluster::new(4);
     c.join_all();
     for i in 0..4 {
-        let now = c.now;
-        c.nodes[i].subscribe(now, "news").unwrap();
+        c.call(i, |e, now| e.subscribe(now, "news")).unwrap();
     }
-    c.collect();
-    let t = c.secs(3);
-    c.run(t);
+    c.secs(3);
     for k in 0..5u8 {
-        let now = c.now;
-        c.nodes[1].publish(now, "news", Bytes::from(vec![k])).unwrap();
-        c.collect();
+        c.call(1, |e, now| e.publish(now, "news", Bytes::from(vec![k]))).unwrap();
     }
-    let t = c.secs(5);
-    c.run(t);
-    let origin = c.nodes[1].origin();
+    c.secs(5);
+    let origin = c.node(1).origin();
     for i in 0..4 {
         let got = c.delivered(i);
         let expected: Vec<(NodeId, u64, Bytes)> =
             (0..5u8).map(|k| (origin, u64::from(k) + 1, Bytes::from(vec![k]))).collect();
         assert_eq!(got, expected, "node {i}");
     }
-    assert_eq!(c.nodes[2].node_of_origin(&origin), Some(c.nodes[1].id()));
+    assert_eq!(c.node(2).node_of_origin(&origin), Some(c.node(1).id()));
 }
 
 #[test]
@@ -164,15 +110,12 @@ fn an_average_query_is_answered() {
     let mut c = Cluster::new(5);
     c.join_all();
     for (i, v) in [1.0, 2.0, 3.0, 4.0, 5.0].iter().enumerate() {
-        c.nodes[i].set_value(Instant::ZERO, "load", *v).unwrap();
+        c.call(i, |e, now| e.set_value(now, "load", *v)).unwrap();
     }
-    let now = c.now;
-    c.nodes[2].query(now, Func::Avg, "load").unwrap();
-    c.collect();
-    let t = c.secs(60);
-    c.run(t);
-    let answer = c.events.iter().find_map(|(i, e)| match e {
-        EngineEvent::Answered { value, converged, .. } if *i == 2 => Some((*value, *converged)),
+    c.call(2, |e, now| e.query(now, Func::Avg, "load")).unwrap();
+    c.secs(60);
+    let answer = c.events().find_map(|(i, e)| match e {
+        EngineEvent::Answered { value, converged, .. } if i == 2 => Some((*value, *converged)),
         _ => None,
     });
     let (value, converged) = answer.expect("an answer");
@@ -184,16 +127,15 @@ fn an_average_query_is_answered() {
 fn a_crashed_member_is_detected_dead() {
     let mut c = Cluster::new(4);
     c.join_all();
-    c.down.insert(3);
-    let t = c.secs(60);
-    c.run(t);
-    let victim = c.nodes[3].id();
+    let victim = c.ids[3];
+    c.net.silence(victim);
+    c.secs(60);
     for i in 0..3 {
-        let declared = c.events.iter().any(|(n, e)| {
-            *n == i && matches!(e, EngineEvent::Member { node, state: State::Dead, .. } if *node == victim)
+        let declared = c.events().any(|(n, e)| {
+            n == i && matches!(e, EngineEvent::Member { node, state: State::Dead, .. } if *node == victim)
         });
         assert!(declared, "node {i} never declared the crashed node dead");
-        let state = c.nodes[i].members().into_iter().find(|m| m.id == victim).map(|m| m.state);
+        let state = c.node(i).members().into_iter().find(|m| m.id == victim).map(|m| m.state);
         assert!(matches!(state, None | Some(State::Dead)), "node {i} sees {state:?} (dead, or reaped)");
     }
 }
@@ -202,16 +144,15 @@ fn a_crashed_member_is_detected_dead() {
 fn garbage_frames_are_counted_and_dropped() {
     let mut c = Cluster::new(2);
     c.join_all();
-    let from = c.nodes[1].id();
-    let now = c.now;
+    let (from, to) = (c.ids[1], c.ids[0]);
     for junk in
         [&b""[..], &b"\x01"[..], &b"\x09\x05abc"[..], &b"\x01\x05\xff\xff\xff\xff"[..], &b"\x01\x63"[..]]
     {
-        c.nodes[0].handle_message(now, from, Bytes::copy_from_slice(junk));
+        c.net.inject(from, to, Bytes::copy_from_slice(junk));
     }
-    let e = c.nodes[0].stats().decode_errors;
+    let e = c.node(0).stats().decode_errors;
     assert_eq!(e.total(), 5, "{e:?}");
-    assert_eq!(c.nodes[0].members().len(), 2, "membership unchanged");
+    assert_eq!(c.node(0).members().len(), 2, "membership unchanged");
 }
 
 #[test]
