@@ -14,6 +14,7 @@
 //! | [`machine`] | the [`Machine`] trait, [`Transmit`], [`Outbox`] |
 //! | [`peers`] | [`PeerView`]: uniform random partner choice |
 //! | [`wire`] | the envelope: version, kind, size limit, typed decode errors |
+//! | [`auth`] | [`Signature`](auth::Signature) and the [`Authenticator`](auth::Authenticator) machines sign and verify through |
 //! | [`anti_entropy`] | Demers et al.'s anti-entropy over a store of sequenced entries |
 //! | [`rumor`] | Demers et al.'s rumor mongering: feedback/blind, counter/coin, push/pull |
 //! | [`flood`] | flooding with a TTL, and blind counter rumor mongering over a neighbour graph |
@@ -23,6 +24,7 @@
 
 pub mod aggregate;
 pub mod anti_entropy;
+pub mod auth;
 pub mod flood;
 pub mod id;
 pub mod machine;
