@@ -21,7 +21,7 @@ use super::subscribers::Subscribers;
 use super::{AgentError, Stop};
 use crate::api::types::QueryResult;
 use crate::api::views;
-use crate::engine::{CommandError, Engine, EngineEvent};
+use crate::engine::{CommandError, Engine, EngineEvent, SubscribeFrom};
 use crate::message::TopicName;
 use crate::metrics::Metrics;
 use crate::transport::{Transport, TransportEvent};
@@ -249,6 +249,8 @@ impl Actor {
                     flushed.join_failed = true;
                 }
                 EngineEvent::LeaveDone => flushed.done |= self.leaving,
+                // The store comes with durable streams (issue 11); until then nothing is kept.
+                EngineEvent::Persist(_) => {}
             }
         }
         flushed
@@ -276,7 +278,7 @@ impl Actor {
                 let _ = reply.send(self.engine.publish(now, topic.as_str(), payload));
             }
             Command::Subscribe { topic, filter, expire, sink, reply } => {
-                let opened = self.engine.subscribe(now, topic.as_str()).map(|id| {
+                let opened = self.engine.subscribe(now, topic.as_str(), SubscribeFrom::New).map(|id| {
                     self.subscribers.add(id, topic, filter, expire, sink);
                 });
                 let _ = reply.send(opened);

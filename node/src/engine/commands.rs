@@ -7,8 +7,8 @@ use hearsay_protocols::pbcast::{MsgId, Start};
 use hearsay_protocols::rumor::RumorId;
 use hearsay_protocols::{Instant, NodeId, TopicId};
 
-use super::Engine;
 use super::multicast::MulticastError;
+use super::{Engine, EngineEvent, Persist, Restored, SubscribeFrom};
 
 /// Why a local command was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -48,8 +48,14 @@ impl Engine {
         self.pump(now);
     }
 
-    /// Add a local subscription to `name`.
-    pub fn subscribe(&mut self, now: Instant, name: &str) -> Result<TopicId, CommandError> {
+    /// Add a local subscription to `name`. `from` matters only for the topic's first local
+    /// subscription: it says where the node's streams of the topic start.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        name: &str,
+        from: SubscribeFrom,
+    ) -> Result<TopicId, CommandError> {
         let topic = TopicId::of(name);
         let gossip = self.is_gossip(name);
         let state = self.topics.entry(topic).or_default();
@@ -63,8 +69,23 @@ impl Engine {
                 return Err(e);
             }
             // pbcast first (its heads request), then anti-entropy, then the first phase.
-            self.multicast.subscribe(now, topic, Start::Heads, !gossip);
+            let (heads, kept) = self.restored.remove(&topic).unwrap_or_default();
+            let start = match from {
+                SubscribeFrom::New => Start::Heads,
+                SubscribeFrom::All => Start::FromFirst,
+                SubscribeFrom::Resume => Start::After(heads),
+            };
+            self.multicast.subscribe(now, topic, start, !gossip);
             self.anti_entropy.subscribe(now, topic);
+            if from != SubscribeFrom::New {
+                // What this node kept serves repairs again; history it lacks is fetched.
+                for data in &kept {
+                    self.keep_for_catch_up(now, data.id, &data.payload);
+                }
+                self.multicast.handle_restored(now, topic, 0, kept);
+                self.catch_up_topics.insert(topic, super::CATCH_UP_EXCHANGES);
+                self.queue_catch_up_for(topic);
+            }
             if gossip {
                 self.rumor_scope(now);
             }
@@ -107,6 +128,7 @@ impl Engine {
             self.refresh_views(now, &[topic]);
         }
         let data = self.multicast.publish(now, topic, payload)?;
+        self.events.push_back(EngineEvent::Persist(Persist::Message { data: data.clone(), own: true }));
         self.keep_for_catch_up(now, data.id, &data.payload);
         let id = data.id;
         if gossip {
@@ -117,6 +139,37 @@ impl Engine {
         }
         self.pump(now);
         Ok(id)
+    }
+
+    /// What the host's store kept before a restart: call once, right after [`Engine::new`] and
+    /// before anything else (see [`persist`](super::persist)). This node's streams continue
+    /// after their last seq, its own recent messages are held and advertised again, and
+    /// others' wait for their topic to be subscribed with [`SubscribeFrom::Resume`].
+    pub fn restore(&mut self, now: Instant, restored: Restored) {
+        let Restored { counters, heads, messages } = restored;
+        let mut own: std::collections::BTreeMap<TopicId, Vec<hearsay_protocols::pbcast::Data>> =
+            std::collections::BTreeMap::new();
+        for data in messages {
+            if data.id.origin == self.origin {
+                own.entry(data.id.topic).or_default().push(data);
+            } else {
+                self.restored.entry(data.id.topic).or_default().1.push(data);
+            }
+        }
+        for (topic, origin, seq) in heads {
+            if origin != self.origin {
+                self.restored.entry(topic).or_default().0.push((origin, seq));
+            }
+        }
+        let mut published = Vec::new();
+        for (topic, last) in counters {
+            let entries = own.remove(&topic).unwrap_or_default();
+            self.multicast.handle_restored(now, topic, last, entries);
+            self.topics.entry(topic).or_default().published = true;
+            published.push(topic);
+        }
+        self.refresh_views(now, &published);
+        self.pump(now);
     }
 
     /// Set this node's value of `attr` for aggregation queries.

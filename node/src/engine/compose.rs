@@ -5,7 +5,7 @@ use bytes::Bytes;
 use hearsay_overlay::swim::{MemberEvent, Meta, State};
 use hearsay_protocols::anti_entropy::Entry;
 use hearsay_protocols::pbcast::MsgId;
-use hearsay_protocols::{Instant, PeerView, TopicId};
+use hearsay_protocols::{Instant, NodeId, PeerView, TopicId};
 
 use super::{CATCH_UP_QUEUE, CommandError, Engine, EngineEvent};
 use std::collections::BTreeSet;
@@ -76,6 +76,42 @@ impl Engine {
         self.rumor_topics.handle_peers(now, gossip_union.into_iter().collect());
     }
 
+    /// Queue catch-up exchanges with the members of `topic` this node knows now (a topic just
+    /// subscribed from all, or resumed after a restart); later members are queued as they
+    /// appear (`on_member`).
+    pub(super) fn queue_catch_up_for(&mut self, topic: TopicId) {
+        let members: Vec<NodeId> = self
+            .topic_members
+            .get(&topic)
+            .map(|m| m.iter().copied().filter(|n| *n != self.id).collect())
+            .unwrap_or_default();
+        for m in members {
+            self.queue_catch_up_with(m, &[topic]);
+        }
+    }
+
+    /// Queue a catch-up exchange with `member` if it advertises a topic that still wants one.
+    fn queue_catch_up_with(&mut self, member: NodeId, topics: &[TopicId]) {
+        if self.catch_up.len() >= CATCH_UP_QUEUE || self.catch_up.contains(&member) {
+            return;
+        }
+        let wanted: Vec<TopicId> = topics
+            .iter()
+            .copied()
+            .filter(|t| self.catch_up_topics.get(t).is_some_and(|left| *left > 0))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        for t in wanted {
+            if let Some(left) = self.catch_up_topics.get_mut(&t) {
+                *left -= 1;
+            }
+        }
+        self.catch_up_topics.retain(|_, left| *left > 0);
+        self.catch_up.push_back(member);
+    }
+
     /// A member changed state: the ring and the trees, aggregation, catch-up, the topic views.
     pub(super) fn on_member(&mut self, now: Instant, ev: MemberEvent) {
         let live = ev.state.is_live();
@@ -93,12 +129,11 @@ impl Engine {
                 let shares_a_topic = new_topics
                     .iter()
                     .any(|t| self.topics.get(t).is_some_and(|s| s.subscribers > 0 || s.published));
-                if self.unreachable.remove(&ev.node)
-                    && shares_a_topic
-                    && self.catch_up.len() < CATCH_UP_QUEUE
-                    && !self.catch_up.contains(&ev.node)
-                {
+                let recovered = self.unreachable.remove(&ev.node) && shares_a_topic;
+                if recovered && self.catch_up.len() < CATCH_UP_QUEUE && !self.catch_up.contains(&ev.node) {
                     self.catch_up.push_back(ev.node);
+                } else if !self.catch_up_topics.is_empty() {
+                    self.queue_catch_up_with(ev.node, &new_topics);
                 }
             } else {
                 self.unreachable.insert(ev.node);

@@ -55,6 +55,7 @@ mod compose;
 mod config;
 mod frames;
 pub mod multicast;
+mod persist;
 mod views;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -76,6 +77,7 @@ pub use self::config::{ConfigError, EngineConfig};
 use self::frames::Inbound;
 pub use self::frames::{ChannelRumor, DecodeErrors, RumorChannel, Traffic};
 use self::multicast::{Multicast, MulticastEvent, MulticastMessage};
+pub use self::persist::{Persist, Restored, SubscribeFrom};
 pub use self::views::{MemberView, RingView, TopicView};
 
 /// What the Engine tells its host.
@@ -124,6 +126,9 @@ pub enum EngineEvent {
     JoinFailed,
     /// Our departure has been announced.
     LeaveDone,
+    /// Keep this durably (see [`persist`](self#durability)): emitted before the event that
+    /// reports the same message.
+    Persist(Persist),
 }
 
 /// Counters of the Engine itself (each machine keeps its own too).
@@ -147,6 +152,11 @@ pub struct EngineStats {
 /// Most members waiting for a catch-up exchange; more recoveries at once (a healed partition)
 /// are left to the periodic exchange and to the epidemic spread among those caught up.
 pub const CATCH_UP_QUEUE: usize = 8;
+
+/// Catch-up exchanges a topic subscribed with [`SubscribeFrom::All`] or
+/// [`SubscribeFrom::Resume`] runs with its members as they appear: a few members' histories
+/// cover what one of them may lack; the periodic exchange does the rest.
+pub const CATCH_UP_EXCHANGES: u32 = 3;
 
 #[derive(Clone, Debug, Default)]
 struct TopicState {
@@ -194,6 +204,11 @@ pub struct Engine {
     /// Members to run an anti-entropy exchange with, one at a time, at most
     /// [`CATCH_UP_QUEUE`].
     catch_up: VecDeque<NodeId>,
+    /// Topics that fetch history from their members (subscribed from all, or resumed), with
+    /// the catch-up exchanges they may still start.
+    catch_up_topics: BTreeMap<TopicId, u32>,
+    /// What a restart gave back for topics not subscribed yet: their heads and messages.
+    restored: BTreeMap<TopicId, (Vec<(NodeId, u64)>, Vec<Data>)>,
     joined_ring: bool,
     out: VecDeque<Transmit<Bytes>>,
     events: VecDeque<EngineEvent>,
@@ -250,6 +265,8 @@ impl Engine {
             my_queries: BTreeSet::new(),
             unreachable: BTreeSet::new(),
             catch_up: VecDeque::new(),
+            catch_up_topics: BTreeMap::new(),
+            restored: BTreeMap::new(),
             joined_ring: false,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -444,6 +461,11 @@ impl Engine {
                     }
                     self.keep_for_catch_up(now, d.id, &d.payload);
                     let ours = d.via == Via::Local;
+                    if !ours {
+                        let data =
+                            Data { id: d.id, published_at: d.published_at, payload: d.payload.clone() };
+                        self.events.push_back(EngineEvent::Persist(Persist::Message { data, own: false }));
+                    }
                     if !ours || self.topics.get(&d.id.topic).is_some_and(|t| t.subscribers > 0) {
                         // Our own message goes to our own subscribers only if there are any.
                         self.events.push_back(EngineEvent::Delivered(d));

@@ -247,6 +247,12 @@ impl Multicast {
         self.pbcast.handle_data(now, data, via);
     }
 
+    /// What this node kept of `topic` before a restart (see pbcast's `handle_restored`).
+    pub fn handle_restored(&mut self, now: Instant, topic: TopicId, own_last: u64, entries: Vec<Data>) {
+        self.input(now);
+        self.pbcast.handle_restored(now, topic, own_last, entries);
+    }
+
     /// The outcome of the Heads exchange pbcast asked for (`None`: no heads).
     pub fn handle_heads(
         &mut self,

@@ -88,7 +88,7 @@ fn a_publish_reaches_every_subscriber_once_in_order() {
     let mut c = Cluster::new(4);
     c.join_all();
     for i in 0..4 {
-        c.call(i, |e, now| e.subscribe(now, "news")).unwrap();
+        c.call(i, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
     }
     c.secs(3);
     for k in 0..5u8 {

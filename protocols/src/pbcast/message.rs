@@ -152,7 +152,7 @@ pub enum PbEvent {
 }
 
 /// Where a new subscriber's streams start (PROTOCOLS.md §4.7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
     /// Ask a member for its heads first ([`PbEvent::HeadsWanted`]); streams start after
     /// them. Without any other member, every stream starts at its first evidence.
@@ -162,4 +162,9 @@ pub enum Start {
     FirstEvidence,
     /// Every stream starts at seq 1: nothing was published before this subscription.
     FromFirst,
+    /// Resume where this node stopped before a restart: each listed stream starts after its
+    /// seq (the last one this node delivered and kept), every other stream at seq 1 (it began
+    /// while this node was away, or was never heard of). A durable subscription's topic after a
+    /// restart.
+    After(Vec<(NodeId, Seq)>),
 }

@@ -270,7 +270,7 @@ impl Pbcast {
             return;
         }
         let rule = match start {
-            Start::FromFirst => StartRule::FromFirst,
+            Start::FromFirst | Start::After(_) => StartRule::FromFirst,
             Start::Heads | Start::FirstEvidence => StartRule::FirstEvidence,
         };
         let me = self.id;
@@ -283,6 +283,13 @@ impl Pbcast {
         t.start_rule = rule;
         // Our own stream is delivered from the next publish on.
         t.stream_mut(me).cursor = Some(Cursor::at(own_next));
+        if let Start::After(cursors) = &start {
+            for &(origin, last) in cursors {
+                if origin != me {
+                    t.stream_mut(origin).cursor = Some(Cursor::at(last.saturating_add(1)));
+                }
+            }
+        }
         if start == Start::Heads {
             let peer = self.views.get(&topic).and_then(|(v, pos)| v.pick_except(*pos, &mut self.rng));
             match peer {
@@ -325,6 +332,62 @@ impl Pbcast {
             None => t.resolve_heads(None, self.id),
         }
         self.deliver_all(topic);
+    }
+
+    /// Side input: what this node kept of `topic` before a restart (DESIGN.md, "Durability").
+    /// `own_last` is the last seq it published on the topic: the stream continues after it.
+    /// `entries` are retained messages, held again to serve repairs: this node's own become
+    /// active, so its digests advertise them for G rounds (a publisher that crashed before its
+    /// first-phase copies left gets them repaired); others' are kept only if this node is a
+    /// member (subscribe first, with [`Start::After`] their seqs, so nothing is delivered
+    /// twice). Call it before subscribing to `topic` when `own_last` is set, so the own stream's
+    /// cursor starts after it.
+    pub fn handle_restored(&mut self, now: Instant, topic: TopicId, own_last: Seq, entries: Vec<Data>) {
+        if own_last > 0 {
+            let s = self.own_seq.entry(topic).or_insert(0);
+            *s = (*s).max(own_last.min(SEQ_MAX));
+        }
+        let me = self.id;
+        let round = self.round;
+        let gc = self.config.gc_rounds;
+        for data in entries {
+            if !self.valid_restored(&data, topic) {
+                self.stats.malformed += 1;
+                continue;
+            }
+            let origin = data.id.origin;
+            let ours = origin == me;
+            let missing_max = self.config.digest_missing_max;
+            let t = match self.topics.get_mut(&topic) {
+                Some(t) => t,
+                None if ours => self
+                    .topics
+                    .entry(topic)
+                    .or_insert_with(|| Topic::new(topic, false, StartRule::FirstEvidence, missing_max)),
+                None => continue,
+            };
+            if !ours && !t.member {
+                continue;
+            }
+            if ours {
+                t.source_until = round + gc;
+            }
+            if t.streams.get(&origin).is_some_and(|s| s.held.contains_key(&data.id.seq)) {
+                continue;
+            }
+            let via = if ours { Via::Local } else { Via::AntiEntropy };
+            let held = Held { payload: data.payload, published_at: data.published_at, received_at: now, via };
+            t.store(origin, data.id.seq, held, round);
+        }
+        if let Some(t) = self.topics.get_mut(&topic) {
+            t.enforce_bounds(&self.config, &mut self.stats);
+        }
+    }
+
+    fn valid_restored(&self, data: &Data, topic: TopicId) -> bool {
+        data.id.topic == topic
+            && (1..=SEQ_MAX).contains(&data.id.seq)
+            && data.payload.len() <= self.config.max_payload
     }
 
     /// Stop delivering `topic`. A node that published on it within G rounds stays a source of

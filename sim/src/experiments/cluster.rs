@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hearsay::engine::{Engine, EngineConfig, EngineEvent};
+use hearsay::engine::{Engine, EngineConfig, EngineEvent, SubscribeFrom};
 use hearsay_overlay::swim::{Addr, SwimConfig};
 use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::wire::{Frame, Protocol};
@@ -248,7 +248,7 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
         for &s in &subs {
             let n = name.clone();
             sim.schedule_call(secs(0.5), s, move |e: &mut Engine, now| {
-                let _ = e.subscribe(now, &n);
+                let _ = e.subscribe(now, &n, SubscribeFrom::New);
             });
         }
         subscribers.push(subs);
