@@ -11,6 +11,7 @@
 //! | [`message`] | the application message (headers and body) and checked topic names | |
 //! | [`filter`] | subscription filter expressions | |
 //! | `agent` | the runtime: one actor task per node around the Engine, its commands | `runtime` |
+//! | `store` | the durable store in the data dir (redb): streams, deliveries, cursors, members | `runtime` |
 //! | `transport` | QUIC (quinn) with cluster admission, connection cache, fault injection | `runtime` |
 //! | `api` | the local HTTP API: routes, JSON types, errors and their statuses | `runtime` |
 //! | `cli` | the client commands over the API | `runtime` |
@@ -38,5 +39,7 @@ pub mod filter;
 pub mod message;
 #[cfg(feature = "runtime")]
 pub mod metrics;
+#[cfg(feature = "runtime")]
+pub mod store;
 #[cfg(feature = "runtime")]
 pub mod transport;

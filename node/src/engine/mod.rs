@@ -167,6 +167,9 @@ struct TopicState {
     published: bool,
 }
 
+/// What a restart gave back for one topic: its streams' heads and recent messages.
+type Kept = (Vec<(NodeId, u64)>, Vec<Data>);
+
 /// The Engine's timer kinds: its parts, in the order simultaneous ones are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -208,7 +211,7 @@ pub struct Engine {
     /// the catch-up exchanges they may still start.
     catch_up_topics: BTreeMap<TopicId, u32>,
     /// What a restart gave back for topics not subscribed yet: their heads and messages.
-    restored: BTreeMap<TopicId, (Vec<(NodeId, u64)>, Vec<Data>)>,
+    restored: BTreeMap<TopicId, Kept>,
     joined_ring: bool,
     out: VecDeque<Transmit<Bytes>>,
     events: VecDeque<EngineEvent>,
