@@ -81,6 +81,14 @@ pub struct FileConfig {
     pub preset: Option<Preset>,
     /// Log filter (tracing's `EnvFilter` syntax).
     pub log: Option<String>,
+    /// When the store syncs writes: `always` or `batch`.
+    pub sync: Option<crate::store::Sync>,
+    /// Messages kept per topic.
+    pub retain_messages: Option<u64>,
+    /// Payload bytes kept per topic (`256MiB`, `1GB`, a number of bytes).
+    pub retain_bytes: Option<String>,
+    /// How long messages are kept (`30s`, `15m`, `12h`, `7d`).
+    pub retain_age: Option<String>,
 }
 
 /// The resolved configuration of an agent.
@@ -104,6 +112,10 @@ pub struct AgentConfig {
     pub preset: Preset,
     /// Log filter.
     pub log: String,
+    /// When the store syncs writes.
+    pub sync: crate::store::Sync,
+    /// What the store keeps per topic.
+    pub retention: crate::store::Retention,
 }
 
 /// A key of the config file; its flag is `--` and the key with `-` for `_`.
@@ -183,6 +195,10 @@ impl FileConfig {
             data_dir: flags.data_dir.or(self.data_dir),
             preset: flags.preset.or(self.preset),
             log: flags.log.or(self.log),
+            sync: flags.sync.or(self.sync),
+            retain_messages: flags.retain_messages.or(self.retain_messages),
+            retain_bytes: flags.retain_bytes.or(self.retain_bytes),
+            retain_age: flags.retain_age.or(self.retain_age),
         }
     }
 
@@ -217,6 +233,20 @@ impl FileConfig {
         }
         let preset = self.preset.unwrap_or_default();
         preset.engine_config().validate().map_err(|source| ConfigError::Engine { preset, source })?;
+        let d = crate::store::Retention::default();
+        let messages = self.retain_messages.unwrap_or(d.messages);
+        if messages == 0 {
+            return Err(invalid("retain_messages", "must be at least 1".into()));
+        }
+        let bytes = match &self.retain_bytes {
+            Some(b) => parse_bytes(b).map_err(|e| invalid("retain_bytes", e))?,
+            None => d.bytes,
+        };
+        let age = match &self.retain_age {
+            Some(a) => parse_age(a).map_err(|e| invalid("retain_age", e))?,
+            None => d.age,
+        };
+        let retention = crate::store::Retention { messages, bytes, age };
         Ok(AgentConfig {
             name,
             bind,
@@ -227,13 +257,83 @@ impl FileConfig {
             data_dir,
             preset,
             log,
+            sync: self.sync.unwrap_or_default(),
+            retention,
         })
     }
+}
+
+/// A byte count: a number, optionally with a unit (`B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a byte count (e.g. 256MiB, 1GB, 1048576)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        other => return Err(format!("`{other}` is not a byte unit (B, KB, KiB, MB, MiB, GB, GiB)")),
+    };
+    let v = n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))?;
+    if v == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(v)
+}
+
+/// A duration: a number with a unit (`s`, `m`, `h`, `d`).
+pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 15m, 12h, 7d)"))?;
+    let secs: u64 = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "" => return Err(format!("`{s}` needs a unit: s, m, h or d")),
+        other => return Err(format!("`{other}` is not a duration unit (s, m, h, d)")),
+    };
+    let v = n.checked_mul(secs).ok_or_else(|| format!("`{s}` is too long"))?;
+    if v == 0 {
+        return Err("must be longer than zero".into());
+    }
+    Ok(std::time::Duration::from_secs(v))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_settings_parse_with_units_and_bad_ones_name_their_key() {
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert_eq!(parse_age("7d"), Ok(std::time::Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_age("90s"), Ok(std::time::Duration::from_secs(90)));
+        assert!(parse_age("90").unwrap_err().contains("unit"));
+        let base = || FileConfig { secret_file: Some("s.key".into()), ..FileConfig::default() };
+        let e = FileConfig { retain_age: Some("soon".into()), ..base() }.resolve().unwrap_err().to_string();
+        assert!(e.contains("`retain_age` (--retain-age)"), "{e}");
+        let e = FileConfig { retain_messages: Some(0), ..base() }.resolve().unwrap_err().to_string();
+        assert!(e.contains("`retain_messages`"), "{e}");
+        let c = FileConfig {
+            retain_bytes: Some("1MiB".into()),
+            sync: Some(crate::store::Sync::Always),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!((c.retention.bytes, c.sync), (1 << 20, crate::store::Sync::Always));
+    }
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {

@@ -249,12 +249,31 @@ struct AgentArgs {
     /// Log filter, e.g. `info` or `hearsay=debug`.
     #[arg(long)]
     log: Option<String>,
+    /// When the store syncs writes to disk: `always` (one fsync per write) or `batch` (writes
+    /// that arrive during an fsync share the next one) [default: batch]. Either way a publish
+    /// is acknowledged only once its write is durable.
+    #[arg(long, value_parser = parse_sync)]
+    sync: Option<hearsay::store::Sync>,
+    /// Messages the store keeps per topic [default: 100000]; older ones are trimmed, and a
+    /// subscriber that needed them gets an explicit gap.
+    #[arg(long)]
+    retain_messages: Option<u64>,
+    /// Payload bytes the store keeps per topic, e.g. 256MiB or 1GB [default: 256MiB].
+    #[arg(long)]
+    retain_bytes: Option<String>,
+    /// How long the store keeps messages, e.g. 12h or 7d [default: 7d].
+    #[arg(long)]
+    retain_age: Option<String>,
     /// Drop this fraction of outgoing UDP datagrams (testing).
     #[arg(long, hide = true, default_value_t = 0.0)]
     test_loss: f64,
     /// Delay outgoing UDP datagrams by this many milliseconds (testing).
     #[arg(long, hide = true, default_value_t = 0)]
     test_delay_ms: u64,
+}
+
+fn parse_sync(s: &str) -> Result<hearsay::store::Sync, String> {
+    s.parse()
 }
 
 fn main() -> ExitCode {
@@ -362,6 +381,10 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         data_dir: args.data_dir,
         preset: args.preset,
         log: args.log,
+        sync: args.sync,
+        retain_messages: args.retain_messages,
+        retain_bytes: args.retain_bytes,
+        retain_age: args.retain_age,
     };
     let config = file.overridden_by(flags).resolve()?;
     tracing_subscriber::fmt()
@@ -381,6 +404,11 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     opts.join = config.join.clone();
     opts.api = Some(config.api);
     opts.identity = IdentitySource::DataDir(config.data_dir.clone());
+    opts.store = Some(agent::StoreOptions {
+        dir: config.data_dir.clone(),
+        sync: config.sync,
+        retention: config.retention,
+    });
     opts.preset = config.preset;
     opts.faults = faults;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

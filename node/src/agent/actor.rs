@@ -6,28 +6,36 @@
 //! Replies are the API's types, built from the Engine's views by [`views`]; subscriptions are
 //! [`Subscribers`]' business.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use hearsay_overlay::swim::State;
 use hearsay_protocols::aggregate::{Func, QueryId};
+use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::{Instant, Machine, NodeId};
 use tokio::sync::{mpsc, watch};
 
-use super::command::{Command, Reply};
+use super::command::{Command, PublishError, Reply};
 use super::seeds::{self, Join, JoinNote};
 use super::subscribers::Subscribers;
 use super::{AgentError, Stop};
 use crate::api::types::QueryResult;
 use crate::api::views;
-use crate::engine::{CommandError, Engine, EngineEvent, SubscribeFrom};
+use crate::engine::{CommandError, Engine, EngineEvent, Persist, SubscribeFrom};
 use crate::message::TopicName;
 use crate::metrics::Metrics;
+use crate::store::{MemberRecord, Store, Write};
 use crate::transport::{Transport, TransportEvent};
 
 /// How long a leave may take before the agent stops anyway.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the store may take to make its queued writes durable when the agent stops.
+const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The member list is written to the store at most this often.
+const MEMBERS_EVERY: Duration = Duration::from_secs(5);
 
 /// A query this node started, waiting for its answer.
 struct PendingQuery {
@@ -50,10 +58,26 @@ pub(super) struct Actor {
     unroutable: u64,
     leaving: bool,
     metrics: Metrics,
+    /// The durable store, if this agent has one.
+    store: Option<Store>,
+    /// The last ticket submitted to the store.
+    last_ticket: u64,
+    /// Publishes whose write is not durable yet: (ticket, reply, id).
+    pending: VecDeque<(u64, Reply<Result<MsgId, PublishError>>, MsgId)>,
+    /// The member list changed since it was last written, and when it was.
+    members_dirty: bool,
+    members_written: Option<tokio::time::Instant>,
+    /// The wall clock at `start`, in µs: the Engine's clock is wall-clock based, so publish
+    /// times mean the same on every node (up to their clocks' skew) and retention by age works.
+    clock_base: u64,
+    /// What a flush inside a command found, for the loop.
+    carried: Flushed,
+    /// The store refused a write since this was last looked at.
+    refused: Option<crate::store::StoreError>,
 }
 
 /// What one flush found out.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct Flushed {
     /// The leave is done: the agent may stop.
     done: bool,
@@ -62,28 +86,44 @@ struct Flushed {
 }
 
 impl Actor {
-    /// An actor around `engine`, sending through `transport`.
-    pub(super) fn new(engine: Engine, transport: Transport) -> Self {
+    /// An actor around `engine`, sending through `transport`, keeping what must last in
+    /// `store`. `start` and `clock_base` fix the Engine's clock (see [`Actor::now`]).
+    pub(super) fn new(
+        engine: Engine,
+        transport: Transport,
+        store: Option<Store>,
+        start: tokio::time::Instant,
+        clock_base: u64,
+    ) -> Self {
         Actor {
             engine,
             transport,
-            start: tokio::time::Instant::now(),
+            start,
             addrs: HashMap::new(),
             subscribers: Subscribers::default(),
             queries: BTreeMap::new(),
             unroutable: 0,
             leaving: false,
             metrics: Metrics::new(),
+            store,
+            last_ticket: 0,
+            pending: VecDeque::new(),
+            members_dirty: false,
+            members_written: None,
+            clock_base,
+            carried: Flushed::default(),
+            refused: None,
         }
     }
 
+    /// The Engine's clock: wall-clock microseconds at start, plus the monotonic time since.
     fn now(&self) -> Instant {
-        Instant::from_micros(self.start.elapsed().as_micros() as u64)
+        Instant::from_micros(self.clock_base + self.start.elapsed().as_micros() as u64)
     }
 
     fn deadline(&self) -> tokio::time::Instant {
         match self.engine.poll_timeout() {
-            Some(t) => self.start + Duration::from_micros(t.as_micros()),
+            Some(t) => self.start + Duration::from_micros(t.as_micros().saturating_sub(self.clock_base)),
             None => self.start + Duration::from_secs(3600 * 24 * 365),
         }
     }
@@ -103,6 +143,7 @@ impl Actor {
         let mut commands_open = true;
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         let mut leave_deadline: Option<tokio::time::Instant> = None;
+        let mut synced = self.store.as_ref().map(Store::synced);
         self.flush();
         loop {
             let timer = tokio::time::sleep_until(self.deadline());
@@ -139,7 +180,17 @@ impl Actor {
                 _ = housekeeping.tick() => {
                     let ended = self.subscribers.housekeeping(tokio::time::Instant::now());
                     self.unsubscribe(ended);
+                    self.write_members();
                 }
+                durable = async {
+                    match synced.as_mut() {
+                        Some(s) => match s.changed().await {
+                            Ok(()) => Some(*s.borrow()),
+                            Err(_) => std::future::pending().await,
+                        },
+                        None => std::future::pending().await,
+                    }
+                } => self.release(durable.unwrap_or(0)),
                 () = join.retry_due() => {
                     let now = self.now();
                     let _ = self.engine.join(now, join.retrying());
@@ -165,7 +216,10 @@ impl Actor {
                     break;
                 }
             }
-            let flushed = self.flush();
+            let mut flushed = self.flush();
+            let carried = std::mem::take(&mut self.carried);
+            flushed.done |= carried.done;
+            flushed.join_failed |= carried.join_failed;
             if flushed.done {
                 break;
             }
@@ -175,8 +229,93 @@ impl Actor {
         }
         let ended = self.subscribers.close_all("the agent stopped");
         self.unsubscribe(ended);
+        self.close_store();
         self.transport.close().await;
         Ok(())
+    }
+
+    /// Make every queued write durable (bounded), answer the publishes waiting for it, stop
+    /// the writer.
+    fn close_store(&mut self) {
+        self.write_members_now();
+        if let Some(store) = self.store.take() {
+            let durable = store.flush(STORE_FLUSH_TIMEOUT);
+            if let Err(e) = &durable {
+                tracing::error!("the store did not finish its writes: {e}");
+            }
+            let synced = *store.synced().borrow();
+            self.release(synced);
+            for (_, reply, _) in self.pending.drain(..) {
+                let e = durable.clone().err().unwrap_or(crate::store::StoreError::Closed);
+                let _ = reply.send(Err(e.into()));
+            }
+            store.close();
+        }
+    }
+
+    /// Answer the publishes whose write is durable now.
+    fn release(&mut self, synced: u64) {
+        while self.pending.front().is_some_and(|(t, _, _)| *t <= synced) {
+            if let Some((_, reply, id)) = self.pending.pop_front() {
+                let _ = reply.send(Ok(id));
+            }
+        }
+        if let Some(e) = self.store.as_ref().and_then(Store::failure) {
+            for (_, reply, _) in self.pending.drain(..) {
+                let _ = reply.send(Err(e.clone().into()));
+            }
+        }
+    }
+
+    /// Hand a record to the store. A store that failed refuses it (publishes are refused
+    /// then; deliveries still reach subscribers, but are not kept: logged).
+    fn persist(&mut self, p: Persist) {
+        let Some(store) = &self.store else { return };
+        let write = match p {
+            Persist::Message { data, own } => Write::Message {
+                id: data.id,
+                published_at: data.published_at.as_micros(),
+                payload: data.payload,
+                own,
+            },
+            Persist::Gap { topic, origin, first, last } => {
+                Write::Gap { topic, origin, first, last, at: self.now().as_micros() }
+            }
+        };
+        match store.submit(write) {
+            Ok(t) => self.last_ticket = t,
+            Err(e) => {
+                tracing::error!("not kept: {e}");
+                self.refused = Some(e);
+            }
+        }
+    }
+
+    /// Write the member list if it changed and was not written lately.
+    fn write_members(&mut self) {
+        let due = self.members_written.is_none_or(|t| t.elapsed() >= MEMBERS_EVERY);
+        if self.members_dirty && due {
+            self.write_members_now();
+        }
+    }
+
+    fn write_members_now(&mut self) {
+        let Some(store) = &self.store else { return };
+        if !self.members_dirty {
+            return;
+        }
+        let list: Vec<(NodeId, MemberRecord)> = self
+            .engine
+            .members()
+            .into_iter()
+            .filter(|m| m.id != self.engine.id() && matches!(m.state, State::Alive | State::Suspect))
+            .filter_map(|m| m.addr.map(|a| (m.id, MemberRecord { addr: a.to_string(), name: m.name })))
+            .collect();
+        if let Err(e) = store.submit(Write::Members(list)) {
+            tracing::warn!("member list not kept: {e}");
+        }
+        self.members_dirty = false;
+        self.members_written = Some(tokio::time::Instant::now());
     }
 
     fn on_transport(&mut self, ev: TransportEvent) {
@@ -231,6 +370,7 @@ impl Actor {
                     }
                 }
                 EngineEvent::Member { node, state, incarnation } => {
+                    self.members_dirty = true;
                     let name = self
                         .engine
                         .members()
@@ -249,8 +389,7 @@ impl Actor {
                     flushed.join_failed = true;
                 }
                 EngineEvent::LeaveDone => flushed.done |= self.leaving,
-                // The store comes with durable streams (issue 11); until then nothing is kept.
-                EngineEvent::Persist(_) => {}
+                EngineEvent::Persist(p) => self.persist(p),
             }
         }
         flushed
@@ -275,7 +414,29 @@ impl Actor {
                 let _ = reply.send(views::members(&self.engine));
             }
             Command::Publish { topic, payload, reply } => {
-                let _ = reply.send(self.engine.publish(now, topic.as_str(), payload));
+                if let Some(e) = self.store.as_ref().and_then(Store::failure) {
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                }
+                match self.engine.publish(now, topic.as_str(), payload) {
+                    Ok(id) if self.store.is_some() => {
+                        // The publish's write is among the events: submit it now and answer
+                        // once it is durable.
+                        self.refused = None;
+                        let f = self.flush();
+                        self.carried.done |= f.done;
+                        self.carried.join_failed |= f.join_failed;
+                        match self.refused.take() {
+                            Some(e) => {
+                                let _ = reply.send(Err(e.into()));
+                            }
+                            None => self.pending.push_back((self.last_ticket, reply, id)),
+                        }
+                    }
+                    other => {
+                        let _ = reply.send(other.map_err(PublishError::from));
+                    }
+                }
             }
             Command::Subscribe { topic, filter, expire, sink, reply } => {
                 let opened = self.engine.subscribe(now, topic.as_str(), SubscribeFrom::New).map(|id| {

@@ -17,9 +17,23 @@ use crate::api::types::{Member, QueryResult, RingInfo, Status, StreamItem, Topic
 use crate::engine::CommandError;
 use crate::filter::Filter;
 use crate::message::TopicName;
+use crate::store::StoreError;
 
 /// A reply channel.
 pub type Reply<T> = oneshot::Sender<T>;
+
+/// Why a publish was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The Engine refused it (payload too large, the node is leaving).
+    #[error(transparent)]
+    Engine(#[from] CommandError),
+    /// The store cannot keep it (full disk, I/O error): nothing is published that cannot be
+    /// kept.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// What the API (or an embedder) asks of the agent's actor.
 #[derive(Debug)]
@@ -34,8 +48,8 @@ pub enum Command {
         topic: TopicName,
         /// An encoded [`AppMessage`](crate::message::AppMessage) (encoding checks its bounds).
         payload: Bytes,
-        /// Its id, or why not.
-        reply: Reply<Result<MsgId, CommandError>>,
+        /// Its id once its write is durable (with a store), or why not.
+        reply: Reply<Result<MsgId, PublishError>>,
     },
     /// Open a subscription; items go to the sink until it is dropped or the expiry passes.
     Subscribe {

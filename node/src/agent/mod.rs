@@ -11,7 +11,17 @@
 //! | `subscribers.rs` | fan-out of deliveries and gaps to local subscriptions (filters, slow consumers) |
 //! | `seeds.rs` | resolving seed addresses to members, and retrying a join that failed |
 //!
-//! Time: the Engine's clock is microseconds since the agent started.
+//! Time: the Engine's clock is wall-clock microseconds at start plus the monotonic time since
+//! (so publish times compare across nodes, up to clock skew, and never go backwards here).
+//!
+//! # The store
+//!
+//! With a data dir the agent keeps a durable store there ([`crate::store`]): it is opened
+//! before anything else (a store that cannot be used is a start error naming the file), its
+//! epoch names this node's streams (so a restarted publisher continues them), what it kept is
+//! handed back to the Engine, and every durable subscription's topic is subscribed again
+//! (resuming after what was kept, fetching what was published meanwhile). Publishes are
+//! acknowledged once their write is durable.
 
 mod actor;
 mod command;
@@ -25,10 +35,11 @@ use hearsay_overlay::swim::Addr;
 use hearsay_protocols::{Instant, NodeId, Seed};
 use tokio::sync::{mpsc, watch};
 
-pub use self::command::{Command, Reply};
+pub use self::command::{Command, PublishError, Reply};
 use crate::api::server;
 use crate::config::Preset;
-use crate::engine::{self, Engine, EngineConfig};
+use crate::engine::{self, Engine, EngineConfig, SubscribeFrom};
+use crate::store::{Store, StoreConfig};
 use crate::transport::faulty::Faults;
 use crate::transport::identity::{ClusterSecret, IdentityError, NodeIdentity};
 use crate::transport::{BindError, Transport, TransportConfig};
@@ -66,6 +77,20 @@ pub struct AgentOptions {
     pub faults: Arc<Faults>,
     /// Engine settings override (benchmarks); `None`: the preset's. Validated at [`spawn`].
     pub engine: Option<EngineConfig>,
+    /// The durable store: where, how it syncs, what it retains. `None`: nothing is kept
+    /// (demo, bench without `--durable`).
+    pub store: Option<StoreOptions>,
+}
+
+/// Where and how an agent keeps its durable store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The data dir (`store.redb` goes in it).
+    pub dir: std::path::PathBuf,
+    /// When writes are synced.
+    pub sync: crate::store::Sync,
+    /// What each topic keeps.
+    pub retention: crate::store::Retention,
 }
 
 impl AgentOptions {
@@ -82,6 +107,7 @@ impl AgentOptions {
             preset: Preset::Lan,
             faults: Faults::none(),
             engine: None,
+            store: None,
         }
     }
 }
@@ -110,6 +136,9 @@ pub enum StartError {
     /// The OS gave no randomness for the Engine's seed.
     #[error("the OS random source failed")]
     Random,
+    /// The store cannot be used (the data dir is unwritable, or the file is unreadable).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Why a running agent ended other than by a leave or a crash asked of it.
@@ -210,6 +239,18 @@ fn advertised(bind: SocketAddr, explicit: Option<SocketAddr>, seeds: &[SocketAdd
 pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let config = opts.engine.clone().unwrap_or_else(|| opts.preset.engine_config());
     config.validate()?;
+    let opened = match &opts.store {
+        Some(s) => {
+            let (store, stored) = Store::open(StoreConfig {
+                dir: s.dir.clone(),
+                sync: s.sync,
+                retention: s.retention,
+                restore_per_stream: config.pbcast.history_msgs,
+            })?;
+            Some((store, stored))
+        }
+        None => None,
+    };
     let identity = match &opts.identity {
         IdentitySource::DataDir(dir) => NodeIdentity::load_or_create(dir, &opts.secret)?,
         IdentitySource::Ephemeral => NodeIdentity::ephemeral(&opts.secret)?,
@@ -238,21 +279,48 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes)
         .map_err(|_| StartError::Random)?;
     let seed = Seed::from_bytes(seed_bytes);
-    let epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let engine = Engine::new(
+    let start = tokio::time::Instant::now();
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let clock_base = wall.as_micros() as u64;
+    let now = Instant::from_micros(clock_base);
+    // A node without a store opens new streams at every start (epoch: the start time).
+    let epoch = opened.as_ref().map_or(wall.as_millis() as u64, |(_, s)| s.epoch);
+    let mut engine = Engine::new(
         identity.id(),
         &opts.name,
         Addr::from_socket(advertise),
         epoch,
         Arc::new(config),
         &seed,
-        Instant::ZERO,
+        now,
     );
+    let store = match opened {
+        Some((store, stored)) => {
+            let kept = stored.restored.messages.len();
+            engine.restore(now, stored.restored);
+            let mut topics: Vec<&str> = stored.durables.iter().map(|(_, d)| d.topic.as_str()).collect();
+            topics.sort_unstable();
+            topics.dedup();
+            for topic in &topics {
+                if let Err(e) = engine.subscribe(now, topic, SubscribeFrom::Resume) {
+                    tracing::warn!(topic, "durable subscription not resumed: {e}");
+                }
+            }
+            tracing::info!(
+                path = %store.path().display(),
+                epoch,
+                kept,
+                durable_topics = topics.len(),
+                created = stored.created,
+                "store opened"
+            );
+            Some(store)
+        }
+        None => None,
+    };
     tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
-    let actor = actor::Actor::new(engine, transport.clone());
+    let actor = actor::Actor::new(engine, transport.clone(), store, start, clock_base);
     let task = tokio::spawn(actor.run(opts.join.clone(), net_events, commands_rx, stop_rx));
     Ok(AgentHandle { id: identity.id(), addr, api, commands: commands_tx, transport, stop: stop_tx, task })
 }

@@ -6,7 +6,8 @@
 //! | 404 | no such endpoint |
 //! | 409 | the node's state refuses it: too many topics subscribed, too many queries running |
 //! | 413 | too large: a request body over the server's limit, a message body over [`MAX_BODY`](crate::message::MAX_BODY) or the Engine's payload limit |
-//! | 503 | the agent is stopping (leaving the cluster, or gone) |
+//! | 503 | the agent is stopping (leaving the cluster, or gone), or its store failed (an I/O error) |
+//! | 507 | the store's disk is full: a publish that cannot be kept is refused |
 //! | 504 | a query did not converge within [`QUERY_TIMEOUT`](super::server::QUERY_TIMEOUT) |
 //!
 //! The body is always `{"error": "..."}` ([`ErrorReply`]).
@@ -23,6 +24,16 @@ use crate::engine::CommandError;
 use crate::engine::multicast::MulticastError;
 use crate::filter::FilterError;
 use crate::message::MessageError;
+use crate::store::StoreError;
+
+impl From<crate::agent::PublishError> for ApiError {
+    fn from(e: crate::agent::PublishError) -> Self {
+        match e {
+            crate::agent::PublishError::Engine(e) => ApiError::Command(e),
+            crate::agent::PublishError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
 
 /// Why an API request failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +71,9 @@ pub enum ApiError {
     /// The Engine refused the command.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// The store cannot keep what was asked (507 when the disk is full, 503 otherwise).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// No route has this path.
     #[error("no such endpoint; see the README's API table")]
     NotFound,
@@ -85,6 +99,8 @@ impl ApiError {
             ApiError::Message(MessageError::BodyTooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Message(_) => StatusCode::BAD_REQUEST,
             ApiError::Command(e) => command_status(e),
+            ApiError::Store(e) if e.is_full() => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotConverged => StatusCode::GATEWAY_TIMEOUT,

@@ -478,6 +478,7 @@ impl Engine {
                     self.stats.gaps.0 = self.stats.gaps.0.saturating_add(1);
                     self.stats.gaps.1 =
                         self.stats.gaps.1.saturating_add(last.saturating_sub(first).saturating_add(1));
+                    self.events.push_back(EngineEvent::Persist(Persist::Gap { topic, origin, first, last }));
                     self.events.push_back(EngineEvent::Gap { topic, origin, first, last });
                 }
                 PbEvent::HeadsWanted { topic, peer } => {

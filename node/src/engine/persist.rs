@@ -3,8 +3,8 @@
 //! daemon's runtime writes to disk, the simulator keeps a map per node); the Engine only emits
 //! [`Persist`] records and accepts a [`Restored`] snapshot.
 //!
-//! - Every message this node publishes, and every message it delivers on a subscribed topic,
-//!   is emitted as [`Persist::Message`] before the event that reports it (a publish's write
+//! - Every message this node publishes, every message it delivers on a subscribed topic and
+//!   every gap it announces is emitted as a [`Persist`] record before the event that reports it (a publish's write
 //!   comes out of [`Engine::publish`](super::Engine::publish) itself, so a host can hold the
 //!   publisher's acknowledgement until the write is durable).
 //! - After a restart the host hands back, before anything else happens, the last seq of each
@@ -28,6 +28,17 @@ pub enum Persist {
         data: Data,
         /// Published here.
         own: bool,
+    },
+    /// A gap notice this node announced: kept, so a replay announces it again.
+    Gap {
+        /// The topic.
+        topic: TopicId,
+        /// The stream's origin.
+        origin: NodeId,
+        /// First seq given up.
+        first: Seq,
+        /// Last seq given up.
+        last: Seq,
     },
 }
 
