@@ -44,6 +44,9 @@ struct PendingQuery {
     reply: Reply<Result<QueryResult, CommandError>>,
 }
 
+/// A publish waiting for its write to be durable: (ticket, reply, id).
+type PendingPublish = (u64, Reply<Result<MsgId, PublishError>>, MsgId);
+
 /// The task that owns the Engine.
 pub(super) struct Actor {
     engine: Engine,
@@ -63,7 +66,7 @@ pub(super) struct Actor {
     /// The last ticket submitted to the store.
     last_ticket: u64,
     /// Publishes whose write is not durable yet: (ticket, reply, id).
-    pending: VecDeque<(u64, Reply<Result<MsgId, PublishError>>, MsgId)>,
+    pending: VecDeque<PendingPublish>,
     /// The member list changed since it was last written, and when it was.
     members_dirty: bool,
     members_written: Option<tokio::time::Instant>,
