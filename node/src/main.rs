@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run an agent: join the cluster, serve the local API until SIGTERM or Ctrl-C.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// List the members this agent knows: name, address, state, incarnation.
     Members {
         /// Print a JSON array of {name, addr, state, incarnation, id, ring_id}.
@@ -290,7 +290,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let client = || Client::new(&cli.api);
     match cli.command {
-        Cmd::Agent(args) => run_agent(&cli.api, args),
+        Cmd::Agent(args) => run_agent(&cli.api, *args),
         Cmd::Members { json } => cli::members(&client(), json),
         Cmd::Publish { topic, msg, headers, json } => {
             cli::publish(&client(), topic, msg.as_deref(), &headers, json)
