@@ -409,6 +409,16 @@ struct ClusterArgs {
     /// Seconds the cluster is split in two halves, halfway through (0: no partition).
     #[arg(long, default_value_t = 0.0)]
     partition_secs: f64,
+    /// Fraction of the nodes (not crashed for good) that crash a quarter of the way in and
+    /// restart `--down-secs` later, with their store (what the daemon keeps in its data dir).
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    restart_fraction: f64,
+    /// Seconds a restarting node stays down.
+    #[arg(long, default_value_t = 10.0)]
+    down_secs: f64,
+    /// Restarted nodes come back without their store (new streams; not counted).
+    #[arg(long)]
+    lose_store: bool,
     /// Seconds of draining after the last publish.
     #[arg(long, default_value_t = 60.0)]
     drain: f64,
@@ -842,6 +852,9 @@ fn run_cluster(args: ClusterArgs) -> Result<(), String> {
         runs: c.runs,
         seed: c.seed,
         threads: c.threads,
+        restart_fraction: args.restart_fraction,
+        down_secs: args.down_secs,
+        lose_store: args.lose_store,
     };
     let progress = Progress::new("cluster", c.runs, c.quiet);
     let report = cluster::run(&p, &progress);
