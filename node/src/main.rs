@@ -181,6 +181,13 @@ struct BenchArgs {
     /// current-thread runtime). Default: one per core, as `hearsay agent` runs.
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
     threads: usize,
+    /// Give every agent a durable store with this sync policy (`always` or `batch`), in a
+    /// temporary dir removed at the end: publishes are then acknowledged once durable.
+    #[arg(long, value_parser = parse_sync)]
+    durable: Option<hearsay::store::Sync>,
+    /// Publishes waiting for their acknowledgement at once (1: one at a time).
+    #[arg(long, default_value_t = 1)]
+    inflight: usize,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -345,6 +352,8 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         anyhow::bail!("--drain must be a number of seconds in [0, 600]");
     }
     let mut opts = hearsay::bench::BenchOptions::new(args.nodes, args.messages, args.size, args.rate);
+    opts.durable = args.durable;
+    opts.inflight = args.inflight;
     opts.publishers = args.publishers;
     opts.topics = args.topics;
     opts.seed = args.seed;
