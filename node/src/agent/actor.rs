@@ -471,6 +471,7 @@ impl Actor {
                     &self.engine,
                     &self.transport,
                     self.subscribers.len(),
+                    self.store.as_ref(),
                 );
                 let _ = reply.send(self.metrics.encode());
             }
