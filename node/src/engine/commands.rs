@@ -68,6 +68,10 @@ impl Engine {
                 }
                 return Err(e);
             }
+            // The topic's members first: pbcast asks one of them for the heads as it
+            // subscribes, and with no member in view it would start every stream at seq 1
+            // and hold new messages back until the whole history had been fetched.
+            self.refresh_views(now, &[topic]);
             // pbcast first (its heads request), then anti-entropy, then the first phase.
             let (heads, kept) = self.restored.remove(&topic).unwrap_or_default();
             let start = match from {

@@ -189,3 +189,27 @@ fn deadlines_move_forward_after_each_timeout() {
         }
     }
 }
+
+#[test]
+fn a_late_subscriber_starts_at_the_heads_and_gets_the_next_message_at_once() {
+    let mut c = Cluster::new(4);
+    c.join_all();
+    for i in [0, 2] {
+        c.call(i, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
+    }
+    c.secs(3);
+    for k in 0..20u8 {
+        c.call(1, |e, now| e.publish(now, "news", Bytes::from(vec![k]))).unwrap();
+    }
+    c.secs(3);
+    // Node 3 knows the topic's members from their SWIM meta: it asks one of them for the
+    // heads as it subscribes, and the next message is its first delivery, with nothing
+    // published before it held back or announced as a gap.
+    c.call(3, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
+    c.call(1, |e, now| e.publish(now, "news", Bytes::from_static(b"next"))).unwrap();
+    let origin = c.node(1).origin();
+    assert_eq!(c.delivered(3), vec![(origin, 21, Bytes::from_static(b"next"))]);
+    c.secs(5);
+    assert_eq!(c.delivered(3).len(), 1);
+    assert!(!c.events().any(|(i, e)| i == 3 && matches!(e, EngineEvent::Gap { .. })));
+}

@@ -267,7 +267,9 @@ impl Topic {
             if origin == me {
                 continue;
             }
-            let stream = self.stream_mut(origin);
+            // Not `stream_mut`: under the rule just set, a stream first named here would be
+            // created at seq 1, and the head it is named with would be ignored.
+            let stream = self.streams.entry(origin).or_insert_with(|| Stream::with_cursor(None));
             if stream.cursor.is_none() {
                 stream.cursor = Some(Cursor::at(max.saturating_add(1)));
             }
