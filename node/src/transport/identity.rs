@@ -140,6 +140,15 @@ impl ClusterSecret {
     }
 }
 
+/// An HKDF output length.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
 /// An Ed25519 key pair from its 32-byte seed, via the fixed PKCS#8 v1 wrapping (RFC 8410).
 fn key_from_seed(seed: &[u8; 32]) -> Result<KeyPair, IdentityError> {
     const PREFIX: [u8; 16] =
@@ -230,6 +239,28 @@ impl NodeIdentity {
     /// This node's id (its public key).
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The keys of this node's QUIC endpoint that must outlive a process: the stateless-reset
+    /// key (64 bytes, HMAC-SHA256) and the connection-id key. Both are derived from the node
+    /// key with HKDF-SHA256, so a restarted node recognises the connection ids of its previous
+    /// life and answers a peer still sending on such a connection with a stateless reset that
+    /// the peer accepts (RFC 9000 §10.3): the peer drops the stale connection at its first
+    /// send instead of at its idle timeout. Only the holder of the node key can make them.
+    pub fn endpoint_keys(&self) -> Result<([u8; 64], u64), IdentityError> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"hearsay/node-key/v1");
+        let prk = salt.extract(&self.key_der);
+        let derive = |label: &[u8], out: &mut [u8]| -> Result<(), IdentityError> {
+            let info = [label];
+            let okm =
+                prk.expand(&info, Len(out.len())).map_err(|_| IdentityError::Tls("HKDF expand".into()))?;
+            okm.fill(out).map_err(|_| IdentityError::Tls("HKDF fill".into()))
+        };
+        let mut reset = [0u8; 64];
+        derive(b"quic-stateless-reset", &mut reset)?;
+        let mut cid = [0u8; 8];
+        derive(b"quic-connection-id", &mut cid)?;
+        Ok((reset, u64::from_le_bytes(cid)))
     }
 
     fn key(&self) -> PrivateKeyDer<'static> {
@@ -328,6 +359,24 @@ mod tests {
         let c = ClusterSecret::from_bytes([2; 32]).ca_key().unwrap();
         assert_eq!(a.public_key_raw(), b.public_key_raw());
         assert_ne!(a.public_key_raw(), c.public_key_raw());
+    }
+
+    #[test]
+    fn endpoint_keys_are_a_function_of_the_node_key() {
+        let secret = ClusterSecret::generate().unwrap();
+        let dir = std::env::temp_dir().join(format!("hearsay-endpoint-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = NodeIdentity::load_or_create(&dir, &secret).unwrap();
+        let again = NodeIdentity::load_or_create(&dir, &secret).unwrap();
+        let other = NodeIdentity::ephemeral(&secret).unwrap();
+        assert_eq!(
+            a.endpoint_keys().unwrap(),
+            again.endpoint_keys().unwrap(),
+            "same key, same endpoint keys"
+        );
+        assert_ne!(a.endpoint_keys().unwrap().0, other.endpoint_keys().unwrap().0);
+        assert_ne!(a.endpoint_keys().unwrap().1, other.endpoint_keys().unwrap().1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

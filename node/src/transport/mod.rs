@@ -15,13 +15,29 @@
 //! - **Backpressure.** Received frames go to one bounded channel. A datagram that finds it
 //!   full is dropped and counted (it could have been lost anyway); a stream frame waits, which
 //!   pushes back on the sender through QUIC flow control.
+//! - **Restarts.** A peer that restarts leaves its old connections behind at everyone who
+//!   talked to it, and QUIC alone would keep sending into them until the idle timeout (60 s).
+//!   Three things replace them as soon as the peer is back: a connection accepted from a peer
+//!   replaces the cached one at once; the endpoint's stateless-reset and connection-id keys are
+//!   derived from the node key ([`NodeIdentity::endpoint_keys`]), so the restarted node answers
+//!   a packet on a connection of its previous life with a stateless reset that the sender
+//!   accepts (RFC 9000 §10.3) and it redials at its next send; and a cached connection on which
+//!   nothing has been received for [`UNANSWERED_AFTER`] since a send (QUIC acknowledges every
+//!   packet that carries data within its `max_ack_delay`, 25 ms) is taken out of the cache, so
+//!   the next send dials the address the node gives now (a peer back at another address, or
+//!   not back at all).
+//! - **Dialling** gives up after [`TransportConfig::connect_timeout`] (QUIC's own handshake
+//!   timeout is the idle timeout): a seed that is not up yet is dialled again by its caller.
+//! - **Draining.** [`Transport::flush`] waits (bounded) until what was handed to the transport
+//!   has left: frames waiting for a connection, stream frames until the peer acknowledged them,
+//!   datagrams until QUIC sent them. The agent calls it before it closes the endpoint.
 
 pub mod faulty;
 pub mod identity;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +65,10 @@ pub struct TransportConfig {
     pub queue: usize,
     /// Frames held per peer while its connection is being opened. Default 256.
     pub pending_per_peer: usize,
+    /// A dial that has not completed its handshake by then fails. Default 3 s: a loopback or
+    /// LAN handshake takes a millisecond, a WAN one a few round trips, and QUIC resends its
+    /// first packet after about 1 s and 3 s, so a peer that came up meanwhile is reached.
+    pub connect_timeout: Duration,
 }
 
 impl TransportConfig {
@@ -61,6 +81,7 @@ impl TransportConfig {
             frame_limit: hearsay_protocols::wire::DEFAULT_FRAME_LIMIT,
             queue: 8192,
             pending_per_peer: 256,
+            connect_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -121,6 +142,9 @@ pub enum ConnectError {
     /// The endpoint is shutting down or the connection could not start.
     #[error("cannot connect to {0}: {1}")]
     Io(SocketAddr, String),
+    /// No handshake completed within the connect timeout: nothing answers there (yet).
+    #[error("no answer from {0} within {1:?}")]
+    TimedOut(SocketAddr, Duration),
 }
 
 /// Counters of the transport's own decisions (wire bytes are in [`WireStats`]).
@@ -148,11 +172,56 @@ pub struct TransportStats {
     pub evictions: AtomicU64,
     /// Connections opened (either direction).
     pub connections_opened: AtomicU64,
+    /// Cached connections given up because the peer stopped answering on them (a restart at
+    /// another address, a crash, a partition).
+    pub unanswered: AtomicU64,
+    /// Dials that did not complete their handshake within the connect timeout.
+    pub connect_timeouts: AtomicU64,
 }
+
+/// A cached connection on which a send has found nothing received for this long is taken out
+/// of the cache, and the next send dials again (module docs). Long enough that a live peer
+/// under load is not given up on (it acknowledges within 25 ms), short enough that a peer
+/// that came back at another address is reached again within a few seconds.
+pub const UNANSWERED_AFTER: Duration = Duration::from_secs(2);
+
+/// A cached connection's receive counter is read at most this often (it takes the
+/// connection's lock).
+const HEALTH_EVERY: Duration = Duration::from_millis(50);
 
 struct Cached {
     conn: quinn::Connection,
     last_used: Instant,
+    /// UDP datagrams received on the connection when it was last looked at.
+    rx_seen: u64,
+    /// When it was last looked at.
+    checked: Instant,
+    /// The first send since something was last received on it, if any.
+    unanswered_since: Option<Instant>,
+}
+
+impl Cached {
+    fn new(conn: quinn::Connection, now: Instant) -> Self {
+        let rx_seen = conn.stats().udp_rx.datagrams;
+        Cached { conn, last_used: now, rx_seen, checked: now, unanswered_since: None }
+    }
+
+    /// A send is about to use this connection at `now`: false if the peer has not answered
+    /// on it for [`UNANSWERED_AFTER`] since an earlier send.
+    fn answered(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.checked) < HEALTH_EVERY {
+            return true;
+        }
+        self.checked = now;
+        let rx = self.conn.stats().udp_rx.datagrams;
+        if rx != self.rx_seen {
+            self.rx_seen = rx;
+            self.unanswered_since = Some(now);
+            return true;
+        }
+        let since = *self.unanswered_since.get_or_insert(now);
+        now.duration_since(since) < UNANSWERED_AFTER.max(self.conn.rtt() * 8)
+    }
 }
 
 #[derive(Default)]
@@ -172,6 +241,9 @@ struct Inner {
     stats: TransportStats,
     wire: Arc<WireStats>,
     faults: Arc<Faults>,
+    /// Frames handed to the transport that have not left yet: waiting for a connection, or on
+    /// a stream the peer has not acknowledged (see [`Transport::flush`]).
+    in_flight: AtomicUsize,
 }
 
 /// A handle to the node's QUIC endpoint; cheap to clone.
@@ -215,6 +287,24 @@ fn gro_off(_socket: &std::net::UdpSocket) -> bool {
     false
 }
 
+/// Bytes of datagrams a connection queues for sending.
+const DATAGRAM_SEND_BUFFER: usize = 4 << 20;
+
+/// Frames taken out of the in-flight count when dropped (whichever way the task ends).
+struct InFlight<'a>(&'a AtomicUsize, usize);
+
+impl<'a> InFlight<'a> {
+    fn taken(count: &'a AtomicUsize, n: usize) -> Self {
+        InFlight(count, n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
 fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // Loopback and LANs carry 1452-byte payloads; MTU discovery and black-hole detection fall
@@ -222,7 +312,7 @@ fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
     t.initial_mtu(1452);
     t.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());
     t.datagram_receive_buffer_size(Some(4 << 20));
-    t.datagram_send_buffer_size(4 << 20);
+    t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     // quinn pre-allocates a map entry for every stream the peer may open (24+ bytes each, in a
     // hash map): 1024 cost about 50 KiB per connection, and a node holds one per peer it talks
     // to. Frames waiting for stream credit just wait (backpressure); 64 in flight per peer is
@@ -269,13 +359,14 @@ impl Transport {
         }
         drop(gro);
         let socket = Arc::new(socket);
-        let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
-            Some(server),
-            socket,
-            runtime,
-        )
-        .map_err(|e| BindError::Quic(e.to_string()))?;
+        let (reset_key, cid_key) = identity.endpoint_keys()?;
+        let mut endpoint_config =
+            quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key)));
+        endpoint_config
+            .cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+        let endpoint =
+            quinn::Endpoint::new_with_abstract_socket(endpoint_config, Some(server), socket, runtime)
+                .map_err(|e| BindError::Quic(e.to_string()))?;
 
         let (tx, rx) = mpsc::channel(config.queue.max(16));
         let inner = Arc::new(Inner {
@@ -288,6 +379,7 @@ impl Transport {
             stats: TransportStats::default(),
             wire,
             faults,
+            in_flight: AtomicUsize::new(0),
         });
         let t = Transport(inner);
         tokio::spawn(t.clone().accept_loop());
@@ -345,7 +437,12 @@ impl Transport {
             .endpoint
             .connect_with(self.0.client.clone(), addr, SERVER_NAME)
             .map_err(|e| ConnectError::Io(addr, e.to_string()))?;
-        match connecting.await {
+        let within = self.0.config.connect_timeout;
+        let Ok(result) = tokio::time::timeout(within, connecting).await else {
+            self.0.stats.connect_timeouts.fetch_add(1, Ordering::Relaxed);
+            return Err(ConnectError::TimedOut(addr, within));
+        };
+        match result {
             Ok(conn) => Ok(conn),
             Err(e) => {
                 let (reason, admission) = refusal_reason(addr, &e, true);
@@ -360,13 +457,19 @@ impl Transport {
     /// that must wait (a handshake, a stream) runs in its own task; failures are counted.
     pub fn send(&self, to: NodeId, addr: SocketAddr, reliability: Reliability, frame: Bytes) {
         let mut cache = self.lock();
+        let now = Instant::now();
         if let Some(c) = cache.live.get_mut(&to) {
             if c.conn.close_reason().is_none() {
-                c.last_used = Instant::now();
-                let conn = c.conn.clone();
-                drop(cache);
-                self.send_on(&conn, reliability, frame);
-                return;
+                if c.answered(now) {
+                    c.last_used = now;
+                    let conn = c.conn.clone();
+                    drop(cache);
+                    self.send_on(&conn, reliability, frame);
+                    return;
+                }
+                // Not closed: frames still on their way finish if the peer is there after all.
+                self.0.stats.unanswered.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %to, was = %c.conn.remote_address(), %addr, "nothing received on the connection since a send; dialling again");
             }
             cache.live.remove(&to);
         }
@@ -375,15 +478,18 @@ impl Transport {
                 self.0.stats.dropped_pending.fetch_add(1, Ordering::Relaxed);
             } else {
                 queue.push((reliability, frame));
+                self.0.in_flight.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
         cache.pending.insert(to, vec![(reliability, frame)]);
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
         drop(cache);
         let t = self.clone();
         tokio::spawn(async move {
             let result = t.dial(addr).await;
             let queued = t.lock().pending.remove(&to).unwrap_or_default();
+            let _left = InFlight::taken(&t.0.in_flight, queued.len());
             match result {
                 Ok(conn) => match peer_node_id(&conn) {
                     Some(found) if found == to => {
@@ -417,20 +523,65 @@ impl Transport {
         }
         let conn = conn.clone();
         let t = self.clone();
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let _left = InFlight::taken(&t.0.in_flight, 1);
             let sent = async {
                 let mut s = conn.open_uni().await.ok()?;
                 s.write_all(&frame).await.ok()?;
-                s.finish().ok()
+                s.finish().ok()?;
+                Some(s)
             };
             match sent.await {
-                Some(()) => t.0.stats.streams_sent.fetch_add(1, Ordering::Relaxed),
+                Some(s) => {
+                    t.0.stats.streams_sent.fetch_add(1, Ordering::Relaxed);
+                    // In flight until the peer acknowledged it (or gave up on the stream), so
+                    // that `flush` can wait for it; bounded, for a peer that went away.
+                    let _ = tokio::time::timeout(t.0.config.idle_timeout, s.stopped()).await;
+                }
                 None => {
                     tracing::debug!(to = %conn.remote_address(), "stream send failed");
-                    t.0.stats.send_failures.fetch_add(1, Ordering::Relaxed)
+                    t.0.stats.send_failures.fetch_add(1, Ordering::Relaxed);
                 }
-            };
+            }
         });
+    }
+
+    /// Wait until everything handed to the transport so far has left, or `within` has passed:
+    /// frames waiting for a connection (sent or given up), stream frames until the peer
+    /// acknowledged them, datagrams until QUIC sent them. True if everything left. Frames
+    /// handed over meanwhile are waited for too.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.drained() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Nothing in flight: no frame waiting for a connection or an acknowledgement, no
+    /// datagram queued in any open connection.
+    fn drained(&self) -> bool {
+        if self.0.in_flight.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
+        // quinn reports the free space less the size of one queued datagram's bookkeeping.
+        let empty = DATAGRAM_SEND_BUFFER.saturating_sub(std::mem::size_of::<quinn_proto::Datagram>());
+        let cache = self.lock();
+        cache
+            .live
+            .values()
+            .all(|c| c.conn.close_reason().is_some() || c.conn.datagram_send_buffer_space() >= empty)
+    }
+
+    /// Frames handed to the transport that have not left yet (see [`Transport::flush`]).
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::Relaxed)
     }
 
     /// Put an established connection in the cache (evicting the least recently used beyond
@@ -440,7 +591,7 @@ impl Transport {
         let evicted = {
             let mut cache = self.lock();
             let now = Instant::now();
-            let previous = cache.live.insert(peer, Cached { conn: conn.clone(), last_used: now });
+            let previous = cache.live.insert(peer, Cached::new(conn.clone(), now));
             let mut evicted = Vec::new();
             while cache.live.len() > self.0.config.max_connections.max(1) {
                 let Some(oldest) = cache

@@ -1,6 +1,7 @@
 //! Two and three real endpoints on loopback: admission, datagrams, streams, the cache bound,
 //! fault injection.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -155,4 +156,114 @@ fn faults_drop_at_the_set_rate_and_block_only_the_chosen() {
     assert!(f.drops(&to) && !f.drops(&other));
     f.set_blocked([]);
     assert!(!f.drops(&to));
+}
+
+/// A node with the identity kept in `dir`, bound to `bind` (retried while the port is still
+/// held by a previous life that is shutting down).
+async fn node_in(dir: &std::path::Path, bind: SocketAddr) -> (Transport, Receiver<TransportEvent>) {
+    let id = NodeIdentity::load_or_create(dir, &ClusterSecret::from_bytes([9; 32])).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Transport::bind(TransportConfig::new(bind), &id) {
+            Ok(t) => return t,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// End `t` as a crash would: nothing more reaches `peers`, then the endpoint goes away.
+async fn crash(t: Transport, rx: Receiver<TransportEvent>, peers: &[SocketAddr]) {
+    t.faults().set_blocked(peers.iter().copied());
+    t.close().await;
+    drop(rx);
+    drop(t);
+}
+
+/// Send `frame` to `to` every 10 ms until `rx` gets a frame; how long that took.
+async fn send_until_received(
+    a: &Transport,
+    to: NodeId,
+    addr: SocketAddr,
+    rx: &mut Receiver<TransportEvent>,
+) -> Duration {
+    let start = tokio::time::Instant::now();
+    loop {
+        a.send(to, addr, Reliability::Datagram, Bytes::from_static(b"hello again"));
+        if let Ok(Some(TransportEvent::Frame { .. })) =
+            tokio::time::timeout(Duration::from_millis(10), rx.recv()).await
+        {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never reached the peer again");
+    }
+}
+
+fn scratch(label: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::env::temp_dir().join(format!("hearsay-transport-{label}-{}-{nanos}", std::process::id()))
+}
+
+#[tokio::test]
+async fn a_peer_restarted_at_its_address_resets_the_old_connection_and_is_reached_at_once() {
+    let dir = scratch("reset");
+    let (a, _ra) = node(9, |_| {});
+    let (b, mut rb) = node_in(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let (id, addr) = (b.id(), b.local_addr());
+    a.send(id, addr, Reliability::Datagram, Bytes::from_static(b"first life"));
+    next_frame(&mut rb).await;
+    crash(b, rb, &[a.local_addr()]).await;
+    // Same identity, same address: a's cached connection belongs to the previous life.
+    let (b2, mut rb2) = node_in(&dir, addr).await;
+    assert_eq!(b2.id(), id);
+    let took = send_until_received(&a, id, addr, &mut rb2).await;
+    // The new life answers the old connection with a stateless reset a accepts: a dials again
+    // at once, without waiting for the unanswered-connection fallback or the idle timeout.
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(a.stats().unanswered.load(Ordering::Relaxed), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_connection_nothing_comes_back_on_is_given_up_and_the_new_address_dialled() {
+    let dir = scratch("moved");
+    let (a, _ra) = node(9, |_| {});
+    let (b, mut rb) = node_in(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let id = b.id();
+    a.send(id, b.local_addr(), Reliability::Datagram, Bytes::from_static(b"first life"));
+    next_frame(&mut rb).await;
+    crash(b, rb, &[a.local_addr()]).await;
+    // Back at another port: no reset can reach a's old connection.
+    let (b2, mut rb2) = node_in(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let took = send_until_received(&a, id, b2.local_addr(), &mut rb2).await;
+    assert!(took < UNANSWERED_AFTER + Duration::from_secs(2), "took {took:?}");
+    assert_eq!(a.stats().unanswered.load(Ordering::Relaxed), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn flush_waits_until_stream_frames_are_acknowledged_and_is_bounded() {
+    let (a, _ra) = node(10, |_| {});
+    let (b, mut rb) = node(10, |_| {});
+    assert!(a.flush(Duration::from_secs(1)).await, "nothing handed over, nothing to wait for");
+    for i in 0..20u8 {
+        a.send(b.id(), b.local_addr(), Reliability::Stream, Bytes::from(vec![i; 50_000]));
+    }
+    assert!(a.in_flight() > 0);
+    assert!(a.flush(Duration::from_secs(5)).await);
+    assert_eq!(a.in_flight(), 0);
+    for _ in 0..20 {
+        next_frame(&mut rb).await;
+    }
+    // A frame for a peer that does not answer is waited for at most the bound.
+    let silent: SocketAddr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    a.send(NodeId::from_bytes([1; 32]), silent, Reliability::Datagram, Bytes::from_static(b"lost"));
+    let start = tokio::time::Instant::now();
+    assert!(!a.flush(Duration::from_millis(300)).await);
+    assert!(start.elapsed() < Duration::from_secs(1));
 }
