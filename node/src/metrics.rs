@@ -40,6 +40,9 @@
 //! | `hearsay_store_writes_total` | counter | | writes the store made durable |
 //! | `hearsay_store_commits_total` | counter | | group commits (fsyncs) that carried them |
 //! | `hearsay_store_trimmed_total` | counter | | messages retention removed |
+//! | `hearsay_store_members` | gauge | | members in the last-known list the store keeps (what a restart dials) |
+//! | `hearsay_reconnect_dials_total` | counter | | dials to find the cluster again: seeds and kept members at start, members not live in reconnect rounds |
+//! | `hearsay_reconnects_total` | counter | | joins through a member that answered a reconnect dial while not live in this node's view |
 //! | `hearsay_uptime_seconds` | gauge | | time since the metrics were created |
 //!
 //! Label values are fixed words (`anti_entropy`, `first_phase`, ...) except `topic`, which is
@@ -284,6 +287,9 @@ pub struct Metrics {
     store_writes: Counter,
     store_commits: Counter,
     store_trimmed: Counter,
+    store_members: Gauge,
+    reconnect_dials: Counter,
+    reconnects: Counter,
     uptime: Gauge<f64, AtomicU64>,
 }
 
@@ -415,6 +421,24 @@ impl Metrics {
             add(reg, "store_commits", "Group commits (fsyncs) that carried the writes", Counter::default());
         let store_trimmed =
             add(reg, "store_trimmed", "Messages retention removed from the store", Counter::default());
+        let store_members = add(
+            reg,
+            "store_members",
+            "Members in the last-known list the store keeps (what a restart dials)",
+            Gauge::default(),
+        );
+        let reconnect_dials = add(
+            reg,
+            "reconnect_dials",
+            "Dials to find the cluster again: seeds and kept members at start, members not live in reconnect rounds",
+            Counter::default(),
+        );
+        let reconnects = add(
+            reg,
+            "reconnects",
+            "Joins through a member that answered a reconnect dial while not live here",
+            Counter::default(),
+        );
         let uptime = Gauge::<f64, AtomicU64>::default();
         reg.register_with_unit("uptime", "Time since the node started", Unit::Seconds, uptime.clone());
         Metrics {
@@ -450,6 +474,9 @@ impl Metrics {
             store_writes,
             store_commits,
             store_trimmed,
+            store_members,
+            reconnect_dials,
+            reconnects,
             uptime,
         }
     }
@@ -570,6 +597,17 @@ impl Metrics {
     /// Open local API subscriptions now.
     pub fn set_subscriptions(&self, count: usize) {
         self.subscriptions.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Members in the last-known list the store keeps.
+    pub fn set_members_kept(&self, n: usize) {
+        self.store_members.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Reconnection totals: addresses dialled, joins through a member not live here.
+    pub fn set_reconnects(&self, dials: u64, joins: u64) {
+        set_total(&self.reconnect_dials, dials);
+        set_total(&self.reconnects, joins);
     }
 
     /// The durable store's figures.

@@ -30,6 +30,7 @@ mod subscribers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hearsay_overlay::swim::Addr;
 use hearsay_protocols::{Instant, NodeId, Seed};
@@ -43,6 +44,16 @@ use crate::store::{Store, StoreConfig};
 use crate::transport::faulty::Faults;
 use crate::transport::identity::{ClusterSecret, IdentityError, NodeIdentity};
 use crate::transport::{BindError, Transport, TransportConfig};
+
+/// How long the API may take, once the agent stopped, to write the subscriptions' closing
+/// lines and answer the requests still open.
+const API_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The reconnect interval: the SWIM push-pull interval (memberlist's LAN 30 s, which is also
+/// Serf's `reconnect_interval`; 15 s in the `local` preset).
+fn reconnect_interval(engine: &Engine) -> Duration {
+    Duration::from_micros(engine.config().swim.push_pull_interval.as_micros())
+}
 
 /// Where an agent's identity comes from.
 #[derive(Clone, Debug)]
@@ -266,14 +277,22 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
             let listener = listen.map_err(|source| StartError::Api { addr: api_addr, source })?;
             let bound = listener.local_addr().map_err(|source| StartError::Api { addr: api_addr, source })?;
             let router = server::router(server::ApiState::new(commands_tx.clone()));
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = serve.await {
                     tracing::error!("API server stopped: {e}");
                 }
             });
-            Some(bound)
+            Some((bound, stop, server))
         }
         None => None,
+    };
+    let (api, api_server) = match api {
+        Some((bound, stop, server)) => (Some(bound), Some((stop, server))),
+        None => (None, None),
     };
     let mut seed_bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes)
@@ -294,9 +313,19 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         &seed,
         now,
     );
+    let mut kept_members = Vec::new();
     let store = match opened {
         Some((store, stored)) => {
             let kept = stored.restored.messages.len();
+            if stored.incarnation > 0 {
+                // Above whatever the cluster still holds about the previous life.
+                engine.raise_incarnation(stored.incarnation + 1);
+            }
+            kept_members = stored
+                .members
+                .iter()
+                .filter_map(|(id, m)| Some((*id, m.addr.parse::<SocketAddr>().ok()?)))
+                .collect();
             engine.restore(now, stored.restored);
             let mut topics: Vec<&str> = stored.durables.iter().map(|(_, d)| d.topic.as_str()).collect();
             topics.sort_unstable();
@@ -311,6 +340,8 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
                 epoch,
                 kept,
                 durable_topics = topics.len(),
+                members = kept_members.len(),
+                incarnation = stored.incarnation,
                 created = stored.created,
                 "store opened"
             );
@@ -320,7 +351,23 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     };
     tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+    let rejoin = actor::Rejoin {
+        seeds: opts.join.clone(),
+        stored: kept_members,
+        interval: reconnect_interval(&engine),
+    };
     let actor = actor::Actor::new(engine, transport.clone(), store, start, clock_base);
-    let task = tokio::spawn(actor.run(opts.join.clone(), net_events, commands_rx, stop_rx));
+    let task = tokio::spawn(async move {
+        let ended = actor.run(rejoin, net_events, commands_rx, stop_rx).await;
+        // The API ends after the actor, gracefully: the subscriptions' closing lines are
+        // written out and requests still waiting are answered (bounded).
+        if let Some((stop, server)) = api_server {
+            let _ = stop.send(());
+            if tokio::time::timeout(API_DRAIN_TIMEOUT, server).await.is_err() {
+                tracing::warn!("the API did not finish within {API_DRAIN_TIMEOUT:?}");
+            }
+        }
+        ended
+    });
     Ok(AgentHandle { id: identity.id(), addr, api, commands: commands_tx, transport, stop: stop_tx, task })
 }

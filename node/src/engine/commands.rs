@@ -176,6 +176,18 @@ impl Engine {
         self.pump(now);
     }
 
+    /// Start this node's SWIM incarnation at `n` at least: a restarted node passes one more
+    /// than the last incarnation its previous life announced (see [`Engine::incarnation`]),
+    /// so its announcements outrank that life's at once. Call it before joining.
+    pub fn raise_incarnation(&mut self, n: u64) {
+        self.swim.raise_incarnation(n);
+    }
+
+    /// This node's SWIM incarnation (what a host keeps for [`Engine::raise_incarnation`]).
+    pub fn incarnation(&self) -> u64 {
+        self.swim.incarnation()
+    }
+
     /// Set this node's value of `attr` for aggregation queries.
     pub fn set_value(&mut self, now: Instant, attr: &str, value: f64) -> Result<(), CommandError> {
         Ok(self.aggregation.set_value(now, attr, value)?)

@@ -213,3 +213,37 @@ fn a_late_subscriber_starts_at_the_heads_and_gets_the_next_message_at_once() {
     assert_eq!(c.delivered(3).len(), 1);
     assert!(!c.events().any(|(i, e)| i == 3 && matches!(e, EngineEvent::Gap { .. })));
 }
+
+#[test]
+fn a_restarted_node_starts_above_the_incarnation_of_its_previous_life() {
+    let mut c = Cluster::new(3);
+    c.join_all();
+    // Node 2's previous life announced a few incarnations (each meta change raises one).
+    for _ in 0..4 {
+        c.call(2, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
+        c.call(2, |e, now| e.unsubscribe(now, "news"));
+    }
+    c.secs(3);
+    let last = c.node(2).incarnation();
+    assert!(last >= 8, "{last}");
+    for i in 0..2 {
+        let seen = c.node(i).members().into_iter().find(|m| m.id == c.ids[2]).map(|m| m.incarnation);
+        assert_eq!(seen, Some(last), "node {i}");
+    }
+    // Its next life, with what its host kept: above the last one from the start, never lowered.
+    let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));
+    let now = c.net.now();
+    let mut next =
+        Engine::new(c.ids[2], "n2", Addr::default(), 1, config, &Seed::derive(7, "node", 1, 2), now);
+    next.raise_incarnation(last + 1);
+    next.raise_incarnation(1);
+    assert_eq!(next.incarnation(), last + 1);
+    *c.net.machine_mut(c.ids[2]) = next;
+    let seed = c.ids[0];
+    c.call(2, |e, now| e.join(now, &[seed])).unwrap();
+    c.secs(2);
+    for i in 0..2 {
+        let m = c.node(i).members().into_iter().find(|m| m.id == c.ids[2]).expect("known");
+        assert!(m.incarnation > last && m.state == State::Alive, "node {i}: {m:?}");
+    }
+}

@@ -554,7 +554,7 @@ impl Transport {
     pub async fn flush(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         loop {
-            if self.drained() {
+            if self.is_drained() {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -566,7 +566,7 @@ impl Transport {
 
     /// Nothing in flight: no frame waiting for a connection or an acknowledgement, no
     /// datagram queued in any open connection.
-    fn drained(&self) -> bool {
+    pub fn is_drained(&self) -> bool {
         if self.0.in_flight.load(Ordering::Relaxed) > 0 {
             return false;
         }

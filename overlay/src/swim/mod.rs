@@ -392,6 +392,15 @@ impl Swim {
         Ok(())
     }
 
+    /// Raise this node's own incarnation to at least `n` (never lowers it), without
+    /// announcing it: a restarted node starts above the last incarnation its previous life
+    /// announced (kept by its host), so that its `Alive` outranks whatever the cluster still
+    /// holds about that life (§6.6) from its first message on.
+    pub fn raise_incarnation(&mut self, n: Incarnation) {
+        let own = self.table.own_mut();
+        own.incarnation = own.incarnation.max(n);
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
