@@ -242,7 +242,7 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let engine = Engine::new(
-        identity.id(),
+        Arc::new(identity.signer()?),
         &opts.name,
         Addr::from_socket(advertise),
         epoch,

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hearsay::engine::{Engine, EngineConfig, EngineEvent};
 use hearsay_overlay::swim::{Addr, SwimConfig};
+use hearsay_protocols::auth::Unchecked;
 use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::wire::{Frame, Protocol};
 use hearsay_protocols::{Instant, NodeId, Rng, Seed, Seq, TopicId, Transmit};
@@ -233,7 +234,8 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     let net = NetConfig { latency: p.latency, jitter: 0.1, loss: p.loss, stream_loss: false };
     let mut sim: Sim<Engine> = Sim::new(p.seed, run, p.nodes, net, move |init| {
         let epoch = u64::from(init.restarts) + 1;
-        Engine::converged(init.id, "", Addr::default(), epoch, config.clone(), &init.seed, init.now, &members)
+        let auth = Arc::new(Unchecked(init.id));
+        Engine::converged(auth, "", Addr::default(), epoch, config.clone(), &init.seed, init.now, &members)
     });
     let state_per_node = match (before, resident_bytes()) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / p.nodes as f64),
