@@ -100,7 +100,7 @@ fn message() -> impl Strategy<Value = SwimMessage> {
                         node,
                         incarnation,
                         state,
-                        sig: sig(node, incarnation, &profile, forged),
+                        sig: Some(sig(node, incarnation, &profile, forged)),
                         profile,
                     })
                     .collect(),

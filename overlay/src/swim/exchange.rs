@@ -80,7 +80,7 @@ impl Swim {
             incarnation: m.incarnation,
             state: m.state,
             profile: m.profile.clone(),
-            sig: m.sig.unwrap_or(Signature::ZERO),
+            sig: m.sig,
         };
         let (max, bytes_max) = (self.config.push_pull_records_max, self.config.push_pull_bytes_max);
         let members = self.table.members();
@@ -204,7 +204,8 @@ impl Swim {
             used += len;
             let update = match r.state {
                 State::Alive => {
-                    Update::Alive { node: r.node, incarnation: r.incarnation, profile: r.profile, sig: r.sig }
+                    let sig = r.sig.unwrap_or(Signature::ZERO);
+                    Update::Alive { node: r.node, incarnation: r.incarnation, profile: r.profile, sig }
                 }
                 State::Left => Update::Dead { node: r.node, incarnation: r.incarnation, from: r.node },
                 State::Dead | State::Suspect => {

@@ -47,7 +47,7 @@ fn made_up(i: u64) -> NodeId {
 /// `node`'s own signed record in state `state`.
 fn record(node: NodeId, incarnation: u64, state: State, profile: SharedProfile) -> MemberRecord {
     let sig = Unchecked(node).sign(&alive_claim(&node, incarnation, profile.profile()));
-    MemberRecord { node, incarnation, state, profile, sig }
+    MemberRecord { node, incarnation, state, profile, sig: Some(sig) }
 }
 
 fn gossip(m: &mut Swim, now: Instant, from: u64, updates: Vec<Update>) {

@@ -304,9 +304,10 @@ pub struct MemberRecord {
     /// Its address and meta.
     pub profile: SharedProfile,
     /// The member's signature over its `Alive` at `incarnation` with `profile`
-    /// ([`alive_claim`]); [`Signature::ZERO`] when the sender holds none (an entry its host
-    /// put in its starting table, [`Swim::with_members`](super::Swim::with_members)).
-    pub sig: Signature,
+    /// ([`alive_claim`]); `None` (one byte instead of 65) when the sender holds none: an entry
+    /// its host put in its starting table ([`Swim::with_members`](super::Swim::with_members)),
+    /// which a receiver that does not hold it already refuses.
+    pub sig: Option<Signature>,
 }
 
 impl MemberRecord {

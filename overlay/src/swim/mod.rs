@@ -90,7 +90,8 @@
 //!   learned from its own signed `Alive` (or put there by the host).
 //!
 //! Wire cost: a signed `Alive` is 65 bytes longer (102 bytes with an empty address and meta,
-//! 108 with an IPv4 address; 37 and 43 unsigned), a push-pull record too; `Suspect`
+//! 108 with an IPv4 address; 37 and 43 unsigned), a push-pull record 66 bytes longer (1 byte
+//! longer for an entry the host vouched for, which has no signature to send); `Suspect`
 //! and `Dead` are unchanged (66 bytes); a `PingReq` is 1 to 19 bytes shorter. A 1200-byte
 //! datagram carries up to 11 signed IPv4 `Alive`s or 18 `Suspect`s.
 //! - Once a leave is done ([`SwimEvent::LeaveDone`]) the machine is inert: no timers, every
@@ -397,8 +398,8 @@ impl Swim {
     /// A node that starts with a converged table: itself and `others`, all Alive at
     /// incarnation 0 (the simulator's start state, PROTOCOLS.md §6.15; a restarted node should
     /// [`join`](Swim::join) instead). The host vouches for `others`: their entries hold no
-    /// signature, and a push-pull sends them with [`Signature::ZERO`](hearsay_protocols::auth::Signature::ZERO),
-    /// which a receiver that does not already hold them refuses.
+    /// signature, and a push-pull sends them without one, which a receiver that does not
+    /// already hold them refuses.
     pub fn with_members(
         auth: Arc<dyn Authenticator>,
         profile: Profile,

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use hearsay_protocols::auth::{Signature, Unchecked};
+use hearsay_protocols::auth::Unchecked;
 use hearsay_protocols::testing::Net;
 use hearsay_protocols::{Reliability, TopicId, wire};
 
@@ -413,7 +413,7 @@ fn push_pull_merges_remote_death_only_as_suspicion() {
         incarnation: 0,
         state: State::Alive,
         profile: SharedProfile::default(),
-        sig: Unchecked(id(5)).sign(&alive_claim(&id(5), 0, &Profile::default())),
+        sig: Some(Unchecked(id(5)).sign(&alive_claim(&id(5), 0, &Profile::default()))),
     }];
     net.call(id(1), |m, now| {
         m.handle_message(now, id(2), SwimMessage::PushPull { join: false, reply: true, states })
@@ -589,7 +589,7 @@ fn messages_round_trip_through_the_envelope() {
                 incarnation: 2,
                 state: State::Left,
                 profile,
-                sig: Signature::ZERO,
+                sig: None,
             }],
         },
     ];

@@ -115,7 +115,8 @@ pub struct Limits {
 
 impl Limits {
     /// No caps but retention.
-    pub const NONE: Limits = Limits { streams_max: usize::MAX, stream_bytes_max: usize::MAX, bytes_max: usize::MAX };
+    pub const NONE: Limits =
+        Limits { streams_max: usize::MAX, stream_bytes_max: usize::MAX, bytes_max: usize::MAX };
 }
 
 /// One stream's entries, ascending by seq, and the bytes they cost.

@@ -163,7 +163,6 @@ enum Status {
     Removed(Instant),
 }
 
-
 /// The rumor-mongering machine of one node. Drive it as described in [`crate::machine`].
 #[derive(Debug)]
 pub struct RumorMonger {

@@ -553,7 +553,11 @@ fn push(m: &mut RumorMonger, from: u64, items: Vec<Rumor>) {
 /// `payload_max` is dropped unanswered, and hot payloads are capped in bytes.
 #[test]
 fn oversized_payloads_are_dropped_and_hot_bytes_are_capped() {
-    let cfg = Arc::new(RumorConfig { payload_max: 1_000, hot_bytes_max: 2_500, ..(*sync(Variant::FeedbackCounter, 3, Direction::Push)).clone() });
+    let cfg = Arc::new(RumorConfig {
+        payload_max: 1_000,
+        hot_bytes_max: 2_500,
+        ..(*sync(Variant::FeedbackCounter, 3, Direction::Push)).clone()
+    });
     let mut m = machine(1, &cfg, &[2]);
     push(&mut m, 2, vec![Rumor { id: rid(1), payload: Bytes::from(vec![0; 1_001]) }]);
     assert_eq!((m.stats().oversized, m.knows(&rid(1))), (1, false));
@@ -569,7 +573,10 @@ fn oversized_payloads_are_dropped_and_hot_bytes_are_capped() {
 /// most `hot_per_origin_max` of them (the Engine's query announcements: 4).
 #[test]
 fn one_origin_takes_at_most_its_share_of_the_hot_slots() {
-    let cfg = Arc::new(RumorConfig { hot_per_origin_max: 4, ..(*sync(Variant::FeedbackCounter, 3, Direction::Push)).clone() });
+    let cfg = Arc::new(RumorConfig {
+        hot_per_origin_max: 4,
+        ..(*sync(Variant::FeedbackCounter, 3, Direction::Push)).clone()
+    });
     let mut m = machine(1, &cfg, &[2]);
     push(&mut m, 2, (0..64).map(|c| Rumor { id: query(9, c), payload: Bytes::from_static(b"q") }).collect());
     assert_eq!(m.active(), 4);
