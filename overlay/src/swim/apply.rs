@@ -55,14 +55,22 @@ impl Swim {
     }
 
     /// True if `sig` is `node`'s signature over its `Alive` at `incarnation` with `profile`.
+    /// A missing signature (zero) fails without a check; once a check has failed in the
+    /// message being applied (an honest member never sends a forged `Alive`), every other
+    /// `Alive` of that message fails unchecked, so a message costs one failed check at most.
     fn signed_by(
-        &self,
+        &mut self,
         node: &NodeId,
         incarnation: Incarnation,
         profile: &SharedProfile,
         sig: &Signature,
     ) -> bool {
-        self.auth.verify(node, &alive_claim(node, incarnation, profile.profile()), sig)
+        if *sig == Signature::ZERO || self.tainted {
+            return false;
+        }
+        let ok = self.auth.verify(node, &alive_claim(node, incarnation, profile.profile()), sig);
+        self.tainted = !ok;
+        ok
     }
 
     /// The peer an update came through: the sender, the push-pull partner, or this node for
@@ -253,7 +261,8 @@ impl Swim {
             self.stats.updates_ignored += 1;
             return;
         }
-        if !self.signed_by(&self.id, incarnation, profile, sig) {
+        let me = self.id;
+        if !self.signed_by(&me, incarnation, profile, sig) {
             self.stats.forged += 1;
             return;
         }

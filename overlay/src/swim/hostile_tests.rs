@@ -353,3 +353,53 @@ fn forged_confirmations_from_one_peer_count_once() {
     gossip(&mut m, ms(2), 10, vec![Update::Suspect { node: id(7), incarnation: 0, from: id(5) }]);
     assert_eq!(deadline(&m), Some(ms(10_792)));
 }
+
+/// Counts signature checks.
+#[derive(Debug)]
+struct Counting(Unchecked, std::sync::atomic::AtomicU64);
+
+impl Authenticator for Counting {
+    fn id(&self) -> NodeId {
+        self.0.id()
+    }
+    fn sign(&self, msg: &[u8]) -> Signature {
+        self.0.sign(msg)
+    }
+    fn verify(&self, key: &NodeId, msg: &[u8], sig: &Signature) -> bool {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.verify(key, msg, sig)
+    }
+}
+
+/// Issue 12, case 7 (signatures are CPU). A message full of forged `Alive`s would cost one
+/// signature check each (an Ed25519 verification in the daemon); now the first failure
+/// condemns the rest of the message, unchecked, and repeated copies of known `Alive`s are
+/// never checked.
+#[test]
+fn forged_alives_cost_one_signature_check_per_message() {
+    let auth = Arc::new(Counting(Unchecked(id(1)), Default::default()));
+    let others: Vec<(NodeId, SharedProfile)> = (2..=4).map(|k| (id(k), SharedProfile::default())).collect();
+    let seed = Seed::derive(7, "node", 0, 1);
+    let mut m =
+        Swim::with_members(auth.clone(), Profile::default(), Arc::new(cfg()), &seed, Instant::ZERO, &others);
+    let checks = || auth.1.load(std::sync::atomic::Ordering::Relaxed);
+    let wrong = |i: u64| {
+        let sig = Unchecked(id(2)).sign(&alive_claim(&made_up(i), 0, &Profile::default()));
+        Update::Alive { node: made_up(i), incarnation: 0, profile: SharedProfile::default(), sig }
+    };
+    gossip(&mut m, ms(1), 2, (0..60).map(wrong).collect());
+    assert_eq!((checks(), m.stats().forged), (1, 60));
+    // Zero signatures cost nothing; a new message starts clean.
+    let zero = Update::Alive {
+        node: made_up(99),
+        incarnation: 0,
+        profile: SharedProfile::default(),
+        sig: Signature::ZERO,
+    };
+    let good = Update::signed_alive(&Unchecked(made_up(98)), 0, SharedProfile::default());
+    gossip(&mut m, ms(2), 2, vec![zero, good.clone()]);
+    assert_eq!((checks(), m.members().len()), (2, 5));
+    // A known Alive again: no check.
+    gossip(&mut m, ms(3), 3, vec![good]);
+    assert_eq!(checks(), 2);
+}

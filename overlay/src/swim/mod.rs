@@ -49,6 +49,10 @@
 //!   skips ticks.
 //! - A push-pull reply from a peer we did not ask, or after the exchange timed out, is counted
 //!   and dropped rather than merged.
+//! - **Members are trusted to be members, not to speak for others**: signed `Alive`s,
+//!   `Suspect`/`Dead` that never raise an incarnation, bounded refutation jumps, confirmations
+//!   once per sender, ping-reqs for table members only (see "Who may say what" below; §6.7 and
+//!   §6.3 trust every member).
 //! - **Bounds** \[H\]: the member table holds at most `members_max` entries and
 //!   `members_bytes_max` accounted bytes (a new member beyond either is refused, counted in
 //!   `members_refused`); a push-pull is merged, and sent, up to `push_pull_records_max` records
@@ -69,8 +73,9 @@
 //!   incarnation (so no one keeps a dead node alive or refutes for it), move its address or
 //!   change its meta. A signature is checked only when the update would change the table (a
 //!   new member, a higher incarnation), once per member and incarnation, not on every copy;
-//!   one that fails is counted (`forged`) and dropped. An `Alive` about this node itself is
-//!   refuted only if it verifies (it is this node's own, from a previous life).
+//!   one that fails is counted (`forged`) and dropped, and so is every later `Alive` of the
+//!   same message, unchecked: a message costs one failed check at most. An `Alive` about this
+//!   node itself is refuted only if it verifies (it is this node's own, from a previous life).
 //! - **`Suspect` and `Dead` never raise an incarnation.** §6.7 adopts a higher incarnation
 //!   from them; here one naming an incarnation above the entry's (the highest signed one
 //!   known) is applied at the entry's incarnation (`clamped`) and passed on as received, so
@@ -376,6 +381,8 @@ pub struct Swim {
     done: bool,
     out: Outbox<SwimMessage, SwimEvent>,
     stats: SwimStats,
+    /// A signature check failed in the message being applied (see `apply::signed_by`).
+    tainted: bool,
 }
 
 impl Swim {
@@ -452,6 +459,7 @@ impl Swim {
             done: false,
             out: Outbox::default(),
             stats: SwimStats::default(),
+            tainted: false,
         }
     }
 
@@ -721,6 +729,7 @@ impl Machine for Swim {
     type Event = SwimEvent;
 
     fn handle_message(&mut self, now: Instant, from: NodeId, msg: SwimMessage) {
+        self.tainted = false;
         self.dispatch(now, from, msg);
         // New members were staged while the message was applied: merge them in one pass.
         self.table.flush(&mut self.rng);
