@@ -223,8 +223,8 @@ impl SwimConfig {
     }
 }
 
-/// The smallest datagram budget accepted: a ping-req and two signed `Alive` updates with
-/// 18-byte addresses (each 118 bytes with an empty meta).
+/// The smallest datagram budget accepted: a ping-req (at most 42 bytes) and a signed `Alive`
+/// with an 18-byte address and a 64-byte name (185 bytes).
 pub const MIN_DATAGRAM_BUDGET: usize = 256;
 
 /// A setting that cannot work.
