@@ -403,3 +403,17 @@ fn forged_alives_cost_one_signature_check_per_message() {
     gossip(&mut m, ms(3), 3, vec![good]);
     assert_eq!(checks(), 2);
 }
+
+/// The wire cost of signing: a ping-req carrying a signed `Alive` with an IPv6 address and a
+/// 64-byte name still fits the smallest datagram budget accepted.
+#[test]
+fn a_ping_req_with_a_signed_alive_fits_the_minimum_budget() {
+    let profile = SharedProfile::new(Profile {
+        addr: Addr::from_socket("[2001:db8::1]:7946".parse().unwrap()),
+        meta: Meta::default().with_name(&"n".repeat(64)),
+    });
+    let alive = Update::signed_alive(&Unchecked(id(9)), u64::MAX, profile);
+    assert_eq!(alive.encoded_len(), 184 + 9, "a 10-byte incarnation");
+    let msg = SwimMessage::PingReq { seq: u32::MAX, target: id(3), want_nack: true, updates: vec![alive] };
+    assert!(hearsay_protocols::wire::encoded_len(&msg) <= MIN_DATAGRAM_BUDGET);
+}
