@@ -286,7 +286,7 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     // A node without a store opens new streams at every start (epoch: the start time).
     let epoch = opened.as_ref().map_or(wall.as_millis() as u64, |(_, s)| s.epoch);
     let mut engine = Engine::new(
-        identity.id(),
+        Arc::new(identity.signer()?),
         &opts.name,
         Addr::from_socket(advertise),
         epoch,

@@ -67,6 +67,7 @@ use hearsay_overlay::scribe::Scribe;
 use hearsay_overlay::swim::{Addr, Meta, Profile, State, Swim, SwimEvent};
 use hearsay_protocols::aggregate::{AggEvent, Aggregation, Query, QueryId};
 use hearsay_protocols::anti_entropy::{AeEvent, AeMode, AntiEntropy};
+use hearsay_protocols::auth::Authenticator;
 use hearsay_protocols::pbcast::{Data, Delivery, MsgId, PbEvent, Pbcast, Via};
 use hearsay_protocols::rumor::{RumorEvent, RumorId, RumorMessage, RumorMonger};
 use hearsay_protocols::wire::WireMessage;
@@ -232,9 +233,10 @@ pub fn origin_id(node: &NodeId, epoch: u64) -> NodeId {
 }
 
 impl Engine {
-    /// A node named `name`, reachable at `addr`, whose streams carry `epoch` (module docs).
+    /// A node named `name`, reachable at `addr`, whose streams carry `epoch` (module docs). Its
+    /// id is `auth`'s, which signs what only this node may say (its SWIM `Alive`).
     pub fn new(
-        id: NodeId,
+        auth: Arc<dyn Authenticator>,
         name: &str,
         addr: Addr,
         epoch: u64,
@@ -242,9 +244,10 @@ impl Engine {
         seed: &Seed,
         now: Instant,
     ) -> Self {
+        let id = auth.id();
         let origin = origin_id(&id, epoch);
         let meta = Meta::new(Vec::new()).unwrap_or_default().with_name(name);
-        let swim = Swim::new(id, Profile { addr, meta }, config.swim.clone(), seed, now);
+        let swim = Swim::new(auth, Profile { addr, meta }, config.swim.clone(), seed, now);
         let multicast = Multicast::new(id, origin, &config.multicast(), seed, now);
         let anti_entropy = AntiEntropy::new(id, config.ae.clone(), seed, now);
         let mut rumor_topics = RumorMonger::new(id, config.rumor_topics.clone(), &seed.child("topics"), now);
@@ -286,7 +289,7 @@ impl Engine {
     /// the join.
     #[allow(clippy::too_many_arguments)]
     pub fn converged(
-        id: NodeId,
+        auth: Arc<dyn Authenticator>,
         name: &str,
         addr: Addr,
         epoch: u64,
@@ -295,14 +298,15 @@ impl Engine {
         now: Instant,
         members: &[NodeId],
     ) -> Self {
-        let mut e = Engine::new(id, name, addr.clone(), epoch, config.clone(), seed, now);
+        let id = auth.id();
+        let mut e = Engine::new(auth.clone(), name, addr.clone(), epoch, config.clone(), seed, now);
         let others: Vec<(NodeId, hearsay_overlay::swim::SharedProfile)> = members
             .iter()
             .filter(|m| **m != id)
             .map(|m| (*m, hearsay_overlay::swim::SharedProfile::default()))
             .collect();
         let meta = Meta::new(Vec::new()).unwrap_or_default().with_name(name);
-        e.swim = Swim::with_members(id, Profile { addr, meta }, config.swim.clone(), seed, now, &others);
+        e.swim = Swim::with_members(auth, Profile { addr, meta }, config.swim.clone(), seed, now, &others);
         let _ = e.multicast.join_from_members(now, &RingSnapshot::new(members.iter().copied()));
         e.joined_ring = true;
         let everyone = e.swim.peers();

@@ -90,9 +90,48 @@ pub enum Inserted {
     TooOld,
     /// Seq 0 is "none" and cannot be stored.
     Invalid,
+    /// Over a cap that evicting older entries of its own stream cannot make room under: a new
+    /// stream beyond `streams_max`, or the store's total bytes ([`Limits`]). Not stored.
+    Full,
 }
 
-/// Streams of entries, each bounded to its newest `retention` seqs.
+/// Bytes an entry costs against the caps besides its payload.
+pub const ENTRY_OVERHEAD: usize = 40;
+/// Bytes a stream costs against the total cap besides its entries.
+pub const STREAM_OVERHEAD: usize = 96;
+
+/// The caps of a [`Store`] besides its per-stream retention: every stream and entry a peer
+/// can make it hold counts against them (issue 12, case 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most streams held; an entry of a new stream beyond it is refused ([`Inserted::Full`]).
+    pub streams_max: usize,
+    /// Most bytes one stream holds (payloads and [`ENTRY_OVERHEAD`] each); its oldest entries
+    /// make room, as with retention.
+    pub stream_bytes_max: usize,
+    /// Most bytes the whole store holds; an entry that would pass it is refused.
+    pub bytes_max: usize,
+}
+
+impl Limits {
+    /// No caps but retention.
+    pub const NONE: Limits =
+        Limits { streams_max: usize::MAX, stream_bytes_max: usize::MAX, bytes_max: usize::MAX };
+}
+
+/// One stream's entries, ascending by seq, and the bytes they cost.
+#[derive(Clone, Debug, Default)]
+struct Held {
+    entries: VecDeque<(Seq, Bytes)>,
+    bytes: usize,
+}
+
+fn cost(payload: &Bytes) -> usize {
+    payload.len().saturating_add(ENTRY_OVERHEAD)
+}
+
+/// Streams of entries, each bounded to its newest `retention` seqs, and the whole bounded by
+/// [`Limits`].
 ///
 /// Laid out for the common case of few streams and mostly in-order arrivals: a sorted `Vec`
 /// of streams, each a sorted ring buffer of (seq, payload). An entry costs 40 bytes plus its
@@ -100,54 +139,85 @@ pub enum Inserted {
 /// shift.
 #[derive(Clone, Debug)]
 pub struct Store {
-    streams: Vec<(StreamId, VecDeque<(Seq, Bytes)>)>,
+    streams: Vec<(StreamId, Held)>,
     retention: usize,
+    limits: Limits,
+    /// Σ over streams of [`STREAM_OVERHEAD`] and their entries' costs.
+    bytes: usize,
 }
 
 impl Store {
-    /// An empty store keeping at most `retention` (≥ 1) entries per stream.
+    /// An empty store keeping at most `retention` (≥ 1) entries per stream, otherwise
+    /// unbounded.
     pub fn new(retention: usize) -> Self {
-        Store { streams: Vec::new(), retention: retention.max(1) }
+        Store::bounded(retention, Limits::NONE)
+    }
+
+    /// An empty store keeping at most `retention` (≥ 1) entries per stream, within `limits`.
+    pub fn bounded(retention: usize, limits: Limits) -> Self {
+        Store { streams: Vec::new(), retention: retention.max(1), limits, bytes: 0 }
     }
 
     fn held(&self, stream: &StreamId) -> Option<&VecDeque<(Seq, Bytes)>> {
-        self.streams.binary_search_by(|(s, _)| s.cmp(stream)).ok().map(|i| &self.streams[i].1)
+        self.streams.binary_search_by(|(s, _)| s.cmp(stream)).ok().map(|i| &self.streams[i].1.entries)
     }
 
-    /// Store `entry` unless held already or too old to keep.
+    /// Bytes held: payloads, [`ENTRY_OVERHEAD`] per entry and [`STREAM_OVERHEAD`] per stream.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Store `entry` unless held already, too old to keep, or over a cap. Older entries of its
+    /// stream make room for it when the stream is at `retention` entries or
+    /// `stream_bytes_max` bytes; nothing else is ever evicted.
     pub fn insert(&mut self, entry: Entry) -> Inserted {
         if entry.seq == 0 {
             return Inserted::Invalid;
         }
+        let c = cost(&entry.payload);
+        if c > self.limits.stream_bytes_max {
+            return Inserted::Full;
+        }
         let i = match self.streams.binary_search_by(|(s, _)| s.cmp(&entry.stream)) {
             Ok(i) => i,
             Err(i) => {
-                self.streams.insert(i, (entry.stream, VecDeque::new()));
+                let new_bytes = self.bytes.saturating_add(STREAM_OVERHEAD).saturating_add(c);
+                if self.streams.len() >= self.limits.streams_max || new_bytes > self.limits.bytes_max {
+                    return Inserted::Full;
+                }
+                self.streams.insert(i, (entry.stream, Held::default()));
+                self.bytes += STREAM_OVERHEAD;
                 i
             }
         };
         let held = &mut self.streams[i].1;
-        // Fast path: newer than everything held.
-        if held.back().is_none_or(|(last, _)| *last < entry.seq) {
-            if held.len() >= self.retention {
-                held.pop_front();
+        let pos = if held.entries.back().is_none_or(|(last, _)| *last < entry.seq) {
+            // The common case: newer than everything held.
+            held.entries.len()
+        } else {
+            match held.entries.binary_search_by(|(q, _)| q.cmp(&entry.seq)) {
+                Ok(_) => return Inserted::Duplicate,
+                Err(pos) => pos,
             }
-            held.push_back((entry.seq, entry.payload));
-            return Inserted::New;
-        }
-        let pos = match held.binary_search_by(|(q, _)| q.cmp(&entry.seq)) {
-            Ok(_) => return Inserted::Duplicate,
-            Err(pos) => pos,
         };
-        if held.len() >= self.retention {
-            if pos == 0 {
+        // How many of the oldest entries must go, never one newer than the new entry.
+        let (mut evict, mut freed) = (0usize, 0usize);
+        while held.entries.len() - evict >= self.retention
+            || held.bytes - freed + c > self.limits.stream_bytes_max
+        {
+            if evict >= pos {
                 return Inserted::TooOld;
             }
-            held.pop_front();
-            held.insert(pos - 1, (entry.seq, entry.payload));
-        } else {
-            held.insert(pos, (entry.seq, entry.payload));
+            freed += cost(&held.entries[evict].1);
+            evict += 1;
         }
+        if (self.bytes - freed).saturating_add(c) > self.limits.bytes_max {
+            return Inserted::Full;
+        }
+        held.entries.drain(..evict);
+        held.entries.insert(pos - evict, (entry.seq, entry.payload));
+        held.bytes = held.bytes - freed + c;
+        self.bytes = self.bytes - freed + c;
         Inserted::New
     }
 
@@ -164,12 +234,17 @@ impl Store {
 
     /// Number of entries held over all streams.
     pub fn len(&self) -> usize {
-        self.streams.iter().map(|(_, h)| h.len()).sum()
+        self.streams.iter().map(|(_, h)| h.entries.len()).sum()
     }
 
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.streams.iter().all(|(_, h)| h.is_empty())
+        self.streams.iter().all(|(_, h)| h.entries.is_empty())
+    }
+
+    /// Number of streams held.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
     }
 
     /// The streams held, ascending.
@@ -179,7 +254,15 @@ impl Store {
 
     /// Drop every stream of `topic`.
     pub fn remove_topic(&mut self, topic: TopicId) {
-        self.streams.retain(|(s, _)| s.topic != topic);
+        let mut freed = 0usize;
+        self.streams.retain(|(s, h)| {
+            let gone = s.topic == topic;
+            if gone {
+                freed += h.bytes + STREAM_OVERHEAD;
+            }
+            !gone
+        });
+        self.bytes -= freed;
     }
 
     /// The summary of one stream, with `missing` truncated to `missing_max` seqs (and `max`
@@ -263,7 +346,7 @@ impl Store {
     ) -> (Vec<Entry>, bool) {
         let mut out = Vec::new();
         let mut used = 0usize;
-        for (stream, held) in &self.streams {
+        for (stream, held) in self.streams.iter().map(|(s, h)| (s, &h.entries)) {
             if scope.binary_search(&stream.topic).is_err() {
                 continue;
             }
@@ -388,6 +471,37 @@ mod tests {
         assert_eq!(s.insert(e(7)), Inserted::Duplicate);
         assert_eq!(s.insert(e(4)), Inserted::TooOld);
         assert_eq!(s.len(), 3);
+    }
+
+    /// Issue 12, case 3. Before the fix a store kept `retention` entries of any size for any
+    /// number of streams: a peer could fill memory with made-up origins and large payloads.
+    /// Now streams are capped in number, each in bytes (its oldest entries make room) and
+    /// the whole in bytes.
+    #[test]
+    fn streams_and_bytes_are_capped() {
+        let limits = Limits { streams_max: 3, stream_bytes_max: 1_000, bytes_max: 2_000 };
+        let mut s = Store::bounded(100, limits);
+        let e = |o: u64, q: Seq, n: usize| Entry { stream: sid(o), seq: q, payload: Bytes::from(vec![0; n]) };
+        for o in 1..=3 {
+            assert_eq!(s.insert(e(o, 1, 10)), Inserted::New);
+        }
+        assert_eq!(s.insert(e(4, 1, 10)), Inserted::Full, "a fourth stream");
+        // One stream's bytes: the oldest entries make room, as with retention.
+        for q in 2..=20 {
+            assert_eq!(s.insert(e(1, q, 200)), Inserted::New);
+        }
+        let held: Vec<Seq> = (1..=20).filter(|&q| s.contains(&sid(1), q)).collect();
+        assert_eq!(held, vec![17, 18, 19, 20], "4 × 240 bytes fit in 1,000");
+        assert_eq!(s.insert(e(1, 16, 200)), Inserted::TooOld, "older than what the cap keeps");
+        assert_eq!(s.insert(e(1, 21, 2_000)), Inserted::Full, "larger than a stream may hold");
+        // The total: 3 streams × 96 + stream 1's 960 + 2 × 50 = 1,348; stream 2 may grow by
+        // 652 bytes at most.
+        assert_eq!(s.bytes(), 3 * STREAM_OVERHEAD + 4 * 240 + 2 * 50);
+        assert_eq!(s.insert(e(2, 2, 600)), Inserted::New);
+        assert_eq!(s.insert(e(2, 3, 100)), Inserted::Full);
+        assert!(s.bytes() <= 2_000);
+        s.remove_topic(TopicId(1));
+        assert_eq!((s.bytes(), s.stream_count()), (0, 0));
     }
 
     #[test]
