@@ -280,6 +280,7 @@ impl Actor {
                 published_at: data.published_at.as_micros(),
                 payload: data.payload,
                 own,
+                seal: data.seal,
             },
             Persist::Gap { topic, origin, first, last } => {
                 Write::Gap { topic, origin, first, last, at: self.now().as_micros() }

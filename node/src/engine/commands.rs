@@ -80,7 +80,7 @@ impl Engine {
             if from != SubscribeFrom::New {
                 // What this node kept serves repairs again; history it lacks is fetched.
                 for data in &kept {
-                    self.keep_for_catch_up(now, data.id, &data.payload);
+                    self.keep_for_catch_up(now, data);
                 }
                 self.multicast.handle_restored(now, topic, 0, kept);
                 self.catch_up_topics.insert(topic, super::CATCH_UP_EXCHANGES);
@@ -129,11 +129,17 @@ impl Engine {
         }
         let data = self.multicast.publish(now, topic, payload)?;
         self.events.push_back(EngineEvent::Persist(Persist::Message { data: data.clone(), own: true }));
-        self.keep_for_catch_up(now, data.id, &data.payload);
+        self.keep_for_catch_up(now, &data);
         let id = data.id;
         if gossip {
             let rumor = RumorId::Message { stream: id.stream(), seq: id.seq };
-            self.rumor_topics.inject(now, rumor, data.payload);
+            let sealed = super::SealedPayload {
+                published_at: data.published_at.as_micros(),
+                seal: data.seal,
+                payload: data.payload,
+            };
+            let bytes = postcard::to_allocvec(&sealed).unwrap_or_default();
+            self.rumor_topics.inject(now, rumor, Bytes::from(bytes));
         } else {
             self.multicast.send_down_tree(now, data);
         }
