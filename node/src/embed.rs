@@ -1,5 +1,5 @@
 //! Running an agent inside another program, without HTTP: a thin facade over
-//! [`agent::spawn`](crate::agent::spawn), [`AgentHandle`] and [`Command`].
+//! [`agent::spawn`], [`AgentHandle`] and [`Command`].
 //!
 //! An embedded agent is the very agent `hearsay agent` runs (QUIC with mutual TLS under the
 //! cluster secret, the same Engine, presets and store); the program talks to its actor through
