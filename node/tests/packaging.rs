@@ -37,7 +37,9 @@ fn hearsay() -> PathBuf {
 /// to get it.
 fn tool(name: &str, env: &str, also: &[PathBuf], how: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{env}={} is not a file: point it at `{name}`, or unset it", p.display());
+        return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found =
@@ -350,6 +352,12 @@ fn the_compose_file_is_a_valid_three_node_cluster_joining_the_first() {
     let services = c["services"].as_object().expect("services");
     let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
     assert_eq!(names, BTreeSet::from(["keygen", "node1", "node2", "node3"]));
+
+    // Every service builds the workspace's Dockerfile; none pulls an image from a registry.
+    for (name, s) in services {
+        assert_eq!(s["build"]["context"].as_str().map(PathBuf::from), Some(root()), "{name} builds here");
+        assert_eq!(s["pull_policy"], "build", "{name} never pulls");
+    }
 
     let key = "/etc/hearsay/keys/cluster.key";
     let keygen = &services["keygen"];
