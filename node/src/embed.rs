@@ -697,6 +697,31 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_builds_the_same_agent_the_daemon_would_run() {
+        let dir = std::env::temp_dir().join(format!("hearsay-embed-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("cluster.key");
+        ClusterSecret::generate().unwrap().write_new(&key).unwrap();
+        let toml = format!(
+            "name = \"app\"\nbind = \"127.0.0.1:7999\"\njoin = [\"127.0.0.1:7998\"]\n\
+             secret_file = {key:?}\ndata_dir = {data:?}\nmax_message_bytes = 4096\npreset = \"wan\"\n",
+            data = dir.join("data"),
+        );
+        let file: crate::config::FileConfig = toml::from_str(&toml).unwrap();
+        let opts = Agent::from_config(&file.resolve().unwrap()).into_options().unwrap();
+        assert_eq!((opts.name.as_str(), opts.bind.port(), opts.join.len()), ("app", 7999, 1));
+        assert_eq!((opts.max_message_bytes, opts.preset, opts.api), (4096, Preset::Wan, None));
+        assert!(matches!(&opts.identity, IdentitySource::DataDir(d) if *d == dir.join("data")));
+        assert_eq!(opts.store.map(|s| s.dir), Some(dir.join("data")));
+        let e = Agent::builder("x").into_options().unwrap_err();
+        assert!(matches!(e, StartError::NoSecret), "{e}");
+        let e = Agent::builder("x").secret_file(dir.join("missing.key")).into_options().unwrap_err();
+        assert!(matches!(e, StartError::Secret(_)), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn stream_items_come_back_as_bytes_and_ids() {
         let topic = TopicName::new("t").unwrap();
         let origin = "ab".repeat(32);

@@ -48,7 +48,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id.
+    /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id
+    /// and the subscribers known, with a warning on stderr when there are none.
     Publish {
         /// The topic (names starting with `gossip/` spread by rumor mongering, others by tree).
         topic: TopicName,
@@ -57,7 +58,7 @@ enum Cmd {
         /// A header NAME=VALUE for subscription filters (repeatable).
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
-        /// Print each id as a JSON object {topic, origin, seq}.
+        /// Print each reply as a JSON object {topic, origin, seq, subscribers, warning?}.
         #[arg(long)]
         json: bool,
     },
