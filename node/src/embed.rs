@@ -15,7 +15,7 @@
 //! | members | [`Agent::members`], [`Agent::status`] |
 //! | query | [`Agent::set_value`], [`Agent::query`] |
 //! | events | [`Agent::events`]: member changes as a [`Stream`] of [`Event`]s |
-//! | shutdown | [`Agent::shutdown`] (leave gracefully), or drop |
+//! | shutdown | [`Agent::shutdown`] (leave gracefully); dropping the [`Agent`] stops it as a crash would |
 //!
 //! Every call needs a tokio runtime (multi-threaded or not); an agent runs on the runtime that
 //! started it.
@@ -255,8 +255,8 @@ impl From<agent::Stopping> for Error {
     }
 }
 
-/// A running agent. Dropping it leaves its actor running until the runtime ends; call
-/// [`Agent::shutdown`] to leave the cluster gracefully.
+/// A running agent. Dropping it stops the agent at once, as [`Agent::crash`] does (no
+/// goodbye: the others detect it as failed); call [`Agent::shutdown`] to leave gracefully.
 #[derive(Debug)]
 pub struct Agent {
     handle: AgentHandle,
