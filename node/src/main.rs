@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use hearsay::agent::{self, AgentOptions, IdentitySource};
 use hearsay::api::types::hex;
 use hearsay::cli::{self, Client, DEFAULT_API};
@@ -35,13 +35,21 @@ struct Cli {
 enum Cmd {
     /// Run an agent: join the cluster, serve the local API until SIGTERM or Ctrl-C.
     Agent(Box<AgentArgs>),
+    /// This agent's name, id, address, member count and uptime; exits non-zero when its API does
+    /// not answer (a health check).
+    Status {
+        /// Print {name, id, addr, members, uptime_s}.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the members this agent knows: name, address, state, incarnation.
     Members {
         /// Print a JSON array of {name, addr, state, incarnation, id, ring_id}.
         #[arg(long)]
         json: bool,
     },
-    /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id.
+    /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id
+    /// and the subscribers known, with a warning on stderr when there are none.
     Publish {
         /// The topic (names starting with `gossip/` spread by rumor mongering, others by tree).
         topic: TopicName,
@@ -50,7 +58,7 @@ enum Cmd {
         /// A header NAME=VALUE for subscription filters (repeatable).
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
-        /// Print each id as a JSON object {topic, origin, seq}.
+        /// Print each reply as a JSON object {topic, origin, seq, subscribers, warning?}.
         #[arg(long)]
         json: bool,
     },
@@ -123,7 +131,30 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print a completion script for SHELL, generated from these very commands and flags.
+    #[command(long_about = COMPLETIONS_ABOUT)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page hearsay(1), generated from these very commands and flags; with
+    /// --out DIR, write it and one page per command (hearsay-agent.1, ...) into DIR.
+    Man {
+        /// Write hearsay.1 and a page per command into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
+
+const COMPLETIONS_ABOUT: &str = "\
+Print a completion script for SHELL (bash, zsh, fish, elvish, powershell), generated from
+these very commands and flags. Install it where your shell looks:
+
+  bash  hearsay completions bash > /etc/bash_completion.d/hearsay
+        (or ~/.local/share/bash-completion/completions/hearsay)
+  zsh   hearsay completions zsh > \"${fpath[1]}/_hearsay\"
+  fish  hearsay completions fish > ~/.config/fish/completions/hearsay.fish";
 
 const BENCH_ABOUT: &str = "\
 Benchmark: start N real agents in this process on 127.0.0.1 (QUIC, mutual TLS under a fresh
@@ -271,6 +302,10 @@ struct AgentArgs {
     /// How long the store keeps messages, e.g. 12h or 7d [default: 7d].
     #[arg(long)]
     retain_age: Option<String>,
+    /// The largest message body a publish through this agent's API may carry, in bytes
+    /// [default: 262144, 256 KiB; at most 1032192]; a larger one is refused with 413.
+    #[arg(long, value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
     /// Drop this fraction of outgoing UDP datagrams (testing).
     #[arg(long, hide = true, default_value_t = 0.0)]
     test_loss: f64,
@@ -298,6 +333,7 @@ fn run(cli: Cli) -> Result<()> {
     let client = || Client::new(&cli.api);
     match cli.command {
         Cmd::Agent(args) => run_agent(&cli.api, *args),
+        Cmd::Status { json } => cli::status(&client(), json),
         Cmd::Members { json } => cli::members(&client(), json),
         Cmd::Publish { topic, msg, headers, json } => {
             cli::publish(&client(), topic, msg.as_deref(), &headers, json)
@@ -329,6 +365,18 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(hearsay::demo::run(opts))
         }
         Cmd::Bench(args) => run_bench(args),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hearsay", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man { out: None } => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
+        Cmd::Man { out: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            eprintln!("wrote hearsay.1 and a page per command into {}", dir.display());
+            Ok(())
+        }
         Cmd::Keygen { out } => {
             ClusterSecret::generate()?.write_new(&out)?;
             println!(
@@ -394,6 +442,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         retain_messages: args.retain_messages,
         retain_bytes: args.retain_bytes,
         retain_age: args.retain_age,
+        max_message_bytes: args.max_message_bytes,
     };
     let config = file.overridden_by(flags).resolve()?;
     tracing_subscriber::fmt()
@@ -420,6 +469,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     });
     opts.preset = config.preset;
     opts.faults = faults;
+    opts.max_message_bytes = config.max_message_bytes;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let handle = agent::spawn(opts).await?;

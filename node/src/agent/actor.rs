@@ -448,6 +448,10 @@ impl Actor {
                 });
                 let _ = reply.send(opened);
             }
+            Command::KnownSubscribers { topic, reply } => {
+                let id = hearsay_protocols::TopicId::of(topic.as_str());
+                let _ = reply.send(self.subscribers.on(id) + self.engine.topic_member_count(id));
+            }
             Command::Topics(reply) => {
                 let subscribers = &self.subscribers;
                 let _ = reply.send(views::topics(&self.engine, |t| subscribers.on(t)));

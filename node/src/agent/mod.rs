@@ -80,6 +80,10 @@ pub struct AgentOptions {
     /// The durable store: where, how it syncs, what it retains. `None`: nothing is kept
     /// (demo, bench without `--durable`).
     pub store: Option<StoreOptions>,
+    /// The largest message body a publish through the HTTP API may carry (the
+    /// `max_message_bytes` setting); 1 to [`MAX_BODY_LIMIT`](crate::message::MAX_BODY_LIMIT),
+    /// checked at [`spawn`]. Default [`MAX_BODY`](crate::message::MAX_BODY).
+    pub max_message_bytes: usize,
 }
 
 /// Where and how an agent keeps its durable store.
@@ -108,6 +112,7 @@ impl AgentOptions {
             faults: Faults::none(),
             engine: None,
             store: None,
+            max_message_bytes: crate::message::MAX_BODY,
         }
     }
 }
@@ -139,6 +144,9 @@ pub enum StartError {
     /// The store cannot be used (the data dir is unwritable, or the file is unreadable).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// `max_message_bytes` is 0, or more than an encoded message can carry.
+    #[error("max_message_bytes (--max-message-bytes) = {0}")]
+    MaxMessageBytes(String),
 }
 
 /// Why a running agent ended other than by a leave or a crash asked of it.
@@ -239,6 +247,7 @@ fn advertised(bind: SocketAddr, explicit: Option<SocketAddr>, seeds: &[SocketAdd
 pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let config = opts.engine.clone().unwrap_or_else(|| opts.preset.engine_config());
     config.validate()?;
+    crate::config::check_max_message_bytes(opts.max_message_bytes).map_err(StartError::MaxMessageBytes)?;
     let opened = match &opts.store {
         Some(s) => {
             let (store, stored) = Store::open(StoreConfig {
@@ -265,7 +274,9 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
             let listen = tokio::net::TcpListener::bind(api_addr).await;
             let listener = listen.map_err(|source| StartError::Api { addr: api_addr, source })?;
             let bound = listener.local_addr().map_err(|source| StartError::Api { addr: api_addr, source })?;
-            let router = server::router(server::ApiState::new(commands_tx.clone()));
+            let state =
+                server::ApiState::new(commands_tx.clone()).with_max_message_bytes(opts.max_message_bytes);
+            let router = server::router(state);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!("API server stopped: {e}");

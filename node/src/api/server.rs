@@ -36,12 +36,21 @@ pub const SUBSCRIPTION_QUEUE: usize = 8192;
 #[derive(Clone, Debug)]
 pub struct ApiState {
     commands: mpsc::Sender<Command>,
+    /// The largest message body a publish may carry (the agent's `max_message_bytes`).
+    max_message_bytes: usize,
 }
 
 impl ApiState {
-    /// Handlers send their commands on `commands`.
+    /// Handlers send their commands on `commands`; publishes take bodies of up to
+    /// [`MAX_BODY`](crate::message::MAX_BODY) bytes.
     pub fn new(commands: mpsc::Sender<Command>) -> Self {
-        ApiState { commands }
+        ApiState { commands, max_message_bytes: crate::message::MAX_BODY }
+    }
+
+    /// Publishes take bodies of up to `max` bytes (the agent's `max_message_bytes`).
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
     }
 
     /// Send `make(reply)` to the actor and wait for the reply; a closed channel or a dropped
@@ -85,25 +94,27 @@ async fn members(State(s): State<ApiState>) -> Result<Json<Vec<Member>>, ApiErro
     Ok(Json(s.ask(Command::Members).await?))
 }
 
-/// The message a publish request carries, encoded (which checks its bounds).
-fn message(req: PublishRequest) -> Result<(TopicName, Bytes), ApiError> {
+/// The message a publish request carries, encoded (which checks its bounds, the body's against
+/// `max_body`).
+fn message(req: PublishRequest, max_body: usize) -> Result<(TopicName, Bytes), ApiError> {
     let body = match (req.payload, req.payload_b64) {
         (Some(_), Some(_)) => return Err(ApiError::TwoPayloads),
         (Some(t), None) => Bytes::from(t.into_bytes()),
         (None, Some(b)) => Bytes::from(base64::engine::general_purpose::STANDARD.decode(b)?),
         (None, None) => Bytes::new(),
     };
-    Ok((req.topic, AppMessage { headers: req.headers, body }.encode()?))
+    Ok((req.topic, AppMessage { headers: req.headers, body }.encode_within(max_body)?))
 }
 
 async fn publish(
     State(s): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Published>, ApiError> {
-    let (topic, payload) = message(parse("publish", body)?)?;
-    let name = topic.to_string();
+    let (topic, payload) = message(parse("publish", body)?, s.max_message_bytes)?;
+    let name = topic.clone();
     let id = s.ask(|reply| Command::Publish { topic, payload, reply }).await??;
-    Ok(Json(Published { topic: name, origin: hex(&id.origin), seq: id.seq }))
+    let subscribers = s.ask(|reply| Command::KnownSubscribers { topic: name.clone(), reply }).await?;
+    Ok(Json(Published::new(name.as_str(), &id, subscribers)))
 }
 
 #[derive(Deserialize)]

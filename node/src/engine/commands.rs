@@ -40,7 +40,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Leave gracefully: announce it; [`EngineEvent::LeaveDone`](super::EngineEvent::LeaveDone)
+    /// Leave gracefully: announce it; [`EngineEvent::LeaveDone`]
     /// follows.
     pub fn leave(&mut self, now: Instant) {
         self.swim.leave(now);
@@ -148,7 +148,7 @@ impl Engine {
     }
 
     /// What the host's store kept before a restart: call once, right after [`Engine::new`] and
-    /// before anything else (see [`persist`](super::persist)). This node's streams continue
+    /// before anything else (see the module `engine/persist.rs`). This node's streams continue
     /// after their last seq, its own recent messages are held and advertised again, and
     /// others' wait for their topic to be subscribed with [`SubscribeFrom::Resume`].
     pub fn restore(&mut self, now: Instant, restored: Restored) {
@@ -183,7 +183,7 @@ impl Engine {
         Ok(self.aggregation.set_value(now, attr, value)?)
     }
 
-    /// Start a query; [`EngineEvent::Answered`](super::EngineEvent::Answered) reports the result.
+    /// Start a query; [`EngineEvent::Answered`] reports the result.
     pub fn query(&mut self, now: Instant, func: Func, attr: &str) -> Result<QueryId, CommandError> {
         let spec = QuerySpec::new(func, attr);
         let q = self.aggregation.start_query(now, spec)?;
