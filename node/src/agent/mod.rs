@@ -66,6 +66,8 @@ pub struct AgentOptions {
     pub faults: Arc<Faults>,
     /// Engine settings override (benchmarks); `None`: the preset's. Validated at [`spawn`].
     pub engine: Option<EngineConfig>,
+    /// Serve the test control over `faults` on the API (`/v1/test/control`; tests only).
+    pub test_control: bool,
 }
 
 impl AgentOptions {
@@ -82,6 +84,7 @@ impl AgentOptions {
             preset: Preset::Lan,
             faults: Faults::none(),
             engine: None,
+            test_control: false,
         }
     }
 }
@@ -224,7 +227,11 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
             let listen = tokio::net::TcpListener::bind(api_addr).await;
             let listener = listen.map_err(|source| StartError::Api { addr: api_addr, source })?;
             let bound = listener.local_addr().map_err(|source| StartError::Api { addr: api_addr, source })?;
-            let router = server::router(server::ApiState::new(commands_tx.clone()));
+            let mut state = server::ApiState::new(commands_tx.clone());
+            if opts.test_control {
+                state = state.with_test_control(opts.faults.clone());
+            }
+            let router = server::router(state);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!("API server stopped: {e}");
