@@ -143,6 +143,7 @@ pub struct Agent {
     child: Option<Child>,
     ready: Option<Ready>,
     lives: u32,
+    http: ureq::Agent,
 }
 
 impl Agent {
@@ -157,6 +158,7 @@ impl Agent {
             child: None,
             ready: None,
             lives: 0,
+            http: http::client(),
         };
         a.spawn();
         a
@@ -319,12 +321,12 @@ impl Agent {
     /// One request to its API; `Err` only when there was no HTTP answer.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
         let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON"));
-        http::call(self.api(), method, path, bytes.as_deref(), REQUEST_TIMEOUT)
+        http::call(&self.http, self.api(), method, path, bytes.as_deref(), REQUEST_TIMEOUT)
     }
 
     /// POST these raw bytes as the body.
     pub fn post_raw(&self, path: &str, body: &[u8]) -> Result<Reply, String> {
-        http::call(self.api(), "POST", path, Some(body), REQUEST_TIMEOUT)
+        http::call(&self.http, self.api(), "POST", path, Some(body), REQUEST_TIMEOUT)
     }
 
     /// GET a JSON document; any failure (no answer, a non-2xx status) is an error.
@@ -423,7 +425,7 @@ impl Agent {
     /// Run the aggregation query `func(name)` from this agent: the whole reply.
     pub fn query(&self, func: &str, name: &str) -> Result<Reply, String> {
         let body = serde_json::to_vec(&json!({"fn": func, "name": name})).expect("JSON");
-        http::call(self.api(), "POST", "/v1/query", Some(&body), Duration::from_secs(90))
+        http::call(&self.http, self.api(), "POST", "/v1/query", Some(&body), Duration::from_secs(90))
     }
 
     /// Run `hearsay --api <its API> ARGS` (bounded).

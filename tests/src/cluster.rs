@@ -152,6 +152,13 @@ impl Cluster {
     pub fn wait_tree(&self, topic: &str, subscribers: &[usize]) {
         let running: Vec<usize> =
             self.all().into_iter().filter(|i| self.agents[*i].pid().is_some()).collect();
+        self.wait_tree_among(topic, &running, subscribers);
+    }
+
+    /// [`Cluster::wait_tree`] over the agents `among` only (one side of a partition): the root
+    /// is the one the ring of these agents makes responsible.
+    pub fn wait_tree_among(&self, topic: &str, among: &[usize], subscribers: &[usize]) {
+        let running = among.to_vec();
         wait_for(&format!("the `{topic}` tree to settle over {subscribers:?}"), CONVERGE_WITHIN, || {
             // Subscribers know the topic's name; a node that only forwards for others lists it
             // by id.

@@ -37,22 +37,37 @@ impl Reply {
     }
 }
 
+/// A client for one agent's API: keeps its connections alive between requests (a test that
+/// publishes thousands of messages must not leave thousands of sockets in TIME_WAIT).
+pub(crate) fn client() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build(),
+    )
+}
+
 /// One request; `Err` only when there was no HTTP answer at all.
 pub(crate) fn call(
+    http: &ureq::Agent,
     api: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    let http = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build(),
-    );
     let url = format!("http://{api}{path}");
     let resp = match (method, body) {
-        ("GET", _) => http.get(&url).call(),
-        ("POST", Some(b)) => http.post(&url).header("content-type", "application/json").send(b),
-        ("POST", None) => http.post(&url).send_empty(),
+        ("GET", _) => http.get(&url).config().timeout_global(Some(timeout)).build().call(),
+        ("POST", Some(b)) => http
+            .post(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("content-type", "application/json")
+            .send(b),
+        ("POST", None) => http.post(&url).config().timeout_global(Some(timeout)).build().send_empty(),
         (m, _) => return Err(format!("method {m} not supported by the harness")),
     };
     let mut resp = resp.map_err(|e| format!("{method} {url}: {e}"))?;

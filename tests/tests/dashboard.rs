@@ -216,7 +216,8 @@ fn dashboard_queries_return_series_from_a_real_prometheus() {
         cluster[i].post("/v1/values", &json!({"name": "load", "value": i as f64})).expect("set value");
     }
     let answer = cluster[2].query("avg", "load").expect("query").ok().expect("query answered");
-    assert_eq!(answer["value"].as_f64(), Some(1.0), "avg(load) over 0, 1, 2: {answer}");
+    let avg = answer["value"].as_f64().unwrap_or(f64::NAN);
+    assert!((avg - 1.0).abs() < 1e-3, "avg(load) over 0, 1, 2: {answer}");
     assert_eq!(answer["converged"], true, "{answer}");
     let before: Vec<String> = (0..3).map(|i| cluster[i].metrics().expect("metrics")).collect();
     let traffic = started.elapsed();
