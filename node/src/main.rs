@@ -357,6 +357,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench(args) => run_bench(args),
         Cmd::Keygen { out } => {
+            if out.exists() {
+                anyhow::bail!(
+                    "{} exists: keygen refuses to overwrite a cluster secret (remove it first, or pick another --out)",
+                    out.display()
+                );
+            }
             ClusterSecret::generate()?.write_new(&out)?;
             println!(
                 "wrote a new cluster secret to {}: give this file to every agent (--secret-file)",
