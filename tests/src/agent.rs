@@ -275,7 +275,7 @@ impl Agent {
     /// Send SIGTERM (a graceful leave) without waiting.
     pub fn signal_term(&self) {
         if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            crate::sigterm(pid);
         }
     }
 

@@ -309,3 +309,10 @@ impl Drop for Background {
         }
     }
 }
+
+/// Send SIGTERM to process `pid` (an agent leaves gracefully on it).
+pub fn sigterm(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    }
+}

@@ -90,8 +90,7 @@ fn every_mistake_gets_its_status_and_a_json_error_that_says_what_is_wrong() {
         let r = match path {
             p if p.starts_with("/v1/subscribe") => a
                 .subscribe_query(p.trim_start_matches("/v1/subscribe").trim_start_matches('?'))
-                .err()
-                .expect("refused"),
+                .expect_err("refused"),
             _ => call(a, path, body.as_ref()),
         };
         assert_eq!(r.status, expected, "{path}: {r:?}");
@@ -148,7 +147,7 @@ fn every_mistake_gets_its_status_and_a_json_error_that_says_what_is_wrong() {
 
     // 409: more topics than a member can advertise.
     let subs: Vec<_> = (0..64).map(|i| a.subscribe(&format!("topic-{i}"))).collect();
-    let r = a.subscribe_query("topic=one-too-many").err().expect("refused");
+    let r = a.subscribe_query("topic=one-too-many").expect_err("refused");
     assert_eq!((r.status, r.error()), (409, "at most 64 topics can be subscribed at once"), "{r:?}");
     // A second subscription to a topic already subscribed is not a new topic.
     let again = a.subscribe("topic-0");

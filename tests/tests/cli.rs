@@ -310,7 +310,7 @@ fn an_agent_reports_its_bound_ports_on_stdout_and_in_its_ready_file() {
     );
     assert_eq!(v["members"], 1);
     assert!(!data.join("ready.json.tmp").exists());
-    let _ = Command::new("kill").arg("-TERM").arg(ready.pid.to_string()).status();
+    hearsay_tests::sigterm(ready.pid);
     let status = agent.wait(Duration::from_secs(15)).expect("it exits on SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(!data.join("ready.json").exists(), "removed on a clean exit");
@@ -366,7 +366,7 @@ fn a_config_file_sets_every_key_and_flags_win_over_it() {
     });
     assert!(b.stderr().contains("DEBUG"), "log = \"hearsay=debug\" from the file: {}", b.stderr());
     for (p, r) in [(&mut a, &ready), (&mut b, &ready2)] {
-        let _ = Command::new("kill").arg("-TERM").arg(r.pid.to_string()).status();
+        hearsay_tests::sigterm(r.pid);
         assert!(p.wait(Duration::from_secs(15)).is_some_and(|s| s.success()));
     }
 }
