@@ -59,26 +59,20 @@ fn built_binary(name: &str, env: &str, package: &str) -> PathBuf {
         "{} not found: build it first (`cargo build -p {package}`, same profile) or set {env}",
         bin.display()
     );
+    // Cargo's dep-info next to the binary lists every source file it was built from.
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut newest = None;
-    let mut dirs: Vec<PathBuf> =
-        ["node", "protocols", "overlay"].iter().map(|d| root.join(d).join("src")).collect();
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                newest = newest.max(modified(&p));
-            }
-        }
-    }
-    if let (Some(src), Some(b)) = (newest, modified(&bin)) {
+    let deps = std::fs::read_to_string(dir.join(format!("{name}.d"))).unwrap_or_default();
+    let sources = deps.split_once(": ").map_or("", |(_, s)| s);
+    let newest = sources
+        .split_whitespace()
+        .filter(|f| f.ends_with(".rs"))
+        .filter_map(|f| modified(Path::new(f)).map(|m| (m, f)))
+        .max();
+    if let (Some((src, file)), Some(b)) = (newest, modified(&bin)) {
         assert!(
             b >= src,
-            "{} is older than its sources: rebuild it (`cargo build -p {package}`, same profile) or run \
-             the whole suite with `cargo test --workspace`",
+            "{} is older than {file}: rebuild it (`cargo build -p {package}`, same profile) or run the \
+             whole suite with `cargo test --workspace`",
             bin.display()
         );
     }

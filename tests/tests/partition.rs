@@ -161,10 +161,14 @@ fn a_subscriber_cut_off_while_the_history_moves_on_is_told_of_the_gap() {
     assert!(whole.is_sound() && whole.gaps.is_empty() && whole.delivered == 4_300, "n{kept}: {whole:?}");
     let cut = subs[leaf].account(&origin, first, last);
     assert!(cut.is_sound(), "n{leaf}: {cut:?}");
-    // What the leaf missed and no one holds any more (the oldest 204: the histories keep the
-    // last 4,096) is announced as one gap right where it starts; the rest is delivered.
-    assert_eq!(cut.gaps, [(first, last - 4_096)], "n{leaf}: {cut:?}");
-    assert_eq!((cut.gapped, cut.delivered), (204, 4_096), "n{leaf}: {cut:?}");
+    // What the leaf missed and no one holds any more (at least the oldest 204: the histories
+    // keep the last 4,096) is announced as one gap from the first message it missed; the rest
+    // is delivered. (Usually exactly 204; when repair is slower than pbcast's `gap_after` for
+    // a few more of the oldest, those are announced too.)
+    assert_eq!(cut.gaps.len(), 1, "n{leaf}: {cut:?}");
+    let (from, to) = cut.gaps[0];
+    assert!(from == first && to >= last - 4_096, "n{leaf}: {cut:?}");
+    assert!(cut.delivered <= 4_096 && cut.delivered == last - to, "n{leaf}: {cut:?}");
     let got = subs[leaf].messages();
     assert_eq!(got.last().map(|m| (m.origin.as_str(), m.seq)), Some((origin.as_str(), last)));
     let gap_line = subs[leaf].lines().into_iter().find(|v| v.get("gap").is_some()).expect("a gap line");
