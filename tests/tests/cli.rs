@@ -167,6 +167,9 @@ fn every_command_talks_to_a_real_agent_and_prints_what_the_readme_says() {
     let topics = parse(&out.stdout);
     let news = topics.as_array().and_then(|l| l.iter().find(|t| t["topic"] == "news")).expect("news");
     assert_eq!(news["subscribers"], 3, "{news}");
+    // The topic's id on the wire, pinned: the first 8 bytes of SHA-256("hearsay/topic/news"),
+    // computed once outside hearsay; if it changes, agents of two versions no longer meet.
+    assert_eq!(news["topic_id"], "f272838904bb48eb", "{news}");
     assert!(
         news["depth"].is_u64() && ["root", "member"].contains(&news["role"].as_str().unwrap_or("")),
         "{news}"
