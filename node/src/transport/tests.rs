@@ -99,7 +99,13 @@ async fn oversize_stream_frames_are_counted_and_dropped() {
     a.send(b.id(), b.local_addr(), Reliability::Stream, Bytes::from(vec![2u8; 500]));
     let (_, _, frame) = next_frame(&mut rb).await;
     assert_eq!(frame.len(), 500);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Streams are independent: the oversize one may be counted after the small one arrived.
+    let counted = async {
+        while b.stats().oversize.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), counted).await.expect("the oversize frame counted");
     assert_eq!(b.stats().oversize.load(Ordering::Relaxed), 1);
 }
 
