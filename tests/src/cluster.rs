@@ -158,17 +158,16 @@ impl Cluster {
     /// [`Cluster::wait_tree`] over the agents `among` only (one side of a partition): the root
     /// is the one the ring of these agents makes responsible.
     pub fn wait_tree_among(&self, topic: &str, among: &[usize], subscribers: &[usize]) {
-        let running = among.to_vec();
         wait_for(&format!("the `{topic}` tree to settle over {subscribers:?}"), CONVERGE_WITHIN, || {
             // Subscribers know the topic's name; a node that only forwards for others lists it
             // by id.
-            let first = subscribers.first().or(running.first()).ok_or("no agent running")?;
+            let first = subscribers.first().or(among.first()).ok_or("no agent given")?;
             let named = self.agents[*first]
                 .topic(topic)?
                 .ok_or(format!("{} is not on it", self.agents[*first].name))?;
             let topic_id = named["topic_id"].clone();
             let mut entries: Vec<(usize, Value)> = Vec::new();
-            for i in &running {
+            for i in among {
                 let list = self.agents[*i].get("/v1/topics")?;
                 if let Some(t) = list.as_array().into_iter().flatten().find(|t| t["topic_id"] == topic_id) {
                     entries.push((*i, t.clone()));
@@ -189,7 +188,7 @@ impl Cluster {
                 entries.iter().filter(|(_, t)| t["role"] == "root").map(|(i, _)| *i).collect();
             let key = u64::from_str_radix(topic_id.as_str().unwrap_or(""), 16)
                 .map_err(|e| format!("topic_id in {named}: {e}"))?;
-            let expected = self.responsible(&running, key)?;
+            let expected = self.responsible(among, key)?;
             if roots != [expected] {
                 return Err(format!(
                     "roots {roots:?}, the ring makes {} responsible",
@@ -198,10 +197,10 @@ impl Cluster {
             }
             for (i, t) in &entries {
                 if let Some(parent) = t["parent"].as_str() {
-                    let p = running
+                    let p = among
                         .iter()
                         .find(|j| self.agents[**j].id() == parent)
-                        .ok_or(format!("{}'s parent {parent} is no running agent", self.agents[*i].name))?;
+                        .ok_or(format!("{}'s parent {parent} is none of the agents", self.agents[*i].name))?;
                     let back = entries.iter().find(|(j, _)| j == p).map(|(_, pt)| pt["children"].clone());
                     let me = json!(self.agents[*i].id());
                     if !back.as_ref().and_then(Value::as_array).is_some_and(|c| c.contains(&me)) {
