@@ -296,15 +296,16 @@ pub fn topics(c: &Client, json: bool) -> Result<()> {
         return print_json(&topics);
     }
     println!(
-        "{:<24} {:<10} {:>5} {:>6}  {:<16} {:>8}",
-        "TOPIC", "ROLE", "SUBS", "DEPTH", "PARENT", "CHILDREN"
+        "{:<24} {:<10} {:>5} {:>7} {:>6}  {:<16} {:>8}",
+        "TOPIC", "ROLE", "SUBS", "MEMBERS", "DEPTH", "PARENT", "CHILDREN"
     );
     for t in topics {
         println!(
-            "{:<24} {:<10} {:>5} {:>6}  {:<16} {:>8}",
+            "{:<24} {:<10} {:>5} {:>7} {:>6}  {:<16} {:>8}",
             t.topic,
             t.role,
             t.subscribers,
+            t.members,
             t.depth.map_or("-".into(), |d| d.to_string()),
             t.parent.as_deref().map_or("-", short),
             t.children.len()

@@ -34,6 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run an agent: join the cluster, serve the local API until SIGTERM or Ctrl-C.
+    #[command(long_about = AGENT_ABOUT)]
     Agent(Box<AgentArgs>),
     /// This agent's name, id, address, member count and uptime; exits non-zero when its API does
     /// not answer (a health check).
@@ -155,6 +156,19 @@ these very commands and flags. Install it where your shell looks:
         (or ~/.local/share/bash-completion/completions/hearsay)
   zsh   hearsay completions zsh > \"${fpath[1]}/_hearsay\"
   fish  hearsay completions fish > ~/.config/fish/completions/hearsay.fish";
+
+const AGENT_ABOUT: &str = "\
+Run an agent: join the cluster, serve the local API until SIGTERM or Ctrl-C (which make it
+leave the cluster gracefully).
+
+Once its QUIC socket and API are bound, the agent prints one JSON line on stdout and writes the
+same object to DATA_DIR/ready.json (atomically: a temporary file renamed; removed when the agent
+exits cleanly):
+
+  {\"name\": \"a\", \"id\": \"<NodeId hex>\", \"addr\": \"10.0.0.1:7946\", \"api\": \"127.0.0.1:7070\", \"pid\": 4242}
+
+With port 0 (`--bind 127.0.0.1:0 --api 127.0.0.1:0`) the OS picks free ports and this line says
+which; `pid` tells a fresh file from one left by an agent that was killed.";
 
 const BENCH_ABOUT: &str = "\
 Benchmark: start N real agents in this process on 127.0.0.1 (QUIC, mutual TLS under a fresh
@@ -312,6 +326,45 @@ struct AgentArgs {
     /// Delay outgoing UDP datagrams by this many milliseconds (testing).
     #[arg(long, hide = true, default_value_t = 0)]
     test_delay_ms: u64,
+    /// Serve `/v1/test/control` on the API: cut and heal links, set loss and delay at run time
+    /// (testing; never on a real deployment).
+    #[arg(long, hide = true)]
+    test_control: bool,
+}
+
+/// What `hearsay agent` reports once its QUIC socket and API are bound: one JSON line on
+/// stdout and the same object in `DATA_DIR/ready.json` (written to a temporary file and
+/// renamed, so a reader sees all of it or nothing; removed when the agent exits cleanly).
+/// With port 0 in `--bind` or `--api` this is how to learn the ports the OS gave.
+#[derive(serde::Serialize)]
+struct Ready {
+    /// The node's name.
+    name: String,
+    /// Its NodeId (hex).
+    id: String,
+    /// The UDP address QUIC is bound to.
+    addr: SocketAddr,
+    /// The API's address.
+    api: Option<SocketAddr>,
+    /// This process (a file left by an agent that was killed names a dead one).
+    pid: u32,
+}
+
+/// The ready file's path in a data directory.
+const READY_FILE: &str = "ready.json";
+
+/// Print `ready` on stdout and write it to `dir/ready.json` atomically.
+fn report_ready(dir: &std::path::Path, ready: &Ready) -> Result<()> {
+    let line = serde_json::to_string(ready)?;
+    let tmp = dir.join(format!("{READY_FILE}.{}.tmp", ready.pid));
+    std::fs::write(&tmp, format!("{line}\n")).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(READY_FILE))
+        .with_context(|| format!("cannot rename {} to {READY_FILE}", tmp.display()))?;
+    // Nobody reading stdout (closed, or a full pipe nobody drains) must not stop the agent.
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
+    let _ = std::io::Write::flush(&mut out);
+    Ok(())
 }
 
 fn parse_sync(s: &str) -> Result<hearsay::store::Sync, String> {
@@ -378,6 +431,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Keygen { out } => {
+            if out.exists() {
+                anyhow::bail!(
+                    "{} exists: keygen refuses to overwrite a cluster secret (remove it first, or pick another --out)",
+                    out.display()
+                );
+            }
             ClusterSecret::generate()?.write_new(&out)?;
             println!(
                 "wrote a new cluster secret to {}: give this file to every agent (--secret-file)",
@@ -470,8 +529,10 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     opts.preset = config.preset;
     opts.faults = faults;
     opts.max_message_bytes = config.max_message_bytes;
+    opts.test_control = args.test_control;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let data_dir = config.data_dir.clone();
+    let ran = runtime.block_on(async move {
         let handle = agent::spawn(opts).await?;
         eprintln!(
             "hearsay agent {} ({}) listening on {}, API on http://{}",
@@ -480,6 +541,14 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
             handle.addr,
             handle.api.map_or_else(|| "-".to_string(), |a| a.to_string())
         );
+        let ready = Ready {
+            name: config.name.clone(),
+            id: hex(&handle.id),
+            addr: handle.addr,
+            api: handle.api,
+            pid: std::process::id(),
+        };
+        report_ready(&config.data_dir, &ready)?;
         let stop = async {
             #[cfg(unix)]
             {
@@ -503,5 +572,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
             }
             r = handle.stopped() => Ok(r?),
         }
-    })
+    });
+    let _ = std::fs::remove_file(data_dir.join(READY_FILE));
+    ran
 }

@@ -83,6 +83,9 @@ pub enum ApiError {
     /// A query did not converge in time.
     #[error("the query did not converge in time")]
     NotConverged,
+    /// A test control setting that cannot be applied (`hearsay agent --test-control`).
+    #[error("test control: {0}")]
+    TestControl(String),
 }
 
 impl ApiError {
@@ -95,7 +98,8 @@ impl ApiError {
             | ApiError::Filter(_)
             | ApiError::Expire(_)
             | ApiError::TwoPayloads
-            | ApiError::Base64(_) => StatusCode::BAD_REQUEST,
+            | ApiError::Base64(_)
+            | ApiError::TestControl(_) => StatusCode::BAD_REQUEST,
             ApiError::Message(MessageError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Message(_) => StatusCode::BAD_REQUEST,
             ApiError::Command(e) => command_status(e),
@@ -177,6 +181,7 @@ mod tests {
             (ApiError::NotFound, StatusCode::NOT_FOUND),
             (ApiError::Stopping, StatusCode::SERVICE_UNAVAILABLE),
             (ApiError::NotConverged, StatusCode::GATEWAY_TIMEOUT),
+            (ApiError::TestControl("loss".into()), StatusCode::BAD_REQUEST),
         ];
         for (e, status) in cases {
             assert_eq!(e.status(), status, "{e}");

@@ -215,6 +215,9 @@ pub struct TopicInfo {
     pub topic_id: String,
     /// Local subscriptions.
     pub subscribers: usize,
+    /// Other nodes this node knows subscribe to the topic (from the member table; 0 where it
+    /// only forwards): whom pbcast repair gossips with.
+    pub members: usize,
     /// root, forwarder or member (a member may also forward).
     pub role: String,
     /// Tree parent (hex NodeId), none at the root or while re-joining.
@@ -245,4 +248,25 @@ pub struct RingInfo {
     pub successors: Vec<RingPeer>,
     /// Distinct finger targets, nearest first.
     pub fingers: Vec<RingPeer>,
+}
+
+/// `GET`/`POST /v1/test/control` (only with `hearsay agent --test-control`): the faults the
+/// agent injects into its own outgoing UDP datagrams, and the API's query timeout. A POST
+/// changes the fields it gives and leaves the others; both reply with every field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestControl {
+    /// Addresses sent nothing at all (a cut link; `[]` heals). Cut both ends for a symmetric
+    /// partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Vec<std::net::SocketAddr>>,
+    /// Probability of dropping each outgoing datagram, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Delay added to every outgoing datagram, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// How long `POST /v1/query` waits before answering 504, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_timeout_ms: Option<u64>,
 }
