@@ -15,7 +15,7 @@ use hearsay_protocols::aggregate::{Algorithm, Func};
 use hearsay_protocols::anti_entropy::AeMode;
 use hearsay_protocols::rumor::{Direction, Variant};
 use hearsay_sim::experiments::{
-    aggregate, anti_entropy, bench, chord, cluster, flood_vs_gossip, pbcast, rumor, scribe, swim,
+    aggregate, anti_entropy, bench, chord, cluster, flood_vs_gossip, fuzz, pbcast, rumor, scribe, swim,
 };
 use hearsay_sim::report::Progress;
 
@@ -98,6 +98,13 @@ enum Command {
     /// delivery ratio by the tree alone and with repair (anchor 0.9999), and the tree's
     /// control messages per node.
     Scribe(ScribeArgs),
+    /// Hostile and broken frames at volume (issue 12): random and mutated-valid frames of
+    /// every protocol's messages, from fake members, into a small cluster of Engines.
+    ///
+    /// Each frame runs under catch_unwind; prints the panics (0 is the claim), the largest
+    /// state the honest Engines accounted for, and whether the honest members still deliver
+    /// each other's messages at the end.
+    Fuzz(FuzzArgs),
 }
 
 /// Options every experiment takes.
@@ -443,6 +450,25 @@ struct BenchArgs {
 }
 
 #[derive(Args)]
+struct FuzzArgs {
+    /// Crafted frames to send.
+    #[arg(long, default_value_t = 100_000)]
+    frames: u64,
+    /// Seed: the same seed and arguments give the same output.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Honest members.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(2..=64))]
+    honest: u64,
+    /// Fake members the frames are sent from.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
+    fakes: u64,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct ChordArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
@@ -629,6 +655,7 @@ fn main() -> ExitCode {
         Command::Chord(args) => run_chord(args),
         Command::Swim(args) => run_swim(args),
         Command::Scribe(args) => run_scribe(args),
+        Command::Fuzz(args) => run_fuzz(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -860,6 +887,16 @@ fn run_cluster(args: ClusterArgs) -> Result<(), String> {
     let report = cluster::run(&p, &progress);
     progress.note(&format!("elapsed {:.1} s", progress.elapsed_s()));
     print(&report, c.json, cluster::table)
+}
+
+fn run_fuzz(args: FuzzArgs) -> Result<(), String> {
+    let p = fuzz::Params {
+        honest: args.honest as usize,
+        fakes: args.fakes as usize,
+        ..fuzz::Params::new(args.frames, args.seed)
+    };
+    let report = fuzz::run(&p);
+    print(&report, args.json, fuzz::table)
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {

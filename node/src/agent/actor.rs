@@ -430,6 +430,7 @@ impl Actor {
                 published_at: data.published_at.as_micros(),
                 payload: data.payload,
                 own,
+                seal: data.seal,
             },
             Persist::Gap { topic, origin, first, last } => {
                 Write::Gap { topic, origin, first, last, at: self.now().as_micros() }
@@ -611,6 +612,10 @@ impl Actor {
                     self.subscribers.add(id, topic, filter, expire, sink);
                 });
                 let _ = reply.send(opened);
+            }
+            Command::KnownSubscribers { topic, reply } => {
+                let id = hearsay_protocols::TopicId::of(topic.as_str());
+                let _ = reply.send(self.subscribers.on(id) + self.engine.topic_member_count(id));
             }
             Command::Topics(reply) => {
                 let subscribers = &self.subscribers;

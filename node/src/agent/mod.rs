@@ -45,9 +45,9 @@ use crate::transport::faulty::Faults;
 use crate::transport::identity::{ClusterSecret, IdentityError, NodeIdentity};
 use crate::transport::{BindError, Transport, TransportConfig};
 
-/// How long the API may take, once the agent stopped, to write the subscriptions' closing
-/// lines and answer the requests still open.
-const API_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stopping agent's API may take to answer the requests it holds (and write the
+/// subscriptions' closing lines).
+const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The reconnect interval: the SWIM push-pull interval (memberlist's LAN 30 s, which is also
 /// Serf's `reconnect_interval`; 15 s in the `local` preset).
@@ -91,6 +91,12 @@ pub struct AgentOptions {
     /// The durable store: where, how it syncs, what it retains. `None`: nothing is kept
     /// (demo, bench without `--durable`).
     pub store: Option<StoreOptions>,
+    /// The largest message body a publish through the HTTP API may carry (the
+    /// `max_message_bytes` setting); 1 to [`MAX_BODY_LIMIT`](crate::message::MAX_BODY_LIMIT),
+    /// checked at [`spawn`]. Default [`MAX_BODY`](crate::message::MAX_BODY).
+    pub max_message_bytes: usize,
+    /// Serve the test control over `faults` on the API (`/v1/test/control`; tests only).
+    pub test_control: bool,
 }
 
 /// Where and how an agent keeps its durable store.
@@ -119,6 +125,8 @@ impl AgentOptions {
             faults: Faults::none(),
             engine: None,
             store: None,
+            max_message_bytes: crate::message::MAX_BODY,
+            test_control: false,
         }
     }
 }
@@ -150,6 +158,9 @@ pub enum StartError {
     /// The store cannot be used (the data dir is unwritable, or the file is unreadable).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// `max_message_bytes` is 0, or more than an encoded message can carry.
+    #[error("max_message_bytes (--max-message-bytes) = {0}")]
+    MaxMessageBytes(String),
 }
 
 /// Why a running agent ended other than by a leave or a crash asked of it.
@@ -250,6 +261,7 @@ fn advertised(bind: SocketAddr, explicit: Option<SocketAddr>, seeds: &[SocketAdd
 pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let config = opts.engine.clone().unwrap_or_else(|| opts.preset.engine_config());
     config.validate()?;
+    crate::config::check_max_message_bytes(opts.max_message_bytes).map_err(StartError::MaxMessageBytes)?;
     let opened = match &opts.store {
         Some(s) => {
             let (store, stored) = Store::open(StoreConfig {
@@ -271,27 +283,30 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let addr = transport.local_addr();
     let advertise = advertised(addr, opts.advertise, &opts.join);
     let (commands_tx, commands_rx) = mpsc::channel(1024);
-    let api = match opts.api {
+    // When the actor ends, the API stops taking connections and answers what it holds (a 503:
+    // the agent is stopping) before the agent counts as stopped.
+    let (actor_ended, api_stop) = tokio::sync::oneshot::channel::<()>();
+    let (api, api_server) = match opts.api {
         Some(api_addr) => {
             let listen = tokio::net::TcpListener::bind(api_addr).await;
             let listener = listen.map_err(|source| StartError::Api { addr: api_addr, source })?;
             let bound = listener.local_addr().map_err(|source| StartError::Api { addr: api_addr, source })?;
-            let router = server::router(server::ApiState::new(commands_tx.clone()));
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let mut state =
+                server::ApiState::new(commands_tx.clone()).with_max_message_bytes(opts.max_message_bytes);
+            if opts.test_control {
+                state = state.with_test_control(opts.faults.clone());
+            }
+            let router = server::router(state);
             let server = tokio::spawn(async move {
-                let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                });
-                if let Err(e) = serve.await {
+                let stop = async move {
+                    let _ = api_stop.await;
+                };
+                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
                     tracing::error!("API server stopped: {e}");
                 }
             });
-            Some((bound, stop, server))
+            (Some(bound), Some(server))
         }
-        None => None,
-    };
-    let (api, api_server) = match api {
-        Some((bound, stop, server)) => (Some(bound), Some((stop, server))),
         None => (None, None),
     };
     let mut seed_bytes = [0u8; 32];
@@ -305,7 +320,7 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     // A node without a store opens new streams at every start (epoch: the start time).
     let epoch = opened.as_ref().map_or(wall.as_millis() as u64, |(_, s)| s.epoch);
     let mut engine = Engine::new(
-        identity.id(),
+        Arc::new(identity.signer()?),
         &opts.name,
         Addr::from_socket(advertise),
         epoch,
@@ -359,12 +374,11 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let actor = actor::Actor::new(engine, transport.clone(), store, start, clock_base);
     let task = tokio::spawn(async move {
         let ended = actor.run(rejoin, net_events, commands_rx, stop_rx).await;
-        // The API ends after the actor, gracefully: the subscriptions' closing lines are
-        // written out and requests still waiting are answered (bounded).
-        if let Some((stop, server)) = api_server {
-            let _ = stop.send(());
-            if tokio::time::timeout(API_DRAIN_TIMEOUT, server).await.is_err() {
-                tracing::warn!("the API did not finish within {API_DRAIN_TIMEOUT:?}");
+        drop(actor_ended);
+        if let Some(server) = api_server {
+            // Bounded: a client that does not read its subscription stream cannot hold us.
+            if tokio::time::timeout(API_DRAIN, server).await.is_err() {
+                tracing::warn!("the API did not finish within {API_DRAIN:?}");
             }
         }
         ended

@@ -175,6 +175,7 @@ mod tests {
             published_at: At::ZERO,
             received_at: At::ZERO,
             via: Via::Local,
+            seal: Default::default(),
         }
     }
 

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hearsay::engine::{Engine, EngineConfig, EngineEvent, Persist, Restored, SubscribeFrom};
 use hearsay_overlay::swim::{Addr, SwimConfig};
+use hearsay_protocols::auth::Unchecked;
 use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::wire::{Frame, Protocol};
 use hearsay_protocols::{Instant, NodeId, Rng, Seed, Seq, TopicId, Transmit};
@@ -322,7 +323,7 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     let mut sim: Sim<Engine> = Sim::new(p.seed, run, p.nodes, net, move |init| {
         if init.restarts == 0 {
             return Engine::converged(
-                init.id,
+                Arc::new(Unchecked(init.id)),
                 "",
                 Addr::default(),
                 1,
@@ -336,7 +337,7 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
             let epoch = u64::from(init.restarts) + 1;
             kept.borrow_mut()[init.index] = MemStore::default();
             return Engine::converged(
-                init.id,
+                Arc::new(Unchecked(init.id)),
                 "",
                 Addr::default(),
                 epoch,
@@ -349,7 +350,15 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
         // Back with its store, as a restarted agent: same streams, its topics resumed where
         // it stopped, then a join through a few members (a push-pull brings the member table).
         let store = kept.borrow()[init.index].clone();
-        let mut e = Engine::new(init.id, "", Addr::default(), 1, config.clone(), &init.seed, init.now);
+        let mut e = Engine::new(
+            Arc::new(Unchecked(init.id)),
+            "",
+            Addr::default(),
+            1,
+            config.clone(),
+            &init.seed,
+            init.now,
+        );
         e.restore(init.now, store.restored(config.pbcast.history_msgs));
         for name in &store.topics {
             let _ = e.subscribe(init.now, name, SubscribeFrom::Resume);
