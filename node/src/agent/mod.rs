@@ -9,7 +9,14 @@
 //! | `command.rs` | [`Command`]: what the actor accepts, with checked inputs and typed refusals |
 //! | `actor.rs` | the actor: the `select!` loop that drives the Engine and answers commands |
 //! | `subscribers.rs` | fan-out of deliveries and gaps to local subscriptions (filters, slow consumers) |
-//! | `seeds.rs` | resolving seed addresses to members, and retrying a join that failed |
+//! | `seeds.rs` | resolving seed addresses to members, retrying a join that failed, reconnecting |
+//!
+//! # The address
+//!
+//! Asked for port 0 with a data dir, the agent binds the port its previous life bound
+//! (`DATA_DIR/last-addr`) when it is free, and any port otherwise: the other members' tables and
+//! stores name the node at that address, so a node (or a whole cluster) restarted with
+//! `--bind IP:0` is found again where it was, as one started on a fixed port is.
 //!
 //! Time: the Engine's clock is wall-clock microseconds at start plus the monotonic time since
 //! (so publish times compare across nodes, up to clock skew, and never go backwards here).
@@ -278,8 +285,11 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         IdentitySource::DataDir(dir) => NodeIdentity::load_or_create(dir, &opts.secret)?,
         IdentitySource::Ephemeral => NodeIdentity::ephemeral(&opts.secret)?,
     };
-    let (transport, net_events) =
-        Transport::bind_with_faults(TransportConfig::new(opts.bind), &identity, opts.faults.clone())?;
+    let data_dir = match &opts.identity {
+        IdentitySource::DataDir(dir) => Some(dir.as_path()),
+        IdentitySource::Ephemeral => None,
+    };
+    let (transport, net_events) = bind(&opts, data_dir, &identity)?;
     let addr = transport.local_addr();
     let advertise = advertised(addr, opts.advertise, &opts.join);
     let (commands_tx, commands_rx) = mpsc::channel(1024);
@@ -384,4 +394,47 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         ended
     });
     Ok(AgentHandle { id: identity.id(), addr, api, commands: commands_tx, transport, stop: stop_tx, task })
+}
+
+/// The file that holds the QUIC address the agent last bound, in its data dir.
+const LAST_ADDR_FILE: &str = "last-addr";
+
+/// Bind the QUIC transport: on port 0 with a data dir, the previous life's port first if it
+/// is free (see "The address" above); the address bound is kept for the next life.
+fn bind(
+    opts: &AgentOptions,
+    data_dir: Option<&std::path::Path>,
+    identity: &NodeIdentity,
+) -> Result<(Transport, mpsc::Receiver<crate::transport::TransportEvent>), StartError> {
+    let previous = data_dir
+        .filter(|_| opts.bind.port() == 0)
+        .and_then(|d| std::fs::read_to_string(d.join(LAST_ADDR_FILE)).ok())
+        .and_then(|text| text.trim().parse::<SocketAddr>().ok())
+        .filter(|a| a.ip() == opts.bind.ip() && a.port() != 0);
+    let bound = match previous {
+        Some(at) => {
+            match Transport::bind_with_faults(TransportConfig::new(at), identity, opts.faults.clone()) {
+                Ok(t) => Ok(t),
+                Err(e) => {
+                    tracing::info!(%at, "the previous life's address is taken ({e}); binding another port");
+                    Transport::bind_with_faults(
+                        TransportConfig::new(opts.bind),
+                        identity,
+                        opts.faults.clone(),
+                    )
+                }
+            }
+        }
+        None => Transport::bind_with_faults(TransportConfig::new(opts.bind), identity, opts.faults.clone()),
+    }?;
+    if let Some(d) = data_dir {
+        // Written whole then renamed: a crash leaves the old file or the new one.
+        let tmp = d.join(format!("{LAST_ADDR_FILE}.tmp"));
+        let kept = std::fs::write(&tmp, bound.0.local_addr().to_string())
+            .and_then(|()| std::fs::rename(&tmp, d.join(LAST_ADDR_FILE)));
+        if let Err(e) = kept {
+            tracing::warn!("cannot keep the bound address in {}: {e}", d.display());
+        }
+    }
+    Ok(bound)
 }

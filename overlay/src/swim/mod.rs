@@ -639,9 +639,13 @@ impl Swim {
         self.stats.gossip_sent += u64::from(is_gossip);
         self.out.datagram(to, msg);
         if carries_leave {
+            // The `Dead` about self left the queue once it reached its retransmit limit, which
+            // in a small cluster is below `gossip_nodes` (2 with 4 members in the `local`
+            // preset): then it has gone out all it ever will.
+            let spent = !self.queue.holds(&me);
             if let Some(leave) = self.leave.as_mut() {
                 leave.sent += 1;
-                if leave.sent >= self.config.gossip_nodes {
+                if leave.sent >= self.config.gossip_nodes || spent {
                     self.finish_leave();
                 }
             }
