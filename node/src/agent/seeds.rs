@@ -305,7 +305,7 @@ impl Join {
                 break;
             }
             let k = &self.known[(self.cursor + step) % n];
-            if k.id.as_ref().is_some_and(|id| live(id)) {
+            if k.id.as_ref().is_some_and(&live) {
                 continue;
             }
             tracing::debug!(addr = %k.addr, id = ?k.id, seed = k.seed, "reconnect: dialling");

@@ -242,8 +242,15 @@ fn a_restarted_node_starts_above_the_incarnation_of_its_previous_life() {
     // Its next life, with what its host kept: above the last one from the start, never lowered.
     let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));
     let now = c.net.now();
-    let mut next =
-        Engine::new(c.ids[2], "n2", Addr::default(), 1, config, &Seed::derive(7, "node", 1, 2), now);
+    let mut next = Engine::new(
+        Arc::new(Unchecked(c.ids[2])),
+        "n2",
+        Addr::default(),
+        1,
+        config,
+        &Seed::derive(7, "node", 1, 2),
+        now,
+    );
     next.raise_incarnation(last + 1);
     next.raise_incarnation(1);
     assert_eq!(next.incarnation(), last + 1);

@@ -475,14 +475,20 @@ fn a_new_subscriber_starts_after_the_heads_it_is_given() {
 
 #[test]
 fn a_stream_first_named_by_the_heads_starts_after_its_head() {
-    let mut c = Pbcast::new(id(3), Arc::new(config()), &Seed::derive(42, "node", 0, 3), Instant::ZERO);
+    let mut c = Pbcast::new(
+        id(3),
+        Arc::new(Unchecked(id(3))),
+        Arc::new(config()),
+        &Seed::derive(42, "node", 0, 3),
+        Instant::ZERO,
+    );
     c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
     c.subscribe(sec(0), T, Start::Heads);
     events(&mut c);
     // Nothing of origin 1 reached c before the reply: its stream starts after the head all
     // the same, not at seq 1 (which would hold every new message back behind the history).
     let heads = summarize(StreamId { topic: T, origin: id(1) }, 1..=42, 32);
-    c.handle_heads(sec(0), T, Some(&[heads]));
+    c.handle_heads(sec(0), T, Some((&[heads], &[proof(1, 42)])));
     assert_eq!(c.next_delivery(T, id(1)), Some(43));
     c.handle_message(sec(0), id(1), PbMessage::Data(data(1, 43)));
     assert_eq!(delivered(&events(&mut c)), vec![(1, 43, Via::FirstPhase)]);
