@@ -47,9 +47,23 @@ fn sees_alive(a: &Agent, name: &str) -> Result<(), String> {
     }
 }
 
+/// [`Cluster::start`], with `--log $DEBUG_LOG` when set.
+fn start(label: &str, n: usize) -> Cluster {
+    let log = std::env::var("DEBUG_LOG").ok();
+    let extra: Vec<&str> = log.as_deref().map(|l| vec!["--log", l]).unwrap_or_default();
+    let mut c = Cluster::new(label);
+    c.add(AgentSpec::new("n0").args(&extra));
+    let seed = c[0].addr();
+    for i in 1..n {
+        c.add(AgentSpec::new(&format!("n{i}")).join(&[seed]).args(&extra));
+    }
+    c.wait_converged();
+    c
+}
+
 #[test]
 fn a_restarted_subscriber_gets_the_first_message_after_rejoining_within_a_second() {
-    let mut c = Cluster::start("restart-first", 5);
+    let mut c = start("restart-first", 5);
     let (publisher, steady, restarted) = (1, 2, 4);
     let steady_sub = c[steady].subscribe("news");
     let first_life = c[restarted].subscribe("news");
@@ -102,8 +116,12 @@ fn a_restarted_subscriber_gets_the_first_message_after_rejoining_within_a_second
         });
         let latency = at_restarted.unwrap_or_else(|| {
             panic!(
-                "run {run}: the restarted agent never got {payload}; its log:\n{}",
-                c[restarted].log_text()
+                "run {run}: the restarted agent never got {payload}; its lines: {:?}; its topic: {:?}; its \
+                 log:\n{}\nthe publisher's:\n{}",
+                sub.lines(),
+                c[restarted].topic("news"),
+                c[restarted].log_text(),
+                c[publisher].log_text()
             )
         });
         eprintln!(

@@ -21,7 +21,8 @@
 //!   replaces the cached one at once; the endpoint's stateless-reset and connection-id keys are
 //!   derived from the node key ([`NodeIdentity::endpoint_keys`]), so the restarted node answers
 //!   a packet on a connection of its previous life with a stateless reset that the sender
-//!   accepts (RFC 9000 §10.3) and it redials at its next send; and a cached connection on which
+//!   accepts (RFC 9000 §10.3) and it redials at its next send (a stream frame the reset took
+//!   is sent once more, on the new connection); and a cached connection on which
 //!   nothing has been received for [`UNANSWERED_AFTER`] since a send (QUIC acknowledges every
 //!   packet that carries data within its `max_ack_delay`, 25 ms) is taken out of the cache, so
 //!   the next send dials the address the node gives now (a peer back at another address, or
@@ -177,6 +178,10 @@ pub struct TransportStats {
     pub unanswered: AtomicU64,
     /// Dials that did not complete their handshake within the connect timeout.
     pub connect_timeouts: AtomicU64,
+    /// Stream frames sent again on a new connection because the one they went out on was
+    /// reset by the peer's next life (a restart at the same address) before it acknowledged
+    /// them.
+    pub resent_after_reset: AtomicU64,
 }
 
 /// A cached connection on which a send has found nothing received for this long is taken out
@@ -456,6 +461,12 @@ impl Transport {
     /// Send `frame` to `to` at `addr`, opening a connection if needed. Never blocks: work
     /// that must wait (a handshake, a stream) runs in its own task; failures are counted.
     pub fn send(&self, to: NodeId, addr: SocketAddr, reliability: Reliability, frame: Bytes) {
+        self.send_with(to, addr, reliability, frame, true);
+    }
+
+    /// [`Transport::send`]; `resend`: a stream frame on a cached connection that the peer
+    /// resets before acknowledging it is sent once more on a new connection.
+    fn send_with(&self, to: NodeId, addr: SocketAddr, reliability: Reliability, frame: Bytes, resend: bool) {
         let mut cache = self.lock();
         let now = Instant::now();
         if let Some(c) = cache.live.get_mut(&to) {
@@ -464,7 +475,7 @@ impl Transport {
                     c.last_used = now;
                     let conn = c.conn.clone();
                     drop(cache);
-                    self.send_on(&conn, reliability, frame);
+                    self.send_on(&conn, reliability, frame, resend);
                     return;
                 }
                 // Not closed: frames still on their way finish if the peer is there after all.
@@ -494,7 +505,7 @@ impl Transport {
                 Ok(conn) => match peer_node_id(&conn) {
                     Some(found) if found == to => {
                         for (r, f) in queued {
-                            t.send_on(&conn, r, f);
+                            t.send_on(&conn, r, f, false);
                         }
                         t.adopt(to, conn);
                     }
@@ -512,7 +523,11 @@ impl Transport {
         });
     }
 
-    fn send_on(&self, conn: &quinn::Connection, reliability: Reliability, frame: Bytes) {
+    /// Send `frame` on `conn`. With `resend`, a stream frame that `conn` loses to a stateless
+    /// reset (the peer restarted at the same address and its new life answered a packet of
+    /// this old connection) is sent once more through [`Transport::send`], which dials the
+    /// new life: the frame would otherwise be lost with the connection (module docs, Restarts).
+    fn send_on(&self, conn: &quinn::Connection, reliability: Reliability, frame: Bytes, resend: bool) {
         let fits = conn.max_datagram_size().is_some_and(|max| frame.len() <= max);
         if reliability == Reliability::Datagram && fits {
             match conn.send_datagram(frame) {
@@ -532,16 +547,25 @@ impl Transport {
                 s.finish().ok()?;
                 Some(s)
             };
-            match sent.await {
+            let acknowledged = match sent.await {
                 Some(s) => {
                     t.0.stats.streams_sent.fetch_add(1, Ordering::Relaxed);
                     // In flight until the peer acknowledged it (or gave up on the stream), so
                     // that `flush` can wait for it; bounded, for a peer that went away.
-                    let _ = tokio::time::timeout(t.0.config.idle_timeout, s.stopped()).await;
+                    let stopped = tokio::time::timeout(t.0.config.idle_timeout, s.stopped()).await;
+                    matches!(stopped, Ok(Ok(None)))
                 }
                 None => {
                     tracing::debug!(to = %conn.remote_address(), "stream send failed");
                     t.0.stats.send_failures.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            };
+            if !acknowledged && resend && matches!(conn.close_reason(), Some(quinn::ConnectionError::Reset)) {
+                if let Some(peer) = peer_node_id(&conn) {
+                    tracing::debug!(%peer, addr = %conn.remote_address(), "the peer restarted (stateless reset): sending the frame again on a new connection");
+                    t.0.stats.resent_after_reset.fetch_add(1, Ordering::Relaxed);
+                    t.send_with(peer, conn.remote_address(), reliability, frame, false);
                 }
             }
         });

@@ -286,3 +286,23 @@ async fn flush_waits_until_stream_frames_are_acknowledged_and_is_bounded() {
     assert!(!a.flush(Duration::from_millis(300)).await);
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn a_stream_frame_the_peers_restart_reset_is_sent_again_on_a_new_connection() {
+    let dir = scratch("resend");
+    let (a, _ra) = node(9, |_| {});
+    let (b, mut rb) = node_in(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let (id, addr) = (b.id(), b.local_addr());
+    a.send(id, addr, Reliability::Stream, Bytes::from_static(b"first life"));
+    next_frame(&mut rb).await;
+    crash(b, rb, &[a.local_addr()]).await;
+    let (b2, mut rb2) = node_in(&dir, addr).await;
+    assert_eq!(b2.id(), id);
+    // Sent once, on the previous life's connection: the new life resets it, and the frame goes
+    // again on a new connection instead of being lost with the old one.
+    a.send(id, addr, Reliability::Stream, Bytes::from_static(b"sent once"));
+    let (from, reliability, frame) = next_frame(&mut rb2).await;
+    assert_eq!((from, reliability, &frame[..]), (a.id(), Reliability::Stream, &b"sent once"[..]));
+    assert_eq!(a.stats().resent_after_reset.load(Ordering::Relaxed), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
