@@ -8,7 +8,7 @@
 //! | `mod.rs` | [`spawn`], [`AgentOptions`], [`AgentHandle`], the start and stop errors |
 //! | `command.rs` | [`Command`]: what the actor accepts, with checked inputs and typed refusals |
 //! | `actor.rs` | the actor: the `select!` loop that drives the Engine and answers commands |
-//! | `subscribers.rs` | fan-out of deliveries and gaps to local subscriptions (filters, slow consumers) |
+//! | `subscribers/` | local subscriptions: fan-out of deliveries and gaps (filters, slow consumers), durable subscriptions and their cursors, replays from the store |
 //! | `seeds.rs` | resolving seed addresses to members, and retrying a join that failed |
 //!
 //! Time: the Engine's clock is wall-clock microseconds at start plus the monotonic time since
@@ -20,8 +20,11 @@
 //! before anything else (a store that cannot be used is a start error naming the file), its
 //! epoch names this node's streams (so a restarted publisher continues them), what it kept is
 //! handed back to the Engine, and every durable subscription's topic is subscribed again
-//! (resuming after what was kept, fetching what was published meanwhile). Publishes are
-//! acknowledged once their write is durable.
+//! (resuming after what was kept, fetching what was published meanwhile): that subscription,
+//! the durable subscription's "anchor", is held by the agent for as long as the durable
+//! subscription exists, whether a client is connected or not, so what is published while no
+//! client is connected is still received and stored. Publishes are acknowledged once their
+//! write is durable.
 
 mod actor;
 mod command;
@@ -35,7 +38,11 @@ use hearsay_overlay::swim::Addr;
 use hearsay_protocols::{Instant, NodeId, Seed};
 use tokio::sync::{mpsc, watch};
 
-pub use self::command::{Command, PublishError, Reply};
+pub use self::command::{
+    Command, DurableError, DurableName, DurableNameError, MAX_DURABLE_NAME, PublishError, Reply, StartAt,
+    StartAtError, SubscribeError, SubscribeOptions, rfc3339,
+};
+use self::subscribers::Subscribers;
 use crate::api::server;
 use crate::config::Preset;
 use crate::engine::{self, Engine, EngineConfig, SubscribeFrom};
@@ -294,9 +301,10 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         &seed,
         now,
     );
-    let store = match opened {
+    let (store, subscribers) = match opened {
         Some((store, stored)) => {
             let kept = stored.restored.messages.len();
+            let heads = stored.restored.heads.clone();
             engine.restore(now, stored.restored);
             let mut topics: Vec<&str> = stored.durables.iter().map(|(_, d)| d.topic.as_str()).collect();
             topics.sort_unstable();
@@ -314,13 +322,14 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
                 created = stored.created,
                 "store opened"
             );
-            Some(store)
+            let subscribers = Subscribers::new(Some(store.clone()), &heads, stored.durables);
+            (Some(store), subscribers)
         }
-        None => None,
+        None => (None, Subscribers::new(None, &[], Vec::new())),
     };
     tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
-    let actor = actor::Actor::new(engine, transport.clone(), store, start, clock_base);
+    let actor = actor::Actor::new(engine, transport.clone(), store, subscribers, start, clock_base);
     let task = tokio::spawn(actor.run(opts.join.clone(), net_events, commands_rx, stop_rx));
     Ok(AgentHandle { id: identity.id(), addr, api, commands: commands_tx, transport, stop: stop_tx, task })
 }

@@ -147,8 +147,7 @@ impl Cluster {
         let topic = TopicName::new(topic).map_err(|e| e.to_string())?;
         self.block_on(ask(&commands, |reply| Command::Subscribe {
             topic,
-            filter: None,
-            expire: None,
+            options: Default::default(),
             sink,
             reply,
         }))?
