@@ -180,7 +180,11 @@ fn warm_up(p: &Agent, topic: &str, lines: &Lines) -> String {
 
 /// Publish `n` messages on `p`, named `{tag}{i}`; the last seq.
 fn publish(p: &Agent, topic: &str, tag: &str, n: usize) -> u64 {
-    (0..n).map(|i| p.publish(topic, &format!("{tag}{i}")).1).last().unwrap_or(0)
+    let mut last = 0;
+    for i in 0..n {
+        last = p.publish(topic, &format!("{tag}{i}")).1;
+    }
+    last
 }
 
 /// Wait until `lines` has `origin`'s message `seq`.
