@@ -61,11 +61,13 @@ impl StartAt {
         }
     }
 
-    /// The publish time before which messages are passed over.
+    /// The publish time before which messages are passed over: `Some` for a start that wants
+    /// everything retained (`all` is the UNIX epoch).
     pub fn since(self) -> Option<u64> {
         match self {
+            StartAt::New => None,
+            StartAt::All => Some(0),
             StartAt::Time(t) => Some(t),
-            _ => None,
         }
     }
 }

@@ -258,7 +258,8 @@ pub struct DurableInfo {
     pub topic: String,
     /// A client is connected to it now.
     pub connected: bool,
-    /// Created `--from TIME`: messages published before this RFC 3339 time are passed over.
+    /// Created `--from TIME` (or `all`: the UNIX epoch): messages published before this RFC
+    /// 3339 time are passed over. Absent for one created from `new`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
     /// Per origin, the last seq acknowledged.

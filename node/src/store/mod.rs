@@ -129,8 +129,9 @@ pub struct Durable {
     /// Per origin, the last seq acknowledged (everything at or below it was acknowledged or
     /// announced as a gap).
     pub cursors: Vec<(NodeId, Seq)>,
-    /// Created `--from TIME`: messages published before this (µs since the UNIX epoch, the
-    /// origin's clock) are passed over, never delivered. Added after format 1's first
+    /// Created `--from TIME` (or `all`: 0): messages published before this (µs since the UNIX
+    /// epoch, the origin's clock) are passed over, never delivered; `None` for one created
+    /// from `new`. Added after format 1's first
     /// records, which [`Durable::decode`] still reads (as `None`).
     pub since: Option<u64>,
 }

@@ -54,7 +54,12 @@
 //! minus one): that is where the node's copy of the stream begins. A replay announces what is
 //! missing after a cursor as a gap (retention dropped it), so a stream that was already old when
 //! this node joined the topic is not announced as a gap, while one whose first messages were
-//! trimmed before a client read them is.
+//! trimmed before a client read them is. A durable subscription created `--from all` or from a
+//! time gets 0 instead (it wants everything retained). "First" is counted from the moment the
+//! Engine last subscribed the topic afresh: when a subscription makes the agent hold a topic it
+//! did not hold, the Engine starts the topic's streams anew (at their current heads, or from
+//! seq 1), not where the store's older copy of them ends, so what was known of their heads is
+//! forgotten then.
 
 mod replay;
 #[cfg(test)]
@@ -208,6 +213,7 @@ impl Subscribers {
         sink: mpsc::Sender<StreamItem>,
     ) {
         let from = options.from;
+        self.fresh(topic);
         let id = self.insert(topic, name, &options, from.since(), sink, None);
         if from != StartAt::New && self.store.is_some() {
             // Every origin known here from seq 1: what is not in the store is a gap.
@@ -244,6 +250,18 @@ impl Subscribers {
         };
         self.subs.insert(self.next, sub);
         self.next
+    }
+
+    /// Called as the Engine is subscribed to `topic` for a new subscription: if nothing here
+    /// held it before, the Engine starts its streams anew (at the topic's current heads, or
+    /// from the first seq), not where this node's stored copy of them ended, so what is known
+    /// of the topic's heads is forgotten: each stream's next delivery is its first appearance.
+    fn fresh(&mut self, topic: TopicId) {
+        let held = self.subs.values().any(|s| s.topic == topic && s.durable.is_none())
+            || self.durables.values().any(|d| d.topic_id == topic);
+        if !held {
+            self.heads.remove(&topic);
+        }
     }
 
     /// Whether durable subscription `name` exists (`true`) or would be created (`false`) for
@@ -284,8 +302,9 @@ impl Subscribers {
         topic: TopicName,
         from: StartAt,
     ) -> Result<(), DurableError> {
-        let store = self.store.as_ref().ok_or(DurableError::NoStore)?;
         let topic_id = TopicId::of(topic.as_str());
+        self.fresh(topic_id);
+        let store = self.store.as_ref().ok_or(DurableError::NoStore)?;
         let known = self.heads.get(&topic_id).cloned().unwrap_or_default();
         let cursors: Vec<(NodeId, Seq)> = match from {
             StartAt::New => known.into_iter().collect(),
@@ -404,11 +423,12 @@ impl Subscribers {
         if !new_origin {
             return;
         }
-        let start = first.saturating_sub(1);
         for (name, state) in self.durables.iter_mut().filter(|(_, s)| s.topic_id == topic) {
             if state.durable.cursors.iter().any(|(o, _)| *o == origin) {
                 continue;
             }
+            // One that wants everything retained (`all`, a time) starts before seq 1.
+            let start = if state.durable.since.is_some() { 0 } else { first.saturating_sub(1) };
             state.durable.advance(origin, start);
             if let Some(store) = &self.store {
                 if let Err(e) =

@@ -392,3 +392,28 @@ async fn cursors_and_start_times_survive_in_the_store() {
     }
     assert_eq!(seqs(&got), ["4", "5"]);
 }
+
+#[tokio::test]
+async fn a_topic_held_afresh_starts_where_the_engine_delivers_not_at_the_stale_stored_heads() {
+    let mut rig = Rig::new("fresh", Retention::default());
+    // A previous life kept seqs 1..=100 of the topic, then the agent stopped holding it.
+    rig.deliver_many("news", 1..=100);
+    rig.store.flush(Duration::from_secs(10)).unwrap();
+    let (subs, reports) =
+        Subscribers::new(Some(rig.store.clone()), &[(TopicId::of("news"), ORIGIN, 100)], Vec::new());
+    (rig.subs, rig.reports) = (subs, reports);
+    // A durable subscription from `new`: the Engine starts the stream at its current head (149).
+    drop(rig.durable("new", "news", StartAt::New, 256));
+    // One from `all` wants the store's older copy too.
+    drop(rig.durable("all", "news", StartAt::All, 256));
+    assert!(rig.deliver("news", ORIGIN, 150, rig.base + 150).is_empty());
+    rig.store.flush(Duration::from_secs(10)).unwrap();
+    let mut new = rig.durable("new", "news", StartAt::New, 256);
+    let mut all = rig.durable("all", "news", StartAt::New, 256);
+    assert_eq!(seqs(&rig.read(&mut new, 1).await), ["150"], "no gap for 101..=149, none of the old copy");
+    let mut want = range(1..=100);
+    want.extend(["gap 101..=149".to_string(), "150".to_string()]);
+    assert_eq!(seqs(&rig.read(&mut all, 102).await), want, "everything retained, and what is not is a gap");
+    rig.quiet(&mut new).await;
+    rig.quiet(&mut all).await;
+}
