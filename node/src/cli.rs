@@ -242,6 +242,8 @@ enum AckNote {
     Written(String, u64),
     /// Post what is pending now, then say so.
     Flush(mpsc::Sender<()>),
+    /// Post what is pending and end.
+    Stop,
 }
 
 /// The acknowledgements of a durable subscription, posted in batches by a thread (cumulative
@@ -288,7 +290,7 @@ impl Acker {
                         let _ = done.send(());
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    Ok(AckNote::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                         post(&mut pending);
                         return;
                     }
@@ -316,9 +318,8 @@ impl Acker {
 
 impl Drop for Acker {
     fn drop(&mut self) {
-        // Closing the channel makes the thread post what is pending and end.
-        let (tx, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.tx, tx));
+        // (The signal thread holds a sender too: the channel does not close by itself.)
+        let _ = self.tx.send(AckNote::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
