@@ -77,6 +77,19 @@ impl Cli {
         Cli { child: Some(child), lines }
     }
 
+    /// Wait (bounded) for the process to exit by itself; its status.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL: no goodbye, acknowledgements not yet posted are lost.
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -225,6 +238,12 @@ fn a_killed_durable_client_comes_back_to_everything_after_its_last_acknowledgeme
     let (p, s) = (&agents[0], &agents[1]);
     let mut first = Cli::start(dir.path(), s, "orders", &["--durable", "d1"]);
     let origin = warm_up(p, "orders", &first.lines);
+    // One client per durable name: a second one is refused at once, and says why.
+    let mut second = Cli::start(dir.path(), s, "orders", &["--durable", "d1"]);
+    let status = second.wait_exit(Duration::from_secs(10)).expect("a second client ends by itself");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(dir.path().join("cli.log")).unwrap_or_default();
+    assert!(log.contains("already has a client") && log.contains("HTTP 409"), "{log}");
     let last = publish(p, "orders", "a", 50);
     wait_seq("the first client to get 50 messages", Duration::from_secs(30), &first.lines, &origin, last);
     // Its acknowledgements reach the agent within 100 ms of each line.
