@@ -455,3 +455,41 @@ fn past_retention_a_durable_subscriber_gets_exactly_one_gap_then_the_rest() {
         started.elapsed()
     );
 }
+
+#[test]
+fn from_all_gets_the_topic_history_and_from_a_time_what_was_published_after_it() {
+    let _serial = hearsay_tests::serial();
+    let started = Instant::now();
+    let dir = TempDir::new("durable-from");
+    let secret = keygen(dir.path(), "cluster.key");
+    let agents = cluster_with(dir.path(), &secret, 3, &[]);
+    // A member on the topic, as topics usually have; n2 is not on it yet.
+    let watcher = Cli::start(dir.path(), &agents[0], "news", &[]);
+    let origin = warm_up(&agents[1], "news", &watcher.lines);
+    let early = publish(&agents[1], "news", "a", 20);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+    let cut = hearsay::agent::rfc3339(now.as_micros() as u64);
+    let last = publish(&agents[1], "news", "b", 20);
+    wait_seq("the member to hold them", Duration::from_secs(30), &watcher.lines, &origin, last);
+    let all = Cli::start(dir.path(), &agents[2], "news", &["--from", "all"]);
+    // The member's store has each message with its publish time. (A message fetched by
+    // anti-entropy catch-up, as n2 gets its history, carries the time it arrived instead:
+    // anti-entropy entries have no publish time.)
+    let since = Cli::start(dir.path(), &agents[0], "news", &["--from", &cut]);
+    wait_seq("the history from the members", Duration::from_secs(60), &all.lines, &origin, last);
+    wait_seq("what was published after the cut", Duration::from_secs(60), &since.lines, &origin, last);
+    let newer = publish(&agents[1], "news", "c", 5);
+    wait_seq("new ones", Duration::from_secs(30), &all.lines, &origin, newer);
+    wait_seq("new ones", Duration::from_secs(30), &since.lines, &origin, newer);
+    assert_eq!(seqs_of(&messages(&all.lines), &origin), (1..=newer).collect::<Vec<u64>>());
+    assert!(gaps(&all.lines).is_empty(), "{:?}", gaps(&all.lines));
+    assert_eq!(
+        seqs_of(&messages(&since.lines), &origin),
+        (early + 1..=newer).collect::<Vec<u64>>(),
+        "from {cut}"
+    );
+    eprintln!(
+        "--from all on an agent new to the topic, --from TIME on a member (test {:?})",
+        started.elapsed()
+    );
+}
