@@ -41,6 +41,25 @@ fn seqs_of(msgs: &[(String, u64, String)], origin: &str) -> Vec<u64> {
     msgs.iter().filter(|(o, _, _)| o == origin).map(|(_, s, _)| *s).collect()
 }
 
+/// Assert `got` is exactly `want`, saying what differs (missing, repeated, out of order).
+fn assert_seqs(got: &[u64], want: std::ops::RangeInclusive<u64>, what: &str) {
+    let expected: Vec<u64> = want.clone().collect();
+    if got == expected.as_slice() {
+        return;
+    }
+    let missing: Vec<u64> = want.filter(|s| !got.contains(s)).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let repeated: Vec<u64> = got.iter().copied().filter(|s| !seen.insert(*s)).collect();
+    let disorder = got.windows(2).position(|w| w[0] >= w[1]);
+    panic!(
+        "{what}: got {} seqs ({:?}..{:?}); missing {missing:?}; repeated {repeated:?}; first out of order at index {disorder:?}: {:?}",
+        got.len(),
+        got.first(),
+        got.last(),
+        disorder.map(|i| &got[i.saturating_sub(3)..(i + 4).min(got.len())])
+    );
+}
+
 /// A `hearsay subscribe ... --json` process; its stdout lines collected by a thread.
 struct Cli {
     child: Option<Child>,
@@ -296,8 +315,16 @@ fn a_durable_subscriber_whose_agent_was_killed_gets_the_1000_messages_published_
     let dir = TempDir::new("durable-agent");
     let secret = keygen(dir.path(), "cluster.key");
     let mut agents = cluster_with(dir.path(), &secret, 3, &[]);
+    // n0 is on the topic too (a plain subscription), as topics have members: what n1
+    // publishes while n2 is down is held by a member for n2 to fetch when it comes back. (A
+    // publisher that is not subscribed to its topic serves its old messages only while they
+    // are in its pbcast gossip buffer, about 4 s: its digests advertise no more, and its
+    // anti-entropy does not reconcile topics it only publishes. Without n0, this test loses
+    // the oldest messages to a gap notice when the outage outlasts that.)
+    let member = Cli::start(dir.path(), &agents[0], "orders", &[]);
     let mut cli = Cli::start(dir.path(), &agents[2], "orders", &["--durable", "d2"]);
     let origin = warm_up(&agents[1], "orders", &cli.lines);
+    warm_up(&agents[1], "orders", &member.lines);
     let before = publish(&agents[1], "orders", "a", 10);
     wait_seq("the subscriber to get 10 messages", Duration::from_secs(30), &cli.lines, &origin, before);
     wait_for("their acknowledgements", Duration::from_secs(10), || {
@@ -320,11 +347,12 @@ fn a_durable_subscriber_whose_agent_was_killed_gets_the_1000_messages_published_
     let newer = publish(&agents[1], "orders", "c", 10);
     wait_seq("new messages after the catch-up", Duration::from_secs(30), &back.lines, &origin, newer);
     let got = seqs_of(&messages(&back.lines), &origin);
-    assert_eq!(
-        got,
-        (acked + 1..=newer).collect::<Vec<u64>>(),
-        "all of them, in order, each once, then new ones"
+    let context = format!(
+        "all of them, in order, each once, then new ones (gaps {:?}; the agent's log:\n{})",
+        gaps(&back.lines),
+        agents[2].log_text().lines().rev().take(40).collect::<Vec<_>>().join("\n")
     );
+    assert_seqs(&got, acked + 1..=newer, &context);
     assert!(gaps(&back.lines).is_empty(), "{:?}", gaps(&back.lines));
     eprintln!(
         "subscriber agent SIGKILLed, 1000 published meanwhile, restarted: all 1000 at the durable client {all_in:?} \
