@@ -10,7 +10,9 @@ use hearsay_protocols::pbcast::{MsgId, Via};
 use hearsay_protocols::{Instant as At, NodeId};
 
 use super::*;
-use crate::store::{Retention, StoreConfig, Sync};
+use crate::agent::command::DurableError;
+use crate::api::types::Cursor;
+use crate::store::{Retention, StoreConfig, Sync, Write};
 
 fn delivery(topic: &str, seq: u64, msg: &AppMessage) -> Delivery {
     delivery_from(topic, NodeId::from_bytes([7; 32]), seq, msg, 0)
