@@ -132,7 +132,7 @@ pub struct Durable {
     /// Created `--from TIME` (or `all`: 0): messages published before this (µs since the UNIX
     /// epoch, the origin's clock) are passed over, never delivered; `None` for one created
     /// from `new`. Added after format 1's first
-    /// records, which [`Durable::decode`] still reads (as `None`).
+    /// records, which `Durable::decode` still reads (as `None`).
     pub since: Option<u64>,
 }
 
