@@ -460,9 +460,13 @@ impl Subscribers {
         let sink = self.subs.get(&id)?.sink.clone();
         let topic = self.remove(id);
         let item = StreamItem::Closed { closed: types::Closed { reason: reason.to_string() } };
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(item)).await;
-        });
+        // At once if the queue has room (so it is queued even if the agent is about to exit),
+        // else from a task that waits for room.
+        if let Err(TrySendError::Full(item)) = sink.try_send(item) {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(item)).await;
+            });
+        }
         topic
     }
 
