@@ -521,3 +521,33 @@ fn from_all_gets_the_topic_history_and_from_a_time_what_was_published_after_it()
         started.elapsed()
     );
 }
+
+#[test]
+fn sigterm_ends_a_durable_client_with_its_closing_line_and_keeps_its_acknowledgements() {
+    let _serial = hearsay_tests::serial();
+    let started = Instant::now();
+    let dir = TempDir::new("durable-sigterm");
+    let secret = keygen(dir.path(), "cluster.key");
+    let mut agents = cluster_with(dir.path(), &secret, 2, &[]);
+    let mut cli = Cli::start(dir.path(), &agents[1], "orders", &["--durable", "d5"]);
+    let origin = warm_up(&agents[0], "orders", &cli.lines);
+    let last = publish(&agents[0], "orders", "a", 20);
+    wait_seq("20 messages", Duration::from_secs(30), &cli.lines, &origin, last);
+    let status = agents[1].terminate().expect("the agent leaves and exits within 10 s");
+    assert!(status.success(), "{status:?}");
+    let status = cli.wait_exit(Duration::from_secs(10)).expect("the client ends with the subscription");
+    assert!(status.success(), "{status:?}");
+    let closed =
+        cli.lines.lock().expect("lines").iter().filter_map(|v| v.get("closed").cloned()).collect::<Vec<_>>();
+    assert_eq!(closed.len(), 1, "one closing line: {closed:?}");
+    assert_eq!(closed[0]["reason"], "the agent stopped");
+    agents[1].restart();
+    agents[1].wait_ready();
+    let (_, cursors) = durable(&agents[1], "d5").expect("d5 survived the restart");
+    assert_eq!(
+        cursors.get(&origin).copied(),
+        Some(last),
+        "every printed line was acknowledged before the client exited"
+    );
+    eprintln!("SIGTERM: closing line, acknowledgements kept (test {:?})", started.elapsed());
+}

@@ -163,8 +163,11 @@ impl Actor {
                     let Some(ev) = ev else { break };
                     self.on_transport(ev);
                 }
-                cmd = commands.recv(), if !self.leaving && commands_open => {
+                cmd = commands.recv(), if commands_open => {
                     match cmd {
+                        // While leaving, only acknowledgements are taken (clients closed at
+                        // the leave flush theirs); any other command's reply is dropped: 503.
+                        Some(cmd) if self.leaving && !matches!(cmd, Command::Ack { .. }) => drop(cmd),
                         Some(cmd) => self.on_command(cmd),
                         None => commands_open = false,
                     }
@@ -218,6 +221,10 @@ impl Actor {
                         }
                         Stop::Leave if !self.leaving => {
                             self.leaving = true;
+                            // Subscriptions end first, each with its closing line, so durable
+                            // clients acknowledge what they printed while the agent leaves (the
+                            // Engine keeps its topics: the leave takes the node out of them).
+                            let _ = self.subscribers.close_all("the agent stopped");
                             let now = self.now();
                             self.engine.leave(now);
                             leave_deadline = Some(tokio::time::Instant::now() + LEAVE_TIMEOUT);
