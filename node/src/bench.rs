@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -76,6 +76,12 @@ pub struct BenchOptions {
     pub drain: Duration,
     /// Print a progress line on stderr.
     pub progress: bool,
+    /// Give every agent a durable store with this sync policy (in a temporary dir, removed at
+    /// the end); `None`: no store, nothing is kept.
+    pub durable: Option<crate::store::Sync>,
+    /// Publishes in flight at once (each waits for its acknowledgement: with a store, its
+    /// write being durable). 1: one at a time.
+    pub inflight: usize,
 }
 
 impl BenchOptions {
@@ -91,6 +97,8 @@ impl BenchOptions {
             seed: 1,
             drain: Duration::from_secs(2),
             progress: false,
+            durable: None,
+            inflight: 1,
         }
     }
 
@@ -116,6 +124,9 @@ impl BenchOptions {
         }
         if self.drain > Duration::from_secs(600) {
             return Err(BenchError::Drain);
+        }
+        if !(1..=4096).contains(&self.inflight) {
+            return Err(BenchError::Inflight(self.inflight));
         }
         Ok(())
     }
@@ -148,6 +159,9 @@ pub enum BenchError {
     /// Drain too long.
     #[error("--drain must be at most 600 s")]
     Drain,
+    /// In-flight publishes out of range.
+    #[error("--inflight must be between 1 and 4096 (got {0})")]
+    Inflight(usize),
 }
 
 /// Percentiles of a latency distribution, in milliseconds.
@@ -250,6 +264,17 @@ pub struct BenchReport {
     pub settle_s: f64,
     /// Deepest tree position at the start of the window.
     pub max_tree_depth: usize,
+    /// The store's sync policy (`always`, `batch`), or `off`.
+    pub durable: String,
+    /// Publishes in flight at once.
+    pub inflight: usize,
+    /// Time from asking to publish to the acknowledgement (with a store: the write durable).
+    pub publish_ack_ms: Percentiles,
+    /// Acknowledged publishes per second over the publishing phase.
+    pub publishes_per_s: f64,
+    /// With a store: bytes of the store files over the messages they hold (every agent keeps
+    /// what it publishes and delivers), after the run.
+    pub store_bytes_per_message: Option<f64>,
     /// The 1-minute load average at the end (the machine may be shared).
     pub load_avg_1m: f64,
 }
@@ -443,10 +468,20 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
     say(progress, &format!("starting {n} agents on 127.0.0.1 (QUIC, mutual TLS, lan preset)"));
     let mut agents: Vec<AgentHandle> = Vec::with_capacity(n);
     let mut addrs: Vec<SocketAddr> = Vec::with_capacity(n);
+    let store_dir = opts
+        .durable
+        .map(|_| std::env::temp_dir().join(format!("hearsay-bench-{}-{}", std::process::id(), opts.seed)));
     let result = async {
         for i in 0..n {
             let mut o = AgentOptions::new(&format!("b{i}"), "127.0.0.1:0".parse()?, secret.clone());
             o.preset = Preset::Lan;
+            if let (Some(sync), Some(dir)) = (opts.durable, &store_dir) {
+                o.store = Some(crate::agent::StoreOptions {
+                    dir: dir.join(format!("b{i}")),
+                    sync,
+                    retention: crate::store::Retention::default(),
+                });
+            }
             o.join = mix.sample(i, 5).into_iter().map(|j| addrs[j]).collect();
             let h = agent::spawn(o).await.with_context(|| format!("starting agent b{i}"))?;
             if i % 10 == 9 {
@@ -472,7 +507,29 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
     if tokio::time::timeout(Duration::from_secs(20), all).await.is_err() {
         say(progress, "some agents did not stop within 20 s");
     }
+    let mut result = result;
+    if let Some(dir) = &store_dir {
+        if let Ok(r) = result.as_mut() {
+            let bytes = dir_bytes(dir);
+            let kept = r.messages + r.deliveries;
+            r.store_bytes_per_message = (kept > 0).then(|| bytes as f64 / kept as f64);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
     result
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 async fn measure(
@@ -643,16 +700,31 @@ async fn measure(
     let (cpu0, _) = rusage();
     let start = tokio::time::Instant::now();
     let mut next_status = Instant::now();
+    // Publishes, at most `inflight` waiting for their acknowledgement at once.
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.inflight));
+    let mut acks: tokio::task::JoinSet<Result<u64>> = tokio::task::JoinSet::new();
     for k in 0..m {
         tokio::time::sleep_until(start + period.mul_f64(k as f64)).await;
         let p = publishers[(k % publishers.len() as u64) as usize];
         let ts = epoch.elapsed().as_micros() as u64;
         let topic = names[(k % names.len() as u64) as usize].clone();
         let payload = AppMessage::new(payload(ts, k, p, opts.size)).encode()?;
-        match agents[p].ask(|reply| Command::Publish { topic, payload, reply }).await? {
-            Ok(_) => {}
-            Err(e) => bail!("publishing message {k} failed: {e}"),
-        }
+        let slot = slots.clone().acquire_owned().await?;
+        let commands = agents[p].commands.clone();
+        acks.spawn(async move {
+            let asked = Instant::now();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            commands
+                .send(Command::Publish { topic, payload, reply: tx })
+                .await
+                .map_err(|_| anyhow!("agent gone"))?;
+            match rx.await.map_err(|_| anyhow!("agent gone"))? {
+                Ok(_) => {}
+                Err(e) => bail!("publishing message {k} failed: {e}"),
+            }
+            drop(slot);
+            Ok(asked.elapsed().as_micros() as u64)
+        });
         if progress && Instant::now() >= next_status {
             next_status = Instant::now() + Duration::from_secs(1);
             let got = tally.delivered.load(Ordering::Relaxed);
@@ -667,6 +739,11 @@ async fn measure(
             );
         }
     }
+    let mut ack_us = Vec::with_capacity(m as usize);
+    while let Some(r) = acks.join_next().await {
+        ack_us.push(r??);
+    }
+    let acked_in = start.elapsed();
     let last_publish = start + period.mul_f64((m - 1) as f64);
     tokio::time::sleep_until(last_publish + opts.drain).await;
     let (cpu1, _) = rusage();
@@ -758,6 +835,11 @@ async fn measure(
         settle_s,
         max_tree_depth,
         load_avg_1m: load_avg(),
+        durable: opts.durable.map_or("off".to_string(), |s| format!("{s:?}").to_lowercase()),
+        inflight: opts.inflight,
+        publish_ack_ms: Percentiles::of(&mut ack_us),
+        publishes_per_s: m as f64 / acked_in.as_secs_f64(),
+        store_bytes_per_message: None,
     })
 }
 
@@ -797,6 +879,18 @@ impl BenchReport {
             ),
             ("duplicates per delivery", format!("{:.4} ({} copies)", self.dup_per_delivery, self.duplicates)),
             ("CPU µs per delivery", format!("{:.1} ({:.2} s of CPU)", self.cpu_us_per_delivery, self.cpu_s)),
+            (
+                "publish acknowledgements",
+                format!(
+                    "{} | {:.0}/s | store {} | {} in flight{}",
+                    p(&self.publish_ack_ms),
+                    self.publishes_per_s,
+                    self.durable,
+                    self.inflight,
+                    self.store_bytes_per_message
+                        .map_or(String::new(), |b| format!(" | {b:.0} disk bytes per message kept"))
+                ),
+            ),
             (
                 "peak RSS MiB",
                 format!(

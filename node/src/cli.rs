@@ -185,6 +185,21 @@ pub fn members(c: &Client, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `hearsay status`: fails (exit 1) when the agent's API does not answer, so it also serves
+/// as a health check (the Dockerfile's `HEALTHCHECK`).
+pub fn status(c: &Client, json: bool) -> Result<()> {
+    let s: Status = c.get("/v1/status")?;
+    if json {
+        return print_json(&s);
+    }
+    println!("name     {}", s.name);
+    println!("id       {}", s.id);
+    println!("address  {}", s.addr);
+    println!("members  {} alive or suspect (this one included)", s.members);
+    println!("uptime   {:.0} s", s.uptime_s);
+    Ok(())
+}
+
 /// Parse `--header k=v` flags.
 pub fn parse_headers(pairs: &[String]) -> Result<BTreeMap<String, String>> {
     pairs
@@ -213,10 +228,13 @@ pub fn publish(
             headers: headers.clone(),
         };
         let p: Published = c.post("/v1/publish", &req)?;
+        if let Some(w) = &p.warning {
+            eprintln!("warning: {w}");
+        }
         if json {
             return print_json(&p);
         }
-        println!("{} {} seq {}", p.topic, short(&p.origin), p.seq);
+        println!("{} {} seq {} ({} subscribers known)", p.topic, short(&p.origin), p.seq, p.subscribers);
         Ok(())
     };
     match msg {
@@ -462,15 +480,16 @@ pub fn topics(c: &Client, json: bool) -> Result<()> {
         return print_json(&topics);
     }
     println!(
-        "{:<24} {:<10} {:>5} {:>6}  {:<16} {:>8}",
-        "TOPIC", "ROLE", "SUBS", "DEPTH", "PARENT", "CHILDREN"
+        "{:<24} {:<10} {:>5} {:>7} {:>6}  {:<16} {:>8}",
+        "TOPIC", "ROLE", "SUBS", "MEMBERS", "DEPTH", "PARENT", "CHILDREN"
     );
     for t in topics {
         println!(
-            "{:<24} {:<10} {:>5} {:>6}  {:<16} {:>8}",
+            "{:<24} {:<10} {:>5} {:>7} {:>6}  {:<16} {:>8}",
             t.topic,
             t.role,
             t.subscribers,
+            t.members,
             t.depth.map_or("-".into(), |d| d.to_string()),
             t.parent.as_deref().map_or("-", short),
             t.children.len()

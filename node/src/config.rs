@@ -11,6 +11,7 @@
 //! data_dir = "/var/lib/hearsay"
 //! preset = "lan"            # lan | wan | local (memberlist's timing presets)
 //! log = "info"
+//! max_message_bytes = 262144 # largest message body a publish here may carry
 //! ```
 //!
 //! Unknown keys are an error (a typo must not be silently ignored), and so is every value that
@@ -89,6 +90,8 @@ pub struct FileConfig {
     pub retain_bytes: Option<String>,
     /// How long messages are kept (`30s`, `15m`, `12h`, `7d`).
     pub retain_age: Option<String>,
+    /// The largest message body a publish on this node may carry, in bytes.
+    pub max_message_bytes: Option<usize>,
 }
 
 /// The resolved configuration of an agent.
@@ -116,6 +119,10 @@ pub struct AgentConfig {
     pub sync: crate::store::Sync,
     /// What the store keeps per topic.
     pub retention: crate::store::Retention,
+    /// The largest message body a publish on this node may carry, in bytes (1 to
+    /// [`MAX_BODY_LIMIT`](crate::message::MAX_BODY_LIMIT); default
+    /// [`MAX_BODY`](crate::message::MAX_BODY)).
+    pub max_message_bytes: usize,
 }
 
 /// A key of the config file; its flag is `--` and the key with `-` for `_`.
@@ -199,6 +206,7 @@ impl FileConfig {
             retain_messages: flags.retain_messages.or(self.retain_messages),
             retain_bytes: flags.retain_bytes.or(self.retain_bytes),
             retain_age: flags.retain_age.or(self.retain_age),
+            max_message_bytes: flags.max_message_bytes.or(self.max_message_bytes),
         }
     }
 
@@ -247,6 +255,8 @@ impl FileConfig {
             None => d.age,
         };
         let retention = crate::store::Retention { messages, bytes, age };
+        let max_message_bytes = self.max_message_bytes.unwrap_or(crate::message::MAX_BODY);
+        check_max_message_bytes(max_message_bytes).map_err(|e| invalid("max_message_bytes", e))?;
         Ok(AgentConfig {
             name,
             bind,
@@ -259,8 +269,23 @@ impl FileConfig {
             log,
             sync: self.sync.unwrap_or_default(),
             retention,
+            max_message_bytes,
         })
     }
+}
+
+/// Check a `max_message_bytes` setting: at least 1 byte, at most
+/// [`MAX_BODY_LIMIT`](crate::message::MAX_BODY_LIMIT) (what the Engine's payload and frame
+/// limits allow with every header at its largest).
+pub fn check_max_message_bytes(max: usize) -> Result<(), String> {
+    let limit = crate::message::MAX_BODY_LIMIT;
+    if max == 0 || max > limit {
+        return Err(format!(
+            "{max} bytes: must be 1 to {limit} bytes (an encoded message must fit the 1 MiB \
+             payload limit of the multicast protocols, headers included)"
+        ));
+    }
+    Ok(())
 }
 
 /// A byte count: a number, optionally with a unit (`B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`).
@@ -333,6 +358,24 @@ mod tests {
         .resolve()
         .unwrap();
         assert_eq!((c.retention.bytes, c.sync), (1 << 20, crate::store::Sync::Always));
+    }
+
+    #[test]
+    fn the_maximum_message_size_defaults_to_256_kib_and_is_bounded_by_the_payload_limit() {
+        use crate::message::{MAX_BODY, MAX_BODY_LIMIT};
+        assert_eq!(resolve("").unwrap().max_message_bytes, MAX_BODY);
+        assert_eq!(resolve("max_message_bytes = 1024").unwrap().max_message_bytes, 1024);
+        assert_eq!(
+            resolve(&format!("max_message_bytes = {MAX_BODY_LIMIT}")).unwrap().max_message_bytes,
+            MAX_BODY_LIMIT
+        );
+        for bad in [0, MAX_BODY_LIMIT + 1] {
+            let e = resolve(&format!("max_message_bytes = {bad}")).unwrap_err().to_string();
+            let expected = format!(
+                "`max_message_bytes` (--max-message-bytes): {bad} bytes: must be 1 to {MAX_BODY_LIMIT}"
+            );
+            assert!(e.starts_with(&expected), "{e}");
+        }
     }
 
     #[test]

@@ -11,7 +11,16 @@ use crate::metrics::{DecodeErrorKind, MemberState, Metrics, Traffic};
 use crate::transport::Transport;
 
 /// Copy every figure of `engine` and `transport` into `m`.
-pub(crate) fn update(m: &Metrics, engine: &Engine, transport: &Transport, subscriptions: usize) {
+pub(crate) fn update(
+    m: &Metrics,
+    engine: &Engine,
+    transport: &Transport,
+    subscriptions: usize,
+    store: Option<&crate::store::Store>,
+) {
+    if let Some(store) = store {
+        m.set_store(&store.stats());
+    }
     let stats = engine.stats();
     for p in Protocol::NODE {
         let i = p.index();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use hearsay::agent::{self, AgentOptions, DurableName, IdentitySource, StartAt};
 use hearsay::api::types::hex;
 use hearsay::cli::{self, Client, DEFAULT_API};
@@ -34,14 +34,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run an agent: join the cluster, serve the local API until SIGTERM or Ctrl-C.
+    #[command(long_about = AGENT_ABOUT)]
     Agent(Box<AgentArgs>),
+    /// This agent's name, id, address, member count and uptime; exits non-zero when its API does
+    /// not answer (a health check).
+    Status {
+        /// Print {name, id, addr, members, uptime_s}.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the members this agent knows: name, address, state, incarnation.
     Members {
         /// Print a JSON array of {name, addr, state, incarnation, id, ring_id}.
         #[arg(long)]
         json: bool,
     },
-    /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id.
+    /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id
+    /// and the subscribers known, with a warning on stderr when there are none.
     Publish {
         /// The topic (names starting with `gossip/` spread by rumor mongering, others by tree).
         topic: TopicName,
@@ -50,7 +59,7 @@ enum Cmd {
         /// A header NAME=VALUE for subscription filters (repeatable).
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
-        /// Print each id as a JSON object {topic, origin, seq}.
+        /// Print each reply as a JSON object {topic, origin, seq, subscribers, warning?}.
         #[arg(long)]
         json: bool,
     },
@@ -141,7 +150,43 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print a completion script for SHELL, generated from these very commands and flags.
+    #[command(long_about = COMPLETIONS_ABOUT)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page hearsay(1), generated from these very commands and flags; with
+    /// --out DIR, write it and one page per command (hearsay-agent.1, ...) into DIR.
+    Man {
+        /// Write hearsay.1 and a page per command into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
+
+const COMPLETIONS_ABOUT: &str = "\
+Print a completion script for SHELL (bash, zsh, fish, elvish, powershell), generated from
+these very commands and flags. Install it where your shell looks:
+
+  bash  hearsay completions bash > /etc/bash_completion.d/hearsay
+        (or ~/.local/share/bash-completion/completions/hearsay)
+  zsh   hearsay completions zsh > \"${fpath[1]}/_hearsay\"
+  fish  hearsay completions fish > ~/.config/fish/completions/hearsay.fish";
+
+const AGENT_ABOUT: &str = "\
+Run an agent: join the cluster, serve the local API until SIGTERM or Ctrl-C (which make it
+leave the cluster gracefully).
+
+Once its QUIC socket and API are bound, the agent prints one JSON line on stdout and writes the
+same object to DATA_DIR/ready.json (atomically: a temporary file renamed; removed when the agent
+exits cleanly):
+
+  {\"name\": \"a\", \"id\": \"<NodeId hex>\", \"addr\": \"10.0.0.1:7946\", \"api\": \"127.0.0.1:7070\", \"pid\": 4242}
+
+With port 0 (`--bind 127.0.0.1:0 --api 127.0.0.1:0`) the OS picks free ports and this line says
+which; `pid` tells a fresh file from one left by an agent that was killed.";
 
 const BENCH_ABOUT: &str = "\
 Benchmark: start N real agents in this process on 127.0.0.1 (QUIC, mutual TLS under a fresh
@@ -199,6 +244,13 @@ struct BenchArgs {
     /// current-thread runtime). Default: one per core, as `hearsay agent` runs.
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
     threads: usize,
+    /// Give every agent a durable store with this sync policy (`always` or `batch`), in a
+    /// temporary dir removed at the end: publishes are then acknowledged once durable.
+    #[arg(long, value_parser = parse_sync)]
+    durable: Option<hearsay::store::Sync>,
+    /// Publishes waiting for their acknowledgement at once (1: one at a time).
+    #[arg(long, default_value_t = 1)]
+    inflight: usize,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -320,12 +372,55 @@ struct AgentArgs {
     /// How long the store keeps messages, e.g. 12h or 7d [default: 7d].
     #[arg(long)]
     retain_age: Option<String>,
+    /// The largest message body a publish through this agent's API may carry, in bytes
+    /// [default: 262144, 256 KiB; at most 1032192]; a larger one is refused with 413.
+    #[arg(long, value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
     /// Drop this fraction of outgoing UDP datagrams (testing).
     #[arg(long, hide = true, default_value_t = 0.0)]
     test_loss: f64,
     /// Delay outgoing UDP datagrams by this many milliseconds (testing).
     #[arg(long, hide = true, default_value_t = 0)]
     test_delay_ms: u64,
+    /// Serve `/v1/test/control` on the API: cut and heal links, set loss and delay at run time
+    /// (testing; never on a real deployment).
+    #[arg(long, hide = true)]
+    test_control: bool,
+}
+
+/// What `hearsay agent` reports once its QUIC socket and API are bound: one JSON line on
+/// stdout and the same object in `DATA_DIR/ready.json` (written to a temporary file and
+/// renamed, so a reader sees all of it or nothing; removed when the agent exits cleanly).
+/// With port 0 in `--bind` or `--api` this is how to learn the ports the OS gave.
+#[derive(serde::Serialize)]
+struct Ready {
+    /// The node's name.
+    name: String,
+    /// Its NodeId (hex).
+    id: String,
+    /// The UDP address QUIC is bound to.
+    addr: SocketAddr,
+    /// The API's address.
+    api: Option<SocketAddr>,
+    /// This process (a file left by an agent that was killed names a dead one).
+    pid: u32,
+}
+
+/// The ready file's path in a data directory.
+const READY_FILE: &str = "ready.json";
+
+/// Print `ready` on stdout and write it to `dir/ready.json` atomically.
+fn report_ready(dir: &std::path::Path, ready: &Ready) -> Result<()> {
+    let line = serde_json::to_string(ready)?;
+    let tmp = dir.join(format!("{READY_FILE}.{}.tmp", ready.pid));
+    std::fs::write(&tmp, format!("{line}\n")).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(READY_FILE))
+        .with_context(|| format!("cannot rename {} to {READY_FILE}", tmp.display()))?;
+    // Nobody reading stdout (closed, or a full pipe nobody drains) must not stop the agent.
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
+    let _ = std::io::Write::flush(&mut out);
+    Ok(())
 }
 
 fn parse_sync(s: &str) -> Result<hearsay::store::Sync, String> {
@@ -347,6 +442,7 @@ fn run(cli: Cli) -> Result<()> {
     let client = || Client::new(&cli.api);
     match cli.command {
         Cmd::Agent(args) => run_agent(&cli.api, *args),
+        Cmd::Status { json } => cli::status(&client(), json),
         Cmd::Members { json } => cli::members(&client(), json),
         Cmd::Publish { topic, msg, headers, json } => {
             cli::publish(&client(), topic, msg.as_deref(), &headers, json)
@@ -386,7 +482,25 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(hearsay::demo::run(opts))
         }
         Cmd::Bench(args) => run_bench(args),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hearsay", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man { out: None } => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
+        Cmd::Man { out: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            eprintln!("wrote hearsay.1 and a page per command into {}", dir.display());
+            Ok(())
+        }
         Cmd::Keygen { out } => {
+            if out.exists() {
+                anyhow::bail!(
+                    "{} exists: keygen refuses to overwrite a cluster secret (remove it first, or pick another --out)",
+                    out.display()
+                );
+            }
             ClusterSecret::generate()?.write_new(&out)?;
             println!(
                 "wrote a new cluster secret to {}: give this file to every agent (--secret-file)",
@@ -409,6 +523,8 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         anyhow::bail!("--drain must be a number of seconds in [0, 600]");
     }
     let mut opts = hearsay::bench::BenchOptions::new(args.nodes, args.messages, args.size, args.rate);
+    opts.durable = args.durable;
+    opts.inflight = args.inflight;
     opts.publishers = args.publishers;
     opts.topics = args.topics;
     opts.seed = args.seed;
@@ -449,6 +565,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         retain_messages: args.retain_messages,
         retain_bytes: args.retain_bytes,
         retain_age: args.retain_age,
+        max_message_bytes: args.max_message_bytes,
     };
     let config = file.overridden_by(flags).resolve()?;
     tracing_subscriber::fmt()
@@ -475,8 +592,11 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     });
     opts.preset = config.preset;
     opts.faults = faults;
+    opts.max_message_bytes = config.max_message_bytes;
+    opts.test_control = args.test_control;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let data_dir = config.data_dir.clone();
+    let ran = runtime.block_on(async move {
         let handle = agent::spawn(opts).await?;
         eprintln!(
             "hearsay agent {} ({}) listening on {}, API on http://{}",
@@ -485,6 +605,14 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
             handle.addr,
             handle.api.map_or_else(|| "-".to_string(), |a| a.to_string())
         );
+        let ready = Ready {
+            name: config.name.clone(),
+            id: hex(&handle.id),
+            addr: handle.addr,
+            api: handle.api,
+            pid: std::process::id(),
+        };
+        report_ready(&config.data_dir, &ready)?;
         let stop = async {
             #[cfg(unix)]
             {
@@ -508,5 +636,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
             }
             r = handle.stopped() => Ok(r?),
         }
-    })
+    });
+    let _ = std::fs::remove_file(data_dir.join(READY_FILE));
+    ran
 }

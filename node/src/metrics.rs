@@ -35,6 +35,11 @@
 //! | `hearsay_connections` | gauge | | live QUIC connections in the cache |
 //! | `hearsay_udp_{bytes,datagrams}_{sent,received}_total` | counter | | UDP payload on the wire |
 //! | `hearsay_subscriptions` | gauge | | open local API subscriptions |
+//! | `hearsay_store_messages` | gauge | | messages the durable store retains (0 without a store) |
+//! | `hearsay_store_file_bytes` | gauge | | bytes of the store's file on disk |
+//! | `hearsay_store_writes_total` | counter | | writes the store made durable |
+//! | `hearsay_store_commits_total` | counter | | group commits (fsyncs) that carried them |
+//! | `hearsay_store_trimmed_total` | counter | | messages retention removed |
 //! | `hearsay_uptime_seconds` | gauge | | time since the metrics were created |
 //!
 //! Label values are fixed words (`anti_entropy`, `first_phase`, ...) except `topic`, which is
@@ -274,6 +279,11 @@ pub struct Metrics {
     udp_datagrams_sent: Counter,
     udp_datagrams_received: Counter,
     subscriptions: Gauge,
+    store_messages: Gauge,
+    store_file_bytes: Gauge,
+    store_writes: Counter,
+    store_commits: Counter,
+    store_trimmed: Counter,
     uptime: Gauge<f64, AtomicU64>,
 }
 
@@ -392,6 +402,19 @@ impl Metrics {
         let udp_datagrams_received =
             add(reg, "udp_datagrams_received", "UDP datagrams received", Counter::default());
         let subscriptions = add(reg, "subscriptions", "Open local API subscriptions", Gauge::default());
+        let store_messages = add(
+            reg,
+            "store_messages",
+            "Messages the durable store retains (0 without a store)",
+            Gauge::default(),
+        );
+        let store_file_bytes =
+            add(reg, "store_file_bytes", "Bytes of the store's file on disk", Gauge::default());
+        let store_writes = add(reg, "store_writes", "Writes the store made durable", Counter::default());
+        let store_commits =
+            add(reg, "store_commits", "Group commits (fsyncs) that carried the writes", Counter::default());
+        let store_trimmed =
+            add(reg, "store_trimmed", "Messages retention removed from the store", Counter::default());
         let uptime = Gauge::<f64, AtomicU64>::default();
         reg.register_with_unit("uptime", "Time since the node started", Unit::Seconds, uptime.clone());
         Metrics {
@@ -422,6 +445,11 @@ impl Metrics {
             udp_datagrams_sent,
             udp_datagrams_received,
             subscriptions,
+            store_messages,
+            store_file_bytes,
+            store_writes,
+            store_commits,
+            store_trimmed,
             uptime,
         }
     }
@@ -542,6 +570,15 @@ impl Metrics {
     /// Open local API subscriptions now.
     pub fn set_subscriptions(&self, count: usize) {
         self.subscriptions.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The durable store's figures.
+    pub fn set_store(&self, s: &crate::store::StoreStats) {
+        self.store_messages.set(i64::try_from(s.messages).unwrap_or(i64::MAX));
+        self.store_file_bytes.set(i64::try_from(s.file_bytes).unwrap_or(i64::MAX));
+        set_total(&self.store_writes, s.writes);
+        set_total(&self.store_commits, s.commits);
+        set_total(&self.store_trimmed, s.trimmed);
     }
 }
 

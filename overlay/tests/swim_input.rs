@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use hearsay_overlay::swim::{
     Addr, MemberRecord, Meta, Profile, SharedProfile, State, Swim, SwimConfig, SwimMessage, Update,
+    alive_claim,
 };
+use hearsay_protocols::auth::{Authenticator, Signature, Unchecked};
 use hearsay_protocols::wire::{self, DATAGRAM_BUDGET, DEFAULT_FRAME_LIMIT};
 use hearsay_protocols::{Duration, Instant, Machine, NodeId, Reliability, Seed, Timing, TopicId};
 use proptest::prelude::*;
@@ -17,7 +19,8 @@ fn id(n: u64) -> NodeId {
 fn machine() -> Swim {
     let others: Vec<(NodeId, SharedProfile)> = (2..=6).map(|n| (id(n), SharedProfile::default())).collect();
     let cfg = Arc::new(SwimConfig { timing: Timing::Phased, ..SwimConfig::lan() });
-    Swim::with_members(id(1), Profile::default(), cfg, &Seed::derive(3, "node", 0, 1), Instant::ZERO, &others)
+    let auth = Arc::new(Unchecked(id(1)));
+    Swim::with_members(auth, Profile::default(), cfg, &Seed::derive(3, "node", 0, 1), Instant::ZERO, &others)
 }
 
 fn node() -> impl Strategy<Value = NodeId> {
@@ -36,12 +39,20 @@ fn profile() -> impl Strategy<Value = SharedProfile> {
     })
 }
 
+/// `node`'s signature over its `Alive`, or (when `forged`) a signature that does not verify.
+fn sig(node: NodeId, incarnation: u64, profile: &SharedProfile, forged: bool) -> Signature {
+    if forged {
+        Signature::ZERO
+    } else {
+        Unchecked(node).sign(&alive_claim(&node, incarnation, profile.profile()))
+    }
+}
+
 fn update() -> impl Strategy<Value = Update> {
     prop_oneof![
-        (node(), incarnation(), profile()).prop_map(|(node, incarnation, profile)| Update::Alive {
-            node,
-            incarnation,
-            profile
+        (node(), incarnation(), profile(), any::<bool>()).prop_map(|(node, incarnation, profile, forged)| {
+            let sig = sig(node, incarnation, &profile, forged);
+            Update::Alive { node, incarnation, profile, sig }
         }),
         (node(), incarnation(), node()).prop_map(|(node, incarnation, from)| Update::Suspect {
             node,
@@ -71,25 +82,26 @@ fn message() -> impl Strategy<Value = SwimMessage> {
         }),
         (seq(), updates()).prop_map(|(seq, updates)| SwimMessage::Ack { seq, updates }),
         (seq(), node(), any::<bool>(), updates()).prop_map(|(seq, target, want_nack, updates)| {
-            SwimMessage::PingReq { seq, target, target_addr: Addr::default(), want_nack, updates }
+            SwimMessage::PingReq { seq, target, want_nack, updates }
         }),
         (seq(), updates()).prop_map(|(seq, updates)| SwimMessage::Nack { seq, updates }),
         updates().prop_map(|updates| SwimMessage::Gossip { updates }),
         (
             any::<bool>(),
             any::<bool>(),
-            proptest::collection::vec((node(), incarnation(), state(), profile()), 0..6)
+            proptest::collection::vec((node(), incarnation(), state(), profile(), any::<bool>()), 0..6)
         )
             .prop_map(|(join, reply, states)| SwimMessage::PushPull {
                 join,
                 reply,
                 states: states
                     .into_iter()
-                    .map(|(node, incarnation, state, profile)| MemberRecord {
+                    .map(|(node, incarnation, state, profile, forged)| MemberRecord {
                         node,
                         incarnation,
                         state,
-                        profile
+                        sig: Some(sig(node, incarnation, &profile, forged)),
+                        profile,
                     })
                     .collect(),
             }),

@@ -15,7 +15,7 @@ use hearsay_protocols::aggregate::{Algorithm, Func};
 use hearsay_protocols::anti_entropy::AeMode;
 use hearsay_protocols::rumor::{Direction, Variant};
 use hearsay_sim::experiments::{
-    aggregate, anti_entropy, bench, chord, cluster, flood_vs_gossip, pbcast, rumor, scribe, swim,
+    aggregate, anti_entropy, bench, chord, cluster, flood_vs_gossip, fuzz, pbcast, rumor, scribe, swim,
 };
 use hearsay_sim::report::Progress;
 
@@ -98,6 +98,13 @@ enum Command {
     /// delivery ratio by the tree alone and with repair (anchor 0.9999), and the tree's
     /// control messages per node.
     Scribe(ScribeArgs),
+    /// Hostile and broken frames at volume (issue 12): random and mutated-valid frames of
+    /// every protocol's messages, from fake members, into a small cluster of Engines.
+    ///
+    /// Each frame runs under catch_unwind; prints the panics (0 is the claim), the largest
+    /// state the honest Engines accounted for, and whether the honest members still deliver
+    /// each other's messages at the end.
+    Fuzz(FuzzArgs),
 }
 
 /// Options every experiment takes.
@@ -409,6 +416,16 @@ struct ClusterArgs {
     /// Seconds the cluster is split in two halves, halfway through (0: no partition).
     #[arg(long, default_value_t = 0.0)]
     partition_secs: f64,
+    /// Fraction of the nodes (not crashed for good) that crash a quarter of the way in and
+    /// restart `--down-secs` later, with their store (what the daemon keeps in its data dir).
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    restart_fraction: f64,
+    /// Seconds a restarting node stays down.
+    #[arg(long, default_value_t = 10.0)]
+    down_secs: f64,
+    /// Restarted nodes come back without their store (new streams; not counted).
+    #[arg(long)]
+    lose_store: bool,
     /// Seconds of draining after the last publish.
     #[arg(long, default_value_t = 60.0)]
     drain: f64,
@@ -427,6 +444,25 @@ struct BenchArgs {
     /// Anti-entropy nodes to build for the memory figure.
     #[arg(long, default_value_t = 100_000)]
     nodes: usize,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FuzzArgs {
+    /// Crafted frames to send.
+    #[arg(long, default_value_t = 100_000)]
+    frames: u64,
+    /// Seed: the same seed and arguments give the same output.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Honest members.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(2..=64))]
+    honest: u64,
+    /// Fake members the frames are sent from.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
+    fakes: u64,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -619,6 +655,7 @@ fn main() -> ExitCode {
         Command::Chord(args) => run_chord(args),
         Command::Swim(args) => run_swim(args),
         Command::Scribe(args) => run_scribe(args),
+        Command::Fuzz(args) => run_fuzz(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -842,11 +879,24 @@ fn run_cluster(args: ClusterArgs) -> Result<(), String> {
         runs: c.runs,
         seed: c.seed,
         threads: c.threads,
+        restart_fraction: args.restart_fraction,
+        down_secs: args.down_secs,
+        lose_store: args.lose_store,
     };
     let progress = Progress::new("cluster", c.runs, c.quiet);
     let report = cluster::run(&p, &progress);
     progress.note(&format!("elapsed {:.1} s", progress.elapsed_s()));
     print(&report, c.json, cluster::table)
+}
+
+fn run_fuzz(args: FuzzArgs) -> Result<(), String> {
+    let p = fuzz::Params {
+        honest: args.honest as usize,
+        fakes: args.fakes as usize,
+        ..fuzz::Params::new(args.frames, args.seed)
+    };
+    let report = fuzz::run(&p);
+    print(&report, args.json, fuzz::table)
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {

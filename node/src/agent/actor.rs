@@ -298,6 +298,7 @@ impl Actor {
                 published_at: data.published_at.as_micros(),
                 payload: data.payload,
                 own,
+                seal: data.seal,
             },
             Persist::Gap { topic, origin, first, last } => {
                 Write::Gap { topic, origin, first, last, at: self.now().as_micros() }
@@ -501,6 +502,10 @@ impl Actor {
                 });
                 let _ = reply.send(deleted);
             }
+            Command::KnownSubscribers { topic, reply } => {
+                let id = hearsay_protocols::TopicId::of(topic.as_str());
+                let _ = reply.send(self.subscribers.on(id) + self.engine.topic_member_count(id));
+            }
             Command::Topics(reply) => {
                 let subscribers = &self.subscribers;
                 let _ = reply.send(views::topics(&self.engine, |t| subscribers.on(t)));
@@ -525,6 +530,7 @@ impl Actor {
                     &self.engine,
                     &self.transport,
                     self.subscribers.len(),
+                    self.store.as_ref(),
                 );
                 let _ = reply.send(self.metrics.encode());
             }

@@ -271,6 +271,16 @@ pub enum Command {
         /// Done, or why not.
         reply: Reply<Result<(), DurableError>>,
     },
+    /// Subscribers of a topic this node knows of: its own open subscriptions plus the other
+    /// members that advertise the topic in their membership meta (one each, however many
+    /// subscriptions they hold). Membership spreads by gossip, so a subscriber that joined a
+    /// moment ago may not be counted yet. A publish reply carries it (0: nobody receives it).
+    KnownSubscribers {
+        /// The topic.
+        topic: TopicName,
+        /// The count.
+        reply: Reply<usize>,
+    },
     /// Topics this node takes part in.
     Topics(Reply<Vec<TopicInfo>>),
     /// Ring neighbourhood.

@@ -51,6 +51,9 @@ use crate::transport::faulty::Faults;
 use crate::transport::identity::{ClusterSecret, IdentityError, NodeIdentity};
 use crate::transport::{BindError, Transport, TransportConfig};
 
+/// How long a stopping agent's API may take to answer the requests it holds.
+const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where an agent's identity comes from.
 #[derive(Clone, Debug)]
 pub enum IdentitySource {
@@ -87,6 +90,12 @@ pub struct AgentOptions {
     /// The durable store: where, how it syncs, what it retains. `None`: nothing is kept
     /// (demo, bench without `--durable`).
     pub store: Option<StoreOptions>,
+    /// The largest message body a publish through the HTTP API may carry (the
+    /// `max_message_bytes` setting); 1 to [`MAX_BODY_LIMIT`](crate::message::MAX_BODY_LIMIT),
+    /// checked at [`spawn`]. Default [`MAX_BODY`](crate::message::MAX_BODY).
+    pub max_message_bytes: usize,
+    /// Serve the test control over `faults` on the API (`/v1/test/control`; tests only).
+    pub test_control: bool,
 }
 
 /// Where and how an agent keeps its durable store.
@@ -115,6 +124,8 @@ impl AgentOptions {
             faults: Faults::none(),
             engine: None,
             store: None,
+            max_message_bytes: crate::message::MAX_BODY,
+            test_control: false,
         }
     }
 }
@@ -146,6 +157,9 @@ pub enum StartError {
     /// The store cannot be used (the data dir is unwritable, or the file is unreadable).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// `max_message_bytes` is 0, or more than an encoded message can carry.
+    #[error("max_message_bytes (--max-message-bytes) = {0}")]
+    MaxMessageBytes(String),
 }
 
 /// Why a running agent ended other than by a leave or a crash asked of it.
@@ -246,6 +260,7 @@ fn advertised(bind: SocketAddr, explicit: Option<SocketAddr>, seeds: &[SocketAdd
 pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let config = opts.engine.clone().unwrap_or_else(|| opts.preset.engine_config());
     config.validate()?;
+    crate::config::check_max_message_bytes(opts.max_message_bytes).map_err(StartError::MaxMessageBytes)?;
     let opened = match &opts.store {
         Some(s) => {
             let (store, stored) = Store::open(StoreConfig {
@@ -267,20 +282,31 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let addr = transport.local_addr();
     let advertise = advertised(addr, opts.advertise, &opts.join);
     let (commands_tx, commands_rx) = mpsc::channel(1024);
-    let api = match opts.api {
+    // When the actor ends, the API stops taking connections and answers what it holds (a 503:
+    // the agent is stopping) before the agent counts as stopped.
+    let (actor_ended, api_stop) = tokio::sync::oneshot::channel::<()>();
+    let (api, api_server) = match opts.api {
         Some(api_addr) => {
             let listen = tokio::net::TcpListener::bind(api_addr).await;
             let listener = listen.map_err(|source| StartError::Api { addr: api_addr, source })?;
             let bound = listener.local_addr().map_err(|source| StartError::Api { addr: api_addr, source })?;
-            let router = server::router(server::ApiState::new(commands_tx.clone()));
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
+            let mut state =
+                server::ApiState::new(commands_tx.clone()).with_max_message_bytes(opts.max_message_bytes);
+            if opts.test_control {
+                state = state.with_test_control(opts.faults.clone());
+            }
+            let router = server::router(state);
+            let server = tokio::spawn(async move {
+                let stop = async move {
+                    let _ = api_stop.await;
+                };
+                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
                     tracing::error!("API server stopped: {e}");
                 }
             });
-            Some(bound)
+            (Some(bound), Some(server))
         }
-        None => None,
+        None => (None, None),
     };
     let mut seed_bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes)
@@ -293,7 +319,7 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     // A node without a store opens new streams at every start (epoch: the start time).
     let epoch = opened.as_ref().map_or(wall.as_millis() as u64, |(_, s)| s.epoch);
     let mut engine = Engine::new(
-        identity.id(),
+        Arc::new(identity.signer()?),
         &opts.name,
         Addr::from_socket(advertise),
         epoch,
@@ -330,6 +356,15 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let actor = actor::Actor::new(engine, transport.clone(), store, subscribers, start, clock_base);
-    let task = tokio::spawn(actor.run(opts.join.clone(), net_events, commands_rx, stop_rx));
+    let seeds = opts.join.clone();
+    let task = tokio::spawn(async move {
+        let ended = actor.run(seeds, net_events, commands_rx, stop_rx).await;
+        drop(actor_ended);
+        if let Some(server) = api_server {
+            // Bounded: a client that does not read its subscription stream cannot hold us.
+            let _ = tokio::time::timeout(API_DRAIN, server).await;
+        }
+        ended
+    });
     Ok(AgentHandle { id: identity.id(), addr, api, commands: commands_tx, transport, stop: stop_tx, task })
 }

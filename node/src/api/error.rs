@@ -6,7 +6,7 @@
 //! | 404 | no such endpoint |
 //! | 404 | no such durable subscription (an ack or a delete naming one that does not exist) |
 //! | 409 | the node's state refuses it: too many topics subscribed, too many queries running, a durable subscription that has a client already or follows another topic, durable subscriptions on an agent without a store |
-//! | 413 | too large: a request body over the server's limit, a message body over [`MAX_BODY`](crate::message::MAX_BODY) or the Engine's payload limit |
+//! | 413 | too large: a request body over the server's limit, a message body over the agent's `max_message_bytes` (default [`MAX_BODY`](crate::message::MAX_BODY); the error says the limit) or the Engine's payload limit |
 //! | 503 | the agent is stopping (leaving the cluster, or gone), or its store failed (an I/O error) |
 //! | 507 | the store's disk is full: a publish that cannot be kept is refused |
 //! | 504 | a query did not converge within [`QUERY_TIMEOUT`](super::server::QUERY_TIMEOUT) |
@@ -114,6 +114,9 @@ pub enum ApiError {
     /// A query did not converge in time.
     #[error("the query did not converge in time")]
     NotConverged,
+    /// A test control setting that cannot be applied (`hearsay agent --test-control`).
+    #[error("test control: {0}")]
+    TestControl(String),
 }
 
 impl ApiError {
@@ -129,12 +132,13 @@ impl ApiError {
             | ApiError::Base64(_)
             | ApiError::StartAt(_)
             | ApiError::DurableName(_)
-            | ApiError::Origin(_) => StatusCode::BAD_REQUEST,
+            | ApiError::Origin(_)
+            | ApiError::TestControl(_) => StatusCode::BAD_REQUEST,
             ApiError::Durable(DurableError::Unknown(_)) => StatusCode::NOT_FOUND,
             ApiError::Durable(DurableError::Store(e)) if e.is_full() => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Durable(DurableError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Durable(_) => StatusCode::CONFLICT,
-            ApiError::Message(MessageError::BodyTooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Message(MessageError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Message(_) => StatusCode::BAD_REQUEST,
             ApiError::Command(e) => command_status(e),
             ApiError::Store(e) if e.is_full() => StatusCode::INSUFFICIENT_STORAGE,
@@ -209,7 +213,7 @@ mod tests {
             (ApiError::Base64(base64::DecodeError::InvalidLength(3)), StatusCode::BAD_REQUEST),
             (MessageError::BadTopic.into(), StatusCode::BAD_REQUEST),
             (MessageError::TooManyHeaders.into(), StatusCode::BAD_REQUEST),
-            (MessageError::BodyTooLarge(300_000).into(), StatusCode::PAYLOAD_TOO_LARGE),
+            (MessageError::BodyTooLarge { len: 300_000, max: 262_144 }.into(), StatusCode::PAYLOAD_TOO_LARGE),
             (CommandError::from(MulticastError::from(too_large)).into(), StatusCode::PAYLOAD_TOO_LARGE),
             (CommandError::Value(ValueError::NotFinite(f64::NAN)).into(), StatusCode::BAD_REQUEST),
             (CommandError::Value(ValueError::BadAttr).into(), StatusCode::BAD_REQUEST),
@@ -239,6 +243,7 @@ mod tests {
             ),
             (ApiError::Stopping, StatusCode::SERVICE_UNAVAILABLE),
             (ApiError::NotConverged, StatusCode::GATEWAY_TIMEOUT),
+            (ApiError::TestControl("loss".into()), StatusCode::BAD_REQUEST),
         ];
         for (e, status) in cases {
             assert_eq!(e.status(), status, "{e}");

@@ -4,6 +4,8 @@
 //! an [`ApiError`], whose status is decided in one place.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -25,6 +27,7 @@ use super::types::*;
 use crate::agent::{Command, DurableName, StartAt, SubscribeOptions};
 use crate::filter::Filter;
 use crate::message::{AppMessage, TopicName};
+use crate::transport::faulty::Faults;
 
 /// How long the API waits for a query to converge before answering 504.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,12 +39,38 @@ pub const SUBSCRIPTION_QUEUE: usize = 8192;
 #[derive(Clone, Debug)]
 pub struct ApiState {
     commands: mpsc::Sender<Command>,
+    /// The largest message body a publish may carry (the agent's `max_message_bytes`).
+    max_message_bytes: usize,
+    /// How long a query may take before the answer is 504, in milliseconds.
+    query_timeout_ms: Arc<AtomicU64>,
+    /// The agent's fault injection, when the test control is on (`hearsay agent --test-control`).
+    test_control: Option<Arc<Faults>>,
 }
 
 impl ApiState {
-    /// Handlers send their commands on `commands`.
+    /// Handlers send their commands on `commands`; publishes take bodies of up to
+    /// [`MAX_BODY`](crate::message::MAX_BODY) bytes.
     pub fn new(commands: mpsc::Sender<Command>) -> Self {
-        ApiState { commands }
+        ApiState {
+            commands,
+            query_timeout_ms: Arc::new(AtomicU64::new(QUERY_TIMEOUT.as_millis() as u64)),
+            test_control: None,
+            max_message_bytes: crate::message::MAX_BODY,
+        }
+    }
+
+    /// Serve the test control, `GET`/`POST /v1/test/control`, over these faults: cut and heal
+    /// links at run time, set loss, delay and the query timeout. For tests only: without it the
+    /// path is a 404 like any unknown one.
+    pub fn with_test_control(mut self, faults: Arc<Faults>) -> Self {
+        self.test_control = Some(faults);
+        self
+    }
+
+    /// Publishes take bodies of up to `max` bytes (the agent's `max_message_bytes`).
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
     }
 
     /// Send `make(reply)` to the actor and wait for the reply; a closed channel or a dropped
@@ -55,7 +84,12 @@ impl ApiState {
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let routes = Router::new();
+    let routes = match state.test_control {
+        Some(_) => routes.route("/v1/test/control", get(test_control).post(set_test_control)),
+        None => routes,
+    };
+    routes
         .route("/v1/status", get(status))
         .route("/v1/members", get(members))
         .route("/v1/publish", post(publish))
@@ -88,25 +122,27 @@ async fn members(State(s): State<ApiState>) -> Result<Json<Vec<Member>>, ApiErro
     Ok(Json(s.ask(Command::Members).await?))
 }
 
-/// The message a publish request carries, encoded (which checks its bounds).
-fn message(req: PublishRequest) -> Result<(TopicName, Bytes), ApiError> {
+/// The message a publish request carries, encoded (which checks its bounds, the body's against
+/// `max_body`).
+fn message(req: PublishRequest, max_body: usize) -> Result<(TopicName, Bytes), ApiError> {
     let body = match (req.payload, req.payload_b64) {
         (Some(_), Some(_)) => return Err(ApiError::TwoPayloads),
         (Some(t), None) => Bytes::from(t.into_bytes()),
         (None, Some(b)) => Bytes::from(base64::engine::general_purpose::STANDARD.decode(b)?),
         (None, None) => Bytes::new(),
     };
-    Ok((req.topic, AppMessage { headers: req.headers, body }.encode()?))
+    Ok((req.topic, AppMessage { headers: req.headers, body }.encode_within(max_body)?))
 }
 
 async fn publish(
     State(s): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Published>, ApiError> {
-    let (topic, payload) = message(parse("publish", body)?)?;
-    let name = topic.to_string();
+    let (topic, payload) = message(parse("publish", body)?, s.max_message_bytes)?;
+    let name = topic.clone();
     let id = s.ask(|reply| Command::Publish { topic, payload, reply }).await??;
-    Ok(Json(Published { topic: name, origin: hex(&id.origin), seq: id.seq }))
+    let subscribers = s.ask(|reply| Command::KnownSubscribers { topic: name.clone(), reply }).await?;
+    Ok(Json(Published::new(name.as_str(), &id, subscribers)))
 }
 
 #[derive(Deserialize)]
@@ -202,7 +238,8 @@ async fn query(
 ) -> Result<Json<QueryResult>, ApiError> {
     let QueryRequest { func, name } = parse("query", body)?;
     let asked = s.ask(|reply| Command::Query { func, name, reply });
-    match tokio::time::timeout(QUERY_TIMEOUT, asked).await {
+    let timeout = Duration::from_millis(s.query_timeout_ms.load(Ordering::Relaxed));
+    match tokio::time::timeout(timeout, asked).await {
         Ok(answer) => Ok(Json(answer??)),
         Err(_) => Err(ApiError::NotConverged),
     }
@@ -212,4 +249,50 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let text = s.ask(Command::Metrics).await?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response())
+}
+
+/// The test control's current settings.
+fn control_state(s: &ApiState, faults: &Faults) -> TestControl {
+    TestControl {
+        blocked: Some(faults.blocked()),
+        loss: Some(faults.loss()),
+        delay_ms: Some(faults.delay().as_millis() as u64),
+        query_timeout_ms: Some(s.query_timeout_ms.load(Ordering::Relaxed)),
+    }
+}
+
+async fn test_control(State(s): State<ApiState>) -> Result<Json<TestControl>, ApiError> {
+    let faults = s.test_control.clone().ok_or(ApiError::NotFound)?;
+    Ok(Json(control_state(&s, &faults)))
+}
+
+/// Apply the settings given (the others stay), then reply with all of them: they are in
+/// effect for every datagram sent after the reply.
+async fn set_test_control(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TestControl>, ApiError> {
+    let faults = s.test_control.clone().ok_or(ApiError::NotFound)?;
+    let c: TestControl = parse("test control", body)?;
+    if let Some(loss) = c.loss {
+        if !(loss.is_finite() && (0.0..=1.0).contains(&loss)) {
+            return Err(ApiError::TestControl(format!("loss must be in [0, 1], got {loss}")));
+        }
+    }
+    if c.query_timeout_ms == Some(0) {
+        return Err(ApiError::TestControl("query_timeout_ms must be at least 1".into()));
+    }
+    if let Some(blocked) = c.blocked {
+        faults.set_blocked(blocked);
+    }
+    if let Some(loss) = c.loss {
+        faults.set_loss(loss);
+    }
+    if let Some(ms) = c.delay_ms {
+        faults.set_delay(Duration::from_millis(ms));
+    }
+    if let Some(ms) = c.query_timeout_ms {
+        s.query_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+    Ok(Json(control_state(&s, &faults)))
 }

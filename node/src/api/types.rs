@@ -3,6 +3,7 @@
 
 use hearsay_protocols::NodeId;
 use hearsay_protocols::aggregate::Func;
+use hearsay_protocols::pbcast::MsgId;
 use serde::{Deserialize, Serialize};
 
 use crate::message::TopicName;
@@ -59,7 +60,7 @@ pub struct PublishRequest {
     pub headers: std::collections::BTreeMap<String, String>,
 }
 
-/// `POST /v1/publish` reply: the message id.
+/// `POST /v1/publish` reply: the message id, and who is known to receive it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     /// The topic.
@@ -68,6 +69,37 @@ pub struct Published {
     pub origin: String,
     /// Its sequence number in (origin, topic).
     pub seq: u64,
+    /// Subscribers of the topic the publishing node knew of when it published: its own
+    /// subscriptions plus the other members advertising the topic (membership spreads by
+    /// gossip, so one that subscribed a moment ago may be missing).
+    #[serde(default)]
+    pub subscribers: usize,
+    /// Set when `subscribers` is 0: a sentence saying that nobody is known to receive the
+    /// message. Not an error: the message was published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl Published {
+    /// The reply for message `id` on `topic`, published with `subscribers` known.
+    pub fn new(topic: &str, id: &MsgId, subscribers: usize) -> Published {
+        Published {
+            topic: topic.to_string(),
+            origin: hex(&id.origin),
+            seq: id.seq,
+            subscribers,
+            warning: (subscribers == 0).then(|| no_subscriber_warning(topic)),
+        }
+    }
+}
+
+/// What a publish on a topic without a known subscriber is told.
+pub fn no_subscriber_warning(topic: &str) -> String {
+    format!(
+        "no subscriber known for topic `{topic}`: no node (this one included) advertises a \
+         subscription to it, so nobody receives this message now (a subscription made in the \
+         last few seconds may not have reached this node yet)"
+    )
 }
 
 /// One line of a subscription stream: a message or a gap.
@@ -197,6 +229,9 @@ pub struct TopicInfo {
     pub topic_id: String,
     /// Local subscriptions.
     pub subscribers: usize,
+    /// Other nodes this node knows subscribe to the topic (from the member table; 0 where it
+    /// only forwards): whom pbcast repair gossips with.
+    pub members: usize,
     /// root, forwarder or member (a member may also forward).
     pub role: String,
     /// Tree parent (hex NodeId), none at the root or while re-joining.
@@ -264,4 +299,25 @@ pub struct DurableInfo {
     pub since: Option<String>,
     /// Per origin, the last seq acknowledged.
     pub cursors: Vec<Cursor>,
+}
+
+/// `GET`/`POST /v1/test/control` (only with `hearsay agent --test-control`): the faults the
+/// agent injects into its own outgoing UDP datagrams, and the API's query timeout. A POST
+/// changes the fields it gives and leaves the others; both reply with every field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestControl {
+    /// Addresses sent nothing at all (a cut link; `[]` heals). Cut both ends for a symmetric
+    /// partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Vec<std::net::SocketAddr>>,
+    /// Probability of dropping each outgoing datagram, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Delay added to every outgoing datagram, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// How long `POST /v1/query` waits before answering 504, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_timeout_ms: Option<u64>,
 }

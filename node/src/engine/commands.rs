@@ -40,7 +40,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Leave gracefully: announce it; [`EngineEvent::LeaveDone`](super::EngineEvent::LeaveDone)
+    /// Leave gracefully: announce it; [`EngineEvent::LeaveDone`]
     /// follows.
     pub fn leave(&mut self, now: Instant) {
         self.swim.leave(now);
@@ -80,7 +80,7 @@ impl Engine {
             if from != SubscribeFrom::New {
                 // What this node kept serves repairs again; history it lacks is fetched.
                 for data in &kept {
-                    self.keep_for_catch_up(now, data.id, &data.payload);
+                    self.keep_for_catch_up(now, data);
                 }
                 self.multicast.handle_restored(now, topic, 0, kept);
                 self.catch_up_topics.insert(topic, super::CATCH_UP_EXCHANGES);
@@ -129,11 +129,17 @@ impl Engine {
         }
         let data = self.multicast.publish(now, topic, payload)?;
         self.events.push_back(EngineEvent::Persist(Persist::Message { data: data.clone(), own: true }));
-        self.keep_for_catch_up(now, data.id, &data.payload);
+        self.keep_for_catch_up(now, &data);
         let id = data.id;
         if gossip {
             let rumor = RumorId::Message { stream: id.stream(), seq: id.seq };
-            self.rumor_topics.inject(now, rumor, data.payload);
+            let sealed = super::SealedPayload {
+                published_at: data.published_at.as_micros(),
+                seal: data.seal,
+                payload: data.payload,
+            };
+            let bytes = postcard::to_allocvec(&sealed).unwrap_or_default();
+            self.rumor_topics.inject(now, rumor, Bytes::from(bytes));
         } else {
             self.multicast.send_down_tree(now, data);
         }
@@ -142,7 +148,7 @@ impl Engine {
     }
 
     /// What the host's store kept before a restart: call once, right after [`Engine::new`] and
-    /// before anything else (see [`persist`](super::persist)). This node's streams continue
+    /// before anything else (see the module `engine/persist.rs`). This node's streams continue
     /// after their last seq, its own recent messages are held and advertised again, and
     /// others' wait for their topic to be subscribed with [`SubscribeFrom::Resume`].
     pub fn restore(&mut self, now: Instant, restored: Restored) {
@@ -177,7 +183,7 @@ impl Engine {
         Ok(self.aggregation.set_value(now, attr, value)?)
     }
 
-    /// Start a query; [`EngineEvent::Answered`](super::EngineEvent::Answered) reports the result.
+    /// Start a query; [`EngineEvent::Answered`] reports the result.
     pub fn query(&mut self, now: Instant, func: Func, attr: &str) -> Result<QueryId, CommandError> {
         let spec = QuerySpec::new(func, attr);
         let q = self.aggregation.start_query(now, spec)?;

@@ -1,10 +1,9 @@
 //! How the Engine's parts learn from one another: member events into the ring, the trees,
 //! aggregation and the topic views; what this node advertises; what anti-entropy stores.
 
-use bytes::Bytes;
 use hearsay_overlay::swim::{MemberEvent, Meta, State};
 use hearsay_protocols::anti_entropy::Entry;
-use hearsay_protocols::pbcast::MsgId;
+use hearsay_protocols::pbcast::Data;
 use hearsay_protocols::{Instant, NodeId, PeerView, TopicId};
 
 use super::{CATCH_UP_QUEUE, CommandError, Engine, EngineEvent};
@@ -36,10 +35,17 @@ impl Engine {
     }
 
     /// Everything this node stores can serve anti-entropy catch-up.
-    pub(super) fn keep_for_catch_up(&mut self, now: Instant, id: MsgId, payload: &Bytes) {
+    pub(super) fn keep_for_catch_up(&mut self, now: Instant, data: &Data) {
+        let id = data.id;
         if self.anti_entropy.topics().binary_search(&id.topic).is_ok() {
-            self.anti_entropy
-                .insert(now, Entry { stream: id.stream(), seq: id.seq, payload: payload.clone() });
+            let entry = Entry {
+                stream: id.stream(),
+                seq: id.seq,
+                payload: data.payload.clone(),
+                published_at: data.published_at,
+                seal: data.seal,
+            };
+            self.anti_entropy.insert(now, entry);
         }
     }
 

@@ -41,7 +41,10 @@ impl EngineConfig {
     /// The daemon's defaults on top of a SWIM preset (`lan`, `wan` or `local`, after
     /// memberlist).
     pub fn with_swim(swim: SwimConfig) -> Self {
-        let queries = RumorConfig { k: 4, ..RumorConfig::default() };
+        // An announcement is an encoded Query (under 200 bytes); one querier holds at most 4
+        // hot slots (issue 12).
+        let queries =
+            RumorConfig { k: 4, payload_max: 1024, hot_per_origin_max: 4, ..RumorConfig::default() };
         EngineConfig {
             swim: Arc::new(swim),
             // One finger refresh per second, not per 250 ms: the daemon's ring learns members

@@ -66,7 +66,8 @@ use hearsay_overlay::chord::{Chord, RingSnapshot};
 use hearsay_overlay::scribe::Scribe;
 use hearsay_overlay::swim::{Addr, Meta, Profile, State, Swim, SwimEvent};
 use hearsay_protocols::aggregate::{AggEvent, Aggregation, Query, QueryId};
-use hearsay_protocols::anti_entropy::{AeEvent, AeMode, AntiEntropy};
+use hearsay_protocols::anti_entropy::{AeEvent, AeMode, AntiEntropy, Entry, EntryCheck};
+use hearsay_protocols::auth::Authenticator;
 use hearsay_protocols::pbcast::{Data, Delivery, MsgId, PbEvent, Pbcast, Via};
 use hearsay_protocols::rumor::{RumorEvent, RumorId, RumorMessage, RumorMonger};
 use hearsay_protocols::wire::WireMessage;
@@ -232,9 +233,10 @@ pub fn origin_id(node: &NodeId, epoch: u64) -> NodeId {
 }
 
 impl Engine {
-    /// A node named `name`, reachable at `addr`, whose streams carry `epoch` (module docs).
+    /// A node named `name`, reachable at `addr`, whose streams carry `epoch` (module docs). Its
+    /// id is `auth`'s, which signs what only this node may say (its SWIM `Alive`).
     pub fn new(
-        id: NodeId,
+        auth: Arc<dyn Authenticator>,
         name: &str,
         addr: Addr,
         epoch: u64,
@@ -242,11 +244,16 @@ impl Engine {
         seed: &Seed,
         now: Instant,
     ) -> Self {
+        let id = auth.id();
         let origin = origin_id(&id, epoch);
         let meta = Meta::new(Vec::new()).unwrap_or_default().with_name(name);
-        let swim = Swim::new(id, Profile { addr, meta }, config.swim.clone(), seed, now);
-        let multicast = Multicast::new(id, origin, &config.multicast(), seed, now);
-        let anti_entropy = AntiEntropy::new(id, config.ae.clone(), seed, now);
+        let swim = Swim::new(auth.clone(), Profile { addr, meta }, config.swim.clone(), seed, now);
+        let multicast = Multicast::new(id, origin, auth.clone(), &config.multicast(), seed, now);
+        let mut anti_entropy = AntiEntropy::new(id, config.ae.clone(), seed, now);
+        // An entry a peer sends is kept only if its seal is its origin's signature.
+        let checker = auth.clone();
+        anti_entropy
+            .set_check(now, EntryCheck(Arc::new(move |e: &Entry| sealed(e).verify(checker.as_ref()))));
         let mut rumor_topics = RumorMonger::new(id, config.rumor_topics.clone(), &seed.child("topics"), now);
         rumor_topics.set_scope(now, Some(Vec::new()));
         let rumor_queries = RumorMonger::new(id, config.rumor_queries.clone(), &seed.child("queries"), now);
@@ -286,7 +293,7 @@ impl Engine {
     /// the join.
     #[allow(clippy::too_many_arguments)]
     pub fn converged(
-        id: NodeId,
+        auth: Arc<dyn Authenticator>,
         name: &str,
         addr: Addr,
         epoch: u64,
@@ -295,14 +302,15 @@ impl Engine {
         now: Instant,
         members: &[NodeId],
     ) -> Self {
-        let mut e = Engine::new(id, name, addr.clone(), epoch, config.clone(), seed, now);
+        let id = auth.id();
+        let mut e = Engine::new(auth.clone(), name, addr.clone(), epoch, config.clone(), seed, now);
         let others: Vec<(NodeId, hearsay_overlay::swim::SharedProfile)> = members
             .iter()
             .filter(|m| **m != id)
             .map(|m| (*m, hearsay_overlay::swim::SharedProfile::default()))
             .collect();
         let meta = Meta::new(Vec::new()).unwrap_or_default().with_name(name);
-        e.swim = Swim::with_members(id, Profile { addr, meta }, config.swim.clone(), seed, now, &others);
+        e.swim = Swim::with_members(auth, Profile { addr, meta }, config.swim.clone(), seed, now, &others);
         let _ = e.multicast.join_from_members(now, &RingSnapshot::new(members.iter().copied()));
         e.joined_ring = true;
         let everyone = e.swim.peers();
@@ -462,11 +470,15 @@ impl Engine {
                     if let Some(slot) = Via::ALL.iter().position(|v| *v == d.via) {
                         self.stats.delivered[slot] += 1;
                     }
-                    self.keep_for_catch_up(now, d.id, &d.payload);
+                    let data = Data {
+                        id: d.id,
+                        published_at: d.published_at,
+                        payload: d.payload.clone(),
+                        seal: d.seal,
+                    };
+                    self.keep_for_catch_up(now, &data);
                     let ours = d.via == Via::Local;
                     if !ours {
-                        let data =
-                            Data { id: d.id, published_at: d.published_at, payload: d.payload.clone() };
                         self.events.push_back(EngineEvent::Persist(Persist::Message { data, own: false }));
                     }
                     if !ours || self.topics.get(&d.id.topic).is_some_and(|t| t.subscribers > 0) {
@@ -502,12 +514,11 @@ impl Engine {
             moved = true;
             match e {
                 AeEvent::Received { entry, .. } => {
-                    let id = MsgId { origin: entry.stream.origin, topic: entry.stream.topic, seq: entry.seq };
-                    let data = Data { id, published_at: now, payload: entry.payload };
-                    self.multicast.handle_data(now, data, Via::AntiEntropy);
+                    self.multicast.handle_data(now, sealed(&entry), Via::AntiEntropy);
                 }
-                AeEvent::Heads { topic, summaries, .. } => {
-                    self.multicast.handle_heads(now, topic, summaries.as_deref());
+                AeEvent::Heads { topic, summaries, proofs, .. } => {
+                    let heads = summaries.as_deref().map(|s| (s, proofs.as_slice()));
+                    self.multicast.handle_heads(now, topic, heads);
                 }
                 AeEvent::ExchangeAborted { .. } | AeEvent::ExchangeCompleted { .. } => {}
             }
@@ -545,8 +556,13 @@ impl Engine {
         while let Some(e) = self.rumor_topics.poll_event() {
             moved = true;
             if let RumorEvent::Delivered { id: RumorId::Message { stream, seq }, payload, .. } = e {
-                let id = MsgId { origin: stream.origin, topic: stream.topic, seq };
-                self.multicast.handle_data(now, Data { id, published_at: now, payload }, Via::FirstPhase);
+                // The rumor carries the sealed message (pbcast checks the seal).
+                if let Ok(s) = postcard::from_bytes::<SealedPayload>(&payload) {
+                    let id = MsgId { origin: stream.origin, topic: stream.topic, seq };
+                    let published_at = Instant::from_micros(s.published_at);
+                    let data = Data { id, published_at, payload: s.payload, seal: s.seal };
+                    self.multicast.handle_data(now, data, Via::FirstPhase);
+                }
             }
         }
         while let Some(e) = self.rumor_queries.poll_event() {
@@ -652,6 +668,20 @@ impl Machine for Engine {
     fn poll_timeout(&self) -> Option<Instant> {
         self.next_timer().map(|(at, _)| at)
     }
+}
+
+/// A message as a rumor carries it for a `gossip`-mode topic: what its id does not say.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct SealedPayload {
+    pub(crate) published_at: u64,
+    pub(crate) seal: hearsay_protocols::auth::Seal,
+    pub(crate) payload: Bytes,
+}
+
+/// An anti-entropy entry as the message it is.
+fn sealed(e: &Entry) -> Data {
+    let id = MsgId { origin: e.stream.origin, topic: e.stream.topic, seq: e.seq };
+    Data { id, published_at: e.published_at, payload: e.payload.clone(), seal: e.seal }
 }
 
 /// A stream id of one of our own streams.

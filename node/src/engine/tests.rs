@@ -4,6 +4,7 @@
 
 use hearsay_overlay::swim::{Addr, State, SwimConfig};
 use hearsay_protocols::aggregate::Func;
+use hearsay_protocols::auth::Unchecked;
 use hearsay_protocols::testing::Net;
 use hearsay_protocols::{Duration, Instant, Machine, NodeId, Seed};
 
@@ -25,7 +26,15 @@ impl Cluster {
             let seed = Seed::derive(7, "node", 0, i as u64);
             net.add(
                 id,
-                Engine::new(id, &format!("n{i}"), Addr::default(), 1, config.clone(), &seed, Instant::ZERO),
+                Engine::new(
+                    Arc::new(Unchecked(id)),
+                    &format!("n{i}"),
+                    Addr::default(),
+                    1,
+                    config.clone(),
+                    &seed,
+                    Instant::ZERO,
+                ),
             );
             ids.push(id);
         }
@@ -159,7 +168,7 @@ fn garbage_frames_are_counted_and_dropped() {
 fn deadlines_move_forward_after_each_timeout() {
     let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));
     let mut e = Engine::new(
-        NodeId::from_u64(1),
+        Arc::new(Unchecked(NodeId::from_u64(1))),
         "solo",
         Addr::default(),
         1,

@@ -90,13 +90,16 @@ impl Engine {
                     name: s.name.clone(),
                     subscribers: s.subscribers,
                     role,
-                    members: self
-                        .topic_members
-                        .get(t)
-                        .map_or(0, |m| m.iter().filter(|n| **n != self.id).count()),
+                    members: self.topic_member_count(*t),
                 }
             })
             .collect()
+    }
+
+    /// Other members that advertise `topic` in their membership meta (live ones, self
+    /// excluded): what [`TopicView::members`] counts, for any topic.
+    pub fn topic_member_count(&self, topic: TopicId) -> usize {
+        self.topic_members.get(&topic).map_or(0, |m| m.iter().filter(|n| **n != self.id).count())
     }
 
     /// The ring neighbourhood.

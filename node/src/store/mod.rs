@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hearsay_protocols::auth::Seal;
 use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::{NodeId, Seq, TopicId};
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,8 @@ pub enum Record {
         published_at: u64,
         /// The payload (the encoded application message).
         payload: Bytes,
+        /// Its origin's seal (so it can be served again after a restart).
+        seal: Seal,
     },
     /// Seqs `seq..=last` of the stream can no longer be had: a gap notice, kept so a replay
     /// announces it again.
@@ -198,6 +201,8 @@ pub enum Write {
         payload: Bytes,
         /// Published by this node.
         own: bool,
+        /// Its origin's seal.
+        seal: Seal,
     },
     /// Keep a gap notice.
     Gap {

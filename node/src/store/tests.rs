@@ -30,6 +30,7 @@ fn message(topic: u64, origin: u64, seq: u64, own: bool) -> Write {
         published_at: now_us(),
         payload: Bytes::from(format!("m{seq}")),
         own,
+        seal: hearsay_protocols::auth::Seal { key_tail: [seq as u8; 8], ..Default::default() },
     }
 }
 

@@ -194,13 +194,13 @@ impl Thread {
 
     fn apply(&mut self, tx: &WriteTransaction, w: Write) -> Result<(), redb::Error> {
         match w {
-            Write::Message { id, published_at, payload, own } => {
+            Write::Message { id, published_at, payload, own, seal } => {
                 let k = key(id.topic, &id.origin, id.seq);
                 let mut m = tx.open_table(MESSAGES)?;
-                let exists = m.get(&k[..])?.and_then(|v| header(v.value())).is_some_and(|(msg, _, _)| msg);
+                let exists = m.get(&k[..])?.and_then(|v| header(v.value())).is_some_and(|(msg, ..)| msg);
                 if !exists {
                     let bytes = payload.len() as u64;
-                    m.insert(&k[..], &encode(&Record::Message { published_at, payload })[..])?;
+                    m.insert(&k[..], &encode(&Record::Message { published_at, payload, seal })[..])?;
                     self.index.add(id.topic, id.origin, id.seq, published_at, bytes);
                 }
                 if own {

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hearsay_protocols::NodeId;
+use hearsay_protocols::auth::{Authenticator, Signature};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, PKCS_ED25519,
@@ -232,6 +233,13 @@ impl NodeIdentity {
         self.id
     }
 
+    /// What the machines sign and verify with: this node's Ed25519 key (through `ring`).
+    pub fn signer(&self) -> Result<NodeSigner, IdentityError> {
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.key_der)
+            .map_err(|e| IdentityError::Tls(format!("node key for signing: {e}")))?;
+        Ok(NodeSigner { id: self.id, key })
+    }
+
     fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
     }
@@ -279,6 +287,37 @@ impl NodeIdentity {
     }
 }
 
+/// The machines' [`Authenticator`] in the daemon: signs with this node's Ed25519 key and
+/// verifies another node's signature under its NodeId (its public key), both with `ring`.
+pub struct NodeSigner {
+    id: NodeId,
+    key: ring::signature::Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for NodeSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSigner").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Authenticator for NodeSigner {
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn sign(&self, msg: &[u8]) -> Signature {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.key.sign(msg).as_ref());
+        Signature(out)
+    }
+
+    fn verify(&self, key: &NodeId, msg: &[u8], sig: &Signature) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key.as_bytes())
+            .verify(msg, &sig.0)
+            .is_ok()
+    }
+}
+
 /// The cluster CA's parameters: the same on every member (the subject and key are what a
 /// verifier matches; the validity is rcgen's fixed default).
 fn ca_params() -> CertificateParams {
@@ -319,6 +358,19 @@ mod tests {
         assert!(ClusterSecret::parse("abc").is_none());
         assert!(ClusterSecret::parse(&"zz".repeat(32)).is_none());
         assert!(ClusterSecret::parse(&"é".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn node_signatures_verify_under_the_node_id_only() {
+        let secret = ClusterSecret::from_bytes([3; 32]);
+        let (a, b) = (NodeIdentity::ephemeral(&secret).unwrap(), NodeIdentity::ephemeral(&secret).unwrap());
+        let (sa, sb) = (a.signer().unwrap(), b.signer().unwrap());
+        assert_eq!(sa.id(), a.id());
+        let sig = sa.sign(b"alive");
+        assert!(sb.verify(&a.id(), b"alive", &sig));
+        assert!(!sb.verify(&b.id(), b"alive", &sig));
+        assert!(!sb.verify(&a.id(), b"alivE", &sig));
+        assert!(!sb.verify(&a.id(), b"alive", &Signature::ZERO));
     }
 
     #[test]

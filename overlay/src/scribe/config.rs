@@ -32,6 +32,11 @@ pub struct ScribeConfig {
     pub max_children: usize,
     /// Largest payload forwarded. Default 1 MiB (pbcast's `max_payload`).
     pub max_payload: usize,
+    /// Most forwarder entries the JOINs of one peer may create (and keep) here, so one member
+    /// cannot take all `max_topics`. Default 512 \[H\].
+    pub max_forwarders_per_peer: usize,
+    /// Most children over all tree entries. Default 65,536 \[H\].
+    pub max_children_total: usize,
     /// Placement of the heartbeat ticks. Default phased.
     pub timing: Timing,
 }
@@ -50,6 +55,8 @@ impl Default for ScribeConfig {
             max_topics: 4096,
             max_children: 1024,
             max_payload: 1 << 20,
+            max_forwarders_per_peer: 512,
+            max_children_total: 1 << 16,
             timing: Timing::Phased,
         }
     }
@@ -68,6 +75,8 @@ impl ScribeConfig {
             (self.max_topics == 0, "max_topics"),
             (self.max_children == 0, "max_children"),
             (self.max_payload == 0, "max_payload"),
+            (self.max_forwarders_per_peer == 0, "max_forwarders_per_peer"),
+            (self.max_children_total == 0, "max_children_total"),
         ];
         if let Some((_, name)) = zero.iter().find(|(bad, _)| *bad) {
             return Err(ConfigError::Zero(name));

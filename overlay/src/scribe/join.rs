@@ -14,6 +14,10 @@ impl Scribe {
     pub fn subscribe(&mut self, now: Instant, topic: TopicId) -> Result<(), ScribeError> {
         if let Some(e) = self.topics.get_mut(&topic) {
             e.member = true;
+            // Ours now: it no longer counts against the peer that created it.
+            if let Some(p) = e.created_by.take() {
+                self.release_forwarder(p);
+            }
             return Ok(());
         }
         if self.topics.len() >= self.config.max_topics {
@@ -70,9 +74,21 @@ impl Scribe {
             return;
         }
         let parent = if e.is_root { None } else { e.parent.map(|p| p.id) };
-        self.topics.remove(&topic);
+        if let Some(p) = self.topics.remove(&topic).and_then(|e| e.created_by) {
+            self.release_forwarder(p);
+        }
         if let Some(p) = parent {
             self.send_leave(p, topic);
+        }
+    }
+
+    /// A forwarder entry `peer`'s JOIN created is gone (or ours now).
+    fn release_forwarder(&mut self, peer: NodeId) {
+        if let Some(n) = self.forwarders_by.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.forwarders_by.remove(&peer);
+            }
         }
     }
 
@@ -182,8 +198,15 @@ impl Scribe {
         self.send_join(topic, vec![self.me.ring]);
     }
 
-    /// A JOIN for `child` (§8.4).
-    pub(super) fn on_join(&mut self, now: Instant, topic: TopicId, child: RingNode, mut path: Vec<RingId>) {
+    /// A JOIN for `child`, from `from` (§8.4).
+    pub(super) fn on_join(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        topic: TopicId,
+        child: RingNode,
+        mut path: Vec<RingId>,
+    ) {
         if path.len() > PATH_MAX || child.ring != RingId::of(&child.id) || !path.contains(&child.ring) {
             self.stats.malformed += 1;
             return;
@@ -213,11 +236,15 @@ impl Scribe {
             self.adopt(now, topic, child.id);
             return;
         }
-        if self.topics.len() >= self.config.max_topics {
+        let created = self.forwarders_by.get(&from).copied().unwrap_or(0);
+        if self.topics.len() >= self.config.max_topics || created >= self.config.max_forwarders_per_peer {
             self.stats.over_limit += 1;
             return;
         }
-        self.topics.insert(topic, Entry::new(now));
+        let mut entry = Entry::new(now);
+        entry.created_by = Some(from);
+        *self.forwarders_by.entry(from).or_default() += 1;
+        self.topics.insert(topic, entry);
         if self.routes.is_responsible(key) {
             self.become_root(topic);
             self.adopt(now, topic, child.id);
@@ -233,10 +260,11 @@ impl Scribe {
     pub(super) fn adopt(&mut self, now: Instant, topic: TopicId, child: NodeId) {
         let me = self.me.ring;
         let max = self.config.max_children;
+        let full = self.children_total() >= self.config.max_children_total;
         let Some(e) = self.topics.get_mut(&topic) else {
             return;
         };
-        if !e.children.contains_key(&child) && e.children.len() >= max {
+        if !e.children.contains_key(&child) && (e.children.len() >= max || full) {
             self.stats.over_limit += 1;
             if e.children.is_empty() {
                 self.prune(topic);

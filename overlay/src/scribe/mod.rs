@@ -107,7 +107,8 @@
 //!   whenever the host reports a ring change; a join deadline finding the node responsible makes
 //!   it root at once.
 //! - **Bounds** \[H\]: at most `max_topics` tree entries (a peer's JOINs can create forwarder
-//!   entries) and `max_children` children per entry; a JOIN's `child` must carry the RingId
+//!   entries, at most `max_forwarders_per_peer` of them per peer), `max_children` children per
+//!   entry and `max_children_total` in all; a JOIN's `child` must carry the RingId
 //!   of its NodeId (as the ring checks its node references); `ancestors` must end with the
 //!   sender's RingId; tree data must be first-phase with a seq in 1..=2^62 and a payload within
 //!   `max_payload`. The topic peer cache of §8.9 is the host's: [`Scribe::neighbours`] gives
@@ -225,7 +226,8 @@ pub struct ScribeStats {
     pub from_stranger: u64,
     /// Messages that named a tree this node has no entry for, or a neighbour it does not have.
     pub stale: u64,
-    /// JOINs refused at `max_topics` or `max_children`.
+    /// JOINs refused at `max_topics`, `max_forwarders_per_peer`, `max_children` or
+    /// `max_children_total`.
     pub over_limit: u64,
     /// Messages dropped as malformed (bounds, RingIds not matching, bad data).
     pub malformed: u64,
@@ -281,6 +283,8 @@ pub struct Scribe {
     rng: Rng,
     tick: Ticker,
     topics: BTreeMap<TopicId, Entry>,
+    /// Forwarder entries held per peer whose JOIN created them.
+    forwarders_by: BTreeMap<NodeId, usize>,
     out: Outbox<ScribeMessage, ScribeEvent>,
     stats: ScribeStats,
 }
@@ -301,6 +305,7 @@ impl Scribe {
             rng,
             tick,
             topics: BTreeMap::new(),
+            forwarders_by: BTreeMap::new(),
             out: Outbox::default(),
             stats: ScribeStats::default(),
         }
@@ -334,6 +339,13 @@ impl Scribe {
     /// Children over all entries (node stress, §8.11).
     pub fn children_total(&self) -> usize {
         self.topics.values().map(|e| e.children.len()).sum()
+    }
+
+    /// Bytes of state this machine accounts for: its tree entries (children, ancestors, seen
+    /// ids). Entries, children and seen ids are capped.
+    pub fn state_bytes(&self) -> usize {
+        let entries: usize = self.topics.values().map(Entry::bytes).sum();
+        entries.saturating_add(self.forwarders_by.len() * 48).saturating_add(std::mem::size_of::<Self>())
     }
 
     /// True if this node has local subscribers for `topic`.
@@ -437,7 +449,7 @@ impl Machine for Scribe {
             return;
         }
         match msg {
-            ScribeMessage::Join { topic, child, path } => self.on_join(now, topic, child, path),
+            ScribeMessage::Join { topic, child, path } => self.on_join(now, from, topic, child, path),
             ScribeMessage::JoinAck { topic, root, ancestors } => {
                 self.on_join_ack(now, from, topic, root, ancestors)
             }

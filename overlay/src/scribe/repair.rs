@@ -156,6 +156,7 @@ impl Scribe {
     /// child is adopted again (§8.7), and a topic with no tree here is disowned.
     pub(super) fn on_heartbeat_ack(&mut self, now: Instant, from: NodeId, topic: TopicId) {
         let max = self.config.max_children;
+        let full = self.children_total() >= self.config.max_children_total;
         let Some(e) = self.topics.get_mut(&topic) else {
             self.stats.stale += 1;
             self.send_leave(from, topic);
@@ -165,7 +166,7 @@ impl Scribe {
             *heard = now;
         } else if e.parent.is_some_and(|p| p.id == from) {
             self.stats.stale += 1;
-        } else if e.children.len() < max {
+        } else if e.children.len() < max && !full {
             e.children.insert(from, now);
             self.stats.adopted += 1;
         } else {

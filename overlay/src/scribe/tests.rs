@@ -193,6 +193,7 @@ fn data(origin: NodeId, topic: TopicId, seq: u64) -> Data {
         id: MsgId { origin, topic, seq },
         published_at: Instant::ZERO,
         payload: Bytes::from_static(b"hello"),
+        seal: Default::default(),
     }
 }
 
@@ -762,6 +763,44 @@ fn entries_and_children_are_bounded() {
     assert_eq!(net[target].children_total(), 2, "one child per entry");
     let err = net.call(target, |m, now| m.subscribe(now, TopicId(99)));
     assert_eq!(err, Err(ScribeError::TooManyTopics(2)));
+}
+
+/// Issue 12, case 3. Before the fix one peer's JOINs could create every one of `max_topics`
+/// forwarder entries (and then local subscriptions were refused), and children were bounded
+/// per entry only. Now each peer's JOINs create at most `max_forwarders_per_peer` entries (a
+/// local subscription takes one over), and children are capped over all entries.
+#[test]
+fn one_peer_creates_a_bounded_share_of_the_forwarders_and_children_are_capped_in_all() {
+    let mut net = RingNet::new(4);
+    let target = net.pos(1);
+    let cfg = ScribeConfig {
+        max_forwarders_per_peer: 3,
+        max_children_total: 5,
+        timing: Timing::Sync,
+        ..ScribeConfig::default()
+    };
+    net.add(target, Scribe::new(target, Arc::new(cfg), &Seed::derive(1, "x", 0, 0), Instant::ZERO));
+    let join = |k: u64, child: NodeId| ScribeMessage::Join {
+        topic: TopicId(k),
+        child: RingNode::of(child),
+        path: vec![RingId::of(&child)],
+    };
+    let (p0, p2) = (net.pos(0), net.pos(2));
+    for k in 0..10u64 {
+        net.inject(p0, target, join(k, id(500 + k)));
+    }
+    assert_eq!(net[target].entries(), 3);
+    assert_eq!(net[target].stats().over_limit, 7);
+    // A local subscriber takes an entry over: the peer may create one more.
+    net.call(target, |m, now| m.subscribe(now, TopicId(0))).expect("room");
+    net.inject(p0, target, join(20, id(520)));
+    assert_eq!(net[target].entries(), 4);
+    // Another peer has its own share; children stop at 5 over all entries.
+    for k in 30..33u64 {
+        net.inject(p2, target, join(k, id(500 + k)));
+    }
+    assert_eq!(net[target].children_total(), 5);
+    assert!(net[target].state_bytes() > 0);
 }
 
 #[test]

@@ -13,9 +13,9 @@ use hearsay_protocols::NodeId;
 
 use super::message::Update;
 
-/// The smallest encoded update (an `Alive` with incarnation below 128, empty address and
-/// meta): once less room than this is left, a datagram is full.
-pub(crate) const MIN_UPDATE_LEN: usize = 37;
+/// The smallest encoded update (a `Suspect` or `Dead` with incarnation below 128; a signed
+/// `Alive` is at least 102 bytes): once less room than this is left, a datagram is full.
+pub(crate) const MIN_UPDATE_LEN: usize = 66;
 
 /// (transmits, larger first, newest first).
 type Key = (u32, Reverse<usize>, Reverse<u64>);
@@ -83,6 +83,12 @@ impl BroadcastQueue {
             }
         }
         room - left
+    }
+
+    /// Bytes the queue accounts for: each update's encoded size and 96 bytes of bookkeeping.
+    /// At most one update per member is queued, so the member table's caps bound it.
+    pub(crate) fn bytes(&self) -> usize {
+        self.items.values().map(|i| i.size.saturating_add(96)).sum()
     }
 
     /// Number of queued updates.

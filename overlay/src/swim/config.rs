@@ -92,6 +92,19 @@ pub struct SwimConfig {
     /// Placement of the probe and gossip ticks (phased in the daemon; sync for the
     /// round-based analyses, PROTOCOLS.md §9.4). Push-pull is always staggered.
     pub timing: Timing,
+    /// Most entries in the member table; a new member beyond it is refused and counted
+    /// (65,536, hearsay: members are peer-created entries, issue 12).
+    pub members_max: usize,
+    /// Most bytes the member table may account for (each entry 256 bytes plus its encoded
+    /// profile); a new member beyond it is refused and counted (32 MiB, hearsay).
+    pub members_bytes_max: usize,
+    /// Most records of one push-pull merged, and sent (8,192, hearsay); more are dropped
+    /// unread and counted. A table above it is sent as a window starting at a random member,
+    /// own entry first.
+    pub push_pull_records_max: usize,
+    /// Most encoded record bytes of one push-pull merged, and sent (1 MiB, hearsay: half the
+    /// stream frame limit, so a push-pull always fits in a frame).
+    pub push_pull_bytes_max: usize,
 }
 
 impl Default for SwimConfig {
@@ -121,6 +134,10 @@ impl SwimConfig {
             leave_timeout: Duration::from_secs(5),
             lifeguard: Lifeguard::ON,
             timing: Timing::Phased,
+            members_max: 1 << 16,
+            members_bytes_max: 32 << 20,
+            push_pull_records_max: 8_192,
+            push_pull_bytes_max: 1 << 20,
         }
     }
 
@@ -182,8 +199,16 @@ impl SwimConfig {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if self.gossip_nodes == 0 {
-            return Err(ConfigError::Zero("gossip_nodes"));
+        for (name, v) in [
+            ("gossip_nodes", self.gossip_nodes),
+            ("members_max", self.members_max),
+            ("members_bytes_max", self.members_bytes_max),
+            ("push_pull_records_max", self.push_pull_records_max),
+            ("push_pull_bytes_max", self.push_pull_bytes_max),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
         }
         if self.probe_timeout >= self.probe_interval {
             return Err(ConfigError::Order("probe_timeout", "probe_interval"));
@@ -198,8 +223,8 @@ impl SwimConfig {
     }
 }
 
-/// The smallest datagram budget accepted: a ping-req with a 64-byte address and a couple of
-/// updates.
+/// The smallest datagram budget accepted: a ping-req (at most 42 bytes) and a signed `Alive`
+/// with an 18-byte address and a 64-byte name (184 bytes, 193 at the largest incarnation).
 pub const MIN_DATAGRAM_BUDGET: usize = 256;
 
 /// A setting that cannot work.

@@ -1,11 +1,12 @@
 //! Push-pull full-state sync (PROTOCOLS.md §6.11, memberlist `pushPull`, `mergeState`), join
 //! and leave (§6.12).
 
+use hearsay_protocols::auth::Signature;
 use hearsay_protocols::{Instant, NodeId};
 
 use super::{
-    Cause, CommandError, Exchange, Join, Leave, MemberRecord, State, Swim, SwimEvent, SwimMessage, Update,
-    push_pull_period,
+    Cause, CommandError, Exchange, Join, Leave, Member, MemberRecord, State, Swim, SwimEvent, SwimMessage,
+    Update, push_pull_period,
 };
 use crate::sampling::sample_indices;
 
@@ -70,18 +71,40 @@ impl Swim {
         self.out.event(SwimEvent::LeaveDone);
     }
 
-    /// Our whole table, as sent in a push-pull.
-    fn states(&self) -> Vec<MemberRecord> {
-        self.table
-            .members()
-            .iter()
-            .map(|m| MemberRecord {
-                node: m.id,
-                incarnation: m.incarnation,
-                state: m.state,
-                profile: m.profile.clone(),
-            })
-            .collect()
+    /// Our table as sent in a push-pull: all of it, in order, when it fits in
+    /// `push_pull_records_max` records and `push_pull_bytes_max` bytes; otherwise our own entry
+    /// and then a window of the others from a random member on, up to both caps.
+    fn states(&mut self) -> Vec<MemberRecord> {
+        let record = |m: &Member| MemberRecord {
+            node: m.id,
+            incarnation: m.incarnation,
+            state: m.state,
+            profile: m.profile.clone(),
+            sig: m.sig,
+        };
+        let (max, bytes_max) = (self.config.push_pull_records_max, self.config.push_pull_bytes_max);
+        let members = self.table.members();
+        let all: Vec<MemberRecord> = members.iter().map(record).collect();
+        let total = all.iter().fold(0usize, |sum, r| sum.saturating_add(r.encoded_len()));
+        if all.len() <= max && total <= bytes_max {
+            return all;
+        }
+        let own = members.iter().position(|m| m.id == self.id).unwrap_or(0);
+        let start = self.rng.index(all.len());
+        let mut out = vec![all[own].clone()];
+        let mut used = all[own].encoded_len();
+        for r in all.iter().cycle().skip(start).take(all.len()) {
+            if r.node == self.id {
+                continue;
+            }
+            let len = r.encoded_len();
+            if out.len() >= max || used.saturating_add(len) > bytes_max {
+                break;
+            }
+            used += len;
+            out.push(r.clone());
+        }
+        out
     }
 
     /// The push-pull timer: exchange tables with one random Alive member; the next tick comes
@@ -154,23 +177,35 @@ impl Swim {
         self.merge(now, from, states);
         if ex.join {
             self.join = None;
-            let own = self.table.own_mut();
-            own.incarnation = own.incarnation.saturating_add(1);
-            let update =
-                Update::Alive { node: own.id, incarnation: own.incarnation, profile: own.profile.clone() };
+            let own = self.table.own();
+            let (incarnation, profile) = (own.incarnation.saturating_add(1), own.profile.clone());
+            let update = self.sign_own(incarnation, profile);
             self.queue.push(update);
             self.out.event(SwimEvent::JoinCompleted { seed: from });
         }
     }
 
-    /// Merge a remote table (memberlist `mergeState`): Alive as Alive, Left as a `Dead` from
-    /// the member itself, Dead or Suspect only as our own suspicion.
+    /// Merge a remote table (memberlist `mergeState`): Alive as Alive (its signature checked
+    /// if it is news), Left as a `Dead` from the member itself, Dead or Suspect only as our own
+    /// suspicion. At most `push_pull_records_max` records and `push_pull_bytes_max` encoded
+    /// bytes are read; the rest are dropped and counted.
     fn merge(&mut self, now: Instant, via: NodeId, states: Vec<MemberRecord>) {
         let me = self.id;
+        let (max, bytes_max) = (self.config.push_pull_records_max, self.config.push_pull_bytes_max);
+        let total = states.len();
+        let mut used = 0usize;
+        let mut read = 0usize;
         for r in states {
+            let len = r.encoded_len();
+            if read >= max || used.saturating_add(len) > bytes_max {
+                break;
+            }
+            read += 1;
+            used += len;
             let update = match r.state {
                 State::Alive => {
-                    Update::Alive { node: r.node, incarnation: r.incarnation, profile: r.profile }
+                    let sig = r.sig.unwrap_or(Signature::ZERO);
+                    Update::Alive { node: r.node, incarnation: r.incarnation, profile: r.profile, sig }
                 }
                 State::Left => Update::Dead { node: r.node, incarnation: r.incarnation, from: r.node },
                 State::Dead | State::Suspect => {
@@ -179,5 +214,6 @@ impl Swim {
             };
             self.apply(now, update, Cause::PushPull { via });
         }
+        self.stats.records_dropped += (total - read) as u64;
     }
 }

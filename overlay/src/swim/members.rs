@@ -3,12 +3,32 @@
 //! Entries live in one vector sorted by [`NodeId`] (self included), so lookups are binary
 //! searches and uniform choice needs no extra list. The probe order is a vector of indices
 //! into it: shuffled at every wrap, a new member swapped in at a uniformly random offset
-//! (memberlist `aliveNode`), and shifted when an insertion moves entries.
+//! (memberlist `aliveNode`).
+//!
+//! New members are *staged* (an ordered map, O(log n) each) and merged into the vector once
+//! per input by [`Table::flush`], in one pass: inserting them one by one shifted the vector and
+//! every probe index per insert, O(n) each, so one push-pull of 55,000 made-up members froze a
+//! node for minutes (issue 12, case 2). The merge makes the same random draws in the same
+//! order as one-by-one insertion did, so runs are unchanged. Lookups see staged members at
+//! once; [`Table::members`] is only read between inputs, when nothing is staged.
 
+use std::collections::BTreeMap;
+
+use hearsay_protocols::auth::Signature;
 use hearsay_protocols::{Duration, Instant, NodeId, Rng};
 
 use super::message::{Incarnation, SharedProfile, State};
 use super::suspicion::Suspicion;
+
+/// Bytes an entry costs besides its profile, for the table's byte cap: the entry, its
+/// signature, its sort key and probe index, the shared profile's header, and a margin for a
+/// suspicion and a queued update.
+pub(crate) const ENTRY_BYTES: usize = 256;
+
+/// What an entry with `profile` costs against the table's byte cap.
+pub(crate) fn entry_cost(profile: &SharedProfile) -> usize {
+    ENTRY_BYTES + postcard::experimental::serialized_size(profile).unwrap_or(usize::MAX / 2)
+}
 
 /// One entry of the member table.
 #[derive(Clone, Debug)]
@@ -23,6 +43,9 @@ pub struct Member {
     pub changed_at: Instant,
     /// Its address and meta.
     pub profile: SharedProfile,
+    /// Its own signature over its `Alive` at `incarnation` with `profile`; `None` for an entry
+    /// the host put in the starting table ([`Swim::with_members`](super::Swim::with_members)).
+    pub(crate) sig: Option<Signature>,
     pub(crate) suspicion: Option<Box<Suspicion>>,
 }
 
@@ -35,7 +58,12 @@ impl Member {
         now: Instant,
         profile: SharedProfile,
     ) -> Self {
-        Member { id, incarnation, state, changed_at: now, profile, suspicion: None }
+        Member { id, incarnation, state, changed_at: now, profile, sig: None, suspicion: None }
+    }
+
+    /// The member's signature over its `Alive` at its incarnation, if this node holds one.
+    pub fn signature(&self) -> Option<&Signature> {
+        self.sig.as_ref()
     }
 
     /// When the suspicion of this member fires, while it is Suspect.
@@ -99,6 +127,12 @@ pub(crate) struct Table {
     /// Probe order: indices into `members`, self excluded.
     probe: Vec<u32>,
     probe_index: usize,
+    /// Members inserted since the last [`Table::flush`].
+    staged: BTreeMap<NodeId, Member>,
+    /// Their ids in insertion order, for the probe-order draws.
+    staged_order: Vec<NodeId>,
+    /// Σ [`entry_cost`] over the entries, staged ones included.
+    bytes: usize,
 }
 
 impl Table {
@@ -107,9 +141,12 @@ impl Table {
         Table {
             me: own.id,
             keys: vec![own.id.prefix_u64()],
+            bytes: entry_cost(&own.profile),
             members: vec![own],
             probe: Vec::new(),
             probe_index: 0,
+            staged: BTreeMap::new(),
+            staged_order: Vec::new(),
         }
     }
 
@@ -118,16 +155,44 @@ impl Table {
         members.sort_by_key(|m| m.id);
         members.dedup_by(|a, b| a.id == b.id);
         let keys = members.iter().map(|m| m.id.prefix_u64()).collect();
-        let mut t = Table { me, members, keys, probe: Vec::new(), probe_index: 0 };
+        let bytes = members.iter().map(|m| entry_cost(&m.profile)).sum();
+        let mut t = Table {
+            me,
+            members,
+            keys,
+            probe: Vec::new(),
+            probe_index: 0,
+            staged: BTreeMap::new(),
+            staged_order: Vec::new(),
+            bytes,
+        };
         t.rebuild_probe_order(rng);
         t
     }
 
+    /// Entries, staged ones included.
     pub(crate) fn len(&self) -> usize {
-        self.members.len()
+        self.members.len() + self.staged.len()
     }
 
+    /// Σ [`entry_cost`] over the entries.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// True if one more entry costing `cost` stays within `max` entries and `bytes_max` bytes.
+    pub(crate) fn has_room(&self, cost: usize, max: usize, bytes_max: usize) -> bool {
+        self.len() < max && self.bytes.saturating_add(cost) <= bytes_max
+    }
+
+    /// An entry's cost changed from `old` to `new` (a new profile).
+    pub(crate) fn recost(&mut self, old: usize, new: usize) {
+        self.bytes = self.bytes.saturating_sub(old).saturating_add(new);
+    }
+
+    /// The entries, ascending by id. Read between inputs only: nothing may be staged.
     pub(crate) fn members(&self) -> &[Member] {
+        debug_assert!(self.staged.is_empty(), "the table is read with members staged");
         &self.members
     }
 
@@ -146,11 +211,17 @@ impl Table {
     }
 
     pub(crate) fn get(&self, id: &NodeId) -> Option<&Member> {
-        self.position(id).ok().map(|i| &self.members[i])
+        match self.position(id) {
+            Ok(i) => Some(&self.members[i]),
+            Err(_) => self.staged.get(id),
+        }
     }
 
     pub(crate) fn get_mut(&mut self, id: &NodeId) -> Option<&mut Member> {
-        self.position(id).ok().map(|i| &mut self.members[i])
+        match self.position(id) {
+            Ok(i) => Some(&mut self.members[i]),
+            Err(_) => self.staged.get_mut(id),
+        }
     }
 
     /// Our own entry (always present).
@@ -164,22 +235,55 @@ impl Table {
         &mut self.members[i]
     }
 
-    /// Insert a member not yet in the table; it enters the probe order at a uniformly random
-    /// offset, the entry there moving to the end (memberlist `aliveNode`).
-    pub(crate) fn insert(&mut self, member: Member, rng: &mut Rng) {
-        let Err(pos) = self.position(&member.id) else { return };
-        let is_me = member.id == self.me;
-        self.keys.insert(pos, member.id.prefix_u64());
-        self.members.insert(pos, member);
-        let pos = pos as u32;
-        for i in &mut self.probe {
-            if *i >= pos {
-                *i += 1;
-            }
+    /// Stage a member not yet in the table, in O(log n); [`Table::flush`] merges it.
+    pub(crate) fn insert(&mut self, member: Member) {
+        if self.get(&member.id).is_some() {
+            return;
         }
-        if !is_me {
+        self.bytes = self.bytes.saturating_add(entry_cost(&member.profile));
+        self.staged_order.push(member.id);
+        self.staged.insert(member.id, member);
+    }
+
+    /// Merge the staged members into the sorted vector in one pass, O(n + k), and put each
+    /// in the probe order at a uniformly random offset, the entry there moving to the end
+    /// (memberlist `aliveNode`), in insertion order: the same draws one-by-one insertion made.
+    pub(crate) fn flush(&mut self, rng: &mut Rng) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let old = std::mem::take(&mut self.members);
+        let staged = std::mem::take(&mut self.staged);
+        let mut merged = Vec::with_capacity(old.len() + staged.len());
+        // Where each old entry went, and where each staged one landed (ascending by id).
+        let mut moved = Vec::with_capacity(old.len());
+        let mut landed: Vec<(NodeId, u32)> = Vec::with_capacity(staged.len());
+        let mut new = staged.into_values().peekable();
+        for m in old {
+            while let Some(s) = new.next_if(|s| s.id < m.id) {
+                landed.push((s.id, merged.len() as u32));
+                merged.push(s);
+            }
+            moved.push(merged.len() as u32);
+            merged.push(m);
+        }
+        for s in new {
+            landed.push((s.id, merged.len() as u32));
+            merged.push(s);
+        }
+        self.members = merged;
+        self.keys.clear();
+        self.keys.extend(self.members.iter().map(|m| m.id.prefix_u64()));
+        for i in &mut self.probe {
+            *i = moved[*i as usize];
+        }
+        for id in std::mem::take(&mut self.staged_order) {
+            let Ok(k) = landed.binary_search_by(|(x, _)| x.cmp(&id)) else { continue };
+            if id == self.me {
+                continue;
+            }
             let n = self.probe.len();
-            self.probe.push(pos);
+            self.probe.push(landed[k].1);
             if n > 0 {
                 let offset = rng.index(n);
                 self.probe.swap(offset, n);
@@ -218,15 +322,18 @@ impl Table {
 
     fn reap(&mut self, now: Instant, dead_time: Duration, reaped: &mut Vec<NodeId>) {
         let me = self.me;
+        let mut freed = 0usize;
         self.members.retain(|m| {
             let gone = m.id != me
                 && matches!(m.state, State::Dead | State::Left)
                 && now.saturating_since(m.changed_at) > dead_time;
             if gone {
                 reaped.push(m.id);
+                freed = freed.saturating_add(entry_cost(&m.profile));
             }
             !gone
         });
+        self.bytes = self.bytes.saturating_sub(freed);
         self.keys.clear();
         self.keys.extend(self.members.iter().map(|m| m.id.prefix_u64()));
     }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 
+use hearsay_protocols::auth::{Authenticator, Signature};
 use hearsay_protocols::wire::{Protocol, WireMessage};
 use hearsay_protocols::{NodeId, TopicId};
 
@@ -19,10 +21,19 @@ pub const ADDR_MAX: usize = 64;
 /// The most topics a member may advertise in its [`Meta`] (§8.9).
 pub const META_TOPICS_MAX: usize = 64;
 /// The most updates one datagram may carry; more is malformed. A 1200-byte datagram holds
-/// at most 36 (a `Suspect` or `Dead` is 66 bytes, an `Alive` with empty address and meta 35).
+/// at most 18 (a `Suspect` or `Dead` is 66 bytes, a signed `Alive` with empty address and meta
+/// 102).
 pub const UPDATES_MAX: usize = 64;
-/// The most member states one push-pull message may carry; more is malformed.
+/// The most member states one push-pull message may carry; more is malformed. What a node
+/// merges of a well-formed one is capped lower, by `SwimConfig::push_pull_records_max` and
+/// `push_pull_bytes_max`.
 pub const STATES_MAX: usize = 1 << 17;
+/// Incarnations at or above this are never adopted on another member's word: a node refutes
+/// an accusation above its own incarnation by jumping past it (it may have restarted and
+/// forgotten a higher one) only below this ceiling, so a forged `Suspect{X, u64::MAX}` cannot
+/// make X's refutation saturate. Raises of 1 (refutations of accusations at or below the own
+/// incarnation, meta changes) go on past it.
+pub const INCARNATION_CEILING: Incarnation = 1 << 62;
 
 /// Where a member can be reached: opaque bytes for the runtime (a socket address in the
 /// daemon, see [`Addr::from_socket`]; empty in the simulator, which routes by [`NodeId`]).
@@ -212,7 +223,8 @@ impl State {
 /// A membership update, piggybacked on datagrams (infection style, §6.8).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Update {
-    /// `node` is alive at `incarnation`, reachable and advertising as in `profile`.
+    /// `node` is alive at `incarnation`, reachable and advertising as in `profile`; `sig` is
+    /// `node`'s own signature over [`alive_claim`] of the three, so only `node` can say it.
     Alive {
         /// The member.
         node: NodeId,
@@ -220,6 +232,8 @@ pub enum Update {
         incarnation: Incarnation,
         /// Its address and meta.
         profile: SharedProfile,
+        /// `node`'s signature over (node, incarnation, address, meta hash).
+        sig: Signature,
     },
     /// `from` suspects `node` at `incarnation`.
     Suspect {
@@ -242,6 +256,13 @@ pub enum Update {
 }
 
 impl Update {
+    /// The `Alive` of the node that `auth` signs for, at `incarnation` with `profile`.
+    pub fn signed_alive(auth: &dyn Authenticator, incarnation: Incarnation, profile: SharedProfile) -> Self {
+        let node = auth.id();
+        let sig = auth.sign(&alive_claim(&node, incarnation, profile.profile()));
+        Update::Alive { node, incarnation, profile, sig }
+    }
+
     /// The member the update is about.
     pub fn node(&self) -> NodeId {
         match self {
@@ -282,6 +303,36 @@ pub struct MemberRecord {
     pub state: State,
     /// Its address and meta.
     pub profile: SharedProfile,
+    /// The member's signature over its `Alive` at `incarnation` with `profile`
+    /// ([`alive_claim`]); `None` (one byte instead of 65) when the sender holds none: an entry
+    /// its host put in its starting table ([`Swim::with_members`](super::Swim::with_members)),
+    /// which a receiver that does not hold it already refuses.
+    pub sig: Option<Signature>,
+}
+
+impl MemberRecord {
+    /// Its encoded size inside a push-pull's record list.
+    pub fn encoded_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
+}
+
+/// What a member signs to say it is alive (PROTOCOLS.md §6.6, hearsay's signed `Alive`): a
+/// domain tag, its id, its incarnation (8 bytes, big-endian), its address (a length byte and
+/// the bytes) and SHA-256 of its meta's encoding. The meta travels beside the signature; only
+/// its hash is signed, so the claim is at most 137 bytes whatever the meta.
+pub fn alive_claim(node: &NodeId, incarnation: Incarnation, profile: &Profile) -> Vec<u8> {
+    const TAG: &[u8] = b"hearsay/swim/alive/1";
+    let addr = profile.addr.as_bytes();
+    let meta = postcard::to_allocvec(&profile.meta).unwrap_or_default();
+    let mut claim = Vec::with_capacity(TAG.len() + 32 + 8 + 1 + addr.len() + 32);
+    claim.extend_from_slice(TAG);
+    claim.extend_from_slice(node.as_bytes());
+    claim.extend_from_slice(&incarnation.to_be_bytes());
+    claim.push(addr.len() as u8);
+    claim.extend_from_slice(addr);
+    claim.extend_from_slice(&Sha256::digest(&meta));
+    claim
 }
 
 /// The SWIM wire messages. Every datagram ends with its piggybacked `updates`, filled up to
@@ -308,14 +359,15 @@ pub enum SwimMessage {
         /// Piggyback.
         updates: Vec<Update>,
     },
-    /// Please ping `target` for me and relay its ack (an indirect probe).
+    /// Please ping `target` for me and relay its ack (an indirect probe). A helper pings only
+    /// a live member of its own table, at the address that member signed: a ping-req carries
+    /// no address (PROTOCOLS.md §6.2 has `target_addr`), so no member can make another send
+    /// traffic to an address no member owns.
     PingReq {
         /// The requester's sequence number, used in the relayed `Ack` and `Nack`.
         seq: u32,
         /// The member to ping.
         target: NodeId,
-        /// Its address, for a helper that does not know it yet.
-        target_addr: Addr,
         /// Send a `Nack` if the target stays silent (Lifeguard).
         want_nack: bool,
         /// Piggyback.
@@ -390,9 +442,6 @@ impl SwimMessage {
         match self {
             SwimMessage::PushPull { states, .. } => {
                 states.len() <= STATES_MAX && states.iter().all(|s| s.profile.profile().is_valid())
-            }
-            SwimMessage::PingReq { target_addr, updates, .. } => {
-                target_addr.is_valid() && updates.len() <= UPDATES_MAX && updates.iter().all(Update::is_valid)
             }
             _ => {
                 let updates = self.updates();

@@ -36,7 +36,8 @@
 //! # Departures from PROTOCOLS.md §6
 //!
 //! - `Ping.source` and `PingReq.requester` are not on the wire: they are always the
-//!   authenticated sender ([`message`]).
+//!   authenticated sender ([`message`]). Neither is `PingReq.target_addr`: see "Who may say
+//!   what" below.
 //! - An `Alive` about self with the same incarnation is refuted when its *profile* differs
 //!   (address or meta), not only its meta: an address conflict is as wrong as a meta one.
 //! - Uniform choices (helpers, gossip targets, push-pull partner) draw from the sorted table
@@ -48,6 +49,56 @@
 //!   skips ticks.
 //! - A push-pull reply from a peer we did not ask, or after the exchange timed out, is counted
 //!   and dropped rather than merged.
+//! - **Members are trusted to be members, not to speak for others**: signed `Alive`s,
+//!   `Suspect`/`Dead` that never raise an incarnation, bounded refutation jumps, confirmations
+//!   once per sender, ping-reqs for table members only (see "Who may say what" below; §6.7 and
+//!   §6.3 trust every member).
+//! - **Bounds** \[H\]: the member table holds at most `members_max` entries and
+//!   `members_bytes_max` accounted bytes (a new member beyond either is refused, counted in
+//!   `members_refused`); a push-pull is merged, and sent, up to `push_pull_records_max` records
+//!   and `push_pull_bytes_max` encoded bytes (the rest dropped unread, `records_dropped`); a
+//!   helper serves at most [`RELAYS_MAX`] ping-reqs at once, [`RELAYS_PER_REQUESTER`] per
+//!   requester. New members are merged into the table once per input (O(log n) each), not
+//!   inserted one by one (O(n) each).
+//!
+//! # Who may say what (issue 12; PROTOCOLS.md §6 trusts every member)
+//!
+//! Members hold the cluster secret, so they are trusted to be members, not to tell the truth
+//! about others. Everything that would let one member steer another's entry is refused:
+//!
+//! - **A node's `Alive` is signed by that node.** The incarnation, address and meta of an
+//!   `Alive` (and of a push-pull record) carry the member's own signature over
+//!   [`message::alive_claim`] (its id, incarnation, address and meta hash), made and checked
+//!   through the [`Authenticator`] the host hands [`Swim::new`]. Nobody else can raise its
+//!   incarnation (so no one keeps a dead node alive or refutes for it), move its address or
+//!   change its meta. A signature is checked only when the update would change the table (a
+//!   new member, a higher incarnation), once per member and incarnation, not on every copy;
+//!   one that fails is counted (`forged`) and dropped, and so is every later `Alive` of the
+//!   same message, unchecked: a message costs one failed check at most. An `Alive` about this
+//!   node itself is refuted only if it verifies (it is this node's own, from a previous life).
+//! - **`Suspect` and `Dead` never raise an incarnation.** §6.7 adopts a higher incarnation
+//!   from them; here one naming an incarnation above the entry's (the highest signed one
+//!   known) is applied at the entry's incarnation (`clamped`) and passed on as received, so
+//!   `Suspect{X, u64::MAX}` cannot pin X dead: X's next signed `Alive` overrides it.
+//! - **Refutation cannot saturate.** A node accused at or above its own incarnation always
+//!   refutes; it jumps past the accusation (it may have restarted and forgotten a higher
+//!   incarnation) only below [`INCARNATION_CEILING`] (2^62), and otherwise raises its own by 1.
+//! - **Confirmations count once per sender.** A confirmation shortens Lifeguard's timeout
+//!   only if its confirmer is a member of the table and new for this suspicion *and* the
+//!   peer it came from (this node, for its own probes and merges) delivered no earlier
+//!   confirmation of it: a member forging `from` fields adds one confirmation at most, as it
+//!   could honestly; K still bounds them all.
+//! - **No traffic to addresses no member owns.** A ping-req carries no address: a helper pings
+//!   only a member of its table, at the address that member signed, and refuses (counts in
+//!   `ping_reqs_refused`) a ping-req for anyone else. [`Swim::addr_of`] answers from the table
+//!   only. Probe targets, gossip targets and push-pull partners are table entries, each
+//!   learned from its own signed `Alive` (or put there by the host).
+//!
+//! Wire cost: a signed `Alive` is 65 bytes longer (102 bytes with an empty address and meta,
+//! 108 with an IPv4 address; 37 and 43 unsigned), a push-pull record 66 bytes longer (1 byte
+//! longer for an entry the host vouched for, which has no signature to send); `Suspect`
+//! and `Dead` are unchanged (66 bytes); a `PingReq` is 1 to 19 bytes shorter. A 1200-byte
+//! datagram carries up to 11 signed IPv4 `Alive`s or 18 `Suspect`s.
 //! - Once a leave is done ([`SwimEvent::LeaveDone`]) the machine is inert: no timers, every
 //!   input ignored. While leaving it stops probing and push-pull but still answers pings and
 //!   gossips.
@@ -56,6 +107,8 @@ mod apply;
 mod broadcast;
 mod config;
 mod exchange;
+#[cfg(test)]
+mod hostile_tests;
 mod members;
 pub mod message;
 mod probe;
@@ -66,6 +119,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use hearsay_protocols::auth::Authenticator;
 use hearsay_protocols::wire;
 use hearsay_protocols::{
     Duration, Earliest, Instant, Machine, NodeId, Outbox, PeerView, Rng, Seed, Ticker, Timing, Transmit,
@@ -76,8 +130,8 @@ pub use self::config::{ConfigError, Lifeguard, MIN_DATAGRAM_BUDGET, SwimConfig};
 pub use self::members::Member;
 use self::members::Table;
 pub use self::message::{
-    ADDR_MAX, Addr, Incarnation, META_TOPICS_MAX, MemberRecord, Meta, Profile, STATES_MAX, SharedProfile,
-    State, SwimMessage, UPDATES_MAX, Update,
+    ADDR_MAX, Addr, INCARNATION_CEILING, Incarnation, META_TOPICS_MAX, MemberRecord, Meta, Profile,
+    STATES_MAX, SharedProfile, State, SwimMessage, UPDATES_MAX, Update, alive_claim,
 };
 use crate::sampling::sample_indices;
 
@@ -219,7 +273,27 @@ pub struct SwimStats {
     pub probe_ticks_skipped: u64,
     /// Messages ignored because the node has left.
     pub ignored_after_leave: u64,
+    /// `Alive` updates and push-pull records that would have changed the table but whose
+    /// signature did not verify under the member's id (dropped).
+    pub forged: u64,
+    /// `Suspect` and `Dead` updates naming an incarnation above the highest signed one known,
+    /// applied at that one.
+    pub clamped: u64,
+    /// New members refused because the table was at `members_max` or `members_bytes_max`.
+    pub members_refused: u64,
+    /// Push-pull records dropped unread past `push_pull_records_max` or
+    /// `push_pull_bytes_max`.
+    pub records_dropped: u64,
+    /// Ping-reqs refused: a target not in the table, or a helper at [`RELAYS_MAX`] relays
+    /// ([`RELAYS_PER_REQUESTER`] for this requester).
+    pub ping_reqs_refused: u64,
 }
+
+/// Most ping-reqs a helper serves at once (each lives `probe_timeout`) \[H\].
+pub const RELAYS_MAX: usize = 256;
+/// Most ping-reqs a helper serves at once for one requester (an honest one has one probe in
+/// flight) \[H\].
+pub const RELAYS_PER_REQUESTER: usize = 8;
 
 /// The probe in flight.
 #[derive(Clone, Debug)]
@@ -241,7 +315,6 @@ struct Relay {
     requester: NodeId,
     requester_seq: u32,
     target: NodeId,
-    target_addr: Addr,
     nack_at: Option<Instant>,
     expire_at: Instant,
 }
@@ -286,6 +359,8 @@ enum Timer {
 #[derive(Debug)]
 pub struct Swim {
     id: NodeId,
+    /// Signs this node's own `Alive`, verifies the others'.
+    auth: Arc<dyn Authenticator>,
     config: Arc<SwimConfig>,
     rng: Rng,
     table: Table,
@@ -306,6 +381,8 @@ pub struct Swim {
     done: bool,
     out: Outbox<SwimMessage, SwimEvent>,
     stats: SwimStats,
+    /// A signature check failed in the message being applied (see `apply::signed_by`).
+    tainted: bool,
 }
 
 impl Swim {
@@ -313,29 +390,36 @@ impl Swim {
     pub const NAME: &'static str = "swim";
 
     /// A node alone in its table (Alive, incarnation 0), to [`join`](Swim::join) a cluster.
+    /// Its id is `auth`'s, which signs its `Alive` and verifies the others' (the module docs,
+    /// "Who may say what").
     pub fn new(
-        id: NodeId,
+        auth: Arc<dyn Authenticator>,
         profile: Profile,
         config: Arc<SwimConfig>,
         node_seed: &Seed,
         now: Instant,
     ) -> Self {
-        Swim::with_members(id, profile, config, node_seed, now, &[])
+        Swim::with_members(auth, profile, config, node_seed, now, &[])
     }
 
     /// A node that starts with a converged table: itself and `others`, all Alive at
     /// incarnation 0 (the simulator's start state, PROTOCOLS.md §6.15; a restarted node should
-    /// [`join`](Swim::join) instead).
+    /// [`join`](Swim::join) instead). The host vouches for `others`: their entries hold no
+    /// signature, and a push-pull sends them without one, which a receiver that does not
+    /// already hold them refuses.
     pub fn with_members(
-        id: NodeId,
+        auth: Arc<dyn Authenticator>,
         profile: Profile,
         config: Arc<SwimConfig>,
         node_seed: &Seed,
         now: Instant,
         others: &[(NodeId, SharedProfile)],
     ) -> Self {
+        let id = auth.id();
         let mut rng = Rng::from_seed(node_seed.machine(Self::NAME));
-        let own = Member::new(id, 0, State::Alive, now, SharedProfile::new(profile));
+        let profile = SharedProfile::new(profile);
+        let mut own = Member::new(id, 0, State::Alive, now, profile.clone());
+        own.sig = Some(auth.sign(&alive_claim(&id, 0, profile.profile())));
         let table = if others.is_empty() {
             Table::new(own)
         } else {
@@ -356,6 +440,7 @@ impl Swim {
         let push_pull_at = now + Duration::from_micros(rng.below(pp.as_micros()));
         Swim {
             id,
+            auth,
             config,
             rng,
             table,
@@ -374,6 +459,7 @@ impl Swim {
             done: false,
             out: Outbox::default(),
             stats: SwimStats::default(),
+            tainted: false,
         }
     }
 
@@ -383,13 +469,40 @@ impl Swim {
         if self.leave.is_some() || self.done {
             return Err(CommandError::Leaving);
         }
-        let own = self.table.own_mut();
-        own.profile = SharedProfile::new(Profile { addr: own.profile.addr().clone(), meta });
-        own.incarnation = own.incarnation.saturating_add(1);
-        let update =
-            Update::Alive { node: own.id, incarnation: own.incarnation, profile: own.profile.clone() };
+        let own = self.table.own();
+        let profile = SharedProfile::new(Profile { addr: own.profile.addr().clone(), meta });
+        let incarnation = own.incarnation.saturating_add(1);
+        let update = self.sign_own(incarnation, profile);
         self.queue.push(update);
         Ok(())
+    }
+
+    /// Make `incarnation` and `profile` this node's own entry, signed, and return the `Alive`
+    /// that says so.
+    fn sign_own(&mut self, incarnation: Incarnation, profile: SharedProfile) -> Update {
+        let update = Update::signed_alive(self.auth.as_ref(), incarnation, profile.clone());
+        let sig = match &update {
+            Update::Alive { sig, .. } => Some(*sig),
+            _ => None,
+        };
+        let (old, new) = (members::entry_cost(&self.table.own().profile), members::entry_cost(&profile));
+        let own = self.table.own_mut();
+        own.incarnation = incarnation;
+        own.profile = profile;
+        own.sig = sig;
+        self.table.recost(old, new);
+        update
+    }
+
+    /// Bytes of state this machine accounts for: the member table (each entry 256 bytes and
+    /// its encoded profile), the broadcast queue, relays and the probe in flight. Everything a
+    /// peer can make it hold is in one of them, each capped.
+    pub fn state_bytes(&self) -> usize {
+        self.table
+            .bytes()
+            .saturating_add(self.queue.bytes())
+            .saturating_add(self.relays.len().saturating_mul(std::mem::size_of::<Relay>() + 32))
+            .saturating_add(std::mem::size_of::<Self>())
     }
 
     /// This node's id.
@@ -450,12 +563,10 @@ impl Swim {
             .collect()
     }
 
-    /// Where to send to `id`: its table entry's address, or the one a ping-req named.
+    /// Where to send to `id`: its table entry's address (signed by it, or given by the host).
+    /// A node never learns an address from anything but a member's own `Alive`.
     pub fn addr_of(&self, id: &NodeId) -> Option<Addr> {
-        if let Some(m) = self.table.get(id) {
-            return Some(m.profile.addr().clone());
-        }
-        self.relays.values().find(|r| r.target == *id).map(|r| r.target_addr.clone())
+        self.table.get(id).map(|m| m.profile.addr().clone())
     }
 
     /// The counters.
@@ -618,42 +729,10 @@ impl Machine for Swim {
     type Event = SwimEvent;
 
     fn handle_message(&mut self, now: Instant, from: NodeId, msg: SwimMessage) {
-        if self.done {
-            self.stats.ignored_after_leave += 1;
-            return;
-        }
-        if !msg.is_valid() || from == self.id {
-            self.stats.malformed += 1;
-            return;
-        }
-        match msg {
-            SwimMessage::Ping { seq, target, updates } => {
-                if target != self.id {
-                    self.stats.misdirected += 1;
-                    return;
-                }
-                self.apply_all(now, from, updates);
-                self.send_datagram(from, SwimMessage::Ack { seq, updates: Vec::new() });
-            }
-            SwimMessage::Ack { seq, updates } => {
-                self.apply_all(now, from, updates);
-                self.on_ack(from, seq);
-            }
-            SwimMessage::PingReq { seq, target, target_addr, want_nack, updates } => {
-                if target == self.id || target == from {
-                    self.stats.malformed += 1;
-                    return;
-                }
-                self.apply_all(now, from, updates);
-                self.on_ping_req(now, from, seq, target, target_addr, want_nack);
-            }
-            SwimMessage::Nack { seq, updates } => {
-                self.apply_all(now, from, updates);
-                self.on_nack(from, seq);
-            }
-            SwimMessage::Gossip { updates } => self.apply_all(now, from, updates),
-            SwimMessage::PushPull { join: _, reply, states } => self.on_push_pull(now, from, reply, states),
-        }
+        self.tainted = false;
+        self.dispatch(now, from, msg);
+        // New members were staged while the message was applied: merge them in one pass.
+        self.table.flush(&mut self.rng);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -675,6 +754,47 @@ impl Machine for Swim {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.next_timer().map(|(t, _)| t)
+    }
+}
+
+impl Swim {
+    fn dispatch(&mut self, now: Instant, from: NodeId, msg: SwimMessage) {
+        if self.done {
+            self.stats.ignored_after_leave += 1;
+            return;
+        }
+        if !msg.is_valid() || from == self.id {
+            self.stats.malformed += 1;
+            return;
+        }
+        match msg {
+            SwimMessage::Ping { seq, target, updates } => {
+                if target != self.id {
+                    self.stats.misdirected += 1;
+                    return;
+                }
+                self.apply_all(now, from, updates);
+                self.send_datagram(from, SwimMessage::Ack { seq, updates: Vec::new() });
+            }
+            SwimMessage::Ack { seq, updates } => {
+                self.apply_all(now, from, updates);
+                self.on_ack(from, seq);
+            }
+            SwimMessage::PingReq { seq, target, want_nack, updates } => {
+                if target == self.id || target == from {
+                    self.stats.malformed += 1;
+                    return;
+                }
+                self.apply_all(now, from, updates);
+                self.on_ping_req(now, from, seq, target, want_nack);
+            }
+            SwimMessage::Nack { seq, updates } => {
+                self.apply_all(now, from, updates);
+                self.on_nack(from, seq);
+            }
+            SwimMessage::Gossip { updates } => self.apply_all(now, from, updates),
+            SwimMessage::PushPull { join: _, reply, states } => self.on_push_pull(now, from, reply, states),
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 
 use hearsay_protocols::{Instant, NodeId};
 
-use super::{Addr, Cause, Probe, Relay, State, Swim, SwimEvent, SwimMessage, Update, next_tick};
+use super::{
+    Cause, Probe, RELAYS_MAX, RELAYS_PER_REQUESTER, Relay, State, Swim, SwimEvent, SwimMessage, Update,
+    next_tick,
+};
 use crate::sampling::sample_indices;
 
 impl Swim {
@@ -63,16 +66,9 @@ impl Swim {
             m.state == State::Alive && m.id != me && m.id != target
         });
         let helpers: Vec<NodeId> = picked.into_iter().map(|i| members[i].id).collect();
-        let target_addr = self.table.get(&target).map(|m| m.profile.addr().clone()).unwrap_or_default();
         let want_nack = self.config.lifeguard.health;
         for &h in &helpers {
-            let msg = SwimMessage::PingReq {
-                seq,
-                target,
-                target_addr: target_addr.clone(),
-                want_nack,
-                updates: Vec::new(),
-            };
+            let msg = SwimMessage::PingReq { seq, target, want_nack, updates: Vec::new() };
             self.send_datagram(h, msg);
         }
         self.stats.ping_reqs_sent += helpers.len() as u64;
@@ -143,22 +139,28 @@ impl Swim {
     }
 
     /// Serve a ping-req: ping the target with our own sequence number, relay its ack, nack if
-    /// asked and it stays silent for `nack_timeout`, forget it at `probe_timeout`.
+    /// asked and it stays silent for `nack_timeout`, forget it at `probe_timeout`. Only a
+    /// member of our table is pinged, at its own address, and only [`RELAYS_MAX`] relays
+    /// ([`RELAYS_PER_REQUESTER`] per requester) run at once; anything else is refused.
     pub(super) fn on_ping_req(
         &mut self,
         now: Instant,
         from: NodeId,
         seq: u32,
         target: NodeId,
-        target_addr: Addr,
         want_nack: bool,
     ) {
+        let busy = self.relays.len() >= RELAYS_MAX
+            || self.relays.values().filter(|r| r.requester == from).count() >= RELAYS_PER_REQUESTER;
+        if busy || self.table.get(&target).is_none() {
+            self.stats.ping_reqs_refused += 1;
+            return;
+        }
         let own_seq = self.new_seq();
         let relay = Relay {
             requester: from,
             requester_seq: seq,
             target,
-            target_addr,
             nack_at: want_nack.then(|| now + self.config.nack_timeout),
             expire_at: now + self.config.probe_timeout,
         };

@@ -16,16 +16,23 @@ pub(crate) struct Suspicion {
     pub(crate) max: Duration,
     /// Who suspects the member: the first suspecter, then each new confirmer (at most K + 1).
     pub(crate) confirmers: Vec<NodeId>,
+    /// The peers that delivered them (this node itself for its own probes and push-pull
+    /// merges): a confirmation counts only if it came from a new peer too, so one member
+    /// that forges `from` fields can add one confirmation at most, as it could honestly.
+    pub(crate) vias: Vec<NodeId>,
     /// When it fires.
     pub(crate) deadline: Instant,
 }
 
 impl Suspicion {
-    /// A suspicion started at `now` by `from` in a table of `n` entries (self included).
-    /// With `dynamic` off it is plain SWIM: `min`, and confirmations are ignored (K = 0).
+    /// A suspicion started at `now` by `from`, heard from `via`, in a table of `n` entries
+    /// (self included). With `dynamic` off it is plain SWIM: `min`, and confirmations are
+    /// ignored (K = 0).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         now: Instant,
         from: NodeId,
+        via: NodeId,
         n: usize,
         probe_interval: Duration,
         suspicion_mult: u32,
@@ -36,7 +43,7 @@ impl Suspicion {
         let max = min * u64::from(max_mult);
         let k = if dynamic { confirmations_wanted(suspicion_mult, n) } else { 0 };
         let first = if k >= 1 { max } else { min };
-        Suspicion { start: now, k, min, max, confirmers: vec![from], deadline: now + first }
+        Suspicion { start: now, k, min, max, confirmers: vec![from], vias: vec![via], deadline: now + first }
     }
 
     /// Confirmations received so far (C), the first suspecter not counted.
@@ -44,13 +51,15 @@ impl Suspicion {
         (self.confirmers.len() as u32).saturating_sub(1)
     }
 
-    /// Count a confirmation by `from`: true if it was new and could still shorten the timeout,
-    /// in which case the deadline has moved (possibly into the past: it then fires at once).
-    pub(crate) fn confirm(&mut self, from: NodeId) -> bool {
-        if self.confirmations() >= self.k || self.confirmers.contains(&from) {
+    /// Count a confirmation by `from`, heard from `via`: true if both were new and it could
+    /// still shorten the timeout, in which case the deadline has moved (possibly into the
+    /// past: it then fires at once).
+    pub(crate) fn confirm(&mut self, from: NodeId, via: NodeId) -> bool {
+        if self.confirmations() >= self.k || self.confirmers.contains(&from) || self.vias.contains(&via) {
             return false;
         }
         self.confirmers.push(from);
+        self.vias.push(via);
         self.deadline = self.start + timeout_after(self.confirmations(), self.k, self.min, self.max);
         true
     }
@@ -118,27 +127,42 @@ mod tests {
         assert_eq!(min_timeout(4, 100, t), Duration::from_secs(8));
         // n − 2 < K: no confirmations expected, the first timeout is min.
         assert_eq!(confirmations_wanted(4, 3), 0);
-        let s = Suspicion::start(Instant::ZERO, NodeId::from_u64(1), 3, t, 4, 6, true);
+        let s = Suspicion::start(Instant::ZERO, NodeId::from_u64(1), NodeId::from_u64(1), 3, t, 4, 6, true);
         assert_eq!(s.deadline, Instant::ZERO + Duration::from_secs(4));
         // Lifeguard off: min, and confirmations do nothing.
-        let mut s = Suspicion::start(Instant::ZERO, NodeId::from_u64(1), 500, t, 4, 6, false);
+        let one = NodeId::from_u64(1);
+        let mut s = Suspicion::start(Instant::ZERO, one, one, 500, t, 4, 6, false);
         assert_eq!(s.deadline - Instant::ZERO, Duration::from_millis(10_792));
-        assert!(!s.confirm(NodeId::from_u64(2)));
+        assert!(!s.confirm(NodeId::from_u64(2), NodeId::from_u64(2)));
     }
 
     #[test]
     fn confirmations_shrink_the_timeout_once_each_up_to_k() {
         let t = Duration::from_secs(1);
         let start = Instant::from_micros(5_000_000);
-        let mut s = Suspicion::start(start, NodeId::from_u64(1), 500, t, 4, 6, true);
+        let n = NodeId::from_u64;
+        let mut s = Suspicion::start(start, n(1), n(1), 500, t, 4, 6, true);
         assert_eq!(s.deadline, start + Duration::from_millis(64_752));
-        assert!(!s.confirm(NodeId::from_u64(1)), "the first suspecter does not confirm itself");
-        assert!(s.confirm(NodeId::from_u64(2)));
-        assert!(!s.confirm(NodeId::from_u64(2)), "a repeat is not a confirmation");
+        assert!(!s.confirm(n(1), n(9)), "the first suspecter does not confirm itself");
+        assert!(s.confirm(n(2), n(2)));
+        assert!(!s.confirm(n(2), n(8)), "a repeat is not a confirmation");
         assert_eq!(s.deadline, start + Duration::from_millis(30_707));
-        assert!(s.confirm(NodeId::from_u64(3)));
+        assert!(s.confirm(n(3), n(7)), "relayed by a third peer");
         assert_eq!(s.deadline, start + Duration::from_millis(10_792));
-        assert!(!s.confirm(NodeId::from_u64(4)), "C = K: no more confirmations count");
+        assert!(!s.confirm(n(4), n(4)), "C = K: no more confirmations count");
         assert_eq!(s.confirmations(), 2);
+    }
+
+    /// Issue 12, case 7: one member forging `from` fields shortened Lifeguard's timeout to
+    /// its minimum on its own (before the fix `confirm` took no `via` and counted both).
+    #[test]
+    fn one_peer_adds_one_confirmation_whatever_the_from_fields_say() {
+        let n = NodeId::from_u64;
+        let start = Instant::ZERO;
+        let mut s = Suspicion::start(start, n(1), n(1), 500, Duration::from_secs(1), 4, 6, true);
+        assert!(s.confirm(n(2), n(66)));
+        assert!(!s.confirm(n(3), n(66)), "the same sender, another made-up confirmer");
+        assert_eq!(s.confirmations(), 1);
+        assert_eq!(s.deadline, start + Duration::from_millis(30_707));
     }
 }

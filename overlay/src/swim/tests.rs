@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use hearsay_protocols::auth::Unchecked;
 use hearsay_protocols::testing::Net;
 use hearsay_protocols::{Reliability, TopicId, wire};
 
@@ -25,19 +26,30 @@ fn seed(n: u64) -> Seed {
     Seed::derive(7, "node", 0, n)
 }
 
+/// The simulator's authenticator for node `n`.
+fn auth(n: u64) -> Arc<dyn Authenticator> {
+    Arc::new(Unchecked(id(n)))
+}
+
 /// Node `n` with a converged table of `all` (Alive, incarnation 0).
 fn node(n: u64, all: &[u64], cfg: &Arc<SwimConfig>) -> Swim {
     let others: Vec<(NodeId, SharedProfile)> =
         all.iter().map(|&k| (id(k), SharedProfile::default())).collect();
-    Swim::with_members(id(n), Profile::default(), cfg.clone(), &seed(n), Instant::ZERO, &others)
+    Swim::with_members(auth(n), Profile::default(), cfg.clone(), &seed(n), Instant::ZERO, &others)
 }
 
 fn gossip(m: &mut Swim, now: Instant, from: u64, updates: Vec<Update>) {
     m.handle_message(now, id(from), SwimMessage::Gossip { updates });
 }
 
+/// Node `n`'s own `Alive`, signed.
 fn alive(n: u64, inc: u64) -> Update {
-    Update::Alive { node: id(n), incarnation: inc, profile: SharedProfile::default() }
+    Update::signed_alive(&Unchecked(id(n)), inc, SharedProfile::default())
+}
+
+/// Node `n`'s `Alive` with `profile`, signed.
+fn alive_with(n: u64, inc: u64, profile: SharedProfile) -> Update {
+    Update::signed_alive(&Unchecked(id(n)), inc, profile)
 }
 
 fn suspect(n: u64, inc: u64, from: u64) -> Update {
@@ -284,13 +296,15 @@ fn precedence_rules_follow_memberlist() {
         (Left, alive(9, 3), (Alive, 3)),
         (Alive, suspect(9, 1, 3), (Alive, 2)),
         (Alive, suspect(9, 2, 3), (Suspect, 2)),
-        (Suspect, suspect(9, 3, 3), (Suspect, 3)),
+        // SWIM adopts the higher incarnation of a Suspect or Dead; hearsay keeps the signed one.
+        (Suspect, suspect(9, 3, 3), (Suspect, 2)),
         (Dead, suspect(9, 5, 3), (Dead, 2)),
         (Left, suspect(9, 5, 3), (Left, 2)),
         (Alive, dead(9, 1, 3), (Alive, 2)),
         (Alive, dead(9, 2, 3), (Dead, 2)),
         (Alive, dead(9, 2, 9), (Left, 2)),
-        (Suspect, dead(9, 4, 3), (Dead, 4)),
+        (Suspect, dead(9, 4, 3), (Dead, 2)),
+        (Alive, dead(9, u64::MAX, 3), (Dead, 2)),
         (Dead, dead(9, 5, 3), (Dead, 2)),
         (Left, dead(9, 5, 3), (Left, 2)),
     ];
@@ -324,7 +338,7 @@ fn self_updates_are_refuted_unless_stale_or_leaving() {
         addr: Addr::from_socket("10.0.0.1:7946".parse().unwrap()),
         ..Profile::default()
     });
-    gossip(&mut m, ms(0), 2, vec![Update::Alive { node: id(1), incarnation: 7, profile: other }]);
+    gossip(&mut m, ms(0), 2, vec![alive_with(1, 7, other)]);
     assert_eq!(m.incarnation(), 8, "same incarnation, another profile");
     assert_eq!(m.health(), 3, "each refutation costs health");
     assert_eq!(m.stats().refutations, 3);
@@ -352,21 +366,21 @@ fn piggyback_fills_the_budget_in_queue_order_up_to_the_retransmit_limit() {
     let first = ack(&mut m, 1).expect("an ack");
     let len = wire::encoded_len(&first);
     let SwimMessage::Ack { updates, .. } = &first else { panic!("{first:?}") };
-    // 5 bytes of ack, 37 per Alive (empty address, no topics, empty name): 32 fit in 1200,
-    // a 33rd would not.
-    assert_eq!(updates.len(), 32);
-    assert!(len <= 1200 && len + 37 > 1200, "{len}");
+    // 5 bytes of ack, 102 per signed Alive (empty address, no topics, empty name): 11 fit in
+    // 1200, a 12th would not.
+    assert_eq!(updates.len(), 11);
+    assert!(len <= 1200 && len + 102 > 1200, "{len}");
     assert_eq!(wire::encode(&first, 1200).map(|b| b.len()), Ok(len));
     // Equal transmits and sizes: newest first.
     assert_eq!(updates[0], alive(199, 0));
-    assert_eq!(updates[31], alive(168, 0));
+    assert_eq!(updates[10], alive(189, 0));
     // The next datagram starts with what has been sent least.
     let second = ack(&mut m, 2).expect("an ack");
-    assert_eq!(second.updates()[0], alive(167, 0));
+    assert_eq!(second.updates()[0], alive(188, 0));
     // n = 102 entries: limit 4 × ⌈log10 103⌉ = 12 transmits each, 1200 in all.
     assert_eq!(retransmit_limit(4, m.estimated_size()), 12);
     let mut total = first.updates().len() + second.updates().len();
-    for seq in 3..100 {
+    for seq in 3..200 {
         total += ack(&mut m, seq).map_or(0, |a| a.updates().len());
     }
     assert_eq!(total, 1200);
@@ -399,6 +413,7 @@ fn push_pull_merges_remote_death_only_as_suspicion() {
         incarnation: 0,
         state: State::Alive,
         profile: SharedProfile::default(),
+        sig: Some(Unchecked(id(5)).sign(&alive_claim(&id(5), 0, &Profile::default()))),
     }];
     net.call(id(1), |m, now| {
         m.handle_message(now, id(2), SwimMessage::PushPull { join: false, reply: true, states })
@@ -410,9 +425,11 @@ fn push_pull_merges_remote_death_only_as_suspicion() {
 #[test]
 fn join_through_a_seed_after_a_dead_one_and_spread_by_gossip() {
     let cfg = config(Lifeguard::ON);
-    let mut nodes = vec![node(1, &[1, 2], &cfg), node(2, &[1, 2], &cfg)];
-    nodes.push(Swim::new(id(10), Profile::default(), cfg.clone(), &seed(10), Instant::ZERO));
-    let mut net = net_of(nodes);
+    let alone = |n| Swim::new(auth(n), Profile::default(), cfg.clone(), &seed(n), Instant::ZERO);
+    let mut net = net_of(vec![alone(1), alone(2), alone(10)]);
+    // Nodes 1 and 2 form the cluster (so each holds the other's signed Alive).
+    net.call(id(2), |m, now| m.join(now, [id(1)])).expect("seed");
+    assert_eq!(net[id(1)].members().len(), 2);
     assert_eq!(net.call(id(10), |m, now| m.join(now, [id(10)])), Err(CommandError::NoSeeds));
     net.call(id(10), |m, now| m.join(now, [id(99), id(1)])).expect("seeds");
     assert!(
@@ -427,12 +444,30 @@ fn join_through_a_seed_after_a_dead_one_and_spread_by_gossip() {
     net.run_until(ms(12_000));
     assert_eq!(state(&net[id(2)], 10), Some((State::Alive, 1)), "gossiped on");
     assert_eq!(net[id(10)].peers().as_slice(), &[id(1), id(2)]);
+    assert_eq!(net[id(10)].stats().forged, 0);
+}
+
+#[test]
+fn entries_the_host_vouched_for_are_not_passed_on_unsigned() {
+    // Node 1 starts converged with 2 (no signature of 2's); a newcomer learns 1 from its own
+    // signed record and refuses 2's unsigned one until 2 itself says it is alive.
+    let cfg = config(Lifeguard::ON);
+    let newcomer = Swim::new(auth(10), Profile::default(), cfg.clone(), &seed(10), Instant::ZERO);
+    let mut net = net_of(vec![node(1, &[1, 2], &cfg), newcomer]);
+    net.call(id(10), |m, now| m.join(now, [id(1)])).expect("seed");
+    assert!(net.events_of(id(10)).any(|e| *e == SwimEvent::JoinCompleted { seed: id(1) }));
+    assert_eq!(state(&net[id(10)], 1), Some((State::Alive, 0)));
+    assert_eq!(state(&net[id(10)], 2), None);
+    assert_eq!(net[id(10)].stats().forged, 1);
+    net.call(id(10), |m, now| gossip(m, now, 1, vec![alive(2, 1)]));
+    assert_eq!(state(&net[id(10)], 2), Some((State::Alive, 1)));
 }
 
 #[test]
 fn a_join_with_no_answer_fails_and_retries() {
     let cfg = config(Lifeguard::ON);
-    let mut net = net_of(vec![Swim::new(id(10), Profile::default(), cfg.clone(), &seed(10), Instant::ZERO)]);
+    let mut net =
+        net_of(vec![Swim::new(auth(10), Profile::default(), cfg.clone(), &seed(10), Instant::ZERO)]);
     net.call(id(10), |m, now| m.join(now, [id(98), id(99)])).expect("seeds");
     net.run_until(ms(20_000));
     assert_eq!(net.events_of(id(10)).filter(|e| **e == SwimEvent::JoinFailed).count(), 1);
@@ -502,29 +537,24 @@ fn malformed_input_is_counted_and_changes_nothing() {
     )
     .unwrap();
     let bad = SharedProfile::new(Profile { addr: Addr::default(), meta: unsorted });
-    gossip(
-        &mut m,
-        ms(0),
-        2,
-        vec![alive(50, 0), Update::Alive { node: id(51), incarnation: 0, profile: bad }],
-    );
+    gossip(&mut m, ms(0), 2, vec![alive(50, 0), alive_with(51, 0, bad)]);
     let long: Addr =
         postcard::from_bytes(&postcard::to_allocvec(&bytes::Bytes::from(vec![1u8; 65])).unwrap()).unwrap();
-    m.handle_message(
-        ms(0),
-        id(2),
-        SwimMessage::PingReq { seq: 1, target: id(3), target_addr: long, want_nack: true, updates: vec![] },
-    );
+    let long = SharedProfile::new(Profile { addr: long, meta: Meta::default() });
     m.handle_message(
         ms(0),
         id(2),
         SwimMessage::PingReq {
             seq: 1,
-            target: id(1),
-            target_addr: Addr::default(),
+            target: id(3),
             want_nack: true,
-            updates: vec![alive(52, 0)],
+            updates: vec![alive_with(55, 0, long)],
         },
+    );
+    m.handle_message(
+        ms(0),
+        id(2),
+        SwimMessage::PingReq { seq: 1, target: id(1), want_nack: true, updates: vec![alive(52, 0)] },
     );
     m.handle_message(ms(0), id(1), SwimMessage::Gossip { updates: vec![alive(53, 0)] });
     assert_eq!(m.stats().malformed, 5);
@@ -549,20 +579,18 @@ fn messages_round_trip_through_the_envelope() {
     assert_eq!(profile.addr().to_socket(), Some("[2001:db8::1]:7946".parse().unwrap()));
     let msgs = [
         SwimMessage::Ping { seq: u32::MAX, target: id(3), updates: vec![suspect(3, 1, 2), alive(4, 9)] },
-        SwimMessage::PingReq {
-            seq: 5,
-            target: id(3),
-            target_addr: profile.addr().clone(),
-            want_nack: true,
-            updates: vec![],
-        },
-        SwimMessage::Gossip {
-            updates: vec![Update::Alive { node: id(8), incarnation: 3, profile: profile.clone() }],
-        },
+        SwimMessage::PingReq { seq: 5, target: id(3), want_nack: true, updates: vec![] },
+        SwimMessage::Gossip { updates: vec![alive_with(8, 3, profile.clone())] },
         SwimMessage::PushPull {
             join: true,
             reply: false,
-            states: vec![MemberRecord { node: id(1), incarnation: 2, state: State::Left, profile }],
+            states: vec![MemberRecord {
+                node: id(1),
+                incarnation: 2,
+                state: State::Left,
+                profile,
+                sig: None,
+            }],
         },
     ];
     for msg in msgs {
@@ -570,8 +598,16 @@ fn messages_round_trip_through_the_envelope() {
         assert_eq!(bytes.len(), wire::encoded_len(&msg));
         assert_eq!(wire::decode::<SwimMessage>(&bytes, wire::DEFAULT_FRAME_LIMIT), Ok(msg));
     }
-    assert_eq!(alive(1, 0).encoded_len(), broadcast::MIN_UPDATE_LEN);
-    assert_eq!(suspect(1, 0, 2).encoded_len(), 66);
+    // A signed Alive: 37 bytes of update (empty address and meta) and a 65-byte signature;
+    // with an IPv4 address, 108. Suspect and Dead are the smallest updates.
+    assert_eq!(alive(1, 0).encoded_len(), 102);
+    let v4 = SharedProfile::new(Profile {
+        addr: Addr::from_socket("10.0.0.1:7946".parse().unwrap()),
+        ..Profile::default()
+    });
+    assert_eq!(alive_with(1, 0, v4).encoded_len(), 108);
+    assert_eq!(suspect(1, 0, 2).encoded_len(), broadcast::MIN_UPDATE_LEN);
+    assert_eq!(dead(1, 0, 2).encoded_len(), 66);
 }
 
 #[test]

@@ -34,6 +34,12 @@ pub struct AggConfig {
     pub queries_max: usize,
     /// Ended or expired query ids remembered so they are not joined again. 1024 \[H\].
     pub finished_max: usize,
+    /// A node that is not the querier keeps a query at most this many of its rounds plus
+    /// `query_ttl_extra`, whatever its `max_rounds` (2 minutes at 200 ms, far beyond any
+    /// convergence time: a peer cannot make a node hold a query for half an hour). 600 \[H\].
+    pub joined_rounds_max: u32,
+    /// Most queries of one querier a node takes part in at once. 8 \[H\].
+    pub queries_per_querier_max: usize,
 }
 
 impl Default for AggConfig {
@@ -50,6 +56,8 @@ impl Default for AggConfig {
             query_ttl_extra: 50,
             queries_max: 64,
             finished_max: 1024,
+            joined_rounds_max: 600,
+            queries_per_querier_max: 8,
         }
     }
 }
@@ -61,6 +69,8 @@ impl AggConfig {
         zero(self.period.as_micros(), "period")?;
         zero(self.aps_window as u64, "aps_window")?;
         zero(self.queries_max as u64, "queries_max")?;
+        zero(u64::from(self.joined_rounds_max), "joined_rounds_max")?;
+        zero(self.queries_per_querier_max as u64, "queries_per_querier_max")?;
         let defaults = Query {
             qid: QueryId { querier: NodeId::from_u64(0), counter: 0 },
             func: Func::Avg,

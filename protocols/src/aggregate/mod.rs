@@ -66,6 +66,12 @@
 //! - **Bounds that §5 does not give** \[H\]: at most `queries_max` concurrent queries per node,
 //!   `max_rounds` ≤ [`MAX_ROUNDS_LIMIT`], epsilon in (0, 1], at most 1024 unpruned applied
 //!   seqs per sender life, `query_ttl` = `max_rounds + query_ttl_extra` (50).
+//! - **What a peer can make a node hold** (issue 12): a query from the network is joined only
+//!   if its querier is in the peer view (when there is one), and at most
+//!   `queries_per_querier_max` queries of one querier at once (`refused_querier`); a node that
+//!   is not the querier keeps a query at most `min(max_rounds, joined_rounds_max) +
+//!   query_ttl_extra` of its rounds. 64 bogus queries with `max_rounds = 10000` used to fill
+//!   `queries_max` for 10,050 rounds (33 minutes at 200 ms).
 //! - **Stopping rule: a round in which no mass reached the querier neither counts toward
 //!   `stable_rounds` nor resets the count** (push-sum family and push-pull; a querier with no
 //!   other member counts every round). §5.7 counts it as stable, since s/w did not move, but a
@@ -150,6 +156,9 @@ pub struct AggStats {
     pub ended_query: u64,
     /// Queries refused because `queries_max` were in progress.
     pub refused: u64,
+    /// Queries from the network refused: their querier is not in the peer view, or already
+    /// has `queries_per_querier_max` queries here.
+    pub refused_querier: u64,
 }
 
 /// The mass a node holds for a query, for invariant checks and experiments.
@@ -362,6 +371,24 @@ impl Aggregation {
         }
     }
 
+    /// Bytes of state this machine accounts for: per query its state (with the attribute) and
+    /// its transfer bookkeeping, per remembered finished id 48 bytes. Queries are capped in
+    /// number, their bookkeeping in entries.
+    pub fn state_bytes(&self) -> usize {
+        let per_query: usize = self
+            .queries
+            .values()
+            .map(|st| {
+                let book = match &st.part {
+                    Part::Mass(Mass { acked: Some(a), .. }) => a.bytes(),
+                    _ => 0,
+                };
+                256 + st.query.attr.len() + book
+            })
+            .sum();
+        per_query.saturating_add(self.finished.len() * 48).saturating_add(std::mem::size_of::<Self>())
+    }
+
     /// The ids of the queries this node takes part in, ascending.
     pub fn queries(&self) -> impl Iterator<Item = &QueryId> {
         self.queries.keys()
@@ -392,6 +419,17 @@ impl Aggregation {
         if self.queries.len() >= self.config.queries_max {
             self.stats.refused += 1;
             return Err(QueryError::TooManyQueries);
+        }
+        let querier = query.qid.querier;
+        if querier != self.id {
+            let stranger = !self.peers.is_empty() && !self.peers.contains(&querier);
+            let first = QueryId { querier, counter: 0 };
+            let last = QueryId { querier, counter: u64::MAX };
+            let held = self.queries.range(first..=last).count();
+            if stranger || held >= self.config.queries_per_querier_max {
+                self.stats.refused_querier += 1;
+                return Err(QueryError::TooManyQueries);
+            }
         }
         if self.queries.is_empty() && !self.config.manual_ticks && self.tick.is_due(now) {
             // The ticker idled while no query ran: move it past `now`, keeping its phase.

@@ -7,9 +7,9 @@ use crate::id::NodeId;
 /// The longest attribute name a query may name, in bytes (PROTOCOLS.md §10.5).
 pub const ATTR_MAX_BYTES: usize = 64;
 
-/// The largest `max_rounds` a query may carry; more is malformed [H: 5.6 minutes of 200 ms
-/// rounds is far beyond any convergence time, and it bounds how long a peer can make a node
-/// keep state].
+/// The largest `max_rounds` a query may carry; more is malformed [H: 33 minutes of 200 ms
+/// rounds is far beyond any convergence time]. How long a peer can make a node keep a query is
+/// bounded lower, by `AggConfig::joined_rounds_max`.
 pub const MAX_ROUNDS_LIMIT: u32 = 10_000;
 
 /// A query's identity: the querier and its own counter. Every query id is one epoch

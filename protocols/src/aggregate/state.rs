@@ -173,6 +173,13 @@ impl Acked {
     pub(super) fn windows(&self) -> usize {
         self.applied.len()
     }
+
+    /// Bytes this bookkeeping accounts for: 64 per outstanding transfer, 96 per dedup window
+    /// and 16 per seq it holds.
+    pub(super) fn bytes(&self) -> usize {
+        let seqs: usize = self.applied.values().map(|w| w.seqs.len()).sum();
+        self.outstanding.len() * 64 + self.applied.len() * 96 + seqs * 16
+    }
 }
 
 /// Value and weight mass, with the algorithm-specific extras.

@@ -573,3 +573,60 @@ fn acknowledged_push_sum_conserves_mass_exactly_under_heavy_loss() {
     }
     assert!(all(&n).map(|m| m.stats().duplicates).sum::<u64>() > 0, "lost acks caused duplicates");
 }
+
+/// A query of `querier` with counter `counter` and `max_rounds`.
+fn remote_query(querier: u64, counter: u64, max_rounds: u32) -> Query {
+    Query {
+        qid: QueryId { querier: id(querier), counter },
+        func: Func::Avg,
+        attr: "x".into(),
+        algorithm: Algorithm::AckPushSum,
+        epsilon: 1e-4,
+        stable_rounds: 3,
+        max_rounds,
+    }
+}
+
+/// Issue 12, case 3. Before the fix 64 queries with `max_rounds = 10000` filled `queries_max`
+/// for 10,050 rounds (33 minutes at 200 ms): the node could join no other query. Now a node
+/// that is not the querier keeps a query at most `joined_rounds_max + query_ttl_extra` rounds.
+#[test]
+fn a_joined_query_expires_after_joined_rounds_max_whatever_its_max_rounds() {
+    let cfg = config(|_| {});
+    let mut n = cluster(&cfg, &[Some(1.0), Some(2.0)]);
+    n[id(1)].handle_query(Instant::ZERO, remote_query(0, 0, MAX_ROUNDS_LIMIT)).unwrap();
+    for _ in 0..(cfg.joined_rounds_max + cfg.query_ttl_extra) {
+        n[id(1)].tick(Instant::ZERO);
+    }
+    assert_eq!(n[id(1)].queries().count(), 1);
+    n[id(1)].tick(Instant::ZERO);
+    assert_eq!(n[id(1)].queries().count(), 0);
+    assert_eq!(n[id(1)].stats().expired, 1);
+    // The querier itself keeps its own query for its max_rounds.
+    let spec = QuerySpec { max_rounds: Some(MAX_ROUNDS_LIMIT), ..QuerySpec::new(Func::Avg, "x") };
+    let q = n[id(0)].start_query(Instant::ZERO, spec).unwrap();
+    for _ in 0..700 {
+        n[id(0)].tick(Instant::ZERO);
+    }
+    assert!(n[id(0)].queries().any(|x| *x == q.qid));
+}
+
+/// Issue 12, case 3. Before the fix one querier could take all `queries_max` slots, and so
+/// could made-up queriers. Now a node joins at most `queries_per_querier_max` queries of one
+/// querier, and only of a querier in its peer view.
+#[test]
+fn one_querier_takes_at_most_its_share_and_strangers_none() {
+    let cfg = config(|_| {});
+    let mut n = cluster(&cfg, &[Some(1.0), Some(2.0), Some(3.0)]);
+    let m = &mut n[id(1)];
+    let joined = (0..64).filter(|&c| m.handle_query(Instant::ZERO, remote_query(0, c, 200)).is_ok()).count();
+    assert_eq!(joined, cfg.queries_per_querier_max);
+    assert!(m.handle_query(Instant::ZERO, remote_query(2, 0, 200)).is_ok(), "another querier still gets in");
+    assert!(m.handle_query(Instant::ZERO, remote_query(77, 0, 200)).is_err(), "not a member");
+    // Joining on a message follows the same rules.
+    let msg =
+        AggMessage::PsMass { query: remote_query(78, 0, 200), session: 1, floor: 1, seq: 1, s: 1.0, w: 1.0 };
+    m.handle_message(Instant::ZERO, id(0), msg);
+    assert_eq!(m.stats().refused_querier, (64 - cfg.queries_per_querier_max + 2) as u64);
+    assert_eq!(m.queries().count(), cfg.queries_per_querier_max + 1);
+}

@@ -15,9 +15,13 @@ impl Aggregation {
         let n_view = self.n_view();
         let (ttl_extra, retx_max, window) =
             (self.config.query_ttl_extra, self.config.aps_retx_max, self.config.aps_window);
+        let joined_max = self.config.joined_rounds_max;
         let Some(st) = self.queries.get_mut(&qid) else { return };
-        st.round += 1;
-        if st.round > st.query.max_rounds.saturating_add(ttl_extra) {
+        st.round = st.round.saturating_add(1);
+        // The querier keeps its query for `max_rounds`; others at most `joined_rounds_max`.
+        let rounds =
+            if st.stopping.is_some() { st.query.max_rounds } else { st.query.max_rounds.min(joined_max) };
+        if st.round > rounds.saturating_add(ttl_extra) {
             self.queries.remove(&qid);
             self.remember_finished(qid);
             self.stats.expired += 1;

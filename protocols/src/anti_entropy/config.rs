@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::store::Limits;
 use crate::time::Duration;
 use crate::timer::Timing;
 
@@ -57,6 +58,14 @@ pub struct AeConfig {
     pub delta_bytes_max: usize,
     /// Entries kept per stream. Default 4096 (PROTOCOLS.md §4.2 `history_msgs`).
     pub retention: usize,
+    /// Most streams stored (a stream is a topic and an origin, so peers create them). Default
+    /// 4096 \[H\].
+    pub streams_max: usize,
+    /// Most bytes one stream stores (payloads and 40 bytes an entry); its oldest entries make
+    /// room. Default 64 MiB \[H\].
+    pub stream_bytes_max: usize,
+    /// Most bytes the whole store holds. Default 256 MiB \[H\].
+    pub store_bytes_max: usize,
 }
 
 impl Default for AeConfig {
@@ -71,11 +80,23 @@ impl Default for AeConfig {
             digest_streams_max: 256,
             delta_bytes_max: 1 << 20,
             retention: 4096,
+            streams_max: 4096,
+            stream_bytes_max: 64 << 20,
+            store_bytes_max: 256 << 20,
         }
     }
 }
 
 impl AeConfig {
+    /// The store's caps.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            streams_max: self.streams_max,
+            stream_bytes_max: self.stream_bytes_max,
+            bytes_max: self.store_bytes_max,
+        }
+    }
+
     /// Check the settings a run cannot work with; the daemon refuses such a config at load.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.interval == Duration::ZERO {
@@ -87,8 +108,15 @@ impl AeConfig {
         if self.digest_streams_max == 0 {
             return Err(ConfigError::Zero("digest_streams_max"));
         }
-        if self.retention == 0 {
-            return Err(ConfigError::Zero("retention"));
+        for (name, v) in [
+            ("retention", self.retention),
+            ("streams_max", self.streams_max),
+            ("stream_bytes_max", self.stream_bytes_max),
+            ("store_bytes_max", self.store_bytes_max),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
         }
         Ok(())
     }

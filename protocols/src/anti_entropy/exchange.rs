@@ -1,7 +1,11 @@
 //! One exchange, both sides (PROTOCOLS.md §1.2–§1.4): the initiator's `Syn`, the responder's
 //! `SynAck`, the initiator's `Delta`, and applying received entries to the store.
 
-use super::{AeEvent, AeMessage, AeMode, AntiEntropy, Commit, Digest, Entry, Exchange, Inserted, SCOPE_MAX};
+use super::{
+    AWAITED_MAX, AeEvent, AeMessage, AeMode, AntiEntropy, Commit, Digest, ENTRY_OVERHEAD, Entry, Exchange,
+    Inserted, SCOPE_MAX,
+};
+use crate::auth::Proof;
 use crate::id::{NodeId, TopicId};
 use crate::time::Instant;
 
@@ -52,6 +56,7 @@ impl AntiEntropy {
 
     pub(super) fn on_syn(
         &mut self,
+        now: Instant,
         from: NodeId,
         xid: u64,
         mode: AeMode,
@@ -74,7 +79,58 @@ impl AntiEntropy {
             AeMode::Push | AeMode::Heads => (Vec::new(), false),
         };
         self.stats.exchanges_served += 1;
-        self.out.stream(from, AeMessage::SynAck { xid, scope: shared, digest: mine, delta, more });
+        if matches!(mode, AeMode::Push | AeMode::PushPull) && !shared.is_empty() {
+            self.await_delta(now, from, xid);
+        }
+        let proofs = if mode == AeMode::Heads { self.proofs(&mine) } else { Vec::new() };
+        self.out.stream(from, AeMessage::SynAck { xid, scope: shared, digest: mine, delta, more, proofs });
+    }
+
+    /// A proof per summary that its `max` exists: the held entry's seal over its digest.
+    fn proofs(&self, digest: &Digest) -> Vec<Proof> {
+        digest
+            .summaries
+            .iter()
+            .filter_map(|s| {
+                let e = self.store.entry(&s.stream, s.max)?;
+                Some(Proof {
+                    origin: s.stream.origin,
+                    topic: s.stream.topic.0,
+                    seq: s.max,
+                    published_at: e.published_at.as_micros(),
+                    digest: crate::auth::payload_digest(&e.payload),
+                    seal: e.seal,
+                })
+            })
+            .collect()
+    }
+
+    /// Remember that `from` may answer our digest with a `Delta` for exchange `xid`: one per
+    /// peer, at most [`AWAITED_MAX`] (expired ones, then the oldest, forgotten first).
+    fn await_delta(&mut self, now: Instant, from: NodeId, xid: u64) {
+        let until = now + self.config.timeout;
+        if !self.awaited.contains_key(&from) && self.awaited.len() >= AWAITED_MAX {
+            self.awaited.retain(|_, (_, t)| *t > now);
+            if self.awaited.len() >= AWAITED_MAX {
+                let oldest = self.awaited.iter().min_by_key(|(p, (_, t))| (*t, **p)).map(|(p, _)| *p);
+                if let Some(p) = oldest {
+                    self.awaited.remove(&p);
+                }
+            }
+        }
+        self.awaited.insert(from, (xid, until));
+    }
+
+    /// A `Delta`: applied only if it answers a digest this node sent `from` for `xid`, in
+    /// time; anything else is counted and dropped.
+    pub(super) fn on_delta(&mut self, now: Instant, from: NodeId, xid: u64, delta: Vec<Entry>) {
+        match self.awaited.get(&from) {
+            Some(&(x, until)) if x == xid && until >= now => {
+                self.awaited.remove(&from);
+                self.apply(from, delta);
+            }
+            _ => self.stats.unsolicited += 1,
+        }
     }
 
     pub(super) fn on_syn_ack(
@@ -84,6 +140,7 @@ impl AntiEntropy {
         scope: Vec<TopicId>,
         digest: Digest,
         delta: Vec<Entry>,
+        proofs: Vec<Proof>,
     ) {
         let Some(ex) = self.exchange.filter(|e| e.xid == xid && e.peer == from) else {
             self.stats.unknown_xid += 1;
@@ -91,7 +148,9 @@ impl AntiEntropy {
         };
         let wants_delta = matches!(ex.mode, AeMode::Pull | AeMode::PushPull);
         let scope_ok = scope.len() <= SCOPE_MAX && scope.windows(2).all(|w| w[0] < w[1]);
-        if !scope_ok || !self.valid_digest(&digest) || (!wants_delta && !delta.is_empty()) {
+        let proofs_ok =
+            proofs.len() <= digest.summaries.len() && (ex.mode == AeMode::Heads || proofs.is_empty());
+        if !scope_ok || !proofs_ok || !self.valid_digest(&digest) || (!wants_delta && !delta.is_empty()) {
             self.stats.malformed += 1;
             self.abort(ex);
             return;
@@ -110,7 +169,12 @@ impl AntiEntropy {
             }
             AeMode::Heads => {
                 if let Some(topic) = ex.heads_for {
-                    self.out.event(AeEvent::Heads { peer: from, topic, summaries: Some(digest.summaries) });
+                    self.out.event(AeEvent::Heads {
+                        peer: from,
+                        topic,
+                        summaries: Some(digest.summaries),
+                        proofs,
+                    });
                 }
             }
             AeMode::Pull => {}
@@ -129,6 +193,14 @@ impl AntiEntropy {
                 self.stats.malformed += 1;
                 continue;
             }
+            if self.store.contains(&entry.stream, entry.seq) {
+                self.stats.duplicates += 1;
+                continue;
+            }
+            if self.check.as_ref().is_some_and(|c| !(c.0)(&entry)) {
+                self.stats.forged += 1;
+                continue;
+            }
             match self.config.commit {
                 Commit::Immediate => match self.store.insert(entry.clone()) {
                     Inserted::New => {}
@@ -140,13 +212,25 @@ impl AntiEntropy {
                         self.stats.too_old += 1;
                         continue;
                     }
+                    Inserted::Full => {
+                        self.stats.refused_full += 1;
+                        continue;
+                    }
                 },
                 Commit::AtRoundStart => {
-                    let staged = self.staged.iter().any(|e| e.stream == entry.stream && e.seq == entry.seq);
+                    let staged = self.staged_ids.contains(&(entry.stream, entry.seq));
                     if staged || self.store.contains(&entry.stream, entry.seq) {
                         self.stats.duplicates += 1;
                         continue;
                     }
+                    let cost = entry.payload.len() + ENTRY_OVERHEAD;
+                    let total = self.store.bytes().saturating_add(self.staged_bytes).saturating_add(cost);
+                    if total > self.config.store_bytes_max {
+                        self.stats.refused_full += 1;
+                        continue;
+                    }
+                    self.staged_bytes += cost;
+                    self.staged_ids.insert((entry.stream, entry.seq));
                     self.staged.push(entry.clone());
                 }
             }
@@ -156,9 +240,13 @@ impl AntiEntropy {
     }
 
     pub(super) fn commit_staged(&mut self) {
+        self.staged_ids.clear();
+        self.staged_bytes = 0;
         for entry in std::mem::take(&mut self.staged) {
-            if self.store.insert(entry) == Inserted::TooOld {
-                self.stats.too_old += 1;
+            match self.store.insert(entry) {
+                Inserted::TooOld => self.stats.too_old += 1,
+                Inserted::Full => self.stats.refused_full += 1,
+                _ => {}
             }
         }
     }
@@ -169,7 +257,7 @@ impl AntiEntropy {
         self.stats.exchanges_aborted += 1;
         self.out.event(AeEvent::ExchangeAborted { peer: ex.peer, xid: ex.xid });
         if let Some(topic) = ex.heads_for {
-            self.out.event(AeEvent::Heads { peer: ex.peer, topic, summaries: None });
+            self.out.event(AeEvent::Heads { peer: ex.peer, topic, summaries: None, proofs: Vec::new() });
         }
     }
 }

@@ -52,7 +52,16 @@
 //!   as one [`AeEvent::Heads`] naming it, the summaries or `None` on failure, so the host
 //!   keeps no table of exchanges in flight.
 //! - **The responder concurrency cap** (`ae_concurrent_max`) belongs to the runtime, which owns
-//!   streams; the machine's responder is stateless and has nothing to bound.
+//!   streams.
+//! - **A `Delta` is applied only if this node asked for it** (issue 12): a responder that
+//!   answers a Push or PushPull `Syn` with its digest remembers (peer, xid) for `timeout`, at
+//!   most one per peer and [`AWAITED_MAX`] in all (the oldest forgotten first), and applies
+//!   only the `Delta` that answers one of them; any other is counted (`unsolicited`) and
+//!   dropped. §1 applies every `Delta`.
+//! - **Bounds** \[H\]: besides `retention` entries per stream, the store holds at most
+//!   `streams_max` streams, `stream_bytes_max` bytes per stream (its oldest entries make room)
+//!   and `store_bytes_max` in all; an entry over a cap is refused and counted (`refused_full`).
+//!   Entries staged for the next round count against the total too.
 //!
 //! # Rounds (`Commit::AtRoundStart`)
 //!
@@ -71,7 +80,7 @@ use std::sync::Arc;
 
 pub use self::config::{AeConfig, AeMode, Commit, ConfigError, SCOPE_MAX};
 pub use self::message::{AeEvent, AeMessage, Digest};
-pub use self::store::{Entry, Inserted, Store, StreamSummary};
+pub use self::store::{ENTRY_OVERHEAD, Entry, Inserted, Limits, STREAM_OVERHEAD, Store, StreamSummary};
 use crate::id::{NodeId, StreamId, TopicId};
 use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
@@ -108,7 +117,17 @@ pub struct AeStats {
     pub malformed: u64,
     /// Replies that matched no exchange in flight.
     pub unknown_xid: u64,
+    /// `Delta`s that answered nothing this node asked for (dropped).
+    pub unsolicited: u64,
+    /// Entries that failed the check (a seal not their origin's signature): dropped.
+    pub forged: u64,
+    /// Entries refused at the store's caps (`streams_max`, `stream_bytes_max`,
+    /// `store_bytes_max`).
+    pub refused_full: u64,
 }
+
+/// Most Deltas a responder awaits at once (one per peer) \[H\].
+pub const AWAITED_MAX: usize = 256;
 
 #[derive(Clone, Copy, Debug)]
 struct Exchange {
@@ -133,6 +152,11 @@ pub struct AntiEntropy {
     topics: Vec<TopicId>,
     store: Store,
     staged: Vec<Entry>,
+    /// (stream, seq) of the staged entries, and the bytes they cost.
+    staged_ids: std::collections::BTreeSet<(StreamId, crate::id::Seq)>,
+    staged_bytes: usize,
+    /// Deltas this node awaits as a responder: peer → (xid, until when).
+    awaited: std::collections::BTreeMap<NodeId, (u64, Instant)>,
     tick: Ticker,
     exchange: Option<Exchange>,
     next_xid: u64,
@@ -140,6 +164,19 @@ pub struct AntiEntropy {
     cursor: Option<Box<StreamId>>,
     out: Outbox<AeMessage, AeEvent>,
     stats: AeStats,
+    /// Checks a received entry before it is stored (the daemon: its origin's seal).
+    check: Option<EntryCheck>,
+}
+
+/// A check every entry received from a peer must pass before it is stored or reported (the
+/// Engine's: the entry's seal is its origin's signature).
+#[derive(Clone)]
+pub struct EntryCheck(pub Arc<dyn Fn(&Entry) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for EntryCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntryCheck")
+    }
 }
 
 impl AntiEntropy {
@@ -150,7 +187,7 @@ impl AntiEntropy {
     pub fn new(id: NodeId, config: Arc<AeConfig>, node_seed: &Seed, now: Instant) -> Self {
         let mut rng = Rng::from_seed(node_seed.machine(Self::NAME));
         let tick = Ticker::start(now, config.interval, config.timing, &mut rng);
-        let store = Store::new(config.retention);
+        let store = Store::bounded(config.retention, config.limits());
         AntiEntropy {
             id,
             config,
@@ -160,13 +197,23 @@ impl AntiEntropy {
             topics: Vec::new(),
             store,
             staged: Vec::new(),
+            staged_ids: std::collections::BTreeSet::new(),
+            staged_bytes: 0,
+            awaited: std::collections::BTreeMap::new(),
             tick,
             exchange: None,
             next_xid: 1,
             cursor: None,
             out: Outbox::default(),
             stats: AeStats::default(),
+            check: None,
         }
+    }
+
+    /// Check every entry received from a peer with `check` before keeping it (rejected ones
+    /// are counted in [`AeStats::forged`]).
+    pub fn set_check(&mut self, _now: Instant, check: EntryCheck) {
+        self.check = Some(check);
     }
 
     /// Side input: the peers partners are drawn from changed.
@@ -188,6 +235,8 @@ impl AntiEntropy {
             self.topics.remove(i);
             self.store.remove_topic(topic);
             self.staged.retain(|e| e.stream.topic != topic);
+            self.staged_ids.retain(|(s, _)| s.topic != topic);
+            self.staged_bytes = self.staged.iter().map(|e| e.payload.len() + ENTRY_OVERHEAD).sum();
         }
     }
 
@@ -241,6 +290,16 @@ impl AntiEntropy {
         &self.stats
     }
 
+    /// Bytes of state this machine accounts for: the store, the staged entries and the
+    /// awaited Deltas. Each is capped.
+    pub fn state_bytes(&self) -> usize {
+        self.store
+            .bytes()
+            .saturating_add(self.staged_bytes)
+            .saturating_add(self.awaited.len() * 64)
+            .saturating_add(std::mem::size_of::<Self>())
+    }
+
     /// Topics reconciled, ascending.
     pub fn topics(&self) -> &[TopicId] {
         &self.topics
@@ -289,13 +348,13 @@ impl Machine for AntiEntropy {
     type Message = AeMessage;
     type Event = AeEvent;
 
-    fn handle_message(&mut self, _now: Instant, from: NodeId, msg: AeMessage) {
+    fn handle_message(&mut self, now: Instant, from: NodeId, msg: AeMessage) {
         match msg {
-            AeMessage::Syn { xid, mode, scope, digest } => self.on_syn(from, xid, mode, scope, digest),
-            AeMessage::SynAck { xid, scope, digest, delta, more: _ } => {
-                self.on_syn_ack(from, xid, scope, digest, delta)
+            AeMessage::Syn { xid, mode, scope, digest } => self.on_syn(now, from, xid, mode, scope, digest),
+            AeMessage::SynAck { xid, scope, digest, delta, more: _, proofs } => {
+                self.on_syn_ack(from, xid, scope, digest, delta, proofs)
             }
-            AeMessage::Delta { xid: _, delta, more: _ } => self.apply(from, delta),
+            AeMessage::Delta { xid, delta, more: _ } => self.on_delta(now, from, xid, delta),
         }
     }
 

@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Seal;
 use crate::id::{Seq, StreamId, TopicId};
+use crate::time::Instant;
 
 /// One stored entry: a version of a stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,12 +24,24 @@ pub struct Entry {
     pub seq: Seq,
     /// The opaque value.
     pub payload: Bytes,
+    /// When its origin wrote it (the origin's clock).
+    pub published_at: Instant,
+    /// The origin's signature over it (checked by whoever acts on the entry; anti-entropy
+    /// itself checks it on receipt when given a checker).
+    pub seal: Seal,
 }
 
 impl Entry {
-    /// Bytes this entry costs in a delta budget: payload plus a fixed allowance for ids.
+    /// An entry with no publish time and no seal (machines that reconcile unsigned data, and
+    /// tests).
+    pub fn unsealed(stream: StreamId, seq: Seq, payload: Bytes) -> Self {
+        Entry { stream, seq, payload, published_at: Instant::ZERO, seal: Seal::default() }
+    }
+
+    /// Bytes this entry costs in a delta budget: payload plus a fixed allowance for ids, time
+    /// and seal.
     pub fn budget_cost(&self) -> usize {
-        self.payload.len() + 48
+        self.payload.len() + 128
     }
 }
 
@@ -90,9 +104,56 @@ pub enum Inserted {
     TooOld,
     /// Seq 0 is "none" and cannot be stored.
     Invalid,
+    /// Over a cap that evicting older entries of its own stream cannot make room under: a new
+    /// stream beyond `streams_max`, or the store's total bytes ([`Limits`]). Not stored.
+    Full,
 }
 
-/// Streams of entries, each bounded to its newest `retention` seqs.
+/// Bytes an entry costs against the caps besides its payload.
+pub const ENTRY_OVERHEAD: usize = 120;
+/// Bytes a stream costs against the total cap besides its entries.
+pub const STREAM_OVERHEAD: usize = 96;
+
+/// The caps of a [`Store`] besides its per-stream retention: every stream and entry a peer
+/// can make it hold counts against them (issue 12, case 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most streams held; an entry of a new stream beyond it is refused ([`Inserted::Full`]).
+    pub streams_max: usize,
+    /// Most bytes one stream holds (payloads and [`ENTRY_OVERHEAD`] each); its oldest entries
+    /// make room, as with retention.
+    pub stream_bytes_max: usize,
+    /// Most bytes the whole store holds; an entry that would pass it is refused.
+    pub bytes_max: usize,
+}
+
+impl Limits {
+    /// No caps but retention.
+    pub const NONE: Limits =
+        Limits { streams_max: usize::MAX, stream_bytes_max: usize::MAX, bytes_max: usize::MAX };
+}
+
+/// What is kept of an entry besides its stream and seq.
+#[derive(Clone, Debug)]
+struct Value {
+    payload: Bytes,
+    published_at: Instant,
+    seal: Seal,
+}
+
+/// One stream's entries, ascending by seq, and the bytes they cost.
+#[derive(Clone, Debug, Default)]
+struct Held {
+    entries: VecDeque<(Seq, Value)>,
+    bytes: usize,
+}
+
+fn cost(payload: &Bytes) -> usize {
+    payload.len().saturating_add(ENTRY_OVERHEAD)
+}
+
+/// Streams of entries, each bounded to its newest `retention` seqs, and the whole bounded by
+/// [`Limits`].
 ///
 /// Laid out for the common case of few streams and mostly in-order arrivals: a sorted `Vec`
 /// of streams, each a sorted ring buffer of (seq, payload). An entry costs 40 bytes plus its
@@ -100,54 +161,86 @@ pub enum Inserted {
 /// shift.
 #[derive(Clone, Debug)]
 pub struct Store {
-    streams: Vec<(StreamId, VecDeque<(Seq, Bytes)>)>,
+    streams: Vec<(StreamId, Held)>,
     retention: usize,
+    limits: Limits,
+    /// Σ over streams of [`STREAM_OVERHEAD`] and their entries' costs.
+    bytes: usize,
 }
 
 impl Store {
-    /// An empty store keeping at most `retention` (≥ 1) entries per stream.
+    /// An empty store keeping at most `retention` (≥ 1) entries per stream, otherwise
+    /// unbounded.
     pub fn new(retention: usize) -> Self {
-        Store { streams: Vec::new(), retention: retention.max(1) }
+        Store::bounded(retention, Limits::NONE)
     }
 
-    fn held(&self, stream: &StreamId) -> Option<&VecDeque<(Seq, Bytes)>> {
-        self.streams.binary_search_by(|(s, _)| s.cmp(stream)).ok().map(|i| &self.streams[i].1)
+    /// An empty store keeping at most `retention` (≥ 1) entries per stream, within `limits`.
+    pub fn bounded(retention: usize, limits: Limits) -> Self {
+        Store { streams: Vec::new(), retention: retention.max(1), limits, bytes: 0 }
     }
 
-    /// Store `entry` unless held already or too old to keep.
+    fn held(&self, stream: &StreamId) -> Option<&VecDeque<(Seq, Value)>> {
+        self.streams.binary_search_by(|(s, _)| s.cmp(stream)).ok().map(|i| &self.streams[i].1.entries)
+    }
+
+    /// Bytes held: payloads, [`ENTRY_OVERHEAD`] per entry and [`STREAM_OVERHEAD`] per stream.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Store `entry` unless held already, too old to keep, or over a cap. Older entries of its
+    /// stream make room for it when the stream is at `retention` entries or
+    /// `stream_bytes_max` bytes; nothing else is ever evicted.
     pub fn insert(&mut self, entry: Entry) -> Inserted {
         if entry.seq == 0 {
             return Inserted::Invalid;
         }
+        let c = cost(&entry.payload);
+        if c > self.limits.stream_bytes_max {
+            return Inserted::Full;
+        }
         let i = match self.streams.binary_search_by(|(s, _)| s.cmp(&entry.stream)) {
             Ok(i) => i,
             Err(i) => {
-                self.streams.insert(i, (entry.stream, VecDeque::new()));
+                let new_bytes = self.bytes.saturating_add(STREAM_OVERHEAD).saturating_add(c);
+                if self.streams.len() >= self.limits.streams_max || new_bytes > self.limits.bytes_max {
+                    return Inserted::Full;
+                }
+                self.streams.insert(i, (entry.stream, Held::default()));
+                self.bytes += STREAM_OVERHEAD;
                 i
             }
         };
         let held = &mut self.streams[i].1;
-        // Fast path: newer than everything held.
-        if held.back().is_none_or(|(last, _)| *last < entry.seq) {
-            if held.len() >= self.retention {
-                held.pop_front();
+        let pos = if held.entries.back().is_none_or(|(last, _)| *last < entry.seq) {
+            // The common case: newer than everything held.
+            held.entries.len()
+        } else {
+            match held.entries.binary_search_by(|(q, _)| q.cmp(&entry.seq)) {
+                Ok(_) => return Inserted::Duplicate,
+                Err(pos) => pos,
             }
-            held.push_back((entry.seq, entry.payload));
-            return Inserted::New;
-        }
-        let pos = match held.binary_search_by(|(q, _)| q.cmp(&entry.seq)) {
-            Ok(_) => return Inserted::Duplicate,
-            Err(pos) => pos,
         };
-        if held.len() >= self.retention {
-            if pos == 0 {
+        // How many of the oldest entries must go, never one newer than the new entry.
+        let (mut evict, mut freed) = (0usize, 0usize);
+        while held.entries.len() - evict >= self.retention
+            || held.bytes - freed + c > self.limits.stream_bytes_max
+        {
+            if evict >= pos {
                 return Inserted::TooOld;
             }
-            held.pop_front();
-            held.insert(pos - 1, (entry.seq, entry.payload));
-        } else {
-            held.insert(pos, (entry.seq, entry.payload));
+            freed += cost(&held.entries[evict].1.payload);
+            evict += 1;
         }
+        if (self.bytes - freed).saturating_add(c) > self.limits.bytes_max {
+            return Inserted::Full;
+        }
+        held.entries.drain(..evict);
+        let value = Value { payload: entry.payload, published_at: entry.published_at, seal: entry.seal };
+        held.entries.insert(pos - evict, (entry.seq, value));
+        held.bytes = held.bytes - freed + c;
+        self.bytes = self.bytes - freed + c;
         Inserted::New
     }
 
@@ -159,17 +252,36 @@ impl Store {
     /// The payload of `(stream, seq)`, if held.
     pub fn get(&self, stream: &StreamId, seq: Seq) -> Option<&Bytes> {
         let held = self.held(stream)?;
-        held.binary_search_by(|(q, _)| q.cmp(&seq)).ok().map(|i| &held[i].1)
+        held.binary_search_by(|(q, _)| q.cmp(&seq)).ok().map(|i| &held[i].1.payload)
+    }
+
+    /// The entry `(stream, seq)`, if held.
+    pub fn entry(&self, stream: &StreamId, seq: Seq) -> Option<Entry> {
+        let held = self.held(stream)?;
+        let i = held.binary_search_by(|(q, _)| q.cmp(&seq)).ok()?;
+        let v = &held[i].1;
+        Some(Entry {
+            stream: *stream,
+            seq,
+            payload: v.payload.clone(),
+            published_at: v.published_at,
+            seal: v.seal,
+        })
     }
 
     /// Number of entries held over all streams.
     pub fn len(&self) -> usize {
-        self.streams.iter().map(|(_, h)| h.len()).sum()
+        self.streams.iter().map(|(_, h)| h.entries.len()).sum()
     }
 
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.streams.iter().all(|(_, h)| h.is_empty())
+        self.streams.iter().all(|(_, h)| h.entries.is_empty())
+    }
+
+    /// Number of streams held.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
     }
 
     /// The streams held, ascending.
@@ -179,7 +291,15 @@ impl Store {
 
     /// Drop every stream of `topic`.
     pub fn remove_topic(&mut self, topic: TopicId) {
-        self.streams.retain(|(s, _)| s.topic != topic);
+        let mut freed = 0usize;
+        self.streams.retain(|(s, h)| {
+            let gone = s.topic == topic;
+            if gone {
+                freed += h.bytes + STREAM_OVERHEAD;
+            }
+            !gone
+        });
+        self.bytes -= freed;
     }
 
     /// The summary of one stream, with `missing` truncated to `missing_max` seqs (and `max`
@@ -263,7 +383,7 @@ impl Store {
     ) -> (Vec<Entry>, bool) {
         let mut out = Vec::new();
         let mut used = 0usize;
-        for (stream, held) in &self.streams {
+        for (stream, held) in self.streams.iter().map(|(s, h)| (s, &h.entries)) {
             if scope.binary_search(&stream.topic).is_err() {
                 continue;
             }
@@ -273,11 +393,18 @@ impl Store {
             }
             let from = summary.map_or(1, |r| r.floor);
             let first = held.partition_point(|(q, _)| *q < from);
-            for &(seq, ref payload) in held.range(first..) {
+            for (seq, v) in held.range(first..) {
+                let seq = *seq;
                 if summary.is_some_and(|r| r.covers(seq)) {
                     continue;
                 }
-                let entry = Entry { stream: *stream, seq, payload: payload.clone() };
+                let entry = Entry {
+                    stream: *stream,
+                    seq,
+                    payload: v.payload.clone(),
+                    published_at: v.published_at,
+                    seal: v.seal,
+                };
                 let cost = entry.budget_cost();
                 if !out.is_empty() && used + cost > bytes_max {
                     return (out, true);
@@ -302,7 +429,7 @@ mod tests {
     fn store_with(seqs: &[Seq]) -> Store {
         let mut s = Store::new(100);
         for &q in seqs {
-            s.insert(Entry { stream: sid(1), seq: q, payload: Bytes::from(vec![q as u8]) });
+            s.insert(Entry::unsealed(sid(1), q, Bytes::from(vec![q as u8])));
         }
         s
     }
@@ -364,7 +491,7 @@ mod tests {
     #[test]
     fn retention_keeps_the_newest() {
         let mut s = Store::new(2);
-        let e = |q: Seq| Entry { stream: sid(1), seq: q, payload: Bytes::new() };
+        let e = |q: Seq| Entry::unsealed(sid(1), q, Bytes::new());
         assert_eq!(s.insert(e(5)), Inserted::New);
         assert_eq!(s.insert(e(5)), Inserted::Duplicate);
         assert_eq!(s.insert(e(6)), Inserted::New);
@@ -377,7 +504,7 @@ mod tests {
     #[test]
     fn out_of_order_arrivals_stay_sorted_and_bounded() {
         let mut s = Store::new(3);
-        let e = |q: Seq| Entry { stream: sid(1), seq: q, payload: Bytes::new() };
+        let e = |q: Seq| Entry::unsealed(sid(1), q, Bytes::new());
         for q in [9, 1, 5] {
             assert_eq!(s.insert(e(q)), Inserted::New);
         }
@@ -388,6 +515,40 @@ mod tests {
         assert_eq!(s.insert(e(7)), Inserted::Duplicate);
         assert_eq!(s.insert(e(4)), Inserted::TooOld);
         assert_eq!(s.len(), 3);
+    }
+
+    /// Issue 12, case 3. Before the fix a store kept `retention` entries of any size for any
+    /// number of streams: a peer could fill memory with made-up origins and large payloads.
+    /// Now streams are capped in number, each in bytes (its oldest entries make room) and
+    /// the whole in bytes.
+    #[test]
+    fn streams_and_bytes_are_capped() {
+        // Entries cost their payload plus ENTRY_OVERHEAD (ids, publish time, seal).
+        let o = ENTRY_OVERHEAD;
+        let limits =
+            Limits { streams_max: 3, stream_bytes_max: 4 * (200 + o) + 40, bytes_max: 8 * (200 + o) };
+        let mut s = Store::bounded(100, limits);
+        let e = |o: u64, q: Seq, n: usize| Entry::unsealed(sid(o), q, Bytes::from(vec![0; n]));
+        for o in 1..=3 {
+            assert_eq!(s.insert(e(o, 1, 10)), Inserted::New);
+        }
+        assert_eq!(s.insert(e(4, 1, 10)), Inserted::Full, "a fourth stream");
+        // One stream's bytes: the oldest entries make room, as with retention.
+        for q in 2..=20 {
+            assert_eq!(s.insert(e(1, q, 200)), Inserted::New);
+        }
+        let held: Vec<Seq> = (1..=20).filter(|&q| s.contains(&sid(1), q)).collect();
+        assert_eq!(held, vec![17, 18, 19, 20], "4 entries of 200 bytes fit in the stream's cap");
+        assert_eq!(s.insert(e(1, 16, 200)), Inserted::TooOld, "older than what the cap keeps");
+        assert_eq!(s.insert(e(1, 21, 5_000)), Inserted::Full, "larger than a stream may hold");
+        // The total: 3 streams, stream 1's four entries, two small ones.
+        assert_eq!(s.bytes(), 3 * STREAM_OVERHEAD + 4 * (200 + o) + 2 * (10 + o));
+        let room = limits.bytes_max - s.bytes();
+        assert_eq!(s.insert(e(2, 2, room - o - 10)), Inserted::New);
+        assert_eq!(s.insert(e(2, 3, 100)), Inserted::Full);
+        assert!(s.bytes() <= limits.bytes_max);
+        s.remove_topic(TopicId(1));
+        assert_eq!((s.bytes(), s.stream_count()), (0, 0));
     }
 
     #[test]
@@ -414,7 +575,7 @@ mod tests {
         let mine = store_with(&[1, 2, 3]);
         let (one, more) = mine.delta_for(&[], false, &[TopicId(1)], 10);
         assert_eq!((one.len(), more), (1, true));
-        let (two, more) = mine.delta_for(&[], false, &[TopicId(1)], 49 * 2);
+        let (two, more) = mine.delta_for(&[], false, &[TopicId(1)], one[0].budget_cost() * 2);
         assert_eq!((two.len(), more), (2, true));
     }
 
@@ -422,7 +583,7 @@ mod tests {
     fn digest_rotates_when_over_the_stream_bound() {
         let mut s = Store::new(10);
         for o in 1..=5 {
-            s.insert(Entry { stream: sid(o), seq: 1, payload: Bytes::new() });
+            s.insert(Entry::unsealed(sid(o), 1, Bytes::new()));
         }
         let (d, cursor) = s.digest(&[TopicId(1)], 32, 2, None);
         assert_eq!(cursor, Some(sid(2)));

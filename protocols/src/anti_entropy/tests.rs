@@ -22,7 +22,7 @@ fn stream(origin: u64) -> StreamId {
 }
 
 fn entry(origin: u64, seq: u64) -> Entry {
-    Entry { stream: stream(origin), seq, payload: Bytes::from(format!("{origin}/{seq}")) }
+    Entry::unsealed(stream(origin), seq, Bytes::from(format!("{origin}/{seq}")))
 }
 
 fn config(mode: AeMode) -> Arc<AeConfig> {
@@ -158,7 +158,7 @@ fn a_heads_exchange_without_reply_reports_no_heads_for_its_topic() {
         events(&mut a),
         vec![
             AeEvent::ExchangeAborted { peer: id(2), xid: 1 },
-            AeEvent::Heads { peer: id(2), topic: T, summaries: None }
+            AeEvent::Heads { peer: id(2), topic: T, summaries: None, proofs: vec![] }
         ]
     );
 }
@@ -241,6 +241,7 @@ fn an_unanswered_exchange_times_out_and_blocks_ticks_until_then() {
             digest: Digest::default(),
             delta: vec![entry(2, 1)],
             more: false,
+            proofs: vec![],
         },
     );
     assert_eq!(a.stats().unknown_xid, 1);
@@ -275,13 +276,93 @@ fn malformed_and_out_of_scope_input_is_counted_and_changes_nothing() {
     assert_eq!(b.stats().malformed, 2);
     assert!(b.poll_transmit().is_none(), "no reply to a malformed Syn");
     // Entries of a topic B does not reconcile, and seq 0, are dropped.
-    let foreign =
-        Entry { stream: StreamId { topic: TopicId(8), origin: id(1) }, seq: 1, payload: Bytes::new() };
+    let foreign = Entry::unsealed(StreamId { topic: TopicId(8), origin: id(1) }, 1, Bytes::new());
     let zero = Entry { seq: 0, ..entry(1, 1) };
+    // (A Delta must answer B's digest: open a Push exchange first.)
+    b.handle_message(
+        now,
+        id(1),
+        AeMessage::Syn { xid: 9, mode: AeMode::Push, scope: vec![T], digest: Digest::default() },
+    );
+    while b.poll_transmit().is_some() {}
     b.handle_message(now, id(1), AeMessage::Delta { xid: 9, delta: vec![foreign, zero], more: false });
     assert_eq!((b.stats().out_of_scope, b.stats().malformed), (1, 3));
     assert_eq!(b.store().len(), 1);
     assert!(events(&mut b).is_empty());
+}
+
+/// Issue 12, case 3. Before the fix every `Delta` was applied, whoever sent it and whatever it
+/// answered: any member could push any entries into any node's store. Now a `Delta` is applied
+/// only if it answers a digest this node sent that peer for that exchange, once, in time.
+#[test]
+fn a_delta_is_applied_only_if_it_answers_our_digest() {
+    let cfg = config(AeMode::PushPull);
+    let mut b = machine(2, &cfg, &[1]);
+    let now = Instant::ZERO;
+    let delta = |xid| AeMessage::Delta { xid, delta: vec![entry(1, 1)], more: false };
+    b.handle_message(now, id(1), delta(5));
+    assert_eq!((b.stats().unsolicited, b.store().len()), (1, 0));
+    // A Pull asks for no Delta.
+    b.handle_message(
+        now,
+        id(1),
+        AeMessage::Syn { xid: 5, mode: AeMode::Pull, scope: vec![T], digest: Digest::default() },
+    );
+    b.handle_message(now, id(1), delta(5));
+    assert_eq!((b.stats().unsolicited, b.store().len()), (2, 0));
+    // A PushPull from 1 does: its Delta, from 1, with its xid, before the timeout, once.
+    b.handle_message(
+        now,
+        id(1),
+        AeMessage::Syn { xid: 6, mode: AeMode::PushPull, scope: vec![T], digest: Digest::default() },
+    );
+    b.handle_message(now, id(3), delta(6));
+    b.handle_message(now, id(1), delta(7));
+    assert_eq!((b.stats().unsolicited, b.store().len()), (4, 0));
+    b.handle_message(now + Duration::from_secs(1), id(1), delta(6));
+    assert_eq!((b.stats().unsolicited, b.store().len()), (4, 1));
+    b.handle_message(
+        now + Duration::from_secs(1),
+        id(1),
+        AeMessage::Delta { xid: 6, delta: vec![entry(1, 2)], more: false },
+    );
+    assert_eq!((b.stats().unsolicited, b.store().len()), (5, 1));
+    // Too late.
+    b.handle_message(
+        now,
+        id(1),
+        AeMessage::Syn { xid: 8, mode: AeMode::Push, scope: vec![T], digest: Digest::default() },
+    );
+    b.handle_message(now + cfg.timeout + Duration::from_micros(1), id(1), delta(8));
+    assert_eq!(b.stats().unsolicited, 6);
+    // Awaited Deltas are bounded: one per peer, AWAITED_MAX in all.
+    for p in 100..100 + 2 * AWAITED_MAX as u64 {
+        b.handle_message(
+            now,
+            id(p),
+            AeMessage::Syn { xid: 1, mode: AeMode::Push, scope: vec![T], digest: Digest::default() },
+        );
+    }
+    assert!(b.awaited.len() <= AWAITED_MAX);
+}
+
+/// Issue 12, case 3. Before the fix the store kept 4,096 entries of any size for any number of
+/// origins. Now the machine's store is capped in streams and bytes, refusals counted.
+#[test]
+fn entries_over_the_store_caps_are_refused_and_counted() {
+    let cfg = Arc::new(AeConfig { streams_max: 2, ..(*config(AeMode::PushPull)).clone() });
+    let mut b = machine(2, &cfg, &[1]);
+    let now = Instant::ZERO;
+    b.handle_message(
+        now,
+        id(1),
+        AeMessage::Syn { xid: 1, mode: AeMode::Push, scope: vec![T], digest: Digest::default() },
+    );
+    let delta: Vec<Entry> = (1..=5).map(|o| entry(o, 1)).collect();
+    b.handle_message(now, id(1), AeMessage::Delta { xid: 1, delta, more: false });
+    assert_eq!(b.store().stream_count(), 2);
+    assert_eq!(b.stats().refused_full, 3);
+    assert!(b.state_bytes() < 4_096);
 }
 
 #[test]
@@ -292,10 +373,7 @@ fn responder_only_reconciles_the_topics_both_sides_hold() {
     let b = add(&mut net, machine(2, &cfg, &[1]));
     let other = TopicId(99);
     net[a].subscribe(Instant::ZERO, other);
-    net[a].insert(
-        Instant::ZERO,
-        Entry { stream: StreamId { topic: other, origin: id(1) }, seq: 1, payload: Bytes::new() },
-    );
+    net[a].insert(Instant::ZERO, Entry::unsealed(StreamId { topic: other, origin: id(1) }, 1, Bytes::new()));
     net[a].insert(Instant::ZERO, entry(1, 1));
     net[a].start_exchange(Instant::ZERO, AeMode::PushPull, None).unwrap();
     let log = pump(&mut net);
@@ -349,6 +427,7 @@ fn same_seed_same_choices() {
                     digest: Digest::default(),
                     delta: vec![],
                     more: false,
+                    proofs: vec![],
                 },
             );
         }

@@ -81,11 +81,14 @@ impl Topic {
         self.msgs += 1;
         self.bytes += held.payload.len();
         let member = self.member;
+        let len = held.payload.len();
         let stream = self.stream_mut(origin);
+        stream.bytes += len;
         stream.held.insert(seq, held);
         stream.activate(seq);
         stream.solicited.remove(&seq);
         stream.learn(seq, round);
+        stream.prove(seq);
         // Entries that will never be delivered here can be evicted at once.
         let never_delivered = !member || stream.cursor.is_some_and(|c| seq < c.next);
         self.resummarize(origin);
@@ -111,6 +114,7 @@ impl Topic {
                 if let Some(h) = stream.held.remove(&seq) {
                     self.msgs -= 1;
                     self.bytes -= h.payload.len();
+                    stream.bytes -= h.payload.len();
                 }
             }
             self.resummarize(origin);
@@ -132,11 +136,32 @@ impl Topic {
         !self.active_queue.is_empty()
     }
 
-    /// Evict oldest evictable entries until the history fits its bounds. Entries waiting in a
-    /// hold buffer are never evicted, so the bound can be exceeded by at most those.
+    /// True if an entry of `origin` may be kept: its stream exists, or there is room for one
+    /// more under `streams_max`.
+    pub(super) fn admits(&self, origin: &NodeId, streams_max: usize) -> bool {
+        self.streams.len() < streams_max || self.streams.contains_key(origin)
+    }
+
+    /// The oldest evictable entry of the stream holding the most bytes, if it has one: when a
+    /// topic is over its bounds the biggest stream gives first, so many streams of minted
+    /// origins cannot push out a real publisher's history.
+    fn evict_from_largest(&self) -> Option<(NodeId, Seq)> {
+        let (origin, stream) = self.streams.iter().max_by_key(|(o, s)| (s.bytes, std::cmp::Reverse(**o)))?;
+        let first = stream.held.first_from(1)?;
+        let evictable = !self.member || stream.cursor.is_some_and(|c| first < c.next);
+        evictable.then_some((*origin, first))
+    }
+
+    /// Evict entries until the history fits its bounds: the biggest stream's oldest evictable
+    /// entry first, else the oldest evictable. Entries waiting in a hold buffer are never
+    /// evicted, so the bound can be exceeded by at most those.
     pub(super) fn enforce_bounds(&mut self, config: &PbConfig, stats: &mut PbStats) {
         while self.msgs > config.history_msgs || self.bytes > config.history_bytes {
-            let Some((origin, seq)) = self.evictable.pop_front() else {
+            let next = match self.evict_from_largest() {
+                Some(x) => Some(x),
+                None => self.evictable.pop_front(),
+            };
+            let Some((origin, seq)) = next else {
                 break;
             };
             let Some(stream) = self.streams.get_mut(&origin) else {
@@ -145,6 +170,7 @@ impl Topic {
             if let Some(h) = stream.held.remove(&seq) {
                 self.msgs -= 1;
                 self.bytes -= h.payload.len();
+                stream.bytes -= h.payload.len();
                 stats.evicted += 1;
                 if stream.deactivate(seq) {
                     self.resummarize(origin);
@@ -196,6 +222,7 @@ impl Topic {
                 published_at: h.published_at,
                 received_at: h.received_at,
                 via: h.via,
+                seal: h.seal,
             }));
             self.evictable.push_back((origin, cursor.next));
             stats.delivered += 1;
@@ -227,7 +254,9 @@ impl Topic {
                     break;
                 };
                 let s = c.next;
-                if stream.held.contains_key(&s) || stream.known_hi() < s {
+                // Only a seq below one proven to exist is given up: a digest's word alone
+                // cannot make this node skip anything.
+                if stream.held.contains_key(&s) || stream.known_hi() < s || stream.proven() < s {
                     break;
                 }
                 let hold_full = stream.hold_len() >= hold_max;
@@ -237,7 +266,7 @@ impl Topic {
                 }
                 // [s, last]: unheld, and each satisfying the same test.
                 let below_held = stream.held.first_from(s).map_or(Seq::MAX, |q| q - 1);
-                let mut last = below_held.min(stream.known_hi());
+                let mut last = below_held.min(stream.known_hi()).min(stream.proven());
                 if !hold_full {
                     last = last.min(stream.known_by(round.saturating_sub(gap_after)));
                 }
@@ -294,6 +323,7 @@ impl Topic {
             id: MsgId { origin, topic: self.id, seq },
             published_at: h.published_at,
             payload: h.payload.clone(),
+            seal: h.seal,
         })
     }
 

@@ -113,6 +113,15 @@ pub struct RumorConfig {
     pub known_max: usize,
     /// Rumors hot or staged at most. Default 1,024 \[H\].
     pub hot_max: usize,
+    /// Bytes of payload hot or staged rumors may hold in all. Default 32 MiB \[H\].
+    pub hot_bytes_max: usize,
+    /// Rumors hot or staged at most per origin (a message rumor's stream origin, a query's
+    /// querier), so one origin cannot take every slot. Default 1,024 (no limit beyond
+    /// `hot_max`); the Engine's query announcements use 4 \[H\].
+    pub hot_per_origin_max: usize,
+    /// Largest payload accepted from a peer; a larger rumor is dropped and counted. Default
+    /// 1 MiB + 4 KiB (pbcast's largest message and its header) \[H\].
+    pub payload_max: usize,
 }
 
 impl Default for RumorConfig {
@@ -128,6 +137,9 @@ impl Default for RumorConfig {
             known_retention: 300,
             known_max: 1 << 16,
             hot_max: 1 << 10,
+            hot_bytes_max: 32 << 20,
+            hot_per_origin_max: 1 << 10,
+            payload_max: (1 << 20) + 4096,
         }
     }
 }
@@ -142,6 +154,8 @@ impl RumorConfig {
             ("known_retention", self.known_retention == 0),
             ("known_max", self.known_max == 0),
             ("hot_max", self.hot_max == 0),
+            ("hot_bytes_max", self.hot_bytes_max == 0),
+            ("hot_per_origin_max", self.hot_per_origin_max == 0),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, bad)| *bad) {
             return Err(ConfigError::Zero(name));

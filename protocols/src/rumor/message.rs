@@ -26,6 +26,15 @@ pub enum RumorId {
 }
 
 impl RumorId {
+    /// Who the rumor is from: a message's stream origin, a query's querier (as claimed: not
+    /// authenticated here).
+    pub fn origin(&self) -> NodeId {
+        match self {
+            RumorId::Message { stream, .. } => stream.origin,
+            RumorId::Query { querier, .. } => *querier,
+        }
+    }
+
     /// The topic a message rumor belongs to; `None` for a query.
     pub fn topic(&self) -> Option<TopicId> {
         match self {

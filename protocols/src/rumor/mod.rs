@@ -44,8 +44,11 @@
 //! - **Blind, continuous time, fanout > 1**: the rule is applied per contact, so a rumor that
 //!   is removed after the first contact of a tick is not sent to the tick's later partners
 //!   (§2.2 "per contact"; with fanout 1, as in every anchor, the question does not arise).
-//! - **Bounds** \[H\]: at most `hot_max` rumors hot and `known_max` remembered at once; a new
-//!   rumor beyond either is dropped and counted (`overflow`), without feedback. Removed rumors
+//! - **Bounds** \[H\]: at most `hot_max` rumors hot, `hot_bytes_max` bytes of their payloads,
+//!   `hot_per_origin_max` of one origin (a stream origin or a querier) and `known_max`
+//!   remembered at once; a new rumor beyond any is dropped and counted (`overflow`), without
+//!   feedback. A rumor whose payload exceeds `payload_max` is dropped and counted
+//!   (`oversized`), without feedback. Removed rumors
 //!   are forgotten `known_retention` periods after their removal (§2.4's 300 rounds), checked
 //!   at this node's ticks.
 //! - **An idle push node sleeps** \[H\]: in push mode a node with nothing hot or staged asks for
@@ -134,6 +137,8 @@ pub struct RumorStats {
     pub overflow: u64,
     /// Messages dropped as malformed (items not strictly ascending).
     pub malformed: u64,
+    /// Rumors dropped because their payload exceeded `payload_max`.
+    pub oversized: u64,
 }
 
 /// A hot (or staged) rumor.
@@ -158,14 +163,6 @@ enum Status {
     Removed(Instant),
 }
 
-/// A transmission whose feedback is awaited.
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    peer: NodeId,
-    id: RumorId,
-    sent_at: Instant,
-}
-
 /// The rumor-mongering machine of one node. Drive it as described in [`crate::machine`].
 #[derive(Debug)]
 pub struct RumorMonger {
@@ -181,7 +178,12 @@ pub struct RumorMonger {
     rumors: BTreeMap<RumorId, Status>,
     /// Rumors in `Hot` or `Staged`.
     active: usize,
-    pending: Vec<Pending>,
+    /// Payload bytes of the rumors in `Hot` or `Staged`.
+    active_bytes: usize,
+    /// Rumors in `Hot` or `Staged`, per origin (entries at 0 removed).
+    active_by_origin: BTreeMap<NodeId, usize>,
+    /// Transmissions whose feedback is awaited: (peer, rumor) → when each was sent.
+    pending: BTreeMap<(NodeId, RumorId), Vec<Instant>>,
     out: Outbox<RumorMessage, RumorEvent>,
     stats: RumorStats,
 }
@@ -205,7 +207,9 @@ impl RumorMonger {
             tick,
             rumors: BTreeMap::new(),
             active: 0,
-            pending: Vec::new(),
+            active_bytes: 0,
+            active_by_origin: BTreeMap::new(),
+            pending: BTreeMap::new(),
             out: Outbox::default(),
             stats: RumorStats::default(),
         }
@@ -234,8 +238,8 @@ impl RumorMonger {
         }
         let hot = Self::fresh(&id, payload);
         self.wake(now);
+        self.activate(&id, hot.payload.len());
         self.rumors.insert(id, Status::Hot(hot));
-        self.active += 1;
         true
     }
 
@@ -266,6 +270,32 @@ impl RumorMonger {
     /// The counters.
     pub fn stats(&self) -> &RumorStats {
         &self.stats
+    }
+
+    /// Bytes of state this machine accounts for: hot payloads, 96 bytes per rumor
+    /// remembered, 64 per awaited feedback. Each is capped.
+    pub fn state_bytes(&self) -> usize {
+        let pending: usize = self.pending.values().map(Vec::len).sum();
+        self.active_bytes
+            .saturating_add(self.rumors.len().saturating_mul(96))
+            .saturating_add(pending.saturating_mul(64))
+            .saturating_add(std::mem::size_of::<Self>())
+    }
+
+    /// True if one more active rumor `id` with `len` payload bytes stays within the caps.
+    fn has_room(&self, id: &RumorId, len: usize) -> bool {
+        let c = &self.config;
+        self.active < c.hot_max
+            && self.rumors.len() < c.known_max
+            && self.active_bytes.saturating_add(len) <= c.hot_bytes_max
+            && self.active_by_origin.get(&id.origin()).copied().unwrap_or(0) < c.hot_per_origin_max
+    }
+
+    /// Count a rumor that becomes hot or staged.
+    fn activate(&mut self, id: &RumorId, len: usize) {
+        self.active += 1;
+        self.active_bytes = self.active_bytes.saturating_add(len);
+        *self.active_by_origin.entry(id.origin()).or_default() += 1;
     }
 
     /// The settings.
@@ -304,9 +334,18 @@ impl RumorMonger {
 
     fn remove(&mut self, now: Instant, id: RumorId) {
         let Some(s) = self.rumors.get_mut(&id) else { return };
-        if matches!(s, Status::Hot(_) | Status::Staged(_)) {
+        if let Status::Hot(h) | Status::Staged(h) = s {
+            let len = h.payload.len();
             *s = Status::Removed(now);
             self.active -= 1;
+            self.active_bytes = self.active_bytes.saturating_sub(len);
+            let origin = id.origin();
+            if let Some(n) = self.active_by_origin.get_mut(&origin) {
+                *n -= 1;
+                if *n == 0 {
+                    self.active_by_origin.remove(&origin);
+                }
+            }
             self.stats.removed += 1;
             self.out.event(RumorEvent::Removed { id });
         }

@@ -2,7 +2,7 @@
 //! receiving them, answering pulls and feedback, and the loss-of-interest rule applied per
 //! contact (continuous reading).
 
-use super::{Pending, Rumor, RumorEvent, RumorId, RumorMessage, RumorMonger, Staging, Status};
+use super::{Rumor, RumorEvent, RumorId, RumorMessage, RumorMonger, Staging, Status};
 use crate::id::NodeId;
 use crate::time::Instant;
 use crate::wire::DATAGRAM_BUDGET;
@@ -54,7 +54,7 @@ impl RumorMonger {
     fn transmitted(&mut self, now: Instant, peer: NodeId, id: RumorId) {
         let variant = self.config.variant;
         if variant.is_feedback() {
-            self.pending.push(Pending { peer, id, sent_at: now });
+            self.pending.entry((peer, id)).or_default().push(now);
             return;
         }
         let k = self.k();
@@ -96,7 +96,11 @@ impl RumorMonger {
                     self.stats.out_of_scope += 1;
                     true
                 }
-                None if self.active >= self.config.hot_max || self.rumors.len() >= self.config.known_max => {
+                None if payload.len() > self.config.payload_max => {
+                    self.stats.oversized += 1;
+                    continue;
+                }
+                None if !self.has_room(&id, payload.len()) => {
                     self.stats.overflow += 1;
                     continue;
                 }
@@ -107,8 +111,8 @@ impl RumorMonger {
                         Staging::Immediate => Status::Hot(hot),
                         Staging::AtCycleStart => Status::Staged(hot),
                     };
+                    self.activate(&id, payload.len());
                     self.rumors.insert(id, status);
-                    self.active += 1;
                     self.stats.received_new += 1;
                     self.out.event(RumorEvent::Delivered { id, payload, from });
                     false
@@ -144,11 +148,14 @@ impl RumorMonger {
         }
         let (variant, k) = (self.config.variant, self.k());
         for (id, knew) in items {
-            let Some(i) = self.pending.iter().position(|p| p.peer == from && p.id == id) else {
+            let Some(sent) = self.pending.get_mut(&(from, id)) else {
                 self.stats.unsolicited_feedback += 1;
                 continue;
             };
-            self.pending.swap_remove(i);
+            sent.remove(0);
+            if sent.is_empty() {
+                self.pending.remove(&(from, id));
+            }
             if knew {
                 self.stats.unnecessary += 1;
             } else {

@@ -539,3 +539,48 @@ fn an_idle_push_node_sleeps_and_wakes_at_the_next_boundary() {
     assert_eq!((net[a].poll_timeout(), net[b].poll_timeout()), (None, None));
     assert_eq!((net[a].active(), net[b].active()), (0, 0));
 }
+
+fn query(querier: u64, counter: u64) -> RumorId {
+    RumorId::Query { querier: id(querier), counter }
+}
+
+fn push(m: &mut RumorMonger, from: u64, items: Vec<Rumor>) {
+    m.handle_message(at(0), id(from), RumorMessage::Rumors { items, pull: false, want_feedback: true });
+}
+
+/// Issue 12, case 3. Before the fix a query rumor (or any rumor) was kept hot with a payload of
+/// any size, up to the frame limit: 1,024 hot slots of 2 MiB each. Now a payload over
+/// `payload_max` is dropped unanswered, and hot payloads are capped in bytes.
+#[test]
+fn oversized_payloads_are_dropped_and_hot_bytes_are_capped() {
+    let cfg = Arc::new(RumorConfig {
+        payload_max: 1_000,
+        hot_bytes_max: 2_500,
+        ..(*sync(Variant::FeedbackCounter, 3, Direction::Push)).clone()
+    });
+    let mut m = machine(1, &cfg, &[2]);
+    push(&mut m, 2, vec![Rumor { id: rid(1), payload: Bytes::from(vec![0; 1_001]) }]);
+    assert_eq!((m.stats().oversized, m.knows(&rid(1))), (1, false));
+    let items = (2..=5).map(|q| Rumor { id: rid(q), payload: Bytes::from(vec![0; 1_000]) }).collect();
+    push(&mut m, 2, items);
+    assert_eq!(m.active(), 2, "two of 1,000 bytes fit in 2,500");
+    assert_eq!(m.stats().overflow, 2);
+    assert!(m.state_bytes() < 2_500 + 4 * 96 + 4_096);
+}
+
+/// Issue 12, case 3. Before the fix one querier (or one stream origin) could take all 1,024
+/// hot slots: 64 bogus queries crowded out every real announcement. Now each origin holds at
+/// most `hot_per_origin_max` of them (the Engine's query announcements: 4).
+#[test]
+fn one_origin_takes_at_most_its_share_of_the_hot_slots() {
+    let cfg = Arc::new(RumorConfig {
+        hot_per_origin_max: 4,
+        ..(*sync(Variant::FeedbackCounter, 3, Direction::Push)).clone()
+    });
+    let mut m = machine(1, &cfg, &[2]);
+    push(&mut m, 2, (0..64).map(|c| Rumor { id: query(9, c), payload: Bytes::from_static(b"q") }).collect());
+    assert_eq!(m.active(), 4);
+    assert_eq!(m.stats().overflow, 60);
+    push(&mut m, 2, vec![Rumor { id: query(8, 0), payload: Bytes::from_static(b"q") }]);
+    assert!(m.knows(&query(8, 0)), "another querier still gets a slot");
+}

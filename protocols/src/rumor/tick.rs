@@ -12,9 +12,14 @@ impl RumorMonger {
             Staging::AtCycleStart => self.close_cycle(now),
             Staging::Immediate => {
                 let horizon = self.config.period * 2;
-                let before = self.pending.len();
-                self.pending.retain(|p| p.sent_at + horizon > now);
-                self.stats.feedback_expired += (before - self.pending.len()) as u64;
+                let mut expired = 0u64;
+                self.pending.retain(|_, sent| {
+                    let before = sent.len();
+                    sent.retain(|&at| at + horizon > now);
+                    expired += (before - sent.len()) as u64;
+                    !sent.is_empty()
+                });
+                self.stats.feedback_expired += expired;
             }
         }
         self.forget_old(now);
@@ -43,7 +48,7 @@ impl RumorMonger {
     /// §2.2, round reading: once per hot rumor for the cycle that just ended, then promote the
     /// rumors learned during it. Feedback still outstanding no longer counts.
     fn close_cycle(&mut self, now: Instant) {
-        self.stats.feedback_expired += self.pending.len() as u64;
+        self.stats.feedback_expired += self.pending.values().map(|s| s.len() as u64).sum::<u64>();
         self.pending.clear();
         let (variant, k) = (self.config.variant, self.k());
         let mut removed = Vec::new();

@@ -10,6 +10,15 @@
 //! random halves for `--partition-secs`, then healed; after publishing, the run drains for
 //! `--drain` seconds.
 //!
+//! Restarts: with `--restart-fraction F`, a fraction F of the nodes (other than the crashed
+//! ones) crash a quarter of the way in and come back `--down-secs` later. Each node keeps an
+//! in-memory store that stands in for the daemon's data dir: everything the Engine asks to
+//! keep ([`Persist`](hearsay::engine::Persist)) goes there, and a restarted node gets it back
+//! ([`Engine::restore`]), keeps its stream epoch and resubscribes its topics from where it
+//! stopped ([`SubscribeFrom::Resume`]), as a restarted agent does for its durable
+//! subscriptions. With `--lose-store` a restarted node starts empty instead (new streams, new
+//! subscriptions from the current heads): its pairs are then not counted.
+//!
 //! For every message m and every subscriber s of its topic that subscribed before m and never
 //! crashed, s must either deliver m or announce a gap covering it. The report counts both,
 //! and `silent_losses`: pairs with neither (the claim is that this is 0), and duplicates
@@ -22,8 +31,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hearsay::engine::{Engine, EngineConfig, EngineEvent, SubscribeFrom};
+use hearsay::engine::{Engine, EngineConfig, EngineEvent, Persist, Restored, SubscribeFrom};
 use hearsay_overlay::swim::{Addr, SwimConfig};
+use hearsay_protocols::auth::Unchecked;
 use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::wire::{Frame, Protocol};
 use hearsay_protocols::{Instant, NodeId, Rng, Seed, Seq, TopicId, Transmit};
@@ -61,6 +71,12 @@ pub struct Params {
     pub seed: u64,
     /// Worker threads (0 = all cores).
     pub threads: usize,
+    /// Fraction of nodes that crash a quarter of the way in and restart.
+    pub restart_fraction: f64,
+    /// Seconds a restarting node stays down.
+    pub down_secs: f64,
+    /// Restarted nodes lose their store (start empty).
+    pub lose_store: bool,
 }
 
 impl Params {
@@ -80,6 +96,9 @@ impl Params {
             runs: 1,
             seed: 1,
             threads: 0,
+            restart_fraction: 0.0,
+            down_secs: 10.0,
+            lose_store: false,
         }
     }
 }
@@ -113,6 +132,8 @@ pub struct RunResult {
     pub node_bytes_per_s: BTreeMap<String, f64>,
     /// Nodes crashed.
     pub crashed: u64,
+    /// Nodes restarted.
+    pub restarted: u64,
 }
 
 /// The experiment's report.
@@ -134,6 +155,12 @@ pub struct Report {
     pub crash_fraction: f64,
     /// Partition length.
     pub partition_secs: f64,
+    /// Fraction restarted.
+    pub restart_fraction: f64,
+    /// Seconds down.
+    pub down_secs: f64,
+    /// Restarted nodes lost their store.
+    pub lose_store: bool,
     /// Runs.
     pub runs: u64,
     /// Seed.
@@ -165,8 +192,62 @@ pub struct Report {
     pub per_run: Vec<RunResult>,
 }
 
+/// A node's store in the simulator: what the daemon keeps in its data dir.
+#[derive(Clone, Debug, Default)]
+struct MemStore {
+    /// Last own seq per topic.
+    counters: BTreeMap<TopicId, Seq>,
+    /// Messages kept (retention: unbounded here; the Engine keeps what fits its histories).
+    messages: BTreeMap<(TopicId, NodeId, Seq), hearsay_protocols::pbcast::Data>,
+    /// Highest seq kept per stream (messages and gaps).
+    heads: BTreeMap<(TopicId, NodeId), Seq>,
+    /// Topics subscribed (resumed after a restart).
+    topics: Vec<String>,
+}
+
+impl MemStore {
+    fn keep(&mut self, p: Persist) {
+        match p {
+            Persist::Message { data, own } => {
+                let id = data.id;
+                if own {
+                    let c = self.counters.entry(id.topic).or_insert(0);
+                    *c = (*c).max(id.seq);
+                }
+                let h = self.heads.entry((id.topic, id.origin)).or_insert(0);
+                *h = (*h).max(id.seq);
+                self.messages.insert((id.topic, id.origin, id.seq), data);
+            }
+            Persist::Gap { topic, origin, last, .. } => {
+                let h = self.heads.entry((topic, origin)).or_insert(0);
+                *h = (*h).max(last);
+            }
+        }
+    }
+
+    fn restored(&self, per_stream: usize) -> Restored {
+        let mut messages = Vec::new();
+        let mut by_stream: BTreeMap<(TopicId, NodeId), Vec<hearsay_protocols::pbcast::Data>> =
+            BTreeMap::new();
+        for ((t, o, _), d) in &self.messages {
+            by_stream.entry((*t, *o)).or_default().push(d.clone());
+        }
+        for (_, v) in by_stream {
+            let skip = v.len().saturating_sub(per_stream);
+            messages.extend(v.into_iter().skip(skip));
+        }
+        Restored {
+            counters: self.counters.iter().map(|(t, s)| (*t, *s)).collect(),
+            heads: self.heads.iter().map(|((t, o), s)| (*t, *o, *s)).collect(),
+            messages,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Watch {
+    /// Each node's store.
+    stores: Rc<RefCell<Vec<MemStore>>>,
     /// node index → deliveries (origin, topic, seq).
     seen: HashSet<(u32, NodeId, TopicId, Seq)>,
     /// node → topic → origin → gaps (first, last).
@@ -194,6 +275,11 @@ impl Observer<Engine> for Watch {
             EngineEvent::Gap { topic, origin, first, last } => {
                 self.gap_events += 1;
                 self.gaps.entry((node as u32, topic, origin)).or_default().push((first, last));
+            }
+            EngineEvent::Persist(p) => {
+                if let Some(s) = self.stores.borrow_mut().get_mut(node) {
+                    s.keep(p);
+                }
             }
             _ => {}
         }
@@ -231,9 +317,57 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     let config = Arc::new(EngineConfig::with_swim(SwimConfig::lan()));
     let members = ids.clone();
     let net = NetConfig { latency: p.latency, jitter: 0.1, loss: p.loss, stream_loss: false };
+    let stores: Rc<RefCell<Vec<MemStore>>> = Rc::new(RefCell::new(vec![MemStore::default(); p.nodes]));
+    let kept = stores.clone();
+    let lose_store = p.lose_store;
     let mut sim: Sim<Engine> = Sim::new(p.seed, run, p.nodes, net, move |init| {
-        let epoch = u64::from(init.restarts) + 1;
-        Engine::converged(init.id, "", Addr::default(), epoch, config.clone(), &init.seed, init.now, &members)
+        if init.restarts == 0 {
+            return Engine::converged(
+                Arc::new(Unchecked(init.id)),
+                "",
+                Addr::default(),
+                1,
+                config.clone(),
+                &init.seed,
+                init.now,
+                &members,
+            );
+        }
+        if lose_store {
+            let epoch = u64::from(init.restarts) + 1;
+            kept.borrow_mut()[init.index] = MemStore::default();
+            return Engine::converged(
+                Arc::new(Unchecked(init.id)),
+                "",
+                Addr::default(),
+                epoch,
+                config.clone(),
+                &init.seed,
+                init.now,
+                &members,
+            );
+        }
+        // Back with its store, as a restarted agent: same streams, its topics resumed where
+        // it stopped, then a join through a few members (a push-pull brings the member table).
+        let store = kept.borrow()[init.index].clone();
+        let mut e = Engine::new(
+            Arc::new(Unchecked(init.id)),
+            "",
+            Addr::default(),
+            1,
+            config.clone(),
+            &init.seed,
+            init.now,
+        );
+        e.restore(init.now, store.restored(config.pbcast.history_msgs));
+        for name in &store.topics {
+            let _ = e.subscribe(init.now, name, SubscribeFrom::Resume);
+        }
+        let n = members.len();
+        let seeds: Vec<NodeId> =
+            (1..=3).map(|k| members[(init.index + k) % n]).filter(|m| *m != init.id).collect();
+        let _ = e.join(init.now, &seeds);
+        e
     });
     let state_per_node = match (before, resident_bytes()) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / p.nodes as f64),
@@ -247,6 +381,7 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
         let subs = work.distinct(p.nodes, p.subscribers);
         for &s in &subs {
             let n = name.clone();
+            stores.borrow_mut()[s].topics.push(name.clone());
             sim.schedule_call(secs(0.5), s, move |e: &mut Engine, now| {
                 let _ = e.subscribe(now, &n, SubscribeFrom::New);
             });
@@ -259,6 +394,19 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     let crashed: Vec<usize> = work.distinct(p.nodes, crash_count);
     for &c in &crashed {
         sim.schedule_fault(secs(start + p.duration / 3.0), Fault::Crash(c));
+    }
+    let crashed_set: HashSet<usize> = crashed.iter().copied().collect();
+    let restart_count = ((p.nodes as f64) * p.restart_fraction).round() as usize;
+    let candidates: Vec<usize> = (0..p.nodes).filter(|i| !crashed_set.contains(i)).collect();
+    let restarted: Vec<usize> = work
+        .distinct(candidates.len(), restart_count.min(candidates.len()))
+        .into_iter()
+        .map(|i| candidates[i])
+        .collect();
+    for &n in &restarted {
+        let at = start + p.duration / 4.0;
+        sim.schedule_fault(secs(at), Fault::Crash(n));
+        sim.schedule_fault(secs(at + p.down_secs), Fault::Restart(n));
     }
     if p.partition_secs > 0.0 {
         let half = work.distinct(p.nodes, p.nodes / 2);
@@ -281,14 +429,22 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
             }
         });
     }
-    let mut watch = Watch::default();
+    let mut watch = Watch { stores, ..Watch::default() };
     sim.run_until(secs(start + p.duration + p.drain), &mut watch);
 
-    // Account every (message, eligible subscriber) pair.
-    let crashed_set: HashSet<usize> = crashed.iter().copied().collect();
+    // Account every (message, eligible subscriber) pair. A node that restarted without its
+    // store is not counted; one that kept it must account for everything.
+    let mut crashed_set = crashed_set;
+    if p.lose_store {
+        crashed_set.extend(restarted.iter().copied());
+    }
     let topic_index: HashMap<TopicId, usize> =
         topic_names.iter().enumerate().map(|(k, n)| (TopicId::of(n), k)).collect();
-    let mut r = RunResult { crashed: crashed.len() as u64, ..RunResult::default() };
+    let mut r = RunResult {
+        crashed: crashed.len() as u64,
+        restarted: restarted.len() as u64,
+        ..RunResult::default()
+    };
     for m in published.borrow().iter() {
         r.published += 1;
         let Some(&k) = topic_index.get(&m.topic) else { continue };
@@ -360,6 +516,9 @@ pub fn run(p: &Params, progress: &Progress) -> Report {
         loss: p.loss,
         crash_fraction: p.crash_fraction,
         partition_secs: p.partition_secs,
+        restart_fraction: p.restart_fraction,
+        down_secs: p.down_secs,
+        lose_store: p.lose_store,
         runs: p.runs,
         seed: p.seed,
         delivery_ratio: report::round(sum(|r| r.delivered) as f64 / eligible, 6),

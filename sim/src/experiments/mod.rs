@@ -9,6 +9,7 @@ pub mod chord;
 pub mod cluster;
 pub mod delivery;
 pub mod flood_vs_gossip;
+pub mod fuzz;
 pub mod pbcast;
 pub mod rumor;
 pub mod scribe;

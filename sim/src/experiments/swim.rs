@@ -76,6 +76,7 @@ use std::sync::Arc;
 use hearsay_overlay::swim::{
     Cause, Lifeguard, MemberEvent, Profile, SharedProfile, State, Swim, SwimConfig, SwimEvent, SwimMessage,
 };
+use hearsay_protocols::auth::Unchecked;
 use hearsay_protocols::{Duration, Instant, NodeId, Rng, Seed, Timing, Transmit, wire};
 use serde::Serialize;
 
@@ -384,7 +385,8 @@ pub fn build(p: &Params, run: u64, timing: Timing, lifeguard: Lifeguard) -> Sim<
         Arc::new(ids.into_iter().map(|id| (id, SharedProfile::default())).collect());
     let net = NetConfig { latency: Latency::LAN, jitter: 0.1, loss: p.loss, stream_loss: false };
     Sim::new(p.seed, run, p.nodes, net, move |init| {
-        Swim::with_members(init.id, Profile::default(), cfg.clone(), &init.seed, init.now, &members)
+        let auth = Arc::new(Unchecked(init.id));
+        Swim::with_members(auth, Profile::default(), cfg.clone(), &init.seed, init.now, &members)
     })
 }
 

@@ -130,7 +130,7 @@ pub(super) fn items(
         let at = pos.get(&origin).copied();
         let origin_hex = || hex(&origin);
         match record {
-            Record::Message { published_at, payload } => {
+            Record::Message { published_at, payload, .. } => {
                 let seq = id.seq;
                 if at.is_some_and(|p| seq <= p) {
                     continue;

@@ -25,6 +25,7 @@ fn delivery_from(topic: &str, origin: NodeId, seq: u64, msg: &AppMessage, publis
         published_at: At::from_micros(published_at),
         received_at: At::ZERO,
         via: Via::Local,
+        seal: Default::default(),
     }
 }
 
