@@ -69,10 +69,11 @@ pub use hearsay_protocols::aggregate::Func;
 pub use hearsay_protocols::pbcast::MsgId;
 use tokio::sync::mpsc;
 
-pub use crate::agent::{DurableError, DurableNameError, StartAt};
 use crate::agent::{
-    self, AgentError, AgentHandle, AgentOptions, Command, DurableName, IdentitySource, StoreOptions, SubscribeError,
+    self, AgentError, AgentHandle, AgentOptions, Command, DurableName, IdentitySource, StoreOptions,
+    SubscribeError,
 };
+pub use crate::agent::{DurableError, DurableNameError, StartAt};
 use crate::api::types::{self, StreamItem};
 pub use crate::api::types::{Member, QueryResult, Status, TopicInfo};
 pub use crate::config::{AgentConfig, Preset};
@@ -481,7 +482,13 @@ pub struct SubscribeOptions {
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        SubscribeOptions { filter: None, expire: None, queue: DEFAULT_QUEUE, from: StartAt::default(), durable: None }
+        SubscribeOptions {
+            filter: None,
+            expire: None,
+            queue: DEFAULT_QUEUE,
+            from: StartAt::default(),
+            durable: None,
+        }
     }
 }
 

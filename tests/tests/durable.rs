@@ -440,7 +440,10 @@ fn from_all_gets_the_topic_history_and_from_a_time_what_was_published_after_it()
     assert_seqs(&seqs(&all.lines(), &origin), 1..=newer, "--from all");
     assert!(all.gaps().is_empty(), "{:?}", all.gaps());
     assert_seqs(&seqs(&values(&since), &origin), early + 1..=newer, &format!("--from {cut}"));
-    eprintln!("--from all on an agent new to the topic, --from TIME on a member (test {:?})", started.elapsed());
+    eprintln!(
+        "--from all on an agent new to the topic, --from TIME on a member (test {:?})",
+        started.elapsed()
+    );
 }
 
 #[test]

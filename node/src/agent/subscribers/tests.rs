@@ -140,7 +140,13 @@ impl Rig {
         let msg = AppMessage { headers: BTreeMap::new(), body: Bytes::from(body) };
         let d = delivery_from(topic, origin, seq, &msg, published_at);
         self.store
-            .submit(Write::Message { id: d.id, published_at, payload: d.payload.clone(), own: false })
+            .submit(Write::Message {
+                id: d.id,
+                published_at,
+                payload: d.payload.clone(),
+                own: false,
+                seal: d.seal,
+            })
             .unwrap();
         self.subs.deliver(&d)
     }
