@@ -343,37 +343,41 @@ fn past_retention_a_durable_client_gets_exactly_one_gap_then_the_rest() {
 }
 
 #[test]
-#[ignore = "known bug since seals (merge of main): a subscriber agent restarted after an outage \
-            longer than the retention gets nothing of what the restarted publisher kept (no \
-            retransmission, no gap); passed before the merge"]
 fn past_retention_a_restarted_subscriber_agent_gets_exactly_one_gap_then_the_rest() {
     // Agents restart on their ports, as daemons with a configured --bind do.
-    past_retention(true);
+    past_retention(true, false);
 }
 
 #[test]
 #[ignore = "known bug (issue 11 §4, restarts): when a holder of the stream and the subscriber \
             both restart on new ports, each dials the other's old address and no frame passes \
-            between them for a minute (the QUIC handshake to the old address times out)"]
+            between them within the test's minute"]
 fn past_retention_with_both_agents_back_on_new_ports() {
-    past_retention(false);
+    past_retention(false, false);
+}
+
+#[test]
+#[ignore = "known bug: a restarted publisher that is also a durable subscriber of its topic \
+            serves nothing of what it kept to the restarted subscriber (no message, no gap \
+            within a minute); as a publisher only, it does (the test above)"]
+fn past_retention_when_the_publisher_also_subscribes_durably() {
+    past_retention(true, true);
 }
 
 /// Retention 50, an outage of 200: the subscriber's agent is SIGKILLed, the publisher (the
-/// only other member of the topic) restarts after the outage, so no member holds more than
-/// its store kept.
-fn past_retention(keep_ports: bool) {
+/// only other holder of the stream; with `publisher_member`, also a durable subscriber of the
+/// topic) restarts after the outage, so no node holds more than its store kept (the last 50).
+fn past_retention(keep_ports: bool, publisher_member: bool) {
     let retain = |spec: AgentSpec| {
         let spec = spec.args(&["--retain-messages", "50"]);
         if keep_ports { spec.keep_ports() } else { spec }
     };
     let mut c = cluster_of("durable-retention", 3, retain);
     let started = Instant::now();
-    // The publisher is a member of its topic (a durable subscription keeps it on the topic
-    // across its restart): the only one besides n2 that holds the stream. (A publisher that is
-    // not a member serves its past only for the few seconds its messages stay in its pbcast
-    // gossip buffer, as the README says; with no member at all, n2 would get nothing back.)
-    let publisher = c[1].subscribe_query("topic=orders&durable=p").expect("the publisher's durable");
+    // Without `publisher_member`, the restarted publisher serves what its store kept for the
+    // few seconds those messages stay in its pbcast gossip buffer (as the README says).
+    let publisher = publisher_member
+        .then(|| c[1].subscribe_query("topic=orders&durable=p").expect("the publisher's durable"));
     let client = cli(&c[2], "orders", &["--durable", "d4"]);
     let origin = warm_up(&c[1], "orders", || values(&client));
     let before = publish(&c[1], "orders", "a", 10);
@@ -382,7 +386,9 @@ fn past_retention(keep_ports: bool) {
     c[2].kill();
     drop(client);
     let last = publish(&c[1], "orders", "b", 200);
-    wait_seq("the publisher's own subscription to have them", || publisher.lines(), &origin, last);
+    if let Some(p) = &publisher {
+        wait_seq("the publisher's own subscription to have them", || p.lines(), &origin, last);
+    }
     // The publisher restarts too: afterwards no member holds more of its stream than its
     // store kept (the last 50).
     drop(publisher);
