@@ -234,7 +234,8 @@ pub fn publish(
         if json {
             return print_json(&p);
         }
-        println!("{} {} seq {} ({} subscribers known)", p.topic, short(&p.origin), p.seq, p.subscribers);
+        let plural = if p.subscribers == 1 { "" } else { "s" };
+        println!("{} {} seq {} ({} subscriber{plural} known)", p.topic, short(&p.origin), p.seq, p.subscribers);
         Ok(())
     };
     match msg {

@@ -55,7 +55,7 @@ fn every_mistake_gets_its_status_and_a_json_error_that_says_what_is_wrong() {
             "/v1/publish",
             Some(json!({"topic": "t", "payload": "x".repeat(300 * 1024)})),
             413,
-            "message body of 307200 bytes exceeds 262144",
+            "message body of 307200 bytes exceeds the maximum message size of 262144 bytes",
         ),
         (
             "/v1/query",
