@@ -235,7 +235,13 @@ pub fn publish(
             return print_json(&p);
         }
         let plural = if p.subscribers == 1 { "" } else { "s" };
-        println!("{} {} seq {} ({} subscriber{plural} known)", p.topic, short(&p.origin), p.seq, p.subscribers);
+        println!(
+            "{} {} seq {} ({} subscriber{plural} known)",
+            p.topic,
+            short(&p.origin),
+            p.seq,
+            p.subscribers
+        );
         Ok(())
     };
     match msg {
