@@ -614,8 +614,7 @@ async fn measure(
         for name in &names {
             h.ask(|reply| Command::Subscribe {
                 topic: name.clone(),
-                filter: None,
-                expire: None,
+                options: Default::default(),
                 sink: sink.clone(),
                 reply,
             })

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 
+use crate::agent::DurableName;
 use crate::api::types::*;
 use crate::message::TopicName;
 use hearsay_protocols::aggregate::Func;
@@ -18,6 +20,7 @@ use hearsay_protocols::aggregate::Func;
 pub const DEFAULT_API: &str = "127.0.0.1:7070";
 
 /// A connection to one agent's API.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     agent: ureq::Agent,
@@ -82,21 +85,32 @@ impl Client {
         Self::finish(resp)
     }
 
+    /// DELETE a resource, get a JSON document.
+    pub fn delete<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.agent.delete(&self.url(path)).call().map_err(|e| self.unreachable(e))?;
+        Self::finish(resp)
+    }
+
     /// Open a subscription and call `each` for every item until the stream ends or `each`
     /// returns false.
     pub fn subscribe(
         &self,
         topic: &TopicName,
-        filter: Option<&str>,
-        expire: Option<f64>,
+        how: &SubscribeArgs<'_>,
         mut each: impl FnMut(StreamItem) -> Result<bool>,
     ) -> Result<()> {
         let mut req = self.streaming.get(&self.url("/v1/subscribe")).query("topic", topic.as_str());
-        if let Some(f) = filter {
+        if let Some(f) = how.filter {
             req = req.query("filter", f);
         }
-        if let Some(e) = expire {
+        if let Some(e) = how.expire {
             req = req.query("expire", e.to_string());
+        }
+        if let Some(d) = how.durable {
+            req = req.query("durable", d.as_str());
+        }
+        if let Some(f) = how.from {
+            req = req.query("from", f);
         }
         let mut resp = req.call().map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
@@ -116,6 +130,19 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// How to subscribe: the query parameters of `GET /v1/subscribe` beside the topic.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SubscribeArgs<'a> {
+    /// Only messages whose headers match.
+    pub filter: Option<&'a str>,
+    /// End after this many seconds.
+    pub expire: Option<f64>,
+    /// A durable subscription's name.
+    pub durable: Option<&'a DurableName>,
+    /// Where to start: new, all or an RFC 3339 time.
+    pub from: Option<&'a str>,
 }
 
 /// ureq's response type, named once.
@@ -207,7 +234,14 @@ pub fn publish(
         if json {
             return print_json(&p);
         }
-        println!("{} {} seq {} ({} subscribers known)", p.topic, short(&p.origin), p.seq, p.subscribers);
+        let plural = if p.subscribers == 1 { "" } else { "s" };
+        println!(
+            "{} {} seq {} ({} subscriber{plural} known)",
+            p.topic,
+            short(&p.origin),
+            p.seq,
+            p.subscribers
+        );
         Ok(())
     };
     match msg {
@@ -221,16 +255,140 @@ pub fn publish(
     }
 }
 
-/// `hearsay subscribe TOPIC`.
-pub fn subscribe(
-    c: &Client,
-    topic: &TopicName,
-    filter: Option<&str>,
-    expire: Option<f64>,
-    json: bool,
-) -> Result<()> {
-    c.subscribe(topic, filter, expire, |item| {
+/// A durable subscription's acknowledgements are posted after this many lines...
+pub const ACK_EVERY: usize = 64;
+
+/// ...or this long after the first one not yet posted, and when the command ends.
+pub const ACK_AFTER: Duration = Duration::from_millis(100);
+
+/// What the acknowledging thread is told.
+enum AckNote {
+    /// This line (origin hex, seq) was written to stdout.
+    Written(String, u64),
+    /// Post what is pending now, then say so.
+    Flush(mpsc::Sender<()>),
+    /// Post what is pending and end.
+    Stop,
+}
+
+/// The acknowledgements of a durable subscription, posted in batches by a thread (cumulative
+/// per origin: the highest seq written covers the earlier ones).
+struct Acker {
+    tx: mpsc::Sender<AckNote>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acker {
+    fn start(c: &Client, durable: &DurableName) -> Acker {
+        let (tx, rx) = mpsc::channel();
+        let (c, name) = (c.clone(), durable.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut pending: BTreeMap<String, u64> = BTreeMap::new();
+            let mut lines = 0usize;
+            let mut oldest: Option<Instant> = None;
+            let post = |pending: &mut BTreeMap<String, u64>| {
+                if pending.is_empty() {
+                    return;
+                }
+                let acks =
+                    std::mem::take(pending).into_iter().map(|(origin, seq)| Cursor { origin, seq }).collect();
+                let req = AckRequest { durable: name.clone(), acks };
+                if let Err(e) = c.post::<_, serde_json::Value>("/v1/ack", &req) {
+                    eprintln!("acknowledgements not taken (they will be delivered again): {e:#}");
+                }
+            };
+            loop {
+                let wait =
+                    oldest.map_or(Duration::from_secs(3600), |t| ACK_AFTER.saturating_sub(t.elapsed()));
+                match rx.recv_timeout(wait) {
+                    Ok(AckNote::Written(origin, seq)) => {
+                        let s = pending.entry(origin).or_insert(0);
+                        *s = (*s).max(seq);
+                        lines += 1;
+                        oldest.get_or_insert_with(Instant::now);
+                        if lines < ACK_EVERY {
+                            continue;
+                        }
+                    }
+                    Ok(AckNote::Flush(done)) => {
+                        post(&mut pending);
+                        let _ = done.send(());
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Ok(AckNote::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        post(&mut pending);
+                        return;
+                    }
+                }
+                post(&mut pending);
+                lines = 0;
+                oldest = None;
+            }
+        });
+        Acker { tx, thread: Some(thread) }
+    }
+
+    /// Post everything pending, from a signal handler's thread: bounded.
+    fn flush_from(tx: &mpsc::Sender<AckNote>) {
+        let (done, wait) = mpsc::channel();
+        if tx.send(AckNote::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(Duration::from_secs(5));
+        }
+    }
+
+    fn written(&self, origin: &str, seq: u64) {
+        let _ = self.tx.send(AckNote::Written(origin.to_string(), seq));
+    }
+}
+
+impl Drop for Acker {
+    fn drop(&mut self) {
+        // (The signal thread holds a sender too: the channel does not close by itself.)
+        let _ = self.tx.send(AckNote::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// On Ctrl-C or SIGTERM: post the pending acknowledgements, then exit (status 130).
+fn ack_on_signal(tx: mpsc::Sender<AckNote>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            #[cfg(unix)]
+            {
+                let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        Acker::flush_from(&tx);
+        std::process::exit(130);
+    });
+}
+
+/// `hearsay subscribe TOPIC`. With a durable name, each line is acknowledged once it has been
+/// written to stdout (in batches: [`ACK_EVERY`] lines or [`ACK_AFTER`], and at exit).
+pub fn subscribe(c: &Client, topic: &TopicName, how: &SubscribeArgs<'_>, json: bool) -> Result<()> {
+    let acker = how.durable.map(|d| Acker::start(c, d));
+    if let Some(a) = &acker {
+        ack_on_signal(a.tx.clone());
+    }
+    c.subscribe(topic, how, |item| {
         let mut out = std::io::stdout().lock();
+        let written = match &item {
+            StreamItem::Message(d) => Some((d.origin.clone(), d.seq)),
+            StreamItem::Gap { gap } => Some((gap.origin.clone(), gap.to_seq)),
+            StreamItem::Closed { .. } => None,
+        };
         if json {
             serde_json::to_writer(&mut out, &item)?;
             writeln!(out)?;
@@ -263,8 +421,41 @@ pub fn subscribe(
             }
         }
         out.flush()?;
+        // Written: only now may it be acknowledged.
+        if let (Some(a), Some((origin, seq))) = (&acker, written) {
+            a.written(&origin, seq);
+        }
         Ok(true)
     })
+}
+
+/// `hearsay durable list`.
+pub fn durable_list(c: &Client, json: bool) -> Result<()> {
+    let list: Vec<DurableInfo> = c.get("/v1/durable")?;
+    if json {
+        return print_json(&list);
+    }
+    println!("{:<24} {:<24} {:<9} {:<8}  CURSORS (origin:seq)", "NAME", "TOPIC", "CONNECTED", "SINCE");
+    for d in list {
+        let cursors: Vec<String> =
+            d.cursors.iter().map(|k| format!("{}:{}", short(&k.origin), k.seq)).collect();
+        println!(
+            "{:<24} {:<24} {:<9} {:<8}  {}",
+            d.name,
+            d.topic,
+            if d.connected { "yes" } else { "no" },
+            d.since.as_deref().unwrap_or("-"),
+            if cursors.is_empty() { "-".to_string() } else { cursors.join(" ") }
+        );
+    }
+    Ok(())
+}
+
+/// `hearsay durable delete NAME`.
+pub fn durable_delete(c: &Client, name: &DurableName) -> Result<()> {
+    let _: serde_json::Value = c.delete(&format!("/v1/durable/{name}"))?;
+    println!("deleted durable subscription {name}");
+    Ok(())
 }
 
 /// `hearsay query FN NAME`.

@@ -244,7 +244,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     for i in (0..n).filter(|i| i % 2 == 0 || *i == n - 1) {
         let h = agents[i].as_ref().context("agent")?;
         let (sink, mut items) = mpsc::channel(8192);
-        h.ask(|reply| Command::Subscribe { topic: topic.clone(), filter: None, expire: None, sink, reply })
+        h.ask(|reply| Command::Subscribe { topic: topic.clone(), options: Default::default(), sink, reply })
             .await??;
         let store = received[i].clone();
         tokio::spawn(async move {

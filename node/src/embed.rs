@@ -47,9 +47,10 @@
 //!
 //! # What comes later
 //!
-//! Durable subscriptions will be options of [`SubscribeOptions`] (its fields are private, set
-//! by methods, so options can be added without breaking callers); the event stream (member
-//! tags, tree changes) will add variants to [`Event`] and [`MemberChange`] (both
+//! Durable subscriptions are options of [`SubscribeOptions`] ([`SubscribeOptions::durable`],
+//! [`SubscribeOptions::from`]; its fields are private, set by methods, so options can be added
+//! without breaking callers), acknowledged with [`Agent::ack`]; the event stream (member tags,
+//! tree changes) will add variants to [`Event`] and [`MemberChange`] (both
 //! `#[non_exhaustive]`). Today [`Agent::events`] compares member tables polled every
 //! [`EVENT_POLL`].
 
@@ -68,7 +69,11 @@ pub use hearsay_protocols::aggregate::Func;
 pub use hearsay_protocols::pbcast::MsgId;
 use tokio::sync::mpsc;
 
-use crate::agent::{self, AgentError, AgentHandle, AgentOptions, Command, IdentitySource, StoreOptions};
+use crate::agent::{
+    self, AgentError, AgentHandle, AgentOptions, Command, DurableName, IdentitySource, StoreOptions,
+    SubscribeError,
+};
+pub use crate::agent::{DurableError, DurableNameError, StartAt};
 use crate::api::types::{self, StreamItem};
 pub use crate::api::types::{Member, QueryResult, Status, TopicInfo};
 pub use crate::config::{AgentConfig, Preset};
@@ -241,12 +246,28 @@ pub enum Error {
     /// The publish was refused (the Engine's limit) or cannot be kept (the store failed).
     #[error(transparent)]
     Publish(#[from] agent::PublishError),
+    /// A durable subscription refused: a client has it already, it follows another topic,
+    /// the agent has no store, no such name (an ack), or the store failed.
+    #[error(transparent)]
+    Durable(#[from] DurableError),
+    /// A durable subscription name that breaks the naming rule.
+    #[error(transparent)]
+    DurableName(#[from] DurableNameError),
     /// The agent is leaving or gone: it takes no more commands.
     #[error("the agent is stopping")]
     Stopping,
     /// The agent ended with an error (every seed refused its certificate: a wrong secret).
     #[error(transparent)]
     Ended(#[from] AgentError),
+}
+
+impl From<SubscribeError> for Error {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::Engine(e) => Error::Refused(e),
+            SubscribeError::Durable(e) => Error::Durable(e),
+        }
+    }
 }
 
 impl From<agent::Stopping> for Error {
@@ -370,7 +391,8 @@ impl Agent {
         self.subscribe_with(topic, SubscribeOptions::default()).await
     }
 
-    /// Subscribe with options (a filter, an expiry, a queue size).
+    /// Subscribe with options (a filter, an expiry, a queue size, where it starts, a durable
+    /// name).
     pub async fn subscribe_with(
         &self,
         topic: &str,
@@ -378,11 +400,22 @@ impl Agent {
     ) -> Result<Subscription, Error> {
         let topic = TopicName::new(topic)?;
         let filter = options.filter.as_deref().map(Filter::parse).transpose()?;
+        let durable = options.durable.as_deref().map(DurableName::new).transpose()?;
         let (sink, items) = mpsc::channel(options.queue.max(1));
         let name = topic.clone();
-        let expire = options.expire;
-        self.handle.ask(|reply| Command::Subscribe { topic: name, filter, expire, sink, reply }).await??;
+        let options = agent::SubscribeOptions { filter, expire: options.expire, from: options.from, durable };
+        self.handle.ask(|reply| Command::Subscribe { topic: name, options, sink, reply }).await??;
         Ok(Subscription { topic, items })
+    }
+
+    /// Acknowledge, for the durable subscription `durable`, every message of `origin` up to
+    /// `seq` (cumulative; a cursor never goes backwards): a client that comes back resumes
+    /// after it. Acknowledge what has been handled, not what was merely received.
+    pub async fn ack(&self, durable: &str, origin: NodeId, seq: u64) -> Result<(), Error> {
+        let durable = DurableName::new(durable)?;
+        let acks = vec![(origin, seq)];
+        self.handle.ask(|reply| Command::Ack { durable, acks, reply }).await??;
+        Ok(())
     }
 
     /// The member table, this agent included.
@@ -437,17 +470,25 @@ impl Agent {
     }
 }
 
-/// Options of [`Agent::subscribe_with`]. Durable subscriptions will add options here.
+/// Options of [`Agent::subscribe_with`].
 #[derive(Clone, Debug)]
 pub struct SubscribeOptions {
     filter: Option<String>,
     expire: Option<Duration>,
     queue: usize,
+    from: StartAt,
+    durable: Option<String>,
 }
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        SubscribeOptions { filter: None, expire: None, queue: DEFAULT_QUEUE }
+        SubscribeOptions {
+            filter: None,
+            expire: None,
+            queue: DEFAULT_QUEUE,
+            from: StartAt::default(),
+            durable: None,
+        }
     }
 }
 
@@ -469,6 +510,24 @@ impl SubscribeOptions {
     /// lets it fill is closed ([`Item::Closed`] says so): read steadily.
     pub fn queue(mut self, items: usize) -> Self {
         self.queue = items;
+        self
+    }
+
+    /// Where it starts: new messages only (the default), everything the store retains, or
+    /// from a publish time. A durable subscription that exists already ignores it and resumes
+    /// after its cursors.
+    pub fn from(mut self, start: StartAt) -> Self {
+        self.from = start;
+        self
+    }
+
+    /// Make it durable under `name` (the agent needs a data dir): its cursors are kept in the
+    /// store, [`Agent::ack`] moves them, and a subscription under the same name after a crash
+    /// of the reader or the agent resumes after them (at least once: a redelivered message
+    /// carries the same origin and seq). A reader that falls behind is paused, not closed;
+    /// only one reader at a time (a second is refused: [`DurableError::InUse`]).
+    pub fn durable(mut self, name: impl Into<String>) -> Self {
+        self.durable = Some(name.into());
         self
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use hearsay::agent::{self, AgentOptions, IdentitySource};
+use hearsay::agent::{self, AgentOptions, DurableName, IdentitySource, StartAt};
 use hearsay::api::types::hex;
 use hearsay::cli::{self, Client, DEFAULT_API};
 use hearsay::config::{FileConfig, Preset};
@@ -64,6 +64,7 @@ enum Cmd {
         json: bool,
     },
     /// Stream the messages of TOPIC (and explicit gap notices) until interrupted or expired.
+    #[command(long_about = SUBSCRIBE_ABOUT)]
     Subscribe {
         /// The topic.
         topic: TopicName,
@@ -73,10 +74,27 @@ enum Cmd {
         /// End the subscription after SECS seconds.
         #[arg(long, value_name = "SECS")]
         expire: Option<f64>,
+        /// A durable subscription: the agent keeps NAME's cursors (per origin, the last line
+        /// acknowledged), and a later `subscribe --durable NAME` resumes after them, also
+        /// after a restart of the agent. Each line is acknowledged once written to stdout.
+        #[arg(long, value_name = "NAME")]
+        durable: Option<DurableName>,
+        /// Where to start: `new` (what arrives from now on; the default), `all` (everything
+        /// retained here, and the topic's history from its members if this agent was not on
+        /// the topic yet), or an RFC 3339 time such as 2025-01-31T08:00:00Z (as `all`, passing
+        /// over messages published before it). For an existing durable subscription it is
+        /// ignored: that one resumes after its cursors.
+        #[arg(long, value_name = "new|all|TIME", value_parser = parse_from)]
+        from: Option<String>,
         /// One JSON object per line: {topic, origin, seq, payload | payload_b64} or
         /// {"gap": {topic, origin, from_seq, to_seq}}.
         #[arg(long)]
         json: bool,
+    },
+    /// List or delete durable subscriptions.
+    Durable {
+        #[command(subcommand)]
+        action: DurableCmd,
     },
     /// Ask the cluster for an aggregate of a value every node may hold.
     Query {
@@ -238,6 +256,44 @@ struct BenchArgs {
     json: bool,
 }
 
+const SUBSCRIBE_ABOUT: &str = "\
+Stream the messages of TOPIC (and explicit gap notices) until interrupted or expired.
+
+Delivery: per origin (publisher) in seq order; a message that can no longer be had is announced
+as a gap line, never skipped silently. Without --durable, each message at most once from the
+moment the subscription starts; a client too slow to keep up is closed (the agent says why).
+With --durable NAME, at least once across restarts of this command and of the agent: the agent
+keeps NAME's cursors, this command acknowledges each line after writing it to stdout (every 64
+lines or 100 ms, and on exit), and `subscribe --durable NAME` again gets everything after the
+last acknowledged line, then live messages. A redelivered message has the same origin and seq,
+so a consumer can drop what it has seen. One client per durable name at a time. A slow durable
+client is paused, not closed, and catches up from the agent's store.
+
+--from sets where a new subscription starts (new, all, or an RFC 3339 time); an existing
+durable subscription ignores it and resumes after its cursors. `hearsay durable list` shows
+the durable subscriptions and their cursors; `hearsay durable delete NAME` removes one.";
+
+#[derive(Subcommand)]
+enum DurableCmd {
+    /// The durable subscriptions: name, topic, whether a client is connected, cursors.
+    List {
+        /// Print a JSON array of {name, topic, connected, since?, cursors: [{origin, seq}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a durable subscription: its cursors are forgotten, its client closed, and its
+    /// topic unsubscribed unless something else holds it.
+    Delete {
+        /// Its name.
+        name: DurableName,
+    },
+}
+
+/// A `--from` that the agent will take.
+fn parse_from(s: &str) -> Result<String, String> {
+    s.parse::<StartAt>().map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
 #[derive(Subcommand)]
 enum ValueCmd {
     /// Set NAME to X (a finite number).
@@ -391,9 +447,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Publish { topic, msg, headers, json } => {
             cli::publish(&client(), topic, msg.as_deref(), &headers, json)
         }
-        Cmd::Subscribe { topic, filter, expire, json } => {
-            cli::subscribe(&client(), &topic, filter.as_deref(), expire, json)
+        Cmd::Subscribe { topic, filter, expire, durable, from, json } => {
+            let how = cli::SubscribeArgs {
+                filter: filter.as_deref(),
+                expire,
+                durable: durable.as_ref(),
+                from: from.as_deref(),
+            };
+            cli::subscribe(&client(), &topic, &how, json)
         }
+        Cmd::Durable { action: DurableCmd::List { json } } => cli::durable_list(&client(), json),
+        Cmd::Durable { action: DurableCmd::Delete { name } } => cli::durable_delete(&client(), &name),
         Cmd::Query { func, name, json } => cli::query(&client(), func.into(), &name, json),
         Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client(), &name, value),
         Cmd::Topics { json } => cli::topics(&client(), json),

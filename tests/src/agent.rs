@@ -37,6 +37,9 @@ pub struct AgentSpec {
     pub args: Vec<String>,
     /// Run it in this network namespace (`ip netns exec NS`).
     pub netns: Option<String>,
+    /// A restart binds the ports of the previous life again (as a daemon with a configured
+    /// `--bind` and `--api` does) instead of fresh ones.
+    pub keep_ports: bool,
 }
 
 impl AgentSpec {
@@ -51,6 +54,7 @@ impl AgentSpec {
             test_control: true,
             args: Vec::new(),
             netns: None,
+            keep_ports: false,
         }
     }
 
@@ -63,6 +67,12 @@ impl AgentSpec {
     /// Add `hearsay agent` flags.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Restart on the same ports (see [`AgentSpec::keep_ports`]).
+    pub fn keep_ports(mut self) -> Self {
+        self.keep_ports = true;
         self
     }
 
@@ -142,6 +152,8 @@ pub struct Agent {
     secret: PathBuf,
     child: Option<Child>,
     ready: Option<Ready>,
+    /// What the last life reported (its ports, for [`AgentSpec::keep_ports`]).
+    last_ready: Option<Ready>,
     lives: u32,
     http: ureq::Agent,
 }
@@ -157,6 +169,7 @@ impl Agent {
             spec,
             child: None,
             ready: None,
+            last_ready: None,
             lives: 0,
             http: http::client(),
         };
@@ -183,13 +196,17 @@ impl Agent {
             }
             None => Command::new(binary()),
         };
+        let (port, api_port) = match &self.last_ready {
+            Some(r) if self.spec.keep_ports => (r.addr.port(), r.api.port()),
+            _ => (0, 0),
+        };
         cmd.arg("--api")
-            .arg(SocketAddr::new(self.spec.api_ip, 0).to_string())
+            .arg(SocketAddr::new(self.spec.api_ip, api_port).to_string())
             .arg("agent")
             .arg("--name")
             .arg(&self.spec.name)
             .arg("--bind")
-            .arg(SocketAddr::new(self.spec.bind_ip, 0).to_string())
+            .arg(SocketAddr::new(self.spec.bind_ip, port).to_string())
             .arg("--secret-file")
             .arg(&self.secret)
             .arg("--data-dir")
@@ -241,6 +258,7 @@ impl Agent {
         };
         assert_eq!(ready.name, self.name, "ready file of another agent");
         self.ready = Some(ready.clone());
+        self.last_ready = Some(ready.clone());
         ready
     }
 
@@ -306,7 +324,8 @@ impl Agent {
     }
 
     /// Start it again (killing this life if it runs) with the same name, data dir (identity)
-    /// and seeds, on fresh ports; waits until it is ready.
+    /// and seeds, on fresh ports (the same ones with [`AgentSpec::keep_ports`]); waits until it
+    /// is ready.
     pub fn restart(&mut self) -> Ready {
         self.kill();
         self.spawn();
@@ -318,7 +337,7 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// One request to its API; `Err` only when there was no HTTP answer.
+    /// One request to its API (GET, POST or DELETE); `Err` only when there was no HTTP answer.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
         let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON"));
         http::call(&self.http, self.api(), method, path, bytes.as_deref(), REQUEST_TIMEOUT)

@@ -68,6 +68,7 @@ pub(crate) fn call(
             .header("content-type", "application/json")
             .send(b),
         ("POST", None) => http.post(&url).config().timeout_global(Some(timeout)).build().send_empty(),
+        ("DELETE", _) => http.delete(&url).config().timeout_global(Some(timeout)).build().call(),
         (m, _) => return Err(format!("method {m} not supported by the harness")),
     };
     let mut resp = resp.map_err(|e| format!("{method} {url}: {e}"))?;

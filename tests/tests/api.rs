@@ -55,7 +55,7 @@ fn every_mistake_gets_its_status_and_a_json_error_that_says_what_is_wrong() {
             "/v1/publish",
             Some(json!({"topic": "t", "payload": "x".repeat(300 * 1024)})),
             413,
-            "message body of 307200 bytes exceeds 262144",
+            "message body of 307200 bytes exceeds the maximum message size of 262144 bytes",
         ),
         (
             "/v1/query",
@@ -77,7 +77,7 @@ fn every_mistake_gets_its_status_and_a_json_error_that_says_what_is_wrong() {
             "/v1/subscribe",
             None,
             400,
-            "bad subscribe query: Failed to deserialize query string: missing field `topic` (expected ?topic=NAME[&filter=EXPR][&expire=SECS])",
+            "bad subscribe query: Failed to deserialize query string: missing field `topic` (expected ?topic=NAME[&filter=EXPR][&expire=SECS][&durable=NAME][&from=new|all|TIME])",
         ),
         ("/v1/subscribe?topic=t&filter=a%20%3D%3D", None, 400, "filter error"),
         ("/v1/subscribe?topic=t&filter=priority%20%3E%3D%20%28", None, 400, "filter error"),

@@ -93,7 +93,8 @@ fn every_command_talks_to_a_real_agent_and_prints_what_the_readme_says() {
     let seq = id["seq"].as_u64().expect("seq");
     let out = c[0].cli_with_input(&["publish", "news", "-H", "priority=1"], "one\ntwo\nthree\n");
     assert!(out.status.success(), "{out:?}");
-    let expected: Vec<String> = (1..=3).map(|k| format!("news {} seq {}", &origin[..16], seq + k)).collect();
+    let expected: Vec<String> =
+        (1..=3).map(|k| format!("news {} seq {} (1 subscriber known)", &origin[..16], seq + k)).collect();
     assert_eq!(out.stdout.lines().collect::<Vec<_>>(), expected, "one id per line");
     wait_for("the four messages at n2", Duration::from_secs(30), || {
         let got =

@@ -8,11 +8,12 @@
 //!
 //! # Stopping
 //!
-//! A leave (SIGTERM) goes in three steps, each bounded: **drain**, the Engine still running
+//! A leave (SIGTERM) first ends every subscription with its `closed` line (durable clients
+//! still acknowledge meanwhile), then goes in three steps, each bounded: **drain**, the Engine still running
 //! (it answers repair requests meanwhile), until the transport has nothing in flight (frames
 //! waiting for a connection, stream frames not yet acknowledged, queued datagrams: first-phase
-//! copies and repairs), at most [`DRAIN_TIMEOUT`]; **close** every subscription with its
-//! `closed` line; **leave**: SWIM announces it (done once the announcement went out in a few
+//! copies and repairs), at most [`DRAIN_TIMEOUT`]; **close** what subscriptions are left
+//! (their topics); **leave**: SWIM announces it (done once the announcement went out in a few
 //! datagrams, within a gossip interval; the agent stops waiting after [`LEAVE_TIMEOUT`]).
 //! Then the transport drains again (at most [`FINAL_FLUSH_TIMEOUT`], for the leave's own
 //! datagrams), the store makes its writes durable and the endpoint closes. A crash stops at
@@ -28,13 +29,14 @@ use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::{Instant, Machine, NodeId};
 use tokio::sync::{mpsc, watch};
 
-use super::command::{Command, PublishError, Reply};
+use super::command::{Command, PublishError, Reply, SubscribeError, SubscribeOptions};
 use super::seeds::{Join, JoinNote, ReconnectStats};
-use super::subscribers::Subscribers;
+use super::subscribers::{ReplayDone, Subscribers};
 use super::{AgentError, Stop};
 use crate::api::types::QueryResult;
+use crate::api::types::StreamItem;
 use crate::api::views;
-use crate::engine::{CommandError, Engine, EngineEvent, Persist, SubscribeFrom};
+use crate::engine::{CommandError, Engine, EngineEvent, Persist};
 use crate::message::TopicName;
 use crate::metrics::Metrics;
 use crate::store::{MemberRecord, Store, Write};
@@ -82,6 +84,8 @@ pub(super) struct Actor {
     /// advertised ones.
     addrs: HashMap<NodeId, SocketAddr>,
     subscribers: Subscribers,
+    /// Where replays report (taken by [`Actor::run`]).
+    replays: Option<mpsc::UnboundedReceiver<ReplayDone>>,
     queries: BTreeMap<QueryId, PendingQuery>,
     /// Frames dropped for want of an address.
     unroutable: u64,
@@ -157,11 +161,13 @@ pub(super) struct Rejoin {
 
 impl Actor {
     /// An actor around `engine`, sending through `transport`, keeping what must last in
-    /// `store`. `start` and `clock_base` fix the Engine's clock (see [`Actor::now`]).
+    /// `store`, serving `subscribers` (whose replays report on `replays`). `start` and
+    /// `clock_base` fix the Engine's clock (see [`Actor::now`]).
     pub(super) fn new(
         engine: Engine,
         transport: Transport,
         store: Option<Store>,
+        (subscribers, replays): (Subscribers, mpsc::UnboundedReceiver<ReplayDone>),
         start: tokio::time::Instant,
         clock_base: u64,
     ) -> Self {
@@ -172,7 +178,8 @@ impl Actor {
             transport,
             start,
             addrs: HashMap::new(),
-            subscribers: Subscribers::default(),
+            subscribers,
+            replays: Some(replays),
             queries: BTreeMap::new(),
             unroutable: 0,
             leaving: false,
@@ -222,6 +229,7 @@ impl Actor {
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         let mut leaving = Leaving::No;
         let mut synced = self.store.as_ref().map(Store::synced);
+        let mut replays = self.replays.take().unwrap_or_else(|| mpsc::unbounded_channel().1);
         self.flush();
         loop {
             let timer = tokio::time::sleep_until(self.deadline());
@@ -236,8 +244,11 @@ impl Actor {
                     let Some(ev) = ev else { break };
                     self.on_transport(ev);
                 }
-                cmd = commands.recv(), if !self.leaving && commands_open => {
+                cmd = commands.recv(), if commands_open => {
                     match cmd {
+                        // While leaving, only acknowledgements are taken (clients closed at
+                        // the leave flush theirs); any other command's reply is dropped: 503.
+                        Some(cmd) if self.leaving && !matches!(cmd, Command::Ack { .. }) => drop(cmd),
                         Some(cmd) => self.on_command(cmd),
                         None => commands_open = false,
                     }
@@ -263,6 +274,10 @@ impl Actor {
                 () = &mut timer => {
                     let now = self.now();
                     self.engine.handle_timeout(now);
+                }
+                Some(done) = replays.recv() => {
+                    let ended = self.subscribers.replay_done(done);
+                    self.unsubscribe(ended);
                 }
                 _ = housekeeping.tick() => {
                     let ended = self.subscribers.housekeeping(tokio::time::Instant::now());
@@ -295,6 +310,10 @@ impl Actor {
                         }
                         Stop::Leave if !self.leaving => {
                             self.leaving = true;
+                            // Subscriptions end first, each with its closing line, so durable
+                            // clients acknowledge what they printed while the agent leaves (the
+                            // Engine keeps its topics: the leave takes the node out of them).
+                            let _ = self.subscribers.close_all(LEAVING);
                             leaving = Leaving::Draining(tokio::time::Instant::now() + DRAIN_TIMEOUT);
                             tracing::info!(in_flight = self.transport.in_flight(), "leaving: draining the transport");
                         }
@@ -573,6 +592,32 @@ impl Actor {
         }
     }
 
+    /// Open a subscription: a non-durable one subscribes the Engine (from where `options`
+    /// says, if the topic is new here); a durable one is created if it does not exist (its
+    /// topic anchored in the Engine for as long as it exists), then connected.
+    fn subscribe(
+        &mut self,
+        topic: TopicName,
+        options: SubscribeOptions,
+        sink: mpsc::Sender<StreamItem>,
+    ) -> Result<(), SubscribeError> {
+        let now = self.now();
+        let Some(name) = options.durable.clone() else {
+            let id = self.engine.subscribe(now, topic.as_str(), options.from.engine())?;
+            self.subscribers.add(id, topic, options, sink);
+            return Ok(());
+        };
+        if !self.subscribers.check_durable(&name, &topic)? {
+            self.engine.subscribe(now, topic.as_str(), options.from.engine())?;
+            if let Err(e) = self.subscribers.create_durable(name.clone(), topic.clone(), options.from) {
+                self.engine.unsubscribe(now, topic.as_str());
+                return Err(e.into());
+            }
+        }
+        self.subscribers.connect(&name, &options, sink)?;
+        Ok(())
+    }
+
     fn on_command(&mut self, cmd: Command) {
         let now = self.now();
         match cmd {
@@ -607,11 +652,21 @@ impl Actor {
                     }
                 }
             }
-            Command::Subscribe { topic, filter, expire, sink, reply } => {
-                let opened = self.engine.subscribe(now, topic.as_str(), SubscribeFrom::New).map(|id| {
-                    self.subscribers.add(id, topic, filter, expire, sink);
+            Command::Subscribe { topic, options, sink, reply } => {
+                let _ = reply.send(self.subscribe(topic, options, sink));
+            }
+            Command::Ack { durable, acks, reply } => {
+                let _ = reply.send(self.subscribers.ack(&durable, acks));
+            }
+            Command::Durables(reply) => {
+                let _ = reply.send(self.subscribers.durables());
+            }
+            Command::DeleteDurable { name, reply } => {
+                let deleted = self.subscribers.delete_durable(&name).map(|topic| {
+                    // Its anchor goes: the topic stays subscribed only if others hold it.
+                    self.engine.unsubscribe(now, topic.as_str());
                 });
-                let _ = reply.send(opened);
+                let _ = reply.send(deleted);
             }
             Command::KnownSubscribers { topic, reply } => {
                 let id = hearsay_protocols::TopicId::of(topic.as_str());

@@ -8,7 +8,7 @@
 //! | `mod.rs` | [`spawn`], [`AgentOptions`], [`AgentHandle`], the start and stop errors |
 //! | `command.rs` | [`Command`]: what the actor accepts, with checked inputs and typed refusals |
 //! | `actor.rs` | the actor: the `select!` loop that drives the Engine and answers commands |
-//! | `subscribers.rs` | fan-out of deliveries and gaps to local subscriptions (filters, slow consumers) |
+//! | `subscribers/` | local subscriptions: fan-out of deliveries and gaps (filters, slow consumers), durable subscriptions and their cursors, replays from the store |
 //! | `seeds.rs` | resolving seed addresses to members, retrying a join that failed, reconnecting |
 //!
 //! # The address
@@ -27,8 +27,11 @@
 //! before anything else (a store that cannot be used is a start error naming the file), its
 //! epoch names this node's streams (so a restarted publisher continues them), what it kept is
 //! handed back to the Engine, and every durable subscription's topic is subscribed again
-//! (resuming after what was kept, fetching what was published meanwhile). Publishes are
-//! acknowledged once their write is durable.
+//! (resuming after what was kept, fetching what was published meanwhile): that subscription,
+//! the durable subscription's "anchor", is held by the agent for as long as the durable
+//! subscription exists, whether a client is connected or not, so what is published while no
+//! client is connected is still received and stored. Publishes are acknowledged once their
+//! write is durable.
 
 mod actor;
 mod command;
@@ -43,7 +46,11 @@ use hearsay_overlay::swim::Addr;
 use hearsay_protocols::{Instant, NodeId, Seed};
 use tokio::sync::{mpsc, watch};
 
-pub use self::command::{Command, PublishError, Reply};
+pub use self::command::{
+    Command, DurableError, DurableName, DurableNameError, MAX_DURABLE_NAME, PublishError, Reply, StartAt,
+    StartAtError, SubscribeError, SubscribeOptions, rfc3339,
+};
+use self::subscribers::Subscribers;
 use crate::api::server;
 use crate::config::Preset;
 use crate::engine::{self, Engine, EngineConfig, SubscribeFrom};
@@ -339,9 +346,10 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         now,
     );
     let mut kept_members = Vec::new();
-    let store = match opened {
+    let (store, subscribers) = match opened {
         Some((store, stored)) => {
             let kept = stored.restored.messages.len();
+            let heads = stored.restored.heads.clone();
             if stored.incarnation > 0 {
                 // Above whatever the cluster still holds about the previous life.
                 engine.raise_incarnation(stored.incarnation + 1);
@@ -370,9 +378,10 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
                 created = stored.created,
                 "store opened"
             );
-            Some(store)
+            let subscribers = Subscribers::new(Some(store.clone()), &heads, stored.durables);
+            (Some(store), subscribers)
         }
-        None => None,
+        None => (None, Subscribers::new(None, &[], Vec::new())),
     };
     tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
@@ -381,7 +390,7 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         stored: kept_members,
         interval: reconnect_interval(&engine),
     };
-    let actor = actor::Actor::new(engine, transport.clone(), store, start, clock_base);
+    let actor = actor::Actor::new(engine, transport.clone(), store, subscribers, start, clock_base);
     let task = tokio::spawn(async move {
         let ended = actor.run(rejoin, net_events, commands_rx, stop_rx).await;
         drop(actor_ended);

@@ -4,7 +4,8 @@
 //! |---|---|
 //! | 400 | bad input: a body or query string that does not parse, a bad topic, header or filter, a value that is not finite, an attribute name out of bounds |
 //! | 404 | no such endpoint |
-//! | 409 | the node's state refuses it: too many topics subscribed, too many queries running |
+//! | 404 | no such durable subscription (an ack or a delete naming one that does not exist) |
+//! | 409 | the node's state refuses it: too many topics subscribed, too many queries running, a durable subscription that has a client already or follows another topic, durable subscriptions on an agent without a store |
 //! | 413 | too large: a request body over the server's limit, a message body over the agent's `max_message_bytes` (default [`MAX_BODY`](crate::message::MAX_BODY); the error says the limit) or the Engine's payload limit |
 //! | 503 | the agent is stopping (leaving the cluster, or gone), or its store failed (an I/O error) |
 //! | 507 | the store's disk is full: a publish that cannot be kept is refused |
@@ -20,11 +21,27 @@ use hearsay_protocols::aggregate::QueryError;
 use hearsay_protocols::pbcast::PublishError;
 
 use super::types::ErrorReply;
+use crate::agent::{DurableError, DurableNameError, StartAtError, SubscribeError};
 use crate::engine::CommandError;
 use crate::engine::multicast::MulticastError;
 use crate::filter::FilterError;
 use crate::message::MessageError;
 use crate::store::StoreError;
+
+impl From<SubscribeError> for ApiError {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::Engine(e) => ApiError::Command(e),
+            SubscribeError::Durable(e) => ApiError::Durable(e),
+        }
+    }
+}
+
+impl From<DurableError> for ApiError {
+    fn from(e: DurableError) -> Self {
+        ApiError::Durable(e)
+    }
+}
 
 impl From<crate::agent::PublishError> for ApiError {
     fn from(e: crate::agent::PublishError) -> Self {
@@ -51,8 +68,22 @@ pub enum ApiError {
         source: serde_json::Error,
     },
     /// The query string of `/v1/subscribe` does not parse.
-    #[error("bad subscribe query: {0} (expected ?topic=NAME[&filter=EXPR][&expire=SECS])")]
+    #[error(
+        "bad subscribe query: {0} (expected ?topic=NAME[&filter=EXPR][&expire=SECS][&durable=NAME][&from=new|all|TIME])"
+    )]
     SubscribeQuery(#[from] QueryRejection),
+    /// A `from` that is not new, all or an RFC 3339 time.
+    #[error(transparent)]
+    StartAt(#[from] StartAtError),
+    /// A durable subscription name that breaks the naming rule.
+    #[error(transparent)]
+    DurableName(#[from] DurableNameError),
+    /// An acknowledgement's origin that is not 64 hex digits.
+    #[error("origin `{0}` is not a node id (64 hex digits, as subscription lines show it)")]
+    Origin(String),
+    /// A durable subscription operation the agent refused.
+    #[error(transparent)]
+    Durable(DurableError),
     /// A subscription filter that does not parse.
     #[error(transparent)]
     Filter(#[from] FilterError),
@@ -99,7 +130,14 @@ impl ApiError {
             | ApiError::Expire(_)
             | ApiError::TwoPayloads
             | ApiError::Base64(_)
+            | ApiError::StartAt(_)
+            | ApiError::DurableName(_)
+            | ApiError::Origin(_)
             | ApiError::TestControl(_) => StatusCode::BAD_REQUEST,
+            ApiError::Durable(DurableError::Unknown(_)) => StatusCode::NOT_FOUND,
+            ApiError::Durable(DurableError::Store(e)) if e.is_full() => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Durable(DurableError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Durable(_) => StatusCode::CONFLICT,
             ApiError::Message(MessageError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Message(_) => StatusCode::BAD_REQUEST,
             ApiError::Command(e) => command_status(e),
@@ -141,8 +179,13 @@ mod tests {
     use hearsay_protocols::aggregate::{Func, ValueError};
 
     use super::*;
+    use crate::agent::DurableName;
     use crate::api::types::QueryRequest;
     use crate::filter::Filter;
+
+    fn name() -> DurableName {
+        DurableName::new("d").unwrap()
+    }
 
     fn json_error(body: &str) -> ApiError {
         let source = serde_json::from_str::<QueryRequest>(body).unwrap_err();
@@ -179,6 +222,25 @@ mod tests {
             (CommandError::TooManyTopics(64).into(), StatusCode::CONFLICT),
             (CommandError::Leaving.into(), StatusCode::SERVICE_UNAVAILABLE),
             (ApiError::NotFound, StatusCode::NOT_FOUND),
+            ("soon".parse::<crate::agent::StartAt>().unwrap_err().into(), StatusCode::BAD_REQUEST),
+            (DurableName::new("a b").unwrap_err().into(), StatusCode::BAD_REQUEST),
+            (ApiError::Origin("xyz".into()), StatusCode::BAD_REQUEST),
+            (DurableError::Unknown(name()).into(), StatusCode::NOT_FOUND),
+            (DurableError::InUse(name()).into(), StatusCode::CONFLICT),
+            (DurableError::NoStore.into(), StatusCode::CONFLICT),
+            (
+                DurableError::OtherTopic {
+                    name: name(),
+                    topic: "a".parse().unwrap(),
+                    asked: "b".parse().unwrap(),
+                }
+                .into(),
+                StatusCode::CONFLICT,
+            ),
+            (
+                SubscribeError::Durable(DurableError::Store(StoreError::Closed)).into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
             (ApiError::Stopping, StatusCode::SERVICE_UNAVAILABLE),
             (ApiError::NotConverged, StatusCode::GATEWAY_TIMEOUT),
             (ApiError::TestControl("loss".into()), StatusCode::BAD_REQUEST),

@@ -8,7 +8,10 @@
 //! | GET | `/v1/status` | | [`types::Status`] |
 //! | GET | `/v1/members` | | `[`[`types::Member`]`]` |
 //! | POST | `/v1/publish` | [`types::PublishRequest`] | [`types::Published`] |
-//! | GET | `/v1/subscribe` | `?topic=T[&filter=EXPR][&expire=SECS]` | a stream of JSON lines, each a [`types::StreamItem`] |
+//! | GET | `/v1/subscribe` | `?topic=T[&filter=EXPR][&expire=SECS][&durable=NAME][&from=new\|all\|TIME]` | a stream of JSON lines, each a [`types::StreamItem`] |
+//! | POST | `/v1/ack` | [`types::AckRequest`] | `{}` |
+//! | GET | `/v1/durable` | | `[`[`types::DurableInfo`]`]` |
+//! | DELETE | `/v1/durable/NAME` | | `{}` |
 //! | GET | `/v1/topics` | | `[`[`types::TopicInfo`]`]` |
 //! | GET | `/v1/ring` | | [`types::RingInfo`] |
 //! | POST | `/v1/values` | [`types::SetValue`] | `{}` |
@@ -16,8 +19,10 @@
 //! | GET | `/metrics` | | Prometheus text format |
 //!
 //! Errors are `{"error": "..."}` with the status [`error::ApiError::status`] gives: 400 bad
-//! input, 404 no such endpoint, 409 refused by the node's state (too many topics or queries),
-//! 413 too large, 503 the node is stopping, 504 a query that did not converge in time.
+//! input, 404 no such endpoint or durable subscription, 409 refused by the node's state (too
+//! many topics or queries, a durable subscription with a client already), 413 too large, 503
+//! the node is stopping or its store failed, 504 a query that did not converge in time, 507
+//! the store's disk is full.
 //!
 //! | file | contents |
 //! |---|---|

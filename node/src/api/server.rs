@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
 use super::types::*;
-use crate::agent::Command;
+use crate::agent::{Command, DurableName, StartAt, SubscribeOptions};
 use crate::filter::Filter;
 use crate::message::{AppMessage, TopicName};
 use crate::transport::faulty::Faults;
@@ -94,6 +94,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/members", get(members))
         .route("/v1/publish", post(publish))
         .route("/v1/subscribe", get(subscribe))
+        .route("/v1/ack", post(ack))
+        .route("/v1/durable", get(durables))
+        .route("/v1/durable/{name}", delete(delete_durable))
         .route("/v1/topics", get(topics))
         .route("/v1/ring", get(ring))
         .route("/v1/values", post(set_value))
@@ -147,6 +150,8 @@ struct SubscribeParams {
     topic: TopicName,
     filter: Option<String>,
     expire: Option<f64>,
+    durable: Option<DurableName>,
+    from: Option<String>,
 }
 
 async fn subscribe(
@@ -163,8 +168,13 @@ async fn subscribe(
         Some(secs) => return Err(ApiError::Expire(secs)),
         None => None,
     };
+    let from = match p.from.as_deref() {
+        Some(f) => f.parse::<StartAt>()?,
+        None => StartAt::New,
+    };
+    let options = SubscribeOptions { filter, expire, from, durable: p.durable };
     let (sink, items) = mpsc::channel(SUBSCRIPTION_QUEUE);
-    s.ask(|reply| Command::Subscribe { topic: p.topic, filter, expire, sink, reply }).await??;
+    s.ask(|reply| Command::Subscribe { topic: p.topic, options, sink, reply }).await??;
     let lines = ReceiverStream::new(items).map(|item| {
         let mut line = serde_json::to_vec(&item).unwrap_or_default();
         line.push(b'\n');
@@ -175,6 +185,34 @@ async fn subscribe(
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(lines))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+async fn ack(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let AckRequest { durable, acks } = parse("ack", body)?;
+    let durable = DurableName::new(durable)?;
+    let acks = acks
+        .into_iter()
+        .map(|a| parse_hex(&a.origin).map(|o| (o, a.seq)).ok_or(ApiError::Origin(a.origin)))
+        .collect::<Result<Vec<_>, _>>()?;
+    s.ask(|reply| Command::Ack { durable, acks, reply }).await??;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn durables(State(s): State<ApiState>) -> Result<Json<Vec<DurableInfo>>, ApiError> {
+    Ok(Json(s.ask(Command::Durables).await?))
+}
+
+async fn delete_durable(
+    State(s): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path(name) = name.map_err(|_| ApiError::NotFound)?;
+    let name = DurableName::new(name)?;
+    s.ask(|reply| Command::DeleteDurable { name, reply }).await??;
+    Ok(Json(serde_json::json!({})))
 }
 
 async fn topics(State(s): State<ApiState>) -> Result<Json<Vec<TopicInfo>>, ApiError> {

@@ -13,6 +13,20 @@ pub fn hex(id: &NodeId) -> String {
     id.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A NodeId from the API's lower-case (or upper-case) hex: 64 hex digits.
+pub fn parse_hex(text: &str) -> Option<NodeId> {
+    let t = text.as_bytes();
+    if t.len() != 64 {
+        return None;
+    }
+    let mut b = [0u8; 32];
+    for (i, pair) in t.chunks_exact(2).enumerate() {
+        let digits = std::str::from_utf8(pair).ok()?;
+        b[i] = u8::from_str_radix(digits, 16).ok()?;
+    }
+    Some(NodeId::from_bytes(b))
+}
+
 /// A member as `GET /v1/members` lists it (and `hearsay members --json` prints it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Member {
@@ -248,6 +262,43 @@ pub struct RingInfo {
     pub successors: Vec<RingPeer>,
     /// Distinct finger targets, nearest first.
     pub fingers: Vec<RingPeer>,
+}
+
+/// One stream's position: an acknowledgement, or a durable subscription's cursor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The stream's origin (hex).
+    pub origin: String,
+    /// Its last seq acknowledged: everything at or below it was handled (or announced as a
+    /// gap).
+    pub seq: u64,
+}
+
+/// `POST /v1/ack` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRequest {
+    /// The durable subscription's name.
+    pub durable: String,
+    /// Per origin, the last seq handled (cumulative: it covers every earlier seq of that
+    /// origin).
+    pub acks: Vec<Cursor>,
+}
+
+/// A durable subscription (`GET /v1/durable`, `hearsay durable list --json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableInfo {
+    /// Its name.
+    pub name: String,
+    /// The topic it follows.
+    pub topic: String,
+    /// A client is connected to it now.
+    pub connected: bool,
+    /// Created `--from TIME` (or `all`: the UNIX epoch): messages published before this RFC
+    /// 3339 time are passed over. Absent for one created from `new`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Per origin, the last seq acknowledged.
+    pub cursors: Vec<Cursor>,
 }
 
 /// `GET`/`POST /v1/test/control` (only with `hearsay agent --test-control`): the faults the

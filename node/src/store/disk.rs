@@ -272,7 +272,7 @@ fn open_and_read(
     let durables = r.open_table(DURABLES).map_err(|e| c(&e))?;
     for e in durables.iter().map_err(|e| c(&e))? {
         let (k, v) = e.map_err(|e| c(&e))?;
-        let d: Durable = postcard::from_bytes(v.value()).map_err(|e| c(&e))?;
+        let d = Durable::decode(v.value()).map_err(|e| c(&e))?;
         stored.durables.push((k.value().to_string(), d));
     }
     let members = r.open_table(MEMBERS).map_err(|e| c(&e))?;
@@ -346,7 +346,7 @@ pub(super) fn durables(db: &redb::Database) -> Result<Vec<(String, Durable)>, St
     let mut out = Vec::new();
     for e in t.iter().map_err(|e| c(&e))? {
         let (k, v) = e.map_err(|e| c(&e))?;
-        let d: Durable = postcard::from_bytes(v.value()).map_err(|e| c(&e))?;
+        let d = Durable::decode(v.value()).map_err(|e| c(&e))?;
         out.push((k.value().to_string(), d));
     }
     Ok(out)

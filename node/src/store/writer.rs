@@ -83,6 +83,10 @@ impl Writer {
         Ok(ticket)
     }
 
+    pub(super) fn last_ticket(&self) -> u64 {
+        self.next.load(Ordering::SeqCst).saturating_sub(1)
+    }
+
     pub(super) fn failure(&self) -> Option<StoreError> {
         self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -217,19 +221,18 @@ impl Thread {
             }
             Write::Durable { name, durable } => {
                 let mut d = tx.open_table(DURABLES)?;
-                let v = postcard::to_allocvec(&durable).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                let v = durable.encode().map_err(|e| redb::Error::Corrupted(e.to_string()))?;
                 d.insert(name.as_str(), &v[..])?;
             }
             Write::Ack { name, acks } => {
                 let mut d = tx.open_table(DURABLES)?;
                 let current: Option<Durable> =
-                    d.get(name.as_str())?.and_then(|v| postcard::from_bytes(v.value()).ok());
+                    d.get(name.as_str())?.and_then(|v| Durable::decode(v.value()).ok());
                 if let Some(mut durable) = current {
                     for (origin, seq) in acks {
                         durable.advance(origin, seq);
                     }
-                    let v =
-                        postcard::to_allocvec(&durable).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                    let v = durable.encode().map_err(|e| redb::Error::Corrupted(e.to_string()))?;
                     d.insert(name.as_str(), &v[..])?;
                 }
             }
