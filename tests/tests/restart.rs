@@ -280,7 +280,7 @@ fn sigterm_flushes_closes_every_subscription_and_leaves() {
     let closed = subs[leaving].lines().iter().filter(|l| l.get("closed").is_some()).count();
     assert_eq!(closed, 1, "closing lines: {:?}", subs[leaving].lines());
     let reason = subs[leaving].closed().unwrap_or_default();
-    assert!(reason.contains("shutting down"), "{reason}");
+    assert_eq!(reason, "the agent stopped");
     // The others record a leave, never a death.
     wait_for("the others to record n3 as left", Duration::from_secs(10), || {
         for a in &c.agents()[..leaving] {

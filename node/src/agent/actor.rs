@@ -57,7 +57,7 @@ const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// The closing line of every subscription when the agent leaves.
-const LEAVING: &str = "the agent is shutting down";
+const LEAVING: &str = "the agent stopped";
 
 /// How long the store may take to make its queued writes durable when the agent stops.
 const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
