@@ -401,7 +401,7 @@ impl Agent {
         let topic = TopicName::new(topic)?;
         let filter = options.filter.as_deref().map(Filter::parse).transpose()?;
         let durable = options.durable.as_deref().map(DurableName::new).transpose()?;
-        let (sink, items) = mpsc::channel(options.queue.max(1));
+        let (sink, items) = mpsc::channel(options.queue.max(1) + 1);
         let name = topic.clone();
         let options = agent::SubscribeOptions { filter, expire: options.expire, from: options.from, durable };
         self.handle.ask(|reply| Command::Subscribe { topic: name, options, sink, reply }).await??;
@@ -506,8 +506,9 @@ impl SubscribeOptions {
         self
     }
 
-    /// Items held for a reader that is behind (default [`DEFAULT_QUEUE`]). A reader that
-    /// lets it fill is closed ([`Item::Closed`] says so): read steadily.
+    /// Items held for a reader that is behind (default [`DEFAULT_QUEUE`], at least 1; one slot
+    /// more is kept for the closing line). A reader that lets it fill is closed
+    /// ([`Item::Closed`] says so): read steadily.
     pub fn queue(mut self, items: usize) -> Self {
         self.queue = items;
         self

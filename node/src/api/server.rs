@@ -173,7 +173,8 @@ async fn subscribe(
         None => StartAt::New,
     };
     let options = SubscribeOptions { filter, expire, from, durable: p.durable };
-    let (sink, items) = mpsc::channel(SUBSCRIPTION_QUEUE);
+    // One slot more than the messages it holds: the agent keeps it for the closing line.
+    let (sink, items) = mpsc::channel(SUBSCRIPTION_QUEUE + 1);
     s.ask(|reply| Command::Subscribe { topic: p.topic, options, sink, reply }).await??;
     let lines = ReceiverStream::new(items).map(|item| {
         let mut line = serde_json::to_vec(&item).unwrap_or_default();
