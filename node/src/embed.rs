@@ -412,7 +412,7 @@ impl Agent {
     /// `tokio::time::timeout` (the HTTP API gives up after 60 s).
     pub async fn query(&self, func: Func, attr: &str) -> Result<QueryResult, Error> {
         let name = attr.to_string();
-        Ok(self.handle.ask(|reply| Command::Query { func, name, reply }).await??)
+        Ok(self.handle.ask(|reply| Command::Query { func, name, scope: Default::default(), reply }).await??)
     }
 
     /// Member changes from now on, as a [`Stream`]: first one [`MemberChange::Join`] per member

@@ -74,6 +74,9 @@ pub enum ApiError {
     /// The store cannot keep what was asked (507 when the disk is full, 503 otherwise).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A query's or listing's tag scope that cannot be used (bounds, regex).
+    #[error("tags: {0}")]
+    Scope(#[from] hearsay_protocols::tags::ScopeError),
     /// No route has this path.
     #[error("no such endpoint; see the README's API table")]
     NotFound,
@@ -99,7 +102,8 @@ impl ApiError {
             | ApiError::Expire(_)
             | ApiError::TwoPayloads
             | ApiError::Base64(_)
-            | ApiError::TestControl(_) => StatusCode::BAD_REQUEST,
+            | ApiError::TestControl(_)
+            | ApiError::Scope(_) => StatusCode::BAD_REQUEST,
             ApiError::Message(MessageError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Message(_) => StatusCode::BAD_REQUEST,
             ApiError::Command(e) => command_status(e),
@@ -123,7 +127,10 @@ fn command_status(e: &CommandError) -> StatusCode {
         }
         CommandError::Leaving => StatusCode::SERVICE_UNAVAILABLE,
         // Anything else about a publish, a value or a query is about what was asked.
-        CommandError::Publish(_) | CommandError::Value(_) | CommandError::Query(_) => StatusCode::BAD_REQUEST,
+        CommandError::Publish(_)
+        | CommandError::Value(_)
+        | CommandError::Query(_)
+        | CommandError::Tags(_) => StatusCode::BAD_REQUEST,
     }
 }
 

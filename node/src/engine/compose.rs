@@ -19,7 +19,10 @@ impl Engine {
         let topics: Vec<TopicId> =
             self.topics.iter().filter(|(_, s)| s.subscribers > 0).map(|(t, _)| *t).collect();
         let max = hearsay_overlay::swim::META_TOPICS_MAX;
-        let meta = Meta::new(topics).ok_or(CommandError::TooManyTopics(max))?.with_name(&self.name);
+        let meta = Meta::new(topics)
+            .ok_or(CommandError::TooManyTopics(max))?
+            .with_name(&self.name)
+            .with_tags(self.tags.clone());
         self.swim.set_meta(now, meta).map_err(|_| CommandError::Leaving)
     }
 
@@ -120,6 +123,7 @@ impl Engine {
 
     /// A member changed state: the ring and the trees, aggregation, catch-up, the topic views.
     pub(super) fn on_member(&mut self, now: Instant, ev: MemberEvent) {
+        self.notice_member(now, &ev);
         let live = ev.state.is_live();
         if ev.node != self.id {
             if live {

@@ -689,3 +689,26 @@ fn the_same_seed_gives_the_same_run() {
     assert!(a.len() > 1_000);
     assert_eq!(a, run());
 }
+
+/// Issue 15: the largest meta (64 topics of 10-byte varints, a 64-byte name, 16 tags of 256
+/// bytes in all) in a signed `Alive` with an IPv6 address at the largest incarnation still
+/// fits a 1200-byte datagram beside the largest ping-req header, so a member's `Alive` always
+/// rides piggyback.
+#[test]
+fn the_largest_alive_with_tags_fits_a_datagram_with_a_ping_req() {
+    use hearsay_protocols::tags::{TAGS_BYTES_MAX, TAGS_MAX, Tags};
+    let topics: Vec<TopicId> = (0..META_TOPICS_MAX as u64).map(|i| TopicId(u64::MAX - i)).collect();
+    let per = TAGS_BYTES_MAX / TAGS_MAX;
+    let tags: Vec<String> = (0..TAGS_MAX).map(|i| format!("{i:02}={}", "v".repeat(per - 2))).collect();
+    let tags = Tags::parse(&tags).unwrap();
+    let meta = Meta::new(topics).unwrap().with_name(&"n".repeat(80)).with_tags(tags);
+    let addr = Addr::from_socket("[::1]:65535".parse().unwrap());
+    let profile = Profile { addr, meta };
+    assert!(profile.is_valid());
+    let up = Update::signed_alive(&Unchecked(id(1)), u64::MAX, SharedProfile::new(profile));
+    let msg =
+        SwimMessage::PingReq { seq: u32::MAX, target: id(2), want_nack: true, updates: vec![up.clone()] };
+    let len = wire::encoded_len(&msg);
+    assert!(len <= 1200, "{len} bytes");
+    assert!(up.encoded_len() <= 1122, "{}", up.encoded_len());
+}

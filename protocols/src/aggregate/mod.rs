@@ -108,6 +108,7 @@ use crate::id::NodeId;
 use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
+use crate::tags::Tags;
 use crate::time::Instant;
 use crate::timer::{Earliest, Ticker};
 
@@ -200,6 +201,8 @@ pub struct Aggregation {
     peers: PeerView,
     self_pos: Option<usize>,
     values: BTreeMap<String, f64>,
+    /// This node's tags: a query's scope decides from them whether its value counts.
+    tags: Tags,
     queries: BTreeMap<QueryId, QueryState>,
     finished: BTreeSet<QueryId>,
     finished_order: VecDeque<QueryId>,
@@ -224,6 +227,7 @@ impl Aggregation {
             peers: PeerView::default(),
             self_pos: None,
             values: BTreeMap::new(),
+            tags: Tags::default(),
             queries: BTreeMap::new(),
             finished: BTreeSet::new(),
             finished_order: VecDeque::new(),
@@ -286,6 +290,12 @@ impl Aggregation {
         Ok(())
     }
 
+    /// This node's tags from now on: queries joined later count its values only if their
+    /// scope matches them.
+    pub fn set_tags(&mut self, _now: Instant, tags: Tags) {
+        self.tags = tags;
+    }
+
     /// This node no longer holds `attr`.
     pub fn remove_value(&mut self, _now: Instant, attr: &str) {
         self.values.remove(attr);
@@ -302,6 +312,7 @@ impl Aggregation {
             epsilon: spec.epsilon.unwrap_or(c.epsilon),
             stable_rounds: spec.stable_rounds.unwrap_or(c.stable_rounds),
             max_rounds: spec.max_rounds.unwrap_or(c.max_rounds),
+            scope: spec.scope,
         };
         query.validate()?;
         if self.queries.len() >= self.config.queries_max {
@@ -435,7 +446,21 @@ impl Aggregation {
             // The ticker idled while no query ran: move it past `now`, keeping its phase.
             self.tick.advance(now, &mut self.rng);
         }
-        let value = self.values.get(&query.attr).copied();
+        // Out of scope, a node still takes part (it relays mass) but holds no value: push-sum
+        // then counts it as a node without the attribute, so avg, sum and count are over the
+        // members in scope only.
+        let in_scope = if query.scope.is_empty() {
+            true
+        } else {
+            match query.scope.matcher() {
+                Ok(m) => m.matches(&self.tags),
+                Err(e) => {
+                    self.stats.malformed += 1;
+                    return Err(QueryError::BadScope(e));
+                }
+            }
+        };
+        let value = if in_scope { self.values.get(&query.attr).copied() } else { None };
         let is_querier = query.qid.querier == self.id;
         let session = if query.algorithm == Algorithm::AckPushSum { self.rng.next_u64() } else { 0 };
         let qid = query.qid;
