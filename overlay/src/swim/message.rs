@@ -23,7 +23,7 @@ pub const ADDR_MAX: usize = 64;
 pub const META_TOPICS_MAX: usize = 64;
 /// The most updates one datagram may carry; more is malformed. A 1200-byte datagram holds
 /// at most 18 (a `Suspect` or `Dead` is 66 bytes, a signed `Alive` with empty address and meta
-/// 102).
+/// 103).
 pub const UPDATES_MAX: usize = 64;
 /// The most member states one push-pull message may carry; more is malformed. What a node
 /// merges of a well-formed one is capped lower, by `SwimConfig::push_pull_records_max` and
