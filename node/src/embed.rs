@@ -65,6 +65,7 @@ pub use futures_core::Stream;
 pub use hearsay_protocols::NodeId;
 pub use hearsay_protocols::aggregate::Func;
 pub use hearsay_protocols::pbcast::MsgId;
+pub use hearsay_protocols::tags::{ScopeError, TagScope};
 use tokio::sync::mpsc;
 
 use crate::agent::{self, AgentError, AgentHandle, AgentOptions, Command, IdentitySource, StoreOptions};
@@ -409,6 +410,26 @@ impl Agent {
     pub async fn query(&self, func: Func, attr: &str) -> Result<QueryResult, Error> {
         let name = attr.to_string();
         Ok(self.handle.ask(|reply| Command::Query { func, name, scope: Default::default(), reply }).await??)
+    }
+
+    /// Aggregate `attr` over the members whose tags match `scope` only (each node decides from
+    /// its own tags; see the README's "Tag-scoped queries"), e.g.
+    /// `TagScope::parse(&["role=web"])?`. Otherwise as [`Agent::query`].
+    pub async fn query_scoped(&self, func: Func, attr: &str, scope: TagScope) -> Result<QueryResult, Error> {
+        let name = attr.to_string();
+        Ok(self.handle.ask(|reply| Command::Query { func, name, scope, reply }).await??)
+    }
+
+    /// Change this agent's tags: `set` added or replaced, `delete` removed, at once (gossiped
+    /// in its membership record). Returns the tags after; refused as a whole (with the limit
+    /// in the error) when beyond 16 tags or 256 bytes of keys and values.
+    pub async fn set_tags(
+        &self,
+        set: BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let delete = delete.to_vec();
+        Ok(self.handle.ask(|reply| Command::SetTags { set, delete, reply }).await??)
     }
 
     /// Events from now on, as a [`Stream`]: first one [`MemberChange::Join`] per live member
