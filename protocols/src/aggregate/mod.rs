@@ -81,6 +81,12 @@
 //!   23.4 (avg) / 28.2 (sum) on average with relative error 1.7·10^−3 / 6.8·10^−2 (worst run
 //!   7.6·10^−3 / 0.31); with quiet rounds neutral, at 29.4 / 39.6 with 1.7·10^−5 / 3.9·10^−5
 //!   (worst 5.4·10^−5 / 6.5·10^−5).
+//! - **Tag scopes** (issue 15; §5 aggregates over every node): a [`Query`] carries a
+//!   [`TagScope`](crate::tags::TagScope); a node whose own tags ([`Aggregation::set_tags`])
+//!   do not match it joins without a value, exactly like a node that does not hold the
+//!   attribute, so avg, sum and count are over the nodes in scope. Each node decides once, when
+//!   it joins; the scope's bounds are checked with the query's, and a pattern that does not
+//!   compile within its limits makes the message malformed.
 //! - **Restart caveat** (not fixed): a node that crashes and restarts during a query rejoins
 //!   it with its value, which the system may still hold part of. §5.8 does not cover it.
 
@@ -382,9 +388,9 @@ impl Aggregation {
         }
     }
 
-    /// Bytes of state this machine accounts for: per query its state (with the attribute) and
-    /// its transfer bookkeeping, per remembered finished id 48 bytes. Queries are capped in
-    /// number, their bookkeeping in entries.
+    /// Bytes of state this machine accounts for: per query its state (with the attribute and
+    /// the scope's text) and its transfer bookkeeping, per remembered finished id 48 bytes.
+    /// Queries are capped in number, their bookkeeping in entries.
     pub fn state_bytes(&self) -> usize {
         let per_query: usize = self
             .queries
@@ -394,7 +400,8 @@ impl Aggregation {
                     Part::Mass(Mass { acked: Some(a), .. }) => a.bytes(),
                     _ => 0,
                 };
-                256 + st.query.attr.len() + book
+                let scope: usize = st.query.scope.terms().iter().map(|(k, p)| k.len() + p.len()).sum();
+                256 + st.query.attr.len() + scope + book
             })
             .sum();
         per_query.saturating_add(self.finished.len() * 48).saturating_add(std::mem::size_of::<Self>())
