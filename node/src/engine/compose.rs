@@ -123,7 +123,6 @@ impl Engine {
 
     /// A member changed state: the ring and the trees, aggregation, catch-up, the topic views.
     pub(super) fn on_member(&mut self, now: Instant, ev: MemberEvent) {
-        self.notice_member(now, &ev);
         let live = ev.state.is_live();
         if ev.node != self.id {
             if live {
@@ -149,7 +148,9 @@ impl Engine {
                 self.unreachable.insert(ev.node);
             }
         }
-        let old_topics = self.advertised.remove(&ev.node).unwrap_or_default();
+        let before = self.advertised.remove(&ev.node);
+        self.notice_member(now, &ev, before.as_ref());
+        let old_topics: Vec<TopicId> = before.map(|(_, p)| p.meta().topics().to_vec()).unwrap_or_default();
         let mut changed: Vec<TopicId> = old_topics.iter().chain(new_topics.iter()).copied().collect();
         changed.sort_unstable();
         changed.dedup();
@@ -165,9 +166,9 @@ impl Engine {
             self.topic_members.entry(*t).or_default().insert(ev.node);
         }
         if live {
-            self.advertised.insert(ev.node, new_topics);
+            self.advertised.insert(ev.node, (ev.state, ev.profile.clone()));
         }
-        if old_topics != self.advertised.get(&ev.node).cloned().unwrap_or_default() || !live {
+        if old_topics != new_topics || !live {
             self.refresh_views(now, &changed);
         }
         let everyone = self.swim.peers();

@@ -202,14 +202,13 @@ pub struct Engine {
     topics: BTreeMap<TopicId, TopicState>,
     /// Members advertising each topic (live ones only), from SWIM meta.
     topic_members: BTreeMap<TopicId, BTreeSet<NodeId>>,
-    /// What each live member advertises, to update `topic_members` on change.
-    advertised: BTreeMap<NodeId, Vec<TopicId>>,
+    /// Each live member's state and profile as last reported: what it advertises, to update
+    /// `topic_members` on change, and what the event stream compares against (`notices`).
+    advertised: BTreeMap<NodeId, (State, hearsay_overlay::swim::SharedProfile)>,
     /// Our own queries in flight.
     my_queries: BTreeSet<QueryId>,
     /// The tags this node advertises (issue 15).
     tags: hearsay_protocols::tags::Tags,
-    /// Live members as last reported on the event stream (`notices`).
-    seen: BTreeMap<NodeId, (State, hearsay_overlay::swim::SharedProfile)>,
     /// Members seen suspect, dead or left: when one is alive again (a refutation, a healed
     /// partition, a restart), what either side published meanwhile may have outlived
     /// pbcast's repair window, so it is caught up by anti-entropy with that member.
@@ -283,7 +282,6 @@ impl Engine {
             advertised: BTreeMap::new(),
             my_queries: BTreeSet::new(),
             tags: hearsay_protocols::tags::Tags::default(),
-            seen: BTreeMap::new(),
             unreachable: BTreeSet::new(),
             catch_up: VecDeque::new(),
             catch_up_topics: BTreeMap::new(),

@@ -3,7 +3,8 @@
 //! sees them, and this node's own place in its topics' trees.
 //!
 //! Member changes are classified against what this node last reported of each member,
-//! `Engine::seen` (live members only, so bounded by SWIM's table): a member never reported
+//! `Engine::advertised` (live members only, so bounded by SWIM's table; the topic views use
+//! the same entry, so the stream costs no state of its own): a member never reported
 //! live that becomes live *joins*; a live one that becomes Dead *fails*, Left *leaves* (and is
 //! forgotten, so its return is a join again); Alive → Suspect is *suspect*, Suspect → Alive
 //! is *alive*; a live member whose address, name or tags change is an *update* (its topics
@@ -132,13 +133,12 @@ impl Engine {
     }
 
     /// Classify a member event against what was last reported of the member (module docs).
-    pub(super) fn notice_member(&mut self, now: Instant, ev: &MemberEvent) {
-        let live = ev.state.is_live();
-        let before = if live {
-            self.seen.insert(ev.node, (ev.state, ev.profile.clone()))
-        } else {
-            self.seen.remove(&ev.node)
-        };
+    pub(super) fn notice_member(
+        &mut self,
+        now: Instant,
+        ev: &MemberEvent,
+        before: Option<&(State, SharedProfile)>,
+    ) {
         let mut changes: Vec<MemberChange> = Vec::new();
         match (before, ev.state) {
             (None, State::Alive) => changes.push(MemberChange::Join),
@@ -147,12 +147,12 @@ impl Engine {
             (Some(_), State::Dead) => changes.push(MemberChange::Failed),
             (Some(_), State::Left) => changes.push(MemberChange::Leave),
             (Some((was, profile)), now_state) => {
-                match (was, now_state) {
+                match (*was, now_state) {
                     (State::Alive, State::Suspect) => changes.push(MemberChange::Suspect),
                     (State::Suspect, State::Alive) => changes.push(MemberChange::Alive),
                     _ => {}
                 }
-                if profile_changed(&profile, &ev.profile) {
+                if profile_changed(profile, &ev.profile) {
                     changes.push(MemberChange::Update);
                 }
             }
