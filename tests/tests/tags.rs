@@ -209,7 +209,7 @@ impl Drop for Monitor {
 }
 
 /// Wait until `events()` holds `event` about the member with id `id`.
-fn wait_event(what: &str, id: &str, event: &str, events: impl Fn() -> Vec<Value>) -> Value {
+fn wait_event(what: &str, id: &str, event: &str, mut events: impl FnMut() -> Vec<Value>) -> Value {
     wait_for(&format!("{what}: {event} of {id}"), CONVERGE_WITHIN, || {
         let all = events();
         all.iter().find(|e| e["event"] == event && e["member"]["id"] == id).cloned().ok_or(format!(
@@ -227,11 +227,15 @@ fn a_join_and_a_failure_are_seen_on_monitor_and_by_the_event_handler() {
     let handler = format!("cat >> '{}'", file.display());
     let n0 = c.add(AgentSpec::new("n0").args(&["--event-handler", &handler, "--tag", "role=seed"]));
     let monitor = Monitor::start(c[n0].api());
-    // The stream is open once it shows something: this agent's own tag change.
-    let out = c[n0].cli(&["tags", "set", "ready=1"]);
-    assert!(out.status.success(), "{}", out.stderr);
+    // The stream is open once it shows something: this agent's own tag change (made again
+    // while none shows, since one made before the monitor connected is not on its stream).
     let own = c[n0].id();
-    wait_event("monitor open", &own, "member-update", || monitor.events());
+    let mut round = 0;
+    wait_event("monitor open", &own, "member-update", || {
+        round += 1;
+        c[n0].post("/v1/tags", &json!({"set": {"ready": round.to_string()}})).expect("set a tag");
+        monitor.events()
+    });
 
     // A join, seen on the monitor and by the handler (which also got the update above).
     let handled = || -> Vec<Value> {
