@@ -92,6 +92,10 @@ pub struct FileConfig {
     pub retain_age: Option<String>,
     /// The largest message body a publish on this node may carry, in bytes.
     pub max_message_bytes: Option<usize>,
+    /// Tags this node advertises, `{ role = "web" }` (flags' `--tag` add to and override them).
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
+    /// A shell command run for each event, the event's JSON on its stdin.
+    pub event_handler: Option<String>,
 }
 
 /// The resolved configuration of an agent.
@@ -123,6 +127,10 @@ pub struct AgentConfig {
     /// [`MAX_BODY_LIMIT`](crate::message::MAX_BODY_LIMIT); default
     /// [`MAX_BODY`](crate::message::MAX_BODY)).
     pub max_message_bytes: usize,
+    /// The tags this node advertises at start.
+    pub tags: hearsay_protocols::tags::Tags,
+    /// The event handler command, if any.
+    pub event_handler: Option<String>,
 }
 
 /// A key of the config file; its flag is `--` and the key with `-` for `_`.
@@ -207,6 +215,14 @@ impl FileConfig {
             retain_bytes: flags.retain_bytes.or(self.retain_bytes),
             retain_age: flags.retain_age.or(self.retain_age),
             max_message_bytes: flags.max_message_bytes.or(self.max_message_bytes),
+            tags: match (self.tags, flags.tags) {
+                (Some(mut file), Some(flags)) => {
+                    file.extend(flags);
+                    Some(file)
+                }
+                (file, flags) => flags.or(file),
+            },
+            event_handler: flags.event_handler.or(self.event_handler),
         }
     }
 
@@ -257,7 +273,12 @@ impl FileConfig {
         let retention = crate::store::Retention { messages, bytes, age };
         let max_message_bytes = self.max_message_bytes.unwrap_or(crate::message::MAX_BODY);
         check_max_message_bytes(max_message_bytes).map_err(|e| invalid("max_message_bytes", e))?;
+        let tags = hearsay_protocols::tags::Tags::new(self.tags.unwrap_or_default())
+            .map_err(|e| invalid("tags", e.to_string()))?;
+        let event_handler = self.event_handler.filter(|c| !c.trim().is_empty());
         Ok(AgentConfig {
+            tags,
+            event_handler,
             name,
             bind,
             advertise,

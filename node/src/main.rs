@@ -45,9 +45,13 @@ enum Cmd {
     },
     /// List the members this agent knows: name, address, state, incarnation.
     Members {
-        /// Print a JSON array of {name, addr, state, incarnation, id, ring_id}.
+        /// Print a JSON array of {name, addr, state, incarnation, id, ring_id, tags}.
         #[arg(long)]
         json: bool,
+        /// Only members with tag KEY whose value matches the regex PATTERN as a whole
+        /// (repeatable: every one must match), e.g. `--tag role=web` or `--tag 'dc=eu.*'`.
+        #[arg(long = "tag", value_name = "KEY=PATTERN")]
+        tags: Vec<String>,
     },
     /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id
     /// and the subscribers known, with a warning on stderr when there are none.
@@ -104,6 +108,28 @@ enum Cmd {
         /// The value's name.
         name: String,
         /// Print {fn, name, value, rounds, nodes, converged}.
+        #[arg(long)]
+        json: bool,
+        /// Aggregate only over members with tag KEY whose value matches the regex PATTERN as
+        /// a whole (repeatable, at most 4: every one must match). Each node decides from its
+        /// own tags, in the network; `nodes` still counts every member in view.
+        #[arg(long = "tag", value_name = "KEY=PATTERN")]
+        tags: Vec<String>,
+    },
+    /// Show or change this agent's tags (carried in membership; at most 16 tags and 256
+    /// bytes of keys and values): `tags`, `tags set KEY=VALUE...`, `tags delete KEY...`.
+    Tags {
+        #[command(subcommand)]
+        action: Option<TagsCmd>,
+        /// Print the tags after as a JSON object.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Print this agent's events as they happen until interrupted: member join, leave,
+    /// failed, suspect, alive, update (tags, address), and its own tree changes
+    /// (tree-attached, tree-detached, tree-root) for its topics.
+    Monitor {
+        /// One JSON object per line: {seq, event, time_ms, member?, topic?, parent?, cause?}.
         #[arg(long)]
         json: bool,
     },
@@ -295,6 +321,22 @@ fn parse_from(s: &str) -> Result<String, String> {
 }
 
 #[derive(Subcommand)]
+enum TagsCmd {
+    /// Add or replace tags.
+    Set {
+        /// KEY=VALUE (repeatable).
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        tags: Vec<String>,
+    },
+    /// Remove tags.
+    Delete {
+        /// The keys.
+        #[arg(value_name = "KEY", required = true)]
+        keys: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ValueCmd {
     /// Set NAME to X (a finite number).
     Set {
@@ -376,6 +418,14 @@ struct AgentArgs {
     /// [default: 262144, 256 KiB; at most 1032192]; a larger one is refused with 413.
     #[arg(long, value_name = "BYTES")]
     max_message_bytes: Option<usize>,
+    /// A tag KEY=VALUE this node advertises (repeatable; at most 16 tags and 256 bytes of keys
+    /// and values together); `hearsay tags` changes them at run time.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+    /// Run this shell command (`sh -c`) for each event, serially, the event's JSON on stdin
+    /// and HEARSAY_EVENT set to its name; killed after 30 s; failures are logged and counted.
+    #[arg(long, value_name = "CMD")]
+    event_handler: Option<String>,
     /// Drop this fraction of outgoing UDP datagrams (testing).
     #[arg(long, hide = true, default_value_t = 0.0)]
     test_loss: f64,
@@ -443,7 +493,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Agent(args) => run_agent(&cli.api, *args),
         Cmd::Status { json } => cli::status(&client(), json),
-        Cmd::Members { json } => cli::members(&client(), json),
+        Cmd::Members { json, tags } => cli::members(&client(), json, &tags),
         Cmd::Publish { topic, msg, headers, json } => {
             cli::publish(&client(), topic, msg.as_deref(), &headers, json)
         }
@@ -458,7 +508,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Durable { action: DurableCmd::List { json } } => cli::durable_list(&client(), json),
         Cmd::Durable { action: DurableCmd::Delete { name } } => cli::durable_delete(&client(), &name),
-        Cmd::Query { func, name, json } => cli::query(&client(), func.into(), &name, json),
+        Cmd::Query { func, name, json, tags } => cli::query(&client(), func.into(), &name, &tags, json),
+        Cmd::Tags { action, json } => match action {
+            None => cli::tags(&client(), &[], &[], json),
+            Some(TagsCmd::Set { tags }) => cli::tags(&client(), &tags, &[], json),
+            Some(TagsCmd::Delete { keys }) => cli::tags(&client(), &[], &keys, json),
+        },
+        Cmd::Monitor { json } => cli::monitor(&client(), json),
         Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client(), &name, value),
         Cmd::Topics { json } => cli::topics(&client(), json),
         Cmd::Ring { json } => cli::ring(&client(), json),
@@ -566,6 +622,13 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         retain_bytes: args.retain_bytes,
         retain_age: args.retain_age,
         max_message_bytes: args.max_message_bytes,
+        tags: if args.tags.is_empty() {
+            None
+        } else {
+            let parsed = args.tags.iter().map(|t| hearsay_protocols::tags::split_key_value(t));
+            Some(parsed.collect::<Result<_, _>>().context("--tag")?)
+        },
+        event_handler: args.event_handler,
     };
     let config = file.overridden_by(flags).resolve()?;
     tracing_subscriber::fmt()
@@ -594,6 +657,8 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     opts.faults = faults;
     opts.max_message_bytes = config.max_message_bytes;
     opts.test_control = args.test_control;
+    opts.tags = config.tags.clone();
+    opts.event_handler = config.event_handler.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let data_dir = config.data_dir.clone();
     let ran = runtime.block_on(async move {

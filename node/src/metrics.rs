@@ -41,6 +41,13 @@
 //! | `hearsay_store_commits_total` | counter | | group commits (fsyncs) that carried them |
 //! | `hearsay_store_trimmed_total` | counter | | messages retention removed |
 //! | `hearsay_uptime_seconds` | gauge | | time since the metrics were created |
+//! | `hearsay_events_total` | counter | | events on this node's event stream (`/v1/events`) |
+//! | `hearsay_event_handler_runs_total` | counter | | runs of the `--event-handler` command |
+//! | `hearsay_event_handler_failures_total` | counter | | runs that failed: non-zero exit, timeout, could not start |
+//! | `hearsay_event_handler_dropped_total` | counter | | events the handler fell too far behind to run for |
+//!
+//! The event counters are incremented where the events happen (the actor, the handler's
+//! task), through [`Metrics::events`], rather than set from a machine's totals.
 //!
 //! Label values are fixed words (`anti_entropy`, `first_phase`, ...) except `topic`, which is
 //! the topic's name (or its id in hex when the node does not know the name). Lines within one
@@ -285,6 +292,20 @@ pub struct Metrics {
     store_commits: Counter,
     store_trimmed: Counter,
     uptime: Gauge<f64, AtomicU64>,
+    events: EventCounters,
+}
+
+/// The event stream's counters, shared with the tasks that count them (cloning shares).
+#[derive(Clone, Debug, Default)]
+pub struct EventCounters {
+    /// Events emitted on the stream.
+    pub emitted: Counter,
+    /// Event handler runs.
+    pub handler_runs: Counter,
+    /// Event handler runs that failed.
+    pub handler_failures: Counter,
+    /// Events the handler skipped because it fell behind.
+    pub handler_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -415,6 +436,27 @@ impl Metrics {
             add(reg, "store_commits", "Group commits (fsyncs) that carried the writes", Counter::default());
         let store_trimmed =
             add(reg, "store_trimmed", "Messages retention removed from the store", Counter::default());
+        let events = EventCounters {
+            emitted: add(reg, "events", "Events on this node's event stream", Counter::default()),
+            handler_runs: add(
+                reg,
+                "event_handler_runs",
+                "Runs of the event handler command",
+                Counter::default(),
+            ),
+            handler_failures: add(
+                reg,
+                "event_handler_failures",
+                "Event handler runs that failed (non-zero exit, timeout, could not start)",
+                Counter::default(),
+            ),
+            handler_dropped: add(
+                reg,
+                "event_handler_dropped",
+                "Events the event handler fell too far behind to run for",
+                Counter::default(),
+            ),
+        };
         let uptime = Gauge::<f64, AtomicU64>::default();
         reg.register_with_unit("uptime", "Time since the node started", Unit::Seconds, uptime.clone());
         Metrics {
@@ -451,7 +493,13 @@ impl Metrics {
             store_commits,
             store_trimmed,
             uptime,
+            events,
         }
+    }
+
+    /// The event stream's counters (clones share the values).
+    pub fn events(&self) -> EventCounters {
+        self.events.clone()
     }
 
     /// The OpenMetrics text of every metric (serve it with [`CONTENT_TYPE`]). Sets

@@ -17,6 +17,7 @@ use hearsay_protocols::{Instant, Machine, NodeId};
 use tokio::sync::{mpsc, watch};
 
 use super::command::{Command, PublishError, Reply, SubscribeError, SubscribeOptions};
+use super::events::EventFeed;
 use super::seeds::{self, Join, JoinNote};
 use super::subscribers::{ReplayDone, Subscribers};
 use super::{AgentError, Stop};
@@ -80,6 +81,8 @@ pub(super) struct Actor {
     carried: Flushed,
     /// The store refused a write since this was last looked at.
     refused: Option<crate::store::StoreError>,
+    /// The event stream's sending side.
+    events: EventFeed,
 }
 
 /// What one flush found out.
@@ -103,6 +106,7 @@ impl Actor {
         start: tokio::time::Instant,
         clock_base: u64,
     ) -> Self {
+        let metrics = Metrics::new();
         Actor {
             engine,
             transport,
@@ -113,7 +117,8 @@ impl Actor {
             queries: BTreeMap::new(),
             unroutable: 0,
             leaving: false,
-            metrics: Metrics::new(),
+            events: EventFeed::new(metrics.events()),
+            metrics,
             store,
             last_ticket: 0,
             pending: VecDeque::new(),
@@ -412,6 +417,7 @@ impl Actor {
                 }
                 EngineEvent::LeaveDone => flushed.done |= self.leaving,
                 EngineEvent::Persist(p) => self.persist(p),
+                EngineEvent::Notice(n) => self.events.emit(&n),
             }
         }
         flushed
@@ -516,14 +522,16 @@ impl Actor {
             Command::SetValue { name, value, reply } => {
                 let _ = reply.send(self.engine.set_value(now, &name, value));
             }
-            Command::Query { func, name, reply } => match self.engine.query(now, func, &name) {
-                Ok(qid) => {
-                    self.queries.insert(qid, PendingQuery { func, name, reply });
+            Command::Query { func, name, scope, reply } => {
+                match self.engine.query_scoped(now, func, &name, scope) {
+                    Ok(qid) => {
+                        self.queries.insert(qid, PendingQuery { func, name, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            }
             Command::Metrics(reply) => {
                 crate::exposition::update(
                     &self.metrics,
@@ -534,6 +542,26 @@ impl Actor {
                 );
                 let _ = reply.send(self.metrics.encode());
             }
+            Command::SetTags { set, delete, reply } if set.is_empty() && delete.is_empty() => {
+                let _ = reply.send(Ok(self.engine.tags().to_map()));
+            }
+            Command::SetTags { set, delete, reply } => {
+                let changed = self.engine.tags().with_changes(&set, &delete).map_err(CommandError::from);
+                let done = changed.and_then(|t| self.engine.set_tags(now, t));
+                let _ = reply.send(done.map(|()| self.engine.tags().to_map()));
+            }
+            Command::Events(reply) => {
+                let _ = reply.send(self.events.subscribe());
+            }
         }
+    }
+}
+
+impl Actor {
+    /// A reader of the event stream and its counters, for the event handler.
+    pub(super) fn event_reader(
+        &self,
+    ) -> (tokio::sync::broadcast::Receiver<crate::api::types::Event>, crate::metrics::EventCounters) {
+        (self.events.subscribe(), self.metrics.events())
     }
 }

@@ -28,6 +28,7 @@
 
 mod actor;
 mod command;
+pub mod events;
 mod seeds;
 mod subscribers;
 
@@ -96,6 +97,10 @@ pub struct AgentOptions {
     pub max_message_bytes: usize,
     /// Serve the test control over `faults` on the API (`/v1/test/control`; tests only).
     pub test_control: bool,
+    /// The tags this node advertises from the start (`--tag`; changeable at run time).
+    pub tags: hearsay_protocols::tags::Tags,
+    /// A shell command run for each event (`--event-handler`; see [`events`]).
+    pub event_handler: Option<String>,
 }
 
 /// Where and how an agent keeps its durable store.
@@ -126,6 +131,8 @@ impl AgentOptions {
             store: None,
             max_message_bytes: crate::message::MAX_BODY,
             test_control: false,
+            tags: hearsay_protocols::tags::Tags::default(),
+            event_handler: None,
         }
     }
 }
@@ -353,9 +360,18 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         }
         None => (None, Subscribers::new(None, &[], Vec::new())),
     };
+    if !opts.tags.is_empty() {
+        if let Err(e) = engine.set_tags(now, opts.tags.clone()) {
+            tracing::warn!("tags not advertised: {e}");
+        }
+    }
     tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let actor = actor::Actor::new(engine, transport.clone(), store, subscribers, start, clock_base);
+    if let Some(command) = &opts.event_handler {
+        let (events, counters) = actor.event_reader();
+        events::spawn_handler(command.clone(), events, counters);
+    }
     let seeds = opts.join.clone();
     let task = tokio::spawn(async move {
         let ended = actor.run(seeds, net_events, commands_rx, stop_rx).await;

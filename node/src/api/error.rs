@@ -105,6 +105,9 @@ pub enum ApiError {
     /// The store cannot keep what was asked (507 when the disk is full, 503 otherwise).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A query's or listing's tag scope that cannot be used (bounds, regex).
+    #[error("tags: {0}")]
+    Scope(#[from] hearsay_protocols::tags::ScopeError),
     /// No route has this path.
     #[error("no such endpoint; see the README's API table")]
     NotFound,
@@ -133,7 +136,8 @@ impl ApiError {
             | ApiError::StartAt(_)
             | ApiError::DurableName(_)
             | ApiError::Origin(_)
-            | ApiError::TestControl(_) => StatusCode::BAD_REQUEST,
+            | ApiError::TestControl(_)
+            | ApiError::Scope(_) => StatusCode::BAD_REQUEST,
             ApiError::Durable(DurableError::Unknown(_)) => StatusCode::NOT_FOUND,
             ApiError::Durable(DurableError::Store(e)) if e.is_full() => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Durable(DurableError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -161,7 +165,10 @@ fn command_status(e: &CommandError) -> StatusCode {
         }
         CommandError::Leaving => StatusCode::SERVICE_UNAVAILABLE,
         // Anything else about a publish, a value or a query is about what was asked.
-        CommandError::Publish(_) | CommandError::Value(_) | CommandError::Query(_) => StatusCode::BAD_REQUEST,
+        CommandError::Publish(_)
+        | CommandError::Value(_)
+        | CommandError::Query(_)
+        | CommandError::Tags(_) => StatusCode::BAD_REQUEST,
     }
 }
 

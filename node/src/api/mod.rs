@@ -16,6 +16,9 @@
 //! | GET | `/v1/ring` | | [`types::RingInfo`] |
 //! | POST | `/v1/values` | [`types::SetValue`] | `{}` |
 //! | POST | `/v1/query` | [`types::QueryRequest`] | [`types::QueryResult`] |
+//! | GET | `/v1/tags` | | this node's tags, `{KEY: VALUE}` |
+//! | POST | `/v1/tags` | [`types::TagsRequest`] | the node's tags after, `{KEY: VALUE}` |
+//! | GET | `/v1/events` | | a stream of JSON lines, each a [`types::Event`] |
 //! | GET | `/metrics` | | Prometheus text format |
 //!
 //! Errors are `{"error": "..."}` with the status [`error::ApiError::status`] gives: 400 bad
@@ -32,6 +35,7 @@
 //! | `views.rs` | the replies built from the Engine's views (hex ids, names of states and roles) |
 
 pub mod error;
+pub mod events;
 pub mod server;
 pub mod types;
 pub(crate) mod views;

@@ -75,7 +75,10 @@ impl ApiState {
 
     /// Send `make(reply)` to the actor and wait for the reply; a closed channel or a dropped
     /// reply means the agent is stopping.
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+    pub(super) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| ApiError::Stopping)?;
         rx.await.map_err(|_| ApiError::Stopping)
@@ -102,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/values", post(set_value))
         .route("/v1/query", post(query))
         .route("/metrics", get(metrics))
+        .merge(super::events::routes())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -237,8 +241,9 @@ async fn query(
     State(s): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<QueryResult>, ApiError> {
-    let QueryRequest { func, name } = parse("query", body)?;
-    let asked = s.ask(|reply| Command::Query { func, name, reply });
+    let QueryRequest { func, name, tags } = parse("query", body)?;
+    let scope = hearsay_protocols::tags::TagScope::parse(&tags).map_err(ApiError::Scope)?;
+    let asked = s.ask(|reply| Command::Query { func, name, scope, reply });
     let timeout = Duration::from_millis(s.query_timeout_ms.load(Ordering::Relaxed));
     match tokio::time::timeout(timeout, asked).await {
         Ok(answer) => Ok(Json(answer??)),

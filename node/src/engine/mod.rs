@@ -55,6 +55,7 @@ mod compose;
 mod config;
 mod frames;
 pub mod multicast;
+mod notices;
 mod persist;
 mod views;
 
@@ -78,6 +79,7 @@ pub use self::config::{ConfigError, EngineConfig};
 use self::frames::Inbound;
 pub use self::frames::{ChannelRumor, DecodeErrors, RumorChannel, Traffic};
 use self::multicast::{Multicast, MulticastEvent, MulticastMessage};
+pub use self::notices::{MemberChange, Notice, TreeChange};
 pub use self::persist::{Persist, Restored, SubscribeFrom};
 pub use self::views::{MemberView, RingView, TopicView};
 
@@ -127,6 +129,9 @@ pub enum EngineEvent {
     JoinFailed,
     /// Our departure has been announced.
     LeaveDone,
+    /// Something for the operator's event stream (member and tree changes, see
+    /// [`Notice`]).
+    Notice(Notice),
     /// Keep this durably (see [`persist`](self#durability)): emitted before the event that
     /// reports the same message.
     Persist(Persist),
@@ -197,10 +202,13 @@ pub struct Engine {
     topics: BTreeMap<TopicId, TopicState>,
     /// Members advertising each topic (live ones only), from SWIM meta.
     topic_members: BTreeMap<TopicId, BTreeSet<NodeId>>,
-    /// What each live member advertises, to update `topic_members` on change.
-    advertised: BTreeMap<NodeId, Vec<TopicId>>,
+    /// Each live member's state and profile as last reported: what it advertises, to update
+    /// `topic_members` on change, and what the event stream compares against (`notices`).
+    advertised: BTreeMap<NodeId, (State, hearsay_overlay::swim::SharedProfile)>,
     /// Our own queries in flight.
     my_queries: BTreeSet<QueryId>,
+    /// The tags this node advertises (issue 15).
+    tags: hearsay_protocols::tags::Tags,
     /// Members seen suspect, dead or left: when one is alive again (a refutation, a healed
     /// partition, a restart), what either side published meanwhile may have outlived
     /// pbcast's repair window, so it is caught up by anti-entropy with that member.
@@ -273,6 +281,7 @@ impl Engine {
             topic_members: BTreeMap::new(),
             advertised: BTreeMap::new(),
             my_queries: BTreeSet::new(),
+            tags: hearsay_protocols::tags::Tags::default(),
             unreachable: BTreeSet::new(),
             catch_up: VecDeque::new(),
             catch_up_topics: BTreeMap::new(),
@@ -463,7 +472,13 @@ impl Engine {
         }
         moved |= self.multicast.take_moved();
         while let Some(e) = self.multicast.poll_event() {
-            let MulticastEvent::Pbcast(e) = e else { continue };
+            let e = match e {
+                MulticastEvent::Pbcast(e) => e,
+                MulticastEvent::Tree(t) => {
+                    self.notice_tree(now, &t);
+                    continue;
+                }
+            };
             moved = true;
             match e {
                 PbEvent::Deliver(d) => {

@@ -149,6 +149,38 @@ fn a_crashed_member_is_detected_dead() {
     }
 }
 
+/// The member changes node `i` reported on its event stream about `node`, in order.
+fn notices_about(c: &Cluster, i: usize, node: NodeId) -> Vec<MemberChange> {
+    c.events()
+        .filter_map(|(n, e)| match e {
+            EngineEvent::Notice(Notice::Member { change, member, .. }) if n == i && member.id == node => {
+                Some(*change)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_event_stream_reports_a_join_a_tag_update_a_suspicion_and_a_failure_once_each() {
+    let mut c = Cluster::new(4);
+    c.join_all();
+    let (watcher, victim) = (0, c.ids[3]);
+    let tags = hearsay_protocols::tags::Tags::parse(&["role=web"]).unwrap();
+    c.call(3, |e, now| e.set_tags(now, tags)).unwrap();
+    c.secs(10);
+    let seen = c.node(watcher).members().into_iter().find(|m| m.id == victim).map(|m| m.tags);
+    assert_eq!(seen.unwrap_or_default().get("role").map(String::as_str), Some("web"));
+    c.net.silence(victim);
+    c.secs(60);
+    assert_eq!(
+        notices_about(&c, watcher, victim),
+        [MemberChange::Join, MemberChange::Update, MemberChange::Suspect, MemberChange::Failed]
+    );
+    // The tagged node reported its own change too.
+    assert_eq!(notices_about(&c, 3, victim), [MemberChange::Update]);
+}
+
 #[test]
 fn garbage_frames_are_counted_and_dropped() {
     let mut c = Cluster::new(2);
