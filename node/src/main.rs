@@ -27,6 +27,11 @@ struct Cli {
     /// The agent's local API address (for `agent`: where to serve it).
     #[arg(long, global = true, env = "HEARSAY_API", default_value = DEFAULT_API)]
     api: String,
+    /// A file holding the API's token (for `agent`: require it of every request; required when
+    /// --api is not a loopback address; for the other commands: send it). Owner-only, at least
+    /// 16 characters.
+    #[arg(long, global = true, env = "HEARSAY_API_TOKEN_FILE", value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -292,7 +297,8 @@ struct AgentArgs {
     /// The cluster secret (made by `hearsay keygen`).
     #[arg(long)]
     secret_file: Option<PathBuf>,
-    /// Where this node keeps its key [default: ./hearsay-data-NAME].
+    /// Where this node keeps its key and store [default: /var/lib/hearsay/NAME as root, else
+    /// $XDG_STATE_HOME/hearsay/NAME, i.e. ~/.local/state/hearsay/NAME].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Timing preset after memberlist's: lan, wan or local.
@@ -320,6 +326,9 @@ struct AgentArgs {
     /// [default: 262144, 256 KiB; at most 1032192]; a larger one is refused with 413.
     #[arg(long, value_name = "BYTES")]
     max_message_bytes: Option<usize>,
+    /// Subscriptions the API serves at once [default: 256]; one more is refused with 503.
+    #[arg(long, value_name = "N")]
+    max_subscriptions: Option<usize>,
     /// Drop this fraction of outgoing UDP datagrams (testing).
     #[arg(long, hide = true, default_value_t = 0.0)]
     test_loss: f64,
@@ -383,21 +392,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let client = || Client::new(&cli.api);
+    let token_file = cli.api_token_file;
+    let token = || token_file.as_deref().map(hearsay::config::load_api_token).transpose();
+    let client = || -> Result<Client> { Ok(Client::new(&cli.api).with_token(token()?)) };
     match cli.command {
-        Cmd::Agent(args) => run_agent(&cli.api, *args),
-        Cmd::Status { json } => cli::status(&client(), json),
-        Cmd::Members { json } => cli::members(&client(), json),
+        Cmd::Agent(args) => run_agent(&cli.api, token_file.clone(), *args),
+        Cmd::Status { json } => cli::status(&client()?, json),
+        Cmd::Members { json } => cli::members(&client()?, json),
         Cmd::Publish { topic, msg, headers, json } => {
-            cli::publish(&client(), topic, msg.as_deref(), &headers, json)
+            cli::publish(&client()?, topic, msg.as_deref(), &headers, json)
         }
         Cmd::Subscribe { topic, filter, expire, json } => {
-            cli::subscribe(&client(), &topic, filter.as_deref(), expire, json)
+            cli::subscribe(&client()?, &topic, filter.as_deref(), expire, json)
         }
-        Cmd::Query { func, name, json } => cli::query(&client(), func.into(), &name, json),
-        Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client(), &name, value),
-        Cmd::Topics { json } => cli::topics(&client(), json),
-        Cmd::Ring { json } => cli::ring(&client(), json),
+        Cmd::Query { func, name, json } => cli::query(&client()?, func.into(), &name, json),
+        Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client()?, &name, value),
+        Cmd::Topics { json } => cli::topics(&client()?, json),
+        Cmd::Ring { json } => cli::ring(&client()?, json),
         Cmd::Demo { nodes, loss, duration, rate } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -481,7 +492,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
+fn run_agent(api: &str, api_token_file: Option<PathBuf>, args: AgentArgs) -> Result<()> {
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -502,6 +513,8 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         retain_bytes: args.retain_bytes,
         retain_age: args.retain_age,
         max_message_bytes: args.max_message_bytes,
+        api_token_file,
+        max_subscriptions: args.max_subscriptions,
     };
     let config = file.overridden_by(flags).resolve()?;
     tracing_subscriber::fmt()
@@ -513,6 +526,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         anyhow::bail!("--test-loss must be in [0, 1)");
     }
     let secret = ClusterSecret::load(&config.secret_file)?;
+    let api_token = config.api_token_file.as_deref().map(hearsay::config::load_api_token).transpose()?;
     let faults = Faults::none();
     faults.set_loss(args.test_loss);
     faults.set_delay(std::time::Duration::from_millis(args.test_delay_ms));
@@ -530,6 +544,8 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     opts.faults = faults;
     opts.max_message_bytes = config.max_message_bytes;
     opts.test_control = args.test_control;
+    opts.api_token = api_token;
+    opts.max_subscriptions = config.max_subscriptions;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let data_dir = config.data_dir.clone();
     let ran = runtime.block_on(async move {

@@ -89,6 +89,12 @@ pub struct AgentOptions {
     pub max_message_bytes: usize,
     /// Serve the test control over `faults` on the API (`/v1/test/control`; tests only).
     pub test_control: bool,
+    /// The API's token (`--api-token-file`): every request must carry it as
+    /// `Authorization: Bearer`. Required when `api` is not a loopback address.
+    pub api_token: Option<String>,
+    /// Subscriptions the API serves at once (`--max-subscriptions`; default
+    /// [`MAX_SUBSCRIPTIONS`](crate::api::server::MAX_SUBSCRIPTIONS)).
+    pub max_subscriptions: usize,
 }
 
 /// Where and how an agent keeps its durable store.
@@ -119,6 +125,8 @@ impl AgentOptions {
             store: None,
             max_message_bytes: crate::message::MAX_BODY,
             test_control: false,
+            api_token: None,
+            max_subscriptions: server::MAX_SUBSCRIPTIONS,
         }
     }
 }
@@ -144,6 +152,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The API would be reachable beyond this host with no token to guard it.
+    #[error(
+        "the API address {0} is reachable beyond this host: give it a token with --api-token-file FILE \
+         (clients send it as `Authorization: Bearer`), or bind the API to 127.0.0.1"
+    )]
+    ApiUnguarded(SocketAddr),
     /// The OS gave no randomness for the Engine's seed.
     #[error("the OS random source failed")]
     Random,
@@ -254,6 +268,11 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let config = opts.engine.clone().unwrap_or_else(|| opts.preset.engine_config());
     config.validate()?;
     crate::config::check_max_message_bytes(opts.max_message_bytes).map_err(StartError::MaxMessageBytes)?;
+    if let Some(api) = opts.api {
+        if !api.ip().is_loopback() && opts.api_token.is_none() {
+            return Err(StartError::ApiUnguarded(api));
+        }
+    }
     let opened = match &opts.store {
         Some(s) => {
             let (store, stored) = Store::open(StoreConfig {
@@ -283,8 +302,10 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
             let listen = tokio::net::TcpListener::bind(api_addr).await;
             let listener = listen.map_err(|source| StartError::Api { addr: api_addr, source })?;
             let bound = listener.local_addr().map_err(|source| StartError::Api { addr: api_addr, source })?;
-            let mut state =
-                server::ApiState::new(commands_tx.clone()).with_max_message_bytes(opts.max_message_bytes);
+            let mut state = server::ApiState::new(commands_tx.clone())
+                .with_max_message_bytes(opts.max_message_bytes)
+                .with_token(opts.api_token.as_deref())
+                .with_max_subscriptions(opts.max_subscriptions);
             if opts.test_control {
                 state = state.with_test_control(opts.faults.clone());
             }
