@@ -135,7 +135,7 @@ impl Actor {
     pub(super) async fn run(
         mut self,
         seeds: Vec<SocketAddr>,
-        mut net: mpsc::Receiver<TransportEvent>,
+        mut net: crate::transport::Inbound,
         mut commands: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<Stop>,
     ) -> Result<(), AgentError> {

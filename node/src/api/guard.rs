@@ -129,7 +129,10 @@ mod tests {
             status(&g, Method::POST, &[host.clone(), plain]),
             Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
         );
-        assert_eq!(status(&g, Method::POST, &[host.clone()]), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        assert_eq!(
+            status(&g, Method::POST, std::slice::from_ref(&host)),
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
         let json = (header::CONTENT_TYPE, "Application/JSON; charset=utf-8");
         assert_eq!(status(&g, Method::POST, &[host.clone(), json]), None);
         assert_eq!(status(&g, Method::GET, &[host]), None, "a GET needs no content type");
@@ -167,7 +170,7 @@ mod tests {
     fn with_a_token_every_request_must_carry_it() {
         let g = Guard::new(Some("s3cret-token"));
         let host = (header::HOST, "api.example:7070");
-        assert_eq!(status(&g, Method::GET, &[host.clone()]), Some(StatusCode::UNAUTHORIZED));
+        assert_eq!(status(&g, Method::GET, std::slice::from_ref(&host)), Some(StatusCode::UNAUTHORIZED));
         let wrong = (header::AUTHORIZATION, "Bearer s3cret-tokem");
         assert_eq!(status(&g, Method::GET, &[host.clone(), wrong]), Some(StatusCode::UNAUTHORIZED));
         let right = (header::AUTHORIZATION, "Bearer s3cret-token");
