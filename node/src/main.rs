@@ -238,6 +238,10 @@ struct BenchArgs {
     /// Publishes waiting for their acknowledgement at once (1: one at a time).
     #[arg(long, default_value_t = 1)]
     inflight: usize,
+    /// Run the agents without authenticity (no seals or signatures made or checked): only to
+    /// measure what authenticity costs, beside the same run without this flag.
+    #[arg(long)]
+    no_auth: bool,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -472,6 +476,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     let mut opts = hearsay::bench::BenchOptions::new(args.nodes, args.messages, args.size, args.rate);
     opts.durable = args.durable;
     opts.inflight = args.inflight;
+    opts.no_auth = args.no_auth;
     opts.publishers = args.publishers;
     opts.topics = args.topics;
     opts.seed = args.seed;

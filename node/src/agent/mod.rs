@@ -92,6 +92,10 @@ pub struct AgentOptions {
     /// The API's token (`--api-token-file`): every request must carry it as
     /// `Authorization: Bearer`. Required when `api` is not a loopback address.
     pub api_token: Option<String>,
+    /// Sign nothing and accept every seal and signature ([`NoAuth`](hearsay_protocols::auth::NoAuth)):
+    /// only for measuring what authenticity costs (`hearsay bench --no-auth`), never in a
+    /// cluster that faces anyone.
+    pub no_auth: bool,
     /// Subscriptions the API serves at once (`--max-subscriptions`; default
     /// [`MAX_SUBSCRIPTIONS`](crate::api::server::MAX_SUBSCRIPTIONS)).
     pub max_subscriptions: usize,
@@ -126,6 +130,7 @@ impl AgentOptions {
             max_message_bytes: crate::message::MAX_BODY,
             test_control: false,
             api_token: None,
+            no_auth: false,
             max_subscriptions: server::MAX_SUBSCRIPTIONS,
         }
     }
@@ -332,15 +337,13 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let now = Instant::from_micros(clock_base);
     // A node without a store opens new streams at every start (epoch: the start time).
     let epoch = opened.as_ref().map_or(wall.as_millis() as u64, |(_, s)| s.epoch);
-    let mut engine = Engine::new(
-        Arc::new(identity.signer()?),
-        &opts.name,
-        Addr::from_socket(advertise),
-        epoch,
-        Arc::new(config),
-        &seed,
-        now,
-    );
+    let auth: Arc<dyn hearsay_protocols::auth::Authenticator> = if opts.no_auth {
+        Arc::new(hearsay_protocols::auth::NoAuth(identity.id()))
+    } else {
+        Arc::new(identity.signer()?)
+    };
+    let mut engine =
+        Engine::new(auth, &opts.name, Addr::from_socket(advertise), epoch, Arc::new(config), &seed, now);
     let store = match opened {
         Some((store, stored)) => {
             let kept = stored.restored.messages.len();
