@@ -37,6 +37,9 @@ pub struct AgentSpec {
     pub args: Vec<String>,
     /// Run it in this network namespace (`ip netns exec NS`).
     pub netns: Option<String>,
+    /// Give an API bound beyond loopback a token (`--api-token-file`, which the agent requires
+    /// there) and send it with every request. Default on; off to see the agent refuse.
+    pub auto_token: bool,
 }
 
 impl AgentSpec {
@@ -51,6 +54,7 @@ impl AgentSpec {
             test_control: true,
             args: Vec::new(),
             netns: None,
+            auto_token: true,
         }
     }
 
@@ -144,6 +148,8 @@ pub struct Agent {
     ready: Option<Ready>,
     lives: u32,
     http: ureq::Agent,
+    /// The API token file and token, when the API needs one.
+    token: Option<(PathBuf, String)>,
 }
 
 impl Agent {
@@ -159,7 +165,21 @@ impl Agent {
             ready: None,
             lives: 0,
             http: http::client(),
+            token: None,
         };
+        if a.spec.auto_token && !a.spec.api_ip.is_loopback() {
+            let path = dir.join(format!("api-{}.token", a.name));
+            let token = format!("harness-token-for-{}", a.name);
+            std::fs::write(&path, &token).expect("write the API token");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod the token");
+            }
+            a.spec.args.extend(["--api-token-file".to_string(), path.display().to_string()]);
+            a.token = Some((path, token));
+        }
         a.spawn();
         a
     }
@@ -321,12 +341,12 @@ impl Agent {
     /// One request to its API; `Err` only when there was no HTTP answer.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
         let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON"));
-        http::call(&self.http, self.api(), method, path, bytes.as_deref(), REQUEST_TIMEOUT)
+        http::call(&self.http, self.api(), method, path, bytes.as_deref(), REQUEST_TIMEOUT, self.token())
     }
 
     /// POST these raw bytes as the body.
     pub fn post_raw(&self, path: &str, body: &[u8]) -> Result<Reply, String> {
-        http::call(&self.http, self.api(), "POST", path, Some(body), REQUEST_TIMEOUT)
+        http::call(&self.http, self.api(), "POST", path, Some(body), REQUEST_TIMEOUT, self.token())
     }
 
     /// GET a JSON document; any failure (no answer, a non-2xx status) is an error.
@@ -408,13 +428,13 @@ impl Agent {
 
     /// `GET /v1/subscribe?{query}`: the stream, or the error reply.
     pub fn subscribe_query(&self, query: &str) -> Result<Subscription, Reply> {
-        Subscription::open(self.api(), query)
+        Subscription::open(self.api(), query, self.token())
     }
 
     /// `GET /v1/subscribe?{query}` without reading the stream (a consumer that does not keep
     /// up) until [`Subscription::resume`].
     pub fn subscribe_paused(&self, query: &str) -> Result<Subscription, Reply> {
-        Subscription::open_paused(self.api(), query)
+        Subscription::open_paused(self.api(), query, self.token())
     }
 
     /// Set its test control (`/v1/test/control`); its settings after the change.
@@ -425,13 +445,38 @@ impl Agent {
     /// Run the aggregation query `func(name)` from this agent: the whole reply.
     pub fn query(&self, func: &str, name: &str) -> Result<Reply, String> {
         let body = serde_json::to_vec(&json!({"fn": func, "name": name})).expect("JSON");
-        http::call(&self.http, self.api(), "POST", "/v1/query", Some(&body), Duration::from_secs(90))
+        http::call(
+            &self.http,
+            self.api(),
+            "POST",
+            "/v1/query",
+            Some(&body),
+            Duration::from_secs(90),
+            self.token(),
+        )
+    }
+
+    /// The API token, when the API needs one.
+    fn token(&self) -> Option<&str> {
+        self.token.as_ref().map(|(_, t)| t.as_str())
+    }
+
+    /// `--api-token-file FILE` for the CLI, when the API needs a token.
+    fn token_args(&self) -> Vec<String> {
+        self.token
+            .iter()
+            .flat_map(|(p, _)| ["--api-token-file".to_string(), p.display().to_string()])
+            .collect()
     }
 
     /// Run `hearsay --api <its API> ARGS` (bounded).
     pub fn cli(&self, args: &[&str]) -> Output {
         run(
-            Command::new(binary()).arg("--api").arg(self.api().to_string()).args(args),
+            Command::new(binary())
+                .arg("--api")
+                .arg(self.api().to_string())
+                .args(self.token_args())
+                .args(args),
             Duration::from_secs(60),
         )
     }
@@ -439,7 +484,11 @@ impl Agent {
     /// Run `hearsay --api <its API> ARGS` with `input` on stdin (bounded).
     pub fn cli_with_input(&self, args: &[&str], input: &str) -> Output {
         run_with_input(
-            Command::new(binary()).arg("--api").arg(self.api().to_string()).args(args),
+            Command::new(binary())
+                .arg("--api")
+                .arg(self.api().to_string())
+                .args(self.token_args())
+                .args(args),
             Some(input),
             Duration::from_secs(60),
         )

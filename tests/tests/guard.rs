@@ -83,6 +83,7 @@ fn an_agent_with_a_token_answers_only_requests_that_carry_it_and_the_cli_sends_i
     // Beyond loopback without a token: refused at start, saying what to do.
     let mut open = AgentSpec::new("open");
     open.api_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    open.auto_token = false;
     let i = c.launch(open);
     let status = c[i].wait_exit(Duration::from_secs(20)).expect("the agent exits by itself");
     assert_eq!(status.code(), Some(1));
@@ -91,6 +92,7 @@ fn an_agent_with_a_token_answers_only_requests_that_carry_it_and_the_cli_sends_i
 
     let mut guarded = AgentSpec::new("guarded").args(&["--api-token-file", file]);
     guarded.api_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    guarded.auto_token = false;
     let g = c.add(guarded);
     let a = &c[g];
     let host = format!("127.0.0.1:{}", a.api().port());

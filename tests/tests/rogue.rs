@@ -163,7 +163,11 @@ fn a_rogue_member_can_neither_forge_nor_silence_nor_flood_the_honest_ones() {
     }
 
     // Every honest agent is healthy, sees the others alive, and counted what it dropped.
-    c.wait_converged();
+    for i in 0..3 {
+        for name in ["n0", "n1", "n2"] {
+            c[i].wait_state(name, "alive", Duration::from_secs(20));
+        }
+    }
     let mut limited = 0.0;
     for i in 0..3 {
         let text = c[i].metrics().expect("metrics");
