@@ -23,6 +23,8 @@ pub const DEFAULT_API: &str = "127.0.0.1:7070";
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    /// Sent as `Authorization: Bearer` on every request when the agent has a token.
+    token: Option<String>,
     agent: ureq::Agent,
     /// For streams: no overall timeout.
     streaming: ureq::Agent,
@@ -45,7 +47,18 @@ impl Client {
                     .build(),
             )
         };
-        Client { base, agent: build(Some(Duration::from_secs(90))), streaming: build(None) }
+        Client { base, token: None, agent: build(Some(Duration::from_secs(90))), streaming: build(None) }
+    }
+
+    /// Send `token` (the agent's `--api-token-file`) with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
+    }
+
+    /// The `Authorization` header's value, or `""` for none.
+    fn bearer(&self) -> String {
+        self.token.as_ref().map_or_else(String::new, |t| format!("Bearer {t}"))
     }
 
     fn url(&self, path: &str) -> String {
@@ -71,7 +84,11 @@ impl Client {
 
     /// GET a JSON document.
     pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self.agent.get(&self.url(path)).call().map_err(|e| self.unreachable(e))?;
+        let mut req = self.agent.get(&self.url(path));
+        if self.token.is_some() {
+            req = req.header("authorization", self.bearer());
+        }
+        let resp = req.call().map_err(|e| self.unreachable(e))?;
         Self::finish(resp)
     }
 
@@ -81,7 +98,12 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let resp = self.agent.post(&self.url(path)).send_json(body).map_err(|e| self.unreachable(e))?;
+        // send_json says `Content-Type: application/json`, which the API requires of a POST.
+        let mut req = self.agent.post(&self.url(path));
+        if self.token.is_some() {
+            req = req.header("authorization", self.bearer());
+        }
+        let resp = req.send_json(body).map_err(|e| self.unreachable(e))?;
         Self::finish(resp)
     }
 
@@ -112,6 +134,9 @@ impl Client {
         if let Some(f) = how.from {
             req = req.query("from", f);
         }
+        if self.token.is_some() {
+            req = req.header("authorization", self.bearer());
+        }
         let mut resp = req.call().map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
             return Self::finish::<serde_json::Value>(resp).map(|_| ());
@@ -138,7 +163,11 @@ impl Client {
         path: &str,
         mut each: impl FnMut(T) -> Result<bool>,
     ) -> Result<()> {
-        let mut resp = self.streaming.get(&self.url(path)).call().map_err(|e| self.unreachable(e))?;
+        let mut req = self.streaming.get(&self.url(path));
+        if self.token.is_some() {
+            req = req.header("authorization", self.bearer());
+        }
+        let mut resp = req.call().map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
             return Self::finish::<serde_json::Value>(resp).map(|_| ());
         }

@@ -170,9 +170,16 @@ impl Builder {
     }
 
     /// Also serve the local HTTP API (and `/metrics`) on this TCP address, so the CLI and
-    /// Prometheus can reach this agent. Keep it on loopback: it is not authenticated.
+    /// Prometheus can reach this agent. Beyond loopback it needs [`Builder::api_token`] (the
+    /// agent refuses to start otherwise).
     pub fn api(mut self, addr: SocketAddr) -> Self {
         self.opts.api = Some(addr);
+        self
+    }
+
+    /// Every request to the HTTP API must carry `Authorization: Bearer token`.
+    pub fn api_token(mut self, token: impl Into<String>) -> Self {
+        self.opts.api_token = Some(token.into());
         self
     }
 

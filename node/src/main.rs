@@ -27,6 +27,11 @@ struct Cli {
     /// The agent's local API address (for `agent`: where to serve it).
     #[arg(long, global = true, env = "HEARSAY_API", default_value = DEFAULT_API)]
     api: String,
+    /// A file holding the API's token (for `agent`: require it of every request; required when
+    /// --api is not a loopback address; for the other commands: send it). Owner-only, at least
+    /// 16 characters.
+    #[arg(long, global = true, env = "HEARSAY_API_TOKEN_FILE", value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -277,6 +282,10 @@ struct BenchArgs {
     /// Publishes waiting for their acknowledgement at once (1: one at a time).
     #[arg(long, default_value_t = 1)]
     inflight: usize,
+    /// Run the agents without authenticity (no seals or signatures made or checked): only to
+    /// measure what authenticity costs, beside the same run without this flag.
+    #[arg(long)]
+    no_auth: bool,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -390,7 +399,8 @@ struct AgentArgs {
     /// The cluster secret (made by `hearsay keygen`).
     #[arg(long)]
     secret_file: Option<PathBuf>,
-    /// Where this node keeps its key [default: ./hearsay-data-NAME].
+    /// Where this node keeps its key and store [default: /var/lib/hearsay/NAME as root, else
+    /// $XDG_STATE_HOME/hearsay/NAME, i.e. ~/.local/state/hearsay/NAME].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Timing preset after memberlist's: lan, wan or local.
@@ -426,6 +436,9 @@ struct AgentArgs {
     /// and HEARSAY_EVENT set to its name; killed after 30 s; failures are logged and counted.
     #[arg(long, value_name = "CMD")]
     event_handler: Option<String>,
+    /// Subscriptions the API serves at once [default: 256]; one more is refused with 503.
+    #[arg(long, value_name = "N")]
+    max_subscriptions: Option<usize>,
     /// Drop this fraction of outgoing UDP datagrams (testing).
     #[arg(long, hide = true, default_value_t = 0.0)]
     test_loss: f64,
@@ -489,13 +502,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let client = || Client::new(&cli.api);
+    let token_file = cli.api_token_file;
+    let token = || token_file.as_deref().map(hearsay::config::load_api_token).transpose();
+    let client = || -> Result<Client> { Ok(Client::new(&cli.api).with_token(token()?)) };
     match cli.command {
-        Cmd::Agent(args) => run_agent(&cli.api, *args),
-        Cmd::Status { json } => cli::status(&client(), json),
-        Cmd::Members { json, tags } => cli::members(&client(), json, &tags),
+        Cmd::Agent(args) => run_agent(&cli.api, token_file.clone(), *args),
+        Cmd::Status { json } => cli::status(&client()?, json),
+        Cmd::Members { json, tags } => cli::members(&client()?, json, &tags),
         Cmd::Publish { topic, msg, headers, json } => {
-            cli::publish(&client(), topic, msg.as_deref(), &headers, json)
+            cli::publish(&client()?, topic, msg.as_deref(), &headers, json)
         }
         Cmd::Subscribe { topic, filter, expire, durable, from, json } => {
             let how = cli::SubscribeArgs {
@@ -504,20 +519,20 @@ fn run(cli: Cli) -> Result<()> {
                 durable: durable.as_ref(),
                 from: from.as_deref(),
             };
-            cli::subscribe(&client(), &topic, &how, json)
+            cli::subscribe(&client()?, &topic, &how, json)
         }
-        Cmd::Durable { action: DurableCmd::List { json } } => cli::durable_list(&client(), json),
-        Cmd::Durable { action: DurableCmd::Delete { name } } => cli::durable_delete(&client(), &name),
-        Cmd::Query { func, name, json, tags } => cli::query(&client(), func.into(), &name, &tags, json),
+        Cmd::Durable { action: DurableCmd::List { json } } => cli::durable_list(&client()?, json),
+        Cmd::Durable { action: DurableCmd::Delete { name } } => cli::durable_delete(&client()?, &name),
+        Cmd::Query { func, name, json, tags } => cli::query(&client()?, func.into(), &name, &tags, json),
         Cmd::Tags { action, json } => match action {
-            None => cli::tags(&client(), &[], &[], json),
-            Some(TagsCmd::Set { tags }) => cli::tags(&client(), &tags, &[], json),
-            Some(TagsCmd::Delete { keys }) => cli::tags(&client(), &[], &keys, json),
+            None => cli::tags(&client()?, &[], &[], json),
+            Some(TagsCmd::Set { tags }) => cli::tags(&client()?, &tags, &[], json),
+            Some(TagsCmd::Delete { keys }) => cli::tags(&client()?, &[], &keys, json),
         },
-        Cmd::Monitor { json } => cli::monitor(&client(), json),
-        Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client(), &name, value),
-        Cmd::Topics { json } => cli::topics(&client(), json),
-        Cmd::Ring { json } => cli::ring(&client(), json),
+        Cmd::Monitor { json } => cli::monitor(&client()?, json),
+        Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client()?, &name, value),
+        Cmd::Topics { json } => cli::topics(&client()?, json),
+        Cmd::Ring { json } => cli::ring(&client()?, json),
         Cmd::Demo { nodes, loss, duration, rate } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -581,6 +596,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     let mut opts = hearsay::bench::BenchOptions::new(args.nodes, args.messages, args.size, args.rate);
     opts.durable = args.durable;
     opts.inflight = args.inflight;
+    opts.no_auth = args.no_auth;
     opts.publishers = args.publishers;
     opts.topics = args.topics;
     opts.seed = args.seed;
@@ -601,7 +617,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
+fn run_agent(api: &str, api_token_file: Option<PathBuf>, args: AgentArgs) -> Result<()> {
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -629,6 +645,8 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
             Some(parsed.collect::<Result<_, _>>().context("--tag")?)
         },
         event_handler: args.event_handler,
+        api_token_file,
+        max_subscriptions: args.max_subscriptions,
     };
     let config = file.overridden_by(flags).resolve()?;
     tracing_subscriber::fmt()
@@ -640,6 +658,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         anyhow::bail!("--test-loss must be in [0, 1)");
     }
     let secret = ClusterSecret::load(&config.secret_file)?;
+    let api_token = config.api_token_file.as_deref().map(hearsay::config::load_api_token).transpose()?;
     let faults = Faults::none();
     faults.set_loss(args.test_loss);
     faults.set_delay(std::time::Duration::from_millis(args.test_delay_ms));
@@ -659,6 +678,8 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     opts.test_control = args.test_control;
     opts.tags = config.tags.clone();
     opts.event_handler = config.event_handler.clone();
+    opts.api_token = api_token;
+    opts.max_subscriptions = config.max_subscriptions;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let data_dir = config.data_dir.clone();
     let ran = runtime.block_on(async move {

@@ -48,6 +48,9 @@
 //!
 //! The event counters are incremented where the events happen (the actor, the handler's
 //! task), through [`Metrics::events`], rather than set from a machine's totals.
+//! | `hearsay_refused_total` | counter | `reason` | hostile or excess input dropped at a bound or a check ([`RefusedReason`]) |
+//! | `hearsay_proofs_total` | counter | `event` | pbcast stream proofs: `wanted` (asked), `sent`, `received` (checked, proved a seq) |
+//! | `hearsay_quic_retries_total` | counter | | stateless QUIC Retries sent to unvalidated handshakes |
 //!
 //! Label values are fixed words (`anti_entropy`, `first_phase`, ...) except `topic`, which is
 //! the topic's name (or its id in hex when the node does not know the name). Lines within one
@@ -174,6 +177,73 @@ impl DecodeErrorKind {
     }
 }
 
+label_values! {
+    /// The `reason` label of `hearsay_refused_total`: which bound or check dropped input a peer
+    /// (or a stranger) sent.
+    RefusedReason {
+        /// pbcast messages whose seal is not their origin's signature.
+        PbcastForged => "pbcast_forged",
+        /// pbcast entries, digest lines and heads beyond `streams_max` per topic.
+        PbcastStreamsFull => "pbcast_streams_full",
+        /// pbcast entries waiting for earlier seqs refused at a full history.
+        PbcastHoldFull => "pbcast_hold_full",
+        /// pbcast streams whose unproven hints nobody proved in time, forgotten.
+        PbcastUnprovenForgotten => "pbcast_unproven_forgotten",
+        /// Anti-entropy entries whose seal did not check.
+        AeForged => "ae_forged",
+        /// Anti-entropy entries refused at the store's caps.
+        AeStoreFull => "ae_store_full",
+        /// Anti-entropy deltas that answered nothing asked.
+        AeUnsolicited => "ae_unsolicited",
+        /// SWIM updates and records whose signature did not verify.
+        SwimForged => "swim_forged",
+        /// SWIM suspicions naming an incarnation above the highest signed, clamped.
+        SwimClamped => "swim_clamped",
+        /// New members refused at the table's caps.
+        SwimMembersFull => "swim_members_full",
+        /// Push-pull records dropped past the caps.
+        SwimRecordsDropped => "swim_records_dropped",
+        /// Ping-reqs refused (unknown target, relay caps).
+        SwimPingReqsRefused => "swim_ping_reqs_refused",
+        /// Anti-entropy `Syn`s over their per-peer rate, unanswered.
+        LimitedAeSyn => "limited_ae_syn",
+        /// Rumor pulls over their per-peer rate, unanswered.
+        LimitedRumorPull => "limited_rumor_pull",
+        /// SWIM push-pulls over their per-peer rate, unanswered.
+        LimitedSwimPushPull => "limited_swim_push_pull",
+        /// Received datagrams dropped at a full frame queue.
+        QueueFull => "queue_full",
+        /// Received datagrams dropped at a spent byte budget.
+        QueueBytesFull => "queue_bytes_full",
+        /// Received streams over the frame limit.
+        OversizeStream => "oversize_stream",
+        /// Received streams not ended within the read timeout.
+        ReadTimeout => "read_timeout",
+        /// Sent streams not written within the write timeout (a peer granting no credit).
+        WriteTimeout => "write_timeout",
+        /// Frames not sent at the bound on sent streams in progress.
+        StreamsOutFull => "streams_out_full",
+        /// Handshakes ignored over the rate or in-flight bound.
+        HandshakesLimited => "handshakes_limited",
+        /// Handshakes refused (not admitted, either side).
+        HandshakesRefused => "handshakes_refused",
+        /// Second connections from a connected peer, closed.
+        DuplicateConnection => "duplicate_connection",
+    }
+}
+
+label_values! {
+    /// The `event` label of `hearsay_proofs_total`.
+    ProofEvent {
+        /// `ProofWanted` requests sent.
+        Wanted => "wanted",
+        /// Proofs sent in answer.
+        Sent => "sent",
+        /// Proofs received that checked and proved a new seq.
+        Received => "received",
+    }
+}
+
 /// One protocol's traffic totals since the node started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -235,6 +305,16 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: RefusedReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EventLabel {
+    event: ProofEvent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TopicLabel {
     topic: String,
 }
@@ -293,6 +373,9 @@ pub struct Metrics {
     store_trimmed: Counter,
     uptime: Gauge<f64, AtomicU64>,
     events: EventCounters,
+    refused: Family<ReasonLabel, Counter>,
+    proofs: Family<EventLabel, Counter>,
+    quic_retries: Counter,
 }
 
 /// The event stream's counters, shared with the tasks that count them (cloning shares).
@@ -457,6 +540,30 @@ impl Metrics {
                 Counter::default(),
             ),
         };
+        let refused = add(
+            reg,
+            "refused",
+            "Hostile or excess input dropped at a bound or a check, by reason",
+            Family::<ReasonLabel, Counter>::default(),
+        );
+        for &reason in RefusedReason::ALL {
+            drop(refused.get_or_create(&ReasonLabel { reason }));
+        }
+        let proofs = add(
+            reg,
+            "proofs",
+            "pbcast stream proofs wanted, sent and received",
+            Family::<EventLabel, Counter>::default(),
+        );
+        for &event in ProofEvent::ALL {
+            drop(proofs.get_or_create(&EventLabel { event }));
+        }
+        let quic_retries = add(
+            reg,
+            "quic_retries",
+            "Stateless QUIC Retries sent to unvalidated handshakes",
+            Counter::default(),
+        );
         let uptime = Gauge::<f64, AtomicU64>::default();
         reg.register_with_unit("uptime", "Time since the node started", Unit::Seconds, uptime.clone());
         Metrics {
@@ -494,6 +601,9 @@ impl Metrics {
             store_trimmed,
             uptime,
             events,
+            refused,
+            proofs,
+            quic_retries,
         }
     }
 
@@ -603,8 +713,34 @@ impl Metrics {
         set_total(&self.udp_datagrams_received, udp.datagrams_received);
     }
 
-    /// Connections and UDP totals from the transport.
+    /// Input dropped for `reason`.
+    pub fn set_refused(&self, reason: RefusedReason, total: u64) {
+        set_total(&self.refused.get_or_create(&ReasonLabel { reason }), total);
+    }
+
+    /// Stream proofs by event.
+    pub fn set_proofs(&self, event: ProofEvent, total: u64) {
+        set_total(&self.proofs.get_or_create(&EventLabel { event }), total);
+    }
+
+    /// Connections, UDP totals and the transport's refusals.
     pub fn set_transport(&self, transport: &Transport) {
+        let s = transport.stats();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (reason, n) in [
+            (RefusedReason::QueueFull, get(&s.dropped_queue_full)),
+            (RefusedReason::QueueBytesFull, get(&s.dropped_bytes_full)),
+            (RefusedReason::OversizeStream, get(&s.oversize)),
+            (RefusedReason::ReadTimeout, get(&s.read_timeouts)),
+            (RefusedReason::WriteTimeout, get(&s.write_timeouts)),
+            (RefusedReason::StreamsOutFull, get(&s.dropped_streams_out)),
+            (RefusedReason::HandshakesLimited, get(&s.handshakes_limited)),
+            (RefusedReason::HandshakesRefused, get(&s.refused)),
+            (RefusedReason::DuplicateConnection, get(&s.duplicates_closed)),
+        ] {
+            self.set_refused(reason, n);
+        }
+        set_total(&self.quic_retries, get(&s.retries));
         let wire = transport.wire();
         self.set_udp(Udp {
             bytes_sent: wire.bytes_sent.load(Ordering::Relaxed),

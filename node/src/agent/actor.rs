@@ -49,6 +49,10 @@ struct PendingQuery {
 /// A publish waiting for its write to be durable: (ticket, reply, id).
 type PendingPublish = (u64, Reply<Result<MsgId, PublishError>>, MsgId);
 
+/// Observed peer addresses kept at most: every identity a secret holder mints and connects
+/// with would add one; beyond this, new ones fall back to the addresses members advertise.
+const ADDRS_MAX: usize = 1 << 16;
+
 /// The task that owns the Engine.
 pub(super) struct Actor {
     engine: Engine,
@@ -146,7 +150,7 @@ impl Actor {
     pub(super) async fn run(
         mut self,
         seeds: Vec<SocketAddr>,
-        mut net: mpsc::Receiver<TransportEvent>,
+        mut net: crate::transport::Inbound,
         mut commands: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<Stop>,
     ) -> Result<(), AgentError> {
@@ -348,16 +352,21 @@ impl Actor {
     fn on_transport(&mut self, ev: TransportEvent) {
         match ev {
             TransportEvent::Frame { from, addr, frame, .. } => {
-                self.addrs.insert(from, addr);
+                self.observed(from, addr);
                 let now = self.now();
                 self.engine.handle_message(now, from, frame);
             }
-            TransportEvent::Connected { peer, addr } => {
-                self.addrs.insert(peer, addr);
-            }
+            TransportEvent::Connected { peer, addr } => self.observed(peer, addr),
             TransportEvent::Refused { addr, reason } => {
                 tracing::warn!(%addr, "{reason}");
             }
+        }
+    }
+
+    /// Note where `peer`'s connection comes from, within [`ADDRS_MAX`].
+    fn observed(&mut self, peer: NodeId, addr: SocketAddr) {
+        if self.addrs.len() < ADDRS_MAX || self.addrs.contains_key(&peer) {
+            self.addrs.insert(peer, addr);
         }
     }
 

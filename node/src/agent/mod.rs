@@ -101,6 +101,16 @@ pub struct AgentOptions {
     pub tags: hearsay_protocols::tags::Tags,
     /// A shell command run for each event (`--event-handler`; see [`events`]).
     pub event_handler: Option<String>,
+    /// The API's token (`--api-token-file`): every request must carry it as
+    /// `Authorization: Bearer`. Required when `api` is not a loopback address.
+    pub api_token: Option<String>,
+    /// Sign nothing and accept every seal and signature ([`NoAuth`](hearsay_protocols::auth::NoAuth)):
+    /// only for measuring what authenticity costs (`hearsay bench --no-auth`), never in a
+    /// cluster that faces anyone.
+    pub no_auth: bool,
+    /// Subscriptions the API serves at once (`--max-subscriptions`; default
+    /// [`MAX_SUBSCRIPTIONS`](crate::api::server::MAX_SUBSCRIPTIONS)).
+    pub max_subscriptions: usize,
 }
 
 /// Where and how an agent keeps its durable store.
@@ -133,6 +143,9 @@ impl AgentOptions {
             test_control: false,
             tags: hearsay_protocols::tags::Tags::default(),
             event_handler: None,
+            api_token: None,
+            no_auth: false,
+            max_subscriptions: server::MAX_SUBSCRIPTIONS,
         }
     }
 }
@@ -158,6 +171,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The API would be reachable beyond this host with no token to guard it.
+    #[error(
+        "the API address {0} is reachable beyond this host: give it a token with --api-token-file FILE \
+         (clients send it as `Authorization: Bearer`), or bind the API to 127.0.0.1"
+    )]
+    ApiUnguarded(SocketAddr),
     /// The OS gave no randomness for the Engine's seed.
     #[error("the OS random source failed")]
     Random,
@@ -268,6 +287,11 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let config = opts.engine.clone().unwrap_or_else(|| opts.preset.engine_config());
     config.validate()?;
     crate::config::check_max_message_bytes(opts.max_message_bytes).map_err(StartError::MaxMessageBytes)?;
+    if let Some(api) = opts.api {
+        if !api.ip().is_loopback() && opts.api_token.is_none() {
+            return Err(StartError::ApiUnguarded(api));
+        }
+    }
     let opened = match &opts.store {
         Some(s) => {
             let (store, stored) = Store::open(StoreConfig {
@@ -297,8 +321,10 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
             let listen = tokio::net::TcpListener::bind(api_addr).await;
             let listener = listen.map_err(|source| StartError::Api { addr: api_addr, source })?;
             let bound = listener.local_addr().map_err(|source| StartError::Api { addr: api_addr, source })?;
-            let mut state =
-                server::ApiState::new(commands_tx.clone()).with_max_message_bytes(opts.max_message_bytes);
+            let mut state = server::ApiState::new(commands_tx.clone())
+                .with_max_message_bytes(opts.max_message_bytes)
+                .with_token(opts.api_token.as_deref())
+                .with_max_subscriptions(opts.max_subscriptions);
             if opts.test_control {
                 state = state.with_test_control(opts.faults.clone());
             }
@@ -325,15 +351,13 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let now = Instant::from_micros(clock_base);
     // A node without a store opens new streams at every start (epoch: the start time).
     let epoch = opened.as_ref().map_or(wall.as_millis() as u64, |(_, s)| s.epoch);
-    let mut engine = Engine::new(
-        Arc::new(identity.signer()?),
-        &opts.name,
-        Addr::from_socket(advertise),
-        epoch,
-        Arc::new(config),
-        &seed,
-        now,
-    );
+    let auth: Arc<dyn hearsay_protocols::auth::Authenticator> = if opts.no_auth {
+        Arc::new(hearsay_protocols::auth::NoAuth(identity.id()))
+    } else {
+        Arc::new(identity.signer()?)
+    };
+    let mut engine =
+        Engine::new(auth, &opts.name, Addr::from_socket(advertise), epoch, Arc::new(config), &seed, now);
     let (store, subscribers) = match opened {
         Some((store, stored)) => {
             let kept = stored.restored.messages.len();

@@ -54,6 +54,7 @@ mod commands;
 mod compose;
 mod config;
 mod frames;
+pub mod limits;
 pub mod multicast;
 mod notices;
 mod persist;
@@ -153,6 +154,9 @@ pub struct EngineStats {
     pub gaps: (u64, u64),
     /// Anti-entropy exchanges started to catch up with a member that was unreachable.
     pub catch_ups: u64,
+    /// Amplifying requests not answered over their per-peer rate, by
+    /// [`limits::Amplifier`] index ([`limits`]).
+    pub replies_limited: [u64; 3],
 }
 
 /// Most members waiting for a catch-up exchange; more recoveries at once (a healed partition)
@@ -225,6 +229,8 @@ pub struct Engine {
     out: VecDeque<Transmit<Bytes>>,
     events: VecDeque<EngineEvent>,
     stats: EngineStats,
+    /// Per-peer rates of the requests that earn large answers.
+    reply_limits: limits::ReplyLimits,
 }
 
 impl std::fmt::Debug for Engine {
@@ -290,6 +296,7 @@ impl Engine {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: EngineStats::default(),
+            reply_limits: limits::ReplyLimits::default(),
         };
         // Alone until joined: the ring is just us.
         let _ = e.multicast.create(now);
@@ -630,6 +637,21 @@ impl Engine {
     }
 }
 
+/// The kind of amplifying request `msg` is, if it is one (see [`limits`]).
+fn amplifier(msg: &Inbound) -> Option<limits::Amplifier> {
+    use hearsay_overlay::swim::SwimMessage;
+    use hearsay_protocols::anti_entropy::AeMessage;
+    match msg {
+        Inbound::AntiEntropy(AeMessage::Syn { .. }) => Some(limits::Amplifier::Syn),
+        Inbound::Rumor(ChannelRumor { msg: RumorMessage::Pull, .. })
+        | Inbound::Rumor(ChannelRumor { msg: RumorMessage::Rumors { pull: true, .. }, .. }) => {
+            Some(limits::Amplifier::Pull)
+        }
+        Inbound::Swim(SwimMessage::PushPull { reply: false, .. }) => Some(limits::Amplifier::PushPull),
+        _ => None,
+    }
+}
+
 impl Machine for Engine {
     type Message = Bytes;
     type Event = EngineEvent;
@@ -640,6 +662,12 @@ impl Machine for Engine {
         else {
             return;
         };
+        if let Some(kind) = amplifier(&msg) {
+            if !self.reply_limits.allow(now, from, kind) {
+                self.stats.replies_limited = self.reply_limits.dropped;
+                return;
+            }
+        }
         match msg {
             Inbound::Swim(m) => self.swim.handle_message(now, from, m),
             Inbound::Multicast(m) => self.multicast.handle_message(now, from, m),

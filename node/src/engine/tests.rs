@@ -230,3 +230,33 @@ fn deadlines_move_forward_after_each_timeout() {
         }
     }
 }
+
+#[test]
+fn a_flood_of_syns_from_one_peer_is_answered_at_its_rate_and_counted() {
+    use hearsay_protocols::anti_entropy::{AeMessage, AeMode, Digest};
+    let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));
+    let me = NodeId::from_u64(1);
+    let rogue = NodeId::from_u64(2);
+    let seed = Seed::derive(7, "node", 0, 0);
+    let mut e = Engine::new(Arc::new(Unchecked(me)), "n0", Addr::default(), 1, config, &seed, Instant::ZERO);
+    let now = Instant::from_micros(5_000_000);
+    while e.poll_transmit().is_some() {}
+    let syn = |xid| AeMessage::Syn {
+        xid,
+        mode: AeMode::Pull,
+        scope: Vec::new(),
+        digest: Digest { summaries: Vec::new(), partial: false },
+    };
+    for xid in 0..1_000 {
+        let frame = frames::encode(&syn(xid), e.config.frame_limit).unwrap();
+        e.handle_message(now, rogue, frame);
+    }
+    let answered = std::iter::from_fn(|| e.poll_transmit()).filter(|t| t.to == rogue).count();
+    let limited = e.stats().replies_limited[limits::Amplifier::Syn as usize];
+    assert_eq!(limited, 1_000 - 2 * limits::SYN_PER_SEC, "all but the burst are dropped and counted");
+    assert!(answered <= 2 * limits::SYN_PER_SEC as usize, "{answered} answers to one peer in one instant");
+    // Another peer is not held back by the first one's flood.
+    let frame = frames::encode(&syn(5_000), e.config.frame_limit).unwrap();
+    e.handle_message(now, NodeId::from_u64(3), frame);
+    assert_eq!(e.stats().replies_limited[limits::Amplifier::Syn as usize], limited);
+}
