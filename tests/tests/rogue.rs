@@ -94,8 +94,13 @@ fn attack(t: &Transport, to: NodeId, addr: std::net::SocketAddr, victim: NodeId,
         send(Reliability::Datagram, frame(&pull));
     }
     // 5. Malformed frames of every kind.
+    malformed(t, to, addr);
+}
+
+/// A frame of every kind whose body does not decode.
+fn malformed(t: &Transport, to: NodeId, addr: std::net::SocketAddr) {
     for kind in 1..=7u8 {
-        send(Reliability::Stream, Bytes::from(vec![1, kind, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]));
+        t.send(to, addr, Reliability::Stream, Bytes::from(vec![1, kind, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]));
     }
 }
 
@@ -178,10 +183,18 @@ fn a_rogue_member_can_neither_forge_nor_silence_nor_flood_the_honest_ones() {
         if i > 0 {
             assert!(refused("pbcast_forged") >= 1.0, "n{i} counted the forged messages:\n{text}");
         }
+        // Sent again while none is counted: the rogue's own transport may shed stream frames
+        // while the floods are in flight (a failed run under load counted 0 at n2); what is
+        // checked is that a malformed frame that arrives is counted and dropped.
         wait_for(&format!("n{i} to count the malformed frames"), Duration::from_secs(20), || {
             let text = c[i].metrics()?;
             let n = hearsay_tests::metric_sum(&text, "hearsay_decode_errors_total");
-            if n >= 1.0 { Ok(()) } else { Err(format!("{n} counted")) }
+            if n >= 1.0 {
+                return Ok(());
+            }
+            let _enter = runtime.enter();
+            malformed(&transport, honest[i].0, honest[i].1);
+            Err(format!("{n} counted"))
         });
     }
     assert!(limited >= 100.0, "the floods were rate-limited ({limited} requests unanswered)");
