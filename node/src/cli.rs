@@ -119,7 +119,7 @@ impl Client {
         &self,
         topic: &TopicName,
         how: &SubscribeArgs<'_>,
-        mut each: impl FnMut(StreamItem) -> Result<bool>,
+        each: impl FnMut(StreamItem) -> Result<bool>,
     ) -> Result<()> {
         let mut req = self.streaming.get(&self.url("/v1/subscribe")).query("topic", topic.as_str());
         if let Some(f) = how.filter {
@@ -134,26 +134,7 @@ impl Client {
         if let Some(f) = how.from {
             req = req.query("from", f);
         }
-        if self.token.is_some() {
-            req = req.header("authorization", self.bearer());
-        }
-        let mut resp = req.call().map_err(|e| self.unreachable(e))?;
-        if !resp.status().is_success() {
-            return Self::finish::<serde_json::Value>(resp).map(|_| ());
-        }
-        let reader = std::io::BufReader::new(resp.body_mut().as_reader());
-        for line in reader.lines() {
-            let line = line.context("the subscription stream broke")?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let item: StreamItem =
-                serde_json::from_str(&line).context("unexpected line in the subscription stream")?;
-            if !each(item)? {
-                break;
-            }
-        }
-        Ok(())
+        self.read_lines(req, "the subscription stream", each)
     }
 
     /// Read the JSON lines of the stream at `path`, handing each to `each` until it returns
@@ -161,9 +142,19 @@ impl Client {
     pub fn stream<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
+        each: impl FnMut(T) -> Result<bool>,
+    ) -> Result<()> {
+        self.read_lines(self.streaming.get(&self.url(path)), "the stream", each)
+    }
+
+    /// Send `req` (with the token, if any) and hand each JSON line of the answer to `each`
+    /// until it returns false or the stream ends; `what` names the stream in errors.
+    fn read_lines<T: serde::de::DeserializeOwned>(
+        &self,
+        mut req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+        what: &str,
         mut each: impl FnMut(T) -> Result<bool>,
     ) -> Result<()> {
-        let mut req = self.streaming.get(&self.url(path));
         if self.token.is_some() {
             req = req.header("authorization", self.bearer());
         }
@@ -173,11 +164,12 @@ impl Client {
         }
         let reader = std::io::BufReader::new(resp.body_mut().as_reader());
         for line in reader.lines() {
-            let line = line.context("the stream broke")?;
+            let line = line.with_context(|| format!("{what} broke"))?;
             if line.trim().is_empty() {
                 continue;
             }
-            let item: T = serde_json::from_str(&line).context("unexpected line in the stream")?;
+            let item: T =
+                serde_json::from_str(&line).with_context(|| format!("unexpected line in {what}"))?;
             if !each(item)? {
                 break;
             }

@@ -53,12 +53,7 @@ async fn a_wrong_secret_is_refused_on_both_sides() {
     let err = a.connect(c.local_addr()).await.unwrap_err().to_string();
     assert!(err.contains("different --secret-file"), "{err}");
     // The other side counts it (and logs it, rate-limited), without a slot in its queue.
-    let counted = async {
-        while c.stats().refused.load(Ordering::Relaxed) == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), counted).await.expect("the refusal counted");
+    until("the refusal counted", || c.stats().refused.load(Ordering::Relaxed) > 0).await;
     assert!(rc.try_recv().is_err(), "an inbound refusal takes no slot in the frame queue");
     assert!(c.stats().retries.load(Ordering::Relaxed) >= 1, "the stranger was made to prove its address");
     assert!(matches!(ra.try_recv(), Ok(TransportEvent::Refused { .. })));
@@ -105,12 +100,7 @@ async fn oversize_stream_frames_are_counted_and_dropped() {
     let (_, _, frame) = next_frame(&mut rb).await;
     assert_eq!(frame.len(), 500);
     // Streams are independent: the oversize one may be counted after the small one arrived.
-    let counted = async {
-        while b.stats().oversize.load(Ordering::Relaxed) == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), counted).await.expect("the oversize frame counted");
+    until("the oversize frame counted", || b.stats().oversize.load(Ordering::Relaxed) > 0).await;
     assert_eq!(b.stats().oversize.load(Ordering::Relaxed), 1);
 }
 
