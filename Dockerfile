@@ -11,7 +11,8 @@
 # The agent reads /etc/hearsay/hearsay.toml (mount one: see dist/hearsay.toml) or takes
 # flags; it keeps its key and its store in /var/lib/hearsay (a volume: keep it to keep the
 # node's identity). QUIC listens on 7946/udp; the HTTP API on 127.0.0.1:7070 inside the
-# container (bind it elsewhere with --api only behind a firewall: it is not authenticated).
+# container (to bind it elsewhere with --api, give it --api-token-file: the agent refuses
+# to serve an API beyond loopback without a token).
 # `hearsay status` is the health check. node/tests/packaging.rs lints this file with
 # hadolint.
 

@@ -23,6 +23,8 @@ pub const DEFAULT_API: &str = "127.0.0.1:7070";
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    /// Sent as `Authorization: Bearer` on every request when the agent has a token.
+    token: Option<String>,
     agent: ureq::Agent,
     /// For streams: no overall timeout.
     streaming: ureq::Agent,
@@ -45,7 +47,18 @@ impl Client {
                     .build(),
             )
         };
-        Client { base, agent: build(Some(Duration::from_secs(90))), streaming: build(None) }
+        Client { base, token: None, agent: build(Some(Duration::from_secs(90))), streaming: build(None) }
+    }
+
+    /// Send `token` (the agent's `--api-token-file`) with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
+    }
+
+    /// The `Authorization` header's value, or `""` for none.
+    fn bearer(&self) -> String {
+        self.token.as_ref().map_or_else(String::new, |t| format!("Bearer {t}"))
     }
 
     fn url(&self, path: &str) -> String {
@@ -71,7 +84,11 @@ impl Client {
 
     /// GET a JSON document.
     pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self.agent.get(&self.url(path)).call().map_err(|e| self.unreachable(e))?;
+        let mut req = self.agent.get(&self.url(path));
+        if self.token.is_some() {
+            req = req.header("authorization", self.bearer());
+        }
+        let resp = req.call().map_err(|e| self.unreachable(e))?;
         Self::finish(resp)
     }
 
@@ -81,7 +98,12 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let resp = self.agent.post(&self.url(path)).send_json(body).map_err(|e| self.unreachable(e))?;
+        // send_json says `Content-Type: application/json`, which the API requires of a POST.
+        let mut req = self.agent.post(&self.url(path));
+        if self.token.is_some() {
+            req = req.header("authorization", self.bearer());
+        }
+        let resp = req.send_json(body).map_err(|e| self.unreachable(e))?;
         Self::finish(resp)
     }
 
@@ -97,7 +119,7 @@ impl Client {
         &self,
         topic: &TopicName,
         how: &SubscribeArgs<'_>,
-        mut each: impl FnMut(StreamItem) -> Result<bool>,
+        each: impl FnMut(StreamItem) -> Result<bool>,
     ) -> Result<()> {
         let mut req = self.streaming.get(&self.url("/v1/subscribe")).query("topic", topic.as_str());
         if let Some(f) = how.filter {
@@ -112,18 +134,42 @@ impl Client {
         if let Some(f) = how.from {
             req = req.query("from", f);
         }
+        self.read_lines(req, "the subscription stream", each)
+    }
+
+    /// Read the JSON lines of the stream at `path`, handing each to `each` until it returns
+    /// false or the stream ends.
+    pub fn stream<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        each: impl FnMut(T) -> Result<bool>,
+    ) -> Result<()> {
+        self.read_lines(self.streaming.get(&self.url(path)), "the stream", each)
+    }
+
+    /// Send `req` (with the token, if any) and hand each JSON line of the answer to `each`
+    /// until it returns false or the stream ends; `what` names the stream in errors.
+    fn read_lines<T: serde::de::DeserializeOwned>(
+        &self,
+        mut req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+        what: &str,
+        mut each: impl FnMut(T) -> Result<bool>,
+    ) -> Result<()> {
+        if self.token.is_some() {
+            req = req.header("authorization", self.bearer());
+        }
         let mut resp = req.call().map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
             return Self::finish::<serde_json::Value>(resp).map(|_| ());
         }
         let reader = std::io::BufReader::new(resp.body_mut().as_reader());
         for line in reader.lines() {
-            let line = line.context("the subscription stream broke")?;
+            let line = line.with_context(|| format!("{what} broke"))?;
             if line.trim().is_empty() {
                 continue;
             }
-            let item: StreamItem =
-                serde_json::from_str(&line).context("unexpected line in the subscription stream")?;
+            let item: T =
+                serde_json::from_str(&line).with_context(|| format!("unexpected line in {what}"))?;
             if !each(item)? {
                 break;
             }
@@ -162,27 +208,38 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 }
 
 /// `hearsay members`.
-pub fn members(c: &Client, json: bool) -> Result<()> {
-    let members: Vec<Member> = c.get("/v1/members")?;
+pub fn members(c: &Client, json: bool, tags: &[String]) -> Result<()> {
+    let scope = hearsay_protocols::tags::TagScope::parse(tags)?.matcher()?;
+    let mut members: Vec<Member> = c.get("/v1/members")?;
+    if !tags.is_empty() {
+        members
+            .retain(|m| hearsay_protocols::tags::Tags::new(m.tags.clone()).is_ok_and(|t| scope.matches(&t)));
+    }
     if json {
         return print_json(&members);
     }
     println!(
-        "{:<16} {:<22} {:<8} {:>11}  {:<16}  {:<16}",
+        "{:<16} {:<22} {:<8} {:>11}  {:<16}  {:<16}  TAGS",
         "NAME", "ADDRESS", "STATE", "INCARNATION", "ID", "RING ID"
     );
     for m in members {
         println!(
-            "{:<16} {:<22} {:<8} {:>11}  {:<16}  {:<16}",
+            "{:<16} {:<22} {:<8} {:>11}  {:<16}  {:<16}  {}",
             m.name,
             m.addr,
             m.state,
             m.incarnation,
             short(&m.id),
-            short(&m.ring_id)
+            short(&m.ring_id),
+            tag_list(&m.tags)
         );
     }
     Ok(())
+}
+
+/// `k=v,k2=v2`.
+fn tag_list(tags: &BTreeMap<String, String>) -> String {
+    tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// `hearsay status`: fails (exit 1) when the agent's API does not answer, so it also serves
@@ -458,9 +515,11 @@ pub fn durable_delete(c: &Client, name: &DurableName) -> Result<()> {
     Ok(())
 }
 
-/// `hearsay query FN NAME`.
-pub fn query(c: &Client, func: Func, name: &str, json: bool) -> Result<()> {
-    let r: QueryResult = c.post("/v1/query", &QueryRequest { func, name: name.to_string() })?;
+/// `hearsay query FN NAME [--tag KEY=PATTERN]...`.
+pub fn query(c: &Client, func: Func, name: &str, tags: &[String], json: bool) -> Result<()> {
+    hearsay_protocols::tags::TagScope::parse(tags)?;
+    let req = QueryRequest { func, name: name.to_string(), tags: tags.to_vec() };
+    let r: QueryResult = c.post("/v1/query", &req)?;
     if json {
         return print_json(&r);
     }
@@ -521,4 +580,66 @@ pub fn ring(c: &Client, json: bool) -> Result<()> {
         println!("finger {i:<5} {}", show(f));
     }
     Ok(())
+}
+
+/// `hearsay tags` (list), `hearsay tags set KEY=VALUE...`, `hearsay tags delete KEY...`:
+/// prints the node's tags after the change.
+pub fn tags(c: &Client, set: &[String], delete: &[String], json: bool) -> Result<()> {
+    let mut req = TagsRequest { set: BTreeMap::new(), delete: delete.to_vec() };
+    for s in set {
+        let (k, v) = hearsay_protocols::tags::split_key_value(s)?;
+        req.set.insert(k, v);
+    }
+    let tags: BTreeMap<String, String> =
+        if set.is_empty() && delete.is_empty() { c.get("/v1/tags")? } else { c.post("/v1/tags", &req)? };
+    if json {
+        return print_json(&tags);
+    }
+    for (k, v) in &tags {
+        println!("{k}={v}");
+    }
+    Ok(())
+}
+
+/// `hearsay monitor`: this agent's events as they happen, one per line, until interrupted.
+pub fn monitor(c: &Client, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    c.stream("/v1/events", |e: Event| {
+        if json {
+            serde_json::to_writer(&mut out, &e)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{}", event_line(&e))?;
+        }
+        out.flush()?;
+        Ok(true)
+    })
+}
+
+/// One event as `hearsay monitor` prints it.
+pub fn event_line(e: &Event) -> String {
+    let secs = e.time_ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let when = format!("{h:02}:{m:02}:{s:02}.{:03}Z", e.time_ms % 1000);
+    let what = if let Some(m) = &e.member {
+        format!(
+            "{} {} {} {} inc={} {}",
+            m.name,
+            short(&m.id),
+            m.addr,
+            m.state,
+            m.incarnation,
+            tag_list(&m.tags)
+        )
+    } else if let Some(n) = e.dropped {
+        format!("{n} events missed (this reader fell behind)")
+    } else {
+        let topic = e.topic.as_deref().unwrap_or("?");
+        match (&e.parent, &e.cause) {
+            (Some(p), _) => format!("topic {topic} parent {}", short(p)),
+            (_, Some(c)) => format!("topic {topic} ({c})"),
+            _ => format!("topic {topic}"),
+        }
+    };
+    format!("{when} #{:<5} {:<15} {what}", e.seq, e.event)
 }

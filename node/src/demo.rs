@@ -324,7 +324,8 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             query = Some(tokio::spawn(async move {
                 let t = Instant::now();
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                let asked = Command::Query { func: Func::Avg, name: "load".into(), reply };
+                let asked =
+                    Command::Query { func: Func::Avg, name: "load".into(), scope: Default::default(), reply };
                 if commands.send(asked).await.is_err() {
                     return;
                 }

@@ -50,9 +50,8 @@
 //! Durable subscriptions are options of [`SubscribeOptions`] ([`SubscribeOptions::durable`],
 //! [`SubscribeOptions::from`]; its fields are private, set by methods, so options can be added
 //! without breaking callers), acknowledged with [`Agent::ack`]; the event stream (member tags,
-//! tree changes) will add variants to [`Event`] and [`MemberChange`] (both
-//! `#[non_exhaustive]`). Today [`Agent::events`] compares member tables polled every
-//! [`EVENT_POLL`].
+//! tree changes) adds variants to [`Event`] and [`MemberChange`] (both `#[non_exhaustive]`).
+//! [`Agent::events`] reads the agent's own event stream.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -67,6 +66,7 @@ pub use futures_core::Stream;
 pub use hearsay_protocols::NodeId;
 pub use hearsay_protocols::aggregate::Func;
 pub use hearsay_protocols::pbcast::MsgId;
+pub use hearsay_protocols::tags::{ScopeError, TagScope};
 use tokio::sync::mpsc;
 
 use crate::agent::{
@@ -83,9 +83,6 @@ pub use crate::message::AppMessage;
 use crate::message::{MessageError, TopicName};
 pub use crate::transport::identity::ClusterSecret;
 use crate::transport::identity::IdentityError;
-
-/// How often [`Agent::events`] looks at the member table.
-pub const EVENT_POLL: Duration = Duration::from_millis(250);
 
 /// Items a subscription holds before its reader counts as not keeping up (the HTTP API's
 /// [`SUBSCRIPTION_QUEUE`](crate::api::server::SUBSCRIPTION_QUEUE)).
@@ -173,9 +170,16 @@ impl Builder {
     }
 
     /// Also serve the local HTTP API (and `/metrics`) on this TCP address, so the CLI and
-    /// Prometheus can reach this agent. Keep it on loopback: it is not authenticated.
+    /// Prometheus can reach this agent. Beyond loopback it needs [`Builder::api_token`] (the
+    /// agent refuses to start otherwise).
     pub fn api(mut self, addr: SocketAddr) -> Self {
         self.opts.api = Some(addr);
+        self
+    }
+
+    /// Every request to the HTTP API must carry `Authorization: Bearer token`.
+    pub fn api_token(mut self, token: impl Into<String>) -> Self {
+        self.opts.api_token = Some(token.into());
         self
     }
 
@@ -401,7 +405,7 @@ impl Agent {
         let topic = TopicName::new(topic)?;
         let filter = options.filter.as_deref().map(Filter::parse).transpose()?;
         let durable = options.durable.as_deref().map(DurableName::new).transpose()?;
-        let (sink, items) = mpsc::channel(options.queue.max(1));
+        let (sink, items) = mpsc::channel(options.queue.max(1) + 1);
         let name = topic.clone();
         let options = agent::SubscribeOptions { filter, expire: options.expire, from: options.from, durable };
         self.handle.ask(|reply| Command::Subscribe { topic: name, options, sink, reply }).await??;
@@ -445,17 +449,39 @@ impl Agent {
     /// `tokio::time::timeout` (the HTTP API gives up after 60 s).
     pub async fn query(&self, func: Func, attr: &str) -> Result<QueryResult, Error> {
         let name = attr.to_string();
-        Ok(self.handle.ask(|reply| Command::Query { func, name, reply }).await??)
+        Ok(self.handle.ask(|reply| Command::Query { func, name, scope: Default::default(), reply }).await??)
     }
 
-    /// Member changes from now on, as a [`Stream`]: first one [`MemberChange::Join`] per member
-    /// already known (this agent included), then every change seen. Changes are found by
-    /// comparing the member table every [`EVENT_POLL`], so a member that went through several
-    /// states in between shows only the last. The stream ends when the agent stops.
+    /// Aggregate `attr` over the members whose tags match `scope` only (each node decides from
+    /// its own tags; see the README's "Tag-scoped queries"), e.g.
+    /// `TagScope::parse(&["role=web"])?`. Otherwise as [`Agent::query`].
+    pub async fn query_scoped(&self, func: Func, attr: &str, scope: TagScope) -> Result<QueryResult, Error> {
+        let name = attr.to_string();
+        Ok(self.handle.ask(|reply| Command::Query { func, name, scope, reply }).await??)
+    }
+
+    /// Change this agent's tags: `set` added or replaced, `delete` removed, at once (gossiped
+    /// in its membership record). Returns the tags after; refused as a whole (with the limit
+    /// in the error) when beyond 16 tags or 256 bytes of keys and values.
+    pub async fn set_tags(
+        &self,
+        set: BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let delete = delete.to_vec();
+        Ok(self.handle.ask(|reply| Command::SetTags { set, delete, reply }).await??)
+    }
+
+    /// Events from now on, as a [`Stream`]: first one [`MemberChange::Join`] per live member
+    /// already known (this agent included), then every member change and tree change as it
+    /// happens: the agent's own event stream (`GET /v1/events`), so no change is missed unless
+    /// the reader falls more than [`EVENTS_QUEUE`](crate::agent::events::EVENTS_QUEUE) events
+    /// behind (then the oldest are skipped, with a warning logged). The stream ends when the
+    /// agent stops.
     pub fn events(&self) -> Events {
         let (tx, rx) = mpsc::channel(256);
         let commands = self.handle.commands.clone();
-        tokio::spawn(poll_members(commands, tx));
+        tokio::spawn(forward_events(commands, tx));
         Events { rx }
     }
 
@@ -506,8 +532,9 @@ impl SubscribeOptions {
         self
     }
 
-    /// Items held for a reader that is behind (default [`DEFAULT_QUEUE`]). A reader that
-    /// lets it fill is closed ([`Item::Closed`] says so): read steadily.
+    /// Items held for a reader that is behind (default [`DEFAULT_QUEUE`], at least 1; one slot
+    /// more is kept for the closing line). A reader that lets it fill is closed
+    /// ([`Item::Closed`] says so): read steadily.
     pub fn queue(mut self, items: usize) -> Self {
         self.queue = items;
         self
@@ -648,6 +675,32 @@ pub enum Event {
         /// The member as it is now.
         member: Member,
     },
+    /// This agent's place in a topic's tree changed.
+    Tree {
+        /// The topic's name (or its id in hex when unknown here).
+        topic: String,
+        /// How.
+        change: TreeChange,
+    },
+}
+
+/// How this agent's place in a topic's tree changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TreeChange {
+    /// It got a parent.
+    Attached {
+        /// The parent.
+        parent: NodeId,
+    },
+    /// It lost its parent (or its root role) and re-joins: `parent-timeout`, `parent-down`,
+    /// `parent-left`, `cycle` or `root-moved`.
+    Detached {
+        /// Why.
+        cause: String,
+    },
+    /// It is the topic's root.
+    Root,
 }
 
 /// How a member changed (Serf's member events, plus SWIM's suspicion).
@@ -664,7 +717,7 @@ pub enum MemberChange {
     Fail,
     /// It left gracefully.
     Leave,
-    /// Same state, new incarnation or address.
+    /// Same state, new address, name or tags.
     Update,
 }
 
@@ -689,41 +742,66 @@ impl Stream for Events {
     }
 }
 
-/// The change from `before` (None: unknown) to `now`, if any.
-fn change(before: Option<&Member>, now: &Member) -> Option<MemberChange> {
-    let Some(b) = before else { return Some(MemberChange::Join) };
-    if b.state != now.state {
-        return Some(match now.state.as_str() {
-            "suspect" => MemberChange::Suspect,
-            "dead" => MemberChange::Fail,
-            "left" => MemberChange::Leave,
-            _ => MemberChange::Alive,
-        });
+/// The embedding form of one event of the agent's stream (`None`: one it does not model).
+fn from_api_event(e: types::Event) -> Option<Event> {
+    let change = match e.event.as_str() {
+        "member-join" => Some(MemberChange::Join),
+        "member-suspect" => Some(MemberChange::Suspect),
+        "member-alive" => Some(MemberChange::Alive),
+        "member-failed" => Some(MemberChange::Fail),
+        "member-leave" => Some(MemberChange::Leave),
+        "member-update" => Some(MemberChange::Update),
+        _ => None,
+    };
+    if let (Some(change), Some(member)) = (change, e.member) {
+        return Some(Event::Member { change, member });
     }
-    (b.incarnation != now.incarnation || b.addr != now.addr).then_some(MemberChange::Update)
+    let topic = e.topic?;
+    let change = match e.event.as_str() {
+        "tree-attached" => TreeChange::Attached { parent: node_id(e.parent.as_deref().unwrap_or_default()) },
+        "tree-root" => TreeChange::Root,
+        "tree-detached" => TreeChange::Detached { cause: e.cause.unwrap_or_default() },
+        _ => return None,
+    };
+    Some(Event::Tree { topic, change })
 }
 
-/// Poll the member table and send what changed, until the agent or the reader goes away.
-async fn poll_members(commands: mpsc::Sender<Command>, tx: mpsc::Sender<Event>) {
-    let mut known: BTreeMap<String, Member> = BTreeMap::new();
-    let mut tick = tokio::time::interval(EVENT_POLL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = tx.closed() => return,
-        }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if commands.send(Command::Members(reply)).await.is_err() {
+/// Forward the agent's event stream, after one `Join` per member already known, until the
+/// agent or the reader goes away.
+async fn forward_events(commands: mpsc::Sender<Command>, tx: mpsc::Sender<Event>) {
+    // Open the stream before the snapshot, so nothing between them is lost.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if commands.send(Command::Events(reply)).await.is_err() {
+        return;
+    }
+    let Ok(mut stream) = answer.await else { return };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if commands.send(Command::Members(reply)).await.is_err() {
+        return;
+    }
+    let Ok(members) = answer.await else { return };
+    for member in members.into_iter().filter(|m| m.state == "alive" || m.state == "suspect") {
+        if tx.send(Event::Member { change: MemberChange::Join, member }).await.is_err() {
             return;
         }
-        let Ok(members) = answer.await else { return };
-        for m in members {
-            if let Some(change) = change(known.get(&m.id), &m) {
-                if tx.send(Event::Member { change, member: m.clone() }).await.is_err() {
-                    return;
-                }
+    }
+    loop {
+        let next = tokio::select! {
+            r = stream.recv() => r,
+            () = tx.closed() => return,
+        };
+        let event = match next {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "embedded event reader fell behind");
+                continue;
             }
-            known.insert(m.id.clone(), m);
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if let Some(e) = from_api_event(event) {
+            if tx.send(e).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -740,19 +818,41 @@ mod tests {
             incarnation,
             id: "00".repeat(32),
             ring_id: "0".repeat(16),
+            tags: BTreeMap::new(),
         }
     }
 
     #[test]
     fn member_changes_are_named_after_serfs_events() {
-        let alive = member("alive", 1);
-        assert_eq!(change(None, &alive), Some(MemberChange::Join));
-        assert_eq!(change(Some(&alive), &alive), None);
-        assert_eq!(change(Some(&alive), &member("suspect", 1)), Some(MemberChange::Suspect));
-        assert_eq!(change(Some(&member("suspect", 1)), &member("alive", 2)), Some(MemberChange::Alive));
-        assert_eq!(change(Some(&alive), &member("dead", 1)), Some(MemberChange::Fail));
-        assert_eq!(change(Some(&alive), &member("left", 2)), Some(MemberChange::Leave));
-        assert_eq!(change(Some(&alive), &member("alive", 2)), Some(MemberChange::Update));
+        let event = |name: &str| types::Event {
+            seq: 1,
+            event: name.into(),
+            time_ms: 0,
+            member: Some(member("alive", 1)),
+            topic: None,
+            parent: None,
+            cause: None,
+            dropped: None,
+        };
+        for (name, change) in [
+            ("member-join", MemberChange::Join),
+            ("member-suspect", MemberChange::Suspect),
+            ("member-alive", MemberChange::Alive),
+            ("member-failed", MemberChange::Fail),
+            ("member-leave", MemberChange::Leave),
+            ("member-update", MemberChange::Update),
+        ] {
+            assert_eq!(
+                from_api_event(event(name)),
+                Some(Event::Member { change, member: member("alive", 1) })
+            );
+        }
+        let root = types::Event { member: None, topic: Some("chat".into()), ..event("tree-root") };
+        assert_eq!(
+            from_api_event(root),
+            Some(Event::Tree { topic: "chat".into(), change: TreeChange::Root })
+        );
+        assert_eq!(from_api_event(event("events-dropped")), None);
     }
 
     #[test]

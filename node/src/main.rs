@@ -27,6 +27,11 @@ struct Cli {
     /// The agent's local API address (for `agent`: where to serve it).
     #[arg(long, global = true, env = "HEARSAY_API", default_value = DEFAULT_API)]
     api: String,
+    /// A file holding the API's token (for `agent`: require it of every request; required when
+    /// --api is not a loopback address; for the other commands: send it). Owner-only, at least
+    /// 16 characters.
+    #[arg(long, global = true, env = "HEARSAY_API_TOKEN_FILE", value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -45,9 +50,13 @@ enum Cmd {
     },
     /// List the members this agent knows: name, address, state, incarnation.
     Members {
-        /// Print a JSON array of {name, addr, state, incarnation, id, ring_id}.
+        /// Print a JSON array of {name, addr, state, incarnation, id, ring_id, tags}.
         #[arg(long)]
         json: bool,
+        /// Only members with tag KEY whose value matches the regex PATTERN as a whole
+        /// (repeatable: every one must match), e.g. `--tag role=web` or `--tag 'dc=eu.*'`.
+        #[arg(long = "tag", value_name = "KEY=PATTERN")]
+        tags: Vec<String>,
     },
     /// Publish MSG on TOPIC (or each line of stdin when MSG is absent); prints the message id
     /// and the subscribers known, with a warning on stderr when there are none.
@@ -104,6 +113,28 @@ enum Cmd {
         /// The value's name.
         name: String,
         /// Print {fn, name, value, rounds, nodes, converged}.
+        #[arg(long)]
+        json: bool,
+        /// Aggregate only over members with tag KEY whose value matches the regex PATTERN as
+        /// a whole (repeatable, at most 4: every one must match). Each node decides from its
+        /// own tags, in the network; `nodes` still counts every member in view.
+        #[arg(long = "tag", value_name = "KEY=PATTERN")]
+        tags: Vec<String>,
+    },
+    /// Show or change this agent's tags (carried in membership; at most 16 tags and 256
+    /// bytes of keys and values): `tags`, `tags set KEY=VALUE...`, `tags delete KEY...`.
+    Tags {
+        #[command(subcommand)]
+        action: Option<TagsCmd>,
+        /// Print the tags after as a JSON object.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Print this agent's events as they happen until interrupted: member join, leave,
+    /// failed, suspect, alive, update (tags, address), and its own tree changes
+    /// (tree-attached, tree-detached, tree-root) for its topics.
+    Monitor {
+        /// One JSON object per line: {seq, event, time_ms, member?, topic?, parent?, cause?}.
         #[arg(long)]
         json: bool,
     },
@@ -251,6 +282,10 @@ struct BenchArgs {
     /// Publishes waiting for their acknowledgement at once (1: one at a time).
     #[arg(long, default_value_t = 1)]
     inflight: usize,
+    /// Run the agents without authenticity (no seals or signatures made or checked): only to
+    /// measure what authenticity costs, beside the same run without this flag.
+    #[arg(long)]
+    no_auth: bool,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -292,6 +327,22 @@ enum DurableCmd {
 /// A `--from` that the agent will take.
 fn parse_from(s: &str) -> Result<String, String> {
     s.parse::<StartAt>().map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand)]
+enum TagsCmd {
+    /// Add or replace tags.
+    Set {
+        /// KEY=VALUE (repeatable).
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        tags: Vec<String>,
+    },
+    /// Remove tags.
+    Delete {
+        /// The keys.
+        #[arg(value_name = "KEY", required = true)]
+        keys: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -348,7 +399,8 @@ struct AgentArgs {
     /// The cluster secret (made by `hearsay keygen`).
     #[arg(long)]
     secret_file: Option<PathBuf>,
-    /// Where this node keeps its key [default: ./hearsay-data-NAME].
+    /// Where this node keeps its key and store [default: /var/lib/hearsay/NAME as root, else
+    /// $XDG_STATE_HOME/hearsay/NAME, i.e. ~/.local/state/hearsay/NAME].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Timing preset after memberlist's: lan, wan or local.
@@ -376,6 +428,17 @@ struct AgentArgs {
     /// [default: 262144, 256 KiB; at most 1032192]; a larger one is refused with 413.
     #[arg(long, value_name = "BYTES")]
     max_message_bytes: Option<usize>,
+    /// A tag KEY=VALUE this node advertises (repeatable; at most 16 tags and 256 bytes of keys
+    /// and values together); `hearsay tags` changes them at run time.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+    /// Run this shell command (`sh -c`) for each event, serially, the event's JSON on stdin
+    /// and HEARSAY_EVENT set to its name; killed after 30 s; failures are logged and counted.
+    #[arg(long, value_name = "CMD")]
+    event_handler: Option<String>,
+    /// Subscriptions the API serves at once [default: 256]; one more is refused with 503.
+    #[arg(long, value_name = "N")]
+    max_subscriptions: Option<usize>,
     /// Drop this fraction of outgoing UDP datagrams (testing).
     #[arg(long, hide = true, default_value_t = 0.0)]
     test_loss: f64,
@@ -439,13 +502,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let client = || Client::new(&cli.api);
+    let token_file = cli.api_token_file;
+    let token = || token_file.as_deref().map(hearsay::config::load_api_token).transpose();
+    let client = || -> Result<Client> { Ok(Client::new(&cli.api).with_token(token()?)) };
     match cli.command {
-        Cmd::Agent(args) => run_agent(&cli.api, *args),
-        Cmd::Status { json } => cli::status(&client(), json),
-        Cmd::Members { json } => cli::members(&client(), json),
+        Cmd::Agent(args) => run_agent(&cli.api, token_file.clone(), *args),
+        Cmd::Status { json } => cli::status(&client()?, json),
+        Cmd::Members { json, tags } => cli::members(&client()?, json, &tags),
         Cmd::Publish { topic, msg, headers, json } => {
-            cli::publish(&client(), topic, msg.as_deref(), &headers, json)
+            cli::publish(&client()?, topic, msg.as_deref(), &headers, json)
         }
         Cmd::Subscribe { topic, filter, expire, durable, from, json } => {
             let how = cli::SubscribeArgs {
@@ -454,14 +519,20 @@ fn run(cli: Cli) -> Result<()> {
                 durable: durable.as_ref(),
                 from: from.as_deref(),
             };
-            cli::subscribe(&client(), &topic, &how, json)
+            cli::subscribe(&client()?, &topic, &how, json)
         }
-        Cmd::Durable { action: DurableCmd::List { json } } => cli::durable_list(&client(), json),
-        Cmd::Durable { action: DurableCmd::Delete { name } } => cli::durable_delete(&client(), &name),
-        Cmd::Query { func, name, json } => cli::query(&client(), func.into(), &name, json),
-        Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client(), &name, value),
-        Cmd::Topics { json } => cli::topics(&client(), json),
-        Cmd::Ring { json } => cli::ring(&client(), json),
+        Cmd::Durable { action: DurableCmd::List { json } } => cli::durable_list(&client()?, json),
+        Cmd::Durable { action: DurableCmd::Delete { name } } => cli::durable_delete(&client()?, &name),
+        Cmd::Query { func, name, json, tags } => cli::query(&client()?, func.into(), &name, &tags, json),
+        Cmd::Tags { action, json } => match action {
+            None => cli::tags(&client()?, &[], &[], json),
+            Some(TagsCmd::Set { tags }) => cli::tags(&client()?, &tags, &[], json),
+            Some(TagsCmd::Delete { keys }) => cli::tags(&client()?, &[], &keys, json),
+        },
+        Cmd::Monitor { json } => cli::monitor(&client()?, json),
+        Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client()?, &name, value),
+        Cmd::Topics { json } => cli::topics(&client()?, json),
+        Cmd::Ring { json } => cli::ring(&client()?, json),
         Cmd::Demo { nodes, loss, duration, rate } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -525,6 +596,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     let mut opts = hearsay::bench::BenchOptions::new(args.nodes, args.messages, args.size, args.rate);
     opts.durable = args.durable;
     opts.inflight = args.inflight;
+    opts.no_auth = args.no_auth;
     opts.publishers = args.publishers;
     opts.topics = args.topics;
     opts.seed = args.seed;
@@ -545,7 +617,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
+fn run_agent(api: &str, api_token_file: Option<PathBuf>, args: AgentArgs) -> Result<()> {
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -566,6 +638,15 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         retain_bytes: args.retain_bytes,
         retain_age: args.retain_age,
         max_message_bytes: args.max_message_bytes,
+        tags: if args.tags.is_empty() {
+            None
+        } else {
+            let parsed = args.tags.iter().map(|t| hearsay_protocols::tags::split_key_value(t));
+            Some(parsed.collect::<Result<_, _>>().context("--tag")?)
+        },
+        event_handler: args.event_handler,
+        api_token_file,
+        max_subscriptions: args.max_subscriptions,
     };
     let config = file.overridden_by(flags).resolve()?;
     tracing_subscriber::fmt()
@@ -577,6 +658,7 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
         anyhow::bail!("--test-loss must be in [0, 1)");
     }
     let secret = ClusterSecret::load(&config.secret_file)?;
+    let api_token = config.api_token_file.as_deref().map(hearsay::config::load_api_token).transpose()?;
     let faults = Faults::none();
     faults.set_loss(args.test_loss);
     faults.set_delay(std::time::Duration::from_millis(args.test_delay_ms));
@@ -594,6 +676,10 @@ fn run_agent(api: &str, args: AgentArgs) -> Result<()> {
     opts.faults = faults;
     opts.max_message_bytes = config.max_message_bytes;
     opts.test_control = args.test_control;
+    opts.tags = config.tags.clone();
+    opts.event_handler = config.event_handler.clone();
+    opts.api_token = api_token;
+    opts.max_subscriptions = config.max_subscriptions;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let data_dir = config.data_dir.clone();
     let ran = runtime.block_on(async move {

@@ -40,6 +40,9 @@ pub struct AgentSpec {
     /// A restart binds the ports of the previous life again (as a daemon with a configured
     /// `--bind` and `--api` does) instead of fresh ones.
     pub keep_ports: bool,
+    /// Give an API bound beyond loopback a token (`--api-token-file`, which the agent requires
+    /// there) and send it with every request. Default on; off to see the agent refuse.
+    pub auto_token: bool,
 }
 
 impl AgentSpec {
@@ -55,6 +58,7 @@ impl AgentSpec {
             args: Vec::new(),
             netns: None,
             keep_ports: false,
+            auto_token: true,
         }
     }
 
@@ -156,6 +160,8 @@ pub struct Agent {
     last_ready: Option<Ready>,
     lives: u32,
     http: ureq::Agent,
+    /// The API token file and token, when the API needs one.
+    token: Option<(PathBuf, String)>,
 }
 
 impl Agent {
@@ -172,7 +178,21 @@ impl Agent {
             last_ready: None,
             lives: 0,
             http: http::client(),
+            token: None,
         };
+        if a.spec.auto_token && !a.spec.api_ip.is_loopback() {
+            let path = dir.join(format!("api-{}.token", a.name));
+            let token = format!("harness-token-for-{}", a.name);
+            std::fs::write(&path, &token).expect("write the API token");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod the token");
+            }
+            a.spec.args.extend(["--api-token-file".to_string(), path.display().to_string()]);
+            a.token = Some((path, token));
+        }
         a.spawn();
         a
     }
@@ -340,12 +360,12 @@ impl Agent {
     /// One request to its API (GET, POST or DELETE); `Err` only when there was no HTTP answer.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
         let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON"));
-        http::call(&self.http, self.api(), method, path, bytes.as_deref(), REQUEST_TIMEOUT)
+        http::call(&self.http, self.api(), method, path, bytes.as_deref(), REQUEST_TIMEOUT, self.token())
     }
 
     /// POST these raw bytes as the body.
     pub fn post_raw(&self, path: &str, body: &[u8]) -> Result<Reply, String> {
-        http::call(&self.http, self.api(), "POST", path, Some(body), REQUEST_TIMEOUT)
+        http::call(&self.http, self.api(), "POST", path, Some(body), REQUEST_TIMEOUT, self.token())
     }
 
     /// GET a JSON document; any failure (no answer, a non-2xx status) is an error.
@@ -427,13 +447,13 @@ impl Agent {
 
     /// `GET /v1/subscribe?{query}`: the stream, or the error reply.
     pub fn subscribe_query(&self, query: &str) -> Result<Subscription, Reply> {
-        Subscription::open(self.api(), query)
+        Subscription::open(self.api(), query, self.token())
     }
 
     /// `GET /v1/subscribe?{query}` without reading the stream (a consumer that does not keep
     /// up) until [`Subscription::resume`].
     pub fn subscribe_paused(&self, query: &str) -> Result<Subscription, Reply> {
-        Subscription::open_paused(self.api(), query)
+        Subscription::open_paused(self.api(), query, self.token())
     }
 
     /// Set its test control (`/v1/test/control`); its settings after the change.
@@ -444,13 +464,38 @@ impl Agent {
     /// Run the aggregation query `func(name)` from this agent: the whole reply.
     pub fn query(&self, func: &str, name: &str) -> Result<Reply, String> {
         let body = serde_json::to_vec(&json!({"fn": func, "name": name})).expect("JSON");
-        http::call(&self.http, self.api(), "POST", "/v1/query", Some(&body), Duration::from_secs(90))
+        http::call(
+            &self.http,
+            self.api(),
+            "POST",
+            "/v1/query",
+            Some(&body),
+            Duration::from_secs(90),
+            self.token(),
+        )
+    }
+
+    /// The API token, when the API needs one.
+    fn token(&self) -> Option<&str> {
+        self.token.as_ref().map(|(_, t)| t.as_str())
+    }
+
+    /// `--api-token-file FILE` for the CLI, when the API needs a token.
+    fn token_args(&self) -> Vec<String> {
+        self.token
+            .iter()
+            .flat_map(|(p, _)| ["--api-token-file".to_string(), p.display().to_string()])
+            .collect()
     }
 
     /// Run `hearsay --api <its API> ARGS` (bounded).
     pub fn cli(&self, args: &[&str]) -> Output {
         run(
-            Command::new(binary()).arg("--api").arg(self.api().to_string()).args(args),
+            Command::new(binary())
+                .arg("--api")
+                .arg(self.api().to_string())
+                .args(self.token_args())
+                .args(args),
             Duration::from_secs(60),
         )
     }
@@ -458,7 +503,11 @@ impl Agent {
     /// Run `hearsay --api <its API> ARGS` with `input` on stdin (bounded).
     pub fn cli_with_input(&self, args: &[&str], input: &str) -> Output {
         run_with_input(
-            Command::new(binary()).arg("--api").arg(self.api().to_string()).args(args),
+            Command::new(binary())
+                .arg("--api")
+                .arg(self.api().to_string())
+                .args(self.token_args())
+                .args(args),
             Some(input),
             Duration::from_secs(60),
         )

@@ -56,19 +56,40 @@ pub(crate) fn call(
     path: &str,
     body: Option<&[u8]>,
     timeout: Duration,
+    token: Option<&str>,
 ) -> Result<Reply, String> {
     let url = format!("http://{api}{path}");
+    let bearer = token.map_or_else(String::new, |t| format!("Bearer {t}"));
     let resp = match (method, body) {
-        ("GET", _) => http.get(&url).config().timeout_global(Some(timeout)).build().call(),
+        ("GET", _) => http
+            .get(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("authorization", &bearer)
+            .call(),
         ("POST", Some(b)) => http
             .post(&url)
             .config()
             .timeout_global(Some(timeout))
             .build()
             .header("content-type", "application/json")
+            .header("authorization", &bearer)
             .send(b),
-        ("POST", None) => http.post(&url).config().timeout_global(Some(timeout)).build().send_empty(),
-        ("DELETE", _) => http.delete(&url).config().timeout_global(Some(timeout)).build().call(),
+        ("POST", None) => http
+            .post(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("authorization", &bearer)
+            .send_empty(),
+        ("DELETE", _) => http
+            .delete(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("authorization", &bearer)
+            .call(),
         (m, _) => return Err(format!("method {m} not supported by the harness")),
     };
     let mut resp = resp.map_err(|e| format!("{method} {url}: {e}"))?;
@@ -151,22 +172,27 @@ impl std::fmt::Debug for Subscription {
 impl Subscription {
     /// `GET /v1/subscribe?{query}` and, on 200, read the stream in the background. `Err` is
     /// the error reply; a connection failure panics.
-    pub(crate) fn open(api: SocketAddr, query: &str) -> Result<Subscription, Reply> {
-        let mut s = Self::open_paused(api, query)?;
+    pub(crate) fn open(api: SocketAddr, query: &str, token: Option<&str>) -> Result<Subscription, Reply> {
+        let mut s = Self::open_paused(api, query, token)?;
         s.resume();
         Ok(s)
     }
 
     /// Like `open`, but nothing is read until [`Subscription::resume`]: a consumer that does not
     /// keep up.
-    pub(crate) fn open_paused(api: SocketAddr, query: &str) -> Result<Subscription, Reply> {
+    pub(crate) fn open_paused(
+        api: SocketAddr,
+        query: &str,
+        token: Option<&str>,
+    ) -> Result<Subscription, Reply> {
         let stream = TcpStream::connect_timeout(&api, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("cannot connect to the API at {api}: {e}"));
         stream.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
         let mut w = stream.try_clone().expect("clone the stream");
         write!(
             w,
-            "GET /v1/subscribe?{query} HTTP/1.1\r\nHost: {api}\r\nAccept: application/x-ndjson\r\n\r\n"
+            "GET /v1/subscribe?{query} HTTP/1.1\r\nHost: {api}\r\nAccept: application/x-ndjson\r\n{}\r\n",
+            token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"))
         )
         .unwrap_or_else(|e| panic!("cannot send the subscribe request to {api}: {e}"));
         let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));

@@ -126,6 +126,7 @@ fn every_mistake_gets_its_status_and_a_json_error_that_says_what_is_wrong() {
     assert!(status.starts_with("HTTP/1.1 413"), "{status}: {body}");
     let v: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
     assert!(v["error"].as_str().is_some_and(|e| e.starts_with("cannot read the request body")), "{body}");
+    assert!(body.contains("at most 2097152 bytes"), "413 names the limit: {body}");
 
     // 504: a query that does not answer within the API's timeout (set to 1 ms by the test
     // control; 60 s otherwise).

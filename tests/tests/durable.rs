@@ -239,8 +239,12 @@ fn a_durable_subscriber_whose_agent_was_killed_gets_the_1000_messages_published_
     );
     assert_seqs(&seqs(&lines, &origin), acked + 1..=newer, &context);
     assert!(gaps(&lines).is_empty(), "{:?}", gaps(&lines));
-    // The member, never down, has all of them too.
-    let account = member.account(&origin, before + 1, newer);
+    // The member, never down, has all of them too (the last may still be on their way).
+    let want = newer - before;
+    let account = wait_for("the member to have every one", Duration::from_secs(30), || {
+        let a = member.account(&origin, before + 1, newer);
+        if a.delivered + a.gapped >= want { Ok(a) } else { Err(format!("{a:?}")) }
+    });
     assert!(account.is_sound() && account.gapped == 0, "the member: {account:?}");
     eprintln!(
         "subscriber agent SIGKILLed, 1000 published meanwhile (in {publishing:?}), restarted: all 1000 at the \

@@ -30,6 +30,7 @@ use hearsay_protocols::{Instant, Machine, NodeId};
 use tokio::sync::{mpsc, watch};
 
 use super::command::{Command, PublishError, Reply, SubscribeError, SubscribeOptions};
+use super::events::EventFeed;
 use super::seeds::{Join, JoinNote, ReconnectStats};
 use super::subscribers::{ReplayDone, Subscribers};
 use super::{AgentError, Stop};
@@ -75,6 +76,10 @@ struct PendingQuery {
 /// A publish waiting for its write to be durable: (ticket, reply, id).
 type PendingPublish = (u64, Reply<Result<MsgId, PublishError>>, MsgId);
 
+/// Observed peer addresses kept at most: every identity a secret holder mints and connects
+/// with would add one; beyond this, new ones fall back to the addresses members advertise.
+const ADDRS_MAX: usize = 1 << 16;
+
 /// The task that owns the Engine.
 pub(super) struct Actor {
     engine: Engine,
@@ -113,6 +118,8 @@ pub(super) struct Actor {
     members_ticket: Option<(u64, usize)>,
     /// Reconnection counters, shared with [`Join`]'s dialling tasks.
     reconnects: std::sync::Arc<ReconnectStats>,
+    /// The event stream's sending side.
+    events: EventFeed,
 }
 
 /// What one flush found out.
@@ -171,6 +178,7 @@ impl Actor {
         start: tokio::time::Instant,
         clock_base: u64,
     ) -> Self {
+        let metrics = Metrics::new();
         Actor {
             // Nothing kept in this life yet: the first flush writes the starting incarnation.
             incarnation_kept: u64::MAX,
@@ -183,7 +191,8 @@ impl Actor {
             queries: BTreeMap::new(),
             unroutable: 0,
             leaving: false,
-            metrics: Metrics::new(),
+            events: EventFeed::new(metrics.events()),
+            metrics,
             store,
             last_ticket: 0,
             pending: VecDeque::new(),
@@ -213,7 +222,7 @@ impl Actor {
     pub(super) async fn run(
         mut self,
         rejoin: Rejoin,
-        mut net: mpsc::Receiver<TransportEvent>,
+        mut net: crate::transport::Inbound,
         mut commands: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<Stop>,
     ) -> Result<(), AgentError> {
@@ -497,16 +506,21 @@ impl Actor {
     fn on_transport(&mut self, ev: TransportEvent) {
         match ev {
             TransportEvent::Frame { from, addr, frame, .. } => {
-                self.addrs.insert(from, addr);
+                self.observed(from, addr);
                 let now = self.now();
                 self.engine.handle_message(now, from, frame);
             }
-            TransportEvent::Connected { peer, addr } => {
-                self.addrs.insert(peer, addr);
-            }
+            TransportEvent::Connected { peer, addr } => self.observed(peer, addr),
             TransportEvent::Refused { addr, reason } => {
                 tracing::warn!(%addr, "{reason}");
             }
+        }
+    }
+
+    /// Note where `peer`'s connection comes from, within [`ADDRS_MAX`].
+    fn observed(&mut self, peer: NodeId, addr: SocketAddr) {
+        if self.addrs.len() < ADDRS_MAX || self.addrs.contains_key(&peer) {
+            self.addrs.insert(peer, addr);
         }
     }
 
@@ -565,6 +579,7 @@ impl Actor {
                 EngineEvent::JoinFailed => flushed.join_failed = true,
                 EngineEvent::LeaveDone => flushed.done |= self.leaving,
                 EngineEvent::Persist(p) => self.persist(p),
+                EngineEvent::Notice(n) => self.events.emit(&n),
             }
         }
         self.keep_incarnation();
@@ -682,14 +697,16 @@ impl Actor {
             Command::SetValue { name, value, reply } => {
                 let _ = reply.send(self.engine.set_value(now, &name, value));
             }
-            Command::Query { func, name, reply } => match self.engine.query(now, func, &name) {
-                Ok(qid) => {
-                    self.queries.insert(qid, PendingQuery { func, name, reply });
+            Command::Query { func, name, scope, reply } => {
+                match self.engine.query_scoped(now, func, &name, scope) {
+                    Ok(qid) => {
+                        self.queries.insert(qid, PendingQuery { func, name, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            }
             Command::Metrics(reply) => {
                 crate::exposition::update(
                     &self.metrics,
@@ -705,6 +722,26 @@ impl Actor {
                 );
                 let _ = reply.send(self.metrics.encode());
             }
+            Command::SetTags { set, delete, reply } if set.is_empty() && delete.is_empty() => {
+                let _ = reply.send(Ok(self.engine.tags().to_map()));
+            }
+            Command::SetTags { set, delete, reply } => {
+                let changed = self.engine.tags().with_changes(&set, &delete).map_err(CommandError::from);
+                let done = changed.and_then(|t| self.engine.set_tags(now, t));
+                let _ = reply.send(done.map(|()| self.engine.tags().to_map()));
+            }
+            Command::Events(reply) => {
+                let _ = reply.send(self.events.subscribe());
+            }
         }
+    }
+}
+
+impl Actor {
+    /// A reader of the event stream and its counters, for the event handler.
+    pub(super) fn event_reader(
+        &self,
+    ) -> (tokio::sync::broadcast::Receiver<crate::api::types::Event>, crate::metrics::EventCounters) {
+        (self.events.subscribe(), self.metrics.events())
     }
 }

@@ -11,11 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use hearsay_protocols::aggregate::Func;
 use hearsay_protocols::pbcast::MsgId;
+use std::collections::BTreeMap;
+
+use hearsay_protocols::tags::TagScope;
 use hearsay_protocols::{NodeId, Seq};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::api::types::{DurableInfo, Member, QueryResult, RingInfo, Status, StreamItem, TopicInfo};
+use crate::api::types::{DurableInfo, Event, Member, QueryResult, RingInfo, Status, StreamItem, TopicInfo};
 use crate::engine::{CommandError, SubscribeFrom};
 use crate::filter::Filter;
 use crate::message::TopicName;
@@ -301,9 +304,24 @@ pub enum Command {
         func: Func,
         /// The attribute.
         name: String,
+        /// Only members whose tags match contribute (empty: all).
+        scope: TagScope,
         /// The answer, or why the query could not start.
         reply: Reply<Result<QueryResult, CommandError>>,
     },
     /// Prometheus text of the node's metrics.
     Metrics(Reply<String>),
+    /// Change this node's tags: `set` added or replaced, `delete` removed, at once; the reply
+    /// is the tags after, or why the change was refused (nothing changed then).
+    SetTags {
+        /// KEY to VALUE.
+        set: BTreeMap<String, String>,
+        /// Keys to remove.
+        delete: Vec<String>,
+        /// The tags now.
+        reply: Reply<Result<BTreeMap<String, String>, CommandError>>,
+    },
+    /// A reader of the event stream, from the next event on (see
+    /// [`events`](super::events)).
+    Events(Reply<broadcast::Receiver<Event>>),
 }

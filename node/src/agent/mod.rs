@@ -35,6 +35,7 @@
 
 mod actor;
 mod command;
+pub mod events;
 mod seeds;
 mod subscribers;
 
@@ -111,6 +112,20 @@ pub struct AgentOptions {
     pub max_message_bytes: usize,
     /// Serve the test control over `faults` on the API (`/v1/test/control`; tests only).
     pub test_control: bool,
+    /// The tags this node advertises from the start (`--tag`; changeable at run time).
+    pub tags: hearsay_protocols::tags::Tags,
+    /// A shell command run for each event (`--event-handler`; see [`events`]).
+    pub event_handler: Option<String>,
+    /// The API's token (`--api-token-file`): every request must carry it as
+    /// `Authorization: Bearer`. Required when `api` is not a loopback address.
+    pub api_token: Option<String>,
+    /// Sign nothing and accept every seal and signature ([`NoAuth`](hearsay_protocols::auth::NoAuth)):
+    /// only for measuring what authenticity costs (`hearsay bench --no-auth`), never in a
+    /// cluster that faces anyone.
+    pub no_auth: bool,
+    /// Subscriptions the API serves at once (`--max-subscriptions`; default
+    /// [`MAX_SUBSCRIPTIONS`](crate::api::server::MAX_SUBSCRIPTIONS)).
+    pub max_subscriptions: usize,
 }
 
 /// Where and how an agent keeps its durable store.
@@ -141,6 +156,11 @@ impl AgentOptions {
             store: None,
             max_message_bytes: crate::message::MAX_BODY,
             test_control: false,
+            tags: hearsay_protocols::tags::Tags::default(),
+            event_handler: None,
+            api_token: None,
+            no_auth: false,
+            max_subscriptions: server::MAX_SUBSCRIPTIONS,
         }
     }
 }
@@ -166,6 +186,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The API would be reachable beyond this host with no token to guard it.
+    #[error(
+        "the API address {0} is reachable beyond this host: give it a token with --api-token-file FILE \
+         (clients send it as `Authorization: Bearer`), or bind the API to 127.0.0.1"
+    )]
+    ApiUnguarded(SocketAddr),
     /// The OS gave no randomness for the Engine's seed.
     #[error("the OS random source failed")]
     Random,
@@ -276,6 +302,11 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let config = opts.engine.clone().unwrap_or_else(|| opts.preset.engine_config());
     config.validate()?;
     crate::config::check_max_message_bytes(opts.max_message_bytes).map_err(StartError::MaxMessageBytes)?;
+    if let Some(api) = opts.api {
+        if !api.ip().is_loopback() && opts.api_token.is_none() {
+            return Err(StartError::ApiUnguarded(api));
+        }
+    }
     let opened = match &opts.store {
         Some(s) => {
             let (store, stored) = Store::open(StoreConfig {
@@ -308,8 +339,10 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
             let listen = tokio::net::TcpListener::bind(api_addr).await;
             let listener = listen.map_err(|source| StartError::Api { addr: api_addr, source })?;
             let bound = listener.local_addr().map_err(|source| StartError::Api { addr: api_addr, source })?;
-            let mut state =
-                server::ApiState::new(commands_tx.clone()).with_max_message_bytes(opts.max_message_bytes);
+            let mut state = server::ApiState::new(commands_tx.clone())
+                .with_max_message_bytes(opts.max_message_bytes)
+                .with_token(opts.api_token.as_deref())
+                .with_max_subscriptions(opts.max_subscriptions);
             if opts.test_control {
                 state = state.with_test_control(opts.faults.clone());
             }
@@ -336,15 +369,13 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let now = Instant::from_micros(clock_base);
     // A node without a store opens new streams at every start (epoch: the start time).
     let epoch = opened.as_ref().map_or(wall.as_millis() as u64, |(_, s)| s.epoch);
-    let mut engine = Engine::new(
-        Arc::new(identity.signer()?),
-        &opts.name,
-        Addr::from_socket(advertise),
-        epoch,
-        Arc::new(config),
-        &seed,
-        now,
-    );
+    let auth: Arc<dyn hearsay_protocols::auth::Authenticator> = if opts.no_auth {
+        Arc::new(hearsay_protocols::auth::NoAuth(identity.id()))
+    } else {
+        Arc::new(identity.signer()?)
+    };
+    let mut engine =
+        Engine::new(auth, &opts.name, Addr::from_socket(advertise), epoch, Arc::new(config), &seed, now);
     let mut kept_members = Vec::new();
     let (store, subscribers) = match opened {
         Some((store, stored)) => {
@@ -383,6 +414,11 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         }
         None => (None, Subscribers::new(None, &[], Vec::new())),
     };
+    if !opts.tags.is_empty() {
+        if let Err(e) = engine.set_tags(now, opts.tags.clone()) {
+            tracing::warn!("tags not advertised: {e}");
+        }
+    }
     tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let rejoin = actor::Rejoin {
@@ -391,6 +427,10 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         interval: reconnect_interval(&engine),
     };
     let actor = actor::Actor::new(engine, transport.clone(), store, subscribers, start, clock_base);
+    if let Some(command) = &opts.event_handler {
+        let (events, counters) = actor.event_reader();
+        events::spawn_handler(command.clone(), events, counters);
+    }
     let task = tokio::spawn(async move {
         let ended = actor.run(rejoin, net_events, commands_rx, stop_rx).await;
         drop(actor_ended);
@@ -414,7 +454,7 @@ fn bind(
     opts: &AgentOptions,
     data_dir: Option<&std::path::Path>,
     identity: &NodeIdentity,
-) -> Result<(Transport, mpsc::Receiver<crate::transport::TransportEvent>), StartError> {
+) -> Result<(Transport, crate::transport::Inbound), StartError> {
     let previous = data_dir
         .filter(|_| opts.bind.port() == 0)
         .and_then(|d| std::fs::read_to_string(d.join(LAST_ADDR_FILE)).ok())

@@ -2,12 +2,16 @@
 //!
 //! | status | when |
 //! |---|---|
+//! | 401 | the agent has an API token (`--api-token-file`) and the request did not carry it as `Authorization: Bearer` |
+//! | 403 | an `Origin` header of another site (a web page's request) |
+//! | 415 | a POST without `Content-Type: application/json` |
+//! | 421 | no token, and a `Host` that is neither an IP address nor `localhost` (DNS rebinding) |
 //! | 400 | bad input: a body or query string that does not parse, a bad topic, header or filter, a value that is not finite, an attribute name out of bounds |
 //! | 404 | no such endpoint |
 //! | 404 | no such durable subscription (an ack or a delete naming one that does not exist) |
 //! | 409 | the node's state refuses it: too many topics subscribed, too many queries running, a durable subscription that has a client already or follows another topic, durable subscriptions on an agent without a store |
 //! | 413 | too large: a request body over the server's limit, a message body over the agent's `max_message_bytes` (default [`MAX_BODY`](crate::message::MAX_BODY); the error says the limit) or the Engine's payload limit |
-//! | 503 | the agent is stopping (leaving the cluster, or gone), or its store failed (an I/O error) |
+//! | 503 | as many subscriptions open as the agent allows (the error says the limit); the agent is stopping (leaving the cluster, or gone), or its store failed (an I/O error) |
 //! | 507 | the store's disk is full: a publish that cannot be kept is refused |
 //! | 504 | a query did not converge within [`QUERY_TIMEOUT`](super::server::QUERY_TIMEOUT) |
 //!
@@ -57,7 +61,7 @@ impl From<crate::agent::PublishError> for ApiError {
 #[non_exhaustive]
 pub enum ApiError {
     /// The request body could not be read (over the size limit, or cut off).
-    #[error("cannot read the request body: {0}")]
+    #[error("cannot read the request body: {0}{hint}", hint = limit_hint(.0))]
     Body(#[from] BytesRejection),
     /// The body is not the JSON this endpoint takes.
     #[error("bad {endpoint} request: {source}")]
@@ -105,6 +109,9 @@ pub enum ApiError {
     /// The store cannot keep what was asked (507 when the disk is full, 503 otherwise).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A query's or listing's tag scope that cannot be used (bounds, regex).
+    #[error("tags: {0}")]
+    Scope(#[from] hearsay_protocols::tags::ScopeError),
     /// No route has this path.
     #[error("no such endpoint; see the README's API table")]
     NotFound,
@@ -117,6 +124,35 @@ pub enum ApiError {
     /// A test control setting that cannot be applied (`hearsay agent --test-control`).
     #[error("test control: {0}")]
     TestControl(String),
+    /// The agent has an API token and the request did not carry it.
+    #[error("this API needs its token: send `Authorization: Bearer TOKEN` (the CLI: --api-token-file)")]
+    Unauthorized,
+    /// A `Host` that names the API by a DNS name other than `localhost`, with no token.
+    #[error(
+        "Host `{0}` is not this API's: use an IP address or localhost (or give the agent --api-token-file)"
+    )]
+    MisdirectedHost(String),
+    /// An `Origin` of another site: a web page's request.
+    #[error("requests from web pages of another origin ({0}) are refused")]
+    ForeignOrigin(String),
+    /// A POST whose body is not declared JSON.
+    #[error("a POST must have Content-Type: application/json (got `{0}`)")]
+    NotJson(String),
+    /// As many subscriptions are open as the agent allows.
+    #[error("too many subscriptions: this agent serves at most {0} at once")]
+    TooManySubscriptions(usize),
+}
+
+/// Any request body may be this large (axum's default limit, which the API keeps).
+pub const MAX_REQUEST_BYTES: usize = 2 << 20;
+
+/// What to add to a body rejection: the limit, when that is what was broken.
+fn limit_hint(e: &BytesRejection) -> String {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        format!(" (a request body may be at most {MAX_REQUEST_BYTES} bytes)")
+    } else {
+        String::new()
+    }
 }
 
 impl ApiError {
@@ -133,7 +169,8 @@ impl ApiError {
             | ApiError::StartAt(_)
             | ApiError::DurableName(_)
             | ApiError::Origin(_)
-            | ApiError::TestControl(_) => StatusCode::BAD_REQUEST,
+            | ApiError::TestControl(_)
+            | ApiError::Scope(_) => StatusCode::BAD_REQUEST,
             ApiError::Durable(DurableError::Unknown(_)) => StatusCode::NOT_FOUND,
             ApiError::Durable(DurableError::Store(e)) if e.is_full() => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Durable(DurableError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -146,6 +183,11 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotConverged => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::NotJson(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManySubscriptions(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -161,7 +203,10 @@ fn command_status(e: &CommandError) -> StatusCode {
         }
         CommandError::Leaving => StatusCode::SERVICE_UNAVAILABLE,
         // Anything else about a publish, a value or a query is about what was asked.
-        CommandError::Publish(_) | CommandError::Value(_) | CommandError::Query(_) => StatusCode::BAD_REQUEST,
+        CommandError::Publish(_)
+        | CommandError::Value(_)
+        | CommandError::Query(_)
+        | CommandError::Tags(_) => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -244,6 +289,11 @@ mod tests {
             (ApiError::Stopping, StatusCode::SERVICE_UNAVAILABLE),
             (ApiError::NotConverged, StatusCode::GATEWAY_TIMEOUT),
             (ApiError::TestControl("loss".into()), StatusCode::BAD_REQUEST),
+            (ApiError::Unauthorized, StatusCode::UNAUTHORIZED),
+            (ApiError::MisdirectedHost("evil.example".into()), StatusCode::MISDIRECTED_REQUEST),
+            (ApiError::ForeignOrigin("http://evil.example".into()), StatusCode::FORBIDDEN),
+            (ApiError::NotJson("text/plain".into()), StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            (ApiError::TooManySubscriptions(1024), StatusCode::SERVICE_UNAVAILABLE),
         ];
         for (e, status) in cases {
             assert_eq!(e.status(), status, "{e}");

@@ -35,6 +35,10 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Items a subscription's stream may hold before its subscriber counts as not keeping up.
 pub const SUBSCRIPTION_QUEUE: usize = 8192;
 
+/// Subscriptions an agent serves at once unless told otherwise (`--max-subscriptions`). Each
+/// holds a queue of up to [`SUBSCRIPTION_QUEUE`] items and a copy of every delivery it takes.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+
 /// Shared state of the handlers: the way to the actor.
 #[derive(Clone, Debug)]
 pub struct ApiState {
@@ -45,6 +49,12 @@ pub struct ApiState {
     query_timeout_ms: Arc<AtomicU64>,
     /// The agent's fault injection, when the test control is on (`hearsay agent --test-control`).
     test_control: Option<Arc<Faults>>,
+    /// What every request must show first.
+    guard: super::guard::Guard,
+    /// One permit per open subscription.
+    subscriptions: Arc<tokio::sync::Semaphore>,
+    /// The permits there are.
+    max_subscriptions: usize,
 }
 
 impl ApiState {
@@ -56,7 +66,23 @@ impl ApiState {
             query_timeout_ms: Arc::new(AtomicU64::new(QUERY_TIMEOUT.as_millis() as u64)),
             test_control: None,
             max_message_bytes: crate::message::MAX_BODY,
+            guard: super::guard::Guard::default(),
+            subscriptions: Arc::new(tokio::sync::Semaphore::new(MAX_SUBSCRIPTIONS)),
+            max_subscriptions: MAX_SUBSCRIPTIONS,
         }
+    }
+
+    /// Every request must carry `Authorization: Bearer token` (see [`super::guard`]).
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.guard = super::guard::Guard::new(token);
+        self
+    }
+
+    /// Serve at most `max` subscriptions at once; one more is refused with 503.
+    pub fn with_max_subscriptions(mut self, max: usize) -> Self {
+        self.subscriptions = Arc::new(tokio::sync::Semaphore::new(max));
+        self.max_subscriptions = max;
+        self
     }
 
     /// Serve the test control, `GET`/`POST /v1/test/control`, over these faults: cut and heal
@@ -75,7 +101,10 @@ impl ApiState {
 
     /// Send `make(reply)` to the actor and wait for the reply; a closed channel or a dropped
     /// reply means the agent is stopping.
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+    pub(super) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| ApiError::Stopping)?;
         rx.await.map_err(|_| ApiError::Stopping)
@@ -102,7 +131,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/values", post(set_value))
         .route("/v1/query", post(query))
         .route("/metrics", get(metrics))
+        .merge(super::events::routes())
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(state.guard.clone(), super::guard::guard))
         .with_state(state)
 }
 
@@ -173,9 +204,18 @@ async fn subscribe(
         None => StartAt::New,
     };
     let options = SubscribeOptions { filter, expire, from, durable: p.durable };
-    let (sink, items) = mpsc::channel(SUBSCRIPTION_QUEUE);
+    // Held by the stream: the slot frees when the response ends (the client hangs up, the
+    // subscription expires, the agent stops).
+    let permit = s
+        .subscriptions
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManySubscriptions(s.max_subscriptions))?;
+    // One slot more than the messages it holds: the agent keeps it for the closing line.
+    let (sink, items) = mpsc::channel(SUBSCRIPTION_QUEUE + 1);
     s.ask(|reply| Command::Subscribe { topic: p.topic, options, sink, reply }).await??;
-    let lines = ReceiverStream::new(items).map(|item| {
+    let lines = ReceiverStream::new(items).map(move |item| {
+        let _slot = &permit;
         let mut line = serde_json::to_vec(&item).unwrap_or_default();
         line.push(b'\n');
         Ok::<_, Infallible>(Bytes::from(line))
@@ -236,8 +276,9 @@ async fn query(
     State(s): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<QueryResult>, ApiError> {
-    let QueryRequest { func, name } = parse("query", body)?;
-    let asked = s.ask(|reply| Command::Query { func, name, reply });
+    let QueryRequest { func, name, tags } = parse("query", body)?;
+    let scope = hearsay_protocols::tags::TagScope::parse(&tags).map_err(ApiError::Scope)?;
+    let asked = s.ask(|reply| Command::Query { func, name, scope, reply });
     let timeout = Duration::from_millis(s.query_timeout_ms.load(Ordering::Relaxed));
     match tokio::time::timeout(timeout, asked).await {
         Ok(answer) => Ok(Json(answer??)),

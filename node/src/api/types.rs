@@ -4,6 +4,8 @@
 use hearsay_protocols::NodeId;
 use hearsay_protocols::aggregate::Func;
 use hearsay_protocols::pbcast::MsgId;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::message::TopicName;
@@ -42,6 +44,9 @@ pub struct Member {
     pub id: String,
     /// Its position on the ring (hex).
     pub ring_id: String,
+    /// The tags it advertises (`hearsay agent --tag KEY=VALUE`).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// `POST /v1/publish` body.
@@ -178,6 +183,10 @@ pub struct QueryRequest {
     pub func: Func,
     /// The attribute name.
     pub name: String,
+    /// Only members whose tags match count: `KEY=PATTERN` terms, every one must match (the
+    /// pattern is an anchored regex); empty or absent: every member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// `POST /v1/query` reply (and `hearsay query --json`).
@@ -320,4 +329,44 @@ pub struct TestControl {
     /// How long `POST /v1/query` waits before answering 504, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_timeout_ms: Option<u64>,
+}
+
+/// `POST /v1/tags` body (and `hearsay tags set|delete`): tags to set (added or replaced) and
+/// keys to delete, applied together; the reply is the node's tags after.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TagsRequest {
+    /// KEY to VALUE.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys to remove.
+    #[serde(default)]
+    pub delete: Vec<String>,
+}
+
+/// One event of `GET /v1/events` (and `hearsay monitor --json`, and an event handler's stdin).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// This agent's count of events, from 1 (a gap in it: events the reader missed).
+    pub seq: u64,
+    /// `member-join`, `member-leave`, `member-failed`, `member-suspect`, `member-alive`,
+    /// `member-update`, `tree-attached`, `tree-detached`, `tree-root`; `events-dropped` when
+    /// the reader fell behind.
+    pub event: String,
+    /// When, in milliseconds since the Unix epoch (this agent's clock).
+    pub time_ms: u64,
+    /// The member (member events), as it is after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<Member>,
+    /// The topic (tree events): its name, or its id in hex when unknown here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The new parent (`tree-attached`), hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Why (`tree-detached`): parent-timeout, parent-down, parent-left, cycle, root-moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// Events this reader missed (`events-dropped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
 }

@@ -27,18 +27,20 @@ pub(crate) fn status(engine: &Engine, addr: SocketAddr, uptime: Duration) -> Sta
 
 /// `GET /v1/members`.
 pub(crate) fn members(engine: &Engine) -> Vec<Member> {
-    engine
-        .members()
-        .into_iter()
-        .map(|m| Member {
-            name: m.name,
-            addr: m.addr.map_or_else(String::new, |a| a.to_string()),
-            state: state_name(m.state).to_string(),
-            incarnation: m.incarnation,
-            id: hex(&m.id),
-            ring_id: format!("{:016x}", m.ring_id.0),
-        })
-        .collect()
+    engine.members().into_iter().map(member).collect()
+}
+
+/// One member as the API shows it.
+pub(crate) fn member(m: crate::engine::MemberView) -> Member {
+    Member {
+        name: m.name,
+        addr: m.addr.map_or_else(String::new, |a| a.to_string()),
+        state: state_name(m.state).to_string(),
+        incarnation: m.incarnation,
+        id: hex(&m.id),
+        ring_id: format!("{:016x}", m.ring_id.0),
+        tags: m.tags,
+    }
 }
 
 /// `GET /v1/topics`: the topics this node subscribes to or published on, then those it only

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use hearsay_protocols::aggregate::{Func, QueryError, QueryId, QuerySpec, ValueError};
 use hearsay_protocols::pbcast::{MsgId, Start};
 use hearsay_protocols::rumor::RumorId;
+use hearsay_protocols::tags::{TagError, TagScope, Tags};
 use hearsay_protocols::{Instant, NodeId, TopicId};
 
 use super::multicast::MulticastError;
@@ -29,6 +30,9 @@ pub enum CommandError {
     /// The node is leaving.
     #[error("the node is leaving the cluster")]
     Leaving,
+    /// The tags are beyond their bounds (the message says which and the limit).
+    #[error(transparent)]
+    Tags(#[from] TagError),
 }
 
 impl Engine {
@@ -201,10 +205,42 @@ impl Engine {
 
     /// Start a query; [`EngineEvent::Answered`] reports the result.
     pub fn query(&mut self, now: Instant, func: Func, attr: &str) -> Result<QueryId, CommandError> {
-        let spec = QuerySpec::new(func, attr);
+        self.query_scoped(now, func, attr, TagScope::default())
+    }
+
+    /// Start a query over the members whose tags match `scope` only (each node decides from
+    /// its own tags whether its value counts); [`EngineEvent::Answered`] reports the result.
+    pub fn query_scoped(
+        &mut self,
+        now: Instant,
+        func: Func,
+        attr: &str,
+        scope: TagScope,
+    ) -> Result<QueryId, CommandError> {
+        let spec = QuerySpec { scope, ..QuerySpec::new(func, attr) };
         let q = self.aggregation.start_query(now, spec)?;
         self.my_queries.insert(q.qid);
         self.pump(now);
         Ok(q.qid)
+    }
+
+    /// The tags this node advertises.
+    pub fn tags(&self) -> &Tags {
+        &self.tags
+    }
+
+    /// Advertise `tags` from now on (replacing the current ones): the member meta is re-signed
+    /// with a raised incarnation and gossiped, aggregation scopes see them, and the event
+    /// stream reports the update.
+    pub fn set_tags(&mut self, now: Instant, tags: Tags) -> Result<(), CommandError> {
+        let before = std::mem::replace(&mut self.tags, tags);
+        if let Err(e) = self.advertise(now) {
+            self.tags = before;
+            return Err(e);
+        }
+        self.aggregation.set_tags(now, self.tags.clone());
+        self.notice_self_update(now);
+        self.pump(now);
+        Ok(())
     }
 }

@@ -54,7 +54,9 @@ mod commands;
 mod compose;
 mod config;
 mod frames;
+pub mod limits;
 pub mod multicast;
+mod notices;
 mod persist;
 mod views;
 
@@ -78,6 +80,7 @@ pub use self::config::{ConfigError, EngineConfig};
 use self::frames::Inbound;
 pub use self::frames::{ChannelRumor, DecodeErrors, RumorChannel, Traffic};
 use self::multicast::{Multicast, MulticastEvent, MulticastMessage};
+pub use self::notices::{MemberChange, Notice, TreeChange};
 pub use self::persist::{Persist, Restored, SubscribeFrom};
 pub use self::views::{MemberView, RingView, TopicView};
 
@@ -127,6 +130,9 @@ pub enum EngineEvent {
     JoinFailed,
     /// Our departure has been announced.
     LeaveDone,
+    /// Something for the operator's event stream (member and tree changes, see
+    /// [`Notice`]).
+    Notice(Notice),
     /// Keep this durably (see [`persist`](self#durability)): emitted before the event that
     /// reports the same message.
     Persist(Persist),
@@ -148,6 +154,9 @@ pub struct EngineStats {
     pub gaps: (u64, u64),
     /// Anti-entropy exchanges started to catch up with a member that was unreachable.
     pub catch_ups: u64,
+    /// Amplifying requests not answered over their per-peer rate, by
+    /// [`limits::Amplifier`] index ([`limits`]).
+    pub replies_limited: [u64; 3],
 }
 
 /// Most members waiting for a catch-up exchange; more recoveries at once (a healed partition)
@@ -197,10 +206,13 @@ pub struct Engine {
     topics: BTreeMap<TopicId, TopicState>,
     /// Members advertising each topic (live ones only), from SWIM meta.
     topic_members: BTreeMap<TopicId, BTreeSet<NodeId>>,
-    /// What each live member advertises, to update `topic_members` on change.
-    advertised: BTreeMap<NodeId, Vec<TopicId>>,
+    /// Each live member's state and profile as last reported: what it advertises, to update
+    /// `topic_members` on change, and what the event stream compares against (`notices`).
+    advertised: BTreeMap<NodeId, (State, hearsay_overlay::swim::SharedProfile)>,
     /// Our own queries in flight.
     my_queries: BTreeSet<QueryId>,
+    /// The tags this node advertises (issue 15).
+    tags: hearsay_protocols::tags::Tags,
     /// Members seen suspect, dead or left: when one is alive again (a refutation, a healed
     /// partition, a restart), what either side published meanwhile may have outlived
     /// pbcast's repair window, so it is caught up by anti-entropy with that member.
@@ -217,6 +229,8 @@ pub struct Engine {
     out: VecDeque<Transmit<Bytes>>,
     events: VecDeque<EngineEvent>,
     stats: EngineStats,
+    /// Per-peer rates of the requests that earn large answers.
+    reply_limits: limits::ReplyLimits,
 }
 
 impl std::fmt::Debug for Engine {
@@ -273,6 +287,7 @@ impl Engine {
             topic_members: BTreeMap::new(),
             advertised: BTreeMap::new(),
             my_queries: BTreeSet::new(),
+            tags: hearsay_protocols::tags::Tags::default(),
             unreachable: BTreeSet::new(),
             catch_up: VecDeque::new(),
             catch_up_topics: BTreeMap::new(),
@@ -281,6 +296,7 @@ impl Engine {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: EngineStats::default(),
+            reply_limits: limits::ReplyLimits::default(),
         };
         // Alone until joined: the ring is just us.
         let _ = e.multicast.create(now);
@@ -463,7 +479,13 @@ impl Engine {
         }
         moved |= self.multicast.take_moved();
         while let Some(e) = self.multicast.poll_event() {
-            let MulticastEvent::Pbcast(e) = e else { continue };
+            let e = match e {
+                MulticastEvent::Pbcast(e) => e,
+                MulticastEvent::Tree(t) => {
+                    self.notice_tree(now, &t);
+                    continue;
+                }
+            };
             moved = true;
             match e {
                 PbEvent::Deliver(d) => {
@@ -615,6 +637,21 @@ impl Engine {
     }
 }
 
+/// The kind of amplifying request `msg` is, if it is one (see [`limits`]).
+fn amplifier(msg: &Inbound) -> Option<limits::Amplifier> {
+    use hearsay_overlay::swim::SwimMessage;
+    use hearsay_protocols::anti_entropy::AeMessage;
+    match msg {
+        Inbound::AntiEntropy(AeMessage::Syn { .. }) => Some(limits::Amplifier::Syn),
+        Inbound::Rumor(ChannelRumor { msg: RumorMessage::Pull, .. })
+        | Inbound::Rumor(ChannelRumor { msg: RumorMessage::Rumors { pull: true, .. }, .. }) => {
+            Some(limits::Amplifier::Pull)
+        }
+        Inbound::Swim(SwimMessage::PushPull { reply: false, .. }) => Some(limits::Amplifier::PushPull),
+        _ => None,
+    }
+}
+
 impl Machine for Engine {
     type Message = Bytes;
     type Event = EngineEvent;
@@ -625,6 +662,12 @@ impl Machine for Engine {
         else {
             return;
         };
+        if let Some(kind) = amplifier(&msg) {
+            if !self.reply_limits.allow(now, from, kind) {
+                self.stats.replies_limited = self.reply_limits.dropped;
+                return;
+            }
+        }
         match msg {
             Inbound::Swim(m) => self.swim.handle_message(now, from, m),
             Inbound::Multicast(m) => self.multicast.handle_message(now, from, m),

@@ -21,6 +21,8 @@ pub struct MemberView {
     pub incarnation: u64,
     /// Its ring position.
     pub ring_id: RingId,
+    /// The tags it advertises.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A topic this node takes part in.
@@ -65,6 +67,7 @@ impl Engine {
                 state: m.state,
                 incarnation: m.incarnation,
                 ring_id: RingId::of(&m.id),
+                tags: m.profile.meta().tags().to_map(),
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));

@@ -10,7 +10,12 @@
 //!   (`node.key`), so it keeps its identity across restarts. Its [`NodeId`] is the 32-byte
 //!   public key.
 //! - **Node certificate.** At start the node issues itself a certificate for its own key,
-//!   signed by the cluster CA key. Only a holder of the secret can make one.
+//!   signed by the cluster CA key. Only a holder of the secret can make one. It is valid from
+//!   an hour before the start (clocks of members may differ that much) to
+//!   [`CERT_VALIDITY`] after it, and made again at every start.
+//! - **Files.** The secret file and `node.key` must be readable by their owner only: like ssh
+//!   with a private key, [`ClusterSecret::load`] and [`NodeIdentity::load_or_create`] refuse a
+//!   file that its group or others can read (`chmod 600 FILE`).
 //! - **Mutual TLS 1.3** (QUIC's handshake): both sides present their certificate and both
 //!   verify that it chains to the cluster CA; a peer's NodeId is read from its verified
 //!   certificate. A peer without the secret cannot complete a handshake, so it cannot join,
@@ -35,6 +40,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 /// The name every node certificate carries and every client asks for: membership in the
 /// cluster is what is verified, not a host name.
 pub const SERVER_NAME: &str = "hearsay";
+
+/// How long a node certificate stays valid after the start that issued it (ten years: a node
+/// makes a new one at every start, so this only bounds how long a certificate taken from a
+/// node can be used).
+pub const CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// How far before its issue a node certificate is valid: the clock skew between members that
+/// their handshakes tolerate.
+pub const CERT_SKEW: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// ALPN protocol id of hearsay's QUIC connections.
 pub const ALPN: &[u8] = b"hearsay/1";
@@ -65,6 +79,17 @@ pub enum IdentityError {
     /// The node key file does not hold an Ed25519 key.
     #[error("node key {0}: not an Ed25519 private key in PEM (delete it to make a new identity)")]
     KeyFormat(PathBuf),
+    /// A secret file (the cluster secret, the node key, the API token) that others can read.
+    #[error(
+        "{path} is readable by others (mode {mode:o}): a secret must be readable by its owner only \
+         (run `chmod 600 {path}`), or by the owner root and its group (`chmod 640`)"
+    )]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Certificate or TLS configuration failed (a bug or an unsupported platform).
     #[error("TLS setup: {0}")]
     Tls(String),
@@ -115,10 +140,12 @@ impl ClusterSecret {
         Some(ClusterSecret(bytes))
     }
 
-    /// Read a secret file.
+    /// Read a secret file; one that its group or others can read is refused (see
+    /// [`check_private`]).
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| IdentityError::SecretIo { path: path.to_owned(), source })?;
+        check_private(path)?;
         Self::parse(&text).ok_or_else(|| IdentityError::SecretFormat(path.to_owned()))
     }
 
@@ -160,6 +187,34 @@ fn key_from_seed(seed: &[u8; 32]) -> Result<KeyPair, IdentityError> {
         .map_err(|e| IdentityError::Tls(format!("Ed25519 key from seed: {e}")))
 }
 
+/// Refuse a secret file that others may read (on Unix; elsewhere every file passes), as ssh
+/// refuses such a private key. Like PostgreSQL's rule for its key file, the group may read a
+/// file owned by root (`chown root:hearsay FILE; chmod 640 FILE`, the systemd unit's way to
+/// give the service's group the key); otherwise only the owner may.
+pub fn check_private(path: &Path) -> Result<(), IdentityError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|source| IdentityError::SecretIo { path: path.to_owned(), source })?;
+        let mode = meta.mode() & 0o777;
+        if !private_mode(mode, meta.uid()) {
+            return Err(IdentityError::Permissions { path: path.to_owned(), mode });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Whether permission bits `mode` of a file owned by `uid` keep it private (see
+/// [`check_private`]).
+fn private_mode(mode: u32, uid: u32) -> bool {
+    let others = mode & 0o007;
+    let group = mode & 0o070;
+    others == 0 && (group == 0 || (uid == 0 && group == 0o040))
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
@@ -194,8 +249,11 @@ impl NodeIdentity {
     pub fn load_or_create(data_dir: &Path, secret: &ClusterSecret) -> Result<Self, IdentityError> {
         let path = data_dir.join("node.key");
         let key = match std::fs::read_to_string(&path) {
-            Ok(pem) => KeyPair::from_pem_and_sign_algo(&pem, &PKCS_ED25519)
-                .map_err(|_| IdentityError::KeyFormat(path.clone()))?,
+            Ok(pem) => {
+                check_private(&path)?;
+                KeyPair::from_pem_and_sign_algo(&pem, &PKCS_ED25519)
+                    .map_err(|_| IdentityError::KeyFormat(path.clone()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(data_dir)
                     .map_err(|source| IdentityError::KeyIo { path: path.clone(), source })?;
@@ -233,6 +291,11 @@ impl NodeIdentity {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let now = std::time::SystemTime::now();
+        let not_before = now.checked_sub(CERT_SKEW).unwrap_or(now);
+        let not_after = now.checked_add(CERT_VALIDITY).unwrap_or(now);
+        params.not_before = time::OffsetDateTime::from(not_before);
+        params.not_after = time::OffsetDateTime::from(not_after);
         let cert = params.signed_by(&key, &issuer).map_err(tls)?.der().clone();
         Ok(NodeIdentity { id, cert, key_der: key.serialize_der(), ca_cert })
     }
@@ -443,5 +506,51 @@ mod tests {
         std::fs::write(dir.join("node.key"), "garbage").unwrap();
         assert!(matches!(NodeIdentity::load_or_create(&dir, &secret), Err(IdentityError::KeyFormat(_))));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_that_others_can_read_is_refused_like_ssh_does() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hearsay-secret-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cluster.key");
+        ClusterSecret::from_bytes([7; 32]).write_new(&path).unwrap();
+        assert!(ClusterSecret::load(&path).is_ok(), "keygen writes 0600");
+        for mode in [0o644, 0o604, 0o666] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = ClusterSecret::load(&path).unwrap_err();
+            assert!(matches!(e, IdentityError::Permissions { mode: m, .. } if m == mode), "{e}");
+            assert!(e.to_string().contains("chmod 600"), "the message says the fix: {e}");
+        }
+        let secret = ClusterSecret::from_bytes([7; 32]);
+        NodeIdentity::load_or_create(&dir, &secret).unwrap();
+        std::fs::set_permissions(dir.join("node.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = NodeIdentity::load_or_create(&dir, &secret).unwrap_err();
+        assert!(matches!(e, IdentityError::Permissions { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_the_owner_or_roots_group_may_read_a_secret() {
+        assert!(private_mode(0o600, 1000) && private_mode(0o400, 1000));
+        assert!(!private_mode(0o640, 1000), "a user's file: owner only");
+        assert!(private_mode(0o640, 0), "root's file: its group may read");
+        assert!(!private_mode(0o660, 0), "but not write");
+        assert!(!private_mode(0o604, 0) && !private_mode(0o644, 0), "others never");
+    }
+
+    #[test]
+    fn node_certificates_are_valid_from_an_hour_ago_for_ten_years() {
+        let id = NodeIdentity::ephemeral(&ClusterSecret::from_bytes([3; 32])).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(id.cert.as_ref()).unwrap();
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let from = cert.validity().not_before.timestamp();
+        let to = cert.validity().not_after.timestamp();
+        assert!((now - 3600 - 60..=now - 3600 + 60).contains(&from), "not before {from}, now {now}");
+        let ten_years = CERT_VALIDITY.as_secs() as i64;
+        assert!((now + ten_years - 60..=now + ten_years + 60).contains(&to), "not after {to}, now {now}");
     }
 }

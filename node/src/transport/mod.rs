@@ -12,21 +12,27 @@
 //! - **Admission** is the TLS handshake (see [`identity`]): a connection exists only with a
 //!   peer whose certificate chains to the cluster CA, and its [`NodeId`] is the key in that
 //!   certificate. A refused handshake becomes a [`TransportEvent::Refused`] with the reason.
-//! - **Backpressure.** Received frames go to one bounded channel. A datagram that finds it
-//!   full is dropped and counted (it could have been lost anyway); a stream frame waits, which
-//!   pushes back on the sender through QUIC flow control.
+//! - **Backpressure.** Received frames go to one channel bounded in frames and in bytes, with
+//!   bounded reader tasks and timeouts, and handshakes are admitted after a stateless Retry and
+//!   under a rate limit: see [`inbound`]. A datagram that finds the queue full is dropped and
+//!   counted (it could have been lost anyway); a stream frame waits, which pushes back on the
+//!   sender through QUIC flow control.
+//! - **One connection per peer.** A second connection from a peer already connected closes
+//!   one of the two: the older, unless both are younger than [`DUPLICATE_GRACE`] (the two
+//!   sides dialled each other at once), when both sides keep the one dialled by the smaller
+//!   NodeId.
 //! - **Restarts.** A peer that restarts leaves its old connections behind at everyone who
 //!   talked to it, and QUIC alone would keep sending into them until the idle timeout (60 s).
 //!   Three things replace them as soon as the peer is back: a connection accepted from a peer
-//!   replaces the cached one at once; the endpoint's stateless-reset and connection-id keys are
-//!   derived from the node key ([`NodeIdentity::endpoint_keys`]), so the restarted node answers
-//!   a packet on a connection of its previous life with a stateless reset that the sender
-//!   accepts (RFC 9000 §10.3) and it redials at its next send (a stream frame the reset took
-//!   is sent once more, on the new connection); and a cached connection on which
-//!   nothing has been received for [`UNANSWERED_AFTER`] since a send (QUIC acknowledges every
-//!   packet that carries data within its `max_ack_delay`, 25 ms) is taken out of the cache, so
-//!   the next send dials the address the node gives now (a peer back at another address, or
-//!   not back at all).
+//!   replaces the cached one at once (the rule above); the endpoint's stateless-reset and
+//!   connection-id keys are derived from the node key ([`NodeIdentity::endpoint_keys`]), so the
+//!   restarted node answers a packet on a connection of its previous life with a stateless
+//!   reset that the sender accepts (RFC 9000 §10.3) and it redials at its next send (a stream
+//!   frame the reset took is sent once more, on the new connection); and a cached connection on
+//!   which nothing has been received for [`UNANSWERED_AFTER`] since a send (QUIC acknowledges
+//!   every packet that carries data within its `max_ack_delay`, 25 ms) is taken out of the
+//!   cache, so the next send dials the address the node gives now (a peer back at another
+//!   address, or not back at all).
 //! - **Dialling** gives up after [`TransportConfig::connect_timeout`] (QUIC's own handshake
 //!   timeout is the idle timeout): a seed that is not up yet is dialled again by its caller.
 //! - **Draining.** [`Transport::flush`] waits (bounded) until what was handed to the transport
@@ -35,6 +41,7 @@
 
 pub mod faulty;
 pub mod identity;
+pub mod inbound;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +56,8 @@ use tokio::time::Instant;
 
 use self::faulty::{Faults, FaultySocket, WireStats};
 use self::identity::{IdentityError, NodeIdentity, SERVER_NAME, peer_node_id};
+pub use self::inbound::Inbound;
+use self::inbound::{HandshakeLimit, Held, RefusalLog, StreamSlots, count};
 
 /// Transport settings.
 #[derive(Clone, Debug)]
@@ -66,6 +75,25 @@ pub struct TransportConfig {
     pub queue: usize,
     /// Frames held per peer while its connection is being opened. Default 256.
     pub pending_per_peer: usize,
+    /// Bytes of received frames held at most, read or queued for the node (see [`inbound`]).
+    /// Default 64 MiB; at least `frame_limit`.
+    pub queue_bytes: usize,
+    /// Streams read at once per connection. Default 8.
+    pub streams_per_connection: usize,
+    /// Streams read at once by the node (also at most `queue_bytes / frame_limit`). Default 64.
+    pub streams_total: usize,
+    /// A received stream must end within this. Default 30 s (2 MiB at ~0.5 Mbit/s).
+    pub read_timeout: Duration,
+    /// A sent stream must be written within this. Default 30 s.
+    pub write_timeout: Duration,
+    /// Sent streams in progress at most; a frame beyond is dropped and counted. Default 1024.
+    pub streams_out: usize,
+    /// Answer an Initial from an unvalidated address with a stateless Retry. Default on.
+    pub retry: bool,
+    /// Validated handshakes admitted per second (burst: two seconds' worth). Default 200.
+    pub handshakes_per_sec: u32,
+    /// Handshakes in progress at most. Default 64.
+    pub handshakes_in_flight: usize,
     /// A dial that has not completed its handshake by then fails. Default 3 s: a loopback or
     /// LAN handshake takes a millisecond, a WAN one a few round trips, and QUIC resends its
     /// first packet after about 1 s and 3 s, so a peer that came up meanwhile is reached.
@@ -82,6 +110,15 @@ impl TransportConfig {
             frame_limit: hearsay_protocols::wire::DEFAULT_FRAME_LIMIT,
             queue: 8192,
             pending_per_peer: 256,
+            queue_bytes: 64 << 20,
+            streams_per_connection: 8,
+            streams_total: 64,
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            streams_out: 1024,
+            retry: true,
+            handshakes_per_sec: 200,
+            handshakes_in_flight: 64,
             connect_timeout: Duration::from_secs(3),
         }
     }
@@ -173,6 +210,20 @@ pub struct TransportStats {
     pub evictions: AtomicU64,
     /// Connections opened (either direction).
     pub connections_opened: AtomicU64,
+    /// Received datagrams dropped because the queue's byte budget was spent.
+    pub dropped_bytes_full: AtomicU64,
+    /// Received streams stopped for not ending within the read timeout.
+    pub read_timeouts: AtomicU64,
+    /// Sent streams reset for not being written within the write timeout.
+    pub write_timeouts: AtomicU64,
+    /// Frames not sent because as many sent streams were in progress as allowed.
+    pub dropped_streams_out: AtomicU64,
+    /// Stateless Retries sent to unvalidated handshakes.
+    pub retries: AtomicU64,
+    /// Handshakes ignored over the rate limit or the in-flight bound.
+    pub handshakes_limited: AtomicU64,
+    /// Second connections from an already connected peer, closed.
+    pub duplicates_closed: AtomicU64,
     /// Cached connections given up because the peer stopped answering on them (a restart at
     /// another address, a crash, a partition).
     pub unanswered: AtomicU64,
@@ -197,6 +248,10 @@ const HEALTH_EVERY: Duration = Duration::from_millis(50);
 struct Cached {
     conn: quinn::Connection,
     last_used: Instant,
+    /// When it was adopted.
+    since: Instant,
+    /// Whether this node dialled it.
+    dialled: bool,
     /// UDP datagrams received on the connection when it was last looked at.
     rx_seen: u64,
     /// When it was last looked at.
@@ -206,9 +261,9 @@ struct Cached {
 }
 
 impl Cached {
-    fn new(conn: quinn::Connection, now: Instant) -> Self {
+    fn new(conn: quinn::Connection, now: Instant, dialled: bool) -> Self {
         let rx_seen = conn.stats().udp_rx.datagrams;
-        Cached { conn, last_used: now, rx_seen, checked: now, unanswered_since: None }
+        Cached { conn, last_used: now, since: now, dialled, rx_seen, checked: now, unanswered_since: None }
     }
 
     /// A send is about to use this connection at `now`: false if the peer has not answered
@@ -229,6 +284,10 @@ impl Cached {
     }
 }
 
+/// Two connections with one peer both younger than this are a simultaneous dial (see the
+/// module docs).
+pub const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 struct Cache {
     live: HashMap<NodeId, Cached>,
@@ -246,6 +305,12 @@ struct Inner {
     stats: TransportStats,
     wire: Arc<WireStats>,
     faults: Arc<Faults>,
+    /// Bytes of received frames held (see [`inbound`]).
+    budget: Arc<tokio::sync::Semaphore>,
+    slots: StreamSlots,
+    handshakes: HandshakeLimit,
+    refusals: RefusalLog,
+    streams_out: Arc<tokio::sync::Semaphore>,
     /// Frames handed to the transport that have not left yet: waiting for a connection, or on
     /// a stream the peer has not acknowledged (see [`Transport::flush`]).
     in_flight: AtomicUsize,
@@ -310,6 +375,12 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Streams a peer may have open toward this node at once.
+const UNI_STREAMS: u32 = 32;
+
+/// Bytes a peer may send on one stream ahead of the reader.
+const STREAM_WINDOW: u32 = 64 << 10;
+
 fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // Loopback and LANs carry 1452-byte payloads; MTU discovery and black-hole detection fall
@@ -320,20 +391,23 @@ fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
     t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     // quinn pre-allocates a map entry for every stream the peer may open (24+ bytes each, in a
     // hash map): 1024 cost about 50 KiB per connection, and a node holds one per peer it talks
-    // to. Frames waiting for stream credit just wait (backpressure); 64 in flight per peer is
-    // plenty for request/response exchanges and repair batches.
-    t.max_concurrent_uni_streams(64u32.into());
+    // to. Frames waiting for stream credit just wait (backpressure).
+    t.max_concurrent_uni_streams(UNI_STREAMS.into());
     t.max_concurrent_bidi_streams(0u32.into());
+    // quinn's default connection window is unlimited. The connection window covers every
+    // stream's window, so a stream the node reads always gets its credit, however many others
+    // wait unread (a smaller one deadlocks: unread streams' bytes would hold all of it); what a
+    // peer may have buffered here unread is then at most 2 MiB per connection. A frame larger
+    // than a stream's window still flows as the reader consumes it.
+    t.stream_receive_window(STREAM_WINDOW.into());
+    t.receive_window((STREAM_WINDOW * UNI_STREAMS).into());
     t
 }
 
 impl Transport {
     /// Bind the endpoint and start accepting members. Returns the handle and the stream of
     /// events (received frames, connections, refusals).
-    pub fn bind(
-        config: TransportConfig,
-        identity: &NodeIdentity,
-    ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), BindError> {
+    pub fn bind(config: TransportConfig, identity: &NodeIdentity) -> Result<(Transport, Inbound), BindError> {
         Self::bind_with_faults(config, identity, Faults::none())
     }
 
@@ -342,7 +416,7 @@ impl Transport {
         config: TransportConfig,
         identity: &NodeIdentity,
         faults: Arc<Faults>,
-    ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), BindError> {
+    ) -> Result<(Transport, Inbound), BindError> {
         let transport = Arc::new(quic_transport(&config));
         let server_tls = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
             .map_err(|e| BindError::Quic(e.to_string()))?;
@@ -374,6 +448,13 @@ impl Transport {
                 .map_err(|e| BindError::Quic(e.to_string()))?;
 
         let (tx, rx) = mpsc::channel(config.queue.max(16));
+        let queue_bytes = config.queue_bytes.max(config.frame_limit);
+        let budget = Arc::new(tokio::sync::Semaphore::new(queue_bytes));
+        let readers = (queue_bytes / config.frame_limit.max(1)).clamp(1, config.streams_total.max(1));
+        let slots = StreamSlots::new(readers);
+        let handshakes = HandshakeLimit::new(config.handshakes_per_sec, config.handshakes_in_flight);
+        let streams_out = Arc::new(tokio::sync::Semaphore::new(config.streams_out.max(1)));
+        let rx = Inbound::new(rx, budget.clone());
         let inner = Arc::new(Inner {
             me: identity.id(),
             endpoint,
@@ -384,6 +465,11 @@ impl Transport {
             stats: TransportStats::default(),
             wire,
             faults,
+            budget,
+            slots,
+            handshakes,
+            refusals: RefusalLog::default(),
+            streams_out,
             in_flight: AtomicUsize::new(0),
         });
         let t = Transport(inner);
@@ -432,7 +518,7 @@ impl Transport {
             reason: format!("{addr}: no peer identity"),
             admission: true,
         })?;
-        self.adopt(peer, conn);
+        self.adopt(peer, conn, true);
         Ok(peer)
     }
 
@@ -507,7 +593,7 @@ impl Transport {
                         for (r, f) in queued {
                             t.send_on(&conn, r, f, false);
                         }
-                        t.adopt(to, conn);
+                        t.adopt(to, conn, true);
                     }
                     found => {
                         tracing::warn!(%addr, expected = %to, found = ?found, "address answered with another identity");
@@ -536,27 +622,49 @@ impl Transport {
             };
             return;
         }
+        let Ok(slot) = self.0.streams_out.clone().try_acquire_owned() else {
+            count(&self.0.stats.dropped_streams_out);
+            return;
+        };
         let conn = conn.clone();
         let t = self.clone();
         self.0.in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _left = InFlight::taken(&t.0.in_flight, 1);
-            let sent = async {
-                let mut s = conn.open_uni().await.ok()?;
+            let mut stream = None;
+            // A peer that grants no stream or no credit cannot hold this task forever.
+            let sent = tokio::time::timeout(t.0.config.write_timeout, async {
+                let s = stream.insert(conn.open_uni().await.ok()?);
                 s.write_all(&frame).await.ok()?;
-                s.finish().ok()?;
-                Some(s)
-            };
-            let acknowledged = match sent.await {
-                Some(s) => {
+                s.finish().ok()
+            })
+            .await;
+            // The slot bounds streams being written; waiting for the acknowledgement below
+            // does not hold one (a peer that never acknowledges cannot use them up).
+            drop(slot);
+            let acknowledged = match sent {
+                Ok(Some(())) => {
                     t.0.stats.streams_sent.fetch_add(1, Ordering::Relaxed);
                     // In flight until the peer acknowledged it (or gave up on the stream), so
                     // that `flush` can wait for it; bounded, for a peer that went away.
-                    let stopped = tokio::time::timeout(t.0.config.idle_timeout, s.stopped()).await;
-                    matches!(stopped, Ok(Ok(None)))
+                    match stream.as_mut() {
+                        Some(s) => {
+                            let stopped = tokio::time::timeout(t.0.config.idle_timeout, s.stopped()).await;
+                            matches!(stopped, Ok(Ok(None)))
+                        }
+                        None => false,
+                    }
                 }
-                None => {
+                Ok(None) => {
                     tracing::debug!(to = %conn.remote_address(), "stream send failed");
+                    t.0.stats.send_failures.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Err(_) => {
+                    if let Some(mut s) = stream {
+                        let _ = s.reset(1u32.into());
+                    }
+                    count(&t.0.stats.write_timeouts);
                     t.0.stats.send_failures.fetch_add(1, Ordering::Relaxed);
                     false
                 }
@@ -610,13 +718,24 @@ impl Transport {
 
     /// Put an established connection in the cache (evicting the least recently used beyond
     /// the bound) and start reading from it.
-    fn adopt(&self, peer: NodeId, conn: quinn::Connection) {
+    fn adopt(&self, peer: NodeId, conn: quinn::Connection, dialled: bool) {
         let addr = conn.remote_address();
         let evicted = {
             let mut cache = self.lock();
             let now = Instant::now();
-            let previous = cache.live.insert(peer, Cached::new(conn.clone(), now));
             let mut evicted = Vec::new();
+            if let Some(old) = cache.live.get(&peer).filter(|c| c.conn.close_reason().is_none()) {
+                // A simultaneous dial: both sides keep the one the smaller NodeId dialled.
+                let simultaneous = now.saturating_duration_since(old.since) < DUPLICATE_GRACE;
+                let smaller_is_me = self.0.me < peer;
+                if simultaneous && old.dialled == smaller_is_me && dialled != smaller_is_me {
+                    drop(cache);
+                    count(&self.0.stats.duplicates_closed);
+                    conn.close(0u32.into(), b"duplicate");
+                    return;
+                }
+            }
+            let previous = cache.live.insert(peer, Cached::new(conn.clone(), now, dialled));
             while cache.live.len() > self.0.config.max_connections.max(1) {
                 let Some(oldest) = cache
                     .live
@@ -631,9 +750,12 @@ impl Transport {
                     evicted.push(c.conn);
                 }
             }
-            // A second connection to the same peer (both dialled at once) replaces the first
-            // in the cache; the first keeps being read until it idles out.
-            drop(previous);
+            // A second connection from the same peer replaces the first, which is closed: a
+            // member cannot hold many connections (each with its streams and windows).
+            if let Some(old) = previous.filter(|c| c.conn.stable_id() != conn.stable_id()) {
+                count(&self.0.stats.duplicates_closed);
+                old.conn.close(0u32.into(), b"duplicate");
+            }
             evicted
         };
         for c in evicted {
@@ -647,19 +769,32 @@ impl Transport {
 
     async fn accept_loop(self) {
         while let Some(incoming) = self.0.endpoint.accept().await {
+            if self.0.config.retry && !incoming.remote_address_validated() && incoming.may_retry() {
+                // Stateless: the client comes back with a token proving its address.
+                if incoming.retry().is_ok() {
+                    count(&self.0.stats.retries);
+                }
+                continue;
+            }
+            let Some(permit) = self.0.handshakes.admit(Instant::now()) else {
+                count(&self.0.stats.handshakes_limited);
+                incoming.ignore();
+                continue;
+            };
             let t = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let addr = incoming.remote_address();
                 match incoming.await {
                     Ok(conn) => match peer_node_id(&conn) {
-                        Some(peer) => t.adopt(peer, conn),
+                        Some(peer) => t.adopt(peer, conn, false),
                         None => conn.close(0u32.into(), b"no identity"),
                     },
                     Err(e) => {
+                        // Counted and logged here, rate-limited; never a slot in the frame queue.
                         let (reason, _) = refusal_reason(addr, &e, false);
                         t.0.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("{reason}");
-                        let _ = t.0.events.try_send(TransportEvent::Refused { addr, reason });
+                        t.0.refusals.note(Instant::now(), &reason);
                     }
                 }
             });
@@ -668,40 +803,97 @@ impl Transport {
 
     async fn read_loop(self, peer: NodeId, conn: quinn::Connection) {
         let addr = conn.remote_address();
+        let per_conn = Arc::new(tokio::sync::Semaphore::new(self.0.config.streams_per_connection.max(1)));
+        let mut slot = None;
         loop {
             tokio::select! {
                 d = conn.read_datagram() => {
                     let Ok(frame) = d else { break };
                     self.0.stats.datagrams_received.fetch_add(1, Ordering::Relaxed);
+                    let mut held = Held::new(self.0.budget.clone());
+                    if !held.try_take(frame.len()) {
+                        count(&self.0.stats.dropped_bytes_full);
+                        continue;
+                    }
                     let ev = TransportEvent::Frame { from: peer, addr, reliability: Reliability::Datagram, frame };
-                    if self.0.events.try_send(ev).is_err() {
-                        self.0.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                    match self.0.events.try_send(ev) {
+                        Ok(()) => held.keep(),
+                        Err(_) => count(&self.0.stats.dropped_queue_full),
                     }
                 }
-                s = conn.accept_uni() => {
-                    let Ok(mut recv) = s else { break };
-                    let t = self.clone();
-                    tokio::spawn(async move {
-                        match recv.read_to_end(t.0.config.frame_limit).await {
-                            Ok(frame) => {
-                                tracing::debug!(from = %peer, bytes = frame.len(), "stream frame received");
-                                t.0.stats.streams_received.fetch_add(1, Ordering::Relaxed);
-                                let ev = TransportEvent::Frame { from: peer, addr, reliability: Reliability::Stream, frame: frame.into() };
-                                let _ = t.0.events.send(ev).await;
-                            }
-                            Err(quinn::ReadToEndError::TooLong) => {
-                                t.0.stats.oversize.fetch_add(1, Ordering::Relaxed);
-                                let _ = recv.stop(1u32.into());
-                            }
-                            Err(_) => {}
-                        }
-                    });
+                // A stream is accepted only with a reading slot in hand: until then QUIC grants
+                // the peer no more streams.
+                got = self.0.slots.acquire(&per_conn), if slot.is_none() => {
+                    let Some(got) = got else { break };
+                    slot = Some(got);
+                }
+                s = conn.accept_uni(), if slot.is_some() => {
+                    let Ok(recv) = s else { break };
+                    let Some(slot) = slot.take() else { continue };
+                    tokio::spawn(self.clone().read_stream(peer, addr, recv, slot));
                 }
             }
         }
         let mut cache = self.lock();
         if cache.live.get(&peer).is_some_and(|c| c.conn.stable_id() == conn.stable_id()) {
             cache.live.remove(&peer);
+        }
+    }
+
+    /// Read one stream frame within the read timeout, taking its bytes from the budget chunk
+    /// by chunk, and queue it.
+    async fn read_stream(
+        self,
+        peer: NodeId,
+        addr: SocketAddr,
+        mut recv: quinn::RecvStream,
+        slot: inbound::Slot,
+    ) {
+        let _slot = slot;
+        let limit = self.0.config.frame_limit;
+        let mut held = Held::new(self.0.budget.clone());
+        let read = tokio::time::timeout(self.0.config.read_timeout, async {
+            let mut frame = Vec::new();
+            loop {
+                match recv.read_chunk(64 << 10, true).await {
+                    Ok(Some(chunk)) => {
+                        if frame.len().saturating_add(chunk.bytes.len()) > limit {
+                            return Err(true);
+                        }
+                        if !held.take(chunk.bytes.len()).await {
+                            return Err(false);
+                        }
+                        frame.extend_from_slice(&chunk.bytes);
+                    }
+                    Ok(None) => return Ok(frame),
+                    Err(_) => return Err(false),
+                }
+            }
+        })
+        .await;
+        match read {
+            Ok(Ok(frame)) => {
+                tracing::debug!(from = %peer, bytes = frame.len(), "stream frame received");
+                self.0.stats.streams_received.fetch_add(1, Ordering::Relaxed);
+                let ev = TransportEvent::Frame {
+                    from: peer,
+                    addr,
+                    reliability: Reliability::Stream,
+                    frame: frame.into(),
+                };
+                if self.0.events.send(ev).await.is_ok() {
+                    held.keep();
+                }
+            }
+            Ok(Err(true)) => {
+                self.0.stats.oversize.fetch_add(1, Ordering::Relaxed);
+                let _ = recv.stop(1u32.into());
+            }
+            Ok(Err(false)) => {}
+            Err(_) => {
+                count(&self.0.stats.read_timeouts);
+                let _ = recv.stop(2u32.into());
+            }
         }
     }
 

@@ -4,21 +4,21 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::Inbound as Receiver;
 use bytes::Bytes;
 use hearsay_protocols::Reliability;
-use tokio::sync::mpsc::Receiver;
 
 use super::identity::{ClusterSecret, NodeIdentity};
 use super::*;
 
-fn node(secret: u8, config: impl FnOnce(&mut TransportConfig)) -> (Transport, Receiver<TransportEvent>) {
+fn node(secret: u8, config: impl FnOnce(&mut TransportConfig)) -> (Transport, Receiver) {
     let id = NodeIdentity::ephemeral(&ClusterSecret::from_bytes([secret; 32])).unwrap();
     let mut c = TransportConfig::new("127.0.0.1:0".parse().unwrap());
     config(&mut c);
     Transport::bind(c, &id).unwrap()
 }
 
-async fn next_frame(rx: &mut Receiver<TransportEvent>) -> (NodeId, Reliability, Bytes) {
+async fn next_frame(rx: &mut Receiver) -> (NodeId, Reliability, Bytes) {
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
@@ -53,10 +53,10 @@ async fn a_wrong_secret_is_refused_on_both_sides() {
     let (c, mut rc) = node(2, |_| {});
     let err = a.connect(c.local_addr()).await.unwrap_err().to_string();
     assert!(err.contains("different --secret-file"), "{err}");
-    // The other side says so too.
-    let ev = tokio::time::timeout(Duration::from_secs(5), rc.recv()).await.unwrap().unwrap();
-    let TransportEvent::Refused { reason, .. } = ev else { panic!("{ev:?}") };
-    assert!(reason.contains("different --secret-file"), "{reason}");
+    // The other side counts it (and logs it, rate-limited), without a slot in its queue.
+    until("the refusal counted", || c.stats().refused.load(Ordering::Relaxed) > 0).await;
+    assert!(rc.try_recv().is_err(), "an inbound refusal takes no slot in the frame queue");
+    assert!(c.stats().retries.load(Ordering::Relaxed) >= 1, "the stranger was made to prove its address");
     assert!(matches!(ra.try_recv(), Ok(TransportEvent::Refused { .. })));
     // And no frame of a stranger ever reaches a member.
     c.send(a.id(), a.local_addr(), Reliability::Datagram, Bytes::from_static(b"let me in"));
@@ -101,12 +101,7 @@ async fn oversize_stream_frames_are_counted_and_dropped() {
     let (_, _, frame) = next_frame(&mut rb).await;
     assert_eq!(frame.len(), 500);
     // Streams are independent: the oversize one may be counted after the small one arrived.
-    let counted = async {
-        while b.stats().oversize.load(Ordering::Relaxed) == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), counted).await.expect("the oversize frame counted");
+    until("the oversize frame counted", || b.stats().oversize.load(Ordering::Relaxed) > 0).await;
     assert_eq!(b.stats().oversize.load(Ordering::Relaxed), 1);
 }
 
@@ -179,7 +174,7 @@ fn faults_drop_at_the_set_rate_and_block_only_the_chosen() {
 
 /// A node with the identity kept in `dir`, bound to `bind` (retried while the port is still
 /// held by a previous life that is shutting down).
-async fn node_in(dir: &std::path::Path, bind: SocketAddr) -> (Transport, Receiver<TransportEvent>) {
+async fn node_in(dir: &std::path::Path, bind: SocketAddr) -> (Transport, Receiver) {
     let id = NodeIdentity::load_or_create(dir, &ClusterSecret::from_bytes([9; 32])).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -194,7 +189,7 @@ async fn node_in(dir: &std::path::Path, bind: SocketAddr) -> (Transport, Receive
 }
 
 /// End `t` as a crash would: nothing more reaches `peers`, then the endpoint goes away.
-async fn crash(t: Transport, rx: Receiver<TransportEvent>, peers: &[SocketAddr]) {
+async fn crash(t: Transport, rx: Receiver, peers: &[SocketAddr]) {
     t.faults().set_blocked(peers.iter().copied());
     t.close().await;
     drop(rx);
@@ -202,12 +197,7 @@ async fn crash(t: Transport, rx: Receiver<TransportEvent>, peers: &[SocketAddr])
 }
 
 /// Send `frame` to `to` every 10 ms until `rx` gets a frame; how long that took.
-async fn send_until_received(
-    a: &Transport,
-    to: NodeId,
-    addr: SocketAddr,
-    rx: &mut Receiver<TransportEvent>,
-) -> Duration {
+async fn send_until_received(a: &Transport, to: NodeId, addr: SocketAddr, rx: &mut Receiver) -> Duration {
     let start = tokio::time::Instant::now();
     loop {
         a.send(to, addr, Reliability::Datagram, Bytes::from_static(b"hello again"));
@@ -305,4 +295,65 @@ async fn a_stream_frame_the_peers_restart_reset_is_sent_again_on_a_new_connectio
     assert_eq!((from, reliability, &frame[..]), (a.id(), Reliability::Stream, &b"sent once"[..]));
     assert_eq!(a.stats().resent_after_reset.load(Ordering::Relaxed), 1);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Poll `done` every 10 ms for up to 10 s.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let polled = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), polled).await.unwrap_or_else(|_| panic!("{what}"));
+}
+
+#[tokio::test]
+async fn a_second_connection_from_the_same_peer_closes_the_first() {
+    let secret = ClusterSecret::from_bytes([8; 32]);
+    let id = NodeIdentity::ephemeral(&secret).unwrap();
+    let (b, _rb) = node(8, |_| {});
+    let bind = || Transport::bind(TransportConfig::new("127.0.0.1:0".parse().unwrap()), &id).unwrap();
+    let (first, _r1) = bind();
+    let (second, _r2) = bind();
+    first.connect(b.local_addr()).await.unwrap();
+    second.connect(b.local_addr()).await.unwrap();
+    until("the duplicate closed", || b.stats().duplicates_closed.load(Ordering::Relaxed) == 1).await;
+    assert_eq!(b.connections(), 1);
+    until("the first side sees its connection closed", || first.connections() == 0).await;
+}
+
+#[tokio::test]
+async fn received_stream_bytes_wait_within_the_budget_and_all_arrive() {
+    let (a, _ra) = node(9, |_| {});
+    let (b, mut rb) = node(9, |c| {
+        c.frame_limit = 4_000;
+        c.queue_bytes = 10_000;
+    });
+    for i in 0..20u8 {
+        a.send(b.id(), b.local_addr(), Reliability::Stream, Bytes::from(vec![i; 3_000]));
+    }
+    for read in 0..20u64 {
+        let (_, _, frame) = next_frame(&mut rb).await;
+        assert_eq!(frame.len(), 3_000);
+        let received = b.stats().streams_received.load(Ordering::Relaxed);
+        assert!(received <= read + 1 + 3, "{received} frames read with {read} taken: over 10,000 bytes held");
+    }
+    assert_eq!(b.stats().dropped_queue_full.load(Ordering::Relaxed), 0, "backpressure, not loss");
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_times_out_the_streams_on_both_sides() {
+    let (a, _ra) = node(10, |c| c.write_timeout = Duration::from_millis(300));
+    // b never takes a frame: its budget holds one, then its reader waits and times out.
+    let (b, _rb) = node(10, |c| {
+        c.frame_limit = 20_000;
+        c.queue_bytes = 20_000;
+        c.read_timeout = Duration::from_millis(300);
+    });
+    // More streams than b grants at once: the rest wait for stream credit that comes slowly.
+    for i in 0..100u8 {
+        a.send(b.id(), b.local_addr(), Reliability::Stream, Bytes::from(vec![i; 15_000]));
+    }
+    until("a's writes time out", || a.stats().write_timeouts.load(Ordering::Relaxed) > 0).await;
+    until("b's reads time out", || b.stats().read_timeouts.load(Ordering::Relaxed) > 0).await;
 }

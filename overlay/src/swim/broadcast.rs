@@ -14,7 +14,7 @@ use hearsay_protocols::NodeId;
 use super::message::Update;
 
 /// The smallest encoded update (a `Suspect` or `Dead` with incarnation below 128; a signed
-/// `Alive` is at least 102 bytes): once less room than this is left, a datagram is full.
+/// `Alive` is at least 103 bytes): once less room than this is left, a datagram is full.
 pub(crate) const MIN_UPDATE_LEN: usize = 66;
 
 /// (transmits, larger first, newest first).

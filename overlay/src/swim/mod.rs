@@ -94,8 +94,8 @@
 //!   only. Probe targets, gossip targets and push-pull partners are table entries, each
 //!   learned from its own signed `Alive` (or put there by the host).
 //!
-//! Wire cost: a signed `Alive` is 65 bytes longer (102 bytes with an empty address and meta,
-//! 108 with an IPv4 address; 37 and 43 unsigned), a push-pull record 66 bytes longer (1 byte
+//! Wire cost: a signed `Alive` is 65 bytes longer (103 bytes with an empty address and meta,
+//! 109 with an IPv4 address; 38 and 44 unsigned; the meta's empty tag list is 1 byte), a push-pull record 66 bytes longer (1 byte
 //! longer for an entry the host vouched for, which has no signature to send); `Suspect`
 //! and `Dead` are unchanged (66 bytes); a `PingReq` is 1 to 19 bytes shorter. A 1200-byte
 //! datagram carries up to 11 signed IPv4 `Alive`s or 18 `Suspect`s.

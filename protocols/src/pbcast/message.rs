@@ -79,15 +79,20 @@ impl Data {
 
     /// The proof that this message exists, if its seal is its origin's author's signature.
     pub fn checked_proof(&self, auth: &dyn Authenticator) -> Option<Proof> {
-        let proof = Proof {
+        let proof = self.proof();
+        proof.verify(auth).then_some(proof)
+    }
+
+    /// What its seal claims, without the payload (not checked).
+    pub fn proof(&self) -> Proof {
+        Proof {
             origin: self.id.origin,
             topic: self.id.topic.0,
             seq: self.id.seq,
             published_at: self.published_at.as_micros(),
             digest: payload_digest(&self.payload),
             seal: self.seal,
-        };
-        proof.verify(auth).then_some(proof)
+        }
     }
 }
 

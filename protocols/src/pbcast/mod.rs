@@ -460,14 +460,7 @@ impl Pbcast {
             }
             let via = if ours { Via::Local } else { Via::AntiEntropy };
             // The store kept it after its seal checked: it proves its seq.
-            let proof = Proof {
-                origin,
-                topic: topic.0,
-                seq: data.id.seq,
-                published_at: data.published_at.as_micros(),
-                digest: crate::auth::payload_digest(&data.payload),
-                seal: data.seal,
-            };
+            let proof = data.proof();
             let held = Held {
                 payload: data.payload,
                 published_at: data.published_at,

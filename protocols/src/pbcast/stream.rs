@@ -101,8 +101,11 @@ impl Stream {
     /// Keep `proof` (checked by the caller) if it is the highest seen; it proves its seq.
     pub(super) fn keep_proof(&mut self, proof: Proof) {
         self.prove(proof.seq);
-        if self.proof.as_ref().is_none_or(|p| p.seq < proof.seq) {
-            self.proof = Some(Box::new(proof));
+        match &mut self.proof {
+            // Overwritten in place: one allocation per stream, not one per message.
+            Some(p) if p.seq < proof.seq => **p = proof,
+            Some(_) => {}
+            None => self.proof = Some(Box::new(proof)),
         }
     }
 

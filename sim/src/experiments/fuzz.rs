@@ -909,6 +909,7 @@ impl Gen {
             epsilon: if self.rng.chance(0.8) { 1e-4 } else { self.f64() },
             stable_rounds: if self.rng.chance(0.8) { 3 } else { self.u32() },
             max_rounds: if self.rng.chance(0.7) { 200 } else { self.u32() },
+            scope: Default::default(),
         }
     }
 

@@ -322,13 +322,13 @@ impl Subscribers {
                         Some(s) => trim(item, s),
                         None => item,
                     };
-                    match sub.sink.try_send(item) {
-                        Ok(()) => {
+                    match offer(&sub.sink, item) {
+                        Offer::Queued => {
                             sub.sent.insert(origin, last);
                         }
-                        Err(TrySendError::Full(_)) if sub.durable.is_some() => paused.push(*id),
-                        Err(TrySendError::Full(_)) => slow.push(*id),
-                        Err(TrySendError::Closed(_)) => gone.push(*id),
+                        Offer::Full if sub.durable.is_some() => paused.push(*id),
+                        Offer::Full => slow.push(*id),
+                        Offer::Gone => gone.push(*id),
                     }
                 }
             }
@@ -409,16 +409,16 @@ impl Subscribers {
                 Some(s) => trim(p.item, s),
                 None => p.item,
             };
-            match sub.sink.try_send(item) {
-                Ok(()) => {
+            match offer(&sub.sink, item) {
+                Offer::Queued => {
                     sub.sent.insert(p.origin, p.last);
                 }
-                Err(TrySendError::Full(_)) if sub.durable.is_some() => {
+                Offer::Full if sub.durable.is_some() => {
                     self.start_replay(id);
                     return Vec::new();
                 }
-                Err(TrySendError::Full(_)) => return self.end_slow(id).into_iter().collect(),
-                Err(TrySendError::Closed(_)) => return self.remove(id).into_iter().collect(),
+                Offer::Full => return self.end_slow(id).into_iter().collect(),
+                Offer::Gone => return self.remove(id).into_iter().collect(),
             }
         }
         Vec::new()
@@ -449,7 +449,8 @@ impl Subscribers {
     }
 
     fn end_slow(&mut self, id: u64) -> Option<TopicName> {
-        let capacity = self.subs.get(&id)?.sink.max_capacity();
+        // The sink's last slot is kept for the closing line (see `offer`).
+        let capacity = self.subs.get(&id)?.sink.max_capacity().saturating_sub(1);
         let why = format!("the subscriber did not keep up (its queue of {capacity} messages was full)");
         self.end(id, &why)
     }
@@ -489,6 +490,30 @@ impl Subscribers {
             None => Some(sub.name),
         }
     }
+}
+
+/// Queue `item` for a client, keeping the queue's last slot free (sinks are made one larger
+/// than the messages they hold): a client whose queue is that full did not keep up, and the
+/// slot takes its closing line at once, so the line is queued however long the client takes
+/// to read again.
+fn offer(sink: &mpsc::Sender<StreamItem>, item: StreamItem) -> Offer {
+    if sink.capacity() <= 1 {
+        return Offer::Full;
+    }
+    match sink.try_send(item) {
+        Ok(()) => Offer::Queued,
+        Err(TrySendError::Full(_)) => Offer::Full,
+        Err(TrySendError::Closed(_)) => Offer::Gone,
+    }
+}
+
+/// What [`offer`] did.
+enum Offer {
+    Queued,
+    /// The queue is full but for the slot kept for the closing line.
+    Full,
+    /// The client is gone.
+    Gone,
 }
 
 /// `item` without what `after` covers: a gap notice that began at or before it starts after

@@ -46,7 +46,7 @@ fn subscribe(
     filter: Option<&str>,
     queue: usize,
 ) -> mpsc::Receiver<StreamItem> {
-    let (tx, rx) = mpsc::channel(queue);
+    let (tx, rx) = mpsc::channel(queue + 1); // as the API makes them: a slot for the closing line
     let name = TopicName::new(topic).unwrap();
     subs.add(TopicId::of(topic), name, options(filter), tx);
     rx
@@ -169,7 +169,7 @@ impl Rig {
         if !self.subs.check_durable(&name, &topic).unwrap() {
             self.subs.create_durable(name.clone(), topic, from).unwrap();
         }
-        let (tx, rx) = mpsc::channel(queue);
+        let (tx, rx) = mpsc::channel(queue + 1);
         self.subs.connect(&name, &SubscribeOptions::default(), tx).unwrap();
         rx
     }
