@@ -85,6 +85,10 @@ impl Engine {
             };
             self.multicast.subscribe(now, topic, start, !gossip);
             self.anti_entropy.subscribe(now, topic);
+            // This node's own kept messages serve catch-up too, whichever way it subscribes.
+            for data in self.restored_own.remove(&topic).unwrap_or_default() {
+                self.keep_for_catch_up(now, &data);
+            }
             if from != SubscribeFrom::New {
                 // What this node kept serves repairs again; history it lacks is fetched.
                 for data in &kept {
@@ -178,6 +182,9 @@ impl Engine {
         let mut published = Vec::new();
         for (topic, last) in counters {
             let entries = own.remove(&topic).unwrap_or_default();
+            if !entries.is_empty() {
+                self.restored_own.insert(topic, entries.clone());
+            }
             self.multicast.handle_restored(now, topic, last, entries);
             self.topics.entry(topic).or_default().published = true;
             published.push(topic);
