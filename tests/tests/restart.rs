@@ -143,7 +143,7 @@ fn restart_runs(label: &str, within: Duration) -> Vec<Option<Duration>> {
 
 /// Issue 11 §4: the median, over 6 restarts, of the time from a publish to its delivery at the
 /// restarted agent's new subscription is under a second (a run whose message never came
-/// counts as infinitely slow; see the ignored test below for that known bug).
+/// counts as infinitely slow).
 #[test]
 fn a_restarted_subscriber_gets_the_first_message_after_rejoining_within_a_second() {
     let latencies = restart_runs("restart-first", Duration::from_secs(5));
@@ -159,15 +159,13 @@ fn a_restarted_subscriber_gets_the_first_message_after_rejoining_within_a_second
     assert!(median <= Duration::from_secs(1), "median over 1 s: {latencies:?}");
 }
 
-/// Known bug (found by the test above, not fixed): in about one restart in six, the first
-/// message published after the restarted agent subscribed again never reaches that
-/// subscription (30 s, no gap notice either), though the steady subscriber (often its tree
-/// parent) got it in milliseconds. Seen with the previous life's port and with a fresh one,
-/// whether or not the store kept the member list; not fixed by delivering what arrived while
-/// the heads request was out (tried). Run with `KEEP_LOGS=DIR` (and `DEBUG_LOG=filter` for
-/// `--log`) to keep the agents' logs of a failing run.
+/// No message published after the restarted agent subscribed again is lost (6 restarts, 30 s
+/// each). It used to be, about once in six: the new subscription's heads request waited for a
+/// connection, the member it asked got the message first and named it as the head, and the
+/// subscription started after it. A head published about when the heads were asked for is
+/// now delivered (pbcast's `HEADS_RECENT`). Run with `KEEP_LOGS=DIR` (and `DEBUG_LOG=filter`
+/// for `--log`) to keep the agents' logs of a failing run.
 #[test]
-#[ignore = "known bug: a message right after a restart is sometimes never delivered to the new subscription"]
 fn no_message_is_lost_right_after_a_restart() {
     let latencies = restart_runs("restart-lost", Duration::from_secs(30));
     assert!(latencies.iter().all(Option::is_some), "{latencies:?}");
