@@ -202,7 +202,8 @@ pub enum AgentError {
     /// Every seed refused this node's certificate: the cluster secret differs.
     #[error(
         "cannot join: every seed refused this node's certificate. The cluster secret differs: \
-         start the agent with the cluster's --secret-file."
+         start the agent with the cluster's --secret-file (its current primary key, after a \
+         `hearsay keys` rotation)."
     )]
     SeedsRefused,
     /// The actor task panicked or was cancelled.

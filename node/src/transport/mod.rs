@@ -890,7 +890,7 @@ fn refusal_reason(addr: SocketAddr, e: &quinn::ConnectionError, we_dialled: bool
     if cert_problem {
         let reason = format!(
             "{who} refused: the certificates do not chain to the same cluster key \
-             (the two nodes use different --secret-file secrets): {text}"
+             (the two nodes use different --secret-file secrets, or share no key of their keyrings): {text}"
         );
         (reason, true)
     } else {
