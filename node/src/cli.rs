@@ -642,7 +642,10 @@ pub fn keys_op(c: &Client, op: &str, file: &std::path::Path, json: bool) -> Resu
             "use" => "made primary",
             _ => "removed",
         };
-        println!("key {} {done}: {} of {} members acknowledged", report.key, report.acknowledged, report.members);
+        println!(
+            "key {} {done}: {} of {} members acknowledged",
+            report.key, report.acknowledged, report.members
+        );
         for f in &report.failed {
             println!("  {} ({}): {}", f.name, short(&f.id), f.error);
         }

@@ -452,7 +452,9 @@ struct AgentArgs {
     /// A seed address to join through (repeatable); none starts a new cluster.
     #[arg(long)]
     join: Vec<SocketAddr>,
-    /// The cluster secret (made by `hearsay keygen`).
+    /// The cluster secret (made by `hearsay keygen`). On first start it becomes the keyring
+    /// in the data dir (DATA_DIR/keyring); once that exists the keyring wins (see `hearsay
+    /// keys --help`).
     #[arg(long)]
     secret_file: Option<PathBuf>,
     /// Where this node keeps its key and store [default: /var/lib/hearsay/NAME as root, else

@@ -1,13 +1,13 @@
 //! Key rotation without downtime (`hearsay keys`): the agent's keyring, the key requests of
 //! other members, and an operation applied across the cluster.
 //!
-//! [`KeyManager`] owns the node's [`Keyring`] and identity. An operation is applied by making
+//! [`LiveKeyring`] owns the node's [`Keyring`] and identity. An operation is applied by making
 //! the new ring, writing it to the data dir (atomically), re-issuing the node certificate
 //! under its primary, and handing the new TLS settings to the transport
 //! ([`Transport::set_identity`]): handshakes from then on present the primary's certificate
 //! and accept a peer under any installed key; established connections stay up.
 //!
-//! Across the cluster ([`KeyManager::cluster`]): the operation is applied here first (a refusal
+//! Across the cluster ([`LiveKeyring::cluster`]): the operation is applied here first (a refusal
 //! here, such as removing the primary, stops it), then sent to every other alive member as a
 //! [`KeyRequest`] on the mutually authenticated QUIC connection with it, all at once, each
 //! with [`MEMBER_TIMEOUT`]; the report counts who acknowledged. Any member of the cluster (a
@@ -35,17 +35,17 @@ struct State {
     identity: NodeIdentity,
 }
 
-/// The node's keyring, applied to its transport and kept in its data dir.
-pub struct KeyManager {
+/// The keyring in effect: applied to the transport, kept in the data dir.
+pub struct LiveKeyring {
     state: Mutex<State>,
     /// `DATA_DIR/keyring`; `None`: the ring lives in memory only (demo, bench).
     path: Option<PathBuf>,
     transport: Transport,
 }
 
-impl std::fmt::Debug for KeyManager {
+impl std::fmt::Debug for LiveKeyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyManager").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("LiveKeyring").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -114,10 +114,15 @@ pub struct KeyList {
     pub failed: Vec<KeyFailure>,
 }
 
-impl KeyManager {
+impl LiveKeyring {
     /// Manage `ring`, whose identity the transport already uses; `path` is where it is kept.
-    pub fn new(ring: Keyring, identity: NodeIdentity, path: Option<PathBuf>, transport: Transport) -> Arc<Self> {
-        Arc::new(KeyManager { state: Mutex::new(State { ring, identity }), path, transport })
+    pub fn new(
+        ring: Keyring,
+        identity: NodeIdentity,
+        path: Option<PathBuf>,
+        transport: Transport,
+    ) -> Arc<Self> {
+        Arc::new(LiveKeyring { state: Mutex::new(State { ring, identity }), path, transport })
     }
 
     /// The installed keys' fingerprints, the primary first.
@@ -162,7 +167,11 @@ impl KeyManager {
     }
 
     /// Send `request` to every alive member but this node, all at once; each one's reply.
-    async fn ask_all(&self, request: &KeyRequest, members: &[Member]) -> Vec<(Member, Result<KeyReply, String>)> {
+    async fn ask_all(
+        &self,
+        request: &KeyRequest,
+        members: &[Member],
+    ) -> Vec<(Member, Result<KeyReply, String>)> {
         let me = self.transport.id();
         let mut set = tokio::task::JoinSet::new();
         for m in members.iter().filter(|m| m.state == "alive") {
@@ -211,7 +220,9 @@ impl KeyManager {
             match reply {
                 Ok(KeyReply::Done) => report.acknowledged += 1,
                 Ok(KeyReply::Refused(e)) | Err(e) => report.failed.push(failure(&m, e)),
-                Ok(KeyReply::Keys(_)) => report.failed.push(failure(&m, "an answer of another request".into())),
+                Ok(KeyReply::Keys(_)) => {
+                    report.failed.push(failure(&m, "an answer of another request".into()))
+                }
             }
         }
         tracing::info!(?report, "key operation across the cluster");
@@ -248,7 +259,12 @@ impl KeyManager {
                         let entry = match keys.iter().position(|k| k.fingerprint == fp) {
                             Some(at) => &mut keys[at],
                             None => {
-                                keys.push(KeyHolders { fingerprint: fp, primary: false, members: 0, primary_on: 0 });
+                                keys.push(KeyHolders {
+                                    fingerprint: fp,
+                                    primary: false,
+                                    members: 0,
+                                    primary_on: 0,
+                                });
                                 let last = keys.len() - 1;
                                 &mut keys[last]
                             }
@@ -266,7 +282,12 @@ impl KeyManager {
     }
 }
 
-async fn target(t: &Transport, id: NodeId, addr: SocketAddr, request: &KeyRequest) -> Result<KeyReply, String> {
+async fn target(
+    t: &Transport,
+    id: NodeId,
+    addr: SocketAddr,
+    request: &KeyRequest,
+) -> Result<KeyReply, String> {
     t.request(id, addr, request, MEMBER_TIMEOUT).await
 }
 

@@ -225,7 +225,7 @@ pub struct AgentHandle {
     /// Its transport (counters, fault injection).
     pub transport: Transport,
     /// Its keyring (key rotation).
-    pub keys: Arc<keys::KeyManager>,
+    pub keys: Arc<keys::LiveKeyring>,
     stop: watch::Sender<Stop>,
     task: tokio::task::JoinHandle<Result<(), AgentError>>,
 }
@@ -340,10 +340,10 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     } else {
         Arc::new(identity.signer()?)
     };
-    let key_manager = keys::KeyManager::new(ring, identity, ring_path, transport.clone());
+    let live_keyring = keys::LiveKeyring::new(ring, identity, ring_path, transport.clone());
     let (key_calls_tx, key_calls) = mpsc::channel(16);
     transport.serve_keys(key_calls_tx);
-    tokio::spawn(key_manager.clone().serve(key_calls));
+    tokio::spawn(live_keyring.clone().serve(key_calls));
     let addr = transport.local_addr();
     let advertise = advertised(addr, opts.advertise, &opts.join);
     let (commands_tx, commands_rx) = mpsc::channel(1024);
@@ -359,7 +359,7 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
                 .with_max_message_bytes(opts.max_message_bytes)
                 .with_token(opts.api_token.as_deref())
                 .with_max_subscriptions(opts.max_subscriptions)
-                .with_keys(key_manager.clone());
+                .with_keys(live_keyring.clone());
             if opts.test_control {
                 state = state.with_test_control(opts.faults.clone());
             }
@@ -436,5 +436,14 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         }
         ended
     });
-    Ok(AgentHandle { id, addr, api, commands: commands_tx, transport, keys: key_manager, stop: stop_tx, task })
+    Ok(AgentHandle {
+        id,
+        addr,
+        api,
+        commands: commands_tx,
+        transport,
+        keys: live_keyring,
+        stop: stop_tx,
+        task,
+    })
 }

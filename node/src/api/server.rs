@@ -56,7 +56,7 @@ pub struct ApiState {
     /// The permits there are.
     max_subscriptions: usize,
     /// The agent's keyring (`/v1/keys`); `None`: those routes answer 404.
-    keys: Option<Arc<crate::agent::keys::KeyManager>>,
+    keys: Option<Arc<crate::agent::keys::LiveKeyring>>,
 }
 
 impl ApiState {
@@ -76,7 +76,7 @@ impl ApiState {
     }
 
     /// Serve the keyring's routes (`/v1/keys`) over this manager.
-    pub fn with_keys(mut self, keys: Arc<crate::agent::keys::KeyManager>) -> Self {
+    pub fn with_keys(mut self, keys: Arc<crate::agent::keys::LiveKeyring>) -> Self {
         self.keys = Some(keys);
         self
     }
@@ -323,9 +323,10 @@ async fn keys_op(
     let Path(op) = op.map_err(|_| ApiError::NotFound)?;
     let req: KeyOpRequest = parse("keys", body)?;
     let secret = match &req.secret {
-        Some(hex) => Some(ClusterSecret::parse(hex).ok_or(ApiError::Key(
-            "`secret` must be 64 hex digits, as `hearsay keygen` writes".into(),
-        ))?),
+        Some(hex) => Some(
+            ClusterSecret::parse(hex)
+                .ok_or(ApiError::Key("`secret` must be 64 hex digits, as `hearsay keygen` writes".into()))?,
+        ),
         None => None,
     };
     let fingerprint = match (&req.fingerprint, &secret) {

@@ -5,7 +5,11 @@
 //! - **Cluster secret.** `hearsay keygen` writes 32 random bytes (hex) to a file. Every member
 //!   is started with the same file (`--secret-file`). From it each member derives, with
 //!   HKDF-SHA256, the same Ed25519 **cluster CA key**, and from that the same CA certificate.
-//!   The secret itself is never sent anywhere.
+//!   The secret itself is never sent anywhere, except to members inside these connections by a
+//!   key rotation's install (see [`keyring`](super::keyring)).
+//! - **Keyring.** An agent with a data dir holds a [`Keyring`] of secrets there: its
+//!   certificate is issued under the primary's CA, and a peer's certificate is accepted when
+//!   it chains to the CA of any installed key.
 //! - **Node identity.** Each node has its own Ed25519 key pair, kept in its data directory
 //!   (`node.key`), so it keeps its identity across restarts. Its [`NodeId`] is the 32-byte
 //!   public key.

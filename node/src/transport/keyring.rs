@@ -221,8 +221,9 @@ impl Keyring {
                 continue;
             }
             let (kind, hex) = line.split_once(' ').unwrap_or((line, ""));
-            let secret = ClusterSecret::parse(hex)
-                .ok_or_else(|| format(n + 1, "expected `primary HEX` or `installed HEX` (64 hex digits)".into()))?;
+            let secret = ClusterSecret::parse(hex).ok_or_else(|| {
+                format(n + 1, "expected `primary HEX` or `installed HEX` (64 hex digits)".into())
+            })?;
             match kind {
                 "primary" if keys.is_empty() => {}
                 "primary" => return Err(format(n + 1, "the primary must be the first key".into())),

@@ -526,7 +526,9 @@ impl Transport {
             let bytes = recv.read_to_end(MAX_REPLY).await.map_err(|e| format!("reading the reply: {e}"))?;
             KeyReply::decode(&bytes).ok_or_else(|| "a reply that does not parse".to_string())
         };
-        tokio::time::timeout(within, exchange).await.unwrap_or_else(|_| Err(format!("no reply within {within:?}")))
+        tokio::time::timeout(within, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("no reply within {within:?}")))
     }
 
     /// Answer one key request a member opened a stream for.

@@ -287,7 +287,9 @@ async fn key_requests_travel_on_bidirectional_streams() {
     b.serve_keys(tx);
     tokio::spawn(async move {
         while let Some(call) = calls.recv().await {
-            let _ = call.reply.send(keyring::KeyReply::Keys(vec![keyring::Fingerprint([call.from.as_bytes()[0]; 8])]));
+            let _ = call
+                .reply
+                .send(keyring::KeyReply::Keys(vec![keyring::Fingerprint([call.from.as_bytes()[0]; 8])]));
         }
     });
     let reply = a.request(b.id(), b.local_addr(), &list, within).await.unwrap();
