@@ -5,6 +5,12 @@
 //!   does not fit the connection's current datagram size goes on a stream instead. Streams are
 //!   independent, so two reliable frames to the same peer may arrive in either order; every
 //!   hearsay exchange is request/response, so nothing relies on cross-stream order.
+//! - **Bidirectional streams carry key requests only** ([`keyring`]): [`Transport::request`]
+//!   sends one and reads its reply; a member's request goes to whoever
+//!   [`Transport::serve_keys`] named, at most 2 streams per connection and 4 requests at once,
+//!   each bounded in bytes and time.
+//! - **Admission changes at run time** ([`Transport::set_identity`]): a key rotation replaces
+//!   the TLS settings of new handshakes, both directions; established connections stay.
 //! - **Connection cache.** At most `max_connections` live connections; opening one more closes
 //!   the least recently used. QUIC's idle timeout closes the rest when traffic stops, so a node
 //!   keeps connections only to the peers it currently talks to (gossip partners), far fewer
@@ -236,6 +242,10 @@ pub struct KeyCall {
 
 /// Key requests served at once (others are refused until one ends).
 const KEY_CALLS: usize = 4;
+
+/// Tries of a key request whose connection was lost on the way (after a restart both sides
+/// dial, and the duplicates are closed, for a second or so), 100 ms apart and doubling.
+const KEY_ATTEMPTS: u32 = 6;
 
 /// How long a member has to send its key request, and the node to answer it.
 const KEY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -486,7 +496,9 @@ impl Transport {
 
     /// Send a key request to member `peer` at `addr` on a bidirectional stream of the
     /// (mutually authenticated) connection with it, opening one if needed, and wait for its
-    /// reply within `within`.
+    /// reply within `within`. A connection lost on the way (closed as a duplicate when both
+    /// sides dial at once, say) is tried again, up to [`KEY_ATTEMPTS`] times: every key request
+    /// can be repeated safely.
     pub async fn request(
         &self,
         peer: NodeId,
@@ -494,41 +506,67 @@ impl Transport {
         request: &KeyRequest,
         within: Duration,
     ) -> Result<KeyReply, String> {
-        let exchange = async {
-            let live = {
-                let mut cache = self.lock();
-                match cache.live.get_mut(&peer) {
-                    Some(c) if c.conn.close_reason().is_none() => {
-                        c.last_used = Instant::now();
-                        Some(c.conn.clone())
-                    }
-                    _ => None,
+        let attempts = async {
+            let mut last = String::new();
+            for attempt in 1..=KEY_ATTEMPTS {
+                match self.exchange(peer, addr, request).await {
+                    Ok(reply) => return Ok(reply),
+                    Err((why, false)) => return Err(why),
+                    Err((why, true)) => last = why,
                 }
-            };
-            let conn = match live {
-                Some(c) => c,
-                None => {
-                    let conn = self.dial(addr).await.map_err(|e| e.to_string())?;
-                    match peer_node_id(&conn) {
-                        Some(found) if found == peer => {}
-                        found => {
-                            conn.close(0u32.into(), b"wrong peer");
-                            return Err(format!("{addr} answered as {found:?}, not {peer}"));
-                        }
-                    }
-                    self.adopt(peer, conn.clone(), true);
-                    conn
+                if attempt < KEY_ATTEMPTS {
+                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
                 }
-            };
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("opening a stream: {e}"))?;
-            send.write_all(&request.encode()).await.map_err(|e| format!("sending: {e}"))?;
-            let _ = send.finish();
-            let bytes = recv.read_to_end(MAX_REPLY).await.map_err(|e| format!("reading the reply: {e}"))?;
-            KeyReply::decode(&bytes).ok_or_else(|| "a reply that does not parse".to_string())
+            }
+            Err(last)
         };
-        tokio::time::timeout(within, exchange)
+        tokio::time::timeout(within, attempts)
             .await
             .unwrap_or_else(|_| Err(format!("no reply within {within:?}")))
+    }
+
+    /// One try of [`Transport::request`]; an error says whether trying again may help.
+    async fn exchange(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        request: &KeyRequest,
+    ) -> Result<KeyReply, (String, bool)> {
+        let live = {
+            let mut cache = self.lock();
+            match cache.live.get_mut(&peer) {
+                Some(c) if c.conn.close_reason().is_none() => {
+                    c.last_used = Instant::now();
+                    Some(c.conn.clone())
+                }
+                _ => None,
+            }
+        };
+        let conn = match live {
+            Some(c) => c,
+            None => {
+                let conn = self.dial(addr).await.map_err(|e| {
+                    let again = !matches!(e, ConnectError::Refused { admission: true, .. });
+                    (e.to_string(), again)
+                })?;
+                match peer_node_id(&conn) {
+                    Some(found) if found == peer => {}
+                    found => {
+                        conn.close(0u32.into(), b"wrong peer");
+                        return Err((format!("{addr} answered as {found:?}, not {peer}"), false));
+                    }
+                }
+                self.adopt(peer, conn.clone(), true);
+                conn
+            }
+        };
+        let (mut send, mut recv) =
+            conn.open_bi().await.map_err(|e| (format!("opening a stream: {e}"), true))?;
+        send.write_all(&request.encode()).await.map_err(|e| (format!("sending: {e}"), true))?;
+        let _ = send.finish();
+        let bytes =
+            recv.read_to_end(MAX_REPLY).await.map_err(|e| (format!("reading the reply: {e}"), true))?;
+        KeyReply::decode(&bytes).ok_or_else(|| ("a reply that does not parse".to_string(), false))
     }
 
     /// Answer one key request a member opened a stream for.
