@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hearsay_tests::{AgentSpec, Cluster, keygen};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Run `hearsay keys ARGS --json` against agent `i`; its exit status and JSON reply.
 fn keys(c: &Cluster, i: usize, args: &[&str]) -> (bool, Value) {
@@ -56,6 +56,20 @@ fn a_full_rotation_refuses_the_old_secret_and_admits_the_new_one() {
     // Never a secret in a reply.
     let old_hex = std::fs::read_to_string(&old).expect("the old secret");
     assert!(!serde_json::to_string(&before).unwrap_or_default().contains(old_hex.trim()));
+
+    // The API says what is wrong with a request, and changes nothing then.
+    for (path, body, status, says) in [
+        ("/v1/keys/install", json!({"secret": "zz"}), 400, "64 hex digits"),
+        ("/v1/keys/install", json!({}), 400, "install needs `secret`"),
+        ("/v1/keys/use", json!({"fingerprint": "abc"}), 400, "not a key fingerprint"),
+        ("/v1/keys/remove", json!({"fingerprint": old_fp}), 409, "is the primary"),
+        ("/v1/keys/rotate", json!({"fingerprint": old_fp}), 404, "no such endpoint"),
+    ] {
+        let r = c[0].call("POST", path, Some(&body)).expect("the API answers");
+        assert_eq!(r.status, status, "{path} {body}: {r:?}");
+        assert!(r.error().contains(says), "{path} {body}: {r:?}");
+    }
+    assert_eq!(list(&c, 0, 4).0, [(old_fp.clone(), 4, 4)], "nothing changed");
 
     let r = everywhere(&c, 1, "install", &new, 4);
     let new_fp = r["key"].as_str().expect("the key's fingerprint").to_string();
