@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearsay_protocols::NodeId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
@@ -145,9 +144,7 @@ impl LiveKeyring {
             if let Some(path) = &self.path {
                 ring.save(path)?;
             }
-            self.transport.set_identity(&identity).map_err(|e| {
-                KeyringError::Identity(crate::transport::identity::IdentityError::Tls(e.to_string()))
-            })?;
+            self.transport.set_identity(&identity).map_err(|e| KeyringError::Transport(e.to_string()))?;
             tracing::info!(keys = ?ring.fingerprints(), "keyring changed");
             *state = State { ring, identity };
         }
@@ -174,25 +171,31 @@ impl LiveKeyring {
     ) -> Vec<(Member, Result<KeyReply, String>)> {
         let me = self.transport.id();
         let mut set = tokio::task::JoinSet::new();
+        let mut asked = std::collections::HashMap::new();
         for m in members.iter().filter(|m| m.state == "alive") {
             let id = parse_hex(&m.id);
             if id == Some(me) {
                 continue;
             }
-            let (t, m, request) = (self.transport.clone(), m.clone(), request.clone());
-            set.spawn(async move {
-                let addr: Option<SocketAddr> = m.addr.parse().ok();
-                let reply = match (id, addr) {
-                    (Some(id), Some(addr)) => target(&t, id, addr, &request).await,
-                    _ => Err(format!("no usable id and address: {} {}", m.id, m.addr)),
-                };
-                (m, reply)
+            let (t, request) = (self.transport.clone(), request.clone());
+            let addr: Option<SocketAddr> = m.addr.parse().ok();
+            let what = format!("no usable id and address: {} {}", m.id, m.addr);
+            let task = set.spawn(async move {
+                match (id, addr) {
+                    (Some(id), Some(addr)) => t.request(id, addr, &request, MEMBER_TIMEOUT).await,
+                    _ => Err(what),
+                }
             });
+            asked.insert(task.id(), m.clone());
         }
         let mut out = Vec::new();
-        while let Some(done) = set.join_next().await {
-            if let Ok(r) = done {
-                out.push(r);
+        while let Some(done) = set.join_next_with_id().await {
+            let (task, reply) = match done {
+                Ok((task, reply)) => (task, reply),
+                Err(e) => (e.id(), Err(format!("the request failed: {e}"))),
+            };
+            if let Some(m) = asked.remove(&task) {
+                out.push((m, reply));
             }
         }
         out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
@@ -280,15 +283,6 @@ impl LiveKeyring {
         list.keys = keys;
         list
     }
-}
-
-async fn target(
-    t: &Transport,
-    id: NodeId,
-    addr: SocketAddr,
-    request: &KeyRequest,
-) -> Result<KeyReply, String> {
-    t.request(id, addr, request, MEMBER_TIMEOUT).await
 }
 
 fn failure(m: &Member, error: String) -> KeyFailure {

@@ -117,6 +117,9 @@ pub enum KeyringError {
         /// What is wrong.
         what: String,
     },
+    /// The transport did not take the new TLS settings.
+    #[error("the transport refused the new keyring: {0}")]
+    Transport(String),
     /// Others can read the file, or the certificate could not be made.
     #[error(transparent)]
     Identity(#[from] IdentityError),
