@@ -9,6 +9,7 @@
 //! | `command.rs` | [`Command`]: what the actor accepts, with checked inputs and typed refusals |
 //! | `actor.rs` | the actor: the `select!` loop that drives the Engine and answers commands |
 //! | `subscribers/` | local subscriptions: fan-out of deliveries and gaps (filters, slow consumers), durable subscriptions and their cursors, replays from the store |
+//! | `keys.rs` | the keyring: key rotation (`hearsay keys`), members' key requests |
 //! | `seeds.rs` | resolving seed addresses to members, retrying a join that failed, reconnecting |
 //!
 //! # The address
@@ -36,6 +37,7 @@
 mod actor;
 mod command;
 pub mod events;
+pub mod keys;
 mod seeds;
 mod subscribers;
 
@@ -58,6 +60,7 @@ use crate::engine::{self, Engine, EngineConfig, SubscribeFrom};
 use crate::store::{Store, StoreConfig};
 use crate::transport::faulty::Faults;
 use crate::transport::identity::{ClusterSecret, IdentityError, NodeIdentity};
+use crate::transport::keyring::{KEYRING_FILE, Keyring};
 use crate::transport::{BindError, Transport, TransportConfig};
 
 /// How long a stopping agent's API may take to answer the requests it holds (and write the
@@ -93,7 +96,8 @@ pub struct AgentOptions {
     pub join: Vec<SocketAddr>,
     /// Local API address; `None`: no HTTP server (in-process use through [`AgentHandle`]).
     pub api: Option<SocketAddr>,
-    /// The cluster secret.
+    /// The cluster secret (`--secret-file`). With a data dir it seeds the keyring there on
+    /// first start; a keyring already there wins (see [`keys`]).
     pub secret: ClusterSecret,
     /// The node key.
     pub identity: IdentitySource,
@@ -195,6 +199,9 @@ pub enum StartError {
     /// The OS gave no randomness for the Engine's seed.
     #[error("the OS random source failed")]
     Random,
+    /// The keyring in the data dir cannot be read or written.
+    #[error(transparent)]
+    Keyring(#[from] crate::transport::keyring::KeyringError),
     /// The store cannot be used (the data dir is unwritable, or the file is unreadable).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -210,7 +217,8 @@ pub enum AgentError {
     /// Every seed refused this node's certificate: the cluster secret differs.
     #[error(
         "cannot join: every seed refused this node's certificate. The cluster secret differs: \
-         start the agent with the cluster's --secret-file."
+         start the agent with the cluster's --secret-file (its current primary key, after a \
+         `hearsay keys` rotation)."
     )]
     SeedsRefused,
     /// The actor task panicked or was cancelled.
@@ -231,6 +239,8 @@ pub struct AgentHandle {
     pub commands: mpsc::Sender<Command>,
     /// Its transport (counters, fault injection).
     pub transport: Transport,
+    /// Its keyring (key rotation).
+    pub keys: Arc<keys::LiveKeyring>,
     stop: watch::Sender<Stop>,
     task: tokio::task::JoinHandle<Result<(), AgentError>>,
 }
@@ -319,15 +329,39 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         }
         None => None,
     };
-    let identity = match &opts.identity {
-        IdentitySource::DataDir(dir) => NodeIdentity::load_or_create(dir, &opts.secret)?,
-        IdentitySource::Ephemeral => NodeIdentity::ephemeral(&opts.secret)?,
+    let (ring, ring_path, identity) = match &opts.identity {
+        IdentitySource::DataDir(dir) => {
+            let (ring, missing) = Keyring::load_or_init(dir, &opts.secret)?;
+            if missing {
+                tracing::warn!(
+                    keyring = %dir.join(KEYRING_FILE).display(),
+                    secret_file_key = %opts.secret.fingerprint(),
+                    keys = ?ring.fingerprints(),
+                    "the --secret-file key is not in the keyring, which wins: the keyring's keys are used"
+                );
+            }
+            let identity = NodeIdentity::load_or_create_with(dir, &ring)?;
+            (ring, Some(dir.join(KEYRING_FILE)), identity)
+        }
+        IdentitySource::Ephemeral => {
+            (Keyring::single(opts.secret.clone()), None, NodeIdentity::ephemeral(&opts.secret)?)
+        }
     };
     let data_dir = match &opts.identity {
         IdentitySource::DataDir(dir) => Some(dir.as_path()),
         IdentitySource::Ephemeral => None,
     };
     let (transport, net_events) = bind(&opts, data_dir, &identity)?;
+    let id = identity.id();
+    let auth: Arc<dyn hearsay_protocols::auth::Authenticator> = if opts.no_auth {
+        Arc::new(hearsay_protocols::auth::NoAuth(id))
+    } else {
+        Arc::new(identity.signer()?)
+    };
+    let live_keyring = keys::LiveKeyring::new(ring, identity, ring_path, transport.clone());
+    let (key_calls_tx, key_calls) = mpsc::channel(16);
+    transport.serve_keys(key_calls_tx);
+    tokio::spawn(live_keyring.clone().serve(key_calls));
     let addr = transport.local_addr();
     let advertise = advertised(addr, opts.advertise, &opts.join);
     let (commands_tx, commands_rx) = mpsc::channel(1024);
@@ -342,7 +376,8 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
             let mut state = server::ApiState::new(commands_tx.clone())
                 .with_max_message_bytes(opts.max_message_bytes)
                 .with_token(opts.api_token.as_deref())
-                .with_max_subscriptions(opts.max_subscriptions);
+                .with_max_subscriptions(opts.max_subscriptions)
+                .with_keys(live_keyring.clone());
             if opts.test_control {
                 state = state.with_test_control(opts.faults.clone());
             }
@@ -369,11 +404,6 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
     let now = Instant::from_micros(clock_base);
     // A node without a store opens new streams at every start (epoch: the start time).
     let epoch = opened.as_ref().map_or(wall.as_millis() as u64, |(_, s)| s.epoch);
-    let auth: Arc<dyn hearsay_protocols::auth::Authenticator> = if opts.no_auth {
-        Arc::new(hearsay_protocols::auth::NoAuth(identity.id()))
-    } else {
-        Arc::new(identity.signer()?)
-    };
     let mut engine =
         Engine::new(auth, &opts.name, Addr::from_socket(advertise), epoch, Arc::new(config), &seed, now);
     let mut kept_members = Vec::new();
@@ -419,7 +449,7 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
             tracing::warn!("tags not advertised: {e}");
         }
     }
-    tracing::info!(name = %opts.name, id = %identity.id(), %addr, %advertise, "agent started");
+    tracing::info!(name = %opts.name, %id, %addr, %advertise, "agent started");
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let rejoin = actor::Rejoin {
         seeds: opts.join.clone(),
@@ -442,7 +472,16 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         }
         ended
     });
-    Ok(AgentHandle { id: identity.id(), addr, api, commands: commands_tx, transport, stop: stop_tx, task })
+    Ok(AgentHandle {
+        id,
+        addr,
+        api,
+        commands: commands_tx,
+        transport,
+        keys: live_keyring,
+        stop: stop_tx,
+        task,
+    })
 }
 
 /// The file that holds the QUIC address the agent last bound, in its data dir.

@@ -5,6 +5,12 @@
 //!   does not fit the connection's current datagram size goes on a stream instead. Streams are
 //!   independent, so two reliable frames to the same peer may arrive in either order; every
 //!   hearsay exchange is request/response, so nothing relies on cross-stream order.
+//! - **Bidirectional streams carry key requests only** ([`keyring`]): [`Transport::request`]
+//!   sends one and reads its reply; a member's request goes to whoever
+//!   [`Transport::serve_keys`] named, at most 2 streams per connection and 4 requests at once,
+//!   each bounded in bytes and time.
+//! - **Admission changes at run time** ([`Transport::set_identity`]): a key rotation replaces
+//!   the TLS settings of new handshakes, both directions; established connections stay.
 //! - **Connection cache.** At most `max_connections` live connections; opening one more closes
 //!   the least recently used. QUIC's idle timeout closes the rest when traffic stops, so a node
 //!   keeps connections only to the peers it currently talks to (gossip partners), far fewer
@@ -42,11 +48,12 @@
 pub mod faulty;
 pub mod identity;
 pub mod inbound;
+pub mod keyring;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,6 +65,7 @@ use self::faulty::{Faults, FaultySocket, WireStats};
 use self::identity::{IdentityError, NodeIdentity, SERVER_NAME, peer_node_id};
 pub use self::inbound::Inbound;
 use self::inbound::{HandshakeLimit, Held, RefusalLog, StreamSlots, count};
+use self::keyring::{KeyReply, KeyRequest, MAX_REPLY, MAX_REQUEST};
 
 /// Transport settings.
 #[derive(Clone, Debug)]
@@ -295,10 +303,40 @@ struct Cache {
     pending: HashMap<NodeId, Vec<(Reliability, Bytes)>>,
 }
 
+/// A key request from a member, for whoever serves them (see [`Transport::serve_keys`]).
+#[derive(Debug)]
+pub struct KeyCall {
+    /// The member asking (authenticated by TLS).
+    pub from: NodeId,
+    /// What it asks.
+    pub request: KeyRequest,
+    /// Where the answer goes.
+    pub reply: tokio::sync::oneshot::Sender<KeyReply>,
+}
+
+/// Key requests served at once (others are refused until one ends).
+const KEY_CALLS: usize = 4;
+
+/// Tries of a key request whose connection was lost on the way (after a restart both sides
+/// dial, and the duplicates are closed, for a second or so), 100 ms apart and doubling.
+const KEY_ATTEMPTS: u32 = 6;
+
+/// How long a member has to send its key request, and the node to answer it.
+const KEY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct Inner {
     me: NodeId,
     endpoint: quinn::Endpoint,
-    client: quinn::ClientConfig,
+    /// TLS and QUIC settings for dialling; replaced when the keyring changes.
+    client: RwLock<quinn::ClientConfig>,
+    /// The settings the endpoint accepts with; kept to replace their TLS part.
+    server: Mutex<quinn::ServerConfig>,
+    /// QUIC transport settings shared by both.
+    quic: Arc<quinn::TransportConfig>,
+    /// Where key requests from members go, once someone serves them.
+    keys: Mutex<Option<mpsc::Sender<KeyCall>>>,
+    /// One permit per key request being served.
+    key_calls: Arc<tokio::sync::Semaphore>,
     config: TransportConfig,
     cache: Mutex<Cache>,
     events: mpsc::Sender<TransportEvent>,
@@ -378,6 +416,9 @@ impl Drop for InFlight<'_> {
 /// Streams a peer may have open toward this node at once.
 const UNI_STREAMS: u32 = 32;
 
+/// Key request streams a peer may have open toward this node at once.
+const KEY_STREAMS: u32 = 2;
+
 /// Bytes a peer may send on one stream ahead of the reader.
 const STREAM_WINDOW: u32 = 64 << 10;
 
@@ -393,7 +434,8 @@ fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
     // hash map): 1024 cost about 50 KiB per connection, and a node holds one per peer it talks
     // to. Frames waiting for stream credit just wait (backpressure).
     t.max_concurrent_uni_streams(UNI_STREAMS.into());
-    t.max_concurrent_bidi_streams(0u32.into());
+    // Bidirectional streams carry key requests only (see `keyring`).
+    t.max_concurrent_bidi_streams(KEY_STREAMS.into());
     // quinn's default connection window is unlimited. The connection window covers every
     // stream's window, so a stream the node reads always gets its credit, however many others
     // wait unread (a smaller one deadlocks: unread streams' bytes would hold all of it); what a
@@ -422,10 +464,8 @@ impl Transport {
             .map_err(|e| BindError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
         server.transport_config(transport.clone());
-        let client_tls = quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
-            .map_err(|e| BindError::Quic(e.to_string()))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
-        client.transport_config(transport);
+        let client = client_config(identity, &transport)?;
+        let kept_server = server.clone();
 
         let socket = std::net::UdpSocket::bind(config.bind).map_err(|e| BindError::Socket(config.bind, e))?;
         let runtime = quinn::default_runtime().ok_or_else(|| BindError::Quic("no tokio runtime".into()))?;
@@ -458,7 +498,11 @@ impl Transport {
         let inner = Arc::new(Inner {
             me: identity.id(),
             endpoint,
-            client,
+            client: RwLock::new(client),
+            server: Mutex::new(kept_server),
+            quic: transport,
+            keys: Mutex::new(None),
+            key_calls: Arc::new(tokio::sync::Semaphore::new(KEY_CALLS)),
             config,
             cache: Mutex::new(Cache::default()),
             events: tx,
@@ -522,11 +566,144 @@ impl Transport {
         Ok(peer)
     }
 
+    /// Present and accept certificates under `identity` from now on (a key rotation step):
+    /// new handshakes, both directions, use it; established connections stay.
+    pub fn set_identity(&self, identity: &NodeIdentity) -> Result<(), BindError> {
+        if identity.id() != self.0.me {
+            return Err(BindError::Quic("another node key than this transport's".into()));
+        }
+        let server_tls = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+            .map_err(|e| BindError::Quic(e.to_string()))?;
+        let client = client_config(identity, &self.0.quic)?;
+        let server = {
+            let mut kept = self.0.server.lock().unwrap_or_else(|p| p.into_inner());
+            kept.crypto = Arc::new(server_tls);
+            kept.clone()
+        };
+        self.0.endpoint.set_server_config(Some(server));
+        *self.0.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+        Ok(())
+    }
+
+    /// Hand key requests from members to `calls` (one at a time per stream, at most
+    /// [`KEY_CALLS`] at once); until this is called they are refused.
+    pub fn serve_keys(&self, calls: mpsc::Sender<KeyCall>) {
+        *self.0.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(calls);
+    }
+
+    /// Send a key request to member `peer` at `addr` on a bidirectional stream of the
+    /// (mutually authenticated) connection with it, opening one if needed, and wait for its
+    /// reply within `within`. A connection lost on the way (closed as a duplicate when both
+    /// sides dial at once, say) is tried again, up to [`KEY_ATTEMPTS`] times: every key request
+    /// can be repeated safely.
+    pub async fn request(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        request: &KeyRequest,
+        within: Duration,
+    ) -> Result<KeyReply, String> {
+        let attempts = async {
+            let mut last = String::new();
+            for attempt in 1..=KEY_ATTEMPTS {
+                match self.exchange(peer, addr, request).await {
+                    Ok(reply) => return Ok(reply),
+                    Err((why, false)) => return Err(why),
+                    Err((why, true)) => last = why,
+                }
+                if attempt < KEY_ATTEMPTS {
+                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
+                }
+            }
+            Err(last)
+        };
+        tokio::time::timeout(within, attempts)
+            .await
+            .unwrap_or_else(|_| Err(format!("no reply within {within:?}")))
+    }
+
+    /// One try of [`Transport::request`]; an error says whether trying again may help.
+    async fn exchange(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        request: &KeyRequest,
+    ) -> Result<KeyReply, (String, bool)> {
+        let live = {
+            let mut cache = self.lock();
+            match cache.live.get_mut(&peer) {
+                Some(c) if c.conn.close_reason().is_none() => {
+                    c.last_used = Instant::now();
+                    Some(c.conn.clone())
+                }
+                _ => None,
+            }
+        };
+        let conn = match live {
+            Some(c) => c,
+            None => {
+                let conn = self.dial(addr).await.map_err(|e| {
+                    let again = !matches!(e, ConnectError::Refused { admission: true, .. });
+                    (e.to_string(), again)
+                })?;
+                match peer_node_id(&conn) {
+                    Some(found) if found == peer => {}
+                    found => {
+                        conn.close(0u32.into(), b"wrong peer");
+                        return Err((format!("{addr} answered as {found:?}, not {peer}"), false));
+                    }
+                }
+                self.adopt(peer, conn.clone(), true);
+                conn
+            }
+        };
+        let (mut send, mut recv) =
+            conn.open_bi().await.map_err(|e| (format!("opening a stream: {e}"), true))?;
+        send.write_all(&request.encode()).await.map_err(|e| (format!("sending: {e}"), true))?;
+        let _ = send.finish();
+        let bytes =
+            recv.read_to_end(MAX_REPLY).await.map_err(|e| (format!("reading the reply: {e}"), true))?;
+        KeyReply::decode(&bytes).ok_or_else(|| ("a reply that does not parse".to_string(), false))
+    }
+
+    /// Answer one key request a member opened a stream for.
+    async fn key_call(self, from: NodeId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let Ok(permit) = self.0.key_calls.clone().try_acquire_owned() else {
+            let _ = send.reset(3u32.into());
+            let _ = recv.stop(3u32.into());
+            return;
+        };
+        let _permit = permit;
+        let serve = self.0.keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let answered = tokio::time::timeout(KEY_CALL_TIMEOUT, async {
+            let bytes = recv.read_to_end(MAX_REQUEST).await.ok()?;
+            let reply = match (KeyRequest::decode(&bytes), serve) {
+                (None, _) => KeyReply::Refused("a key request that does not parse".into()),
+                (Some(_), None) => KeyReply::Refused("this node serves no key requests".into()),
+                (Some(request), Some(serve)) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if serve.send(KeyCall { from, request, reply: tx }).await.is_err() {
+                        KeyReply::Refused("this node is stopping".into())
+                    } else {
+                        rx.await.unwrap_or_else(|_| KeyReply::Refused("this node is stopping".into()))
+                    }
+                }
+            };
+            send.write_all(&reply.encode()).await.ok()?;
+            send.finish().ok()
+        })
+        .await;
+        if !matches!(answered, Ok(Some(()))) {
+            let _ = send.reset(4u32.into());
+        }
+    }
+
     async fn dial(&self, addr: SocketAddr) -> Result<quinn::Connection, ConnectError> {
+        let client = self.0.client.read().unwrap_or_else(|p| p.into_inner()).clone();
         let connecting = self
             .0
             .endpoint
-            .connect_with(self.0.client.clone(), addr, SERVER_NAME)
+            .connect_with(client, addr, SERVER_NAME)
             .map_err(|e| ConnectError::Io(addr, e.to_string()))?;
         let within = self.0.config.connect_timeout;
         let Ok(result) = tokio::time::timeout(within, connecting).await else {
@@ -832,6 +1009,11 @@ impl Transport {
                     let Some(slot) = slot.take() else { continue };
                     tokio::spawn(self.clone().read_stream(peer, addr, recv, slot));
                 }
+                // Bidirectional streams carry key requests only (at most KEY_STREAMS open).
+                b = conn.accept_bi() => {
+                    let Ok((send, recv)) = b else { break };
+                    tokio::spawn(self.clone().key_call(peer, send, recv));
+                }
             }
         }
         let mut cache = self.lock();
@@ -905,6 +1087,18 @@ impl Transport {
     }
 }
 
+/// Dialling settings for `identity` over the QUIC settings `quic`.
+fn client_config(
+    identity: &NodeIdentity,
+    quic: &Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig, BindError> {
+    let client_tls = quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
+        .map_err(|e| BindError::Quic(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
+    client.transport_config(quic.clone());
+    Ok(client)
+}
+
 /// A sentence for a failed handshake, with the likely cause when certificates disagree, and
 /// whether it was an admission failure.
 fn refusal_reason(addr: SocketAddr, e: &quinn::ConnectionError, we_dialled: bool) -> (String, bool) {
@@ -917,7 +1111,7 @@ fn refusal_reason(addr: SocketAddr, e: &quinn::ConnectionError, we_dialled: bool
     if cert_problem {
         let reason = format!(
             "{who} refused: the certificates do not chain to the same cluster key \
-             (the two nodes use different --secret-file secrets): {text}"
+             (the two nodes use different --secret-file secrets, or share no key of their keyrings): {text}"
         );
         (reason, true)
     } else {

@@ -357,3 +357,70 @@ async fn a_peer_that_stops_reading_times_out_the_streams_on_both_sides() {
     until("a's writes time out", || a.stats().write_timeouts.load(Ordering::Relaxed) > 0).await;
     until("b's reads time out", || b.stats().read_timeouts.load(Ordering::Relaxed) > 0).await;
 }
+
+/// A transport under the keyring of these secrets (the first the primary), and its identity.
+fn ringed(secrets: &[u8]) -> (Transport, Receiver, NodeIdentity) {
+    let id = NodeIdentity::ephemeral(&ClusterSecret::from_bytes([secrets[0]; 32])).unwrap();
+    let id = id.reissue(&ring(secrets)).unwrap();
+    let (t, rx) = Transport::bind(TransportConfig::new("127.0.0.1:0".parse().unwrap()), &id).unwrap();
+    (t, rx, id)
+}
+
+fn ring(secrets: &[u8]) -> keyring::Keyring {
+    let mut r = keyring::Keyring::single(ClusterSecret::from_bytes([secrets[0]; 32]));
+    for s in &secrets[1..] {
+        r.install(ClusterSecret::from_bytes([*s; 32])).unwrap();
+    }
+    r
+}
+
+#[tokio::test]
+async fn a_rotation_admits_under_any_installed_key_and_presents_the_primary() {
+    let (b, _rb, bid) = ringed(&[1]);
+    // Installed but not primary: b still presents a certificate under 1, which a node holding
+    // only 2 refuses.
+    b.set_identity(&bid.reissue(&ring(&[1, 2])).unwrap()).unwrap();
+    let (only_new, _r1, _) = ringed(&[2]);
+    assert!(only_new.connect(b.local_addr()).await.is_err());
+    let (both, _r2, _) = ringed(&[1, 2]);
+    assert_eq!(both.connect(b.local_addr()).await.unwrap(), b.id());
+    // Primary 2: b presents under 2 and still accepts a peer under 1 that knows 2.
+    b.set_identity(&bid.reissue(&ring(&[2, 1])).unwrap()).unwrap();
+    let (only_new, _r3, _) = ringed(&[2]);
+    assert_eq!(only_new.connect(b.local_addr()).await.unwrap(), b.id());
+    let (old_primary, _r4, _) = ringed(&[1, 2]);
+    assert_eq!(old_primary.connect(b.local_addr()).await.unwrap(), b.id());
+    // 1 removed: a node holding only 1 is refused, one holding 2 joins.
+    b.set_identity(&bid.reissue(&ring(&[2])).unwrap()).unwrap();
+    let (only_old, _r5, _) = ringed(&[1]);
+    let err = only_old.connect(b.local_addr()).await.unwrap_err().to_string();
+    assert!(err.contains("share no key"), "{err}");
+    let (only_new, _r6, _) = ringed(&[2]);
+    assert_eq!(only_new.connect(b.local_addr()).await.unwrap(), b.id());
+    // The connection made before the change stays up.
+    assert!(both.connections() == 1);
+}
+
+#[tokio::test]
+async fn key_requests_travel_on_bidirectional_streams() {
+    let (a, _ra, _) = ringed(&[5]);
+    let (b, _rb, _) = ringed(&[5]);
+    let list = keyring::KeyRequest::List;
+    let within = Duration::from_secs(5);
+    let reply = a.request(b.id(), b.local_addr(), &list, within).await.unwrap();
+    assert!(matches!(reply, keyring::KeyReply::Refused(ref e) if e.contains("serves no key")), "{reply:?}");
+    let (tx, mut calls) = mpsc::channel::<KeyCall>(1);
+    b.serve_keys(tx);
+    tokio::spawn(async move {
+        while let Some(call) = calls.recv().await {
+            let _ = call
+                .reply
+                .send(keyring::KeyReply::Keys(vec![keyring::Fingerprint([call.from.as_bytes()[0]; 8])]));
+        }
+    });
+    let reply = a.request(b.id(), b.local_addr(), &list, within).await.unwrap();
+    assert_eq!(reply, keyring::KeyReply::Keys(vec![keyring::Fingerprint([a.id().as_bytes()[0]; 8])]));
+    // Asking the wrong node at an address is refused before anything is sent.
+    let (c, _rc, _) = ringed(&[5]);
+    assert!(a.request(c.id(), b.local_addr(), &list, within).await.is_err());
+}
