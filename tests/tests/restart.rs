@@ -123,6 +123,9 @@ fn restart_runs(label: &str, within: Duration) -> Vec<Option<Duration>> {
                 sub.lines(),
                 c[restarted].topic("news")
             );
+            for a in c.agents() {
+                eprintln!("  {}: news {:?}; members {:?}", a.name, a.topic("news"), a.get("/v1/members"));
+            }
             if let Ok(keep) = std::env::var("KEEP_LOGS") {
                 for a in c.agents() {
                     let _ =

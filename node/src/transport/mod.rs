@@ -294,7 +294,13 @@ impl Cached {
 
 /// Two connections with one peer both younger than this are a simultaneous dial (see the
 /// module docs).
-pub const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
+/// Short: a simultaneous dial completes both handshakes within a few round trips, and a peer
+/// restarted within the grace of a connection of its previous life has its new connection
+/// closed in favour of that dead one (its frames are sent again, and so is the next dial).
+pub const DUPLICATE_GRACE: Duration = Duration::from_millis(500);
+
+/// The close reason of a connection closed as a duplicate.
+const DUPLICATE_REASON: &[u8] = b"duplicate";
 
 #[derive(Default)]
 struct Cache {
@@ -846,7 +852,15 @@ impl Transport {
                     false
                 }
             };
-            if !acknowledged && resend && matches!(conn.close_reason(), Some(quinn::ConnectionError::Reset)) {
+            // Reset: the peer's next life answered. Closed as a duplicate: the peer kept
+            // another connection with this node (a simultaneous dial, or one of this node's
+            // previous life it still holds). Either way the frame goes once more.
+            let lost_with_connection = match conn.close_reason() {
+                Some(quinn::ConnectionError::Reset) => true,
+                Some(quinn::ConnectionError::ApplicationClosed(c)) => c.reason.as_ref() == DUPLICATE_REASON,
+                _ => false,
+            };
+            if !acknowledged && resend && lost_with_connection {
                 if let Some(peer) = peer_node_id(&conn) {
                     tracing::debug!(%peer, addr = %conn.remote_address(), "the peer restarted (stateless reset): sending the frame again on a new connection");
                     t.0.stats.resent_after_reset.fetch_add(1, Ordering::Relaxed);
@@ -908,7 +922,7 @@ impl Transport {
                 if simultaneous && old.dialled == smaller_is_me && dialled != smaller_is_me {
                     drop(cache);
                     count(&self.0.stats.duplicates_closed);
-                    conn.close(0u32.into(), b"duplicate");
+                    conn.close(0u32.into(), DUPLICATE_REASON);
                     return;
                 }
             }
@@ -931,7 +945,7 @@ impl Transport {
             // member cannot hold many connections (each with its streams and windows).
             if let Some(old) = previous.filter(|c| c.conn.stable_id() != conn.stable_id()) {
                 count(&self.0.stats.duplicates_closed);
-                old.conn.close(0u32.into(), b"duplicate");
+                old.conn.close(0u32.into(), DUPLICATE_REASON);
             }
             evicted
         };
