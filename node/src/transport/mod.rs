@@ -25,6 +25,7 @@
 pub mod faulty;
 pub mod identity;
 pub mod inbound;
+pub mod signer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
