@@ -39,13 +39,13 @@ use sha2::{Digest, Sha256};
 
 /// Parsed keys a signer keeps (of the authors whose signatures it has checked): every member
 /// signs its `Alive`s and each of its lives is a stream origin of its own key, so a cluster of
-/// up to a few hundred members keeps all of them. About 230 bytes each (the key, its point
-/// and the map's share), so at most ~240 KiB.
+/// up to a few hundred members keeps all of them. 224 bytes each (the key and its point) in
+/// two maps of up to 512, so at most ~0.5 MiB with the maps' spare room.
 pub const KEYS_MAX: usize = 1024;
 
 /// Signatures a signer remembers having checked: more than one anti-entropy delta's entries,
-/// checked by anti-entropy and again by pbcast in the same step. 32 bytes each and the set's
-/// share, so ~200 KiB at most.
+/// checked by anti-entropy and again by pbcast in the same step. 32 bytes each in two sets of
+/// up to 2,048, so at most ~0.3 MiB with the sets' spare room.
 pub const CHECKED_MAX: usize = 4096;
 
 /// The machines' [`Authenticator`] in the daemon: signs with this node's Ed25519 key and
