@@ -12,6 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 
 use crate::agent::DurableName;
+use crate::agent::keys::{KeyList, KeyOpReport};
 use crate::api::types::*;
 use crate::message::TopicName;
 use hearsay_protocols::aggregate::Func;
@@ -597,6 +598,79 @@ pub fn tags(c: &Client, set: &[String], delete: &[String], json: bool) -> Result
     }
     for (k, v) in &tags {
         println!("{k}={v}");
+    }
+    Ok(())
+}
+
+/// Whether the API at `base` (`http://host:port`) is on this host's loopback.
+fn loopback(base: &str) -> bool {
+    let host = base.split("://").nth(1).unwrap_or(base);
+    let host = host.split('/').next().unwrap_or(host);
+    if let Ok(a) = host.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h) == "localhost"
+}
+
+/// `hearsay keys install|use|remove FILE`: prints how many members acknowledged; an error
+/// (exit 1) when some did not.
+pub fn keys_op(c: &Client, op: &str, file: &std::path::Path, json: bool) -> Result<()> {
+    use crate::transport::identity::ClusterSecret;
+    use crate::transport::keyring::Fingerprint;
+    let as_fingerprint = || file.to_str().and_then(|t| t.parse::<Fingerprint>().ok());
+    let req = if op != "install" && !file.exists() && as_fingerprint().is_some() {
+        KeyOpRequest { secret: None, fingerprint: as_fingerprint().map(|f| f.to_string()) }
+    } else {
+        let secret = ClusterSecret::load(file)?;
+        if op == "install" {
+            if !loopback(&c.base) {
+                bail!(
+                    "keys install sends the secret to the agent's API, which has no TLS: run it on the                      agent's host against its loopback API (--api 127.0.0.1:PORT)"
+                );
+            }
+            KeyOpRequest { secret: Some(secret.to_file_text().trim().to_string()), fingerprint: None }
+        } else {
+            KeyOpRequest { secret: None, fingerprint: Some(secret.fingerprint().to_string()) }
+        }
+    };
+    let report: KeyOpReport = c.post(&format!("/v1/keys/{op}"), &req)?;
+    if json {
+        print_json(&report)?;
+    } else {
+        let done = match op {
+            "install" => "installed",
+            "use" => "made primary",
+            _ => "removed",
+        };
+        println!(
+            "key {} {done}: {} of {} members acknowledged",
+            report.key, report.acknowledged, report.members
+        );
+        for f in &report.failed {
+            println!("  {} ({}): {}", f.name, short(&f.id), f.error);
+        }
+    }
+    if !report.failed.is_empty() {
+        bail!("{} of {} members did not acknowledge", report.failed.len(), report.members);
+    }
+    Ok(())
+}
+
+/// `hearsay keys list`: the keys the alive members hold.
+pub fn keys_list(c: &Client, json: bool) -> Result<()> {
+    let list: KeyList = c.get("/v1/keys")?;
+    if json {
+        return print_json(&list);
+    }
+    println!("{:<18} {:<8} {:>8} {:>11}", "KEY", "PRIMARY", "MEMBERS", "PRIMARY ON");
+    for k in &list.keys {
+        let primary = if k.primary { "*" } else { "" };
+        let members = format!("{}/{}", k.members, list.responded);
+        println!("{:<18} {:<8} {:>8} {:>11}", k.fingerprint, primary, members, k.primary_on);
+    }
+    println!("{} of {} members answered", list.responded, list.members);
+    for f in &list.failed {
+        println!("  {} ({}): {}", f.name, short(&f.id), f.error);
     }
     Ok(())
 }

@@ -175,6 +175,16 @@ enum Cmd {
     /// messages of S bytes at R/s and report delivery, latency, bytes, duplicates, CPU, memory.
     #[command(long_about = BENCH_ABOUT)]
     Bench(BenchArgs),
+    /// Rotate the cluster secret without downtime, across the cluster: `keys list`,
+    /// `keys install FILE`, `keys use FILE`, `keys remove FILE`.
+    #[command(long_about = KEYS_ABOUT)]
+    Keys {
+        #[command(subcommand)]
+        action: KeysCmd,
+        /// Print the reply as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Make a new cluster secret file (give the same file to every agent of a cluster).
     Keygen {
         /// Where to write it (refuses to overwrite).
@@ -329,6 +339,52 @@ fn parse_from(s: &str) -> Result<String, String> {
     s.parse::<StartAt>().map(|_| s.to_string()).map_err(|e| e.to_string())
 }
 
+const KEYS_ABOUT: &str = "\
+Rotate the cluster secret without downtime (as Serf's `keys`). Every agent holds a keyring
+of cluster secrets in its data dir (DATA_DIR/keyring, mode 0600; made from --secret-file on
+first start, and used instead of it from then on). Its certificate is issued under the
+keyring's primary key; it accepts peers whose certificate is issued under any installed key.
+
+Each command goes to the local agent, which applies it and then sends it to every alive
+member over the mutually authenticated QUIC connection with it; the reply says how many
+members acknowledged out of how many alive, and which did not (the command then exits 1).
+
+  keys list          the keys the members hold (by fingerprint: never a secret), how many
+                     members hold each, and whose primary it is
+  keys install FILE  add the secret in FILE (made by `hearsay keygen`) to every keyring
+  keys use FILE      make it the primary: certificates are issued under it from now on
+                     (refused where it is not installed)
+  keys remove FILE   delete it from every keyring (refused for the primary); a node holding
+                     only that key can no longer join
+
+A rotation: keygen a new secret, `keys install NEW`, `keys use NEW`, `keys remove OLD`, then
+give NEW to new agents (--secret-file). FILE may also be a key's fingerprint for use and
+remove. `install` sends the secret to the local API in the request body, so it is refused
+unless --api is a loopback address (the API has no TLS); between agents it travels only over
+mutual TLS. An agent that was down during a step misses it: run the step again once it is
+back (every step can be repeated), or give it the keyring by hand.";
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// The keys every alive member holds, by fingerprint.
+    List,
+    /// Install the secret in FILE on every alive member (not as the primary).
+    Install {
+        /// A secret file written by `hearsay keygen`.
+        file: PathBuf,
+    },
+    /// Make the key in FILE (installed everywhere first) the primary on every alive member.
+    Use {
+        /// A secret file, or the key's fingerprint (16 hex digits).
+        file: PathBuf,
+    },
+    /// Remove the key in FILE (not the primary) from every alive member.
+    Remove {
+        /// A secret file, or the key's fingerprint (16 hex digits).
+        file: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum TagsCmd {
     /// Add or replace tags.
@@ -396,7 +452,9 @@ struct AgentArgs {
     /// A seed address to join through (repeatable); none starts a new cluster.
     #[arg(long)]
     join: Vec<SocketAddr>,
-    /// The cluster secret (made by `hearsay keygen`).
+    /// The cluster secret (made by `hearsay keygen`). On first start it becomes the keyring
+    /// in the data dir (DATA_DIR/keyring); once that exists the keyring wins (see `hearsay
+    /// keys --help`).
     #[arg(long)]
     secret_file: Option<PathBuf>,
     /// Where this node keeps its key and store [default: /var/lib/hearsay/NAME as root, else
@@ -530,6 +588,12 @@ fn run(cli: Cli) -> Result<()> {
             Some(TagsCmd::Delete { keys }) => cli::tags(&client()?, &[], &keys, json),
         },
         Cmd::Monitor { json } => cli::monitor(&client()?, json),
+        Cmd::Keys { action, json } => match action {
+            KeysCmd::List => cli::keys_list(&client()?, json),
+            KeysCmd::Install { file } => cli::keys_op(&client()?, "install", &file, json),
+            KeysCmd::Use { file } => cli::keys_op(&client()?, "use", &file, json),
+            KeysCmd::Remove { file } => cli::keys_op(&client()?, "remove", &file, json),
+        },
         Cmd::Value { action: ValueCmd::Set { name, value } } => cli::set_value(&client()?, &name, value),
         Cmd::Topics { json } => cli::topics(&client()?, json),
         Cmd::Ring { json } => cli::ring(&client()?, json),

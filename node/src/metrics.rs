@@ -40,17 +40,20 @@
 //! | `hearsay_store_writes_total` | counter | | writes the store made durable |
 //! | `hearsay_store_commits_total` | counter | | group commits (fsyncs) that carried them |
 //! | `hearsay_store_trimmed_total` | counter | | messages retention removed |
+//! | `hearsay_store_members` | gauge | | members in the last-known list the store keeps (what a restart dials) |
+//! | `hearsay_reconnect_dials_total` | counter | | dials to find the cluster again: seeds and kept members at start, members not live in reconnect rounds |
+//! | `hearsay_reconnects_total` | counter | | joins through a member that answered a reconnect dial while not live in this node's view |
 //! | `hearsay_uptime_seconds` | gauge | | time since the metrics were created |
 //! | `hearsay_events_total` | counter | | events on this node's event stream (`/v1/events`) |
 //! | `hearsay_event_handler_runs_total` | counter | | runs of the `--event-handler` command |
 //! | `hearsay_event_handler_failures_total` | counter | | runs that failed: non-zero exit, timeout, could not start |
 //! | `hearsay_event_handler_dropped_total` | counter | | events the handler fell too far behind to run for |
-//!
-//! The event counters are incremented where the events happen (the actor, the handler's
-//! task), through [`Metrics::events`], rather than set from a machine's totals.
 //! | `hearsay_refused_total` | counter | `reason` | hostile or excess input dropped at a bound or a check ([`RefusedReason`]) |
 //! | `hearsay_proofs_total` | counter | `event` | pbcast stream proofs: `wanted` (asked), `sent`, `received` (checked, proved a seq) |
 //! | `hearsay_quic_retries_total` | counter | | stateless QUIC Retries sent to unvalidated handshakes |
+//!
+//! The event counters are incremented where the events happen (the actor, the handler's
+//! task), through [`Metrics::events`], rather than set from a machine's totals.
 //!
 //! Label values are fixed words (`anti_entropy`, `first_phase`, ...) except `topic`, which is
 //! the topic's name (or its id in hex when the node does not know the name). Lines within one
@@ -371,6 +374,9 @@ pub struct Metrics {
     store_writes: Counter,
     store_commits: Counter,
     store_trimmed: Counter,
+    store_members: Gauge,
+    reconnect_dials: Counter,
+    reconnects: Counter,
     uptime: Gauge<f64, AtomicU64>,
     events: EventCounters,
     refused: Family<ReasonLabel, Counter>,
@@ -519,6 +525,24 @@ impl Metrics {
             add(reg, "store_commits", "Group commits (fsyncs) that carried the writes", Counter::default());
         let store_trimmed =
             add(reg, "store_trimmed", "Messages retention removed from the store", Counter::default());
+        let store_members = add(
+            reg,
+            "store_members",
+            "Members in the last-known list the store keeps (what a restart dials)",
+            Gauge::default(),
+        );
+        let reconnect_dials = add(
+            reg,
+            "reconnect_dials",
+            "Dials to find the cluster again: seeds and kept members at start, members not live in reconnect rounds",
+            Counter::default(),
+        );
+        let reconnects = add(
+            reg,
+            "reconnects",
+            "Joins through a member that answered a reconnect dial while not live here",
+            Counter::default(),
+        );
         let events = EventCounters {
             emitted: add(reg, "events", "Events on this node's event stream", Counter::default()),
             handler_runs: add(
@@ -599,6 +623,9 @@ impl Metrics {
             store_writes,
             store_commits,
             store_trimmed,
+            store_members,
+            reconnect_dials,
+            reconnects,
             uptime,
             events,
             refused,
@@ -754,6 +781,17 @@ impl Metrics {
     /// Open local API subscriptions now.
     pub fn set_subscriptions(&self, count: usize) {
         self.subscriptions.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Members in the last-known list the store keeps.
+    pub fn set_members_kept(&self, n: usize) {
+        self.store_members.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Reconnection totals: addresses dialled, joins through a member not live here.
+    pub fn set_reconnects(&self, dials: u64, joins: u64) {
+        set_total(&self.reconnect_dials, dials);
+        set_total(&self.reconnects, joins);
     }
 
     /// The durable store's figures.

@@ -113,10 +113,9 @@ fn a_killed_node_is_detected_dead_and_comes_back_with_its_identity_after_a_resta
     let incarnation_after = incarnation(&c).expect("n0 lists n4");
     assert!(incarnation_after > incarnation_before, "refuted: {incarnation_before} -> {incarnation_after}");
 
-    // What arrives at the restarted node. Its first subscription to a topic knows no other
-    // member of it yet (the Engine hands pbcast the topic's peers after subscribing), so it
-    // starts from seq 1 of every stream rather than at the heads (PROTOCOLS.md §4.7): it gets
-    // n0's whole retained stream, what was published while it was down included, in order.
+    // What arrives at the restarted node. A new (non-durable) subscription starts at the
+    // current heads (issue 11 §3): every message published after it, in order, without a gap
+    // notice for the history before it (catching up on that is a durable subscription's job).
     let sub4 = c[4].subscribe("during");
     c.wait_tree("during", &[1, 4]);
     let after_first = c[0].publish("during", "after 0").seq;
@@ -128,7 +127,7 @@ fn a_killed_node_is_detected_dead_and_comes_back_with_its_identity_after_a_resta
     let mine = c[4].publish("during", "from the new life");
     assert_ne!(mine.origin, before, "a stream's origin is the node id with the life's epoch");
     assert_eq!(mine.seq, 1, "a new life starts a new stream");
-    for (s, name, from) in [(&sub4, "n4", 1), (&sub1, "n1", down_first)] {
+    for (s, name, from) in [(&sub4, "n4", after_first), (&sub1, "n1", down_first)] {
         wait_for(
             &format!("{name} to get n0's stream up to the last message"),
             Duration::from_secs(30),
@@ -144,13 +143,7 @@ fn a_killed_node_is_detected_dead_and_comes_back_with_its_identity_after_a_resta
         let acc = s.account(&origin0, from, after_last);
         assert!(acc.is_sound() && acc.gaps.is_empty(), "{name}: {acc:?}");
     }
-    let down: Vec<String> = sub4
-        .messages()
-        .into_iter()
-        .filter(|m| m.origin == origin0 && (down_first..=down_last).contains(&m.seq))
-        .filter_map(|m| m.payload)
-        .collect();
-    assert_eq!(down, (0..20).map(|i| format!("down {i}")).collect::<Vec<_>>(), "n4 got what it missed");
+    assert!(sub4.gaps().is_empty(), "n4's new subscription announced gaps: {:?}", sub4.gaps());
     wait_for("n1 to get the restarted node's message", Duration::from_secs(30), || {
         let got = sub1.messages().into_iter().find(|m| m.origin == mine.origin);
         got.map(|m| assert_eq!((m.seq, m.payload.as_deref()), (1, Some("from the new life"))))

@@ -353,17 +353,11 @@ fn past_retention_a_restarted_subscriber_agent_gets_exactly_one_gap_then_the_res
 }
 
 #[test]
-#[ignore = "known bug (issue 11 §4, restarts): when a holder of the stream and the subscriber \
-            both restart on new ports, each dials the other's old address and no frame passes \
-            between them within the test's minute"]
 fn past_retention_with_both_agents_back_on_new_ports() {
     past_retention(false, false);
 }
 
 #[test]
-#[ignore = "known bug: a restarted publisher that is also a durable subscriber of its topic \
-            serves nothing of what it kept to the restarted subscriber (no message, no gap \
-            within a minute); as a publisher only, it does (the test above)"]
 fn past_retention_when_the_publisher_also_subscribes_durably() {
     past_retention(true, true);
 }

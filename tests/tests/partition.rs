@@ -41,8 +41,8 @@ fn wait_accounted(subs: &[(usize, &Subscription)], origin: &str, first: u64, las
 }
 
 /// The scenario. The partition is kept short (a few seconds past the split): members dead
-/// longer than the preset's `gossip_to_the_dead_time` (15 s) are forgotten, and today nothing
-/// brings two sides that forgot each other back together (see the ignored test below).
+/// longer than the preset's `gossip_to_the_dead_time` (15 s) are forgotten by SWIM; only the
+/// agent's reconnect rounds bring two such sides back together (tested below).
 fn partition_and_heal(c: &Cluster, cut: impl Fn(), heal: impl Fn()) {
     let subs: Vec<Subscription> = c.agents().iter().map(|a| a.subscribe("orders")).collect();
     let everyone: Vec<(usize, &Subscription)> = subs.iter().enumerate().collect();
@@ -181,11 +181,10 @@ fn a_subscriber_cut_off_while_the_history_moves_on_is_told_of_the_gap() {
     );
 }
 
-/// Known bug (issue 13 report): members dead for longer than `gossip_to_the_dead_time` are
-/// reaped, and nothing (no Serf-style reconnect to failed members, no re-join of the seeds)
-/// brings two sides that forgot each other back into one cluster.
+/// Members dead for longer than `gossip_to_the_dead_time` are reaped from SWIM's table; the
+/// agent's reconnect rounds (Serf's reconnect: seeds and failed members re-dialled every
+/// push-pull interval) bring the two sides that forgot each other back into one cluster.
 #[test]
-#[ignore = "known bug: a partition outliving gossip_to_the_dead_time never re-merges"]
 fn a_partition_longer_than_the_dead_retention_still_re_merges() {
     let c = Cluster::start("long-partition", 4);
     c.partition(&[&SIDE_A, &SIDE_B]);

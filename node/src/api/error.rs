@@ -6,12 +6,13 @@
 //! | 403 | an `Origin` header of another site (a web page's request) |
 //! | 415 | a POST without `Content-Type: application/json` |
 //! | 421 | no token, and a `Host` that is neither an IP address nor `localhost` (DNS rebinding) |
-//! | 400 | bad input: a body or query string that does not parse, a bad topic, header or filter, a value that is not finite, an attribute name out of bounds |
+//! | 400 | bad input: a body or query string that does not parse, a bad topic, header or filter, a value that is not finite, an attribute name out of bounds, a key operation without a valid secret or fingerprint |
 //! | 404 | no such endpoint |
 //! | 404 | no such durable subscription (an ack or a delete naming one that does not exist) |
+//! | 409 | a key operation the keyring refuses: removing the primary key, using a key not installed, installing into a full keyring |
 //! | 409 | the node's state refuses it: too many topics subscribed, too many queries running, a durable subscription that has a client already or follows another topic, durable subscriptions on an agent without a store |
 //! | 413 | too large: a request body over the server's limit, a message body over the agent's `max_message_bytes` (default [`MAX_BODY`](crate::message::MAX_BODY); the error says the limit) or the Engine's payload limit |
-//! | 503 | as many subscriptions open as the agent allows (the error says the limit); the agent is stopping (leaving the cluster, or gone), or its store failed (an I/O error) |
+//! | 503 | as many subscriptions open as the agent allows (the error says the limit); the agent is stopping (leaving the cluster, or gone), or its store failed (an I/O error), or its keyring could not be written |
 //! | 507 | the store's disk is full: a publish that cannot be kept is refused |
 //! | 504 | a query did not converge within [`QUERY_TIMEOUT`](super::server::QUERY_TIMEOUT) |
 //!
@@ -31,6 +32,7 @@ use crate::engine::multicast::MulticastError;
 use crate::filter::FilterError;
 use crate::message::MessageError;
 use crate::store::StoreError;
+use crate::transport::keyring::KeyringError;
 
 impl From<SubscribeError> for ApiError {
     fn from(e: SubscribeError) -> Self {
@@ -138,6 +140,12 @@ pub enum ApiError {
     /// A POST whose body is not declared JSON.
     #[error("a POST must have Content-Type: application/json (got `{0}`)")]
     NotJson(String),
+    /// A key operation's input that is not a secret or a fingerprint.
+    #[error("keys: {0}")]
+    Key(String),
+    /// The keyring refused the operation (409), or could not be written (503).
+    #[error(transparent)]
+    Keyring(#[from] crate::transport::keyring::KeyringError),
     /// As many subscriptions are open as the agent allows.
     #[error("too many subscriptions: this agent serves at most {0} at once")]
     TooManySubscriptions(usize),
@@ -170,7 +178,12 @@ impl ApiError {
             | ApiError::DurableName(_)
             | ApiError::Origin(_)
             | ApiError::TestControl(_)
+            | ApiError::Key(_)
             | ApiError::Scope(_) => StatusCode::BAD_REQUEST,
+            ApiError::Keyring(
+                KeyringError::Full | KeyringError::NotInstalled(_) | KeyringError::RemovePrimary(_),
+            ) => StatusCode::CONFLICT,
+            ApiError::Keyring(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Durable(DurableError::Unknown(_)) => StatusCode::NOT_FOUND,
             ApiError::Durable(DurableError::Store(e)) if e.is_full() => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Durable(DurableError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -227,6 +240,7 @@ mod tests {
     use crate::agent::DurableName;
     use crate::api::types::QueryRequest;
     use crate::filter::Filter;
+    use crate::transport::keyring::Fingerprint;
 
     fn name() -> DurableName {
         DurableName::new("d").unwrap()
@@ -294,6 +308,14 @@ mod tests {
             (ApiError::ForeignOrigin("http://evil.example".into()), StatusCode::FORBIDDEN),
             (ApiError::NotJson("text/plain".into()), StatusCode::UNSUPPORTED_MEDIA_TYPE),
             (ApiError::TooManySubscriptions(1024), StatusCode::SERVICE_UNAVAILABLE),
+            (ApiError::Key("secret".into()), StatusCode::BAD_REQUEST),
+            (KeyringError::Full.into(), StatusCode::CONFLICT),
+            (KeyringError::NotInstalled(Fingerprint([1; 8])).into(), StatusCode::CONFLICT),
+            (KeyringError::RemovePrimary(Fingerprint([1; 8])).into(), StatusCode::CONFLICT),
+            (
+                KeyringError::Io { path: "/k".into(), source: std::io::ErrorKind::Other.into() }.into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
         ];
         for (e, status) in cases {
             assert_eq!(e.status(), status, "{e}");

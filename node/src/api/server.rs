@@ -55,6 +55,8 @@ pub struct ApiState {
     subscriptions: Arc<tokio::sync::Semaphore>,
     /// The permits there are.
     max_subscriptions: usize,
+    /// The agent's keyring (`/v1/keys`); `None`: those routes answer 404.
+    keys: Option<Arc<crate::agent::keys::LiveKeyring>>,
 }
 
 impl ApiState {
@@ -69,7 +71,14 @@ impl ApiState {
             guard: super::guard::Guard::default(),
             subscriptions: Arc::new(tokio::sync::Semaphore::new(MAX_SUBSCRIPTIONS)),
             max_subscriptions: MAX_SUBSCRIPTIONS,
+            keys: None,
         }
+    }
+
+    /// Serve the keyring's routes (`/v1/keys`) over this manager.
+    pub fn with_keys(mut self, keys: Arc<crate::agent::keys::LiveKeyring>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Every request must carry `Authorization: Bearer token` (see [`super::guard`]).
@@ -130,6 +139,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/ring", get(ring))
         .route("/v1/values", post(set_value))
         .route("/v1/query", post(query))
+        .route("/v1/keys", get(keys_list))
+        .route("/v1/keys/{op}", post(keys_op))
         .route("/metrics", get(metrics))
         .merge(super::events::routes())
         .fallback(|| async { ApiError::NotFound })
@@ -290,6 +301,51 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let text = s.ask(Command::Metrics).await?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response())
+}
+
+/// `GET /v1/keys`: the keys every alive member holds.
+async fn keys_list(State(s): State<ApiState>) -> Result<Json<crate::agent::keys::KeyList>, ApiError> {
+    let keys = s.keys.clone().ok_or(ApiError::NotFound)?;
+    let members = s.ask(Command::Members).await?;
+    Ok(Json(keys.list(&members).await))
+}
+
+/// `POST /v1/keys/install` (`{"secret": HEX}`), `/v1/keys/use` and `/v1/keys/remove`
+/// (`{"fingerprint": HEX}`, or the secret): applied here, then on every alive member.
+async fn keys_op(
+    State(s): State<ApiState>,
+    op: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<crate::agent::keys::KeyOpReport>, ApiError> {
+    use crate::agent::keys::KeyOp;
+    use crate::transport::identity::ClusterSecret;
+    let keys = s.keys.clone().ok_or(ApiError::NotFound)?;
+    let Path(op) = op.map_err(|_| ApiError::NotFound)?;
+    let req: KeyOpRequest = parse("keys", body)?;
+    let secret = match &req.secret {
+        Some(hex) => Some(
+            ClusterSecret::parse(hex)
+                .ok_or(ApiError::Key("`secret` must be 64 hex digits, as `hearsay keygen` writes".into()))?,
+        ),
+        None => None,
+    };
+    let fingerprint = match (&req.fingerprint, &secret) {
+        (Some(f), _) => Some(f.parse().map_err(ApiError::Key)?),
+        (None, Some(s)) => Some(s.fingerprint()),
+        (None, None) => None,
+    };
+    let op = match (op.as_str(), secret, fingerprint) {
+        ("install", Some(secret), _) => KeyOp::Install(secret),
+        ("install", None, _) => return Err(ApiError::Key("install needs `secret`".into())),
+        ("use", _, Some(fp)) => KeyOp::Use(fp),
+        ("remove", _, Some(fp)) => KeyOp::Remove(fp),
+        ("use" | "remove", _, None) => {
+            return Err(ApiError::Key(format!("{op} needs `fingerprint` (or `secret`)")));
+        }
+        _ => return Err(ApiError::NotFound),
+    };
+    let members = s.ask(Command::Members).await?;
+    Ok(Json(keys.cluster(op, &members).await?))
 }
 
 /// The test control's current settings.

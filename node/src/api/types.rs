@@ -49,6 +49,19 @@ pub struct Member {
     pub tags: BTreeMap<String, String>,
 }
 
+/// `POST /v1/keys/{install,use,remove}` body: the secret (install), or the key's fingerprint
+/// (use, remove; the secret does too).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyOpRequest {
+    /// The secret, 64 hex digits (as in a `hearsay keygen` file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The key's fingerprint, 16 hex digits (as `hearsay keys list` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
 /// `POST /v1/publish` body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PublishRequest {

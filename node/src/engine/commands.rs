@@ -72,6 +72,10 @@ impl Engine {
                 }
                 return Err(e);
             }
+            // The topic's members first: pbcast asks one of them for the heads as it
+            // subscribes, and with no member in view it would start every stream at seq 1
+            // and hold new messages back until the whole history had been fetched.
+            self.refresh_views(now, &[topic]);
             // pbcast first (its heads request), then anti-entropy, then the first phase.
             let (heads, kept) = self.restored.remove(&topic).unwrap_or_default();
             let start = match from {
@@ -81,6 +85,10 @@ impl Engine {
             };
             self.multicast.subscribe(now, topic, start, !gossip);
             self.anti_entropy.subscribe(now, topic);
+            // This node's own kept messages serve catch-up too, whichever way it subscribes.
+            for data in self.restored_own.remove(&topic).unwrap_or_default() {
+                self.keep_for_catch_up(now, &data);
+            }
             if from != SubscribeFrom::New {
                 // What this node kept serves repairs again; history it lacks is fetched.
                 for data in &kept {
@@ -174,12 +182,27 @@ impl Engine {
         let mut published = Vec::new();
         for (topic, last) in counters {
             let entries = own.remove(&topic).unwrap_or_default();
+            if !entries.is_empty() {
+                self.restored_own.insert(topic, entries.clone());
+            }
             self.multicast.handle_restored(now, topic, last, entries);
             self.topics.entry(topic).or_default().published = true;
             published.push(topic);
         }
         self.refresh_views(now, &published);
         self.pump(now);
+    }
+
+    /// Start this node's SWIM incarnation at `n` at least: a restarted node passes one more
+    /// than the last incarnation its previous life announced (see [`Engine::incarnation`]),
+    /// so its announcements outrank that life's at once. Call it before joining.
+    pub fn raise_incarnation(&mut self, n: u64) {
+        self.swim.raise_incarnation(n);
+    }
+
+    /// This node's SWIM incarnation (what a host keeps for [`Engine::raise_incarnation`]).
+    pub fn incarnation(&self) -> u64 {
+        self.swim.incarnation()
     }
 
     /// Set this node's value of `attr` for aggregation queries.

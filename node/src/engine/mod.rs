@@ -225,6 +225,9 @@ pub struct Engine {
     catch_up_topics: BTreeMap<TopicId, u32>,
     /// What a restart gave back for topics not subscribed yet: their heads and messages.
     restored: BTreeMap<TopicId, Kept>,
+    /// This node's own messages its host gave back at start, per topic: kept for
+    /// anti-entropy once the topic is subscribed again (pbcast got them at once).
+    restored_own: BTreeMap<TopicId, Vec<Data>>,
     joined_ring: bool,
     out: VecDeque<Transmit<Bytes>>,
     events: VecDeque<EngineEvent>,
@@ -292,6 +295,7 @@ impl Engine {
             catch_up: VecDeque::new(),
             catch_up_topics: BTreeMap::new(),
             restored: BTreeMap::new(),
+            restored_own: BTreeMap::new(),
             joined_ring: false,
             out: VecDeque::new(),
             events: VecDeque::new(),

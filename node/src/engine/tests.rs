@@ -232,6 +232,71 @@ fn deadlines_move_forward_after_each_timeout() {
 }
 
 #[test]
+fn a_late_subscriber_starts_at_the_heads_and_gets_the_next_message_at_once() {
+    let mut c = Cluster::new(4);
+    c.join_all();
+    for i in [0, 2] {
+        c.call(i, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
+    }
+    c.secs(3);
+    for k in 0..20u8 {
+        c.call(1, |e, now| e.publish(now, "news", Bytes::from(vec![k]))).unwrap();
+    }
+    c.secs(3);
+    // Node 3 knows the topic's members from their SWIM meta: it asks one of them for the
+    // heads as it subscribes, and the next message is its first delivery, with nothing
+    // published before it held back or announced as a gap.
+    c.call(3, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
+    c.call(1, |e, now| e.publish(now, "news", Bytes::from_static(b"next"))).unwrap();
+    let origin = c.node(1).origin();
+    assert_eq!(c.delivered(3), vec![(origin, 21, Bytes::from_static(b"next"))]);
+    c.secs(5);
+    assert_eq!(c.delivered(3).len(), 1);
+    assert!(!c.events().any(|(i, e)| i == 3 && matches!(e, EngineEvent::Gap { .. })));
+}
+
+#[test]
+fn a_restarted_node_starts_above_the_incarnation_of_its_previous_life() {
+    let mut c = Cluster::new(3);
+    c.join_all();
+    // Node 2's previous life announced a few incarnations (each meta change raises one).
+    for _ in 0..4 {
+        c.call(2, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
+        c.call(2, |e, now| e.unsubscribe(now, "news"));
+    }
+    c.secs(3);
+    let last = c.node(2).incarnation();
+    assert!(last >= 8, "{last}");
+    for i in 0..2 {
+        let seen = c.node(i).members().into_iter().find(|m| m.id == c.ids[2]).map(|m| m.incarnation);
+        assert_eq!(seen, Some(last), "node {i}");
+    }
+    // Its next life, with what its host kept: above the last one from the start, never lowered.
+    let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));
+    let now = c.net.now();
+    let mut next = Engine::new(
+        Arc::new(Unchecked(c.ids[2])),
+        "n2",
+        Addr::default(),
+        1,
+        config,
+        &Seed::derive(7, "node", 1, 2),
+        now,
+    );
+    next.raise_incarnation(last + 1);
+    next.raise_incarnation(1);
+    assert_eq!(next.incarnation(), last + 1);
+    *c.net.machine_mut(c.ids[2]) = next;
+    let seed = c.ids[0];
+    c.call(2, |e, now| e.join(now, &[seed])).unwrap();
+    c.secs(2);
+    for i in 0..2 {
+        let m = c.node(i).members().into_iter().find(|m| m.id == c.ids[2]).expect("known");
+        assert!(m.incarnation > last && m.state == State::Alive, "node {i}: {m:?}");
+    }
+}
+
+#[test]
 fn a_flood_of_syns_from_one_peer_is_answered_at_its_rate_and_counted() {
     use hearsay_protocols::anti_entropy::{AeMessage, AeMode, Digest};
     let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));

@@ -5,7 +5,11 @@
 //! - **Cluster secret.** `hearsay keygen` writes 32 random bytes (hex) to a file. Every member
 //!   is started with the same file (`--secret-file`). From it each member derives, with
 //!   HKDF-SHA256, the same Ed25519 **cluster CA key**, and from that the same CA certificate.
-//!   The secret itself is never sent anywhere.
+//!   The secret itself is never sent anywhere, except to members inside these connections by a
+//!   key rotation's install (see [`keyring`](super::keyring)).
+//! - **Keyring.** An agent with a data dir holds a [`Keyring`] of secrets there: its
+//!   certificate is issued under the primary's CA, and a peer's certificate is accepted when
+//!   it chains to the CA of any installed key.
 //! - **Node identity.** Each node has its own Ed25519 key pair, kept in its data directory
 //!   (`node.key`), so it keeps its identity across restarts. Its [`NodeId`] is the 32-byte
 //!   public key.
@@ -36,6 +40,7 @@ use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use super::keyring::Keyring;
 pub use super::signer::NodeSigner;
 use super::signer::pkcs8_seed;
 
@@ -117,9 +122,14 @@ impl ClusterSecret {
         Ok(ClusterSecret(bytes))
     }
 
-    /// A secret from known bytes (tests, benchmarks).
+    /// A secret from known bytes (tests, benchmarks, a key install from a peer).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         ClusterSecret(bytes)
+    }
+
+    /// The secret's bytes (what a key install sends to members, over mutual TLS only).
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// The file form: 64 lowercase hex characters and a newline.
@@ -167,6 +177,15 @@ impl ClusterSecret {
         let mut seed = [0u8; 32];
         okm.fill(&mut seed).map_err(|_| IdentityError::Tls("HKDF fill".into()))?;
         key_from_seed(&seed)
+    }
+}
+
+/// An HKDF output length.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
     }
 }
 
@@ -227,7 +246,8 @@ pub struct NodeIdentity {
     id: NodeId,
     cert: CertificateDer<'static>,
     key_der: Vec<u8>,
-    ca_cert: CertificateDer<'static>,
+    /// The CA certificate of every installed key: a peer's certificate must chain to one.
+    ca_certs: Vec<CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for NodeIdentity {
@@ -240,6 +260,12 @@ impl NodeIdentity {
     /// Load the node key from `data_dir/node.key`, creating it on first start, and issue
     /// the node's certificate under the cluster secret.
     pub fn load_or_create(data_dir: &Path, secret: &ClusterSecret) -> Result<Self, IdentityError> {
+        Self::load_or_create_with(data_dir, &Keyring::single(secret.clone()))
+    }
+
+    /// [`NodeIdentity::load_or_create`] under a keyring: the certificate is issued under its
+    /// primary, and peers' certificates are accepted under any of its keys.
+    pub fn load_or_create_with(data_dir: &Path, keyring: &Keyring) -> Result<Self, IdentityError> {
         let path = data_dir.join("node.key");
         let key = match std::fs::read_to_string(&path) {
             Ok(pem) => {
@@ -258,23 +284,35 @@ impl NodeIdentity {
             }
             Err(source) => return Err(IdentityError::KeyIo { path, source }),
         };
-        Self::issue(key, secret)
+        Self::issue(key, keyring)
     }
 
     /// A fresh identity that lives only in memory (benchmarks, tests).
     pub fn ephemeral(secret: &ClusterSecret) -> Result<Self, IdentityError> {
         let key = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| IdentityError::Tls(e.to_string()))?;
-        Self::issue(key, secret)
+        Self::issue(key, &Keyring::single(secret.clone()))
     }
 
-    fn issue(key: KeyPair, secret: &ClusterSecret) -> Result<Self, IdentityError> {
+    /// The same node key under another keyring: a certificate issued under its primary, and
+    /// its keys' CAs to verify peers with (a key rotation step).
+    pub fn reissue(&self, keyring: &Keyring) -> Result<Self, IdentityError> {
+        let der = PrivatePkcs8KeyDer::from(self.key_der.clone());
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(&der, &PKCS_ED25519)
+            .map_err(|e| IdentityError::Tls(format!("node key: {e}")))?;
+        Self::issue(key, keyring)
+    }
+
+    fn issue(key: KeyPair, keyring: &Keyring) -> Result<Self, IdentityError> {
         let tls = |e: rcgen::Error| IdentityError::Tls(e.to_string());
         let raw: [u8; 32] =
             key.public_key_raw().try_into().map_err(|_| IdentityError::Tls("key is not Ed25519".into()))?;
         let id = NodeId::from_bytes(raw);
-        let ca_key = secret.ca_key()?;
+        let mut ca_certs = Vec::new();
+        for secret in keyring.keys() {
+            ca_certs.push(ca_params().self_signed(&secret.ca_key()?).map_err(tls)?.der().clone());
+        }
+        let ca_key = keyring.primary().ca_key()?;
         let ca_params = ca_params();
-        let ca_cert = ca_params.self_signed(&ca_key).map_err(tls)?.der().clone();
         let issuer = Issuer::new(ca_params, ca_key);
         let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()]).map_err(tls)?;
         let mut dn = DistinguishedName::new();
@@ -290,12 +328,34 @@ impl NodeIdentity {
         params.not_before = time::OffsetDateTime::from(not_before);
         params.not_after = time::OffsetDateTime::from(not_after);
         let cert = params.signed_by(&key, &issuer).map_err(tls)?.der().clone();
-        Ok(NodeIdentity { id, cert, key_der: key.serialize_der(), ca_cert })
+        Ok(NodeIdentity { id, cert, key_der: key.serialize_der(), ca_certs })
     }
 
     /// This node's id (its public key).
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The keys of this node's QUIC endpoint that must outlive a process: the stateless-reset
+    /// key (64 bytes, HMAC-SHA256) and the connection-id key. Both are derived from the node
+    /// key with HKDF-SHA256, so a restarted node recognises the connection ids of its previous
+    /// life and answers a peer still sending on such a connection with a stateless reset that
+    /// the peer accepts (RFC 9000 §10.3): the peer drops the stale connection at its first
+    /// send instead of at its idle timeout. Only the holder of the node key can make them.
+    pub fn endpoint_keys(&self) -> Result<([u8; 64], u64), IdentityError> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"hearsay/node-key/v1");
+        let prk = salt.extract(&self.key_der);
+        let derive = |label: &[u8], out: &mut [u8]| -> Result<(), IdentityError> {
+            let info = [label];
+            let okm =
+                prk.expand(&info, Len(out.len())).map_err(|_| IdentityError::Tls("HKDF expand".into()))?;
+            okm.fill(out).map_err(|_| IdentityError::Tls("HKDF fill".into()))
+        };
+        let mut reset = [0u8; 64];
+        derive(b"quic-stateless-reset", &mut reset)?;
+        let mut cid = [0u8; 8];
+        derive(b"quic-connection-id", &mut cid)?;
+        Ok((reset, u64::from_le_bytes(cid)))
     }
 
     /// What the machines sign and verify with: this node's Ed25519 key (see [`NodeSigner`]).
@@ -311,12 +371,14 @@ impl NodeIdentity {
 
     fn roots(&self) -> Result<Arc<rustls::RootCertStore>, IdentityError> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_cert.clone()).map_err(|e| IdentityError::Tls(e.to_string()))?;
+        for ca in &self.ca_certs {
+            roots.add(ca.clone()).map_err(|e| IdentityError::Tls(e.to_string()))?;
+        }
         Ok(Arc::new(roots))
     }
 
-    /// TLS settings for accepting connections: present our certificate, require the
-    /// client's, both chaining to the cluster CA.
+    /// TLS settings for accepting connections: present our certificate (under the primary
+    /// key), require the client's, chaining to the CA of any installed key.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, IdentityError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier =
@@ -333,8 +395,8 @@ impl NodeIdentity {
         Ok(config)
     }
 
-    /// TLS settings for connecting: verify the server's certificate against the cluster CA
-    /// and present ours.
+    /// TLS settings for connecting: verify the server's certificate against the CAs of the
+    /// installed keys and present ours (under the primary key).
     pub fn client_config(&self) -> Result<rustls::ClientConfig, IdentityError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier =
@@ -415,6 +477,24 @@ mod tests {
         let c = ClusterSecret::from_bytes([2; 32]).ca_key().unwrap();
         assert_eq!(a.public_key_raw(), b.public_key_raw());
         assert_ne!(a.public_key_raw(), c.public_key_raw());
+    }
+
+    #[test]
+    fn endpoint_keys_are_a_function_of_the_node_key() {
+        let secret = ClusterSecret::generate().unwrap();
+        let dir = std::env::temp_dir().join(format!("hearsay-endpoint-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = NodeIdentity::load_or_create(&dir, &secret).unwrap();
+        let again = NodeIdentity::load_or_create(&dir, &secret).unwrap();
+        let other = NodeIdentity::ephemeral(&secret).unwrap();
+        assert_eq!(
+            a.endpoint_keys().unwrap(),
+            again.endpoint_keys().unwrap(),
+            "same key, same endpoint keys"
+        );
+        assert_ne!(a.endpoint_keys().unwrap().0, other.endpoint_keys().unwrap().0);
+        assert_ne!(a.endpoint_keys().unwrap().1, other.endpoint_keys().unwrap().1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Two and three real endpoints on loopback: admission, datagrams, streams, the cache bound,
 //! fault injection.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Inbound as Receiver;
@@ -171,6 +172,131 @@ fn faults_drop_at_the_set_rate_and_block_only_the_chosen() {
     assert!(!f.drops(&to));
 }
 
+/// A node with the identity kept in `dir`, bound to `bind` (retried while the port is still
+/// held by a previous life that is shutting down).
+async fn node_in(dir: &std::path::Path, bind: SocketAddr) -> (Transport, Receiver) {
+    let id = NodeIdentity::load_or_create(dir, &ClusterSecret::from_bytes([9; 32])).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Transport::bind(TransportConfig::new(bind), &id) {
+            Ok(t) => return t,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// End `t` as a crash would: nothing more reaches `peers`, then the endpoint goes away.
+async fn crash(t: Transport, rx: Receiver, peers: &[SocketAddr]) {
+    t.faults().set_blocked(peers.iter().copied());
+    t.close().await;
+    drop(rx);
+    drop(t);
+}
+
+/// Send `frame` to `to` every 10 ms until `rx` gets a frame; how long that took.
+async fn send_until_received(a: &Transport, to: NodeId, addr: SocketAddr, rx: &mut Receiver) -> Duration {
+    let start = tokio::time::Instant::now();
+    loop {
+        a.send(to, addr, Reliability::Datagram, Bytes::from_static(b"hello again"));
+        if let Ok(Some(TransportEvent::Frame { .. })) =
+            tokio::time::timeout(Duration::from_millis(10), rx.recv()).await
+        {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never reached the peer again");
+    }
+}
+
+fn scratch(label: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::env::temp_dir().join(format!("hearsay-transport-{label}-{}-{nanos}", std::process::id()))
+}
+
+#[tokio::test]
+async fn a_peer_restarted_at_its_address_resets_the_old_connection_and_is_reached_at_once() {
+    let dir = scratch("reset");
+    let (a, _ra) = node(9, |_| {});
+    let (b, mut rb) = node_in(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let (id, addr) = (b.id(), b.local_addr());
+    a.send(id, addr, Reliability::Datagram, Bytes::from_static(b"first life"));
+    next_frame(&mut rb).await;
+    crash(b, rb, &[a.local_addr()]).await;
+    // Same identity, same address: a's cached connection belongs to the previous life.
+    let (b2, mut rb2) = node_in(&dir, addr).await;
+    assert_eq!(b2.id(), id);
+    let took = send_until_received(&a, id, addr, &mut rb2).await;
+    // The new life answers the old connection with a stateless reset a accepts: a dials again
+    // at once, without waiting for the unanswered-connection fallback or the idle timeout.
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(a.stats().unanswered.load(Ordering::Relaxed), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_connection_nothing_comes_back_on_is_given_up_and_the_new_address_dialled() {
+    let dir = scratch("moved");
+    let (a, _ra) = node(9, |_| {});
+    let (b, mut rb) = node_in(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let id = b.id();
+    a.send(id, b.local_addr(), Reliability::Datagram, Bytes::from_static(b"first life"));
+    next_frame(&mut rb).await;
+    crash(b, rb, &[a.local_addr()]).await;
+    // Back at another port: no reset can reach a's old connection.
+    let (b2, mut rb2) = node_in(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let took = send_until_received(&a, id, b2.local_addr(), &mut rb2).await;
+    assert!(took < UNANSWERED_AFTER + Duration::from_secs(2), "took {took:?}");
+    assert_eq!(a.stats().unanswered.load(Ordering::Relaxed), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn flush_waits_until_stream_frames_are_acknowledged_and_is_bounded() {
+    let (a, _ra) = node(10, |_| {});
+    let (b, mut rb) = node(10, |_| {});
+    assert!(a.flush(Duration::from_secs(1)).await, "nothing handed over, nothing to wait for");
+    for i in 0..20u8 {
+        a.send(b.id(), b.local_addr(), Reliability::Stream, Bytes::from(vec![i; 50_000]));
+    }
+    assert!(a.in_flight() > 0);
+    assert!(a.flush(Duration::from_secs(5)).await);
+    assert_eq!(a.in_flight(), 0);
+    for _ in 0..20 {
+        next_frame(&mut rb).await;
+    }
+    // A frame for a peer that does not answer is waited for at most the bound.
+    let silent: SocketAddr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    a.send(NodeId::from_bytes([1; 32]), silent, Reliability::Datagram, Bytes::from_static(b"lost"));
+    let start = tokio::time::Instant::now();
+    assert!(!a.flush(Duration::from_millis(300)).await);
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_stream_frame_the_peers_restart_reset_is_sent_again_on_a_new_connection() {
+    let dir = scratch("resend");
+    let (a, _ra) = node(9, |_| {});
+    let (b, mut rb) = node_in(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let (id, addr) = (b.id(), b.local_addr());
+    a.send(id, addr, Reliability::Stream, Bytes::from_static(b"first life"));
+    next_frame(&mut rb).await;
+    crash(b, rb, &[a.local_addr()]).await;
+    let (b2, mut rb2) = node_in(&dir, addr).await;
+    assert_eq!(b2.id(), id);
+    // Sent once, on the previous life's connection: the new life resets it, and the frame goes
+    // again on a new connection instead of being lost with the old one.
+    a.send(id, addr, Reliability::Stream, Bytes::from_static(b"sent once"));
+    let (from, reliability, frame) = next_frame(&mut rb2).await;
+    assert_eq!((from, reliability, &frame[..]), (a.id(), Reliability::Stream, &b"sent once"[..]));
+    assert_eq!(a.stats().resent_after_reset.load(Ordering::Relaxed), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Poll `done` every 10 ms for up to 10 s.
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let polled = async {
@@ -230,4 +356,71 @@ async fn a_peer_that_stops_reading_times_out_the_streams_on_both_sides() {
     }
     until("a's writes time out", || a.stats().write_timeouts.load(Ordering::Relaxed) > 0).await;
     until("b's reads time out", || b.stats().read_timeouts.load(Ordering::Relaxed) > 0).await;
+}
+
+/// A transport under the keyring of these secrets (the first the primary), and its identity.
+fn ringed(secrets: &[u8]) -> (Transport, Receiver, NodeIdentity) {
+    let id = NodeIdentity::ephemeral(&ClusterSecret::from_bytes([secrets[0]; 32])).unwrap();
+    let id = id.reissue(&ring(secrets)).unwrap();
+    let (t, rx) = Transport::bind(TransportConfig::new("127.0.0.1:0".parse().unwrap()), &id).unwrap();
+    (t, rx, id)
+}
+
+fn ring(secrets: &[u8]) -> keyring::Keyring {
+    let mut r = keyring::Keyring::single(ClusterSecret::from_bytes([secrets[0]; 32]));
+    for s in &secrets[1..] {
+        r.install(ClusterSecret::from_bytes([*s; 32])).unwrap();
+    }
+    r
+}
+
+#[tokio::test]
+async fn a_rotation_admits_under_any_installed_key_and_presents_the_primary() {
+    let (b, _rb, bid) = ringed(&[1]);
+    // Installed but not primary: b still presents a certificate under 1, which a node holding
+    // only 2 refuses.
+    b.set_identity(&bid.reissue(&ring(&[1, 2])).unwrap()).unwrap();
+    let (only_new, _r1, _) = ringed(&[2]);
+    assert!(only_new.connect(b.local_addr()).await.is_err());
+    let (both, _r2, _) = ringed(&[1, 2]);
+    assert_eq!(both.connect(b.local_addr()).await.unwrap(), b.id());
+    // Primary 2: b presents under 2 and still accepts a peer under 1 that knows 2.
+    b.set_identity(&bid.reissue(&ring(&[2, 1])).unwrap()).unwrap();
+    let (only_new, _r3, _) = ringed(&[2]);
+    assert_eq!(only_new.connect(b.local_addr()).await.unwrap(), b.id());
+    let (old_primary, _r4, _) = ringed(&[1, 2]);
+    assert_eq!(old_primary.connect(b.local_addr()).await.unwrap(), b.id());
+    // 1 removed: a node holding only 1 is refused, one holding 2 joins.
+    b.set_identity(&bid.reissue(&ring(&[2])).unwrap()).unwrap();
+    let (only_old, _r5, _) = ringed(&[1]);
+    let err = only_old.connect(b.local_addr()).await.unwrap_err().to_string();
+    assert!(err.contains("share no key"), "{err}");
+    let (only_new, _r6, _) = ringed(&[2]);
+    assert_eq!(only_new.connect(b.local_addr()).await.unwrap(), b.id());
+    // The connection made before the change stays up.
+    assert!(both.connections() == 1);
+}
+
+#[tokio::test]
+async fn key_requests_travel_on_bidirectional_streams() {
+    let (a, _ra, _) = ringed(&[5]);
+    let (b, _rb, _) = ringed(&[5]);
+    let list = keyring::KeyRequest::List;
+    let within = Duration::from_secs(5);
+    let reply = a.request(b.id(), b.local_addr(), &list, within).await.unwrap();
+    assert!(matches!(reply, keyring::KeyReply::Refused(ref e) if e.contains("serves no key")), "{reply:?}");
+    let (tx, mut calls) = mpsc::channel::<KeyCall>(1);
+    b.serve_keys(tx);
+    tokio::spawn(async move {
+        while let Some(call) = calls.recv().await {
+            let _ = call
+                .reply
+                .send(keyring::KeyReply::Keys(vec![keyring::Fingerprint([call.from.as_bytes()[0]; 8])]));
+        }
+    });
+    let reply = a.request(b.id(), b.local_addr(), &list, within).await.unwrap();
+    assert_eq!(reply, keyring::KeyReply::Keys(vec![keyring::Fingerprint([a.id().as_bytes()[0]; 8])]));
+    // Asking the wrong node at an address is refused before anything is sent.
+    let (c, _rc, _) = ringed(&[5]);
+    assert!(a.request(c.id(), b.local_addr(), &list, within).await.is_err());
 }

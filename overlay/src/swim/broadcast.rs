@@ -101,6 +101,11 @@ impl BroadcastQueue {
         self.items.is_empty()
     }
 
+    /// An update about `node` is queued.
+    pub(crate) fn holds(&self, node: &NodeId) -> bool {
+        self.by_node.contains_key(node)
+    }
+
     /// The queued update about `node`, with its transmit count.
     #[cfg(test)]
     pub(crate) fn get(&self, node: &NodeId) -> Option<(&Update, u32)> {

@@ -484,6 +484,20 @@ fn a_join_with_no_answer_fails_and_retries() {
 }
 
 #[test]
+fn a_leave_is_done_once_its_update_reached_the_retransmit_limit_below_gossip_nodes() {
+    // `local`: retransmit_mult 2, so with 4 members the `Dead` goes out twice, fewer than
+    // gossip_nodes (3): the leave is done then, not at leave_timeout.
+    let cfg = Arc::new(SwimConfig { timing: Timing::Sync, ..SwimConfig::local() });
+    assert!(retransmit_limit(cfg.retransmit_mult, 4) < cfg.gossip_nodes as u32);
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
+    net.run_until(ms(500));
+    net.call(id(4), |m, now| m.leave(now));
+    net.run_until(ms(1_000));
+    assert!(net.events_of(id(4)).any(|e| *e == SwimEvent::LeaveDone));
+    assert!(cfg.leave_timeout > Duration::from_millis(500));
+}
+
+#[test]
 fn a_leave_is_recorded_as_left_and_the_node_goes_quiet() {
     let cfg = config(Lifeguard::ON);
     let mut net = cluster(&[1, 2, 3], &cfg);

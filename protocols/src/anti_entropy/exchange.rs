@@ -9,6 +9,9 @@ use crate::auth::Proof;
 use crate::id::{NodeId, TopicId};
 use crate::time::Instant;
 
+/// Longest wait for a Heads reply (a round trip on a connection that exists or is being made).
+pub const HEADS_WAIT: crate::Duration = crate::Duration::from_secs(2);
+
 impl AntiEntropy {
     pub(super) fn open(
         &mut self,
@@ -24,7 +27,11 @@ impl AntiEntropy {
             AeMode::Push | AeMode::Heads => Digest::default(),
         };
         self.out.stream(peer, AeMessage::Syn { xid, mode, scope: self.topics.clone(), digest });
-        self.exchange = Some(Exchange { xid, peer, mode, heads_for, deadline: now + self.config.timeout });
+        // A new subscriber's messages wait for the heads: a lost Heads reply is given up on
+        // sooner than a history exchange (the streams then start at their first evidence).
+        let wait =
+            if mode == AeMode::Heads { self.config.timeout.min(HEADS_WAIT) } else { self.config.timeout };
+        self.exchange = Some(Exchange { xid, peer, mode, heads_for, deadline: now + wait });
         self.stats.exchanges_started += 1;
         xid
     }

@@ -71,6 +71,7 @@
 
 mod config;
 mod exchange;
+pub use self::exchange::HEADS_WAIT;
 mod message;
 mod store;
 #[cfg(test)]

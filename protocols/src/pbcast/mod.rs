@@ -139,6 +139,11 @@ use crate::wire::{self, DATAGRAM_BUDGET};
 /// solicitors) the round's total budget still bounds the work.
 pub const RETX_PEERS_MAX: usize = 4096;
 
+/// A new subscription's heads reply names a stream's head with its publish time: one
+/// published less than this before the heads were asked for is delivered (clocks of hosts
+/// differ; a message this old delivered to a new subscription costs nothing).
+pub const HEADS_RECENT: crate::Duration = crate::Duration::from_secs(1);
+
 /// Counters, for metrics and experiments.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PbStats {
@@ -353,6 +358,7 @@ impl Pbcast {
             match peer {
                 Some(peer) => {
                     t.awaiting_heads = Some(now + self.config.heads_timeout);
+                    t.heads_asked_at = now;
                     self.out.event(PbEvent::HeadsWanted { topic, peer });
                 }
                 // No other member known: whatever is published from now on is ours to deliver,
@@ -363,6 +369,8 @@ impl Pbcast {
     }
 
     /// Side input: the outcome of the Heads exchange asked for by [`PbEvent::HeadsWanted`].
+    /// A head published less than [`HEADS_RECENT`] before the request (by its origin's clock
+    /// against this node's) is delivered, with what arrived while the request was out.
     /// `Some((summaries, proofs))`: the partner's summaries of `topic` and, for each, the
     /// proof that its `max` exists; a stream whose head comes with a proof that checks starts
     /// after it, the others from seq 1 (those the partner did not name) or as if unnamed
@@ -403,7 +411,22 @@ impl Pbcast {
                     }
                     match proof {
                         Some(p) if p.verify(self.auth.as_ref()) => {
-                            heads.push((s.stream.origin, s.max));
+                            // The partner may have got a message published after this node
+                            // subscribed before it answered (the request waited for a
+                            // connection, say): a head published no earlier than
+                            // HEADS_RECENT before the request is delivered too, and so is
+                            // what arrived meanwhile. A message up to that old delivered to a
+                            // new subscription costs nothing; one published after it and
+                            // skipped would be a silent loss.
+                            let asked = t.heads_asked_at.as_micros().saturating_sub(HEADS_RECENT.as_micros());
+                            let start_after = if p.published_at >= asked {
+                                let held =
+                                    t.streams.get(&s.stream.origin).and_then(|st| st.held.keys().next());
+                                held.map_or(s.max, |first| first.min(s.max)).saturating_sub(1)
+                            } else {
+                                s.max
+                            };
+                            heads.push((s.stream.origin, start_after));
                             t.stream_mut(s.stream.origin).keep_proof(*p);
                         }
                         Some(_) => self.stats.forged += 1,

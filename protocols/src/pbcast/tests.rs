@@ -443,9 +443,10 @@ fn a_new_subscriber_starts_after_the_heads_it_is_given() {
         Instant::ZERO,
     );
     c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
-    c.subscribe(sec(0), T, Start::Heads);
+    // Asked for the heads 5 s after the messages below were published (at 0).
+    c.subscribe(sec(5), T, Start::Heads);
     assert_eq!(events(&mut c), vec![PbEvent::HeadsWanted { topic: T, peer: id(2) }]);
-    assert_eq!(c.poll_timeout(), Some(sec(1)), "tick first; the heads deadline is at 10 s");
+    assert_eq!(c.poll_timeout(), Some(sec(1)), "tick first; the heads deadline is at 15 s");
     // While waiting: entries are stored, not delivered; digests are ignored.
     for s in [5, 6] {
         c.handle_message(sec(0), id(1), PbMessage::Data(data(1, s)));
@@ -471,6 +472,49 @@ fn a_new_subscriber_starts_after_the_heads_it_is_given() {
     let late = summarize(StreamId { topic: T, origin: id(1) }, [1], 32);
     c.handle_heads(sec(0), T, Some((&[late], &[proof(1, 1)])));
     assert_eq!(c.next_delivery(T, id(1)), Some(7));
+}
+
+#[test]
+fn a_head_published_about_when_the_heads_were_asked_for_is_delivered() {
+    let mut c = Pbcast::new(
+        id(3),
+        Arc::new(Unchecked(id(3))),
+        Arc::new(config()),
+        &Seed::derive(42, "node", 0, 3),
+        Instant::ZERO,
+    );
+    c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
+    // Asked at 0.5 s; the partner got message 7 (published at 0, within HEADS_RECENT) before
+    // it answered: 7 may have been published after this node subscribed, so it is delivered.
+    c.subscribe(Instant::from_micros(500_000), T, Start::Heads);
+    events(&mut c);
+    let heads = summarize(StreamId { topic: T, origin: id(1) }, 1..=7, 32);
+    c.handle_heads(sec(1), T, Some((&[heads], &[proof(1, 7)])));
+    assert_eq!(c.next_delivery(T, id(1)), Some(7));
+    c.handle_message(sec(1), id(1), PbMessage::Data(data(1, 7)));
+    c.handle_message(sec(1), id(1), PbMessage::Data(data(1, 8)));
+    assert_eq!(delivered(&events(&mut c)), vec![(1, 7, Via::FirstPhase), (1, 8, Via::FirstPhase)]);
+}
+
+#[test]
+fn a_stream_first_named_by_the_heads_starts_after_its_head() {
+    let mut c = Pbcast::new(
+        id(3),
+        Arc::new(Unchecked(id(3))),
+        Arc::new(config()),
+        &Seed::derive(42, "node", 0, 3),
+        Instant::ZERO,
+    );
+    c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
+    c.subscribe(sec(5), T, Start::Heads);
+    events(&mut c);
+    // Nothing of origin 1 reached c before the reply: its stream starts after the head all
+    // the same, not at seq 1 (which would hold every new message back behind the history).
+    let heads = summarize(StreamId { topic: T, origin: id(1) }, 1..=42, 32);
+    c.handle_heads(sec(0), T, Some((&[heads], &[proof(1, 42)])));
+    assert_eq!(c.next_delivery(T, id(1)), Some(43));
+    c.handle_message(sec(0), id(1), PbMessage::Data(data(1, 43)));
+    assert_eq!(delivered(&events(&mut c)), vec![(1, 43, Via::FirstPhase)]);
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub(super) struct Topic {
     pub(super) member: bool,
     /// The heads deadline while a new subscriber waits for its start cursors (§4.7).
     pub(super) awaiting_heads: Option<Instant>,
+    /// When the heads were asked for: a head published about then or later may have been
+    /// published after the subscription, and is delivered (see `Pbcast::handle_heads`).
+    pub(super) heads_asked_at: Instant,
     pub(super) start_rule: StartRule,
     /// Last local round in which this node counts as a source (published within G rounds).
     pub(super) source_until: u64,
@@ -56,6 +59,7 @@ impl Topic {
             id,
             member,
             awaiting_heads: None,
+            heads_asked_at: Instant::ZERO,
             start_rule,
             source_until: 0,
             streams: BTreeMap::new(),
@@ -296,7 +300,9 @@ impl Topic {
             if origin == me {
                 continue;
             }
-            let stream = self.stream_mut(origin);
+            // Not `stream_mut`: under the rule just set, a stream first named here would be
+            // created at seq 1, and the head it is named with would be ignored.
+            let stream = self.streams.entry(origin).or_insert_with(|| Stream::with_cursor(None));
             if stream.cursor.is_none() {
                 stream.cursor = Some(Cursor::at(max.saturating_add(1)));
             }
