@@ -6,9 +6,9 @@
 //! public key; what it signs, anyone can check with nothing but the NodeId.
 //!
 //! The machines stay free of cryptography: they sign and verify through an [`Authenticator`]
-//! the host hands them (the daemon's uses the node key, Ed25519 through `ring`). The simulator,
-//! which has no adversary unless an experiment plants one, uses [`Unchecked`], a keyed hash
-//! that costs almost nothing and that anyone can forge.
+//! the host hands them (the daemon's uses the node key, Ed25519 through `ed25519-dalek`).
+//! The simulator, which has no adversary unless an experiment plants one, uses
+//! [`Unchecked`], a keyed hash that costs almost nothing and that anyone can forge.
 
 use std::fmt;
 

@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hearsay_protocols::NodeId;
-use hearsay_protocols::auth::{Authenticator, Signature};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, PKCS_ED25519,
@@ -42,6 +41,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::keyring::Keyring;
+pub use super::signer::NodeSigner;
+use super::signer::pkcs8_seed;
 
 /// The name every node certificate carries and every client asks for: membership in the
 /// cluster is what is verified, not a host name.
@@ -357,11 +358,11 @@ impl NodeIdentity {
         Ok((reset, u64::from_le_bytes(cid)))
     }
 
-    /// What the machines sign and verify with: this node's Ed25519 key (through `ring`).
+    /// What the machines sign and verify with: this node's Ed25519 key (see [`NodeSigner`]).
     pub fn signer(&self) -> Result<NodeSigner, IdentityError> {
-        let key = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.key_der)
-            .map_err(|e| IdentityError::Tls(format!("node key for signing: {e}")))?;
-        Ok(NodeSigner { id: self.id, key })
+        pkcs8_seed(&self.key_der)
+            .and_then(|seed| NodeSigner::from_seed(self.id, &seed))
+            .ok_or_else(|| IdentityError::Tls("node key for signing: not an Ed25519 key in PKCS#8".into()))
     }
 
     fn key(&self) -> PrivateKeyDer<'static> {
@@ -413,37 +414,6 @@ impl NodeIdentity {
     }
 }
 
-/// The machines' [`Authenticator`] in the daemon: signs with this node's Ed25519 key and
-/// verifies another node's signature under its NodeId (its public key), both with `ring`.
-pub struct NodeSigner {
-    id: NodeId,
-    key: ring::signature::Ed25519KeyPair,
-}
-
-impl std::fmt::Debug for NodeSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeSigner").field("id", &self.id).finish_non_exhaustive()
-    }
-}
-
-impl Authenticator for NodeSigner {
-    fn id(&self) -> NodeId {
-        self.id
-    }
-
-    fn sign(&self, msg: &[u8]) -> Signature {
-        let mut out = [0u8; 64];
-        out.copy_from_slice(self.key.sign(msg).as_ref());
-        Signature(out)
-    }
-
-    fn verify(&self, key: &NodeId, msg: &[u8], sig: &Signature) -> bool {
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key.as_bytes())
-            .verify(msg, &sig.0)
-            .is_ok()
-    }
-}
-
 /// The cluster CA's parameters: the same on every member (the subject and key are what a
 /// verifier matches; the validity is rcgen's fixed default).
 fn ca_params() -> CertificateParams {
@@ -474,6 +444,7 @@ pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hearsay_protocols::auth::{Authenticator, Signature};
 
     #[test]
     fn secret_file_round_trip_and_refusals() {

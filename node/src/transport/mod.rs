@@ -49,6 +49,7 @@ pub mod faulty;
 pub mod identity;
 pub mod inbound;
 pub mod keyring;
+pub mod signer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
