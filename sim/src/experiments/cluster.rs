@@ -77,6 +77,8 @@ pub struct Params {
     pub down_secs: f64,
     /// Restarted nodes lose their store (start empty).
     pub lose_store: bool,
+    /// Also break the bytes down by message kind (decodes every frame: slower).
+    pub breakdown: bool,
 }
 
 impl Params {
@@ -99,6 +101,7 @@ impl Params {
             restart_fraction: 0.0,
             down_secs: 10.0,
             lose_store: false,
+            breakdown: false,
         }
     }
 }
@@ -130,6 +133,10 @@ pub struct RunResult {
     pub messages_per_delivery: f64,
     /// Bytes each node sent per simulated second, by protocol.
     pub node_bytes_per_s: BTreeMap<String, f64>,
+    /// With `breakdown`: bytes each node sent per simulated second by message kind
+    /// (`Protocol/Message`; SWIM's piggybacked updates apart, as `Membership/+Update`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_bytes_per_s_by_kind: BTreeMap<String, f64>,
     /// Nodes crashed.
     pub crashed: u64,
     /// Nodes restarted.
@@ -259,6 +266,8 @@ struct Watch {
     messages: u64,
     /// Bytes by frame kind (`None`: a frame that does not open).
     bytes_by_kind: BTreeMap<Option<Protocol>, u64>,
+    /// With `breakdown`: bytes by message kind.
+    by_message: Option<BTreeMap<String, u64>>,
 }
 
 impl Observer<Engine> for Watch {
@@ -288,8 +297,52 @@ impl Observer<Engine> for Watch {
         self.messages += 1;
         let bytes = t.msg.len() as u64 + 48;
         self.bytes += bytes;
-        let kind = Frame::open(&t.msg, usize::MAX).ok().map(|f| f.kind);
-        *self.bytes_by_kind.entry(kind).or_default() += bytes;
+        let frame = Frame::open(&t.msg, usize::MAX).ok();
+        *self.bytes_by_kind.entry(frame.map(|f| f.kind)).or_default() += bytes;
+        if let (Some(by), Some(f)) = (self.by_message.as_mut(), frame) {
+            breakdown(&f, bytes, by);
+        }
+    }
+}
+
+/// The variant name of a message, from its `Debug` form.
+fn variant<M: std::fmt::Debug>(m: &M) -> String {
+    let s = format!("{m:?}");
+    s.split([' ', '{', '(']).next().unwrap_or("").to_string()
+}
+
+/// Count `bytes` of frame `f` under its protocol and message kind; SWIM's piggybacked updates
+/// are counted apart, by update kind.
+fn breakdown(f: &Frame<'_>, bytes: u64, by: &mut BTreeMap<String, u64>) {
+    use hearsay_overlay::chord::ChordMessage;
+    use hearsay_overlay::scribe::ScribeMessage;
+    use hearsay_overlay::swim::SwimMessage;
+    use hearsay_protocols::pbcast::PbMessage;
+    let mut add = |k: String, b: u64| *by.entry(k).or_default() += b;
+    let kind = format!("{:?}", f.kind);
+    match f.kind {
+        Protocol::Membership => match f.decode::<SwimMessage>() {
+            Ok(m) => {
+                let mut rest = bytes;
+                for u in m.updates() {
+                    let b = u.encoded_len() as u64;
+                    rest = rest.saturating_sub(b);
+                    add(format!("{kind}/+{}", variant(u)), b);
+                }
+                add(format!("{kind}/{}", variant(&m)), rest);
+            }
+            Err(_) => add(format!("{kind}/?"), bytes),
+        },
+        Protocol::Ring => {
+            add(format!("{kind}/{}", f.decode::<ChordMessage>().map_or("?".into(), |m| variant(&m))), bytes)
+        }
+        Protocol::Tree => {
+            add(format!("{kind}/{}", f.decode::<ScribeMessage>().map_or("?".into(), |m| variant(&m))), bytes)
+        }
+        Protocol::Pbcast => {
+            add(format!("{kind}/{}", f.decode::<PbMessage>().map_or("?".into(), |m| variant(&m))), bytes)
+        }
+        _ => add(kind, bytes),
     }
 }
 
@@ -429,7 +482,8 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
             }
         });
     }
-    let mut watch = Watch { stores, ..Watch::default() };
+    let mut watch =
+        Watch { stores, by_message: p.breakdown.then(BTreeMap::new), ..Watch::default() };
     sim.run_until(secs(start + p.duration + p.drain), &mut watch);
 
     // Account every (message, eligible subscriber) pair. A node that restarted without its
@@ -496,6 +550,12 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
             let name = k.map_or_else(|| "unknown".to_string(), |k| format!("{k:?}"));
             (name, report::round(*b as f64 / node_secs, 1))
         })
+        .collect();
+    r.node_bytes_per_s_by_kind = watch
+        .by_message
+        .iter()
+        .flatten()
+        .map(|(k, b)| (k.clone(), report::round(*b as f64 / node_secs, 1)))
         .collect();
     (r, state_per_node)
 }
