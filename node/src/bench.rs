@@ -82,6 +82,9 @@ pub struct BenchOptions {
     /// Publishes in flight at once (each waits for its acknowledgement: with a store, its
     /// write being durable). 1: one at a time.
     pub inflight: usize,
+    /// Run the agents without authenticity (no seals made or checked, SWIM records unsigned):
+    /// to measure what signatures cost beside a run with them.
+    pub no_auth: bool,
 }
 
 impl BenchOptions {
@@ -99,6 +102,7 @@ impl BenchOptions {
             progress: false,
             durable: None,
             inflight: 1,
+            no_auth: false,
         }
     }
 
@@ -204,6 +208,8 @@ pub struct ProtocolTraffic {
 pub struct BenchReport {
     /// N.
     pub nodes: usize,
+    /// Authenticity on (seals and signatures made and checked) or off (`--no-auth`).
+    pub auth: bool,
     /// M.
     pub messages: u64,
     /// S.
@@ -475,6 +481,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         for i in 0..n {
             let mut o = AgentOptions::new(&format!("b{i}"), "127.0.0.1:0".parse()?, secret.clone());
             o.preset = Preset::Lan;
+            o.no_auth = opts.no_auth;
             if let (Some(sync), Some(dir)) = (opts.durable, &store_dir) {
                 o.store = Some(crate::agent::StoreOptions {
                     dir: dir.join(format!("b{i}")),
@@ -614,8 +621,7 @@ async fn measure(
         for name in &names {
             h.ask(|reply| Command::Subscribe {
                 topic: name.clone(),
-                filter: None,
-                expire: None,
+                options: Default::default(),
                 sink: sink.clone(),
                 reply,
             })
@@ -797,6 +803,7 @@ async fn measure(
     let cpu_s = cpu1 - cpu0;
     Ok(BenchReport {
         nodes: n,
+        auth: !opts.no_auth,
         messages: m,
         size: opts.size,
         rate: opts.rate,
@@ -853,8 +860,15 @@ impl BenchReport {
             (
                 "shape",
                 format!(
-                    "N {} | M {} | S {} B | R {}/s | P {} | T {} | seed {}",
-                    self.nodes, self.messages, self.size, self.rate, self.publishers, self.topics, self.seed
+                    "N {} | M {} | S {} B | R {}/s | P {} | T {} | seed {} | auth {}",
+                    self.nodes,
+                    self.messages,
+                    self.size,
+                    self.rate,
+                    self.publishers,
+                    self.topics,
+                    self.seed,
+                    if self.auth { "on" } else { "off" }
                 ),
             ),
             (

@@ -11,7 +11,15 @@
 //! data_dir = "/var/lib/hearsay"
 //! preset = "lan"            # lan | wan | local (memberlist's timing presets)
 //! log = "info"
+//! max_message_bytes = 262144 # largest message body a publish here may carry
+//! api_token_file = "/etc/hearsay/api.token" # required when `api` is not a loopback address
+//! max_subscriptions = 256   # subscriptions the API serves at once
 //! ```
+//!
+//! Without `data_dir` a node keeps its key and store in `/var/lib/hearsay/NAME` when run as
+//! root, else in `$XDG_STATE_HOME/hearsay/NAME` (by default `~/.local/state/hearsay/NAME`): never
+//! relative to the working directory, so starting the agent elsewhere does not silently make a
+//! new identity.
 //!
 //! Unknown keys are an error (a typo must not be silently ignored), and so is every value that
 //! cannot work: [`FileConfig::resolve`] checks each setting and the Engine's settings of the
@@ -89,6 +97,16 @@ pub struct FileConfig {
     pub retain_bytes: Option<String>,
     /// How long messages are kept (`30s`, `15m`, `12h`, `7d`).
     pub retain_age: Option<String>,
+    /// The largest message body a publish on this node may carry, in bytes.
+    pub max_message_bytes: Option<usize>,
+    /// Tags this node advertises, `{ role = "web" }` (flags' `--tag` add to and override them).
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
+    /// A shell command run for each event, the event's JSON on its stdin.
+    pub event_handler: Option<String>,
+    /// A file holding the API's token (clients send it as `Authorization: Bearer`).
+    pub api_token_file: Option<PathBuf>,
+    /// Subscriptions the API serves at once.
+    pub max_subscriptions: Option<usize>,
 }
 
 /// The resolved configuration of an agent.
@@ -116,6 +134,19 @@ pub struct AgentConfig {
     pub sync: crate::store::Sync,
     /// What the store keeps per topic.
     pub retention: crate::store::Retention,
+    /// The largest message body a publish on this node may carry, in bytes (1 to
+    /// [`MAX_BODY_LIMIT`](crate::message::MAX_BODY_LIMIT); default
+    /// [`MAX_BODY`](crate::message::MAX_BODY)).
+    pub max_message_bytes: usize,
+    /// The tags this node advertises at start.
+    pub tags: hearsay_protocols::tags::Tags,
+    /// The event handler command, if any.
+    pub event_handler: Option<String>,
+    /// A file holding the API's token; required when `api` is not a loopback address.
+    pub api_token_file: Option<PathBuf>,
+    /// Subscriptions the API serves at once (at least 1; default
+    /// [`MAX_SUBSCRIPTIONS`](crate::api::server::MAX_SUBSCRIPTIONS)).
+    pub max_subscriptions: usize,
 }
 
 /// A key of the config file; its flag is `--` and the key with `-` for `_`.
@@ -199,6 +230,17 @@ impl FileConfig {
             retain_messages: flags.retain_messages.or(self.retain_messages),
             retain_bytes: flags.retain_bytes.or(self.retain_bytes),
             retain_age: flags.retain_age.or(self.retain_age),
+            max_message_bytes: flags.max_message_bytes.or(self.max_message_bytes),
+            tags: match (self.tags, flags.tags) {
+                (Some(mut file), Some(flags)) => {
+                    file.extend(flags);
+                    Some(file)
+                }
+                (file, flags) => flags.or(file),
+            },
+            event_handler: flags.event_handler.or(self.event_handler),
+            api_token_file: flags.api_token_file.or(self.api_token_file),
+            max_subscriptions: flags.max_subscriptions.or(self.max_subscriptions),
         }
     }
 
@@ -220,7 +262,15 @@ impl FileConfig {
         if secret_file.as_os_str().is_empty() {
             return Err(invalid("secret_file", "the path is empty".into()));
         }
-        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("hearsay-data-{name}")));
+        let data_dir = match self.data_dir {
+            Some(d) => d,
+            None => default_data_dir(&name, |k| std::env::var_os(k), running_as_root()).ok_or_else(|| {
+                invalid(
+                    "data_dir",
+                    "no default: neither XDG_STATE_HOME nor HOME is set; give --data-dir".into(),
+                )
+            })?,
+        };
         if data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "the path is empty".into()));
         }
@@ -247,20 +297,98 @@ impl FileConfig {
             None => d.age,
         };
         let retention = crate::store::Retention { messages, bytes, age };
+        let max_message_bytes = self.max_message_bytes.unwrap_or(crate::message::MAX_BODY);
+        check_max_message_bytes(max_message_bytes).map_err(|e| invalid("max_message_bytes", e))?;
+        let tags = hearsay_protocols::tags::Tags::new(self.tags.unwrap_or_default())
+            .map_err(|e| invalid("tags", e.to_string()))?;
+        let event_handler = self.event_handler.filter(|c| !c.trim().is_empty());
+        let api = self.api.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
+        if !api.ip().is_loopback() && self.api_token_file.is_none() {
+            return Err(invalid(
+                "api",
+                format!(
+                    "{api} is reachable beyond this host: give the API a token with --api-token-file FILE \
+                     (clients send it as `Authorization: Bearer`), or bind it to 127.0.0.1"
+                ),
+            ));
+        }
+        let max_subscriptions = self.max_subscriptions.unwrap_or(crate::api::server::MAX_SUBSCRIPTIONS);
+        if max_subscriptions == 0 {
+            return Err(invalid("max_subscriptions", "must be at least 1".into()));
+        }
         Ok(AgentConfig {
+            tags,
+            event_handler,
             name,
             bind,
             advertise,
             join,
-            api: self.api.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            api,
             secret_file,
             data_dir,
             preset,
             log,
             sync: self.sync.unwrap_or_default(),
             retention,
+            max_message_bytes,
+            api_token_file: self.api_token_file,
+            max_subscriptions,
         })
     }
+}
+
+/// Where a node named `name` keeps its key and store when no `data_dir` is given:
+/// `/var/lib/hearsay/NAME` for root, else `$XDG_STATE_HOME/hearsay/NAME` (an absolute
+/// `XDG_STATE_HOME` only, as the XDG spec says), else `$HOME/.local/state/hearsay/NAME`.
+/// `None` when there is no home to put it in.
+pub fn default_data_dir(
+    name: &str,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    root: bool,
+) -> Option<PathBuf> {
+    if root {
+        return Some(Path::new("/var/lib/hearsay").join(name));
+    }
+    let absolute = |k: &str| env(k).map(PathBuf::from).filter(|p| p.is_absolute());
+    let state = absolute("XDG_STATE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".local/state")))?;
+    Some(state.join("hearsay").join(name))
+}
+
+/// Whether this process runs as root (its default data dir is then under `/var/lib`).
+fn running_as_root() -> bool {
+    #[cfg(unix)]
+    return nix::unistd::geteuid().is_root();
+    #[cfg(not(unix))]
+    return false;
+}
+
+/// Read an API token file: owner-only (like the cluster secret), and at least 16 characters
+/// once surrounding whitespace is trimmed.
+pub fn load_api_token(path: &Path) -> Result<String, ConfigError> {
+    crate::transport::identity::check_private(path).map_err(|e| invalid("api_token_file", e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io(path.to_owned(), e))?;
+    let token = text.trim();
+    if token.len() < 16 || token.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(invalid(
+            "api_token_file",
+            format!("{}: the token must be at least 16 printable characters, no spaces", path.display()),
+        ));
+    }
+    Ok(token.to_string())
+}
+
+/// Check a `max_message_bytes` setting: at least 1 byte, at most
+/// [`MAX_BODY_LIMIT`](crate::message::MAX_BODY_LIMIT) (what the Engine's payload and frame
+/// limits allow with every header at its largest).
+pub fn check_max_message_bytes(max: usize) -> Result<(), String> {
+    let limit = crate::message::MAX_BODY_LIMIT;
+    if max == 0 || max > limit {
+        return Err(format!(
+            "{max} bytes: must be 1 to {limit} bytes (an encoded message must fit the 1 MiB \
+             payload limit of the multicast protocols, headers included)"
+        ));
+    }
+    Ok(())
 }
 
 /// A byte count: a number, optionally with a unit (`B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`).
@@ -336,6 +464,24 @@ mod tests {
     }
 
     #[test]
+    fn the_maximum_message_size_defaults_to_256_kib_and_is_bounded_by_the_payload_limit() {
+        use crate::message::{MAX_BODY, MAX_BODY_LIMIT};
+        assert_eq!(resolve("").unwrap().max_message_bytes, MAX_BODY);
+        assert_eq!(resolve("max_message_bytes = 1024").unwrap().max_message_bytes, 1024);
+        assert_eq!(
+            resolve(&format!("max_message_bytes = {MAX_BODY_LIMIT}")).unwrap().max_message_bytes,
+            MAX_BODY_LIMIT
+        );
+        for bad in [0, MAX_BODY_LIMIT + 1] {
+            let e = resolve(&format!("max_message_bytes = {bad}")).unwrap_err().to_string();
+            let expected = format!(
+                "`max_message_bytes` (--max-message-bytes): {bad} bytes: must be 1 to {MAX_BODY_LIMIT}"
+            );
+            assert!(e.starts_with(&expected), "{e}");
+        }
+    }
+
+    #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let file: FileConfig = toml::from_str(
             r#"
@@ -393,6 +539,63 @@ mod tests {
         }
         let e = FileConfig::default().resolve().unwrap_err().to_string();
         assert!(e.starts_with("`secret_file` (--secret-file) is not set"), "{e}");
+    }
+
+    #[test]
+    fn the_default_data_dir_is_never_relative_to_the_working_directory() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| std::ffi::OsString::from(v))
+        };
+        let home = env(&[("HOME", "/home/ann")]);
+        assert_eq!(
+            default_data_dir("n1", home, false),
+            Some(PathBuf::from("/home/ann/.local/state/hearsay/n1"))
+        );
+        let xdg = env(&[("HOME", "/home/ann"), ("XDG_STATE_HOME", "/srv/state")]);
+        assert_eq!(default_data_dir("n1", xdg, false), Some(PathBuf::from("/srv/state/hearsay/n1")));
+        let relative = env(&[("HOME", "/home/ann"), ("XDG_STATE_HOME", "state")]);
+        assert_eq!(
+            default_data_dir("n1", relative, false),
+            Some(PathBuf::from("/home/ann/.local/state/hearsay/n1")),
+            "a relative XDG_STATE_HOME is ignored"
+        );
+        assert_eq!(
+            default_data_dir("n1", env(&[("HOME", "/home/ann")]), true),
+            Some(PathBuf::from("/var/lib/hearsay/n1"))
+        );
+        assert_eq!(default_data_dir("n1", env(&[("HOME", "home")]), false), None);
+        assert!(resolve("").unwrap().data_dir.is_absolute());
+    }
+
+    #[test]
+    fn an_api_beyond_loopback_needs_a_token_file() {
+        let e = resolve("api = \"0.0.0.0:7070\"").unwrap_err().to_string();
+        assert!(e.starts_with("`api` (--api): 0.0.0.0:7070 is reachable beyond this host"), "{e}");
+        assert!(e.contains("--api-token-file"), "{e}");
+        let c = resolve("api = \"0.0.0.0:7070\"\napi_token_file = \"t\"").unwrap();
+        assert_eq!(c.api_token_file, Some(PathBuf::from("t")));
+        assert!(resolve("api = \"[::1]:7070\"").is_ok(), "loopback needs none");
+        let e = resolve("max_subscriptions = 0").unwrap_err().to_string();
+        assert!(e.starts_with("`max_subscriptions` (--max-subscriptions)"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_api_token_file_must_be_private_and_long_enough() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hearsay-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.token");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_api_token(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load_api_token(&path).unwrap(), "0123456789abcdef0123");
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(load_api_token(&path).unwrap_err().to_string().contains("at least 16"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

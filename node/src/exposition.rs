@@ -7,7 +7,7 @@ use hearsay_protocols::pbcast::Via;
 use hearsay_protocols::wire::Protocol;
 
 use crate::engine::Engine;
-use crate::metrics::{DecodeErrorKind, MemberState, Metrics, Traffic};
+use crate::metrics::{DecodeErrorKind, MemberState, Metrics, ProofEvent, RefusedReason, Traffic};
 use crate::transport::Transport;
 
 /// Copy every figure of `engine` and `transport` into `m`.
@@ -65,6 +65,34 @@ pub(crate) fn update(
         (DecodeErrorKind::DroppedMalformed, dropped_malformed(engine)),
     ] {
         m.set_decode_errors(kind, n);
+    }
+    let ae = engine.anti_entropy().stats();
+    let limited = stats.replies_limited;
+    for (reason, n) in [
+        (RefusedReason::PbcastForged, pb.forged),
+        (RefusedReason::PbcastStreamsFull, pb.refused_streams),
+        (RefusedReason::PbcastHoldFull, pb.hold_refused),
+        (RefusedReason::PbcastUnprovenForgotten, pb.unproven_forgotten),
+        (RefusedReason::AeForged, ae.forged),
+        (RefusedReason::AeStoreFull, ae.refused_full),
+        (RefusedReason::AeUnsolicited, ae.unsolicited),
+        (RefusedReason::SwimForged, swim.forged),
+        (RefusedReason::SwimClamped, swim.clamped),
+        (RefusedReason::SwimMembersFull, swim.members_refused),
+        (RefusedReason::SwimRecordsDropped, swim.records_dropped),
+        (RefusedReason::SwimPingReqsRefused, swim.ping_reqs_refused),
+        (RefusedReason::LimitedAeSyn, limited[0]),
+        (RefusedReason::LimitedRumorPull, limited[1]),
+        (RefusedReason::LimitedSwimPushPull, limited[2]),
+    ] {
+        m.set_refused(reason, n);
+    }
+    for (event, n) in [
+        (ProofEvent::Wanted, pb.proofs_wanted),
+        (ProofEvent::Sent, pb.proofs_sent),
+        (ProofEvent::Received, pb.proofs_received),
+    ] {
+        m.set_proofs(event, n);
     }
     m.set_trees(engine.scribe().trees().map(|tv| crate::metrics::TreePosition {
         topic: engine.topic_name(tv.topic).map_or_else(|| tv.topic.to_string(), str::to_string),

@@ -19,6 +19,7 @@
 //! | `metrics` | the `hearsay_*` Prometheus metrics | `runtime` |
 //! | `bench` | `hearsay bench`: a load generator over a local cluster in one process | `runtime` |
 //! | `demo` | `hearsay demo`: a live local cluster in one process | `runtime` |
+//! | [`embed`] | running an agent inside another program, without HTTP: build, start, publish, subscribe (a `Stream`), members, query, events, shutdown | `runtime` |
 
 #[cfg(feature = "runtime")]
 pub mod agent;
@@ -32,6 +33,8 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "runtime")]
 pub mod demo;
+#[cfg(feature = "runtime")]
+pub mod embed;
 pub mod engine;
 #[cfg(feature = "runtime")]
 mod exposition;

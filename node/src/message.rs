@@ -4,6 +4,12 @@
 //! Encoding: postcard of [`AppMessage`]. Bounds are checked at publish time (the publisher
 //! gets a clear error) and again on decode (a peer's oversized or malformed payload is
 //! counted and dropped, never delivered).
+//!
+//! The body's bound is a setting (`max_message_bytes`, `--max-message-bytes`; default
+//! [`MAX_BODY`]) checked by the publishing node with [`AppMessage::encode_within`]. Nodes of one
+//! cluster may set it differently, so a receiver checks a peer's message against the largest
+//! any setting allows, [`MAX_BODY_LIMIT`]: what fits the Engine's payload limit with every
+//! header at its largest.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +22,17 @@ pub const MAX_HEADERS: usize = 32;
 pub const MAX_HEADER_NAME: usize = 64;
 /// Bytes per header value at most.
 pub const MAX_HEADER_VALUE: usize = 256;
-/// Bytes of body at most.
+/// Bytes of body at most by default (the `max_message_bytes` setting, `--max-message-bytes`).
 pub const MAX_BODY: usize = 256 * 1024;
+/// What an encoded message may add to its body at most: 32 headers of a 64-byte name and a
+/// 256-byte value with their length prefixes (10,337 bytes) and the body's own prefix, rounded
+/// up to 16 KiB.
+pub const MAX_ENCODING_OVERHEAD: usize = 16 * 1024;
+/// The largest body any `max_message_bytes` setting may allow: an encoded message must fit the
+/// Engine's payload limit (pbcast's and Scribe's `max_payload`, 1 MiB), so that every frame
+/// that carries it stays under the frame limit (2 MiB; a retransmission batch holds at most
+/// 256 KiB plus one message).
+pub const MAX_BODY_LIMIT: usize = (1 << 20) - MAX_ENCODING_OVERHEAD;
 /// Bytes of topic name at most.
 pub const MAX_TOPIC: usize = 256;
 
@@ -43,9 +58,17 @@ pub enum MessageError {
     /// A header value is too long.
     #[error("header `{0}`: value longer than {MAX_HEADER_VALUE} bytes")]
     HeaderValueTooLong(String),
-    /// The body is too long.
-    #[error("message body of {0} bytes exceeds {MAX_BODY}")]
-    BodyTooLarge(usize),
+    /// The body is longer than the maximum message size.
+    #[error(
+        "message body of {len} bytes exceeds the maximum message size of {max} bytes \
+         (the agent's max_message_bytes, --max-message-bytes)"
+    )]
+    BodyTooLarge {
+        /// The body's length.
+        len: usize,
+        /// The limit it broke.
+        max: usize,
+    },
     /// The topic name is empty, too long, or has control characters.
     #[error("topic name must be 1 to {MAX_TOPIC} bytes of printable UTF-8")]
     BadTopic,
@@ -60,8 +83,13 @@ impl AppMessage {
         AppMessage { headers: BTreeMap::new(), body: body.into() }
     }
 
-    /// Check every bound.
+    /// Check every bound, the body's against the default [`MAX_BODY`].
     pub fn validate(&self) -> Result<(), MessageError> {
+        self.validate_within(MAX_BODY)
+    }
+
+    /// Check every bound, the body's against `max_body` (a node's `max_message_bytes`).
+    pub fn validate_within(&self, max_body: usize) -> Result<(), MessageError> {
         if self.headers.len() > MAX_HEADERS {
             return Err(MessageError::TooManyHeaders);
         }
@@ -78,22 +106,28 @@ impl AppMessage {
                 return Err(MessageError::HeaderValueTooLong(k.clone()));
             }
         }
-        if self.body.len() > MAX_BODY {
-            return Err(MessageError::BodyTooLarge(self.body.len()));
+        if self.body.len() > max_body {
+            return Err(MessageError::BodyTooLarge { len: self.body.len(), max: max_body });
         }
         Ok(())
     }
 
-    /// Encode (after validating).
+    /// Encode (after validating against the default [`MAX_BODY`]).
     pub fn encode(&self) -> Result<Bytes, MessageError> {
-        self.validate()?;
+        self.encode_within(MAX_BODY)
+    }
+
+    /// Encode after validating, the body against `max_body` (a node's `max_message_bytes`).
+    pub fn encode_within(&self, max_body: usize) -> Result<Bytes, MessageError> {
+        self.validate_within(max_body)?;
         postcard::to_allocvec(self).map(Bytes::from).map_err(|_| MessageError::Malformed)
     }
 
-    /// Decode and validate a payload from the network.
+    /// Decode and validate a payload from the network. The body is checked against
+    /// [`MAX_BODY_LIMIT`], not this node's setting: the publisher's may be larger.
     pub fn decode(bytes: &[u8]) -> Result<AppMessage, MessageError> {
         let m: AppMessage = postcard::from_bytes(bytes).map_err(|_| MessageError::Malformed)?;
-        m.validate()?;
+        m.validate_within(MAX_BODY_LIMIT)?;
         Ok(m)
     }
 }
@@ -174,11 +208,31 @@ mod tests {
         m.headers.insert("9bad".into(), "x".into());
         assert!(matches!(m.encode(), Err(MessageError::BadHeaderName(_))));
         let big = AppMessage { body: Bytes::from(vec![0; MAX_BODY + 1]), ..AppMessage::default() };
-        assert_eq!(big.validate(), Err(MessageError::BodyTooLarge(MAX_BODY + 1)));
+        assert_eq!(big.validate(), Err(MessageError::BodyTooLarge { len: MAX_BODY + 1, max: MAX_BODY }));
+        assert_eq!(AppMessage::decode(&big.encode_within(MAX_BODY + 1).unwrap()).unwrap(), big);
         assert_eq!(AppMessage::decode(&[0xff, 0xff, 0xff]), Err(MessageError::Malformed));
         assert!(validate_topic("news").is_ok());
         assert!(validate_topic("").is_err() && validate_topic("a\nb").is_err());
         assert!(validate_topic(&"x".repeat(MAX_TOPIC + 1)).is_err());
+    }
+
+    #[test]
+    fn the_largest_allowed_message_with_every_header_at_its_largest_fits_the_payload_limit() {
+        let headers = (0..MAX_HEADERS)
+            .map(|i| (format!("h{i:0>63}"), "v".repeat(MAX_HEADER_VALUE)))
+            .collect::<BTreeMap<_, _>>();
+        let m = AppMessage { headers, body: Bytes::from(vec![0xab; MAX_BODY_LIMIT]) };
+        let encoded = m.encode_within(MAX_BODY_LIMIT).unwrap();
+        let payload_limit = hearsay_protocols::pbcast::PbConfig::default().max_payload;
+        assert_eq!(payload_limit, hearsay_overlay::scribe::ScribeConfig::default().max_payload);
+        assert!(encoded.len() <= payload_limit, "{} > {payload_limit}", encoded.len());
+        assert!(encoded.len() - m.body.len() <= MAX_ENCODING_OVERHEAD);
+        assert!(2 * payload_limit <= hearsay_protocols::wire::DEFAULT_FRAME_LIMIT);
+        let e = m.encode_within(MAX_BODY).unwrap_err().to_string();
+        assert!(e.contains(&format!("maximum message size of {MAX_BODY} bytes")), "{e}");
+        let over = AppMessage { body: Bytes::from(vec![0; MAX_BODY_LIMIT + 1]), ..m };
+        let raw = postcard::to_allocvec(&over).unwrap();
+        assert!(matches!(AppMessage::decode(&raw), Err(MessageError::BodyTooLarge { .. })));
     }
 
     #[test]

@@ -40,7 +40,20 @@
 //! | `hearsay_store_writes_total` | counter | | writes the store made durable |
 //! | `hearsay_store_commits_total` | counter | | group commits (fsyncs) that carried them |
 //! | `hearsay_store_trimmed_total` | counter | | messages retention removed |
+//! | `hearsay_store_members` | gauge | | members in the last-known list the store keeps (what a restart dials) |
+//! | `hearsay_reconnect_dials_total` | counter | | dials to find the cluster again: seeds and kept members at start, members not live in reconnect rounds |
+//! | `hearsay_reconnects_total` | counter | | joins through a member that answered a reconnect dial while not live in this node's view |
 //! | `hearsay_uptime_seconds` | gauge | | time since the metrics were created |
+//! | `hearsay_events_total` | counter | | events on this node's event stream (`/v1/events`) |
+//! | `hearsay_event_handler_runs_total` | counter | | runs of the `--event-handler` command |
+//! | `hearsay_event_handler_failures_total` | counter | | runs that failed: non-zero exit, timeout, could not start |
+//! | `hearsay_event_handler_dropped_total` | counter | | events the handler fell too far behind to run for |
+//! | `hearsay_refused_total` | counter | `reason` | hostile or excess input dropped at a bound or a check ([`RefusedReason`]) |
+//! | `hearsay_proofs_total` | counter | `event` | pbcast stream proofs: `wanted` (asked), `sent`, `received` (checked, proved a seq) |
+//! | `hearsay_quic_retries_total` | counter | | stateless QUIC Retries sent to unvalidated handshakes |
+//!
+//! The event counters are incremented where the events happen (the actor, the handler's
+//! task), through [`Metrics::events`], rather than set from a machine's totals.
 //!
 //! Label values are fixed words (`anti_entropy`, `first_phase`, ...) except `topic`, which is
 //! the topic's name (or its id in hex when the node does not know the name). Lines within one
@@ -167,6 +180,73 @@ impl DecodeErrorKind {
     }
 }
 
+label_values! {
+    /// The `reason` label of `hearsay_refused_total`: which bound or check dropped input a peer
+    /// (or a stranger) sent.
+    RefusedReason {
+        /// pbcast messages whose seal is not their origin's signature.
+        PbcastForged => "pbcast_forged",
+        /// pbcast entries, digest lines and heads beyond `streams_max` per topic.
+        PbcastStreamsFull => "pbcast_streams_full",
+        /// pbcast entries waiting for earlier seqs refused at a full history.
+        PbcastHoldFull => "pbcast_hold_full",
+        /// pbcast streams whose unproven hints nobody proved in time, forgotten.
+        PbcastUnprovenForgotten => "pbcast_unproven_forgotten",
+        /// Anti-entropy entries whose seal did not check.
+        AeForged => "ae_forged",
+        /// Anti-entropy entries refused at the store's caps.
+        AeStoreFull => "ae_store_full",
+        /// Anti-entropy deltas that answered nothing asked.
+        AeUnsolicited => "ae_unsolicited",
+        /// SWIM updates and records whose signature did not verify.
+        SwimForged => "swim_forged",
+        /// SWIM suspicions naming an incarnation above the highest signed, clamped.
+        SwimClamped => "swim_clamped",
+        /// New members refused at the table's caps.
+        SwimMembersFull => "swim_members_full",
+        /// Push-pull records dropped past the caps.
+        SwimRecordsDropped => "swim_records_dropped",
+        /// Ping-reqs refused (unknown target, relay caps).
+        SwimPingReqsRefused => "swim_ping_reqs_refused",
+        /// Anti-entropy `Syn`s over their per-peer rate, unanswered.
+        LimitedAeSyn => "limited_ae_syn",
+        /// Rumor pulls over their per-peer rate, unanswered.
+        LimitedRumorPull => "limited_rumor_pull",
+        /// SWIM push-pulls over their per-peer rate, unanswered.
+        LimitedSwimPushPull => "limited_swim_push_pull",
+        /// Received datagrams dropped at a full frame queue.
+        QueueFull => "queue_full",
+        /// Received datagrams dropped at a spent byte budget.
+        QueueBytesFull => "queue_bytes_full",
+        /// Received streams over the frame limit.
+        OversizeStream => "oversize_stream",
+        /// Received streams not ended within the read timeout.
+        ReadTimeout => "read_timeout",
+        /// Sent streams not written within the write timeout (a peer granting no credit).
+        WriteTimeout => "write_timeout",
+        /// Frames not sent at the bound on sent streams in progress.
+        StreamsOutFull => "streams_out_full",
+        /// Handshakes ignored over the rate or in-flight bound.
+        HandshakesLimited => "handshakes_limited",
+        /// Handshakes refused (not admitted, either side).
+        HandshakesRefused => "handshakes_refused",
+        /// Second connections from a connected peer, closed.
+        DuplicateConnection => "duplicate_connection",
+    }
+}
+
+label_values! {
+    /// The `event` label of `hearsay_proofs_total`.
+    ProofEvent {
+        /// `ProofWanted` requests sent.
+        Wanted => "wanted",
+        /// Proofs sent in answer.
+        Sent => "sent",
+        /// Proofs received that checked and proved a new seq.
+        Received => "received",
+    }
+}
+
 /// One protocol's traffic totals since the node started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -228,6 +308,16 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: RefusedReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EventLabel {
+    event: ProofEvent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TopicLabel {
     topic: String,
 }
@@ -284,7 +374,27 @@ pub struct Metrics {
     store_writes: Counter,
     store_commits: Counter,
     store_trimmed: Counter,
+    store_members: Gauge,
+    reconnect_dials: Counter,
+    reconnects: Counter,
     uptime: Gauge<f64, AtomicU64>,
+    events: EventCounters,
+    refused: Family<ReasonLabel, Counter>,
+    proofs: Family<EventLabel, Counter>,
+    quic_retries: Counter,
+}
+
+/// The event stream's counters, shared with the tasks that count them (cloning shares).
+#[derive(Clone, Debug, Default)]
+pub struct EventCounters {
+    /// Events emitted on the stream.
+    pub emitted: Counter,
+    /// Event handler runs.
+    pub handler_runs: Counter,
+    /// Event handler runs that failed.
+    pub handler_failures: Counter,
+    /// Events the handler skipped because it fell behind.
+    pub handler_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -415,6 +525,69 @@ impl Metrics {
             add(reg, "store_commits", "Group commits (fsyncs) that carried the writes", Counter::default());
         let store_trimmed =
             add(reg, "store_trimmed", "Messages retention removed from the store", Counter::default());
+        let store_members = add(
+            reg,
+            "store_members",
+            "Members in the last-known list the store keeps (what a restart dials)",
+            Gauge::default(),
+        );
+        let reconnect_dials = add(
+            reg,
+            "reconnect_dials",
+            "Dials to find the cluster again: seeds and kept members at start, members not live in reconnect rounds",
+            Counter::default(),
+        );
+        let reconnects = add(
+            reg,
+            "reconnects",
+            "Joins through a member that answered a reconnect dial while not live here",
+            Counter::default(),
+        );
+        let events = EventCounters {
+            emitted: add(reg, "events", "Events on this node's event stream", Counter::default()),
+            handler_runs: add(
+                reg,
+                "event_handler_runs",
+                "Runs of the event handler command",
+                Counter::default(),
+            ),
+            handler_failures: add(
+                reg,
+                "event_handler_failures",
+                "Event handler runs that failed (non-zero exit, timeout, could not start)",
+                Counter::default(),
+            ),
+            handler_dropped: add(
+                reg,
+                "event_handler_dropped",
+                "Events the event handler fell too far behind to run for",
+                Counter::default(),
+            ),
+        };
+        let refused = add(
+            reg,
+            "refused",
+            "Hostile or excess input dropped at a bound or a check, by reason",
+            Family::<ReasonLabel, Counter>::default(),
+        );
+        for &reason in RefusedReason::ALL {
+            drop(refused.get_or_create(&ReasonLabel { reason }));
+        }
+        let proofs = add(
+            reg,
+            "proofs",
+            "pbcast stream proofs wanted, sent and received",
+            Family::<EventLabel, Counter>::default(),
+        );
+        for &event in ProofEvent::ALL {
+            drop(proofs.get_or_create(&EventLabel { event }));
+        }
+        let quic_retries = add(
+            reg,
+            "quic_retries",
+            "Stateless QUIC Retries sent to unvalidated handshakes",
+            Counter::default(),
+        );
         let uptime = Gauge::<f64, AtomicU64>::default();
         reg.register_with_unit("uptime", "Time since the node started", Unit::Seconds, uptime.clone());
         Metrics {
@@ -450,8 +623,20 @@ impl Metrics {
             store_writes,
             store_commits,
             store_trimmed,
+            store_members,
+            reconnect_dials,
+            reconnects,
             uptime,
+            events,
+            refused,
+            proofs,
+            quic_retries,
         }
+    }
+
+    /// The event stream's counters (clones share the values).
+    pub fn events(&self) -> EventCounters {
+        self.events.clone()
     }
 
     /// The OpenMetrics text of every metric (serve it with [`CONTENT_TYPE`]). Sets
@@ -555,8 +740,34 @@ impl Metrics {
         set_total(&self.udp_datagrams_received, udp.datagrams_received);
     }
 
-    /// Connections and UDP totals from the transport.
+    /// Input dropped for `reason`.
+    pub fn set_refused(&self, reason: RefusedReason, total: u64) {
+        set_total(&self.refused.get_or_create(&ReasonLabel { reason }), total);
+    }
+
+    /// Stream proofs by event.
+    pub fn set_proofs(&self, event: ProofEvent, total: u64) {
+        set_total(&self.proofs.get_or_create(&EventLabel { event }), total);
+    }
+
+    /// Connections, UDP totals and the transport's refusals.
     pub fn set_transport(&self, transport: &Transport) {
+        let s = transport.stats();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (reason, n) in [
+            (RefusedReason::QueueFull, get(&s.dropped_queue_full)),
+            (RefusedReason::QueueBytesFull, get(&s.dropped_bytes_full)),
+            (RefusedReason::OversizeStream, get(&s.oversize)),
+            (RefusedReason::ReadTimeout, get(&s.read_timeouts)),
+            (RefusedReason::WriteTimeout, get(&s.write_timeouts)),
+            (RefusedReason::StreamsOutFull, get(&s.dropped_streams_out)),
+            (RefusedReason::HandshakesLimited, get(&s.handshakes_limited)),
+            (RefusedReason::HandshakesRefused, get(&s.refused)),
+            (RefusedReason::DuplicateConnection, get(&s.duplicates_closed)),
+        ] {
+            self.set_refused(reason, n);
+        }
+        set_total(&self.quic_retries, get(&s.retries));
         let wire = transport.wire();
         self.set_udp(Udp {
             bytes_sent: wire.bytes_sent.load(Ordering::Relaxed),
@@ -570,6 +781,17 @@ impl Metrics {
     /// Open local API subscriptions now.
     pub fn set_subscriptions(&self, count: usize) {
         self.subscriptions.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Members in the last-known list the store keeps.
+    pub fn set_members_kept(&self, n: usize) {
+        self.store_members.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Reconnection totals: addresses dialled, joins through a member not live here.
+    pub fn set_reconnects(&self, dials: u64, joins: u64) {
+        set_total(&self.reconnect_dials, dials);
+        set_total(&self.reconnects, joins);
     }
 
     /// The durable store's figures.

@@ -66,6 +66,116 @@ impl<'de> Deserialize<'de> for Signature {
     }
 }
 
+/// The author's signature over a message of one of its streams, and what a receiver needs to
+/// find the author's key: a stream origin is the first 24 bytes of the author's NodeId and an
+/// 8-byte epoch (see the Engine's "Stream origins"), so the key is the origin's first 24 bytes
+/// followed by `key_tail`. Nobody can sign for an origin whose prefix is not their own key's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Seal {
+    /// The last 8 bytes of the author's NodeId.
+    pub key_tail: [u8; 8],
+    /// The author's signature over [`message_bytes`].
+    pub sig: Signature,
+}
+
+/// What a [`Seal`]'s signature covers: a domain tag, the origin, topic, seq, publish time and
+/// the SHA-256 of the payload (so a proof that a message exists can travel without it).
+pub fn message_bytes(
+    origin: &NodeId,
+    topic: u64,
+    seq: u64,
+    published_at: u64,
+    digest: &[u8; 32],
+) -> [u8; 101] {
+    let mut b = [0u8; 101];
+    b[..13].copy_from_slice(b"hearsay/msg/1");
+    b[13..45].copy_from_slice(origin.as_bytes());
+    b[45..53].copy_from_slice(&topic.to_be_bytes());
+    b[53..61].copy_from_slice(&seq.to_be_bytes());
+    b[61..69].copy_from_slice(&published_at.to_be_bytes());
+    b[69..].copy_from_slice(digest);
+    b
+}
+
+/// SHA-256 of a payload, as a [`Seal`] covers it.
+pub fn payload_digest(payload: &[u8]) -> [u8; 32] {
+    Sha256::digest(payload).into()
+}
+
+/// The key that signs for `origin` given the seal's `key_tail`.
+pub fn origin_key(origin: &NodeId, key_tail: &[u8; 8]) -> NodeId {
+    let mut k = *origin.as_bytes();
+    k[24..].copy_from_slice(key_tail);
+    NodeId::from_bytes(k)
+}
+
+/// Seal a message of `auth`'s own stream `origin` (whose first 24 bytes are `auth`'s id's).
+pub fn seal(
+    auth: &dyn Authenticator,
+    origin: &NodeId,
+    topic: u64,
+    seq: u64,
+    published_at: u64,
+    payload: &[u8],
+) -> Seal {
+    seal_digest(auth, origin, topic, seq, published_at, &payload_digest(payload))
+}
+
+/// [`seal`], given the payload's [`payload_digest`].
+pub fn seal_digest(
+    auth: &dyn Authenticator,
+    origin: &NodeId,
+    topic: u64,
+    seq: u64,
+    published_at: u64,
+    digest: &[u8; 32],
+) -> Seal {
+    let mut key_tail = [0u8; 8];
+    key_tail.copy_from_slice(&auth.id().as_bytes()[24..]);
+    Seal { key_tail, sig: auth.sign(&message_bytes(origin, topic, seq, published_at, digest)) }
+}
+
+/// True if `seal` is the origin's author's signature over the message with this payload
+/// digest.
+pub fn verify_seal(
+    auth: &dyn Authenticator,
+    origin: &NodeId,
+    topic: u64,
+    seq: u64,
+    published_at: u64,
+    digest: &[u8; 32],
+    seal: &Seal,
+) -> bool {
+    let key = origin_key(origin, &seal.key_tail);
+    auth.verify(&key, &message_bytes(origin, topic, seq, published_at, digest), &seal.sig)
+}
+
+/// Proof that a message exists, without its payload: what its seal covers. A heads reply
+/// carries one per stream, so a peer cannot make a new subscriber start a stream past messages
+/// that do not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    /// The stream's origin.
+    pub origin: NodeId,
+    /// The stream's topic.
+    pub topic: u64,
+    /// The message's seq.
+    pub seq: u64,
+    /// Its publish time (µs, the origin's clock).
+    pub published_at: u64,
+    /// SHA-256 of its payload.
+    pub digest: [u8; 32],
+    /// The origin's seal.
+    pub seal: Seal,
+}
+
+impl Proof {
+    /// True if the seal is the origin's author's signature over this message.
+    pub fn verify(&self, auth: &dyn Authenticator) -> bool {
+        verify_seal(auth, &self.origin, self.topic, self.seq, self.published_at, &self.digest, &self.seal)
+    }
+}
+
 /// Signs with this node's key, verifies other nodes' signatures.
 pub trait Authenticator: fmt::Debug + Send + Sync {
     /// This node's id: the key it signs with.
@@ -74,6 +184,27 @@ pub trait Authenticator: fmt::Debug + Send + Sync {
     fn sign(&self, msg: &[u8]) -> Signature;
     /// True if `sig` is `key`'s signature over `msg`.
     fn verify(&self, key: &NodeId, msg: &[u8], sig: &Signature) -> bool;
+}
+
+/// Authenticity off: signs nothing, accepts everything. Only for measuring what signatures
+/// cost (`hearsay bench --no-auth`); never in a cluster that faces anyone.
+#[derive(Clone, Copy, Debug)]
+pub struct NoAuth(pub NodeId);
+
+impl Authenticator for NoAuth {
+    fn id(&self) -> NodeId {
+        self.0
+    }
+
+    /// A fixed signature that is not [`Signature::ZERO`]: a zero one reads as "unsigned",
+    /// which SWIM refuses for an `Alive` that changes the table, and the cluster would not form.
+    fn sign(&self, _msg: &[u8]) -> Signature {
+        Signature([0xa5; 64])
+    }
+
+    fn verify(&self, _key: &NodeId, _msg: &[u8], _sig: &Signature) -> bool {
+        true
+    }
 }
 
 /// For simulations without an adversary: a "signature" is SHA-256 of the signer's id and the
@@ -112,6 +243,23 @@ impl Authenticator for Unchecked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seal_verifies_for_its_origin_and_message_only() {
+        let me = Unchecked(NodeId::from_u64(7));
+        let mut origin = *me.id().as_bytes();
+        origin[24..].copy_from_slice(&42u64.to_be_bytes()); // an epoch
+        let origin = NodeId::from_bytes(origin);
+        let s = seal(&me, &origin, 3, 9, 1_000, b"payload");
+        let d = payload_digest(b"payload");
+        assert!(verify_seal(&me, &origin, 3, 9, 1_000, &d, &s));
+        assert!(!verify_seal(&me, &origin, 3, 10, 1_000, &d, &s), "another seq");
+        assert!(!verify_seal(&me, &origin, 3, 9, 1_000, &payload_digest(b"other"), &s), "another payload");
+        // Another node's origin with this node's key tail: the key does not match.
+        let mut other = *NodeId::from_u64(8).as_bytes();
+        other[24..].copy_from_slice(&42u64.to_be_bytes());
+        assert!(!verify_seal(&me, &NodeId::from_bytes(other), 3, 9, 1_000, &d, &s));
+    }
 
     #[test]
     fn unchecked_signatures_verify_under_the_signer_only() {

@@ -32,6 +32,7 @@ pub mod pbcast;
 pub mod peers;
 pub mod rng;
 pub mod rumor;
+pub mod tags;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod time;

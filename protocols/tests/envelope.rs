@@ -22,11 +22,24 @@ fn summary() -> impl Strategy<Value = StreamSummary> {
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (stream(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(stream, seq, p)| Entry {
-        stream,
-        seq,
-        payload: Bytes::from(p),
-    })
+    (
+        stream(),
+        any::<u64>(),
+        prop::collection::vec(any::<u8>(), 0..64),
+        any::<u64>(),
+        any::<[u8; 8]>(),
+        any::<u8>(),
+    )
+        .prop_map(|(stream, seq, p, at, key_tail, s)| Entry {
+            stream,
+            seq,
+            payload: Bytes::from(p),
+            published_at: hearsay_protocols::Instant::from_micros(at),
+            seal: hearsay_protocols::auth::Seal {
+                key_tail,
+                sig: hearsay_protocols::auth::Signature([s; 64]),
+            },
+        })
 }
 
 fn digest() -> impl Strategy<Value = Digest> {
@@ -45,7 +58,14 @@ fn ae_message() -> impl Strategy<Value = AeMessage> {
         (any::<u64>(), mode(), topics(), digest())
             .prop_map(|(xid, mode, scope, digest)| { AeMessage::Syn { xid, mode, scope, digest } }),
         (any::<u64>(), topics(), digest(), entries(), any::<bool>()).prop_map(
-            |(xid, scope, digest, delta, more)| AeMessage::SynAck { xid, scope, digest, delta, more }
+            |(xid, scope, digest, delta, more)| AeMessage::SynAck {
+                xid,
+                scope,
+                digest,
+                delta,
+                more,
+                proofs: vec![]
+            }
         ),
         (any::<u64>(), entries(), any::<bool>()).prop_map(|(xid, delta, more)| AeMessage::Delta {
             xid,

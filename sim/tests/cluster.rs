@@ -31,7 +31,9 @@ fn loss_crashes_and_a_partition_lose_nothing_silently() {
         let r = cluster::run(&p, &Progress::silent());
         let run = &r.per_run[0];
         assert!(run.eligible > 1000, "seed {seed}: only {} eligible pairs", run.eligible);
-        assert_eq!(run.crashed, 8);
+        // The crashed subscribers are no longer owed anything: fewer eligible pairs than
+        // messages × 30 subscribers.
+        assert!(run.eligible < run.published * 30, "seed {seed}: {run:?}");
         assert_eq!(r.silent_losses, 0, "seed {seed}: {r:?}");
         assert_eq!(r.duplicates, 0, "seed {seed}: {r:?}");
         assert_eq!(r.accounted_ratio, 1.0, "seed {seed}: {r:?}");

@@ -21,11 +21,7 @@ fn trace(seed: u64) -> ([u8; 32], u64) {
         let stream = hearsay_protocols::StreamId { topic: hearsay_protocols::TopicId(1), origin: m.id() };
         m.insert(
             now,
-            hearsay_protocols::anti_entropy::Entry {
-                stream,
-                seq: 1,
-                payload: bytes::Bytes::from_static(b"x"),
-            },
+            hearsay_protocols::anti_entropy::Entry::unsealed(stream, 1, bytes::Bytes::from_static(b"x")),
         )
     });
     sim.run_until(s(12), &mut hash);

@@ -87,7 +87,12 @@ fn same_arguments_same_bytes() {
         vec!["rumor", "--nodes", "200", "--runs", "2", "--json", "--loss", "0.1", "--timing", "async"],
         vec!["flood-vs-gossip", "--nodes", "200", "--runs", "2", "--json", "--graph", "power-law"],
     ] {
-        assert_eq!(sim(&args).stdout, sim(&args).stdout, "{args:?}");
+        let (one, two) = (sim(&args), sim(&args));
+        for out in [&one, &two] {
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(!one.stdout.is_empty(), "{args:?}");
+        assert_eq!(one.stdout, two.stdout, "{args:?}");
     }
 }
 

@@ -1,79 +1,96 @@
-//! Black-box test harness: real `hearsay agent` processes on loopback.
+//! The one test harness for real hearsay agents: [`Cluster`], a set of `hearsay agent`
+//! processes, used by every test that runs agents (the black-box tests in `tests/tests/`, the
+//! dashboard check and the bench's).
 //!
-//! Every agent runs as a child process with its own data directory and free ports, and is
-//! killed and reaped when its [`Agent`] is dropped, whatever the test outcome. Every wait is
-//! bounded and says what it waited for when it gives up.
+//! How it avoids races:
+//!
+//! - **No guessed ports.** Every agent binds port 0 for QUIC and for its API and reports what it
+//!   got: `hearsay agent` writes `DATA_DIR/ready.json` (`{name, id, addr, api, pid}`) atomically
+//!   once both are bound. [`Agent::wait_ready`] reads it (checking `pid`, so a file left by an
+//!   earlier life of the agent is not taken for this one); a restarted agent gets fresh ports the
+//!   same way.
+//! - **No fixed sleeps.** Every wait polls observable state with a bound and says what it saw
+//!   last when it gives up ([`wait_for`]): members alive by NodeId ([`Cluster::wait_converged`]),
+//!   a topic tree joined with one root where the ring puts it ([`Cluster::wait_tree`]), a
+//!   publisher's stream registered at every subscriber ([`Cluster::warm_up`]).
+//! - **One cluster at a time.** A [`Cluster`] holds a process-wide lock ([`serial`]) for its
+//!   whole life, so tests that start agents never overlap in one test binary (cargo runs the
+//!   test binaries one after another); they share nothing else (temp dirs, port 0).
+//! - **Nothing left behind.** Agents are killed and reaped on drop (a panicking test included),
+//!   subscriptions closed, temp dirs removed, network namespaces deleted ([`netns`]).
+//!
+//! Faults come from the agents' own test control (`hearsay agent --test-control`, the API's
+//! `/v1/test/control`): [`Cluster::partition`] cuts every link between groups at the sending
+//! socket, [`Cluster::heal`] restores them. [`netns`] puts agents in network namespaces for
+//! partitions made by taking links down.
 
-use std::collections::BTreeMap;
-use std::io::BufRead;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+mod agent;
+mod cluster;
+mod http;
+pub mod netns;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+pub use agent::{Agent, AgentSpec, Member, Published, Ready};
+pub use cluster::CONVERGE_WITHIN;
+pub use cluster::Cluster;
+pub use http::{Account, Gap, Message, Reply, Subscription};
 
 /// The `hearsay` binary: `$HEARSAY_BIN`, or the one cargo built beside this test.
 pub fn binary() -> PathBuf {
-    if let Ok(p) = std::env::var("HEARSAY_BIN") {
+    built_binary("hearsay", "HEARSAY_BIN", "hearsay")
+}
+
+/// A binary of this workspace, checked to be newer than the sources it is built from (testing
+/// a stale binary would test old code).
+fn built_binary(name: &str, env: &str, package: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test> -> target/<profile>/hearsay
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let bin = dir.join("hearsay");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} not found: build it first (`cargo build -p hearsay`, same profile) or set HEARSAY_BIN",
+        "{} not found: build it first (`cargo build -p {package}`, same profile) or set {env}",
         bin.display()
     );
-    // A binary older than the hearsay library this test was built with is stale: testing it
-    // would test old code. (`cargo test --workspace` builds both.)
+    // Cargo's dep-info next to the binary lists every source file it was built from.
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_lib = std::fs::read_dir(dir.join("deps"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with("libhearsay-") && n.ends_with(".rlib")
-        })
-        .filter_map(|e| modified(&e.path()))
+    let deps = std::fs::read_to_string(dir.join(format!("{name}.d"))).unwrap_or_default();
+    let sources = deps.split_once(": ").map_or("", |(_, s)| s);
+    let newest = sources
+        .split_whitespace()
+        .filter(|f| f.ends_with(".rs"))
+        .filter_map(|f| modified(Path::new(f)).map(|m| (m, f)))
         .max();
-    if let (Some(lib), Some(b)) = (newest_lib, modified(&bin)) {
+    if let (Some((src, file)), Some(b)) = (newest, modified(&bin)) {
         assert!(
-            b >= lib,
-            "{} is older than the hearsay library: rebuild it (`cargo build -p hearsay`, same profile) \
-             or run the whole suite with `cargo test --workspace`",
+            b >= src,
+            "{} is older than {file}: rebuild it (`cargo build -p {package}`, same profile) or run the \
+             whole suite with `cargo test --workspace`",
             bin.display()
         );
     }
     bin
 }
 
-/// A free loopback port for UDP and TCP (bound and released; the OS gives it out again only
-/// after the others it has in use).
-pub fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// A scratch directory removed on drop.
+#[derive(Debug)]
 pub struct TempDir(PathBuf);
 
 impl TempDir {
     /// A new empty directory under the system temp dir.
     pub fn new(label: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let p = std::env::temp_dir().join(format!("hearsay-test-{label}-{}-{nanos}", std::process::id()));
+        let p = std::env::temp_dir().join(format!("hearsay-test-{label}-{}-{nanos}-{n}", std::process::id()));
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
     }
@@ -86,6 +103,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test's agents' logs and data dirs are what tells why: kept, and said where.
+            eprintln!("kept for a look: {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -93,289 +115,203 @@ impl Drop for TempDir {
 /// Make a cluster secret with `hearsay keygen`.
 pub fn keygen(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    let out = Command::new(binary()).arg("keygen").arg("--out").arg(&path).output().expect("run keygen");
-    assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(Command::new(binary()).arg("keygen").arg("--out").arg(&path), Duration::from_secs(20));
+    assert!(out.status.success(), "keygen failed: {}", out.stderr);
     path
 }
 
-/// One agent process.
-pub struct Agent {
-    /// Its name.
-    pub name: String,
-    /// Its UDP (QUIC) address.
-    pub addr: SocketAddr,
-    /// Its API address.
-    pub api: SocketAddr,
-    /// Its data directory (keeps its identity across restarts).
-    pub data_dir: PathBuf,
-    /// Where its stderr goes.
-    pub log: PathBuf,
-    secret: PathBuf,
-    join: Vec<SocketAddr>,
-    extra: Vec<String>,
-    child: Option<Child>,
+/// Tests that start agents (or other heavy processes) run one at a time: on a 2-core machine
+/// several clusters at once would turn every timing bound into noise. [`Cluster`] holds this
+/// for its life; a test that runs `hearsay demo`, `bench` or `hearsay-sim` holds it itself.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Agent {
-    /// Start an agent named `name` joining through `join`, with the `local` timing preset.
-    pub fn start(dir: &Path, name: &str, secret: &Path, join: &[SocketAddr], extra: &[&str]) -> Agent {
-        let port = free_port();
-        let api_port = free_port();
-        let mut a = Agent {
-            name: name.to_string(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
-            data_dir: dir.join(format!("data-{name}")),
-            log: dir.join(format!("{name}.log")),
-            secret: secret.to_path_buf(),
-            join: join.to_vec(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
+/// Poll `probe` every 50 ms until it gives `Ok`; panic after `within` naming `what` and the
+/// last reason `probe` gave for not being done.
+pub fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let started = Instant::now();
+    loop {
+        let why = match probe() {
+            Ok(v) => return v,
+            Err(why) => why,
         };
-        a.spawn();
-        a
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting for {what}; last seen: {why}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
 
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
-        let mut cmd = Command::new(binary());
-        cmd.arg("--api")
-            .arg(self.api.to_string())
-            .arg("agent")
-            .arg("--name")
-            .arg(&self.name)
-            .arg("--bind")
-            .arg(self.addr.to_string())
-            .arg("--secret-file")
-            .arg(&self.secret)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--preset")
-            .arg("local")
-            .args(&self.extra)
+/// What a finished command printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Its stderr (lossy UTF-8).
+    pub stderr: String,
+}
+
+/// Run `cmd` to completion with stdin closed; kill it and panic if it takes longer than
+/// `within`.
+pub fn run(cmd: &mut Command, within: Duration) -> Output {
+    run_with_input(cmd, None, within)
+}
+
+/// [`run`], writing `input` to the command's stdin first.
+pub fn run_with_input(cmd: &mut Command, input: Option<&str>, within: Duration) -> Output {
+    use std::io::{Read, Write};
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        let text = text.to_string();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(text.as_bytes());
+        });
+    }
+    let pipe = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = pipe(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err = pipe(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
+            break status;
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err.join().unwrap_or_default();
+            panic!("{shown} did not finish within {within:?}; stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
+}
+
+/// The lines of a metrics text whose series is `name` (with any labels), summed.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The value of one series of a metrics text, `name{labels}` exactly as encoded (or `name`);
+/// `None` when absent.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+}
+
+/// A long-running command (`hearsay subscribe`, an agent started by hand) whose stdout lines
+/// and stderr are collected in the background; killed and reaped on drop.
+#[derive(Debug)]
+pub struct Background {
+    child: Option<Child>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Background {
+    /// Start `cmd` with stdin closed.
+    pub fn spawn(cmd: &mut Command) -> Background {
+        use std::io::{BufRead, Read};
+        let shown = format!("{cmd:?}");
+        let mut child = cmd
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for j in &self.join {
-            cmd.arg("--join").arg(j.to_string());
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+        let stdout: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stderr: Arc<Mutex<String>> = Arc::default();
+        if let Some(out) = child.stdout.take() {
+            let sink = stdout.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
         }
-        self.child = Some(cmd.spawn().expect("start hearsay agent"));
+        if let Some(mut err) = child.stderr.take() {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Background { child: Some(child), stdout, stderr }
     }
 
-    /// Wait until its API answers.
-    pub fn wait_ready(&self) {
-        wait_for(&format!("{}'s API", self.name), Duration::from_secs(15), || self.get("/v1/status").ok());
+    /// Its stdout lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// SIGKILL it (a crash: no goodbye).
-    pub fn kill(&mut self) {
+    /// Its stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Wait (bounded) for it to exit by itself; its status, or `None` if it still runs.
+    pub fn wait(&mut self, within: Duration) -> Option<ExitStatus> {
+        let c = self.child.as_mut()?;
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
-
-    /// SIGTERM it and wait (bounded) for it to leave and exit; returns its exit status.
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Start it again with the same name, ports, identity and seeds.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    /// Wait for the process to exit by itself (bounded); its status.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let c = self.child.as_mut()?;
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
-    /// The agent's log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.api)
-    }
-
-    /// GET a JSON document from its API.
-    pub fn get(&self, path: &str) -> Result<Value, String> {
-        let mut resp = agent_http().get(&self.url(path)).call().map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let v: Value = resp.body_mut().read_json().map_err(|e| e.to_string())?;
-        if status.is_success() { Ok(v) } else { Err(format!("HTTP {status}: {v}")) }
-    }
-
-    /// POST JSON to its API.
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        let mut resp = agent_http().post(&self.url(path)).send_json(body).map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let v: Value = resp.body_mut().read_json().map_err(|e| e.to_string())?;
-        if status.is_success() { Ok(v) } else { Err(format!("HTTP {status}: {v}")) }
-    }
-
-    /// Its member list as name → state.
-    pub fn members(&self) -> BTreeMap<String, String> {
-        self.get("/v1/members")
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| {
-                (m["name"].as_str().unwrap_or("").to_string(), m["state"].as_str().unwrap_or("").to_string())
-            })
-            .collect()
-    }
-
-    /// Publish a text message; returns (origin, seq).
-    pub fn publish(&self, topic: &str, payload: &str) -> (String, u64) {
-        let v = self
-            .post("/v1/publish", &serde_json::json!({"topic": topic, "payload": payload}))
-            .unwrap_or_else(|e| panic!("publish on {}: {e}", self.name));
-        (v["origin"].as_str().unwrap_or("").to_string(), v["seq"].as_u64().unwrap_or(0))
-    }
-
-    /// Open a subscription; lines are collected in the background until the agent ends it.
-    pub fn subscribe(&self, topic: &str) -> Subscription {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let url = format!("{}?topic={topic}", self.url("/v1/subscribe"));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let streaming = ureq::Agent::new_with_config(
-                ureq::Agent::config_builder().http_status_as_error(false).timeout_global(None).build(),
-            );
-            let Ok(mut resp) = streaming.get(&url).call() else {
-                let _ = ready_tx.send(false);
-                return;
-            };
-            let _ = ready_tx.send(resp.status().is_success());
-            let reader = std::io::BufReader::new(resp.body_mut().as_reader());
-            for line in reader.lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().expect("lines").push(v);
-                }
-            }
-        });
-        let ok = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap_or(false);
-        assert!(ok, "subscribing to {topic} on {} failed", self.name);
-        Subscription { lines }
-    }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
+/// Send SIGTERM to process `pid` (an agent leaves gracefully on it).
+pub fn sigterm(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
     }
-}
-
-fn agent_http() -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(70)))
-            .build(),
-    )
-}
-
-/// A subscription's received lines.
-pub struct Subscription {
-    lines: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Subscription {
-    /// Everything received so far.
-    pub fn lines(&self) -> Vec<Value> {
-        self.lines.lock().expect("lines").clone()
-    }
-
-    /// Messages received so far (gap notices excluded): (origin, seq, payload).
-    pub fn messages(&self) -> Vec<(String, u64, String)> {
-        self.lines()
-            .into_iter()
-            .filter(|v| v.get("seq").is_some())
-            .map(|v| {
-                (
-                    v["origin"].as_str().unwrap_or("").to_string(),
-                    v["seq"].as_u64().unwrap_or(0),
-                    v["payload"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// Gap notices received so far.
-    pub fn gaps(&self) -> Vec<Value> {
-        self.lines().into_iter().filter_map(|v| v.get("gap").cloned()).collect()
-    }
-}
-
-/// Run black-box tests one at a time: each starts several agents, and on a 2-core machine
-/// several clusters at once would turn timing bounds into noise. Hold the guard for the test.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Poll `probe` every 100 ms until it gives a value, or panic after `within` naming `what`.
-pub fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Start `n` agents named n0..: n0 first, the others joining through it; wait until every
-/// agent lists all `n` alive.
-pub fn cluster(dir: &Path, secret: &Path, n: usize) -> Vec<Agent> {
-    let seed = Agent::start(dir, "n0", secret, &[], &[]);
-    seed.wait_ready();
-    let mut agents = vec![seed];
-    for i in 1..n {
-        let a = Agent::start(dir, &format!("n{i}"), secret, &[agents[0].addr], &[]);
-        agents.push(a);
-    }
-    for a in &agents {
-        a.wait_ready();
-    }
-    wait_for("every agent to see the whole cluster alive", Duration::from_secs(30), || {
-        agents
-            .iter()
-            .all(|a| {
-                let m = a.members();
-                m.len() == n && m.values().all(|s| s == "alive")
-            })
-            .then_some(())
-    });
-    agents
 }

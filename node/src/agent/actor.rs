@@ -4,7 +4,20 @@
 //!
 //! Commands arrive checked (see [`Command`]); the actor only calls the Engine and replies.
 //! Replies are the API's types, built from the Engine's views by [`views`]; subscriptions are
-//! [`Subscribers`]' business.
+//! [`Subscribers`]' business; joining and reconnecting are [`Join`]'s.
+//!
+//! # Stopping
+//!
+//! A leave (SIGTERM) first ends every subscription with its `closed` line (durable clients
+//! still acknowledge meanwhile), then goes in three steps, each bounded: **drain**, the Engine still running
+//! (it answers repair requests meanwhile), until the transport has nothing in flight (frames
+//! waiting for a connection, stream frames not yet acknowledged, queued datagrams: first-phase
+//! copies and repairs), at most [`DRAIN_TIMEOUT`]; **close** what subscriptions are left
+//! (their topics); **leave**: SWIM announces it (done once the announcement went out in a few
+//! datagrams, within a gossip interval; the agent stops waiting after [`LEAVE_TIMEOUT`]).
+//! Then the transport drains again (at most [`FINAL_FLUSH_TIMEOUT`], for the leave's own
+//! datagrams), the store makes its writes durable and the endpoint closes. A crash stops at
+//! once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -16,13 +29,15 @@ use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::{Instant, Machine, NodeId};
 use tokio::sync::{mpsc, watch};
 
-use super::command::{Command, PublishError, Reply};
-use super::seeds::{self, Join, JoinNote};
-use super::subscribers::Subscribers;
+use super::command::{Command, PublishError, Reply, SubscribeError, SubscribeOptions};
+use super::events::EventFeed;
+use super::seeds::{Join, JoinNote, ReconnectStats};
+use super::subscribers::{ReplayDone, Subscribers};
 use super::{AgentError, Stop};
 use crate::api::types::QueryResult;
+use crate::api::types::StreamItem;
 use crate::api::views;
-use crate::engine::{CommandError, Engine, EngineEvent, Persist, SubscribeFrom};
+use crate::engine::{CommandError, Engine, EngineEvent, Persist};
 use crate::message::TopicName;
 use crate::metrics::Metrics;
 use crate::store::{MemberRecord, Store, Write};
@@ -30,6 +45,20 @@ use crate::transport::{Transport, TransportEvent};
 
 /// How long a leave may take before the agent stops anyway.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a leave waits for what is in flight in the transport before it closes the
+/// subscriptions and announces the leave.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the agent waits, once the leave is announced, for the transport to send what it
+/// holds before closing the endpoint.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// While draining, the transport is looked at this often.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
+/// The closing line of every subscription when the agent leaves.
+const LEAVING: &str = "the agent stopped";
 
 /// How long the store may take to make its queued writes durable when the agent stops.
 const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +76,10 @@ struct PendingQuery {
 /// A publish waiting for its write to be durable: (ticket, reply, id).
 type PendingPublish = (u64, Reply<Result<MsgId, PublishError>>, MsgId);
 
+/// Observed peer addresses kept at most: every identity a secret holder mints and connects
+/// with would add one; beyond this, new ones fall back to the addresses members advertise.
+const ADDRS_MAX: usize = 1 << 16;
+
 /// The task that owns the Engine.
 pub(super) struct Actor {
     engine: Engine,
@@ -56,6 +89,8 @@ pub(super) struct Actor {
     /// advertised ones.
     addrs: HashMap<NodeId, SocketAddr>,
     subscribers: Subscribers,
+    /// Where replays report (taken by [`Actor::run`]).
+    replays: Option<mpsc::UnboundedReceiver<ReplayDone>>,
     queries: BTreeMap<QueryId, PendingQuery>,
     /// Frames dropped for want of an address.
     unroutable: u64,
@@ -77,37 +112,87 @@ pub(super) struct Actor {
     carried: Flushed,
     /// The store refused a write since this was last looked at.
     refused: Option<crate::store::StoreError>,
+    /// The SWIM incarnation last handed to the store.
+    incarnation_kept: u64,
+    /// The member list's last write not yet durable: (ticket, members).
+    members_ticket: Option<(u64, usize)>,
+    /// Reconnection counters, shared with [`Join`]'s dialling tasks.
+    reconnects: std::sync::Arc<ReconnectStats>,
+    /// The event stream's sending side.
+    events: EventFeed,
 }
 
 /// What one flush found out.
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 struct Flushed {
     /// The leave is done: the agent may stop.
     done: bool,
     /// A join just failed.
     join_failed: bool,
+    /// A join completed.
+    joined: bool,
+    /// Members whose state changed: (member, live, left, its address).
+    members: Vec<(NodeId, bool, bool, Option<SocketAddr>)>,
+}
+
+impl Flushed {
+    fn merge(&mut self, other: Flushed) {
+        self.done |= other.done;
+        self.join_failed |= other.join_failed;
+        self.joined |= other.joined;
+        self.members.extend(other.members);
+    }
+}
+
+/// Where a leave is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leaving {
+    /// Running.
+    No,
+    /// Waiting (until the deadline at most) for the transport to drain.
+    Draining(tokio::time::Instant),
+    /// Announced; waiting for SWIM to have sent it (until the deadline at most).
+    Announced(tokio::time::Instant),
+}
+
+/// What the actor needs to find its cluster: the `--join` seeds, the members its store kept,
+/// how often to retry the ones that are not live.
+pub(super) struct Rejoin {
+    /// The seeds.
+    pub(super) seeds: Vec<SocketAddr>,
+    /// The members the store kept (last-known addresses).
+    pub(super) stored: Vec<(NodeId, SocketAddr)>,
+    /// The reconnect interval.
+    pub(super) interval: Duration,
 }
 
 impl Actor {
     /// An actor around `engine`, sending through `transport`, keeping what must last in
-    /// `store`. `start` and `clock_base` fix the Engine's clock (see [`Actor::now`]).
+    /// `store`, serving `subscribers` (whose replays report on `replays`). `start` and
+    /// `clock_base` fix the Engine's clock (see [`Actor::now`]).
     pub(super) fn new(
         engine: Engine,
         transport: Transport,
         store: Option<Store>,
+        (subscribers, replays): (Subscribers, mpsc::UnboundedReceiver<ReplayDone>),
         start: tokio::time::Instant,
         clock_base: u64,
     ) -> Self {
+        let metrics = Metrics::new();
         Actor {
+            // Nothing kept in this life yet: the first flush writes the starting incarnation.
+            incarnation_kept: u64::MAX,
             engine,
             transport,
             start,
             addrs: HashMap::new(),
-            subscribers: Subscribers::default(),
+            subscribers,
+            replays: Some(replays),
             queries: BTreeMap::new(),
             unroutable: 0,
             leaving: false,
-            metrics: Metrics::new(),
+            events: EventFeed::new(metrics.events()),
+            metrics,
             store,
             last_ticket: 0,
             pending: VecDeque::new(),
@@ -116,6 +201,8 @@ impl Actor {
             clock_base,
             carried: Flushed::default(),
             refused: None,
+            members_ticket: None,
+            reconnects: std::sync::Arc::default(),
         }
     }
 
@@ -134,51 +221,72 @@ impl Actor {
     /// Run until a leave completes, a crash is asked for, or every seed refuses this node.
     pub(super) async fn run(
         mut self,
-        seeds: Vec<SocketAddr>,
-        mut net: mpsc::Receiver<TransportEvent>,
+        rejoin: Rejoin,
+        mut net: crate::transport::Inbound,
         mut commands: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<Stop>,
     ) -> Result<(), AgentError> {
-        let mut join = Join::new(seeds.len());
-        let mut join_notes = seeds::resolve_all(&self.transport, &seeds);
-        // Closed channels are ready at once forever: stop polling them when they close.
-        let mut join_open = true;
+        let (mut join, mut join_notes) = Join::start(
+            self.transport.clone(),
+            &rejoin.seeds,
+            &rejoin.stored,
+            rejoin.interval,
+            self.reconnects.clone(),
+        );
+        // A closed channel is ready at once forever: stop polling it when it closes.
         let mut commands_open = true;
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
-        let mut leave_deadline: Option<tokio::time::Instant> = None;
+        let mut leaving = Leaving::No;
         let mut synced = self.store.as_ref().map(Store::synced);
+        let mut replays = self.replays.take().unwrap_or_else(|| mpsc::unbounded_channel().1);
         self.flush();
         loop {
             let timer = tokio::time::sleep_until(self.deadline());
             tokio::pin!(timer);
+            let step = match leaving {
+                Leaving::No => None,
+                Leaving::Draining(until) => Some(until.min(tokio::time::Instant::now() + DRAIN_POLL)),
+                Leaving::Announced(until) => Some(until),
+            };
             tokio::select! {
                 ev = net.recv() => {
                     let Some(ev) = ev else { break };
                     self.on_transport(ev);
                 }
-                cmd = commands.recv(), if !self.leaving && commands_open => {
+                cmd = commands.recv(), if commands_open => {
                     match cmd {
+                        // While leaving, only acknowledgements are taken (clients closed at
+                        // the leave flush theirs); any other command's reply is dropped: 503.
+                        Some(cmd) if self.leaving && !matches!(cmd, Command::Ack { .. }) => drop(cmd),
                         Some(cmd) => self.on_command(cmd),
                         None => commands_open = false,
                     }
                 }
-                note = join_notes.recv(), if join_open => match note {
-                    Some(JoinNote::Resolved(id, addr)) => {
+                Some(note) = join_notes.recv() => match note {
+                    JoinNote::Resolved(id, addr) => {
                         self.addrs.insert(id, addr);
                         let now = self.now();
-                        let _ = self.engine.join(now, join.resolved(id));
+                        if join.is_joined() {
+                            join.resolved(id, addr);
+                            self.reconnect(now, id, addr);
+                        } else {
+                            let _ = self.engine.join(now, join.resolved(id, addr));
+                        }
                     }
-                    Some(JoinNote::Refused(reason)) => {
-                        if let Err(e) = join.refused(&reason) {
+                    JoinNote::Refused(addr, reason) => {
+                        if let Err(e) = join.refused(addr, &reason) {
                             self.transport.close().await;
                             return Err(e);
                         }
                     }
-                    None => join_open = false,
                 },
                 () = &mut timer => {
                     let now = self.now();
                     self.engine.handle_timeout(now);
+                }
+                Some(done) = replays.recv() => {
+                    let ended = self.subscribers.replay_done(done);
+                    self.unsubscribe(ended);
                 }
                 _ = housekeeping.tick() => {
                     let ended = self.subscribers.housekeeping(tokio::time::Instant::now());
@@ -194,9 +302,13 @@ impl Actor {
                         None => std::future::pending().await,
                     }
                 } => self.release(durable.unwrap_or(0)),
-                () = join.retry_due() => {
-                    let now = self.now();
-                    let _ = self.engine.join(now, join.retrying());
+                () = join.due(), if !self.leaving => {
+                    let engine = &self.engine;
+                    let again = join.fire(|id| engine.swim().member(id).is_some_and(|m| m.state.is_live()));
+                    if let Some(ids) = again.map(<[NodeId]>::to_vec) {
+                        let now = self.now();
+                        let _ = self.engine.join(now, &ids);
+                    }
                 }
                 changed = stop.changed() => {
                     let what = if changed.is_ok() { *stop.borrow() } else { Stop::Crash };
@@ -207,34 +319,95 @@ impl Actor {
                         }
                         Stop::Leave if !self.leaving => {
                             self.leaving = true;
-                            let now = self.now();
-                            self.engine.leave(now);
-                            leave_deadline = Some(tokio::time::Instant::now() + LEAVE_TIMEOUT);
+                            // Subscriptions end first, each with its closing line, so durable
+                            // clients acknowledge what they printed while the agent leaves (the
+                            // Engine keeps its topics: the leave takes the node out of them).
+                            let _ = self.subscribers.close_all(LEAVING);
+                            leaving = Leaving::Draining(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                            tracing::info!(in_flight = self.transport.in_flight(), "leaving: draining the transport");
                         }
                         _ => {}
                     }
                 }
-                () = async { match leave_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                    tracing::warn!("leave not confirmed within {LEAVE_TIMEOUT:?}; stopping anyway");
-                    break;
+                () = async { match step { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                    let now = tokio::time::Instant::now();
+                    match leaving {
+                        Leaving::Draining(until) if self.transport.is_drained() || now >= until => {
+                            if !self.transport.is_drained() {
+                                tracing::warn!(in_flight = self.transport.in_flight(), "leaving: frames still in flight after {DRAIN_TIMEOUT:?}");
+                            }
+                            let ended = self.subscribers.close_all(LEAVING);
+                            self.unsubscribe(ended);
+                            self.engine.leave(self.now());
+                            leaving = Leaving::Announced(now + LEAVE_TIMEOUT);
+                        }
+                        Leaving::Announced(until) if now >= until => {
+                            tracing::warn!("leave not confirmed within {LEAVE_TIMEOUT:?}; stopping anyway");
+                            break;
+                        }
+                        _ => {}
+                    }
                 }
             }
             let mut flushed = self.flush();
-            let carried = std::mem::take(&mut self.carried);
-            flushed.done |= carried.done;
-            flushed.join_failed |= carried.join_failed;
+            flushed.merge(std::mem::take(&mut self.carried));
             if flushed.done {
                 break;
             }
+            for (id, live, left, addr) in flushed.members {
+                join.member(id, live, left, addr);
+            }
+            if flushed.joined {
+                if join.is_joined() {
+                    tracing::debug!("joined again: member tables merged");
+                } else {
+                    tracing::info!("joined the cluster");
+                    join.joined();
+                }
+            }
             if flushed.join_failed && !self.leaving {
-                join.failed();
+                if join.is_joined() {
+                    tracing::debug!("a reconnection's join got no answer in time");
+                } else {
+                    tracing::warn!("no seed answered the join in time; retrying");
+                    join.failed();
+                }
             }
         }
-        let ended = self.subscribers.close_all("the agent stopped");
+        let ended = self.subscribers.close_all(LEAVING);
         self.unsubscribe(ended);
         self.close_store();
+        if !self.transport.flush(FINAL_FLUSH_TIMEOUT).await {
+            tracing::warn!(
+                in_flight = self.transport.in_flight(),
+                "frames still in flight at the end of the leave"
+            );
+        }
         self.transport.close().await;
         Ok(())
+    }
+
+    /// A member that is not live in our view answered a reconnect dial at `addr`: join
+    /// through it (a push-pull that merges both tables), with a few live members after it so
+    /// that the join completes even if it goes away again.
+    fn reconnect(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
+        let me = self.engine.id();
+        if id == me || self.engine.swim().member(&id).is_some_and(|m| m.state.is_live()) {
+            return;
+        }
+        let mut through = vec![id];
+        through.extend(
+            self.engine
+                .swim()
+                .members()
+                .iter()
+                .filter(|m| m.id != me && m.id != id && m.state == State::Alive)
+                .map(|m| m.id)
+                .take(2),
+        );
+        tracing::debug!(%addr, member = %id, "reconnect: joining through a member not live here");
+        self.reconnects.joins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.engine.join(now, &through);
     }
 
     /// Make every queued write durable (bounded), answer the publishes waiting for it, stop
@@ -258,6 +431,11 @@ impl Actor {
 
     /// Answer the publishes whose write is durable now.
     fn release(&mut self, synced: u64) {
+        if let Some((_, kept)) = self.members_ticket.filter(|(t, _)| *t <= synced) {
+            self.members_ticket = None;
+            self.metrics.set_members_kept(kept);
+            tracing::debug!(members = kept, "member list kept");
+        }
         while self.pending.front().is_some_and(|(t, _, _)| *t <= synced) {
             if let Some((_, reply, id)) = self.pending.pop_front() {
                 let _ = reply.send(Ok(id));
@@ -280,6 +458,7 @@ impl Actor {
                 published_at: data.published_at.as_micros(),
                 payload: data.payload,
                 own,
+                seal: data.seal,
             },
             Persist::Gap { topic, origin, first, last } => {
                 Write::Gap { topic, origin, first, last, at: self.now().as_micros() }
@@ -314,8 +493,11 @@ impl Actor {
             .filter(|m| m.id != self.engine.id() && matches!(m.state, State::Alive | State::Suspect))
             .filter_map(|m| m.addr.map(|a| (m.id, MemberRecord { addr: a.to_string(), name: m.name })))
             .collect();
-        if let Err(e) = store.submit(Write::Members(list)) {
-            tracing::warn!("member list not kept: {e}");
+        let kept = list.len();
+        match store.submit(Write::Members(list)) {
+            // Shown in `/metrics` once durable (see `release`).
+            Ok(ticket) => self.members_ticket = Some((ticket, kept)),
+            Err(e) => tracing::warn!("member list not kept: {e}"),
         }
         self.members_dirty = false;
         self.members_written = Some(tokio::time::Instant::now());
@@ -324,16 +506,21 @@ impl Actor {
     fn on_transport(&mut self, ev: TransportEvent) {
         match ev {
             TransportEvent::Frame { from, addr, frame, .. } => {
-                self.addrs.insert(from, addr);
+                self.observed(from, addr);
                 let now = self.now();
                 self.engine.handle_message(now, from, frame);
             }
-            TransportEvent::Connected { peer, addr } => {
-                self.addrs.insert(peer, addr);
-            }
+            TransportEvent::Connected { peer, addr } => self.observed(peer, addr),
             TransportEvent::Refused { addr, reason } => {
                 tracing::warn!(%addr, "{reason}");
             }
+        }
+    }
+
+    /// Note where `peer`'s connection comes from, within [`ADDRS_MAX`].
+    fn observed(&mut self, peer: NodeId, addr: SocketAddr) {
+        if self.addrs.len() < ADDRS_MAX || self.addrs.contains_key(&peer) {
+            self.addrs.insert(peer, addr);
         }
     }
 
@@ -382,20 +569,34 @@ impl Actor {
                         .map(|m| m.name)
                         .unwrap_or_default();
                     tracing::info!(member = %name, id = %node, ?state, incarnation, "member");
-                    if !matches!(state, State::Alive | State::Suspect) {
-                        self.addrs.remove(&node);
-                    }
+                    let live = matches!(state, State::Alive | State::Suspect);
+                    let observed =
+                        if live { self.addrs.get(&node).copied() } else { self.addrs.remove(&node) };
+                    let addr = observed.or_else(|| self.engine.addr_of(&node).and_then(|a| a.to_socket()));
+                    flushed.members.push((node, live, state == State::Left, addr));
                 }
-                EngineEvent::Joined => tracing::info!("joined the cluster"),
-                EngineEvent::JoinFailed => {
-                    tracing::warn!("no seed answered the join in time; retrying");
-                    flushed.join_failed = true;
-                }
+                EngineEvent::Joined => flushed.joined = true,
+                EngineEvent::JoinFailed => flushed.join_failed = true,
                 EngineEvent::LeaveDone => flushed.done |= self.leaving,
                 EngineEvent::Persist(p) => self.persist(p),
+                EngineEvent::Notice(n) => self.events.emit(&n),
             }
         }
+        self.keep_incarnation();
         flushed
+    }
+
+    /// Hand the SWIM incarnation to the store when it changed, so that the next life starts
+    /// above it.
+    fn keep_incarnation(&mut self) {
+        let Some(store) = &self.store else { return };
+        let incarnation = self.engine.incarnation();
+        if incarnation != self.incarnation_kept {
+            if let Err(e) = store.submit(Write::Incarnation(incarnation)) {
+                tracing::warn!("incarnation not kept: {e}");
+            }
+            self.incarnation_kept = incarnation;
+        }
     }
 
     /// Drop the Engine's subscriptions that ended here.
@@ -404,6 +605,32 @@ impl Actor {
         for name in ended {
             self.engine.unsubscribe(now, name.as_str());
         }
+    }
+
+    /// Open a subscription: a non-durable one subscribes the Engine (from where `options`
+    /// says, if the topic is new here); a durable one is created if it does not exist (its
+    /// topic anchored in the Engine for as long as it exists), then connected.
+    fn subscribe(
+        &mut self,
+        topic: TopicName,
+        options: SubscribeOptions,
+        sink: mpsc::Sender<StreamItem>,
+    ) -> Result<(), SubscribeError> {
+        let now = self.now();
+        let Some(name) = options.durable.clone() else {
+            let id = self.engine.subscribe(now, topic.as_str(), options.from.engine())?;
+            self.subscribers.add(id, topic, options, sink);
+            return Ok(());
+        };
+        if !self.subscribers.check_durable(&name, &topic)? {
+            self.engine.subscribe(now, topic.as_str(), options.from.engine())?;
+            if let Err(e) = self.subscribers.create_durable(name.clone(), topic.clone(), options.from) {
+                self.engine.unsubscribe(now, topic.as_str());
+                return Err(e.into());
+            }
+        }
+        self.subscribers.connect(&name, &options, sink)?;
+        Ok(())
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -427,8 +654,7 @@ impl Actor {
                         // once it is durable.
                         self.refused = None;
                         let f = self.flush();
-                        self.carried.done |= f.done;
-                        self.carried.join_failed |= f.join_failed;
+                        self.carried.merge(f);
                         match self.refused.take() {
                             Some(e) => {
                                 let _ = reply.send(Err(e.into()));
@@ -441,11 +667,25 @@ impl Actor {
                     }
                 }
             }
-            Command::Subscribe { topic, filter, expire, sink, reply } => {
-                let opened = self.engine.subscribe(now, topic.as_str(), SubscribeFrom::New).map(|id| {
-                    self.subscribers.add(id, topic, filter, expire, sink);
+            Command::Subscribe { topic, options, sink, reply } => {
+                let _ = reply.send(self.subscribe(topic, options, sink));
+            }
+            Command::Ack { durable, acks, reply } => {
+                let _ = reply.send(self.subscribers.ack(&durable, acks));
+            }
+            Command::Durables(reply) => {
+                let _ = reply.send(self.subscribers.durables());
+            }
+            Command::DeleteDurable { name, reply } => {
+                let deleted = self.subscribers.delete_durable(&name).map(|topic| {
+                    // Its anchor goes: the topic stays subscribed only if others hold it.
+                    self.engine.unsubscribe(now, topic.as_str());
                 });
-                let _ = reply.send(opened);
+                let _ = reply.send(deleted);
+            }
+            Command::KnownSubscribers { topic, reply } => {
+                let id = hearsay_protocols::TopicId::of(topic.as_str());
+                let _ = reply.send(self.subscribers.on(id) + self.engine.topic_member_count(id));
             }
             Command::Topics(reply) => {
                 let subscribers = &self.subscribers;
@@ -457,14 +697,16 @@ impl Actor {
             Command::SetValue { name, value, reply } => {
                 let _ = reply.send(self.engine.set_value(now, &name, value));
             }
-            Command::Query { func, name, reply } => match self.engine.query(now, func, &name) {
-                Ok(qid) => {
-                    self.queries.insert(qid, PendingQuery { func, name, reply });
+            Command::Query { func, name, scope, reply } => {
+                match self.engine.query_scoped(now, func, &name, scope) {
+                    Ok(qid) => {
+                        self.queries.insert(qid, PendingQuery { func, name, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            }
             Command::Metrics(reply) => {
                 crate::exposition::update(
                     &self.metrics,
@@ -473,8 +715,33 @@ impl Actor {
                     self.subscribers.len(),
                     self.store.as_ref(),
                 );
+                let r = &self.reconnects;
+                self.metrics.set_reconnects(
+                    r.dials.load(std::sync::atomic::Ordering::Relaxed),
+                    r.joins.load(std::sync::atomic::Ordering::Relaxed),
+                );
                 let _ = reply.send(self.metrics.encode());
             }
+            Command::SetTags { set, delete, reply } if set.is_empty() && delete.is_empty() => {
+                let _ = reply.send(Ok(self.engine.tags().to_map()));
+            }
+            Command::SetTags { set, delete, reply } => {
+                let changed = self.engine.tags().with_changes(&set, &delete).map_err(CommandError::from);
+                let done = changed.and_then(|t| self.engine.set_tags(now, t));
+                let _ = reply.send(done.map(|()| self.engine.tags().to_map()));
+            }
+            Command::Events(reply) => {
+                let _ = reply.send(self.events.subscribe());
+            }
         }
+    }
+}
+
+impl Actor {
+    /// A reader of the event stream and its counters, for the event handler.
+    pub(super) fn event_reader(
+        &self,
+    ) -> (tokio::sync::broadcast::Receiver<crate::api::types::Event>, crate::metrics::EventCounters) {
+        (self.events.subscribe(), self.metrics.events())
     }
 }

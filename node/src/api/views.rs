@@ -27,18 +27,20 @@ pub(crate) fn status(engine: &Engine, addr: SocketAddr, uptime: Duration) -> Sta
 
 /// `GET /v1/members`.
 pub(crate) fn members(engine: &Engine) -> Vec<Member> {
-    engine
-        .members()
-        .into_iter()
-        .map(|m| Member {
-            name: m.name,
-            addr: m.addr.map_or_else(String::new, |a| a.to_string()),
-            state: state_name(m.state).to_string(),
-            incarnation: m.incarnation,
-            id: hex(&m.id),
-            ring_id: format!("{:016x}", m.ring_id.0),
-        })
-        .collect()
+    engine.members().into_iter().map(member).collect()
+}
+
+/// One member as the API shows it.
+pub(crate) fn member(m: crate::engine::MemberView) -> Member {
+    Member {
+        name: m.name,
+        addr: m.addr.map_or_else(String::new, |a| a.to_string()),
+        state: state_name(m.state).to_string(),
+        incarnation: m.incarnation,
+        id: hex(&m.id),
+        ring_id: format!("{:016x}", m.ring_id.0),
+        tags: m.tags,
+    }
 }
 
 /// `GET /v1/topics`: the topics this node subscribes to or published on, then those it only
@@ -57,6 +59,7 @@ pub(crate) fn topics(engine: &Engine, subscribers: impl Fn(TopicId) -> usize) ->
                 topic: t.name.clone().unwrap_or_else(|| t.topic.to_string()),
                 topic_id: t.topic.to_string(),
                 subscribers: subscribers(t.topic),
+                members: t.members,
                 role,
                 parent: tree.as_ref().and_then(|tv| tv.parent).map(|p| hex(&p)),
                 children: tree.as_ref().map_or_else(Vec::new, |tv| tv.children.iter().map(hex).collect()),
@@ -69,6 +72,7 @@ pub(crate) fn topics(engine: &Engine, subscribers: impl Fn(TopicId) -> usize) ->
             topic: engine.topic_name(tv.topic).map_or_else(|| tv.topic.to_string(), str::to_string),
             topic_id: tv.topic.to_string(),
             subscribers: 0,
+            members: 0,
             role: tree_role(tv.role).to_string(),
             parent: tv.parent.map(|p| hex(&p)),
             children: tv.children.iter().map(hex).collect(),

@@ -1,10 +1,9 @@
 //! How the Engine's parts learn from one another: member events into the ring, the trees,
 //! aggregation and the topic views; what this node advertises; what anti-entropy stores.
 
-use bytes::Bytes;
 use hearsay_overlay::swim::{MemberEvent, Meta, State};
 use hearsay_protocols::anti_entropy::Entry;
-use hearsay_protocols::pbcast::MsgId;
+use hearsay_protocols::pbcast::Data;
 use hearsay_protocols::{Instant, NodeId, PeerView, TopicId};
 
 use super::{CATCH_UP_QUEUE, CommandError, Engine, EngineEvent};
@@ -20,7 +19,10 @@ impl Engine {
         let topics: Vec<TopicId> =
             self.topics.iter().filter(|(_, s)| s.subscribers > 0).map(|(t, _)| *t).collect();
         let max = hearsay_overlay::swim::META_TOPICS_MAX;
-        let meta = Meta::new(topics).ok_or(CommandError::TooManyTopics(max))?.with_name(&self.name);
+        let meta = Meta::new(topics)
+            .ok_or(CommandError::TooManyTopics(max))?
+            .with_name(&self.name)
+            .with_tags(self.tags.clone());
         self.swim.set_meta(now, meta).map_err(|_| CommandError::Leaving)
     }
 
@@ -36,10 +38,17 @@ impl Engine {
     }
 
     /// Everything this node stores can serve anti-entropy catch-up.
-    pub(super) fn keep_for_catch_up(&mut self, now: Instant, id: MsgId, payload: &Bytes) {
+    pub(super) fn keep_for_catch_up(&mut self, now: Instant, data: &Data) {
+        let id = data.id;
         if self.anti_entropy.topics().binary_search(&id.topic).is_ok() {
-            self.anti_entropy
-                .insert(now, Entry { stream: id.stream(), seq: id.seq, payload: payload.clone() });
+            let entry = Entry {
+                stream: id.stream(),
+                seq: id.seq,
+                payload: data.payload.clone(),
+                published_at: data.published_at,
+                seal: data.seal,
+            };
+            self.anti_entropy.insert(now, entry);
         }
     }
 
@@ -139,7 +148,9 @@ impl Engine {
                 self.unreachable.insert(ev.node);
             }
         }
-        let old_topics = self.advertised.remove(&ev.node).unwrap_or_default();
+        let before = self.advertised.remove(&ev.node);
+        self.notice_member(now, &ev, before.as_ref());
+        let old_topics: Vec<TopicId> = before.map(|(_, p)| p.meta().topics().to_vec()).unwrap_or_default();
         let mut changed: Vec<TopicId> = old_topics.iter().chain(new_topics.iter()).copied().collect();
         changed.sort_unstable();
         changed.dedup();
@@ -155,9 +166,9 @@ impl Engine {
             self.topic_members.entry(*t).or_default().insert(ev.node);
         }
         if live {
-            self.advertised.insert(ev.node, new_topics);
+            self.advertised.insert(ev.node, (ev.state, ev.profile.clone()));
         }
-        if old_topics != self.advertised.get(&ev.node).cloned().unwrap_or_default() || !live {
+        if old_topics != new_topics || !live {
             self.refresh_views(now, &changed);
         }
         let everyone = self.swim.peers();

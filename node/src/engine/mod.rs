@@ -54,7 +54,9 @@ mod commands;
 mod compose;
 mod config;
 mod frames;
+pub mod limits;
 pub mod multicast;
+mod notices;
 mod persist;
 mod views;
 
@@ -66,7 +68,7 @@ use hearsay_overlay::chord::{Chord, RingSnapshot};
 use hearsay_overlay::scribe::Scribe;
 use hearsay_overlay::swim::{Addr, Meta, Profile, State, Swim, SwimEvent};
 use hearsay_protocols::aggregate::{AggEvent, Aggregation, Query, QueryId};
-use hearsay_protocols::anti_entropy::{AeEvent, AeMode, AntiEntropy};
+use hearsay_protocols::anti_entropy::{AeEvent, AeMode, AntiEntropy, Entry, EntryCheck};
 use hearsay_protocols::auth::Authenticator;
 use hearsay_protocols::pbcast::{Data, Delivery, MsgId, PbEvent, Pbcast, Via};
 use hearsay_protocols::rumor::{RumorEvent, RumorId, RumorMessage, RumorMonger};
@@ -78,6 +80,7 @@ pub use self::config::{ConfigError, EngineConfig};
 use self::frames::Inbound;
 pub use self::frames::{ChannelRumor, DecodeErrors, RumorChannel, Traffic};
 use self::multicast::{Multicast, MulticastEvent, MulticastMessage};
+pub use self::notices::{MemberChange, Notice, TreeChange};
 pub use self::persist::{Persist, Restored, SubscribeFrom};
 pub use self::views::{MemberView, RingView, TopicView};
 
@@ -127,6 +130,9 @@ pub enum EngineEvent {
     JoinFailed,
     /// Our departure has been announced.
     LeaveDone,
+    /// Something for the operator's event stream (member and tree changes, see
+    /// [`Notice`]).
+    Notice(Notice),
     /// Keep this durably (see [`persist`](self#durability)): emitted before the event that
     /// reports the same message.
     Persist(Persist),
@@ -148,6 +154,9 @@ pub struct EngineStats {
     pub gaps: (u64, u64),
     /// Anti-entropy exchanges started to catch up with a member that was unreachable.
     pub catch_ups: u64,
+    /// Amplifying requests not answered over their per-peer rate, by
+    /// [`limits::Amplifier`] index ([`limits`]).
+    pub replies_limited: [u64; 3],
 }
 
 /// Most members waiting for a catch-up exchange; more recoveries at once (a healed partition)
@@ -197,10 +206,13 @@ pub struct Engine {
     topics: BTreeMap<TopicId, TopicState>,
     /// Members advertising each topic (live ones only), from SWIM meta.
     topic_members: BTreeMap<TopicId, BTreeSet<NodeId>>,
-    /// What each live member advertises, to update `topic_members` on change.
-    advertised: BTreeMap<NodeId, Vec<TopicId>>,
+    /// Each live member's state and profile as last reported: what it advertises, to update
+    /// `topic_members` on change, and what the event stream compares against (`notices`).
+    advertised: BTreeMap<NodeId, (State, hearsay_overlay::swim::SharedProfile)>,
     /// Our own queries in flight.
     my_queries: BTreeSet<QueryId>,
+    /// The tags this node advertises (issue 15).
+    tags: hearsay_protocols::tags::Tags,
     /// Members seen suspect, dead or left: when one is alive again (a refutation, a healed
     /// partition, a restart), what either side published meanwhile may have outlived
     /// pbcast's repair window, so it is caught up by anti-entropy with that member.
@@ -213,10 +225,15 @@ pub struct Engine {
     catch_up_topics: BTreeMap<TopicId, u32>,
     /// What a restart gave back for topics not subscribed yet: their heads and messages.
     restored: BTreeMap<TopicId, Kept>,
+    /// This node's own messages its host gave back at start, per topic: kept for
+    /// anti-entropy once the topic is subscribed again (pbcast got them at once).
+    restored_own: BTreeMap<TopicId, Vec<Data>>,
     joined_ring: bool,
     out: VecDeque<Transmit<Bytes>>,
     events: VecDeque<EngineEvent>,
     stats: EngineStats,
+    /// Per-peer rates of the requests that earn large answers.
+    reply_limits: limits::ReplyLimits,
 }
 
 impl std::fmt::Debug for Engine {
@@ -247,9 +264,13 @@ impl Engine {
         let id = auth.id();
         let origin = origin_id(&id, epoch);
         let meta = Meta::new(Vec::new()).unwrap_or_default().with_name(name);
-        let swim = Swim::new(auth, Profile { addr, meta }, config.swim.clone(), seed, now);
-        let multicast = Multicast::new(id, origin, &config.multicast(), seed, now);
-        let anti_entropy = AntiEntropy::new(id, config.ae.clone(), seed, now);
+        let swim = Swim::new(auth.clone(), Profile { addr, meta }, config.swim.clone(), seed, now);
+        let multicast = Multicast::new(id, origin, auth.clone(), &config.multicast(), seed, now);
+        let mut anti_entropy = AntiEntropy::new(id, config.ae.clone(), seed, now);
+        // An entry a peer sends is kept only if its seal is its origin's signature.
+        let checker = auth.clone();
+        anti_entropy
+            .set_check(now, EntryCheck(Arc::new(move |e: &Entry| sealed(e).verify(checker.as_ref()))));
         let mut rumor_topics = RumorMonger::new(id, config.rumor_topics.clone(), &seed.child("topics"), now);
         rumor_topics.set_scope(now, Some(Vec::new()));
         let rumor_queries = RumorMonger::new(id, config.rumor_queries.clone(), &seed.child("queries"), now);
@@ -269,14 +290,17 @@ impl Engine {
             topic_members: BTreeMap::new(),
             advertised: BTreeMap::new(),
             my_queries: BTreeSet::new(),
+            tags: hearsay_protocols::tags::Tags::default(),
             unreachable: BTreeSet::new(),
             catch_up: VecDeque::new(),
             catch_up_topics: BTreeMap::new(),
             restored: BTreeMap::new(),
+            restored_own: BTreeMap::new(),
             joined_ring: false,
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: EngineStats::default(),
+            reply_limits: limits::ReplyLimits::default(),
         };
         // Alone until joined: the ring is just us.
         let _ = e.multicast.create(now);
@@ -459,18 +483,28 @@ impl Engine {
         }
         moved |= self.multicast.take_moved();
         while let Some(e) = self.multicast.poll_event() {
-            let MulticastEvent::Pbcast(e) = e else { continue };
+            let e = match e {
+                MulticastEvent::Pbcast(e) => e,
+                MulticastEvent::Tree(t) => {
+                    self.notice_tree(now, &t);
+                    continue;
+                }
+            };
             moved = true;
             match e {
                 PbEvent::Deliver(d) => {
                     if let Some(slot) = Via::ALL.iter().position(|v| *v == d.via) {
                         self.stats.delivered[slot] += 1;
                     }
-                    self.keep_for_catch_up(now, d.id, &d.payload);
+                    let data = Data {
+                        id: d.id,
+                        published_at: d.published_at,
+                        payload: d.payload.clone(),
+                        seal: d.seal,
+                    };
+                    self.keep_for_catch_up(now, &data);
                     let ours = d.via == Via::Local;
                     if !ours {
-                        let data =
-                            Data { id: d.id, published_at: d.published_at, payload: d.payload.clone() };
                         self.events.push_back(EngineEvent::Persist(Persist::Message { data, own: false }));
                     }
                     if !ours || self.topics.get(&d.id.topic).is_some_and(|t| t.subscribers > 0) {
@@ -506,12 +540,11 @@ impl Engine {
             moved = true;
             match e {
                 AeEvent::Received { entry, .. } => {
-                    let id = MsgId { origin: entry.stream.origin, topic: entry.stream.topic, seq: entry.seq };
-                    let data = Data { id, published_at: now, payload: entry.payload };
-                    self.multicast.handle_data(now, data, Via::AntiEntropy);
+                    self.multicast.handle_data(now, sealed(&entry), Via::AntiEntropy);
                 }
-                AeEvent::Heads { topic, summaries, .. } => {
-                    self.multicast.handle_heads(now, topic, summaries.as_deref());
+                AeEvent::Heads { topic, summaries, proofs, .. } => {
+                    let heads = summaries.as_deref().map(|s| (s, proofs.as_slice()));
+                    self.multicast.handle_heads(now, topic, heads);
                 }
                 AeEvent::ExchangeAborted { .. } | AeEvent::ExchangeCompleted { .. } => {}
             }
@@ -549,8 +582,13 @@ impl Engine {
         while let Some(e) = self.rumor_topics.poll_event() {
             moved = true;
             if let RumorEvent::Delivered { id: RumorId::Message { stream, seq }, payload, .. } = e {
-                let id = MsgId { origin: stream.origin, topic: stream.topic, seq };
-                self.multicast.handle_data(now, Data { id, published_at: now, payload }, Via::FirstPhase);
+                // The rumor carries the sealed message (pbcast checks the seal).
+                if let Ok(s) = postcard::from_bytes::<SealedPayload>(&payload) {
+                    let id = MsgId { origin: stream.origin, topic: stream.topic, seq };
+                    let published_at = Instant::from_micros(s.published_at);
+                    let data = Data { id, published_at, payload: s.payload, seal: s.seal };
+                    self.multicast.handle_data(now, data, Via::FirstPhase);
+                }
             }
         }
         while let Some(e) = self.rumor_queries.poll_event() {
@@ -603,6 +641,21 @@ impl Engine {
     }
 }
 
+/// The kind of amplifying request `msg` is, if it is one (see [`limits`]).
+fn amplifier(msg: &Inbound) -> Option<limits::Amplifier> {
+    use hearsay_overlay::swim::SwimMessage;
+    use hearsay_protocols::anti_entropy::AeMessage;
+    match msg {
+        Inbound::AntiEntropy(AeMessage::Syn { .. }) => Some(limits::Amplifier::Syn),
+        Inbound::Rumor(ChannelRumor { msg: RumorMessage::Pull, .. })
+        | Inbound::Rumor(ChannelRumor { msg: RumorMessage::Rumors { pull: true, .. }, .. }) => {
+            Some(limits::Amplifier::Pull)
+        }
+        Inbound::Swim(SwimMessage::PushPull { reply: false, .. }) => Some(limits::Amplifier::PushPull),
+        _ => None,
+    }
+}
+
 impl Machine for Engine {
     type Message = Bytes;
     type Event = EngineEvent;
@@ -613,6 +666,12 @@ impl Machine for Engine {
         else {
             return;
         };
+        if let Some(kind) = amplifier(&msg) {
+            if !self.reply_limits.allow(now, from, kind) {
+                self.stats.replies_limited = self.reply_limits.dropped;
+                return;
+            }
+        }
         match msg {
             Inbound::Swim(m) => self.swim.handle_message(now, from, m),
             Inbound::Multicast(m) => self.multicast.handle_message(now, from, m),
@@ -656,6 +715,20 @@ impl Machine for Engine {
     fn poll_timeout(&self) -> Option<Instant> {
         self.next_timer().map(|(at, _)| at)
     }
+}
+
+/// A message as a rumor carries it for a `gossip`-mode topic: what its id does not say.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct SealedPayload {
+    pub(crate) published_at: u64,
+    pub(crate) seal: hearsay_protocols::auth::Seal,
+    pub(crate) payload: Bytes,
+}
+
+/// An anti-entropy entry as the message it is.
+fn sealed(e: &Entry) -> Data {
+    let id = MsgId { origin: e.stream.origin, topic: e.stream.topic, seq: e.seq };
+    Data { id, published_at: e.published_at, payload: e.payload.clone(), seal: e.seal }
 }
 
 /// A stream id of one of our own streams.

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hearsay_overlay::chord::{Chord, ChordConfig, ChordError, ChordEvent, ChordMessage, RingSnapshot};
 use hearsay_overlay::scribe::{Scribe, ScribeConfig, ScribeEvent, ScribeMessage};
+use hearsay_protocols::auth::{Authenticator, Proof};
 use hearsay_protocols::pbcast::{Data, PbConfig, PbEvent, PbMessage, Pbcast, PublishError, Start, Via};
 use hearsay_protocols::{Earliest, Instant, Machine, NodeId, PeerView, Seed, TopicId, Transmit};
 
@@ -113,11 +114,19 @@ pub struct Multicast {
 impl Multicast {
     /// A node `id` started at `now`, on no ring yet. Its pbcast streams carry `origin` (the
     /// Engine's origin per process life; the node id elsewhere).
-    pub fn new(id: NodeId, origin: NodeId, config: &MulticastConfig, seed: &Seed, now: Instant) -> Self {
+    /// `auth` seals this node's messages and checks everyone's.
+    pub fn new(
+        id: NodeId,
+        origin: NodeId,
+        auth: Arc<dyn Authenticator>,
+        config: &MulticastConfig,
+        seed: &Seed,
+        now: Instant,
+    ) -> Self {
         Multicast {
             chord: Chord::new(id, config.chord.clone(), seed, now),
             scribe: Scribe::new(id, config.scribe.clone(), seed, now),
-            pbcast: Pbcast::new(origin, config.pbcast.clone(), seed, now),
+            pbcast: Pbcast::new(origin, auth, config.pbcast.clone(), seed, now),
             routes_stale: true,
             stage: Stage::Ring,
             now,
@@ -253,15 +262,16 @@ impl Multicast {
         self.pbcast.handle_restored(now, topic, own_last, entries);
     }
 
-    /// The outcome of the Heads exchange pbcast asked for (`None`: no heads).
+    /// The outcome of the Heads exchange pbcast asked for (`None`: no heads): summaries and
+    /// the proofs of their heads.
     pub fn handle_heads(
         &mut self,
         now: Instant,
         topic: TopicId,
-        summaries: Option<&[hearsay_protocols::anti_entropy::StreamSummary]>,
+        heads: Option<(&[hearsay_protocols::anti_entropy::StreamSummary], &[Proof])>,
     ) {
         self.input(now);
-        self.pbcast.handle_heads(now, topic, summaries);
+        self.pbcast.handle_heads(now, topic, heads);
     }
 
     // ---- plumbing --------------------------------------------------------------------------

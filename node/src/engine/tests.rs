@@ -149,6 +149,38 @@ fn a_crashed_member_is_detected_dead() {
     }
 }
 
+/// The member changes node `i` reported on its event stream about `node`, in order.
+fn notices_about(c: &Cluster, i: usize, node: NodeId) -> Vec<MemberChange> {
+    c.events()
+        .filter_map(|(n, e)| match e {
+            EngineEvent::Notice(Notice::Member { change, member, .. }) if n == i && member.id == node => {
+                Some(*change)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_event_stream_reports_a_join_a_tag_update_a_suspicion_and_a_failure_once_each() {
+    let mut c = Cluster::new(4);
+    c.join_all();
+    let (watcher, victim) = (0, c.ids[3]);
+    let tags = hearsay_protocols::tags::Tags::parse(&["role=web"]).unwrap();
+    c.call(3, |e, now| e.set_tags(now, tags)).unwrap();
+    c.secs(10);
+    let seen = c.node(watcher).members().into_iter().find(|m| m.id == victim).map(|m| m.tags);
+    assert_eq!(seen.unwrap_or_default().get("role").map(String::as_str), Some("web"));
+    c.net.silence(victim);
+    c.secs(60);
+    assert_eq!(
+        notices_about(&c, watcher, victim),
+        [MemberChange::Join, MemberChange::Update, MemberChange::Suspect, MemberChange::Failed]
+    );
+    // The tagged node reported its own change too.
+    assert_eq!(notices_about(&c, 3, victim), [MemberChange::Update]);
+}
+
 #[test]
 fn garbage_frames_are_counted_and_dropped() {
     let mut c = Cluster::new(2);
@@ -197,4 +229,99 @@ fn deadlines_move_forward_after_each_timeout() {
             }
         }
     }
+}
+
+#[test]
+fn a_late_subscriber_starts_at_the_heads_and_gets_the_next_message_at_once() {
+    let mut c = Cluster::new(4);
+    c.join_all();
+    for i in [0, 2] {
+        c.call(i, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
+    }
+    c.secs(3);
+    for k in 0..20u8 {
+        c.call(1, |e, now| e.publish(now, "news", Bytes::from(vec![k]))).unwrap();
+    }
+    c.secs(3);
+    // Node 3 knows the topic's members from their SWIM meta: it asks one of them for the
+    // heads as it subscribes, and the next message is its first delivery, with nothing
+    // published before it held back or announced as a gap.
+    c.call(3, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
+    c.call(1, |e, now| e.publish(now, "news", Bytes::from_static(b"next"))).unwrap();
+    let origin = c.node(1).origin();
+    assert_eq!(c.delivered(3), vec![(origin, 21, Bytes::from_static(b"next"))]);
+    c.secs(5);
+    assert_eq!(c.delivered(3).len(), 1);
+    assert!(!c.events().any(|(i, e)| i == 3 && matches!(e, EngineEvent::Gap { .. })));
+}
+
+#[test]
+fn a_restarted_node_starts_above_the_incarnation_of_its_previous_life() {
+    let mut c = Cluster::new(3);
+    c.join_all();
+    // Node 2's previous life announced a few incarnations (each meta change raises one).
+    for _ in 0..4 {
+        c.call(2, |e, now| e.subscribe(now, "news", SubscribeFrom::New)).unwrap();
+        c.call(2, |e, now| e.unsubscribe(now, "news"));
+    }
+    c.secs(3);
+    let last = c.node(2).incarnation();
+    assert!(last >= 8, "{last}");
+    for i in 0..2 {
+        let seen = c.node(i).members().into_iter().find(|m| m.id == c.ids[2]).map(|m| m.incarnation);
+        assert_eq!(seen, Some(last), "node {i}");
+    }
+    // Its next life, with what its host kept: above the last one from the start, never lowered.
+    let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));
+    let now = c.net.now();
+    let mut next = Engine::new(
+        Arc::new(Unchecked(c.ids[2])),
+        "n2",
+        Addr::default(),
+        1,
+        config,
+        &Seed::derive(7, "node", 1, 2),
+        now,
+    );
+    next.raise_incarnation(last + 1);
+    next.raise_incarnation(1);
+    assert_eq!(next.incarnation(), last + 1);
+    *c.net.machine_mut(c.ids[2]) = next;
+    let seed = c.ids[0];
+    c.call(2, |e, now| e.join(now, &[seed])).unwrap();
+    c.secs(2);
+    for i in 0..2 {
+        let m = c.node(i).members().into_iter().find(|m| m.id == c.ids[2]).expect("known");
+        assert!(m.incarnation > last && m.state == State::Alive, "node {i}: {m:?}");
+    }
+}
+
+#[test]
+fn a_flood_of_syns_from_one_peer_is_answered_at_its_rate_and_counted() {
+    use hearsay_protocols::anti_entropy::{AeMessage, AeMode, Digest};
+    let config = Arc::new(EngineConfig::with_swim(SwimConfig::local()));
+    let me = NodeId::from_u64(1);
+    let rogue = NodeId::from_u64(2);
+    let seed = Seed::derive(7, "node", 0, 0);
+    let mut e = Engine::new(Arc::new(Unchecked(me)), "n0", Addr::default(), 1, config, &seed, Instant::ZERO);
+    let now = Instant::from_micros(5_000_000);
+    while e.poll_transmit().is_some() {}
+    let syn = |xid| AeMessage::Syn {
+        xid,
+        mode: AeMode::Pull,
+        scope: Vec::new(),
+        digest: Digest { summaries: Vec::new(), partial: false },
+    };
+    for xid in 0..1_000 {
+        let frame = frames::encode(&syn(xid), e.config.frame_limit).unwrap();
+        e.handle_message(now, rogue, frame);
+    }
+    let answered = std::iter::from_fn(|| e.poll_transmit()).filter(|t| t.to == rogue).count();
+    let limited = e.stats().replies_limited[limits::Amplifier::Syn as usize];
+    assert_eq!(limited, 1_000 - 2 * limits::SYN_PER_SEC, "all but the burst are dropped and counted");
+    assert!(answered <= 2 * limits::SYN_PER_SEC as usize, "{answered} answers to one peer in one instant");
+    // Another peer is not held back by the first one's flood.
+    let frame = frames::encode(&syn(5_000), e.config.frame_limit).unwrap();
+    e.handle_message(now, NodeId::from_u64(3), frame);
+    assert_eq!(e.stats().replies_limited[limits::Amplifier::Syn as usize], limited);
 }

@@ -21,6 +21,8 @@ pub struct MemberView {
     pub incarnation: u64,
     /// Its ring position.
     pub ring_id: RingId,
+    /// The tags it advertises.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A topic this node takes part in.
@@ -65,6 +67,7 @@ impl Engine {
                 state: m.state,
                 incarnation: m.incarnation,
                 ring_id: RingId::of(&m.id),
+                tags: m.profile.meta().tags().to_map(),
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
@@ -90,13 +93,16 @@ impl Engine {
                     name: s.name.clone(),
                     subscribers: s.subscribers,
                     role,
-                    members: self
-                        .topic_members
-                        .get(t)
-                        .map_or(0, |m| m.iter().filter(|n| **n != self.id).count()),
+                    members: self.topic_member_count(*t),
                 }
             })
             .collect()
+    }
+
+    /// Other members that advertise `topic` in their membership meta (live ones, self
+    /// excluded): what [`TopicView::members`] counts, for any topic.
+    pub fn topic_member_count(&self, topic: TopicId) -> usize {
+        self.topic_members.get(&topic).map_or(0, |m| m.iter().filter(|n| **n != self.id).count())
     }
 
     /// The ring neighbourhood.

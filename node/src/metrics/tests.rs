@@ -162,7 +162,25 @@ fn fresh_metrics_have_every_closed_label_at_zero() {
     // No tree yet: the per-topic gauges have no samples.
     assert!(label_values(&text, "hearsay_tree_depth", "topic").is_empty());
     assert_eq!(value(&text, "hearsay_query_rounds_count", &[]), 0.0);
-    assert!(value(&text, "hearsay_uptime_seconds", &[]) >= 0.0);
+}
+
+#[test]
+fn uptime_is_the_time_since_the_metrics_were_made() {
+    let before = std::time::Instant::now();
+    let m = Metrics::new();
+    let made = std::time::Instant::now();
+    let first = value(&m.encode(), "hearsay_uptime_seconds", &[]);
+    assert!(first > 0.0 && first <= before.elapsed().as_secs_f64(), "{first}");
+    // Once at least 10 ms have passed since it was made (a clock read, no sleep), a scrape
+    // says so.
+    while made.elapsed() < std::time::Duration::from_millis(10) {
+        std::hint::spin_loop();
+    }
+    let second = value(&m.encode(), "hearsay_uptime_seconds", &[]);
+    assert!(
+        second >= 0.010 && second <= before.elapsed().as_secs_f64() && second > first,
+        "{first} then {second}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use hearsay_protocols::auth::Seal;
 use hearsay_protocols::pbcast::{Data, MsgId};
 use hearsay_protocols::{Instant, NodeId, Seq, TopicId};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -22,7 +23,10 @@ pub(super) const MEMBERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// The on-disk format this build writes and reads.
 pub(super) const FORMAT: u64 = 1;
 
+/// A message without a seal (the first layout).
 const MESSAGE: u8 = 0;
+/// A message with its origin's seal: kind, publish time, key tail, signature, payload.
+const SEALED: u8 = 2;
 const GAP: u8 = 1;
 
 /// Why the store cannot be used. Each names the file or dir and what to do.
@@ -97,10 +101,12 @@ pub(super) fn file(dir: &Path) -> PathBuf {
 
 pub(super) fn encode(r: &Record) -> Vec<u8> {
     match r {
-        Record::Message { published_at, payload } => {
-            let mut v = Vec::with_capacity(9 + payload.len());
-            v.push(MESSAGE);
+        Record::Message { published_at, payload, seal } => {
+            let mut v = Vec::with_capacity(81 + payload.len());
+            v.push(SEALED);
             v.extend_from_slice(&published_at.to_be_bytes());
+            v.extend_from_slice(&seal.key_tail);
+            v.extend_from_slice(&seal.sig.0);
             v.extend_from_slice(payload);
             v
         }
@@ -114,21 +120,40 @@ pub(super) fn encode(r: &Record) -> Vec<u8> {
     }
 }
 
-/// The header of a value: (is a message, published_at or last, payload bytes).
-pub(super) fn header(v: &[u8]) -> Option<(bool, u64, usize)> {
+/// The header of a value: (is a message, published_at or last, payload bytes, where the
+/// payload starts).
+pub(super) fn header(v: &[u8]) -> Option<(bool, u64, usize, usize)> {
     let (&kind, rest) = v.split_first()?;
     let word = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
     match kind {
-        MESSAGE => Some((true, word, rest.len() - 8)),
-        GAP if rest.len() == 16 => Some((false, word, 0)),
+        MESSAGE => Some((true, word, rest.len() - 8, 9)),
+        SEALED if rest.len() >= 80 => Some((true, word, rest.len() - 80, 81)),
+        GAP if rest.len() == 16 => Some((false, word, 0, 17)),
         _ => None,
     }
 }
 
+/// The seal of a message value (the default for the first layout).
+pub(super) fn seal_of(v: &[u8]) -> Seal {
+    match (v.first(), v.get(9..17), v.get(17..81)) {
+        (Some(&SEALED), Some(tail), Some(sig)) => {
+            let mut s = Seal::default();
+            s.key_tail.copy_from_slice(tail);
+            s.sig.0.copy_from_slice(sig);
+            s
+        }
+        _ => Seal::default(),
+    }
+}
+
 pub(super) fn decode(v: &[u8]) -> Option<Record> {
-    let (message, word, _) = header(v)?;
+    let (message, word, _, offset) = header(v)?;
     if message {
-        Some(Record::Message { published_at: word, payload: Bytes::copy_from_slice(&v[9..]) })
+        Some(Record::Message {
+            published_at: word,
+            payload: Bytes::copy_from_slice(&v[offset..]),
+            seal: seal_of(v),
+        })
     } else {
         let at = u64::from_be_bytes(v[9..17].try_into().ok()?);
         Some(Record::Gap { last: word, at })
@@ -223,7 +248,7 @@ fn open_and_read(
         let (k, v) = e.map_err(|e| c(&e))?;
         let (topic, origin, seq) = unkey(k.value()).ok_or_else(|| c(&"a message key of the wrong length"))?;
         let value = v.value();
-        let (message, word, bytes) =
+        let (message, word, bytes, offset) =
             header(value).ok_or_else(|| c(&"a message record that does not decode"))?;
         if message {
             index.add(topic, origin, seq, word, bytes as u64);
@@ -231,7 +256,8 @@ fn open_and_read(
             q.push_back(Data {
                 id: MsgId { origin, topic, seq },
                 published_at: Instant::from_micros(word),
-                payload: Bytes::copy_from_slice(&value[9..]),
+                payload: Bytes::copy_from_slice(&value[offset..]),
+                seal: seal_of(value),
             });
             if q.len() > config.restore_per_stream {
                 q.pop_front();
@@ -246,7 +272,7 @@ fn open_and_read(
     let durables = r.open_table(DURABLES).map_err(|e| c(&e))?;
     for e in durables.iter().map_err(|e| c(&e))? {
         let (k, v) = e.map_err(|e| c(&e))?;
-        let d: Durable = postcard::from_bytes(v.value()).map_err(|e| c(&e))?;
+        let d = Durable::decode(v.value()).map_err(|e| c(&e))?;
         stored.durables.push((k.value().to_string(), d));
     }
     let members = r.open_table(MEMBERS).map_err(|e| c(&e))?;
@@ -320,7 +346,7 @@ pub(super) fn durables(db: &redb::Database) -> Result<Vec<(String, Durable)>, St
     let mut out = Vec::new();
     for e in t.iter().map_err(|e| c(&e))? {
         let (k, v) = e.map_err(|e| c(&e))?;
-        let d: Durable = postcard::from_bytes(v.value()).map_err(|e| c(&e))?;
+        let d = Durable::decode(v.value()).map_err(|e| c(&e))?;
         out.push((k.value().to_string(), d));
     }
     Ok(out)

@@ -17,7 +17,7 @@
 //! | `meta` | name | `format`, `epoch`, `incarnation` (u64, big-endian) |
 //! | `messages` | topic ‖ origin ‖ seq (48 bytes, big-endian) | a message or a gap notice starting at that seq ([`Record`]) |
 //! | `counters` | topic | the last seq this node published on it |
-//! | `durables` | name | a durable subscription: topic, start, cursor per origin ([`Durable`]) |
+//! | `durables` | name | a durable subscription: topic, cursor per origin, start time if any ([`Durable`]) |
 //! | `members` | node id | the last-known address and name ([`MemberRecord`]) |
 //!
 //! # Writes and their durability
@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hearsay_protocols::auth::Seal;
 use hearsay_protocols::pbcast::MsgId;
 use hearsay_protocols::{NodeId, Seq, TopicId};
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,8 @@ pub enum Record {
         published_at: u64,
         /// The payload (the encoded application message).
         payload: Bytes,
+        /// Its origin's seal (so it can be served again after a restart).
+        seal: Seal,
     },
     /// Seqs `seq..=last` of the stream can no longer be had: a gap notice, kept so a replay
     /// announces it again.
@@ -129,9 +132,36 @@ pub struct Durable {
     /// Per origin, the last seq acknowledged (everything at or below it was acknowledged or
     /// announced as a gap).
     pub cursors: Vec<(NodeId, Seq)>,
+    /// Created `--from TIME` (or `all`: 0): messages published before this (µs since the UNIX
+    /// epoch, the origin's clock) are passed over, never delivered; `None` for one created
+    /// from `new`. Added after format 1's first
+    /// records, which `Durable::decode` still reads (as `None`).
+    pub since: Option<u64>,
+}
+
+/// A durable subscription as format 1 first wrote it (no `since`).
+#[derive(Deserialize)]
+struct DurableV1 {
+    topic: String,
+    cursors: Vec<(NodeId, Seq)>,
 }
 
 impl Durable {
+    /// The stored bytes of this durable subscription.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    /// A durable subscription from its stored bytes, in either layout format 1 has used: the
+    /// current one, or the first (without `since`, which is then `None`).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Durable, postcard::Error> {
+        postcard::from_bytes::<Durable>(bytes).or_else(|e| {
+            postcard::from_bytes::<DurableV1>(bytes)
+                .map(|d| Durable { topic: d.topic, cursors: d.cursors, since: None })
+                .map_err(|_| e)
+        })
+    }
+
     /// The cursor of `origin` (0: nothing acknowledged).
     pub fn cursor(&self, origin: &NodeId) -> Seq {
         self.cursors.iter().find(|(o, _)| o == origin).map_or(0, |(_, s)| *s)
@@ -171,6 +201,8 @@ pub enum Write {
         payload: Bytes,
         /// Published by this node.
         own: bool,
+        /// Its origin's seal.
+        seal: Seal,
     },
     /// Keep a gap notice.
     Gap {
@@ -277,6 +309,12 @@ impl Store {
     /// the store has failed.
     pub fn submit(&self, write: Write) -> Result<u64, StoreError> {
         self.writer.submit(write)
+    }
+
+    /// The last ticket handed out: once [`Store::synced`] reaches it, every write submitted
+    /// so far is durable and visible to [`Store::scan`].
+    pub fn last_ticket(&self) -> u64 {
+        self.writer.last_ticket()
     }
 
     /// The highest ticket whose write is durable.

@@ -30,6 +30,7 @@ fn message(topic: u64, origin: u64, seq: u64, own: bool) -> Write {
         published_at: now_us(),
         payload: Bytes::from(format!("m{seq}")),
         own,
+        seal: hearsay_protocols::auth::Seal { key_tail: [seq as u8; 8], ..Default::default() },
     }
 }
 
@@ -51,7 +52,7 @@ fn what_was_written_comes_back_after_a_reopen() {
             at: now_us(),
         })
         .unwrap();
-    let durable = Durable { topic: "t".into(), cursors: vec![] };
+    let durable = Durable { topic: "t".into(), cursors: vec![], since: Some(17) };
     store.submit(Write::Durable { name: "d".into(), durable }).unwrap();
     store.submit(Write::Ack { name: "d".into(), acks: vec![(NodeId::from_u64(9), 4)] }).unwrap();
     store.submit(Write::Incarnation(5)).unwrap();
@@ -86,7 +87,10 @@ fn what_was_written_comes_back_after_a_reopen() {
     assert_eq!(recent, vec![3, 4, 5, 6], "the last `restore_per_stream` of each stream, oldest first");
     assert_eq!(
         again.durables,
-        vec![("d".into(), Durable { topic: "t".into(), cursors: vec![(NodeId::from_u64(9), 4)] })]
+        vec![(
+            "d".into(),
+            Durable { topic: "t".into(), cursors: vec![(NodeId::from_u64(9), 4)], since: Some(17) }
+        )]
     );
     assert_eq!(again.members, vec![(NodeId::from_u64(3), member)]);
     let _ = std::fs::remove_dir_all(&d);
@@ -159,4 +163,19 @@ fn an_unusable_data_dir_is_refused_at_open() {
     assert!(matches!(err, StoreError::Dir { .. }), "{err}");
     assert!(err.to_string().contains("plain-file"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_durable_subscription_in_the_first_layout_of_format_1_still_reads() {
+    #[derive(serde::Serialize)]
+    struct First {
+        topic: String,
+        cursors: Vec<(NodeId, u64)>,
+    }
+    let old =
+        postcard::to_allocvec(&First { topic: "t".into(), cursors: vec![(NodeId::from_u64(2), 5)] }).unwrap();
+    let d = Durable::decode(&old).unwrap();
+    assert_eq!(d, Durable { topic: "t".into(), cursors: vec![(NodeId::from_u64(2), 5)], since: None });
+    let new = Durable { since: Some(9), ..d };
+    assert_eq!(Durable::decode(&new.encode().unwrap()).unwrap(), new);
 }

@@ -83,6 +83,10 @@ impl Writer {
         Ok(ticket)
     }
 
+    pub(super) fn last_ticket(&self) -> u64 {
+        self.next.load(Ordering::SeqCst).saturating_sub(1)
+    }
+
     pub(super) fn failure(&self) -> Option<StoreError> {
         self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -190,13 +194,13 @@ impl Thread {
 
     fn apply(&mut self, tx: &WriteTransaction, w: Write) -> Result<(), redb::Error> {
         match w {
-            Write::Message { id, published_at, payload, own } => {
+            Write::Message { id, published_at, payload, own, seal } => {
                 let k = key(id.topic, &id.origin, id.seq);
                 let mut m = tx.open_table(MESSAGES)?;
-                let exists = m.get(&k[..])?.and_then(|v| header(v.value())).is_some_and(|(msg, _, _)| msg);
+                let exists = m.get(&k[..])?.and_then(|v| header(v.value())).is_some_and(|(msg, ..)| msg);
                 if !exists {
                     let bytes = payload.len() as u64;
-                    m.insert(&k[..], &encode(&Record::Message { published_at, payload })[..])?;
+                    m.insert(&k[..], &encode(&Record::Message { published_at, payload, seal })[..])?;
                     self.index.add(id.topic, id.origin, id.seq, published_at, bytes);
                 }
                 if own {
@@ -217,19 +221,18 @@ impl Thread {
             }
             Write::Durable { name, durable } => {
                 let mut d = tx.open_table(DURABLES)?;
-                let v = postcard::to_allocvec(&durable).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                let v = durable.encode().map_err(|e| redb::Error::Corrupted(e.to_string()))?;
                 d.insert(name.as_str(), &v[..])?;
             }
             Write::Ack { name, acks } => {
                 let mut d = tx.open_table(DURABLES)?;
                 let current: Option<Durable> =
-                    d.get(name.as_str())?.and_then(|v| postcard::from_bytes(v.value()).ok());
+                    d.get(name.as_str())?.and_then(|v| Durable::decode(v.value()).ok());
                 if let Some(mut durable) = current {
                     for (origin, seq) in acks {
                         durable.advance(origin, seq);
                     }
-                    let v =
-                        postcard::to_allocvec(&durable).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                    let v = durable.encode().map_err(|e| redb::Error::Corrupted(e.to_string()))?;
                     d.insert(name.as_str(), &v[..])?;
                 }
             }

@@ -55,6 +55,19 @@ impl Faults {
         self.delay_us.store(d.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// The delay added to every outgoing datagram.
+    pub fn delay(&self) -> Duration {
+        Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
+    }
+
+    /// The addresses that get nothing, sorted.
+    pub fn blocked(&self) -> Vec<SocketAddr> {
+        let b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<SocketAddr> = b.iter().copied().collect();
+        v.sort();
+        v
+    }
+
     /// Send nothing to these addresses (replaces the previous set; empty heals).
     pub fn set_blocked(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
         let mut b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());

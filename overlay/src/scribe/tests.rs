@@ -193,6 +193,7 @@ fn data(origin: NodeId, topic: TopicId, seq: u64) -> Data {
         id: MsgId { origin, topic, seq },
         published_at: Instant::ZERO,
         payload: Bytes::from_static(b"hello"),
+        seal: Default::default(),
     }
 }
 

@@ -14,7 +14,7 @@ use hearsay_protocols::NodeId;
 use super::message::Update;
 
 /// The smallest encoded update (a `Suspect` or `Dead` with incarnation below 128; a signed
-/// `Alive` is at least 102 bytes): once less room than this is left, a datagram is full.
+/// `Alive` is at least 103 bytes): once less room than this is left, a datagram is full.
 pub(crate) const MIN_UPDATE_LEN: usize = 66;
 
 /// (transmits, larger first, newest first).
@@ -99,6 +99,11 @@ impl BroadcastQueue {
     /// True when nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// An update about `node` is queued.
+    pub(crate) fn holds(&self, node: &NodeId) -> bool {
+        self.by_node.contains_key(node)
     }
 
     /// The queued update about `node`, with its transmit count.

@@ -224,7 +224,7 @@ impl SwimConfig {
 }
 
 /// The smallest datagram budget accepted: a ping-req (at most 42 bytes) and a signed `Alive`
-/// with an 18-byte address and a 64-byte name (184 bytes, 193 at the largest incarnation).
+/// with an 18-byte address and a 64-byte name (185 bytes, 194 at the largest incarnation).
 pub const MIN_DATAGRAM_BUDGET: usize = 256;
 
 /// A setting that cannot work.

@@ -43,7 +43,8 @@ impl Swim {
 
     /// Leave gracefully: broadcast `Dead` about self from self (others record Left), stop
     /// probing, and report [`SwimEvent::LeaveDone`] once that update has gone out in
-    /// `gossip_nodes` datagrams or after `leave_timeout`.
+    /// `gossip_nodes` datagrams or as often as its retransmit limit allows, whichever comes
+    /// first, or after `leave_timeout`.
     pub fn leave(&mut self, now: Instant) {
         if self.leave.is_some() || self.done {
             return;

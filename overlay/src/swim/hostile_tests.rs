@@ -413,7 +413,7 @@ fn a_ping_req_with_a_signed_alive_fits_the_minimum_budget() {
         meta: Meta::default().with_name(&"n".repeat(64)),
     });
     let alive = Update::signed_alive(&Unchecked(id(9)), u64::MAX, profile);
-    assert_eq!(alive.encoded_len(), 184 + 9, "a 10-byte incarnation");
+    assert_eq!(alive.encoded_len(), 185 + 9, "a 10-byte incarnation");
     let msg = SwimMessage::PingReq { seq: u32::MAX, target: id(3), want_nack: true, updates: vec![alive] };
     assert!(hearsay_protocols::wire::encoded_len(&msg) <= MIN_DATAGRAM_BUDGET);
 }

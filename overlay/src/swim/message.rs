@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use hearsay_protocols::auth::{Authenticator, Signature};
+use hearsay_protocols::tags::Tags;
 use hearsay_protocols::wire::{Protocol, WireMessage};
 use hearsay_protocols::{NodeId, TopicId};
 
@@ -22,7 +23,7 @@ pub const ADDR_MAX: usize = 64;
 pub const META_TOPICS_MAX: usize = 64;
 /// The most updates one datagram may carry; more is malformed. A 1200-byte datagram holds
 /// at most 18 (a `Suspect` or `Dead` is 66 bytes, a signed `Alive` with empty address and meta
-/// 102).
+/// 103).
 pub const UPDATES_MAX: usize = 64;
 /// The most member states one push-pull message may carry; more is malformed. What a node
 /// merges of a well-formed one is capped lower, by `SwimConfig::push_pull_records_max` and
@@ -91,12 +92,19 @@ impl fmt::Debug for Addr {
 }
 
 /// What a member advertises besides its address: the topics it subscribes to, strictly
-/// ascending, at most [`META_TOPICS_MAX`] (PROTOCOLS.md §6.1, §8.9), and its human-readable
-/// name (at most [`META_NAME_MAX`] bytes; empty in the simulator).
+/// ascending, at most [`META_TOPICS_MAX`] (PROTOCOLS.md §6.1, §8.9), its human-readable
+/// name (at most [`META_NAME_MAX`] bytes; empty in the simulator) and its tags (issue 15; at
+/// most [`TAGS_MAX`](hearsay_protocols::tags::TAGS_MAX) of them and
+/// [`TAGS_BYTES_MAX`](hearsay_protocols::tags::TAGS_BYTES_MAX) bytes of keys and values).
+///
+/// Size: at its largest (64 topics, a 64-byte name, 256 bytes of tags in 16 tags) a signed
+/// `Alive` with an IPv6 address encodes to 1,122 bytes (1,164 in a ping-req), so it rides a 1200-byte
+/// datagram with a ping's header (checked in the tests).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Meta {
     topics: Vec<TopicId>,
     name: String,
+    tags: Tags,
 }
 
 /// The longest name a member may advertise, in bytes.
@@ -108,7 +116,11 @@ impl Meta {
     pub fn new(mut topics: Vec<TopicId>) -> Option<Self> {
         topics.sort_unstable();
         topics.dedup();
-        (topics.len() <= META_TOPICS_MAX).then_some(Meta { topics, name: String::new() })
+        (topics.len() <= META_TOPICS_MAX).then_some(Meta {
+            topics,
+            name: String::new(),
+            tags: Tags::default(),
+        })
     }
 
     /// The same meta advertising `name`, cut to [`META_NAME_MAX`] bytes at a character
@@ -120,6 +132,17 @@ impl Meta {
         }
         self.name = name[..end].to_string();
         self
+    }
+
+    /// The same meta advertising `tags` (checked when they were made).
+    pub fn with_tags(mut self, tags: Tags) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// The advertised tags.
+    pub fn tags(&self) -> &Tags {
+        &self.tags
     }
 
     /// The advertised name.
@@ -141,6 +164,7 @@ impl Meta {
         self.topics.len() <= META_TOPICS_MAX
             && self.topics.windows(2).all(|w| w[0] < w[1])
             && self.name.len() <= META_NAME_MAX
+            && self.tags.is_valid()
     }
 }
 

@@ -94,8 +94,8 @@
 //!   only. Probe targets, gossip targets and push-pull partners are table entries, each
 //!   learned from its own signed `Alive` (or put there by the host).
 //!
-//! Wire cost: a signed `Alive` is 65 bytes longer (102 bytes with an empty address and meta,
-//! 108 with an IPv4 address; 37 and 43 unsigned), a push-pull record 66 bytes longer (1 byte
+//! Wire cost: a signed `Alive` is 65 bytes longer (103 bytes with an empty address and meta,
+//! 109 with an IPv4 address; 38 and 44 unsigned; the meta's empty tag list is 1 byte), a push-pull record 66 bytes longer (1 byte
 //! longer for an entry the host vouched for, which has no signature to send); `Suspect`
 //! and `Dead` are unchanged (66 bytes); a `PingReq` is 1 to 19 bytes shorter. A 1200-byte
 //! datagram carries up to 11 signed IPv4 `Alive`s or 18 `Suspect`s.
@@ -477,6 +477,18 @@ impl Swim {
         Ok(())
     }
 
+    /// Raise this node's own incarnation to at least `n` (never lowers it), re-signed but
+    /// not announced: a restarted node starts above the last incarnation its previous life
+    /// announced (kept by its host), so that its `Alive` outranks whatever the cluster still
+    /// holds about that life (§6.6) from its first message on.
+    pub fn raise_incarnation(&mut self, n: Incarnation) {
+        let own = self.table.own();
+        if n > own.incarnation {
+            let profile = own.profile.clone();
+            let _ = self.sign_own(n, profile);
+        }
+    }
+
     /// Make `incarnation` and `profile` this node's own entry, signed, and return the `Alive`
     /// that says so.
     fn sign_own(&mut self, incarnation: Incarnation, profile: SharedProfile) -> Update {
@@ -627,9 +639,13 @@ impl Swim {
         self.stats.gossip_sent += u64::from(is_gossip);
         self.out.datagram(to, msg);
         if carries_leave {
+            // The `Dead` about self left the queue once it reached its retransmit limit, which
+            // in a small cluster is below `gossip_nodes` (2 with 4 members in the `local`
+            // preset): then it has gone out all it ever will.
+            let spent = !self.queue.holds(&me);
             if let Some(leave) = self.leave.as_mut() {
                 leave.sent += 1;
-                if leave.sent >= self.config.gossip_nodes {
+                if leave.sent >= self.config.gossip_nodes || spent {
                     self.finish_leave();
                 }
             }

@@ -366,10 +366,10 @@ fn piggyback_fills_the_budget_in_queue_order_up_to_the_retransmit_limit() {
     let first = ack(&mut m, 1).expect("an ack");
     let len = wire::encoded_len(&first);
     let SwimMessage::Ack { updates, .. } = &first else { panic!("{first:?}") };
-    // 5 bytes of ack, 102 per signed Alive (empty address, no topics, empty name): 11 fit in
+    // 5 bytes of ack, 103 per signed Alive (empty address, no topics, empty name, no tags): 11 fit in
     // 1200, a 12th would not.
     assert_eq!(updates.len(), 11);
-    assert!(len <= 1200 && len + 102 > 1200, "{len}");
+    assert!(len <= 1200 && len + 103 > 1200, "{len}");
     assert_eq!(wire::encode(&first, 1200).map(|b| b.len()), Ok(len));
     // Equal transmits and sizes: newest first.
     assert_eq!(updates[0], alive(199, 0));
@@ -484,6 +484,20 @@ fn a_join_with_no_answer_fails_and_retries() {
 }
 
 #[test]
+fn a_leave_is_done_once_its_update_reached_the_retransmit_limit_below_gossip_nodes() {
+    // `local`: retransmit_mult 2, so with 4 members the `Dead` goes out twice, fewer than
+    // gossip_nodes (3): the leave is done then, not at leave_timeout.
+    let cfg = Arc::new(SwimConfig { timing: Timing::Sync, ..SwimConfig::local() });
+    assert!(retransmit_limit(cfg.retransmit_mult, 4) < cfg.gossip_nodes as u32);
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
+    net.run_until(ms(500));
+    net.call(id(4), |m, now| m.leave(now));
+    net.run_until(ms(1_000));
+    assert!(net.events_of(id(4)).any(|e| *e == SwimEvent::LeaveDone));
+    assert!(cfg.leave_timeout > Duration::from_millis(500));
+}
+
+#[test]
 fn a_leave_is_recorded_as_left_and_the_node_goes_quiet() {
     let cfg = config(Lifeguard::ON);
     let mut net = cluster(&[1, 2, 3], &cfg);
@@ -530,10 +544,15 @@ fn malformed_input_is_counted_and_changes_nothing() {
     struct RawMeta {
         topics: Vec<TopicId>,
         name: String,
+        tags: Vec<(String, String)>,
     }
     let unsorted: Meta = postcard::from_bytes(
-        &postcard::to_allocvec(&RawMeta { topics: vec![TopicId(5), TopicId(3)], name: String::new() })
-            .unwrap(),
+        &postcard::to_allocvec(&RawMeta {
+            topics: vec![TopicId(5), TopicId(3)],
+            name: String::new(),
+            tags: Vec::new(),
+        })
+        .unwrap(),
     )
     .unwrap();
     let bad = SharedProfile::new(Profile { addr: Addr::default(), meta: unsorted });
@@ -598,14 +617,14 @@ fn messages_round_trip_through_the_envelope() {
         assert_eq!(bytes.len(), wire::encoded_len(&msg));
         assert_eq!(wire::decode::<SwimMessage>(&bytes, wire::DEFAULT_FRAME_LIMIT), Ok(msg));
     }
-    // A signed Alive: 37 bytes of update (empty address and meta) and a 65-byte signature;
-    // with an IPv4 address, 108. Suspect and Dead are the smallest updates.
-    assert_eq!(alive(1, 0).encoded_len(), 102);
+    // A signed Alive: 38 bytes of update (empty address and meta) and a 65-byte signature;
+    // with an IPv4 address, 109. Suspect and Dead are the smallest updates.
+    assert_eq!(alive(1, 0).encoded_len(), 103);
     let v4 = SharedProfile::new(Profile {
         addr: Addr::from_socket("10.0.0.1:7946".parse().unwrap()),
         ..Profile::default()
     });
-    assert_eq!(alive_with(1, 0, v4).encoded_len(), 108);
+    assert_eq!(alive_with(1, 0, v4).encoded_len(), 109);
     assert_eq!(suspect(1, 0, 2).encoded_len(), broadcast::MIN_UPDATE_LEN);
     assert_eq!(dead(1, 0, 2).encoded_len(), 66);
 }
@@ -688,4 +707,54 @@ fn the_same_seed_gives_the_same_run() {
     let a = run();
     assert!(a.len() > 1_000);
     assert_eq!(a, run());
+}
+
+/// Issue 15: the largest meta (64 topics of 10-byte varints, a 64-byte name, 16 tags of 256
+/// bytes in all) in a signed `Alive` with an IPv6 address at the largest incarnation still
+/// fits a 1200-byte datagram beside the largest ping-req header, so a member's `Alive` always
+/// rides piggyback.
+#[test]
+fn the_largest_alive_with_tags_fits_a_datagram_with_a_ping_req() {
+    use hearsay_protocols::tags::{TAGS_BYTES_MAX, TAGS_MAX, Tags};
+    let topics: Vec<TopicId> = (0..META_TOPICS_MAX as u64).map(|i| TopicId(u64::MAX - i)).collect();
+    let per = TAGS_BYTES_MAX / TAGS_MAX;
+    let tags: Vec<String> = (0..TAGS_MAX).map(|i| format!("{i:02}={}", "v".repeat(per - 2))).collect();
+    let tags = Tags::parse(&tags).unwrap();
+    let meta = Meta::new(topics).unwrap().with_name(&"n".repeat(80)).with_tags(tags);
+    let addr = Addr::from_socket("[::1]:65535".parse().unwrap());
+    let profile = Profile { addr, meta };
+    assert!(profile.is_valid());
+    let up = Update::signed_alive(&Unchecked(id(1)), u64::MAX, SharedProfile::new(profile));
+    let msg =
+        SwimMessage::PingReq { seq: u32::MAX, target: id(2), want_nack: true, updates: vec![up.clone()] };
+    let len = wire::encoded_len(&msg);
+    assert!(len <= 1200, "{len} bytes");
+    assert!(up.encoded_len() <= 1122, "{}", up.encoded_len());
+}
+
+/// Issue 15: tags beyond their bounds in a peer's `Alive` (which only a forged encoding can
+/// carry: `Tags` cannot be built so) make the message malformed; nothing of it is applied.
+#[test]
+fn an_alive_with_tags_beyond_their_bounds_is_malformed() {
+    let cfg = config(Lifeguard::ON);
+    let mut m = node(1, &[1, 2, 3], &cfg);
+    let before = format!("{:?}", m.members());
+    #[derive(serde::Serialize)]
+    struct RawMeta {
+        topics: Vec<TopicId>,
+        name: String,
+        tags: Vec<(String, String)>,
+    }
+    let forged = |tags: Vec<(String, String)>| -> SharedProfile {
+        let raw = postcard::to_allocvec(&RawMeta { topics: Vec::new(), name: String::new(), tags }).unwrap();
+        SharedProfile::new(Profile { addr: Addr::default(), meta: postcard::from_bytes(&raw).unwrap() })
+    };
+    let many = (0..17).map(|i| (format!("k{i:02}"), String::new())).collect();
+    let big = vec![("k".to_string(), "v".repeat(300))];
+    let unsorted = vec![("b".to_string(), String::new()), ("a".to_string(), String::new())];
+    for (i, tags) in [many, big, unsorted].into_iter().enumerate() {
+        gossip(&mut m, ms(0), 2, vec![alive_with(60 + i as u64, 0, forged(tags))]);
+    }
+    assert_eq!(m.stats().malformed, 3);
+    assert_eq!(format!("{:?}", m.members()), before);
 }

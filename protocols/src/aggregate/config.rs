@@ -79,6 +79,7 @@ impl AggConfig {
             epsilon: self.epsilon,
             stable_rounds: self.stable_rounds,
             max_rounds: self.max_rounds,
+            scope: crate::tags::TagScope::default(),
         };
         defaults.validate().map_err(ConfigError::Defaults)
     }

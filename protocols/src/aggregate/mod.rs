@@ -81,6 +81,12 @@
 //!   23.4 (avg) / 28.2 (sum) on average with relative error 1.7·10^−3 / 6.8·10^−2 (worst run
 //!   7.6·10^−3 / 0.31); with quiet rounds neutral, at 29.4 / 39.6 with 1.7·10^−5 / 3.9·10^−5
 //!   (worst 5.4·10^−5 / 6.5·10^−5).
+//! - **Tag scopes** (issue 15; §5 aggregates over every node): a [`Query`] carries a
+//!   [`TagScope`](crate::tags::TagScope); a node whose own tags ([`Aggregation::set_tags`])
+//!   do not match it joins without a value, exactly like a node that does not hold the
+//!   attribute, so avg, sum and count are over the nodes in scope. Each node decides once, when
+//!   it joins; the scope's bounds are checked with the query's, and a pattern that does not
+//!   compile within its limits makes the message malformed.
 //! - **Restart caveat** (not fixed): a node that crashes and restarts during a query rejoins
 //!   it with its value, which the system may still hold part of. §5.8 does not cover it.
 
@@ -108,6 +114,7 @@ use crate::id::NodeId;
 use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
 use crate::rng::{Rng, Seed};
+use crate::tags::Tags;
 use crate::time::Instant;
 use crate::timer::{Earliest, Ticker};
 
@@ -200,6 +207,8 @@ pub struct Aggregation {
     peers: PeerView,
     self_pos: Option<usize>,
     values: BTreeMap<String, f64>,
+    /// This node's tags: a query's scope decides from them whether its value counts.
+    tags: Tags,
     queries: BTreeMap<QueryId, QueryState>,
     finished: BTreeSet<QueryId>,
     finished_order: VecDeque<QueryId>,
@@ -224,6 +233,7 @@ impl Aggregation {
             peers: PeerView::default(),
             self_pos: None,
             values: BTreeMap::new(),
+            tags: Tags::default(),
             queries: BTreeMap::new(),
             finished: BTreeSet::new(),
             finished_order: VecDeque::new(),
@@ -286,6 +296,12 @@ impl Aggregation {
         Ok(())
     }
 
+    /// This node's tags from now on: queries joined later count its values only if their
+    /// scope matches them.
+    pub fn set_tags(&mut self, _now: Instant, tags: Tags) {
+        self.tags = tags;
+    }
+
     /// This node no longer holds `attr`.
     pub fn remove_value(&mut self, _now: Instant, attr: &str) {
         self.values.remove(attr);
@@ -302,6 +318,7 @@ impl Aggregation {
             epsilon: spec.epsilon.unwrap_or(c.epsilon),
             stable_rounds: spec.stable_rounds.unwrap_or(c.stable_rounds),
             max_rounds: spec.max_rounds.unwrap_or(c.max_rounds),
+            scope: spec.scope,
         };
         query.validate()?;
         if self.queries.len() >= self.config.queries_max {
@@ -371,9 +388,9 @@ impl Aggregation {
         }
     }
 
-    /// Bytes of state this machine accounts for: per query its state (with the attribute) and
-    /// its transfer bookkeeping, per remembered finished id 48 bytes. Queries are capped in
-    /// number, their bookkeeping in entries.
+    /// Bytes of state this machine accounts for: per query its state (with the attribute and
+    /// the scope's text) and its transfer bookkeeping, per remembered finished id 48 bytes.
+    /// Queries are capped in number, their bookkeeping in entries.
     pub fn state_bytes(&self) -> usize {
         let per_query: usize = self
             .queries
@@ -383,7 +400,8 @@ impl Aggregation {
                     Part::Mass(Mass { acked: Some(a), .. }) => a.bytes(),
                     _ => 0,
                 };
-                256 + st.query.attr.len() + book
+                let scope: usize = st.query.scope.terms().iter().map(|(k, p)| k.len() + p.len()).sum();
+                256 + st.query.attr.len() + scope + book
             })
             .sum();
         per_query.saturating_add(self.finished.len() * 48).saturating_add(std::mem::size_of::<Self>())
@@ -435,7 +453,21 @@ impl Aggregation {
             // The ticker idled while no query ran: move it past `now`, keeping its phase.
             self.tick.advance(now, &mut self.rng);
         }
-        let value = self.values.get(&query.attr).copied();
+        // Out of scope, a node still takes part (it relays mass) but holds no value: push-sum
+        // then counts it as a node without the attribute, so avg, sum and count are over the
+        // members in scope only.
+        let in_scope = if query.scope.is_empty() {
+            true
+        } else {
+            match query.scope.matcher() {
+                Ok(m) => m.matches(&self.tags),
+                Err(e) => {
+                    self.stats.malformed += 1;
+                    return Err(QueryError::BadScope(e));
+                }
+            }
+        };
+        let value = if in_scope { self.values.get(&query.attr).copied() } else { None };
         let is_querier = query.qid.querier == self.id;
         let session = if query.algorithm == Algorithm::AckPushSum { self.rng.next_u64() } else { 0 };
         let qid = query.qid;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
+use crate::tags::{ScopeError, TagScope};
 
 /// The longest attribute name a query may name, in bytes (PROTOCOLS.md §10.5).
 pub const ATTR_MAX_BYTES: usize = 64;
@@ -117,6 +118,10 @@ pub struct Query {
     pub stable_rounds: u32,
     /// Rounds after which the querier answers anyway, unconverged; 1..=[`MAX_ROUNDS_LIMIT`].
     pub max_rounds: u32,
+    /// The members whose values count: a node contributes only if its own tags match
+    /// (empty: every node). Bounded by [`TagScope::validate`]; compiled once per node that
+    /// joins.
+    pub scope: TagScope,
 }
 
 impl Query {
@@ -141,6 +146,7 @@ impl Query {
         if !self.algorithm.computes(self.func) {
             return Err(QueryError::AlgorithmMismatch { func: self.func, algorithm: self.algorithm });
         }
+        self.scope.validate().map_err(QueryError::BadScope)?;
         Ok(())
     }
 }
@@ -160,6 +166,8 @@ pub struct QuerySpec {
     pub stable_rounds: Option<u32>,
     /// `None`: the configured max_rounds.
     pub max_rounds: Option<u32>,
+    /// Only members whose tags match contribute (empty: all).
+    pub scope: TagScope,
 }
 
 impl QuerySpec {
@@ -172,6 +180,7 @@ impl QuerySpec {
             epsilon: None,
             stable_rounds: None,
             max_rounds: None,
+            scope: TagScope::default(),
         }
     }
 
@@ -232,6 +241,9 @@ pub enum QueryError {
     /// The node already takes part in `queries_max` queries.
     #[error("too many concurrent queries")]
     TooManyQueries,
+    /// The tag scope is beyond its bounds or does not compile.
+    #[error("tag scope: {0}")]
+    BadScope(ScopeError),
     /// The query has ended (or expired) here and is not joined again.
     #[error("the query has ended")]
     Ended,

@@ -510,6 +510,7 @@ fn every_message_survives_the_wire() {
         epsilon: 1e-4,
         stable_rounds: 3,
         max_rounds: 200,
+        scope: crate::tags::TagScope::default(),
     };
     let msgs = vec![
         AggMessage::PsMass { query: q.clone(), session: u64::MAX, floor: 4, seq: 7, s: -1.5, w: 0.25 },
@@ -584,6 +585,7 @@ fn remote_query(querier: u64, counter: u64, max_rounds: u32) -> Query {
         epsilon: 1e-4,
         stable_rounds: 3,
         max_rounds,
+        scope: crate::tags::TagScope::default(),
     }
 }
 
@@ -629,4 +631,58 @@ fn one_querier_takes_at_most_its_share_and_strangers_none() {
     m.handle_message(Instant::ZERO, id(0), msg);
     assert_eq!(m.stats().refused_querier, (64 - cfg.queries_per_querier_max + 2) as u64);
     assert_eq!(m.queries().count(), cfg.queries_per_querier_max + 1);
+}
+
+/// Issue 15: a scoped query counts only the nodes whose tags match; the others relay mass
+/// but hold none, so the querier (itself out of scope here) gets the exact mean of those in
+/// scope, and their count.
+#[test]
+fn a_scoped_query_counts_only_the_members_whose_tags_match() {
+    use crate::tags::{TagScope, Tags};
+    let run = |func: Func| {
+        let mut n = cluster(&config(|_| {}), &[Some(100.0), Some(1.0), Some(2.0), Some(50.0), Some(3.0)]);
+        for (i, (_, m)) in n.machines_mut().enumerate() {
+            let role = if [1, 2, 4].contains(&i) { "role=web" } else { "role=db" };
+            m.set_tags(Instant::ZERO, Tags::parse(&[role]).unwrap());
+        }
+        let spec = QuerySpec { scope: TagScope::parse(&["role=we."]).unwrap(), ..QuerySpec::new(func, "x") };
+        let q = n[id(0)].start_query(Instant::ZERO, spec).unwrap();
+        for (_, m) in n.machines_mut().skip(1) {
+            m.handle_query(Instant::ZERO, q.clone()).unwrap();
+        }
+        n.take_events_of(id(0));
+        for _ in 0..200 {
+            for (_, m) in n.machines_mut() {
+                m.tick(Instant::ZERO);
+            }
+            pump(&mut n);
+            if let Some(AggEvent::Answered(res)) = n.take_events_of(id(0)).pop() {
+                return res;
+            }
+        }
+        panic!("no answer");
+    };
+    let avg = run(Func::Avg);
+    assert!((avg.value.unwrap() - 2.0).abs() < 1e-3, "{avg:?}");
+    let count = run(Func::Count);
+    assert!((count.value.unwrap() - 3.0).abs() < 1e-2, "{count:?}");
+}
+
+#[test]
+fn a_query_whose_scope_is_beyond_bounds_is_refused_and_counted() {
+    let mut n = cluster(&config(|_| {}), &[Some(1.0), Some(2.0)]);
+    let q = start(&mut n[id(0)], Func::Avg, Algorithm::AckPushSum);
+    // A forged scope can only come off the wire: decode one with a pattern that cannot compile.
+    let scope: crate::tags::TagScope =
+        postcard::from_bytes(&postcard::to_allocvec(&vec![("k".to_string(), "(".to_string())]).unwrap())
+            .unwrap();
+    let bad = Query { scope, qid: QueryId { querier: id(0), counter: 50 }, ..q };
+    let before = n[id(1)].stats().malformed;
+    n[id(1)].handle_message(
+        Instant::ZERO,
+        id(0),
+        AggMessage::PsMass { query: bad, session: 1, floor: 0, seq: 0, s: 1.0, w: 1.0 },
+    );
+    assert_eq!(n[id(1)].stats().malformed, before + 1);
+    assert_eq!(n[id(1)].queries().count(), 0);
 }

@@ -5,6 +5,7 @@ use super::{
     AWAITED_MAX, AeEvent, AeMessage, AeMode, AntiEntropy, Commit, Digest, ENTRY_OVERHEAD, Entry, Exchange,
     Inserted, SCOPE_MAX,
 };
+use crate::auth::Proof;
 use crate::id::{NodeId, TopicId};
 use crate::time::Instant;
 
@@ -81,7 +82,27 @@ impl AntiEntropy {
         if matches!(mode, AeMode::Push | AeMode::PushPull) && !shared.is_empty() {
             self.await_delta(now, from, xid);
         }
-        self.out.stream(from, AeMessage::SynAck { xid, scope: shared, digest: mine, delta, more });
+        let proofs = if mode == AeMode::Heads { self.proofs(&mine) } else { Vec::new() };
+        self.out.stream(from, AeMessage::SynAck { xid, scope: shared, digest: mine, delta, more, proofs });
+    }
+
+    /// A proof per summary that its `max` exists: the held entry's seal over its digest.
+    fn proofs(&self, digest: &Digest) -> Vec<Proof> {
+        digest
+            .summaries
+            .iter()
+            .filter_map(|s| {
+                let e = self.store.entry(&s.stream, s.max)?;
+                Some(Proof {
+                    origin: s.stream.origin,
+                    topic: s.stream.topic.0,
+                    seq: s.max,
+                    published_at: e.published_at.as_micros(),
+                    digest: crate::auth::payload_digest(&e.payload),
+                    seal: e.seal,
+                })
+            })
+            .collect()
     }
 
     /// Remember that `from` may answer our digest with a `Delta` for exchange `xid`: one per
@@ -119,6 +140,7 @@ impl AntiEntropy {
         scope: Vec<TopicId>,
         digest: Digest,
         delta: Vec<Entry>,
+        proofs: Vec<Proof>,
     ) {
         let Some(ex) = self.exchange.filter(|e| e.xid == xid && e.peer == from) else {
             self.stats.unknown_xid += 1;
@@ -126,7 +148,9 @@ impl AntiEntropy {
         };
         let wants_delta = matches!(ex.mode, AeMode::Pull | AeMode::PushPull);
         let scope_ok = scope.len() <= SCOPE_MAX && scope.windows(2).all(|w| w[0] < w[1]);
-        if !scope_ok || !self.valid_digest(&digest) || (!wants_delta && !delta.is_empty()) {
+        let proofs_ok =
+            proofs.len() <= digest.summaries.len() && (ex.mode == AeMode::Heads || proofs.is_empty());
+        if !scope_ok || !proofs_ok || !self.valid_digest(&digest) || (!wants_delta && !delta.is_empty()) {
             self.stats.malformed += 1;
             self.abort(ex);
             return;
@@ -145,7 +169,12 @@ impl AntiEntropy {
             }
             AeMode::Heads => {
                 if let Some(topic) = ex.heads_for {
-                    self.out.event(AeEvent::Heads { peer: from, topic, summaries: Some(digest.summaries) });
+                    self.out.event(AeEvent::Heads {
+                        peer: from,
+                        topic,
+                        summaries: Some(digest.summaries),
+                        proofs,
+                    });
                 }
             }
             AeMode::Pull => {}
@@ -162,6 +191,14 @@ impl AntiEntropy {
             }
             if entry.seq == 0 {
                 self.stats.malformed += 1;
+                continue;
+            }
+            if self.store.contains(&entry.stream, entry.seq) {
+                self.stats.duplicates += 1;
+                continue;
+            }
+            if self.check.as_ref().is_some_and(|c| !(c.0)(&entry)) {
+                self.stats.forged += 1;
                 continue;
             }
             match self.config.commit {
@@ -220,7 +257,7 @@ impl AntiEntropy {
         self.stats.exchanges_aborted += 1;
         self.out.event(AeEvent::ExchangeAborted { peer: ex.peer, xid: ex.xid });
         if let Some(topic) = ex.heads_for {
-            self.out.event(AeEvent::Heads { peer: ex.peer, topic, summaries: None });
+            self.out.event(AeEvent::Heads { peer: ex.peer, topic, summaries: None, proofs: Vec::new() });
         }
     }
 }

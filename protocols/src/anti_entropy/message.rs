@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{AeMode, Entry, StreamSummary};
+use crate::auth::Proof;
 use crate::id::{NodeId, TopicId};
 use crate::wire::{Protocol, WireMessage};
 
@@ -41,6 +42,9 @@ pub enum AeMessage {
         delta: Vec<Entry>,
         /// The delta was cut by the byte budget.
         more: bool,
+        /// Heads only: for each summary, proof that its `max` exists (its seal, over the
+        /// message's digest), so the initiator can check the heads it starts after.
+        proofs: Vec<Proof>,
     },
     /// Initiator → responder: entries the responder lacks (Push, PushPull).
     Delta {
@@ -91,5 +95,7 @@ pub enum AeEvent {
         topic: TopicId,
         /// Its summaries for the scope of the exchange; `None`: no (valid) reply in time.
         summaries: Option<Vec<StreamSummary>>,
+        /// Proofs that the summaries' `max` seqs exist (check them before trusting a head).
+        proofs: Vec<Proof>,
     },
 }

@@ -119,6 +119,8 @@ pub struct AeStats {
     pub unknown_xid: u64,
     /// `Delta`s that answered nothing this node asked for (dropped).
     pub unsolicited: u64,
+    /// Entries that failed the check (a seal not their origin's signature): dropped.
+    pub forged: u64,
     /// Entries refused at the store's caps (`streams_max`, `stream_bytes_max`,
     /// `store_bytes_max`).
     pub refused_full: u64,
@@ -162,6 +164,19 @@ pub struct AntiEntropy {
     cursor: Option<Box<StreamId>>,
     out: Outbox<AeMessage, AeEvent>,
     stats: AeStats,
+    /// Checks a received entry before it is stored (the daemon: its origin's seal).
+    check: Option<EntryCheck>,
+}
+
+/// A check every entry received from a peer must pass before it is stored or reported (the
+/// Engine's: the entry's seal is its origin's signature).
+#[derive(Clone)]
+pub struct EntryCheck(pub Arc<dyn Fn(&Entry) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for EntryCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntryCheck")
+    }
 }
 
 impl AntiEntropy {
@@ -191,7 +206,14 @@ impl AntiEntropy {
             cursor: None,
             out: Outbox::default(),
             stats: AeStats::default(),
+            check: None,
         }
+    }
+
+    /// Check every entry received from a peer with `check` before keeping it (rejected ones
+    /// are counted in [`AeStats::forged`]).
+    pub fn set_check(&mut self, _now: Instant, check: EntryCheck) {
+        self.check = Some(check);
     }
 
     /// Side input: the peers partners are drawn from changed.
@@ -329,8 +351,8 @@ impl Machine for AntiEntropy {
     fn handle_message(&mut self, now: Instant, from: NodeId, msg: AeMessage) {
         match msg {
             AeMessage::Syn { xid, mode, scope, digest } => self.on_syn(now, from, xid, mode, scope, digest),
-            AeMessage::SynAck { xid, scope, digest, delta, more: _ } => {
-                self.on_syn_ack(from, xid, scope, digest, delta)
+            AeMessage::SynAck { xid, scope, digest, delta, more: _, proofs } => {
+                self.on_syn_ack(from, xid, scope, digest, delta, proofs)
             }
             AeMessage::Delta { xid, delta, more: _ } => self.on_delta(now, from, xid, delta),
         }

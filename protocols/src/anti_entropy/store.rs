@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Seal;
 use crate::id::{Seq, StreamId, TopicId};
+use crate::time::Instant;
 
 /// One stored entry: a version of a stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,12 +24,24 @@ pub struct Entry {
     pub seq: Seq,
     /// The opaque value.
     pub payload: Bytes,
+    /// When its origin wrote it (the origin's clock).
+    pub published_at: Instant,
+    /// The origin's signature over it (checked by whoever acts on the entry; anti-entropy
+    /// itself checks it on receipt when given a checker).
+    pub seal: Seal,
 }
 
 impl Entry {
-    /// Bytes this entry costs in a delta budget: payload plus a fixed allowance for ids.
+    /// An entry with no publish time and no seal (machines that reconcile unsigned data, and
+    /// tests).
+    pub fn unsealed(stream: StreamId, seq: Seq, payload: Bytes) -> Self {
+        Entry { stream, seq, payload, published_at: Instant::ZERO, seal: Seal::default() }
+    }
+
+    /// Bytes this entry costs in a delta budget: payload plus a fixed allowance for ids, time
+    /// and seal.
     pub fn budget_cost(&self) -> usize {
-        self.payload.len() + 48
+        self.payload.len() + 128
     }
 }
 
@@ -96,7 +110,7 @@ pub enum Inserted {
 }
 
 /// Bytes an entry costs against the caps besides its payload.
-pub const ENTRY_OVERHEAD: usize = 40;
+pub const ENTRY_OVERHEAD: usize = 120;
 /// Bytes a stream costs against the total cap besides its entries.
 pub const STREAM_OVERHEAD: usize = 96;
 
@@ -119,10 +133,18 @@ impl Limits {
         Limits { streams_max: usize::MAX, stream_bytes_max: usize::MAX, bytes_max: usize::MAX };
 }
 
+/// What is kept of an entry besides its stream and seq.
+#[derive(Clone, Debug)]
+struct Value {
+    payload: Bytes,
+    published_at: Instant,
+    seal: Seal,
+}
+
 /// One stream's entries, ascending by seq, and the bytes they cost.
 #[derive(Clone, Debug, Default)]
 struct Held {
-    entries: VecDeque<(Seq, Bytes)>,
+    entries: VecDeque<(Seq, Value)>,
     bytes: usize,
 }
 
@@ -158,7 +180,7 @@ impl Store {
         Store { streams: Vec::new(), retention: retention.max(1), limits, bytes: 0 }
     }
 
-    fn held(&self, stream: &StreamId) -> Option<&VecDeque<(Seq, Bytes)>> {
+    fn held(&self, stream: &StreamId) -> Option<&VecDeque<(Seq, Value)>> {
         self.streams.binary_search_by(|(s, _)| s.cmp(stream)).ok().map(|i| &self.streams[i].1.entries)
     }
 
@@ -208,14 +230,15 @@ impl Store {
             if evict >= pos {
                 return Inserted::TooOld;
             }
-            freed += cost(&held.entries[evict].1);
+            freed += cost(&held.entries[evict].1.payload);
             evict += 1;
         }
         if (self.bytes - freed).saturating_add(c) > self.limits.bytes_max {
             return Inserted::Full;
         }
         held.entries.drain(..evict);
-        held.entries.insert(pos - evict, (entry.seq, entry.payload));
+        let value = Value { payload: entry.payload, published_at: entry.published_at, seal: entry.seal };
+        held.entries.insert(pos - evict, (entry.seq, value));
         held.bytes = held.bytes - freed + c;
         self.bytes = self.bytes - freed + c;
         Inserted::New
@@ -229,7 +252,21 @@ impl Store {
     /// The payload of `(stream, seq)`, if held.
     pub fn get(&self, stream: &StreamId, seq: Seq) -> Option<&Bytes> {
         let held = self.held(stream)?;
-        held.binary_search_by(|(q, _)| q.cmp(&seq)).ok().map(|i| &held[i].1)
+        held.binary_search_by(|(q, _)| q.cmp(&seq)).ok().map(|i| &held[i].1.payload)
+    }
+
+    /// The entry `(stream, seq)`, if held.
+    pub fn entry(&self, stream: &StreamId, seq: Seq) -> Option<Entry> {
+        let held = self.held(stream)?;
+        let i = held.binary_search_by(|(q, _)| q.cmp(&seq)).ok()?;
+        let v = &held[i].1;
+        Some(Entry {
+            stream: *stream,
+            seq,
+            payload: v.payload.clone(),
+            published_at: v.published_at,
+            seal: v.seal,
+        })
     }
 
     /// Number of entries held over all streams.
@@ -356,11 +393,18 @@ impl Store {
             }
             let from = summary.map_or(1, |r| r.floor);
             let first = held.partition_point(|(q, _)| *q < from);
-            for &(seq, ref payload) in held.range(first..) {
+            for (seq, v) in held.range(first..) {
+                let seq = *seq;
                 if summary.is_some_and(|r| r.covers(seq)) {
                     continue;
                 }
-                let entry = Entry { stream: *stream, seq, payload: payload.clone() };
+                let entry = Entry {
+                    stream: *stream,
+                    seq,
+                    payload: v.payload.clone(),
+                    published_at: v.published_at,
+                    seal: v.seal,
+                };
                 let cost = entry.budget_cost();
                 if !out.is_empty() && used + cost > bytes_max {
                     return (out, true);
@@ -385,7 +429,7 @@ mod tests {
     fn store_with(seqs: &[Seq]) -> Store {
         let mut s = Store::new(100);
         for &q in seqs {
-            s.insert(Entry { stream: sid(1), seq: q, payload: Bytes::from(vec![q as u8]) });
+            s.insert(Entry::unsealed(sid(1), q, Bytes::from(vec![q as u8])));
         }
         s
     }
@@ -447,7 +491,7 @@ mod tests {
     #[test]
     fn retention_keeps_the_newest() {
         let mut s = Store::new(2);
-        let e = |q: Seq| Entry { stream: sid(1), seq: q, payload: Bytes::new() };
+        let e = |q: Seq| Entry::unsealed(sid(1), q, Bytes::new());
         assert_eq!(s.insert(e(5)), Inserted::New);
         assert_eq!(s.insert(e(5)), Inserted::Duplicate);
         assert_eq!(s.insert(e(6)), Inserted::New);
@@ -460,7 +504,7 @@ mod tests {
     #[test]
     fn out_of_order_arrivals_stay_sorted_and_bounded() {
         let mut s = Store::new(3);
-        let e = |q: Seq| Entry { stream: sid(1), seq: q, payload: Bytes::new() };
+        let e = |q: Seq| Entry::unsealed(sid(1), q, Bytes::new());
         for q in [9, 1, 5] {
             assert_eq!(s.insert(e(q)), Inserted::New);
         }
@@ -479,9 +523,12 @@ mod tests {
     /// the whole in bytes.
     #[test]
     fn streams_and_bytes_are_capped() {
-        let limits = Limits { streams_max: 3, stream_bytes_max: 1_000, bytes_max: 2_000 };
+        // Entries cost their payload plus ENTRY_OVERHEAD (ids, publish time, seal).
+        let o = ENTRY_OVERHEAD;
+        let limits =
+            Limits { streams_max: 3, stream_bytes_max: 4 * (200 + o) + 40, bytes_max: 8 * (200 + o) };
         let mut s = Store::bounded(100, limits);
-        let e = |o: u64, q: Seq, n: usize| Entry { stream: sid(o), seq: q, payload: Bytes::from(vec![0; n]) };
+        let e = |o: u64, q: Seq, n: usize| Entry::unsealed(sid(o), q, Bytes::from(vec![0; n]));
         for o in 1..=3 {
             assert_eq!(s.insert(e(o, 1, 10)), Inserted::New);
         }
@@ -491,15 +538,15 @@ mod tests {
             assert_eq!(s.insert(e(1, q, 200)), Inserted::New);
         }
         let held: Vec<Seq> = (1..=20).filter(|&q| s.contains(&sid(1), q)).collect();
-        assert_eq!(held, vec![17, 18, 19, 20], "4 × 240 bytes fit in 1,000");
+        assert_eq!(held, vec![17, 18, 19, 20], "4 entries of 200 bytes fit in the stream's cap");
         assert_eq!(s.insert(e(1, 16, 200)), Inserted::TooOld, "older than what the cap keeps");
-        assert_eq!(s.insert(e(1, 21, 2_000)), Inserted::Full, "larger than a stream may hold");
-        // The total: 3 streams × 96 + stream 1's 960 + 2 × 50 = 1,348; stream 2 may grow by
-        // 652 bytes at most.
-        assert_eq!(s.bytes(), 3 * STREAM_OVERHEAD + 4 * 240 + 2 * 50);
-        assert_eq!(s.insert(e(2, 2, 600)), Inserted::New);
+        assert_eq!(s.insert(e(1, 21, 5_000)), Inserted::Full, "larger than a stream may hold");
+        // The total: 3 streams, stream 1's four entries, two small ones.
+        assert_eq!(s.bytes(), 3 * STREAM_OVERHEAD + 4 * (200 + o) + 2 * (10 + o));
+        let room = limits.bytes_max - s.bytes();
+        assert_eq!(s.insert(e(2, 2, room - o - 10)), Inserted::New);
         assert_eq!(s.insert(e(2, 3, 100)), Inserted::Full);
-        assert!(s.bytes() <= 2_000);
+        assert!(s.bytes() <= limits.bytes_max);
         s.remove_topic(TopicId(1));
         assert_eq!((s.bytes(), s.stream_count()), (0, 0));
     }
@@ -528,7 +575,7 @@ mod tests {
         let mine = store_with(&[1, 2, 3]);
         let (one, more) = mine.delta_for(&[], false, &[TopicId(1)], 10);
         assert_eq!((one.len(), more), (1, true));
-        let (two, more) = mine.delta_for(&[], false, &[TopicId(1)], 49 * 2);
+        let (two, more) = mine.delta_for(&[], false, &[TopicId(1)], one[0].budget_cost() * 2);
         assert_eq!((two.len(), more), (2, true));
     }
 
@@ -536,7 +583,7 @@ mod tests {
     fn digest_rotates_when_over_the_stream_bound() {
         let mut s = Store::new(10);
         for o in 1..=5 {
-            s.insert(Entry { stream: sid(o), seq: 1, payload: Bytes::new() });
+            s.insert(Entry::unsealed(sid(o), 1, Bytes::new()));
         }
         let (d, cursor) = s.digest(&[TopicId(1)], 32, 2, None);
         assert_eq!(cursor, Some(sid(2)));

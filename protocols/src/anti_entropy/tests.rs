@@ -22,7 +22,7 @@ fn stream(origin: u64) -> StreamId {
 }
 
 fn entry(origin: u64, seq: u64) -> Entry {
-    Entry { stream: stream(origin), seq, payload: Bytes::from(format!("{origin}/{seq}")) }
+    Entry::unsealed(stream(origin), seq, Bytes::from(format!("{origin}/{seq}")))
 }
 
 fn config(mode: AeMode) -> Arc<AeConfig> {
@@ -158,7 +158,7 @@ fn a_heads_exchange_without_reply_reports_no_heads_for_its_topic() {
         events(&mut a),
         vec![
             AeEvent::ExchangeAborted { peer: id(2), xid: 1 },
-            AeEvent::Heads { peer: id(2), topic: T, summaries: None }
+            AeEvent::Heads { peer: id(2), topic: T, summaries: None, proofs: vec![] }
         ]
     );
 }
@@ -241,6 +241,7 @@ fn an_unanswered_exchange_times_out_and_blocks_ticks_until_then() {
             digest: Digest::default(),
             delta: vec![entry(2, 1)],
             more: false,
+            proofs: vec![],
         },
     );
     assert_eq!(a.stats().unknown_xid, 1);
@@ -275,8 +276,7 @@ fn malformed_and_out_of_scope_input_is_counted_and_changes_nothing() {
     assert_eq!(b.stats().malformed, 2);
     assert!(b.poll_transmit().is_none(), "no reply to a malformed Syn");
     // Entries of a topic B does not reconcile, and seq 0, are dropped.
-    let foreign =
-        Entry { stream: StreamId { topic: TopicId(8), origin: id(1) }, seq: 1, payload: Bytes::new() };
+    let foreign = Entry::unsealed(StreamId { topic: TopicId(8), origin: id(1) }, 1, Bytes::new());
     let zero = Entry { seq: 0, ..entry(1, 1) };
     // (A Delta must answer B's digest: open a Push exchange first.)
     b.handle_message(
@@ -373,10 +373,7 @@ fn responder_only_reconciles_the_topics_both_sides_hold() {
     let b = add(&mut net, machine(2, &cfg, &[1]));
     let other = TopicId(99);
     net[a].subscribe(Instant::ZERO, other);
-    net[a].insert(
-        Instant::ZERO,
-        Entry { stream: StreamId { topic: other, origin: id(1) }, seq: 1, payload: Bytes::new() },
-    );
+    net[a].insert(Instant::ZERO, Entry::unsealed(StreamId { topic: other, origin: id(1) }, 1, Bytes::new()));
     net[a].insert(Instant::ZERO, entry(1, 1));
     net[a].start_exchange(Instant::ZERO, AeMode::PushPull, None).unwrap();
     let log = pump(&mut net);
@@ -430,6 +427,7 @@ fn same_seed_same_choices() {
                     digest: Digest::default(),
                     delta: vec![],
                     more: false,
+                    proofs: vec![],
                 },
             );
         }

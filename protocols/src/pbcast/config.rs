@@ -43,6 +43,10 @@ pub struct PbConfig {
     pub history_msgs: usize,
     /// Payload bytes kept per topic. Default 16 MiB \[H\].
     pub history_bytes: usize,
+    /// Streams (origins) per topic: a stream beyond it is not started (its entries, digest
+    /// lines and heads are dropped, counted). Default 1024 \[H\]; a stream is an origin
+    /// whose seal checked, but a member can mint identities.
+    pub streams_max: usize,
     /// Retransmissions for one solicitation are batched on a stream when more than this.
     /// Default 4 \[H\].
     pub batch_over: usize,
@@ -73,6 +77,7 @@ impl Default for PbConfig {
             hold_max: 1024,
             history_msgs: 4096,
             history_bytes: 16 << 20,
+            streams_max: 1024,
             batch_over: 4,
             max_payload: 1 << 20,
             heads_timeout: Duration::from_secs(10),
@@ -101,6 +106,7 @@ impl PbConfig {
             (self.hold_max == 0, "hold_max"),
             (self.history_msgs == 0, "history_msgs"),
             (self.history_bytes == 0, "history_bytes"),
+            (self.streams_max == 0, "streams_max"),
             (self.max_payload == 0, "max_payload"),
             (self.heads_timeout == Duration::ZERO, "heads_timeout"),
         ];

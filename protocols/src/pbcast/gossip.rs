@@ -3,8 +3,9 @@
 
 use super::config::valid_summary;
 use super::stream::{Cursor, Held};
-use super::{Data, MsgId, PbEvent, PbMessage, Pbcast, SEQ_MAX, Via};
+use super::{Data, MsgId, PROOFS_MAX, PbEvent, PbMessage, Pbcast, RETX_PEERS_MAX, SEQ_MAX, Via};
 use crate::anti_entropy::StreamSummary;
+use crate::auth::Proof;
 use crate::id::{NodeId, Seq, TopicId};
 
 use crate::time::Instant;
@@ -27,15 +28,39 @@ impl Pbcast {
             return;
         };
         let waiting = t.awaiting_heads.is_some();
-        let stream = t.stream_mut(origin);
-        if stream.held.contains_key(&seq) {
+        if t.streams.get(&origin).is_some_and(|s| s.held.contains_key(&seq)) {
             self.stats.duplicates += 1;
             return;
         }
+        // Nothing about a stream changes on the word of an entry whose seal does not check.
+        let Some(proof) = data.checked_proof(self.auth.as_ref()) else {
+            self.stats.forged += 1;
+            return;
+        };
+        if !t.admits(&origin, self.config.streams_max) {
+            self.stats.refused_streams += 1;
+            return;
+        }
+        let over = t.bytes.saturating_add(data.payload.len()) > self.config.history_bytes;
+        let stream = t.stream_mut(origin);
+        stream.keep_proof(proof);
         if stream.cursor.is_none() && !waiting {
             stream.cursor = Some(Cursor::at(seq)); // first evidence
         }
-        let held = Held { payload: data.payload, published_at: data.published_at, received_at: now, via };
+        let held_back = stream.cursor.is_none_or(|c| seq > c.next);
+        if over && held_back {
+            // A full history keeps no more entries waiting for earlier ones (they would sit
+            // outside its bounds); repair brings this one again once the earlier ones came.
+            self.stats.hold_refused += 1;
+            return;
+        }
+        let held = Held {
+            payload: data.payload,
+            published_at: data.published_at,
+            received_at: now,
+            via,
+            seal: data.seal,
+        };
         t.store(origin, seq, held, round);
         self.stats.received += 1;
         t.deliver(origin, &mut self.out, &mut self.stats);
@@ -72,15 +97,26 @@ impl Pbcast {
             if origin == self.id || r.is_empty() {
                 continue;
             }
-            let stream = t.stream_mut(origin);
-            stream.learn(r.max, round);
-            let cursor = *stream.cursor.get_or_insert_with(|| Cursor::at(r.floor)); // first evidence
-            if r.max >= cursor.next && !stream.held.contains_key(&cursor.next) {
-                t.lagging.insert(origin);
+            if !t.admits(&origin, self.config.streams_max) {
+                self.stats.refused_streams += 1;
+                continue;
             }
             let stream = t.stream_mut(origin);
+            stream.learn(r.max, round);
+            // A digest never fixes a cursor (its word is not proof): with none yet, what it
+            // lists is asked for, and the first entry that comes (checked) is the evidence.
+            let from = match stream.cursor {
+                Some(c) => {
+                    if r.max >= c.next && !stream.held.contains_key(&c.next) {
+                        t.lagging.insert(origin);
+                    }
+                    c.next
+                }
+                None => r.floor,
+            };
+            let stream = t.stream_mut(origin);
             let mut seqs = Vec::new();
-            for s in r.floor.max(cursor.next)..=r.max {
+            for s in r.floor.max(from)..=r.max {
                 if asked >= budget {
                     break;
                 }
@@ -128,9 +164,16 @@ impl Pbcast {
         };
         let mut entries = Vec::new();
         let mut left = wants.iter().map(|(_, s)| s.len() as u64).sum::<u64>();
+        // One peer takes at most a quarter of the round's budget, so no member can use it all.
+        let (share_msgs, share_bytes) =
+            ((self.config.retx_msgs / 4).max(1), (self.config.retx_bytes / 4).max(1));
+        let (mut peer_msgs, mut peer_bytes) = self.retx_by_peer.get(&from).copied().unwrap_or((0, 0));
         'all: for (origin, seqs) in &wants {
             for &seq in seqs {
-                if self.retx_msgs >= self.config.retx_msgs || self.retx_bytes >= self.config.retx_bytes {
+                let round_spent =
+                    self.retx_msgs >= self.config.retx_msgs || self.retx_bytes >= self.config.retx_bytes;
+                let peer_spent = peer_msgs >= share_msgs || peer_bytes >= share_bytes;
+                if round_spent || peer_spent {
                     self.stats.retx_limited += left;
                     break 'all;
                 }
@@ -139,11 +182,16 @@ impl Pbcast {
                     Some(d) => {
                         self.retx_msgs += 1;
                         self.retx_bytes += d.payload.len();
+                        peer_msgs += 1;
+                        peer_bytes += d.payload.len();
                         entries.push(d);
                     }
                     None => self.stats.solicit_absent += 1,
                 }
             }
+        }
+        if self.retx_by_peer.len() < RETX_PEERS_MAX || self.retx_by_peer.contains_key(&from) {
+            self.retx_by_peer.insert(from, (peer_msgs, peer_bytes));
         }
         self.stats.retransmitted += entries.len() as u64;
         if entries.len() > self.config.batch_over {
@@ -152,6 +200,68 @@ impl Pbcast {
             for d in entries {
                 self.send(from, PbMessage::Retransmit(d));
             }
+        }
+    }
+
+    /// Answer a [`PbMessage::ProofWanted`] with the newest proof held of each stream named.
+    /// Each proof counts as one retransmission against the round's and the peer's budgets.
+    pub(super) fn on_proof_wanted(&mut self, from: NodeId, topic: TopicId, origins: Vec<NodeId>) {
+        if origins.len() > PROOFS_MAX || !origins.windows(2).all(|w| w[0] < w[1]) {
+            self.stats.malformed += 1;
+            return;
+        }
+        let Some(t) = self.topics.get(&topic) else {
+            self.stats.unknown_topic += 1;
+            return;
+        };
+        let share = (self.config.retx_msgs / 4).max(1);
+        let (mut peer_msgs, peer_bytes) = self.retx_by_peer.get(&from).copied().unwrap_or((0, 0));
+        let mut proofs = Vec::new();
+        for o in &origins {
+            if self.retx_msgs >= self.config.retx_msgs || peer_msgs >= share {
+                self.stats.retx_limited += 1;
+                break;
+            }
+            if let Some(p) = t.streams.get(o).and_then(|s| s.proof()) {
+                proofs.push(*p);
+                self.retx_msgs += 1;
+                peer_msgs += 1;
+            }
+        }
+        if self.retx_by_peer.len() < RETX_PEERS_MAX || self.retx_by_peer.contains_key(&from) {
+            self.retx_by_peer.insert(from, (peer_msgs, peer_bytes));
+        }
+        if !proofs.is_empty() {
+            self.stats.proofs_sent += proofs.len() as u64;
+            self.send(from, PbMessage::Proofs { topic, proofs });
+        }
+    }
+
+    /// Take the proofs that came back: each that checks proves its seq, so the gap check can
+    /// give up what is missing below it. Proofs for streams this node does not know are
+    /// ignored (they create nothing).
+    pub(super) fn on_proofs(&mut self, topic: TopicId, proofs: Vec<Proof>) {
+        if proofs.len() > PROOFS_MAX {
+            self.stats.malformed += 1;
+            return;
+        }
+        let Some(t) = self.topics.get_mut(&topic).filter(|t| t.member) else {
+            self.stats.unknown_topic += 1;
+            return;
+        };
+        for p in proofs {
+            let Some(stream) = t.streams.get_mut(&p.origin) else {
+                continue;
+            };
+            if p.topic != topic.0 || !(1..=SEQ_MAX).contains(&p.seq) || p.seq <= stream.proven() {
+                continue;
+            }
+            if !p.verify(self.auth.as_ref()) {
+                self.stats.forged += 1;
+                continue;
+            }
+            self.stats.proofs_received += 1;
+            stream.keep_proof(p);
         }
     }
 
@@ -188,6 +298,7 @@ impl Pbcast {
     pub(super) fn on_tick(&mut self) {
         self.round += 1;
         self.retx_msgs = 0;
+        self.retx_by_peer.clear();
         self.retx_bytes = 0;
         let (round, g) = (self.round, self.config.gc_rounds);
         for t in self.topics.values_mut() {
@@ -199,6 +310,7 @@ impl Pbcast {
             t.check_gaps(round, gap_after, hold_max, &mut self.out, &mut self.stats);
             t.enforce_bounds(&self.config, &mut self.stats);
         }
+        self.proof_hook();
         if self.config.pull_on_missing {
             self.pull_hook();
         }
@@ -243,6 +355,68 @@ impl Pbcast {
             for to in partners {
                 self.stats.digests_sent += 1;
                 self.send(to, msg.clone());
+            }
+        }
+    }
+
+    /// Per topic, one [`PbMessage::ProofWanted`] per tick to a random member, naming the
+    /// streams whose next seq is overdue and known only from digests (proof is what lets the
+    /// gap check give it up). A stream asked about for `4 × gap_after` rounds without an
+    /// answer forgets what the digests said (counted in `unproven_forgotten`).
+    fn proof_hook(&mut self) {
+        let (round, gap_after) = (self.round, self.config.gap_after());
+        let give_up = gap_after.saturating_mul(4).max(1);
+        for (topic, t) in self.topics.iter_mut().filter(|(_, t)| t.member && t.awaiting_heads.is_none()) {
+            let mut origins = Vec::new();
+            let mut forgotten = Vec::new();
+            let lagging: Vec<NodeId> = t.lagging.iter().copied().collect();
+            for o in lagging {
+                let Some(s) = t.streams.get_mut(&o) else {
+                    continue;
+                };
+                let Some(c) = s.cursor else {
+                    continue;
+                };
+                let next = c.next;
+                let unproven = !s.held.contains_key(&next) && s.known_hi() >= next && s.proven() < next;
+                let Some(since) = s.known_since(next).filter(|_| unproven) else {
+                    s.proof_asked = 0;
+                    continue;
+                };
+                if round.saturating_sub(since) < gap_after {
+                    continue;
+                }
+                if s.proof_asked == 0 {
+                    s.proof_asked = round;
+                }
+                if round.saturating_sub(s.proof_asked) >= give_up {
+                    s.forget_unproven();
+                    s.proof_asked = 0;
+                    self.stats.unproven_forgotten += 1;
+                    forgotten.push(o);
+                    continue;
+                }
+                if origins.len() < PROOFS_MAX {
+                    origins.push(o);
+                }
+            }
+            for o in forgotten {
+                t.refresh(o);
+            }
+            if origins.is_empty() {
+                continue;
+            }
+            let Some((view, pos)) = self.views.get(topic) else {
+                continue;
+            };
+            if let Some(to) = view.pick_except(*pos, &mut self.rng) {
+                self.stats.proofs_wanted += 1;
+                let msg = PbMessage::ProofWanted { topic: *topic, origins };
+                if wire::encoded_len(&msg) > DATAGRAM_BUDGET {
+                    self.out.stream(to, msg);
+                } else {
+                    self.out.datagram(to, msg);
+                }
             }
         }
     }

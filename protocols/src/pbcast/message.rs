@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::anti_entropy::StreamSummary;
+use crate::auth::{Authenticator, Proof, Seal, payload_digest};
 use crate::id::{NodeId, Seq, StreamId, TopicId};
 use crate::time::Instant;
 use crate::wire::{Protocol, WireMessage};
@@ -66,6 +67,33 @@ pub struct Data {
     pub published_at: Instant,
     /// The application's bytes.
     pub payload: Bytes,
+    /// The origin's signature over it (every receiver checks it before keeping anything).
+    pub seal: Seal,
+}
+
+impl Data {
+    /// True if the seal is the origin's author's signature over this message.
+    pub fn verify(&self, auth: &dyn Authenticator) -> bool {
+        self.checked_proof(auth).is_some()
+    }
+
+    /// The proof that this message exists, if its seal is its origin's author's signature.
+    pub fn checked_proof(&self, auth: &dyn Authenticator) -> Option<Proof> {
+        let proof = self.proof();
+        proof.verify(auth).then_some(proof)
+    }
+
+    /// What its seal claims, without the payload (not checked).
+    pub fn proof(&self) -> Proof {
+        Proof {
+            origin: self.id.origin,
+            topic: self.id.topic.0,
+            seq: self.id.seq,
+            published_at: self.published_at.as_micros(),
+            digest: payload_digest(&self.payload),
+            seal: self.seal,
+        }
+    }
 }
 
 /// The pbcast wire messages.
@@ -95,7 +123,27 @@ pub enum PbMessage {
     /// One retransmission answering a solicitation (up to `batch_over` of them are sent this
     /// way, a datagram each unless over the budget).
     Retransmit(Data),
+    /// A request for the newest proof the receiver holds of each listed stream (strictly
+    /// ascending, at most [`PROOFS_MAX`]): sent when a seq only digests spoke of has been
+    /// missing for the gap timeout, so it can be given up once proven to exist.
+    ProofWanted {
+        /// The topic.
+        topic: TopicId,
+        /// The streams' origins.
+        origins: Vec<NodeId>,
+    },
+    /// The answer to [`PbMessage::ProofWanted`]: per stream the receiver knew, the proof (its
+    /// origin's seal) of the highest seq it has seen. At most [`PROOFS_MAX`].
+    Proofs {
+        /// The topic.
+        topic: TopicId,
+        /// The proofs.
+        proofs: Vec<Proof>,
+    },
 }
+
+/// Streams named in one [`PbMessage::ProofWanted`], and proofs in one [`PbMessage::Proofs`].
+pub const PROOFS_MAX: usize = 64;
 
 impl WireMessage for PbMessage {
     const KIND: Protocol = Protocol::Pbcast;
@@ -114,6 +162,9 @@ pub struct Delivery {
     pub received_at: Instant,
     /// How this node first obtained it.
     pub via: Via,
+    /// The origin's signature (kept, so the message can be served again, even after a
+    /// restart).
+    pub seal: Seal,
 }
 
 /// What pbcast tells its host.

@@ -78,6 +78,33 @@
 //! - **A bound on seqs from peers**: anything above [`SEQ_MAX`] (2^62) is malformed, so no
 //!   cursor or counter can be pushed to overflow.
 //! - [`MsgId`] (PROTOCOLS.md §0.2) is defined here until another machine needs it in `id`.
+//!
+//! # Authenticity (what a member that lies can and cannot do)
+//!
+//! Every message carries its origin's [`Seal`](crate::auth::Seal): an Ed25519 signature by
+//! the author's node key over (origin, topic, seq, publish time, SHA-256 of the payload). A
+//! stream origin's first 24 bytes are its author's key, so nobody can seal for an origin that
+//! is not theirs. A receiver checks the seal (after the duplicate check, so a copy it holds
+//! costs no signature check) before anything about the stream changes; a forged entry is
+//! dropped and counted (`forged`).
+//!
+//! - **Digests are hints, not proof.** A digest line makes this node solicit, never fixes a
+//!   cursor, and never makes it give anything up: a gap is announced only below a seq *proven*
+//!   to exist (an entry whose seal checked, or a [`Proof`](crate::auth::Proof): the seal and
+//!   the payload's digest, without the payload). So no member can make a subscriber skip
+//!   another origin's messages.
+//! - **Proof of a stream's tail.** When the missing seq is the newest a digest spoke of, no
+//!   later entry will prove it; after `gap_after` rounds the node sends
+//!   [`PbMessage::ProofWanted`] to a random member each round and the answer
+//!   ([`PbMessage::Proofs`], the newest proof that member holds) lets the gap check give the
+//!   seqs up as usual. A line nobody proves in `4 × gap_after` rounds (forged, or lost
+//!   everywhere) is forgotten (`unproven_forgotten`): the seqs are neither delivered nor
+//!   announced until a later entry or proof names them, then they become a gap.
+//! - **Heads need proofs** ([`Pbcast::handle_heads`]): a head without its seal is ignored.
+//! - **Bounds a peer cannot push**: at most `streams_max` streams per topic (the rest refused,
+//!   `refused_streams`), a hold buffer takes no entry while the history is full
+//!   (`hold_refused`), and one peer takes at most a quarter of a round's retransmission budget
+//!   (solicits and proof requests alike).
 
 mod config;
 mod gossip;
@@ -94,11 +121,12 @@ use bytes::Bytes;
 
 use self::config::valid_summary;
 pub use self::config::{ConfigError, DIGEST_MISSING_LIMIT, FANOUT_MAX, PbConfig, PublishError, SEQ_MAX};
-pub use self::message::{Data, Delivery, MsgId, PbEvent, PbMessage, Start, Via};
+pub use self::message::{Data, Delivery, MsgId, PROOFS_MAX, PbEvent, PbMessage, Start, Via};
 pub use self::stream::summarize;
 use self::stream::{Cursor, Held};
 use self::topic::{StartRule, Topic};
 pub use crate::anti_entropy::StreamSummary;
+use crate::auth::{Authenticator, Proof};
 use crate::id::{NodeId, Seq, TopicId};
 use crate::machine::{Machine, Outbox, Transmit};
 use crate::peers::PeerView;
@@ -106,6 +134,15 @@ use crate::rng::{Rng, Seed};
 use crate::time::Instant;
 use crate::timer::{Earliest, Ticker};
 use crate::wire::{self, DATAGRAM_BUDGET};
+
+/// Peers whose share of a round's retransmission budget is tracked; past it (a storm of
+/// solicitors) the round's total budget still bounds the work.
+pub const RETX_PEERS_MAX: usize = 4096;
+
+/// A new subscription's heads reply names a stream's head with its publish time: one
+/// published less than this before the heads were asked for is delivered (clocks of hosts
+/// differ; a message this old delivered to a new subscription costs nothing).
+pub const HEADS_RECENT: crate::Duration = crate::Duration::from_secs(1);
 
 /// Counters, for metrics and experiments.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,6 +183,20 @@ pub struct PbStats {
     pub unknown_topic: u64,
     /// Messages dropped as malformed (bounds, order, consistency, seq 0).
     pub malformed: u64,
+    /// Messages whose seal is not their origin's author's signature: dropped unseen.
+    pub forged: u64,
+    /// Entries, digest lines and heads of a stream beyond `streams_max` per topic: dropped.
+    pub refused_streams: u64,
+    /// Entries waiting for earlier seqs refused because the topic's history was full.
+    pub hold_refused: u64,
+    /// `ProofWanted` requests sent.
+    pub proofs_wanted: u64,
+    /// Proofs sent answering `ProofWanted`.
+    pub proofs_sent: u64,
+    /// Proofs received that checked and proved a new seq.
+    pub proofs_received: u64,
+    /// Streams whose digest-only hints nobody proved in time, forgotten.
+    pub unproven_forgotten: u64,
 }
 
 /// The pbcast machine of one node. Drive it as described in [`crate::machine`]; the poll
@@ -153,12 +204,16 @@ pub struct PbStats {
 #[derive(Debug)]
 pub struct Pbcast {
     id: NodeId,
+    /// Seals this node's messages and checks everyone else's.
+    auth: Arc<dyn Authenticator>,
     config: Arc<PbConfig>,
     rng: Rng,
     tick: Ticker,
     round: u64,
     retx_msgs: usize,
     retx_bytes: usize,
+    /// What each peer took of this round's retransmission budget (a quarter at most each).
+    retx_by_peer: BTreeMap<NodeId, (usize, usize)>,
     topics: BTreeMap<TopicId, Topic>,
     /// Topic members, per topic, with this node's position in the view.
     views: BTreeMap<TopicId, (PeerView, Option<usize>)>,
@@ -176,17 +231,25 @@ impl Pbcast {
 
     /// A machine for node `id`, started at `now`, with its RNG derived from the node's seed.
     /// The config should have passed [`PbConfig::validate`].
-    pub fn new(id: NodeId, config: Arc<PbConfig>, node_seed: &Seed, now: Instant) -> Self {
+    pub fn new(
+        id: NodeId,
+        auth: Arc<dyn Authenticator>,
+        config: Arc<PbConfig>,
+        node_seed: &Seed,
+        now: Instant,
+    ) -> Self {
         let mut rng = Rng::from_seed(node_seed.machine(Self::NAME));
         let tick = Ticker::start(now, config.period, config.timing, &mut rng);
         Pbcast {
             id,
+            auth,
             config,
             rng,
             tick,
             round: 0,
             retx_msgs: 0,
             retx_bytes: 0,
+            retx_by_peer: BTreeMap::new(),
             topics: BTreeMap::new(),
             views: BTreeMap::new(),
             own_seq: BTreeMap::new(),
@@ -295,6 +358,7 @@ impl Pbcast {
             match peer {
                 Some(peer) => {
                     t.awaiting_heads = Some(now + self.config.heads_timeout);
+                    t.heads_asked_at = now;
                     self.out.event(PbEvent::HeadsWanted { topic, peer });
                 }
                 // No other member known: whatever is published from now on is ours to deliver,
@@ -305,27 +369,69 @@ impl Pbcast {
     }
 
     /// Side input: the outcome of the Heads exchange asked for by [`PbEvent::HeadsWanted`].
-    /// `Some(summaries)`: the partner's summaries of `topic`; streams named start after their
-    /// `max`, the others at first evidence; summaries of other topics or that are inconsistent
-    /// are ignored (counted). `None`: the exchange failed (no reply, or no member to ask);
+    /// A head published less than [`HEADS_RECENT`] before the request (by its origin's clock
+    /// against this node's) is delivered, with what arrived while the request was out.
+    /// `Some((summaries, proofs))`: the partner's summaries of `topic` and, for each, the
+    /// proof that its `max` exists; a stream whose head comes with a proof that checks starts
+    /// after it, the others from seq 1 (those the partner did not name) or as if unnamed
+    /// (a missing or forged proof: counted); summaries of other topics or that are
+    /// inconsistent are ignored (counted). `None`: the exchange failed (no reply, or no member to ask);
     /// streams start at their first evidence, as after `heads_timeout`. Ignored unless `topic`
     /// is waiting for heads.
-    pub fn handle_heads(&mut self, _now: Instant, topic: TopicId, summaries: Option<&[StreamSummary]>) {
+    pub fn handle_heads(
+        &mut self,
+        _now: Instant,
+        topic: TopicId,
+        heads: Option<(&[StreamSummary], &[Proof])>,
+    ) {
         let Some(t) = self.topics.get_mut(&topic) else {
             return;
         };
         if t.awaiting_heads.is_none() {
             return;
         }
-        match summaries {
-            Some(summaries) => {
+        match heads {
+            Some((summaries, proofs)) => {
                 let mut heads = Vec::with_capacity(summaries.len());
                 for s in summaries {
                     if s.stream.topic != topic || !valid_summary(s, DIGEST_MISSING_LIMIT) {
                         self.stats.malformed += 1;
                         continue;
                     }
-                    heads.push((s.stream.origin, s.max));
+                    if s.max == 0 {
+                        continue;
+                    }
+                    // A head counts only with its proof: its origin's seal over message `max`.
+                    let proof = proofs
+                        .iter()
+                        .find(|p| p.origin == s.stream.origin && p.topic == topic.0 && p.seq == s.max);
+                    if !t.admits(&s.stream.origin, self.config.streams_max) {
+                        self.stats.refused_streams += 1;
+                        continue;
+                    }
+                    match proof {
+                        Some(p) if p.verify(self.auth.as_ref()) => {
+                            // The partner may have got a message published after this node
+                            // subscribed before it answered (the request waited for a
+                            // connection, say): a head published no earlier than
+                            // HEADS_RECENT before the request is delivered too, and so is
+                            // what arrived meanwhile. A message up to that old delivered to a
+                            // new subscription costs nothing; one published after it and
+                            // skipped would be a silent loss.
+                            let asked = t.heads_asked_at.as_micros().saturating_sub(HEADS_RECENT.as_micros());
+                            let start_after = if p.published_at >= asked {
+                                let held =
+                                    t.streams.get(&s.stream.origin).and_then(|st| st.held.keys().next());
+                                held.map_or(s.max, |first| first.min(s.max)).saturating_sub(1)
+                            } else {
+                                s.max
+                            };
+                            heads.push((s.stream.origin, start_after));
+                            t.stream_mut(s.stream.origin).keep_proof(*p);
+                        }
+                        Some(_) => self.stats.forged += 1,
+                        None => self.stats.malformed += 1,
+                    }
                 }
                 t.resolve_heads(Some(&heads), self.id);
             }
@@ -376,8 +482,17 @@ impl Pbcast {
                 continue;
             }
             let via = if ours { Via::Local } else { Via::AntiEntropy };
-            let held = Held { payload: data.payload, published_at: data.published_at, received_at: now, via };
+            // The store kept it after its seal checked: it proves its seq.
+            let proof = data.proof();
+            let held = Held {
+                payload: data.payload,
+                published_at: data.published_at,
+                received_at: now,
+                via,
+                seal: data.seal,
+            };
             t.store(origin, data.id.seq, held, round);
+            t.stream_mut(origin).keep_proof(proof);
         }
         if let Some(t) = self.topics.get_mut(&topic) {
             t.enforce_bounds(&self.config, &mut self.stats);
@@ -422,12 +537,17 @@ impl Pbcast {
             Topic::new(topic, false, StartRule::FirstEvidence, self.config.digest_missing_max)
         });
         t.source_until = round + self.config.gc_rounds;
-        let held = Held { payload: payload.clone(), published_at: now, received_at: now, via: Via::Local };
+        let digest = crate::auth::payload_digest(&payload);
+        let seal = crate::auth::seal_digest(self.auth.as_ref(), &me, topic.0, seq, now.as_micros(), &digest);
+        let held =
+            Held { payload: payload.clone(), published_at: now, received_at: now, via: Via::Local, seal };
         t.store(me, seq, held, round);
+        let proof = Proof { origin: me, topic: topic.0, seq, published_at: now.as_micros(), digest, seal };
+        t.stream_mut(me).keep_proof(proof);
         t.deliver(me, &mut self.out, &mut self.stats);
         t.enforce_bounds(&self.config, &mut self.stats);
         self.stats.published += 1;
-        Ok(Data { id: MsgId { origin: me, topic, seq }, published_at: now, payload })
+        Ok(Data { id: MsgId { origin: me, topic, seq }, published_at: now, payload, seal })
     }
 
     /// Send first-phase copies of `data` to each of `targets` (self skipped), in order: a
@@ -501,6 +621,8 @@ impl Machine for Pbcast {
             PbMessage::Retransmit(data) => self.on_data(now, data, Via::Repair),
             PbMessage::Digest { topic, summaries } => self.on_digest(from, topic, summaries),
             PbMessage::Solicit { topic, wants } => self.on_solicit(from, topic, wants),
+            PbMessage::ProofWanted { topic, origins } => self.on_proof_wanted(from, topic, origins),
+            PbMessage::Proofs { topic, proofs } => self.on_proofs(topic, proofs),
             PbMessage::Repair { entries } => self.on_repair(now, entries),
         }
     }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::Via;
 use crate::anti_entropy::StreamSummary;
+use crate::auth::Proof;
 use crate::id::{Seq, StreamId};
 use crate::time::Instant;
 
@@ -20,6 +21,7 @@ pub(super) struct Held {
     pub(super) published_at: Instant,
     pub(super) received_at: Instant,
     pub(super) via: Via,
+    pub(super) seal: crate::auth::Seal,
 }
 
 /// A member's delivery cursor (§4.7): `start` is the first seq it is responsible for, `next`
@@ -55,10 +57,24 @@ pub(super) struct Stream {
     known: VecDeque<(Seq, u64)>,
     /// `known`'s last `hi`, kept inline: checked on every summary received.
     known_hi: Seq,
+    /// The highest seq proven to exist by its origin's seal (an entry held here, or a heads
+    /// proof). Digests only hint at what exists; a gap is announced only below a proven seq,
+    /// so a forged digest cannot make this node skip messages that were never published.
+    proven: Seq,
+    /// The proof of the highest seq this node has checked (answers [`PbMessage::ProofWanted`]).
+    ///
+    /// [`PbMessage::ProofWanted`]: super::PbMessage::ProofWanted
+    proof: Option<Box<Proof>>,
+    /// The round of the last [`PbMessage::ProofWanted`] naming this stream (0: none).
+    ///
+    /// [`PbMessage::ProofWanted`]: super::PbMessage::ProofWanted
+    pub(super) proof_asked: u64,
     /// Round of the last solicitation, per unheld seq ≥ `next`.
     pub(super) solicited: BTreeMap<Seq, u64>,
     /// The `next` for which an anti-entropy pull was already asked (0: none).
     pub(super) pull_asked: Seq,
+    /// Payload bytes held.
+    pub(super) bytes: usize,
 }
 
 impl Stream {
@@ -70,6 +86,51 @@ impl Stream {
     /// The highest seq known to exist (0: none).
     pub(super) fn known_hi(&self) -> Seq {
         self.known_hi
+    }
+
+    /// The highest seq proven to exist (0: none).
+    pub(super) fn proven(&self) -> Seq {
+        self.proven
+    }
+
+    /// `seq` is proven to exist (an entry whose seal checked, or a checked proof).
+    pub(super) fn prove(&mut self, seq: Seq) {
+        self.proven = self.proven.max(seq);
+    }
+
+    /// Keep `proof` (checked by the caller) if it is the highest seen; it proves its seq.
+    pub(super) fn keep_proof(&mut self, proof: Proof) {
+        self.prove(proof.seq);
+        match &mut self.proof {
+            // Overwritten in place: one allocation per stream, not one per message.
+            Some(p) if p.seq < proof.seq => **p = proof,
+            Some(_) => {}
+            None => self.proof = Some(Box::new(proof)),
+        }
+    }
+
+    /// The proof of the highest seq seen, if any.
+    pub(super) fn proof(&self) -> Option<&Proof> {
+        self.proof.as_deref()
+    }
+
+    /// Forget what digests alone said exists beyond the proven seqs and those held: nobody
+    /// proved it in time. A forged digest line ends here, at no cost but the requests.
+    pub(super) fn forget_unproven(&mut self) {
+        let keep = self.proven; // every held seq is proven
+        if self.known_hi <= keep {
+            return;
+        }
+        // Seqs in (previous hi, hi] became known in that entry's round; cut at `keep`.
+        let i = self.known.partition_point(|k| k.0 <= keep);
+        if let Some(&(_, round)) = self.known.get(i) {
+            self.known.truncate(i);
+            if keep > self.known.back().map_or(0, |k| k.0) {
+                self.known.push_back((keep, round));
+            }
+        }
+        self.known_hi = self.known.back().map_or(0, |k| k.0);
+        self.solicited.retain(|s, _| *s <= keep);
     }
 
     /// Learn, in local round `round`, that every seq up to `hi` exists.

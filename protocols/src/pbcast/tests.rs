@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::anti_entropy::{Entry, Store};
+use crate::auth::{Proof, Unchecked};
 use crate::machine::{Machine, Reliability, Transmit};
 use crate::testing::Net;
 use crate::time::Duration;
@@ -38,17 +39,35 @@ fn view(members: &[u64]) -> PeerView {
 
 /// Node `n`, subscribed from the first message, drawing partners from `members`.
 fn node(n: u64, cfg: &PbConfig, members: &[u64]) -> Pbcast {
-    let mut m = Pbcast::new(id(n), Arc::new(cfg.clone()), &Seed::derive(42, "node", 0, n), Instant::ZERO);
+    let mut m = Pbcast::new(
+        id(n),
+        Arc::new(Unchecked(id(n))),
+        Arc::new(cfg.clone()),
+        &Seed::derive(42, "node", 0, n),
+        Instant::ZERO,
+    );
     m.handle_topic_peers(Instant::ZERO, T, view(members));
     m.subscribe(Instant::ZERO, T, Start::FromFirst);
     m
 }
 
+/// Message `seq` of `origin`'s stream, sealed by `origin`.
 fn data(origin: u64, seq: Seq) -> Data {
-    Data {
-        id: MsgId { origin: id(origin), topic: T, seq },
-        published_at: Instant::ZERO,
-        payload: Bytes::from(format!("{origin}/{seq}")),
+    let payload = Bytes::from(format!("{origin}/{seq}"));
+    let seal = crate::auth::seal(&Unchecked(id(origin)), &id(origin), T.0, seq, 0, &payload);
+    Data { id: MsgId { origin: id(origin), topic: T, seq }, published_at: Instant::ZERO, payload, seal }
+}
+
+/// The proof that message `seq` of `origin`'s stream exists (as [`data`] makes it).
+fn proof(origin: u64, seq: Seq) -> Proof {
+    let d = data(origin, seq);
+    Proof {
+        origin: id(origin),
+        topic: T.0,
+        seq,
+        published_at: 0,
+        digest: crate::auth::payload_digest(&d.payload),
+        seal: d.seal,
     }
 }
 
@@ -209,7 +228,78 @@ fn later_knowledge_gives_later_seqs_their_own_deadline() {
     assert_eq!(gaps(&ev), vec![(1, 1, 1)]);
     assert_eq!(delivered(&ev), vec![(1, 2, Via::FirstPhase)]);
     b.handle_timeout(sec(6));
-    assert_eq!(gaps(&events(&mut b)), vec![(1, 3, 4)]);
+    assert!(gaps(&events(&mut b)).is_empty(), "a digest's word alone proves nothing: no gap for 3..4");
+    // Seq 5 comes, sealed by its origin: 3 and 4 are proven to exist, and overdue.
+    b.handle_message(sec(6), id(1), PbMessage::Data(data(1, 5)));
+    b.handle_timeout(sec(7));
+    let ev = events(&mut b);
+    assert_eq!(gaps(&ev), vec![(1, 3, 4)]);
+    assert_eq!(delivered(&ev), vec![(1, 5, Via::FirstPhase)]);
+}
+
+#[test]
+fn an_unproven_seq_is_given_up_once_a_member_proves_it_and_forgotten_if_none_does() {
+    let cfg = PbConfig { gc_rounds: 2, ..config() }; // gap_after = 4
+    let mut b = node(2, &cfg, &[2, 3]);
+    b.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1)));
+    assert_eq!(delivered(&events(&mut b)), vec![(1, 1, Via::FirstPhase)]);
+    b.handle_timeout(sec(1));
+    // Round 1: a digest says seqs 2 and 3 exist; the retransmissions never come.
+    let summary = summarize(StreamId { topic: T, origin: id(1) }, [3], 32);
+    b.handle_message(sec(1), id(3), PbMessage::Digest { topic: T, summaries: vec![summary] });
+    transmits(&mut b);
+    let mut asked = Vec::new();
+    for k in 2..=5 {
+        b.handle_timeout(sec(k));
+        asked
+            .extend(transmits(&mut b).into_iter().filter(|t| matches!(t.msg, PbMessage::ProofWanted { .. })));
+    }
+    assert!(gaps(&events(&mut b)).is_empty(), "unproven: no gap");
+    // Overdue in round 5 (1 + 4): b asks a member for proof.
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].to, id(3));
+    assert!(matches!(&asked[0].msg, PbMessage::ProofWanted { origins, .. } if origins == &vec![id(1)]));
+    // A forged proof changes nothing (counted); the real one for seq 3 proves 2 and 3.
+    let mut forged = proof(1, 3);
+    forged.seq = 4;
+    b.handle_message(sec(5), id(3), PbMessage::Proofs { topic: T, proofs: vec![forged] });
+    assert_eq!(b.stats().forged, 1);
+    b.handle_timeout(sec(6));
+    assert!(gaps(&events(&mut b)).is_empty());
+    b.handle_message(sec(6), id(3), PbMessage::Proofs { topic: T, proofs: vec![proof(1, 3)] });
+    b.handle_timeout(sec(7));
+    assert_eq!(gaps(&events(&mut b)), vec![(1, 2, 3)]);
+    assert!(b.is_quiescent());
+
+    // The member asked answers with the newest proof it holds, once per stream named.
+    let mut c = node(3, &cfg, &[2, 3]);
+    c.handle_message(sec(0), id(1), PbMessage::Data(data(1, 3)));
+    c.handle_message(sec(0), id(2), PbMessage::ProofWanted { topic: T, origins: vec![id(1), id(9)] });
+    let replies = transmits(&mut c);
+    assert!(
+        matches!(&replies[..], [t] if t.msg == PbMessage::Proofs { topic: T, proofs: vec![proof(1, 3)] })
+    );
+
+    // A digest line nobody can prove (forged, or its seqs lost everywhere) is asked about
+    // for 4 × gap_after rounds, then forgotten: never a gap, and the node is quiescent again.
+    let mut d = node(4, &cfg, &[4, 5]);
+    d.handle_message(sec(0), id(1), PbMessage::Data(data(1, 1)));
+    d.handle_timeout(sec(1));
+    let summary = summarize(StreamId { topic: T, origin: id(1) }, [900], 32);
+    d.handle_message(sec(1), id(5), PbMessage::Digest { topic: T, summaries: vec![summary] });
+    let mut wanted = 0;
+    for k in 2..=30 {
+        d.handle_timeout(sec(k));
+        let t = transmits(&mut d);
+        wanted += t.iter().filter(|t| matches!(t.msg, PbMessage::ProofWanted { .. })).count();
+    }
+    assert_eq!(d.stats().unproven_forgotten, 1);
+    assert_eq!(wanted, 16, "asked from round 5 until forgotten in round 21");
+    assert!(gaps(&events(&mut d)).is_empty());
+    assert!(d.is_quiescent());
+    // The stream goes on from where it was: seq 2 is delivered when it comes.
+    d.handle_message(sec(30), id(1), PbMessage::Data(data(1, 2)));
+    assert_eq!(delivered(&events(&mut d)), vec![(1, 2, Via::FirstPhase)]);
 }
 
 #[test]
@@ -254,7 +344,8 @@ fn entries_leave_the_gossip_buffer_after_g_rounds_but_stay_in_history() {
 
 #[test]
 fn retransmissions_are_limited_per_round_and_batched_on_a_stream() {
-    let cfg = PbConfig { retx_msgs: 6, ..config() };
+    // A round retransmits 24 messages at most, a quarter of them to any one peer.
+    let cfg = PbConfig { retx_msgs: 24, ..config() };
     let mut b = node(2, &cfg, &[2, 3]);
     for s in 1..=10 {
         b.handle_message(sec(0), id(1), PbMessage::Data(data(1, s)));
@@ -268,7 +359,7 @@ fn retransmissions_are_limited_per_round_and_batched_on_a_stream() {
     assert_eq!(entries.iter().map(|d| d.id.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(b.stats().retx_limited, 4);
     b.handle_message(sec(0), id(3), ask(vec![7]));
-    assert!(transmits(&mut b).is_empty(), "budget spent for this round");
+    assert!(transmits(&mut b).is_empty(), "this peer's share of the round is spent");
     b.handle_timeout(sec(1));
     transmits(&mut b);
     b.handle_message(sec(1), id(3), ask(vec![7, 8, 11]));
@@ -344,11 +435,18 @@ fn malformed_and_foreign_input_is_counted_and_changes_nothing() {
 #[test]
 fn a_new_subscriber_starts_after_the_heads_it_is_given() {
     let cfg = config();
-    let mut c = Pbcast::new(id(3), Arc::new(cfg), &Seed::derive(42, "node", 0, 3), Instant::ZERO);
+    let mut c = Pbcast::new(
+        id(3),
+        Arc::new(Unchecked(id(3))),
+        Arc::new(cfg),
+        &Seed::derive(42, "node", 0, 3),
+        Instant::ZERO,
+    );
     c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
-    c.subscribe(sec(0), T, Start::Heads);
+    // Asked for the heads 5 s after the messages below were published (at 0).
+    c.subscribe(sec(5), T, Start::Heads);
     assert_eq!(events(&mut c), vec![PbEvent::HeadsWanted { topic: T, peer: id(2) }]);
-    assert_eq!(c.poll_timeout(), Some(sec(1)), "tick first; the heads deadline is at 10 s");
+    assert_eq!(c.poll_timeout(), Some(sec(1)), "tick first; the heads deadline is at 15 s");
     // While waiting: entries are stored, not delivered; digests are ignored.
     for s in [5, 6] {
         c.handle_message(sec(0), id(1), PbMessage::Data(data(1, s)));
@@ -362,7 +460,7 @@ fn a_new_subscriber_starts_after_the_heads_it_is_given() {
     // reply: its stream began after the reply was made, so all of it is c's to deliver,
     // from seq 1 (4 waits for 1 to 3).
     let heads = summarize(StreamId { topic: T, origin: id(1) }, 1..=5, 32);
-    c.handle_heads(sec(0), T, Some(&[heads]));
+    c.handle_heads(sec(0), T, Some((&[heads], &[proof(1, 5)])));
     assert_eq!(delivered(&events(&mut c)), vec![(1, 6, Via::FirstPhase)]);
     assert_eq!(c.next_delivery(T, id(1)), Some(7));
     assert_eq!(c.next_delivery(T, id(9)), Some(1));
@@ -371,14 +469,64 @@ fn a_new_subscriber_starts_after_the_heads_it_is_given() {
     }
     assert_eq!(delivered(&events(&mut c)), (1..=4).map(|s| (9, s, Via::FirstPhase)).collect::<Vec<_>>());
     // A second reply changes nothing.
-    c.handle_heads(sec(0), T, Some(&[summarize(StreamId { topic: T, origin: id(1) }, [1], 32)]));
+    let late = summarize(StreamId { topic: T, origin: id(1) }, [1], 32);
+    c.handle_heads(sec(0), T, Some((&[late], &[proof(1, 1)])));
     assert_eq!(c.next_delivery(T, id(1)), Some(7));
+}
+
+#[test]
+fn a_head_published_about_when_the_heads_were_asked_for_is_delivered() {
+    let mut c = Pbcast::new(
+        id(3),
+        Arc::new(Unchecked(id(3))),
+        Arc::new(config()),
+        &Seed::derive(42, "node", 0, 3),
+        Instant::ZERO,
+    );
+    c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
+    // Asked at 0.5 s; the partner got message 7 (published at 0, within HEADS_RECENT) before
+    // it answered: 7 may have been published after this node subscribed, so it is delivered.
+    c.subscribe(Instant::from_micros(500_000), T, Start::Heads);
+    events(&mut c);
+    let heads = summarize(StreamId { topic: T, origin: id(1) }, 1..=7, 32);
+    c.handle_heads(sec(1), T, Some((&[heads], &[proof(1, 7)])));
+    assert_eq!(c.next_delivery(T, id(1)), Some(7));
+    c.handle_message(sec(1), id(1), PbMessage::Data(data(1, 7)));
+    c.handle_message(sec(1), id(1), PbMessage::Data(data(1, 8)));
+    assert_eq!(delivered(&events(&mut c)), vec![(1, 7, Via::FirstPhase), (1, 8, Via::FirstPhase)]);
+}
+
+#[test]
+fn a_stream_first_named_by_the_heads_starts_after_its_head() {
+    let mut c = Pbcast::new(
+        id(3),
+        Arc::new(Unchecked(id(3))),
+        Arc::new(config()),
+        &Seed::derive(42, "node", 0, 3),
+        Instant::ZERO,
+    );
+    c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
+    c.subscribe(sec(5), T, Start::Heads);
+    events(&mut c);
+    // Nothing of origin 1 reached c before the reply: its stream starts after the head all
+    // the same, not at seq 1 (which would hold every new message back behind the history).
+    let heads = summarize(StreamId { topic: T, origin: id(1) }, 1..=42, 32);
+    c.handle_heads(sec(0), T, Some((&[heads], &[proof(1, 42)])));
+    assert_eq!(c.next_delivery(T, id(1)), Some(43));
+    c.handle_message(sec(0), id(1), PbMessage::Data(data(1, 43)));
+    assert_eq!(delivered(&events(&mut c)), vec![(1, 43, Via::FirstPhase)]);
 }
 
 #[test]
 fn without_a_heads_reply_streams_start_at_first_evidence_after_the_timeout() {
     let cfg = PbConfig { heads_timeout: Duration::from_millis(2_500), ..config() };
-    let mut c = Pbcast::new(id(3), Arc::new(cfg), &Seed::derive(42, "node", 0, 3), Instant::ZERO);
+    let mut c = Pbcast::new(
+        id(3),
+        Arc::new(Unchecked(id(3))),
+        Arc::new(cfg),
+        &Seed::derive(42, "node", 0, 3),
+        Instant::ZERO,
+    );
     c.handle_topic_peers(Instant::ZERO, T, view(&[2, 3]));
     c.subscribe(sec(0), T, Start::Heads);
     events(&mut c);
@@ -393,7 +541,13 @@ fn without_a_heads_reply_streams_start_at_first_evidence_after_the_timeout() {
     assert_eq!(delivered(&events(&mut c)), vec![(1, 7, Via::FirstPhase), (1, 8, Via::FirstPhase)]);
     // With no other member there is nothing to ask and nothing published before: every
     // stream is d's from seq 1, so a lost first message is waited for, not skipped.
-    let mut d = Pbcast::new(id(4), Arc::new(config()), &Seed::derive(42, "node", 0, 4), Instant::ZERO);
+    let mut d = Pbcast::new(
+        id(4),
+        Arc::new(Unchecked(id(4))),
+        Arc::new(config()),
+        &Seed::derive(42, "node", 0, 4),
+        Instant::ZERO,
+    );
     d.subscribe(sec(0), T, Start::Heads);
     assert!(events(&mut d).is_empty());
     d.handle_message(sec(0), id(1), PbMessage::Data(data(1, 3)));
@@ -408,7 +562,13 @@ fn without_a_heads_reply_streams_start_at_first_evidence_after_the_timeout() {
 #[test]
 fn a_source_that_is_not_a_member_serves_its_entries_for_g_rounds_then_forgets_the_topic() {
     let cfg = PbConfig { gc_rounds: 2, ..config() };
-    let mut a = Pbcast::new(id(1), Arc::new(cfg), &Seed::derive(42, "node", 0, 1), Instant::ZERO);
+    let mut a = Pbcast::new(
+        id(1),
+        Arc::new(Unchecked(id(1))),
+        Arc::new(cfg),
+        &Seed::derive(42, "node", 0, 1),
+        Instant::ZERO,
+    );
     a.handle_topic_peers(Instant::ZERO, T, view(&[2]));
     a.publish(Instant::ZERO, T, Bytes::from_static(b"x")).unwrap();
     assert!(events(&mut a).is_empty(), "no subscriber here");
@@ -477,7 +637,7 @@ fn summaries_match_the_anti_entropy_store() {
         seqs.sort_unstable();
         seqs.dedup();
         for &s in &seqs {
-            store.insert(Entry { stream, seq: s, payload: Bytes::new() });
+            store.insert(Entry::unsealed(stream, s, Bytes::new()));
         }
         for missing_max in [0, 1, 3, 32] {
             let ours = summarize(stream, seqs.iter().copied(), missing_max);

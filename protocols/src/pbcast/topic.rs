@@ -27,6 +27,9 @@ pub(super) struct Topic {
     pub(super) member: bool,
     /// The heads deadline while a new subscriber waits for its start cursors (§4.7).
     pub(super) awaiting_heads: Option<Instant>,
+    /// When the heads were asked for: a head published about then or later may have been
+    /// published after the subscription, and is delivered (see `Pbcast::handle_heads`).
+    pub(super) heads_asked_at: Instant,
     pub(super) start_rule: StartRule,
     /// Last local round in which this node counts as a source (published within G rounds).
     pub(super) source_until: u64,
@@ -56,6 +59,7 @@ impl Topic {
             id,
             member,
             awaiting_heads: None,
+            heads_asked_at: Instant::ZERO,
             start_rule,
             source_until: 0,
             streams: BTreeMap::new(),
@@ -81,11 +85,14 @@ impl Topic {
         self.msgs += 1;
         self.bytes += held.payload.len();
         let member = self.member;
+        let len = held.payload.len();
         let stream = self.stream_mut(origin);
+        stream.bytes += len;
         stream.held.insert(seq, held);
         stream.activate(seq);
         stream.solicited.remove(&seq);
         stream.learn(seq, round);
+        stream.prove(seq);
         // Entries that will never be delivered here can be evicted at once.
         let never_delivered = !member || stream.cursor.is_some_and(|c| seq < c.next);
         self.resummarize(origin);
@@ -111,6 +118,7 @@ impl Topic {
                 if let Some(h) = stream.held.remove(&seq) {
                     self.msgs -= 1;
                     self.bytes -= h.payload.len();
+                    stream.bytes -= h.payload.len();
                 }
             }
             self.resummarize(origin);
@@ -132,11 +140,32 @@ impl Topic {
         !self.active_queue.is_empty()
     }
 
-    /// Evict oldest evictable entries until the history fits its bounds. Entries waiting in a
-    /// hold buffer are never evicted, so the bound can be exceeded by at most those.
+    /// True if an entry of `origin` may be kept: its stream exists, or there is room for one
+    /// more under `streams_max`.
+    pub(super) fn admits(&self, origin: &NodeId, streams_max: usize) -> bool {
+        self.streams.len() < streams_max || self.streams.contains_key(origin)
+    }
+
+    /// The oldest evictable entry of the stream holding the most bytes, if it has one: when a
+    /// topic is over its bounds the biggest stream gives first, so many streams of minted
+    /// origins cannot push out a real publisher's history.
+    fn evict_from_largest(&self) -> Option<(NodeId, Seq)> {
+        let (origin, stream) = self.streams.iter().max_by_key(|(o, s)| (s.bytes, std::cmp::Reverse(**o)))?;
+        let first = stream.held.first_from(1)?;
+        let evictable = !self.member || stream.cursor.is_some_and(|c| first < c.next);
+        evictable.then_some((*origin, first))
+    }
+
+    /// Evict entries until the history fits its bounds: the biggest stream's oldest evictable
+    /// entry first, else the oldest evictable. Entries waiting in a hold buffer are never
+    /// evicted, so the bound can be exceeded by at most those.
     pub(super) fn enforce_bounds(&mut self, config: &PbConfig, stats: &mut PbStats) {
         while self.msgs > config.history_msgs || self.bytes > config.history_bytes {
-            let Some((origin, seq)) = self.evictable.pop_front() else {
+            let next = match self.evict_from_largest() {
+                Some(x) => Some(x),
+                None => self.evictable.pop_front(),
+            };
+            let Some((origin, seq)) = next else {
                 break;
             };
             let Some(stream) = self.streams.get_mut(&origin) else {
@@ -145,6 +174,7 @@ impl Topic {
             if let Some(h) = stream.held.remove(&seq) {
                 self.msgs -= 1;
                 self.bytes -= h.payload.len();
+                stream.bytes -= h.payload.len();
                 stats.evicted += 1;
                 if stream.deactivate(seq) {
                     self.resummarize(origin);
@@ -196,6 +226,7 @@ impl Topic {
                 published_at: h.published_at,
                 received_at: h.received_at,
                 via: h.via,
+                seal: h.seal,
             }));
             self.evictable.push_back((origin, cursor.next));
             stats.delivered += 1;
@@ -227,7 +258,9 @@ impl Topic {
                     break;
                 };
                 let s = c.next;
-                if stream.held.contains_key(&s) || stream.known_hi() < s {
+                // Only a seq below one proven to exist is given up: a digest's word alone
+                // cannot make this node skip anything.
+                if stream.held.contains_key(&s) || stream.known_hi() < s || stream.proven() < s {
                     break;
                 }
                 let hold_full = stream.hold_len() >= hold_max;
@@ -237,7 +270,7 @@ impl Topic {
                 }
                 // [s, last]: unheld, and each satisfying the same test.
                 let below_held = stream.held.first_from(s).map_or(Seq::MAX, |q| q - 1);
-                let mut last = below_held.min(stream.known_hi());
+                let mut last = below_held.min(stream.known_hi()).min(stream.proven());
                 if !hold_full {
                     last = last.min(stream.known_by(round.saturating_sub(gap_after)));
                 }
@@ -267,7 +300,9 @@ impl Topic {
             if origin == me {
                 continue;
             }
-            let stream = self.stream_mut(origin);
+            // Not `stream_mut`: under the rule just set, a stream first named here would be
+            // created at seq 1, and the head it is named with would be ignored.
+            let stream = self.streams.entry(origin).or_insert_with(|| Stream::with_cursor(None));
             if stream.cursor.is_none() {
                 stream.cursor = Some(Cursor::at(max.saturating_add(1)));
             }
@@ -294,6 +329,7 @@ impl Topic {
             id: MsgId { origin, topic: self.id, seq },
             published_at: h.published_at,
             payload: h.payload.clone(),
+            seal: h.seal,
         })
     }
 

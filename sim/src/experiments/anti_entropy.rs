@@ -187,7 +187,7 @@ pub fn run_once(p: &Params, run: u64) -> RunResult {
     let stream = StreamId { topic: TOPIC, origin: sim.id(origin) };
     let mut count = Count { informed: 1, transmissions: 0, messages: 0 };
     sim.call(origin, &mut count, |m, now| {
-        m.insert(now, Entry { stream, seq: 1, payload: Bytes::from_static(b"update") })
+        m.insert(now, Entry::unsealed(stream, 1, Bytes::from_static(b"update")))
     });
     let n = p.nodes;
     let mut informed = vec![1.0 / n as f64];

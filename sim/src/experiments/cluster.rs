@@ -22,7 +22,10 @@
 //! For every message m and every subscriber s of its topic that subscribed before m and never
 //! crashed, s must either deliver m or announce a gap covering it. The report counts both,
 //! and `silent_losses`: pairs with neither (the claim is that this is 0), and duplicates
-//! (delivered twice; must be 0). With `HEARSAY_DEBUG_SILENT` set in the environment, every
+//! (delivered twice; must be 0). A message whose publisher crashed for good before any copy
+//! got anywhere (no subscriber delivered it nor announced a gap covering it) is reported as
+//! `died_with_publisher` and its pairs are not counted: nobody can know it existed (the
+//! daemon acknowledged it after its store write, and that store is gone). With `HEARSAY_DEBUG_SILENT` set in the environment, every
 //! silent loss is printed on stderr with the subscriber's view of that stream.
 
 use std::cell::RefCell;
@@ -119,6 +122,10 @@ pub struct RunResult {
     pub gapped: u64,
     /// Pairs neither delivered nor announced: silent loss.
     pub silent_losses: u64,
+    /// Messages of a publisher that crashed for good that no subscriber delivered nor
+    /// announced: they died with it before any copy got anywhere (nobody can know they
+    /// existed), so their pairs are not counted.
+    pub died_with_publisher: u64,
     /// Deliveries of a message a subscriber had already delivered.
     pub duplicates: u64,
     /// Gap events.
@@ -178,6 +185,9 @@ pub struct Report {
     pub accounted_ratio: f64,
     /// Silent losses over all runs.
     pub silent_losses: u64,
+    /// Messages that died with a publisher that crashed for good, over all runs (not counted
+    /// in the pairs).
+    pub died_with_publisher: u64,
     /// Duplicate deliveries over all runs.
     pub duplicates: u64,
     /// Gap events over all runs.
@@ -347,6 +357,8 @@ fn breakdown(f: &Frame<'_>, bytes: u64, by: &mut BTreeMap<String, u64>) {
 }
 
 struct Published {
+    /// The publishing node.
+    node: usize,
     origin: NodeId,
     topic: TopicId,
     seq: Seq,
@@ -478,7 +490,7 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
         let log = published.clone();
         sim.schedule_call(secs(t), node, move |e: &mut Engine, now| {
             if let Ok(id) = e.publish(now, &name, Bytes::from(vec![0u8; 64])) {
-                log.borrow_mut().push(Published { origin: id.origin, topic: id.topic, seq: id.seq });
+                log.borrow_mut().push(Published { node, origin: id.origin, topic: id.topic, seq: id.seq });
             }
         });
     }
@@ -499,9 +511,23 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
         restarted: restarted.len() as u64,
         ..RunResult::default()
     };
+    let crashed_for_good: HashSet<usize> = crashed.iter().copied().collect();
+    let reached: HashSet<(NodeId, TopicId, Seq)> = watch.seen.iter().map(|&(_, o, t, q)| (o, t, q)).collect();
     for m in published.borrow().iter() {
         r.published += 1;
         let Some(&k) = topic_index.get(&m.topic) else { continue };
+        let announced = || {
+            watch.gaps.iter().any(|((_, t, o), g)| {
+                *t == m.topic && *o == m.origin && g.iter().any(|(a, b)| (*a..=*b).contains(&m.seq))
+            })
+        };
+        if crashed_for_good.contains(&m.node)
+            && !reached.contains(&(m.origin, m.topic, m.seq))
+            && !announced()
+        {
+            r.died_with_publisher += 1;
+            continue;
+        }
         for &s in &subscribers[k] {
             if crashed_set.contains(&s) {
                 continue;
@@ -584,6 +610,7 @@ pub fn run(p: &Params, progress: &Progress) -> Report {
         delivery_ratio: report::round(sum(|r| r.delivered) as f64 / eligible, 6),
         accounted_ratio: report::round((sum(|r| r.delivered) + sum(|r| r.gapped)) as f64 / eligible, 6),
         silent_losses: sum(|r| r.silent_losses),
+        died_with_publisher: sum(|r| r.died_with_publisher),
         duplicates: sum(|r| r.duplicates),
         gaps: sum(|r| r.gap_events),
         latency_p50_ms: report::round(mean(|r| r.latency_p50_ms), 2),

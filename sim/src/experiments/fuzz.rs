@@ -672,8 +672,31 @@ impl Gen {
         MsgId { origin: self.origin(), topic: self.topic(), seq: self.u64() }
     }
 
+    fn seal(&mut self) -> hearsay_protocols::auth::Seal {
+        let key_tail = self.u64().to_be_bytes();
+        let b = self.u64() as u8;
+        hearsay_protocols::auth::Seal { key_tail, sig: hearsay_protocols::auth::Signature([b; 64]) }
+    }
+
+    fn proof(&mut self) -> hearsay_protocols::auth::Proof {
+        let d = self.data();
+        hearsay_protocols::auth::Proof {
+            origin: d.id.origin,
+            topic: d.id.topic.0,
+            seq: d.id.seq,
+            published_at: d.published_at.as_micros(),
+            digest: [self.u64() as u8; 32],
+            seal: d.seal,
+        }
+    }
+
     fn data(&mut self) -> Data {
-        Data { id: self.msg_id(), published_at: Instant::from_micros(self.u64()), payload: self.payload() }
+        Data {
+            id: self.msg_id(),
+            published_at: Instant::from_micros(self.u64()),
+            payload: self.payload(),
+            seal: self.seal(),
+        }
     }
 
     fn ring_ids(&mut self) -> Vec<RingId> {
@@ -747,8 +770,16 @@ impl Gen {
     }
 
     fn pbcast(&mut self) -> PbMessage {
-        match self.rng.below(5) {
+        match self.rng.below(7) {
             0 => PbMessage::Data(self.data()),
+            5 => PbMessage::ProofWanted {
+                topic: self.topic(),
+                origins: (0..self.small(80)).map(|_| self.origin()).collect(),
+            },
+            6 => PbMessage::Proofs {
+                topic: self.topic(),
+                proofs: (0..self.small(80)).map(|_| self.proof()).collect(),
+            },
             1 => PbMessage::Digest { topic: self.topic(), summaries: self.summaries() },
             2 => PbMessage::Solicit {
                 topic: self.topic(),
@@ -769,6 +800,8 @@ impl Gen {
                 stream: StreamId { topic: self.topic(), origin: self.origin() },
                 seq: self.u64(),
                 payload: self.payload(),
+                published_at: Instant::from_micros(self.u64()),
+                seal: self.seal(),
             })
             .collect()
     }
@@ -798,6 +831,7 @@ impl Gen {
                 digest: Digest { summaries: self.summaries(), partial: self.rng.chance(0.3) },
                 delta: self.entries(),
                 more: self.rng.chance(0.3),
+                proofs: (0..self.small(4)).map(|_| self.proof()).collect(),
             },
             _ => AeMessage::Delta { xid, delta: self.entries(), more: self.rng.chance(0.3) },
         }
@@ -875,6 +909,7 @@ impl Gen {
             epsilon: if self.rng.chance(0.8) { 1e-4 } else { self.f64() },
             stable_rounds: if self.rng.chance(0.8) { 3 } else { self.u32() },
             max_rounds: if self.rng.chance(0.7) { 200 } else { self.u32() },
+            scope: Default::default(),
         }
     }
 

@@ -169,6 +169,8 @@ impl Observer<Pbcast> for Watch {
             PbMessage::Digest { .. } => self.digests += 1,
             PbMessage::Solicit { .. } => self.solicits += 1,
             PbMessage::Repair { entries } => self.repairs += entries.len() as u64,
+            PbMessage::ProofWanted { .. } => self.solicits += 1,
+            PbMessage::Proofs { .. } => self.repairs += 1,
         }
     }
 }
@@ -296,7 +298,8 @@ pub fn build(p: &Params, run: u64) -> Sim<Pbcast> {
     let config = Arc::new(p.config());
     let members: PeerView = node_ids(p.seed, run, p.nodes).into_iter().collect();
     Sim::new(p.seed, run, p.nodes, net(p), move |init| {
-        let mut m = Pbcast::new(init.id, config.clone(), &init.seed, init.now);
+        let auth = Arc::new(hearsay_protocols::auth::Unchecked(init.id));
+        let mut m = Pbcast::new(init.id, auth, config.clone(), &init.seed, init.now);
         m.handle_topic_peers(init.now, TOPIC, members.clone());
         m.subscribe(init.now, TOPIC, Start::FromFirst);
         m

@@ -244,7 +244,8 @@ pub fn build(p: &Params, run: u64) -> Setup {
     let configs = p.configs();
     let topic_ids = topics.clone();
     let sim = Sim::new(p.seed, run, n, p.net(), move |init| {
-        let mut node = Multicast::new(init.id, init.id, &configs, &init.seed, init.now);
+        let auth = Arc::new(hearsay_protocols::auth::Unchecked(init.id));
+        let mut node = Multicast::new(init.id, init.id, auth, &configs, &init.seed, init.now);
         if init.restarts == 0 {
             // A RingId collision (probability ~N²/2^65) leaves that node off the ring.
             let _ = node.join_from_members(init.now, &snapshot);

@@ -1,8 +1,8 @@
 //! The Grafana dashboard (`dashboards/hearsay.json`) against the metrics the node exports:
 //! statically (every metric it names is exported by a real agent, every exported metric is
 //! shown, every panel reads the `${DS_PROMETHEUS}` datasource), and through a real Prometheus
-//! scraping the `/metrics` of three real agents that formed a cluster and carry traffic
-//! (every expression parses and returns at least one series).
+//! scraping the `/metrics` of three real agent processes that formed a cluster and carry
+//! traffic (every expression parses and returns at least one series).
 
 mod support;
 
@@ -10,15 +10,16 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::cluster::Cluster;
+use hearsay_tests::{AgentSpec, Cluster, Subscription, metric_sample, wait_for};
+use serde_json::{Value, json};
 use support::dashboard::{check_dashboard_file, dashboard_path};
 use support::promql::{self, metric_names, substitute};
 
 /// Each test that runs agents and Prometheus finishes within this, or fails.
-const TEST_BUDGET: Duration = Duration::from_secs(50);
+const TEST_BUDGET: Duration = Duration::from_secs(60);
 
 /// The topics the busy cluster uses: one tree-multicast topic, one `gossip`-mode topic
 /// (rumor mongering as the first phase).
@@ -31,18 +32,19 @@ fn dashboard() -> Value {
 }
 
 /// Sample names a real agent exports once it is on a topic's tree (histogram series
-/// included), read through its own `/metrics` handler.
+/// included), read from its `/metrics`.
 fn exported_names() -> BTreeSet<String> {
-    let deadline = Instant::now() + TEST_BUDGET;
-    let mut agent = Cluster::start("names", 1, false, deadline).expect("one agent");
-    agent.subscribe(0, "news").expect("subscribe");
-    let mut text = String::new();
-    agent
-        .wait("the agent's tree gauges for `news`", deadline, |c| {
-            text = c.metrics(0)?;
-            Ok(text.contains("hearsay_tree_depth{topic=\"news\"}"))
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut agent = Cluster::new("names");
+    agent.add(AgentSpec::new("solo"));
+    let _sub = agent[0].subscribe("news");
+    let text = wait_for("the agent's tree gauges for `news`", TEST_BUDGET, || {
+        let text = agent[0].metrics()?;
+        if text.contains("hearsay_tree_depth{topic=\"news\"}") {
+            Ok(text)
+        } else {
+            Err("no tree gauges".into())
+        }
+    });
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
@@ -127,7 +129,7 @@ fn example_scrape_config_is_valid() {
     let out = Command::new(&promtool).args(["check", "config"]).arg(&path).output().unwrap_or_else(|e| {
         panic!(
             "cannot run `{promtool}` ({e}): install Debian's prometheus package (`apt-get install -y \
-             prometheus`, as .ci/run does) or set HEARSAY_PROMTOOL"
+             prometheus`, as scripts/test does) or set HEARSAY_PROMTOOL"
         )
     });
     assert!(
@@ -171,74 +173,80 @@ fn substitute_replaces_grafana_variables_and_refuses_unknown_ones() {
 /// The value of one sample in metrics text (`name{labels}` exactly as encoded, or `name`);
 /// 0 when absent.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
-        .next()
-        .unwrap_or(0.0)
+    metric_sample(text, series).unwrap_or(0.0)
+}
+
+/// Messages a subscription received whose origin is not `own` (what came from peers).
+fn from_peers(sub: &Subscription, own: &str) -> usize {
+    sub.messages().iter().filter(|m| m.origin != own).count()
 }
 
 /// Three real agents form a cluster; all subscribe to a tree topic and a gossip topic, two
 /// publish, every agent sets a value and one runs an aggregation query; traffic keeps flowing
 /// while a real Prometheus scrapes the agents' `/metrics` every second. Once every agent has
 /// been scraped twice, every dashboard expression parses and returns at least one series.
-/// Needs `prometheus` on PATH (Debian's package; .ci/run installs it) and fails with a clear
-/// message without it.
+/// Needs `prometheus` on PATH (Debian's package; scripts/test installs it) and fails with a
+/// clear message without it.
 #[test]
 fn dashboard_queries_return_series_from_a_real_prometheus() {
     let started = Instant::now();
-    let deadline = started + TEST_BUDGET;
-    let mut cluster = Cluster::start("dash", 3, true, deadline).unwrap_or_else(|e| panic!("{e}"));
+    let cluster = Cluster::start("dash", 3);
     let formed = started.elapsed();
-    for i in 0..3 {
-        for topic in TOPICS {
-            cluster.subscribe(i, topic).unwrap_or_else(|e| panic!("agent {i} subscribe {topic}: {e}"));
-        }
-    }
-    // Every agent on the `news` tree, as its own /metrics shows.
-    cluster
-        .wait("every agent on the `news` tree", deadline, |c| {
-            for i in 0..3 {
-                if !c.metrics(i)?.contains("hearsay_tree_depth{topic=\"news\"}") {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let subs: Vec<Vec<Subscription>> =
+        (0..3).map(|i| TOPICS.iter().map(|t| cluster[i].subscribe(t)).collect()).collect();
+    cluster.wait_tree("news", &[0, 1, 2]);
     // Agents 0 and 1 publish 10 messages on each topic; each subscriber gets the others'.
-    const EACH: u64 = 10;
+    const EACH: usize = 10;
+    let mut origins = vec![String::new(); 3];
     for k in 0..EACH {
         for p in 0..2 {
             for topic in TOPICS {
-                cluster.publish(p, topic, &format!("m{k}")).unwrap_or_else(|e| panic!("publish: {e}"));
+                origins[p] = cluster[p].publish(topic, &format!("m{k}")).origin;
             }
         }
     }
-    let topics = TOPICS.len() as u64;
-    let expected = [EACH * topics, EACH * topics, 2 * EACH * topics];
-    cluster
-        .wait("every subscriber to receive the other publishers' messages", deadline, |c| {
-            Ok((0..3).all(|i| c.received(i) >= expected[i]))
-        })
-        .unwrap_or_else(|e| {
-            panic!("{e}; received {:?}", (0..3).map(|i| cluster.received(i)).collect::<Vec<_>>())
-        });
+    let expected = [EACH, EACH, 2 * EACH];
+    wait_for("every subscriber to receive the other publishers' messages", TEST_BUDGET, || {
+        let got: Vec<Vec<usize>> =
+            (0..3).map(|i| subs[i].iter().map(|s| from_peers(s, &origins[i])).collect()).collect();
+        let done = (0..3).all(|i| got[i].iter().all(|n| *n >= expected[i]));
+        if done { Ok(()) } else { Err(format!("from peers, per agent and topic: {got:?}")) }
+    });
     for i in 0..3 {
-        cluster.set_value(i, "load", i as f64).unwrap_or_else(|e| panic!("set value: {e}"));
+        cluster[i].post("/v1/values", &json!({"name": "load", "value": i as f64})).expect("set value");
     }
-    let answer = cluster
-        .query(2, hearsay_protocols::aggregate::Func::Avg, "load")
-        .unwrap_or_else(|e| panic!("query: {e}"));
-    assert!(answer.rounds >= 1 && answer.value.is_some(), "{answer:?}");
-    let before = (0..3).map(|i| cluster.metrics(i).expect("metrics")).collect::<Vec<_>>();
-    cluster.keep_busy(2, &TOPICS, "load", Duration::from_millis(100));
+    let answer = cluster[2].query("avg", "load").expect("query").ok().expect("query answered");
+    let avg = answer["value"].as_f64().unwrap_or(f64::NAN);
+    assert!((avg - 1.0).abs() < 1e-3, "avg(load) over 0, 1, 2: {answer}");
+    assert_eq!(answer["converged"], true, "{answer}");
+    let before: Vec<String> = (0..3).map(|i| cluster[i].metrics().expect("metrics")).collect();
     let traffic = started.elapsed();
 
-    let targets = cluster.api_addrs();
-    assert_eq!(targets.len(), 3, "every agent serves its API");
-    let budget = deadline.saturating_duration_since(Instant::now());
-    let report = check_dashboard_file(&targets, &dashboard_path(), budget)
-        .unwrap_or_else(|e| panic!("dashboard check failed: {e}"));
+    let targets: Vec<_> = cluster.agents().iter().map(|a| a.api()).collect();
+    let busy = AtomicBool::new(true);
+    let report = std::thread::scope(|scope| {
+        // Keep traffic flowing while Prometheus scrapes: every 100 ms agent k mod 2 publishes
+        // on each topic; every tenth time agent 2 runs avg(load).
+        scope.spawn(|| {
+            let mut k = 0u64;
+            while busy.load(Ordering::Relaxed) {
+                for topic in TOPICS {
+                    let _ = cluster[(k % 2) as usize]
+                        .post("/v1/publish", &json!({"topic": topic, "payload": format!("busy {k}")}));
+                }
+                if k % 10 == 0 {
+                    let _ = cluster[2].query("avg", "load");
+                }
+                k += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let budget = TEST_BUDGET.saturating_sub(started.elapsed()).max(Duration::from_secs(30));
+        let report = check_dashboard_file(&targets, &dashboard_path(), budget);
+        busy.store(false, Ordering::Relaxed);
+        report
+    })
+    .unwrap_or_else(|e| panic!("dashboard check failed: {e}"));
     println!(
         "cluster formed after {:.1} s, traffic and query done after {:.1} s; {report}",
         formed.as_secs_f64(),
@@ -272,33 +280,27 @@ fn dashboard_queries_return_series_from_a_real_prometheus() {
             assert!(sample(text, &series) > 0.0, "agent {i}: no {protocol} traffic");
         }
     }
-    let protocols = ["membership", "ring", "tree", "pbcast", "rumor", "anti_entropy", "aggregation"];
-    let sent: Vec<String> = protocols
-        .iter()
-        .map(|p| {
-            let series = format!("hearsay_messages_sent_total{{protocol=\"{p}\"}}");
-            format!("{p} {}", before.iter().map(|t| sample(t, &series)).sum::<f64>())
-        })
-        .collect();
-    println!("messages sent before scraping, all agents: {}", sent.join(", "));
+    // Deliveries from peers, at most once each: agents 0 and 1 got 10 per topic from the
+    // other, agent 2 got 20 per topic.
     let received: f64 = before
         .iter()
         .map(|t| {
             sample(t, "hearsay_deliveries_total{via=\"first_phase\"}")
                 + sample(t, "hearsay_deliveries_total{via=\"repair\"}")
+                + sample(t, "hearsay_deliveries_total{via=\"anti_entropy\"}")
         })
         .sum();
-    assert!(received >= 80.0, "deliveries from peers: {received}");
-    assert!(sample(&before[2], "hearsay_query_rounds_count") >= 1.0);
-    assert!(sample(&before[2], "hearsay_queries_total") >= 1.0);
+    assert_eq!(received, (2 * (EACH + EACH + 2 * EACH)) as f64, "deliveries from peers, all agents");
+    assert_eq!(sample(&before[2], "hearsay_query_rounds_count"), 1.0);
+    assert_eq!(sample(&before[2], "hearsay_queries_total"), 1.0);
     let elapsed = started.elapsed();
+    drop(subs);
     drop(cluster);
     println!(
         "test done in {:.1} s ({:.1} s with the cluster stopped)",
         elapsed.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    assert!(started.elapsed() < TEST_BUDGET + Duration::from_secs(10));
 }
 
 /// The check is not vacuous: against quiet agents (real ones that joined no cluster and no
@@ -307,10 +309,10 @@ fn dashboard_queries_return_series_from_a_real_prometheus() {
 /// metric nobody exports, an expression that does not parse, and an unknown variable.
 #[test]
 fn dashboard_check_names_every_failing_expression() {
-    let deadline = Instant::now() + TEST_BUDGET;
-    let quiet = Cluster::start("quiet", 2, false, deadline).unwrap_or_else(|e| panic!("{e}"));
-    let targets = quiet.api_addrs();
-    assert_eq!(targets.len(), 2);
+    let mut quiet = Cluster::new("quiet");
+    quiet.add(AgentSpec::new("q0"));
+    quiet.add(AgentSpec::new("q1"));
+    let targets: Vec<_> = quiet.agents().iter().map(|a| a.api()).collect();
     let mut dash = dashboard();
     let broken = serde_json::json!({
         "type": "timeseries", "id": 999, "title": "Broken",
@@ -323,13 +325,11 @@ fn dashboard_check_names_every_failing_expression() {
         ],
     });
     dash["panels"].as_array_mut().expect("panels").push(broken);
-    let dir = std::env::temp_dir().join(format!("hearsay-broken-dashboard-{}", std::process::id()));
+    let dir = quiet.dir().join("broken-dashboard");
     fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("broken.json");
     fs::write(&path, serde_json::to_string(&dash).expect("json")).expect("write");
-    let result = check_dashboard_file(&targets, &path, deadline.saturating_duration_since(Instant::now()));
-    let _ = fs::remove_dir_all(&dir);
-    let error = match result {
+    let error = match check_dashboard_file(&targets, &path, TEST_BUDGET) {
         Ok(report) => panic!("a broken dashboard passed:\n{report}"),
         Err(e) => e,
     };

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,14 +188,9 @@ fn binary() -> String {
 fn not_installed(bin: &str, e: &io::Error) -> String {
     format!(
         "cannot run `{bin}` ({e}). The dashboard test needs a Prometheus server: install \
-         Debian's package (`apt-get install -y prometheus`, as .ci/run does) or set \
+         Debian's package (`apt-get install -y prometheus`, as scripts/test does) or set \
          {PROMETHEUS_ENV} to the binary"
     )
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free loopback port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
 fn temp_dir() -> Result<PathBuf, String> {
@@ -220,30 +215,20 @@ pub(crate) fn scrape_config(targets: &[SocketAddr]) -> String {
 }
 
 impl Prometheus {
-    /// Start Prometheus on a free loopback port and wait until it is ready. The port is
-    /// found by binding and closing it, so another process may take it first: Prometheus
-    /// then exits at once and is started again on another port (three tries).
+    /// Start Prometheus on loopback port 0 and wait until it is ready; the port it got is read
+    /// from its log (`msg="Listening on" address=127.0.0.1:PORT`), so nothing can take it first.
     fn start(targets: &[SocketAddr], deadline: Instant) -> Result<Prometheus, String> {
-        const TRIES: u32 = 3;
-        for attempt in 1..=TRIES {
-            let mut prom = Prometheus::spawn(targets)?;
-            match prom.wait_ready(deadline) {
-                Ok(()) => {
-                    if let Ok(info) = prom.api("/api/v1/status/buildinfo", &[], deadline) {
-                        let version = info.get("version").and_then(Value::as_str).unwrap_or("?");
-                        prom.version = format!("prometheus {version}");
-                    }
-                    return Ok(prom);
+        let mut prom = Prometheus::spawn(targets)?;
+        match prom.wait_ready(deadline) {
+            Ok(()) => {
+                if let Ok(info) = prom.api("/api/v1/status/buildinfo", &[], deadline) {
+                    let version = info.get("version").and_then(Value::as_str).unwrap_or("?");
+                    prom.version = format!("prometheus {version}");
                 }
-                Err(e) => {
-                    let exited = matches!(prom.child.try_wait(), Ok(Some(_)));
-                    if !exited || attempt == TRIES {
-                        return Err(prom.fail(e));
-                    }
-                }
+                Ok(prom)
             }
+            Err(e) => Err(prom.fail(e)),
         }
-        Err("unreachable: the last try returns".into())
     }
 
     /// Start Prometheus with a fresh temp dir and config; not yet ready.
@@ -252,13 +237,12 @@ impl Prometheus {
         let dir = temp_dir()?;
         let config = dir.join("prometheus.yml");
         fs::write(&config, scrape_config(targets)).map_err(|e| format!("cannot write config: {e}"))?;
-        let port = free_port()?;
         let log = fs::File::create(dir.join("prometheus.log")).map_err(|e| e.to_string())?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(&bin)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -276,7 +260,15 @@ impl Prometheus {
             .timeout_global(Some(Duration::from_secs(5)))
             .build()
             .into();
-        Ok(Prometheus { child, dir, base: format!("http://127.0.0.1:{port}"), version: bin, http })
+        Ok(Prometheus { child, dir, base: String::new(), version: bin, http })
+    }
+
+    /// The address Prometheus says it listens on, once it has said it.
+    fn listening(&self) -> Option<SocketAddr> {
+        let log = fs::read_to_string(self.dir.join("prometheus.log")).ok()?;
+        log.lines()
+            .filter(|l| l.contains("msg=\"Listening on\""))
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("address=")?.parse().ok()))
     }
 
     /// `message` with the tail of Prometheus' log.
@@ -291,6 +283,20 @@ impl Prometheus {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("prometheus exited at start ({status})"));
+            }
+            if self.base.is_empty() {
+                if let Some(addr) = self.listening() {
+                    self.base = format!("http://{addr}");
+                }
+            }
+            if self.base.is_empty() {
+                if Instant::now() >= deadline {
+                    return Err(
+                        "prometheus did not say where it listens within the check's time budget".into()
+                    );
+                }
+                thread::sleep(Duration::from_millis(50));
+                continue;
             }
             if let Ok(mut r) = self.http.get(format!("{}/-/ready", self.base)).call() {
                 if r.status() == 200 {
