@@ -203,6 +203,10 @@ pub struct Report {
     /// Bytes each node sent per simulated second, by protocol (mean over runs): the
     /// background cost that `bytes_per_delivery` spreads over the deliveries.
     pub node_bytes_per_s: BTreeMap<String, f64>,
+    /// With `breakdown`: bytes each node sent per simulated second by message kind (mean over
+    /// runs; `Protocol/Message`, SWIM's piggybacked updates apart as `Membership/+Update`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_bytes_per_s_by_kind: BTreeMap<String, f64>,
     /// Resident bytes per simulated node (first run, including its queue share).
     pub state_bytes_per_node: Option<f64>,
     /// Per-run figures.
@@ -617,18 +621,22 @@ pub fn run(p: &Params, progress: &Progress) -> Report {
         latency_p99_ms: report::round(mean(|r| r.latency_p99_ms), 2),
         bytes_per_delivery: report::round(mean(|r| r.bytes_per_delivery), 1),
         messages_per_delivery: report::round(mean(|r| r.messages_per_delivery), 3),
-        node_bytes_per_s: {
-            let mut m: BTreeMap<String, f64> = BTreeMap::new();
-            for r in &per_run {
-                for (k, v) in &r.node_bytes_per_s {
-                    *m.entry(k.clone()).or_default() += v / per_run.len() as f64;
-                }
-            }
-            m.into_iter().map(|(k, v)| (k, report::round(v, 1))).collect()
-        },
+        node_bytes_per_s: mean_by_key(&per_run, |r| &r.node_bytes_per_s),
+        node_bytes_per_s_by_kind: mean_by_key(&per_run, |r| &r.node_bytes_per_s_by_kind),
         state_bytes_per_node: results.first().and_then(|(_, s)| *s).map(|b| report::round(b, 0)),
         per_run,
     }
+}
+
+/// The mean over runs of a per-run map (a key missing from a run counts as 0 there).
+fn mean_by_key(per_run: &[RunResult], f: fn(&RunResult) -> &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let mut m: BTreeMap<String, f64> = BTreeMap::new();
+    for r in per_run {
+        for (k, v) in f(r) {
+            *m.entry(k.clone()).or_default() += v / per_run.len() as f64;
+        }
+    }
+    m.into_iter().map(|(k, v)| (k, report::round(v, 1))).collect()
 }
 
 /// A readable table.
@@ -659,6 +667,24 @@ pub fn table(r: &Report) -> String {
         s += &format!("  {k} {v:.0}");
     }
     s += "\n";
+    // With --breakdown: one line per protocol, its message kinds after it.
+    let mut protocol = "";
+    for (k, v) in &r.node_bytes_per_s_by_kind {
+        let (p, kind) = k.split_once('/').unwrap_or((k.as_str(), ""));
+        if p != protocol {
+            if !protocol.is_empty() {
+                s += "\n";
+            }
+            protocol = p;
+            s += &format!("    {p:<12} {:>7.0}:", r.node_bytes_per_s.get(p).copied().unwrap_or(0.0));
+        }
+        if !kind.is_empty() {
+            s += &format!("  {kind} {v:.0}");
+        }
+    }
+    if !r.node_bytes_per_s_by_kind.is_empty() {
+        s += "\n";
+    }
     if let Some(b) = r.state_bytes_per_node {
         s += &format!("  resident bytes per simulated node at start {b:.0}\n");
     }
