@@ -144,6 +144,12 @@ pub struct RunResult {
     /// (`Protocol/Message`; SWIM's piggybacked updates apart, as `Membership/+Update`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub node_bytes_per_s_by_kind: BTreeMap<String, f64>,
+    /// Bytes each node sent per simulated second in the second half of the drain, when
+    /// nothing is published any more: the background cost, by protocol.
+    pub idle_node_bytes_per_s: BTreeMap<String, f64>,
+    /// With `breakdown`: the same by message kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub idle_node_bytes_per_s_by_kind: BTreeMap<String, f64>,
     /// Nodes crashed.
     pub crashed: u64,
     /// Nodes restarted.
@@ -207,6 +213,12 @@ pub struct Report {
     /// runs; `Protocol/Message`, SWIM's piggybacked updates apart as `Membership/+Update`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub node_bytes_per_s_by_kind: BTreeMap<String, f64>,
+    /// Bytes each node sent per simulated second in the second half of the drain, nothing
+    /// published any more (mean over runs): the background cost, by protocol.
+    pub idle_node_bytes_per_s: BTreeMap<String, f64>,
+    /// With `breakdown`: the same by message kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub idle_node_bytes_per_s_by_kind: BTreeMap<String, f64>,
     /// Resident bytes per simulated node (first run, including its queue share).
     pub state_bytes_per_node: Option<f64>,
     /// Per-run figures.
@@ -282,6 +294,12 @@ struct Watch {
     bytes_by_kind: BTreeMap<Option<Protocol>, u64>,
     /// With `breakdown`: bytes by message kind.
     by_message: Option<BTreeMap<String, u64>>,
+    /// From this instant on the cluster is idle (the second half of the drain): what is
+    /// sent is the background cost.
+    idle_from: Instant,
+    /// Bytes sent while idle, by frame kind, and with `breakdown` by message kind too.
+    idle_by_kind: BTreeMap<Option<Protocol>, u64>,
+    idle_by_message: Option<BTreeMap<String, u64>>,
 }
 
 impl Observer<Engine> for Watch {
@@ -307,7 +325,7 @@ impl Observer<Engine> for Watch {
             _ => {}
         }
     }
-    fn on_send(&mut self, _: Instant, _: usize, _: Option<usize>, t: &Transmit<Bytes>, _: Fate) {
+    fn on_send(&mut self, now: Instant, _: usize, _: Option<usize>, t: &Transmit<Bytes>, _: Fate) {
         self.messages += 1;
         let bytes = t.msg.len() as u64 + 48;
         self.bytes += bytes;
@@ -315,6 +333,12 @@ impl Observer<Engine> for Watch {
         *self.bytes_by_kind.entry(frame.map(|f| f.kind)).or_default() += bytes;
         if let (Some(by), Some(f)) = (self.by_message.as_mut(), frame) {
             breakdown(&f, bytes, by);
+        }
+        if now >= self.idle_from {
+            *self.idle_by_kind.entry(frame.map(|f| f.kind)).or_default() += bytes;
+            if let (Some(by), Some(f)) = (self.idle_by_message.as_mut(), frame) {
+                breakdown(&f, bytes, by);
+            }
         }
     }
 }
@@ -498,8 +522,13 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
             }
         });
     }
-    let mut watch =
-        Watch { stores, by_message: p.breakdown.then(BTreeMap::new), ..Watch::default() };
+    let mut watch = Watch {
+        stores,
+        by_message: p.breakdown.then(BTreeMap::new),
+        idle_from: secs(start + p.duration + p.drain / 2.0),
+        idle_by_message: p.breakdown.then(BTreeMap::new),
+        ..Watch::default()
+    };
     sim.run_until(secs(start + p.duration + p.drain), &mut watch);
 
     // Account every (message, eligible subscriber) pair. A node that restarted without its
@@ -573,20 +602,24 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     r.bytes_per_delivery = report::round(watch.bytes as f64 / d, 1);
     r.messages_per_delivery = report::round(watch.messages as f64 / d, 3);
     let node_secs = p.nodes as f64 * (start + p.duration + p.drain);
-    r.node_bytes_per_s = watch
-        .bytes_by_kind
-        .iter()
-        .map(|(k, b)| {
-            let name = k.map_or_else(|| "unknown".to_string(), |k| format!("{k:?}"));
-            (name, report::round(*b as f64 / node_secs, 1))
-        })
-        .collect();
-    r.node_bytes_per_s_by_kind = watch
-        .by_message
-        .iter()
-        .flatten()
-        .map(|(k, b)| (k.clone(), report::round(*b as f64 / node_secs, 1)))
-        .collect();
+    let idle_secs = p.nodes as f64 * (p.drain / 2.0);
+    let by_protocol = |m: &BTreeMap<Option<Protocol>, u64>, node_secs: f64| {
+        m.iter()
+            .map(|(k, b)| {
+                let name = k.map_or_else(|| "unknown".to_string(), |k| format!("{k:?}"));
+                (name, report::round(*b as f64 / node_secs, 1))
+            })
+            .collect()
+    };
+    let per_second = |m: &Option<BTreeMap<String, u64>>, node_secs: f64| {
+        m.iter().flatten().map(|(k, b)| (k.clone(), report::round(*b as f64 / node_secs, 1))).collect()
+    };
+    r.node_bytes_per_s = by_protocol(&watch.bytes_by_kind, node_secs);
+    r.node_bytes_per_s_by_kind = per_second(&watch.by_message, node_secs);
+    if idle_secs > 0.0 {
+        r.idle_node_bytes_per_s = by_protocol(&watch.idle_by_kind, idle_secs);
+        r.idle_node_bytes_per_s_by_kind = per_second(&watch.idle_by_message, idle_secs);
+    }
     (r, state_per_node)
 }
 
@@ -623,6 +656,8 @@ pub fn run(p: &Params, progress: &Progress) -> Report {
         messages_per_delivery: report::round(mean(|r| r.messages_per_delivery), 3),
         node_bytes_per_s: mean_by_key(&per_run, |r| &r.node_bytes_per_s),
         node_bytes_per_s_by_kind: mean_by_key(&per_run, |r| &r.node_bytes_per_s_by_kind),
+        idle_node_bytes_per_s: mean_by_key(&per_run, |r| &r.idle_node_bytes_per_s),
+        idle_node_bytes_per_s_by_kind: mean_by_key(&per_run, |r| &r.idle_node_bytes_per_s_by_kind),
         state_bytes_per_node: results.first().and_then(|(_, s)| *s).map(|b| report::round(b, 0)),
         per_run,
     }
@@ -637,6 +672,35 @@ fn mean_by_key(per_run: &[RunResult], f: fn(&RunResult) -> &BTreeMap<String, f64
         }
     }
     m.into_iter().map(|(k, v)| (k, report::round(v, 1))).collect()
+}
+
+/// One line of bytes per node per second by protocol, and with `--breakdown` one line per
+/// protocol, its message kinds after it.
+fn bytes_lines(title: &str, by_protocol: &BTreeMap<String, f64>, by_kind: &BTreeMap<String, f64>) -> String {
+    let total: f64 = by_protocol.values().sum();
+    let mut s = format!("  {title} {total:.0}:");
+    for (k, v) in by_protocol {
+        s += &format!("  {k} {v:.0}");
+    }
+    s += "\n";
+    let mut protocol = "";
+    for (k, v) in by_kind {
+        let (p, kind) = k.split_once('/').unwrap_or((k.as_str(), ""));
+        if p != protocol {
+            if !protocol.is_empty() {
+                s += "\n";
+            }
+            protocol = p;
+            s += &format!("    {p:<12} {:>7.0}:", by_protocol.get(p).copied().unwrap_or(0.0));
+        }
+        if !kind.is_empty() {
+            s += &format!("  {kind} {v:.0}");
+        }
+    }
+    if !by_kind.is_empty() {
+        s += "\n";
+    }
+    s
 }
 
 /// A readable table.
@@ -661,30 +725,12 @@ pub fn table(r: &Report) -> String {
         "  latency p50 {:.1} ms   p99 {:.1} ms   bytes per delivery {:.0}   messages per delivery {:.2}\n",
         r.latency_p50_ms, r.latency_p99_ms, r.bytes_per_delivery, r.messages_per_delivery
     );
-    let total: f64 = r.node_bytes_per_s.values().sum();
-    s += &format!("  bytes sent per node per second {total:.0}:");
-    for (k, v) in &r.node_bytes_per_s {
-        s += &format!("  {k} {v:.0}");
-    }
-    s += "\n";
-    // With --breakdown: one line per protocol, its message kinds after it.
-    let mut protocol = "";
-    for (k, v) in &r.node_bytes_per_s_by_kind {
-        let (p, kind) = k.split_once('/').unwrap_or((k.as_str(), ""));
-        if p != protocol {
-            if !protocol.is_empty() {
-                s += "\n";
-            }
-            protocol = p;
-            s += &format!("    {p:<12} {:>7.0}:", r.node_bytes_per_s.get(p).copied().unwrap_or(0.0));
-        }
-        if !kind.is_empty() {
-            s += &format!("  {kind} {v:.0}");
-        }
-    }
-    if !r.node_bytes_per_s_by_kind.is_empty() {
-        s += "\n";
-    }
+    s += &bytes_lines("bytes sent per node per second", &r.node_bytes_per_s, &r.node_bytes_per_s_by_kind);
+    s += &bytes_lines(
+        "idle (second half of the drain): bytes sent per node per second",
+        &r.idle_node_bytes_per_s,
+        &r.idle_node_bytes_per_s_by_kind,
+    );
     if let Some(b) = r.state_bytes_per_node {
         s += &format!("  resident bytes per simulated node at start {b:.0}\n");
     }
