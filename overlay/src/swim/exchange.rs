@@ -114,8 +114,12 @@ impl Swim {
     /// `push_pull_interval × scale(n)` later.
     pub(super) fn push_pull_tick(&mut self, now: Instant) {
         self.push_pull_at = now + push_pull_period(self.config.push_pull_interval, self.table.len());
-        if self.exchange.is_some() || self.join.is_some() || self.leave.is_some() {
+        let own_under_way = self.exchange.is_some_and(|e| !e.answering);
+        if own_under_way || self.join.is_some() || self.leave.is_some() {
             return;
+        }
+        if self.exchange.take().is_some() {
+            self.stats.push_pulls_aborted += 1;
         }
         let me = self.id;
         let members = self.table.members();
@@ -128,9 +132,14 @@ impl Swim {
 
     /// A full push-pull with `peer`: our table goes out now, theirs comes back.
     pub(super) fn open_exchange(&mut self, now: Instant, peer: NodeId, join: bool) {
+        self.open_full(now, peer, join, false);
+    }
+
+    fn open_full(&mut self, now: Instant, peer: NodeId, join: bool, answering: bool) {
         let states = self.states();
         self.out.stream(peer, SwimMessage::PushPull { join, reply: false, states });
-        self.exchange = Some(Exchange { peer, deadline: now + self.config.tcp_timeout, join, digest: false });
+        let deadline = now + self.config.tcp_timeout;
+        self.exchange = Some(Exchange { peer, deadline, join, digest: false, answering });
         self.stats.push_pulls_started += 1;
     }
 
@@ -140,8 +149,8 @@ impl Swim {
     pub(super) fn open_digest_exchange(&mut self, now: Instant, peer: NodeId) {
         let digest = self.table_digest();
         self.out.stream(peer, SwimMessage::PushPullDigest { reply: false, digest });
-        self.exchange =
-            Some(Exchange { peer, deadline: now + self.config.tcp_timeout, join: false, digest: true });
+        let deadline = now + self.config.tcp_timeout;
+        self.exchange = Some(Exchange { peer, deadline, join: false, digest: true, answering: false });
         self.stats.push_pulls_started += 1;
     }
 
@@ -185,7 +194,7 @@ impl Swim {
             self.out.stream(from, SwimMessage::PushPullDigest { reply: true, digest: mine });
         } else if self.exchange.is_none() && self.join.is_none() && self.leave.is_none() {
             // Both tables must travel: ours as a push-pull of our own, whose reply brings theirs.
-            self.open_exchange(now, from, false);
+            self.open_full(now, from, false, true);
         } else {
             // An exchange of our own is under way: at least they get our table.
             let states = self.states();

@@ -337,6 +337,10 @@ struct Exchange {
     /// Opened by a digest ([`SwimMessage::PushPullDigest`]): the peer answers with its digest
     /// (in sync), a full push-pull of its own, or its table as a reply.
     digest: bool,
+    /// Opened in answer to a peer's digest that differed from ours: our own periodic
+    /// push-pull replaces it rather than waiting, so digests from a silent or hostile member
+    /// cannot keep this node from its own exchanges.
+    answering: bool,
 }
 
 #[derive(Clone, Debug)]

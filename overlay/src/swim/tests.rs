@@ -806,3 +806,21 @@ fn a_push_pull_between_different_tables_sends_both_tables_and_both_merge() {
     });
     assert_eq!(net[id(1)].stats().unexpected, 1);
 }
+
+#[test]
+fn a_digest_from_a_silent_member_does_not_hold_up_our_own_push_pull() {
+    let cfg = config(Lifeguard::ON);
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
+    net.silence(id(3));
+    let digest = TableDigest([7; 16]);
+    net.call(id(1), |m, now| {
+        m.handle_message(now, id(3), SwimMessage::PushPullDigest { reply: false, digest })
+    });
+    // The digests differ: node 1 sends its table to 3 and waits for 3's, which never comes.
+    assert_eq!(net[id(1)].stats().push_pulls_started, 1);
+    // Its own push-pull tick does not wait for that: the answering exchange is given up and
+    // node 1's own goes out.
+    net.call(id(1), |m, now| m.push_pull_tick(now));
+    let s = net[id(1)].stats();
+    assert_eq!((s.push_pulls_started, s.push_pulls_aborted), (2, 1), "{s:?}");
+}

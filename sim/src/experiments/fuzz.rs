@@ -49,8 +49,7 @@ use hearsay::engine::{
 use hearsay_overlay::chord::{ChordMessage, RingId, RingNode};
 use hearsay_overlay::scribe::ScribeMessage;
 use hearsay_overlay::swim::{
-    Addr, MemberRecord, Meta, Profile, SharedProfile, State, SwimConfig, SwimMessage, TableDigest, Update,
-    alive_claim,
+    Addr, MemberRecord, Meta, Profile, SharedProfile, State, SwimConfig, SwimMessage, Update, alive_claim,
 };
 use hearsay_protocols::aggregate::{AggMessage, Algorithm, Func, Query, QueryId};
 use hearsay_protocols::anti_entropy::{AeMessage, AeMode, Digest, Entry, StreamSummary};
@@ -589,7 +588,7 @@ impl Gen {
     }
 
     fn swim(&mut self) -> SwimMessage {
-        match self.rng.below(7) {
+        match self.rng.below(6) {
             0 => SwimMessage::Ping { seq: self.u32(), target: self.node(), updates: self.updates() },
             1 => SwimMessage::Ack { seq: self.u32(), updates: self.updates() },
             2 => SwimMessage::PingReq {
@@ -600,11 +599,6 @@ impl Gen {
             },
             3 => SwimMessage::Nack { seq: self.u32(), updates: self.updates() },
             4 => SwimMessage::Gossip { updates: self.updates() },
-            5 => {
-                let mut digest = [0u8; 16];
-                digest[..8].copy_from_slice(&self.u64().to_be_bytes());
-                SwimMessage::PushPullDigest { reply: self.rng.chance(0.5), digest: TableDigest(digest) }
-            }
             _ => {
                 let states = (0..self.many(3_000))
                     .map(|_| {
