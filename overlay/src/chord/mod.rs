@@ -97,6 +97,12 @@
 //! - **After a `LeaveHint`** the leaver is kept out of every table until the membership
 //!   layer reports it Alive again; on a standalone ring, where nothing would ever lift that
 //!   mark when it rejoins, it is only avoided for routing.
+//! - **Adaptive maintenance** (issue 14, [`pace`]): with the membership detector, a
+//!   stabilize whose `PredIs` changes nothing and a finger refresh that finds the finger
+//!   already held double their period, up to [`ChordConfig::stabilize_interval_max`] and
+//!   [`ChordConfig::fix_fingers_interval_max`] (30 s); any change or membership event touching
+//!   the tables restores the base periods at once. §7.5 runs them at fixed periods, as the
+//!   standalone ring still does.
 //! - **Bounds**: a `Notify` must name its sender; a `RingPing` is answered only by a joined
 //!   node. With no predecessor and no stand-in, `is_responsible` is true only for a node
 //!   alone on the ring.
