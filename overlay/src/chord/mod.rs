@@ -97,7 +97,7 @@
 //! - **After a `LeaveHint`** the leaver is kept out of every table until the membership
 //!   layer reports it Alive again; on a standalone ring, where nothing would ever lift that
 //!   mark when it rejoins, it is only avoided for routing.
-//! - **Adaptive maintenance** (issue 14, [`pace`]): with the membership detector, a
+//! - **Adaptive maintenance** (issue 14, `pace.rs`): with the membership detector, a
 //!   stabilize whose `PredIs` changes nothing and a finger refresh that finds the finger
 //!   already held double their period, up to [`ChordConfig::stabilize_interval_max`] and
 //!   [`ChordConfig::fix_fingers_interval_max`] (30 s); any change or membership event touching
