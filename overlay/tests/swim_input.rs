@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use hearsay_overlay::swim::{
-    Addr, MemberRecord, Meta, Profile, SharedProfile, State, Swim, SwimConfig, SwimMessage, Update,
-    alive_claim,
+    Addr, MemberRecord, Meta, Profile, SharedProfile, State, Swim, SwimConfig, SwimMessage, TableDigest,
+    Update, alive_claim,
 };
 use hearsay_protocols::auth::{Authenticator, Signature, Unchecked};
 use hearsay_protocols::wire::{self, DATAGRAM_BUDGET, DEFAULT_FRAME_LIMIT};
@@ -86,6 +86,8 @@ fn message() -> impl Strategy<Value = SwimMessage> {
         }),
         (seq(), updates()).prop_map(|(seq, updates)| SwimMessage::Nack { seq, updates }),
         updates().prop_map(|updates| SwimMessage::Gossip { updates }),
+        (any::<bool>(), any::<[u8; 16]>())
+            .prop_map(|(reply, digest)| SwimMessage::PushPullDigest { reply, digest: TableDigest(digest) }),
         (
             any::<bool>(),
             any::<bool>(),

@@ -90,6 +90,12 @@ impl Ticker {
         self.period = period.max(Duration::from_micros(1));
     }
 
+    /// Bring the next tick forward to `latest` if it is due later (a timer that had backed
+    /// off and must tick soon again); an earlier tick stays where it is.
+    pub fn bring_forward(&mut self, latest: Instant) {
+        self.next = self.next.min(latest);
+    }
+
     fn next_multiple(now: Instant, period: Duration) -> Instant {
         let p = period.as_micros();
         Instant::from_micros((now.as_micros() / p + 1).saturating_mul(p))

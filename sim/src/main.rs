@@ -426,6 +426,10 @@ struct ClusterArgs {
     /// Restarted nodes come back without their store (new streams; not counted).
     #[arg(long)]
     lose_store: bool,
+    /// Also report bytes per node per second by message kind (`node_bytes_per_s_by_kind`;
+    /// decodes every frame, so slower).
+    #[arg(long)]
+    breakdown: bool,
     /// Seconds of draining after the last publish.
     #[arg(long, default_value_t = 60.0)]
     drain: f64,
@@ -882,6 +886,7 @@ fn run_cluster(args: ClusterArgs) -> Result<(), String> {
         restart_fraction: args.restart_fraction,
         down_secs: args.down_secs,
         lose_store: args.lose_store,
+        breakdown: args.breakdown,
     };
     let progress = Progress::new("cluster", c.runs, c.quiet);
     let report = cluster::run(&p, &progress);

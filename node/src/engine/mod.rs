@@ -651,7 +651,9 @@ fn amplifier(msg: &Inbound) -> Option<limits::Amplifier> {
         | Inbound::Rumor(ChannelRumor { msg: RumorMessage::Rumors { pull: true, .. }, .. }) => {
             Some(limits::Amplifier::Pull)
         }
-        Inbound::Swim(SwimMessage::PushPull { reply: false, .. }) => Some(limits::Amplifier::PushPull),
+        Inbound::Swim(
+            SwimMessage::PushPull { reply: false, .. } | SwimMessage::PushPullDigest { reply: false, .. },
+        ) => Some(limits::Amplifier::PushPull),
         _ => None,
     }
 }

@@ -39,6 +39,18 @@ pub struct ChordConfig {
     pub stabilize_interval: Duration,
     /// Period of fix_fingers (one finger per tick). Default 250 ms \[H\].
     pub fix_fingers_interval: Duration,
+    /// Longest stabilize period on a still ring, with the membership detector: every
+    /// `PredIs` that changes nothing doubles the period, up to this; any change to the
+    /// successor list, the predecessor or a membership event about a node in the tables
+    /// brings it back to `stabilize_interval` (issue 14: a background cost that does not grow
+    /// with N). Below `stabilize_interval`, that is used: no backing off. The standalone ring
+    /// is its own failure detector and always stabilizes every `stabilize_interval`.
+    /// Default 30 s \[H\].
+    pub stabilize_interval_max: Duration,
+    /// The same for fix_fingers: every refresh that finds the finger it already holds doubles
+    /// the period up to this, a changed finger (or a membership event) brings it back to
+    /// `fix_fingers_interval`. Default 30 s \[H\].
+    pub fix_fingers_interval_max: Duration,
     /// Period of check_predecessor (standalone only). Default 1 s \[H\].
     pub check_predecessor_interval: Duration,
     /// How long a lookup step, a `GetPred` or a `RingPing` waits for its answer. Default 1 s
@@ -71,6 +83,8 @@ impl Default for ChordConfig {
             successor_list_len: 16,
             stabilize_interval: Duration::from_secs(1),
             fix_fingers_interval: Duration::from_millis(250),
+            stabilize_interval_max: Duration::from_secs(30),
+            fix_fingers_interval_max: Duration::from_secs(30),
             check_predecessor_interval: Duration::from_secs(1),
             lookup_timeout: Duration::from_secs(1),
             lookup_attempts: 3,

@@ -165,7 +165,7 @@ impl Chord {
                 self.stats.lookups_done += 1;
                 self.out.event(ChordEvent::LookupDone { id: req, key: p.key, node, hops, path });
             }
-            Purpose::Finger(k) => self.apply_finger(usize::from(k), node),
+            Purpose::Finger(k) => self.apply_finger(now, usize::from(k), node),
             Purpose::Join => self.on_joined_via(now, node),
         }
     }
@@ -214,7 +214,10 @@ impl Chord {
             // would otherwise never be replaced, while suspecting it for 10 s on every lost
             // datagram would keep a node's best fingers out of use under loss. The next
             // refresh of those fingers puts a live node back.
-            Purpose::Finger(_) => self.fingers.remove(&silent),
+            Purpose::Finger(_) => {
+                self.fingers.remove(&silent);
+                self.unsettled(now, super::pace::Check::FixFingers);
+            }
             Purpose::Join => {}
         }
         if attempt >= self.max_attempts(purpose) {

@@ -3,6 +3,7 @@
 
 use hearsay_protocols::{Instant, NodeId, Ticker};
 
+use super::pace::Check;
 use super::ring::Fingers;
 use super::{Avoid, Chord, ChordError, ChordEvent, ChordMessage, Detector, FINGERS, PRED_CANDIDATES, Probe};
 use super::{Purpose, RingNode, RingSnapshot, SUCC_LIST_MAX, Status, Ticks};
@@ -83,14 +84,15 @@ impl Chord {
     /// The membership layer reports `id` Alive (joined, or back). It is inserted where it
     /// belongs at once: successor list, the fingers it is a closer successor for, predecessor
     /// if it lies in (pred, n) (what its Notify would do), predecessor stand-ins.
-    pub fn handle_member_up(&mut self, _now: Instant, id: NodeId) {
+    pub fn handle_member_up(&mut self, now: Instant, id: NodeId) {
         if id == self.me.id {
             return;
         }
-        self.avoid.remove(&id);
+        let was_avoided = self.avoid.remove(&id).is_some();
         if self.status != Status::Joined {
             return;
         }
+        let before = (self.succ.len(), self.pred, self.pred_candidates.len(), self.fingers.clone());
         let node = RingNode::of(id);
         if node.ring == self.me.ring {
             self.stats.ring_id_collisions += 1;
@@ -119,6 +121,15 @@ impl Chord {
             self.pred_candidates.insert(pos, node);
             self.pred_candidates.truncate(PRED_CANDIDATES);
         }
+        // A node taken into a table (or back from the dead) is a change the periodic checks
+        // should confirm at their base pace; an update about a member the tables do not
+        // hold (a meta change, a far-away join) is not.
+        let inserted = self.succ.iter().any(|x| x.id == id)
+            || self.pred_candidates.iter().any(|x| x.id == id)
+            || before != (self.succ.len(), self.pred, self.pred_candidates.len(), self.fingers.clone());
+        if was_avoided || inserted {
+            self.ring_changed(now);
+        }
         self.report_changes();
     }
 
@@ -133,6 +144,7 @@ impl Chord {
             return;
         }
         self.forget(&id);
+        self.ring_changed(now);
         self.report_changes();
     }
 
@@ -150,7 +162,7 @@ impl Chord {
         let fix_fingers = Ticker::start(now, c.fix_fingers_interval, c.timing, rng);
         let check_predecessor = (c.detector == Detector::Standalone)
             .then(|| Ticker::start(now, c.check_predecessor_interval, c.timing, rng));
-        self.ticks = Some(Ticks { stabilize, fix_fingers, check_predecessor });
+        self.ticks = Some(Ticks { stabilize, fix_fingers, check_predecessor, still: Default::default() });
         self.status = Status::Joined;
         self.next_finger = 0;
         self.out.event(ChordEvent::Joined);
@@ -246,7 +258,7 @@ impl Chord {
 
     pub(super) fn on_pred_is(
         &mut self,
-        _now: Instant,
+        now: Instant,
         from: NodeId,
         req_id: u64,
         pred: Option<RingNode>,
@@ -272,8 +284,14 @@ impl Chord {
         }
         list.push(s);
         self.extend_successors(&mut list, &succ_list, &from);
+        let still = list.len() == self.succ.len() && list.iter().zip(&self.succ).all(|(a, b)| a.id == b.id);
         self.succ = list;
         self.out.datagram(self.succ[0].id, ChordMessage::Notify { node: self.me });
+        if still {
+            self.settled(Check::Stabilize);
+        } else {
+            self.ring_changed(now);
+        }
     }
 
     /// Append `from_list` to `list` up to r entries: stop at this node (the list wrapped
@@ -304,6 +322,8 @@ impl Chord {
         };
         self.get_pred = None;
         self.succ_misses += 1;
+        // Ask again at the base pace: the miss limit counts consecutive misses.
+        self.unsettled(now, Check::Stabilize);
         if self.succ_misses < self.config.miss_limit {
             return;
         }
@@ -316,7 +336,7 @@ impl Chord {
         }
     }
 
-    pub(super) fn on_notify(&mut self, from: NodeId, node: RingNode) {
+    pub(super) fn on_notify(&mut self, now: Instant, from: NodeId, node: RingNode) {
         if node.id != from || node.id == self.me.id || !self.valid(&node) {
             self.stats.malformed += 1;
             return;
@@ -326,6 +346,9 @@ impl Chord {
         }
         self.heard_from(&from);
         if self.pred.is_none_or(|p| node.ring.in_open(p.ring, self.me.ring)) {
+            if self.pred.is_none_or(|p| p.id != node.id) {
+                self.ring_changed(now);
+            }
             self.pred = Some(node);
             self.ping = None;
             self.pred_misses = 0;
@@ -344,7 +367,7 @@ impl Chord {
         self.next_finger = ((k + 1) % FINGERS) as u8;
         let start = self.me.ring.finger_start(k);
         if start.in_half_open(self.me.ring, s.ring) {
-            self.apply_finger(k, s);
+            self.apply_finger(now, k, s);
         } else {
             self.stats.finger_lookups += 1;
             self.start_lookup(now, start, Purpose::Finger(k as u8));
@@ -353,11 +376,14 @@ impl Chord {
 
     /// finger[k] := y, and every later finger whose start lies in (n, y] too (§7.5); the
     /// next tick skips those.
-    pub(super) fn apply_finger(&mut self, k: usize, y: RingNode) {
+    pub(super) fn apply_finger(&mut self, now: Instant, k: usize, y: RingNode) {
+        let held = self.fingers.get(k);
         if y.id == self.me.id {
             self.fingers.set(k, k, None);
+            self.finger_refreshed(now, held.is_none());
             return;
         }
+        self.finger_refreshed(now, held.is_some_and(|h| h.id == y.id));
         let me = self.me.ring;
         let mut hi = k;
         while hi + 1 < FINGERS && me.finger_start(hi + 1).in_half_open(me, y.ring) {
@@ -367,6 +393,15 @@ impl Chord {
         let next = usize::from(self.next_finger);
         if next > k && next <= hi {
             self.next_finger = ((hi + 1) % FINGERS) as u8;
+        }
+    }
+
+    /// A finger refresh found what was held (`still`) or changed it.
+    fn finger_refreshed(&mut self, now: Instant, still: bool) {
+        if still {
+            self.settled(Check::FixFingers);
+        } else {
+            self.unsettled(now, Check::FixFingers);
         }
     }
 
@@ -448,6 +483,7 @@ impl Chord {
             self.suspect(from, now);
         }
         self.forget(&from);
+        self.ring_changed(now);
         if from_succ {
             if let Some(s) = self.successor() {
                 self.out.datagram(s.id, ChordMessage::Notify { node: self.me });

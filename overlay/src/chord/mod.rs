@@ -97,6 +97,12 @@
 //! - **After a `LeaveHint`** the leaver is kept out of every table until the membership
 //!   layer reports it Alive again; on a standalone ring, where nothing would ever lift that
 //!   mark when it rejoins, it is only avoided for routing.
+//! - **Adaptive maintenance** (issue 14, `pace.rs`): with the membership detector, a
+//!   stabilize whose `PredIs` changes nothing and a finger refresh that finds the finger
+//!   already held double their period, up to [`ChordConfig::stabilize_interval_max`] and
+//!   [`ChordConfig::fix_fingers_interval_max`] (30 s); any change or membership event touching
+//!   the tables restores the base periods at once. §7.5 runs them at fixed periods, as the
+//!   standalone ring still does.
 //! - **Bounds**: a `Notify` must name its sender; a `RingPing` is answered only by a joined
 //!   node. With no predecessor and no stand-in, `is_responsible` is true only for a node
 //!   alone on the ring.
@@ -105,6 +111,7 @@ mod config;
 mod lookup;
 mod maintenance;
 mod message;
+mod pace;
 mod ring;
 mod routes;
 #[cfg(test)]
@@ -161,6 +168,9 @@ pub struct ChordStats {
     pub not_joined: u64,
     /// Members refused because their RingId is another member's (§7.1).
     pub ring_id_collisions: u64,
+    /// Times a backed-off stabilize or fix_fingers was brought back to its base period
+    /// because something changed (adaptive maintenance, membership detector only).
+    pub maintenance_resets: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,6 +226,8 @@ struct Ticks {
     stabilize: Ticker,
     fix_fingers: Ticker,
     check_predecessor: Option<Ticker>,
+    /// Answers in a row that changed nothing, per maintenance kind (the backoff exponent).
+    still: pace::Still,
 }
 
 /// The Chord machine of one node. Drive it as described in [`hearsay_protocols::machine`].
@@ -477,7 +489,7 @@ impl Machine for Chord {
             ChordMessage::PredIs { req_id, pred, succ_list } => {
                 self.on_pred_is(now, from, req_id, pred, succ_list)
             }
-            ChordMessage::Notify { node } => self.on_notify(from, node),
+            ChordMessage::Notify { node } => self.on_notify(now, from, node),
             ChordMessage::RingPing { req_id } => self.out.datagram(from, ChordMessage::RingPong { req_id }),
             ChordMessage::RingPong { req_id } => self.on_ring_pong(from, req_id),
             ChordMessage::LeaveHint { pred, succ_list } => self.on_leave_hint(now, from, pred, succ_list),

@@ -478,3 +478,51 @@ fn config_validation() {
         assert!(c.validate().is_err(), "{c:?}");
     }
 }
+
+/// `GetPred`s node `n` sent from `from` on.
+fn get_preds_by(net: &Net<Chord>, n: NodeId, from: Instant) -> usize {
+    net.sent_by(n).filter(|s| s.at >= from && matches!(s.msg, ChordMessage::GetPred { .. })).count()
+}
+
+#[test]
+fn on_a_still_ring_maintenance_backs_off_and_a_membership_change_restores_the_base_pace() {
+    let cfg = config(Detector::Membership, LookupMode::Recursive);
+    let (mut net, _) = converged(20, &cfg);
+    net.run_until(Instant::ZERO + Duration::from_secs(300));
+    assert_converged(&net);
+    let one = id(1);
+    assert_eq!(net[one].period_of(pace::Check::Stabilize), Some(cfg.stabilize_interval_max));
+    assert_eq!(net[one].period_of(pace::Check::FixFingers), Some(cfg.fix_fingers_interval_max));
+    let quiet = net.now();
+    net.advance(Duration::from_secs(120));
+    let asked = get_preds_by(&net, one, quiet);
+    assert!((3..=5).contains(&asked), "{asked} GetPred in 120 s at the 30 s cap");
+
+    // Node 1's successor fails: SWIM says so, and both checks are back at the base pace.
+    let succ = net[one].successor().unwrap().id;
+    net.silence(succ);
+    let now = net.now();
+    for (i, m) in net.machines_mut() {
+        if i != succ {
+            m.handle_member_down(now, succ);
+        }
+    }
+    net.pump();
+    assert_eq!(net[one].period_of(pace::Check::Stabilize), Some(cfg.stabilize_interval));
+    assert_eq!(net[one].period_of(pace::Check::FixFingers), Some(cfg.fix_fingers_interval));
+    assert!(net[one].stats().maintenance_resets >= 1);
+    let after = net.now();
+    net.advance(Duration::from_secs(3));
+    assert!(get_preds_by(&net, one, after) >= 2, "stabilize within a base period of the change");
+    net.advance(Duration::from_secs(120));
+    assert_converged(&net);
+}
+
+#[test]
+fn the_standalone_ring_keeps_its_base_periods() {
+    let cfg = config(Detector::Standalone, LookupMode::Recursive);
+    let (mut net, _) = converged(20, &cfg);
+    net.run_until(Instant::ZERO + Duration::from_secs(120));
+    assert_eq!(net[id(1)].period_of(pace::Check::Stabilize), Some(cfg.stabilize_interval));
+    assert_eq!(net[id(1)].period_of(pace::Check::FixFingers), Some(cfg.fix_fingers_interval));
+}

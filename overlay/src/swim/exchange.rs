@@ -4,9 +4,11 @@
 use hearsay_protocols::auth::Signature;
 use hearsay_protocols::{Instant, NodeId};
 
+use sha2::{Digest, Sha256};
+
 use super::{
     Cause, CommandError, Exchange, Join, Leave, Member, MemberRecord, State, Swim, SwimEvent, SwimMessage,
-    Update, push_pull_period,
+    TableDigest, Update, push_pull_period,
 };
 use crate::sampling::sample_indices;
 
@@ -112,8 +114,12 @@ impl Swim {
     /// `push_pull_interval × scale(n)` later.
     pub(super) fn push_pull_tick(&mut self, now: Instant) {
         self.push_pull_at = now + push_pull_period(self.config.push_pull_interval, self.table.len());
-        if self.exchange.is_some() || self.join.is_some() || self.leave.is_some() {
+        let own_under_way = self.exchange.is_some_and(|e| !e.answering);
+        if own_under_way || self.join.is_some() || self.leave.is_some() {
             return;
+        }
+        if self.exchange.take().is_some() {
+            self.stats.push_pulls_aborted += 1;
         }
         let me = self.id;
         let members = self.table.members();
@@ -121,14 +127,79 @@ impl Swim {
             members[i].id != me && members[i].state == State::Alive
         });
         let Some(peer) = picked.first().map(|&i| members[i].id) else { return };
-        self.open_exchange(now, peer, false);
+        self.open_digest_exchange(now, peer);
     }
 
+    /// A full push-pull with `peer`: our table goes out now, theirs comes back.
     pub(super) fn open_exchange(&mut self, now: Instant, peer: NodeId, join: bool) {
+        self.open_full(now, peer, join, false);
+    }
+
+    fn open_full(&mut self, now: Instant, peer: NodeId, join: bool, answering: bool) {
         let states = self.states();
         self.out.stream(peer, SwimMessage::PushPull { join, reply: false, states });
-        self.exchange = Some(Exchange { peer, deadline: now + self.config.tcp_timeout, join });
+        let deadline = now + self.config.tcp_timeout;
+        self.exchange = Some(Exchange { peer, deadline, join, digest: false, answering });
         self.stats.push_pulls_started += 1;
+    }
+
+    /// The periodic push-pull opened by our table's digest: tables are only sent if the
+    /// peer's differs (issue 14: a still cluster costs two small frames per exchange, not two
+    /// tables that grow with N).
+    pub(super) fn open_digest_exchange(&mut self, now: Instant, peer: NodeId) {
+        let digest = self.table_digest();
+        self.out.stream(peer, SwimMessage::PushPullDigest { reply: false, digest });
+        let deadline = now + self.config.tcp_timeout;
+        self.exchange = Some(Exchange { peer, deadline, join: false, digest: true, answering: false });
+        self.stats.push_pulls_started += 1;
+    }
+
+    /// The digest of our table ([`TableDigest`]).
+    pub(super) fn table_digest(&self) -> TableDigest {
+        let mut h = Sha256::new();
+        h.update(b"hearsay/swim/table/");
+        for m in self.table.members().iter().filter(|m| m.state.is_live()) {
+            h.update(m.id.as_bytes());
+            h.update(m.incarnation.to_be_bytes());
+            h.update([u8::from(m.state == State::Suspect)]);
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize()[..16]);
+        TableDigest(out)
+    }
+
+    /// A push-pull digest: a request (compare, then answer with ours or open a full exchange)
+    /// or the answer to ours (the tables agree).
+    pub(super) fn on_push_pull_digest(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        reply: bool,
+        digest: TableDigest,
+    ) {
+        if reply {
+            if !self.exchange.is_some_and(|e| e.peer == from && e.digest) {
+                self.stats.unexpected += 1;
+                return;
+            }
+            self.exchange = None;
+            self.stats.push_pulls_completed += 1;
+            self.stats.push_pulls_in_sync += 1;
+            return;
+        }
+        self.stats.push_pulls_served += 1;
+        let mine = self.table_digest();
+        if mine == digest {
+            self.stats.push_pulls_in_sync += 1;
+            self.out.stream(from, SwimMessage::PushPullDigest { reply: true, digest: mine });
+        } else if self.exchange.is_none() && self.join.is_none() && self.leave.is_none() {
+            // Both tables must travel: ours as a push-pull of our own, whose reply brings theirs.
+            self.open_full(now, from, false, true);
+        } else {
+            // An exchange of our own is under way: at least they get our table.
+            let states = self.states();
+            self.out.stream(from, SwimMessage::PushPull { join: false, reply: true, states });
+        }
     }
 
     pub(super) fn exchange_timeout(&mut self, now: Instant) {
@@ -166,6 +237,11 @@ impl Swim {
             let mine = self.states();
             self.out.stream(from, SwimMessage::PushPull { join: false, reply: true, states: mine });
             self.stats.push_pulls_served += 1;
+            if self.exchange.is_some_and(|e| e.peer == from && e.digest) {
+                // The peer's answer to our digest: its own push-pull, which we just answered.
+                self.exchange = None;
+                self.stats.push_pulls_completed += 1;
+            }
             self.merge(now, from, states);
             return;
         }

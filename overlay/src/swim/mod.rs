@@ -49,6 +49,12 @@
 //!   skips ticks.
 //! - A push-pull reply from a peer we did not ask, or after the exchange timed out, is counted
 //!   and dropped rather than merged.
+//! - **The periodic push-pull opens with digests** (issue 14; §6.11 and memberlist always
+//!   send both tables): the initiator sends a [`TableDigest`] of its live members, a peer whose
+//!   table has the same digest answers with its own and nothing more is sent; otherwise the
+//!   peer opens a full push-pull with the initiator, so both tables travel and both merge as
+//!   before. A still cluster pays two small frames per exchange instead of two tables that grow
+//!   with N. Joins are full push-pulls as before.
 //! - **Members are trusted to be members, not to speak for others**: signed `Alive`s,
 //!   `Suspect`/`Dead` that never raise an incarnation, bounded refutation jumps, confirmations
 //!   once per sender, ping-reqs for table members only (see "Who may say what" below; §6.7 and
@@ -131,7 +137,7 @@ pub use self::members::Member;
 use self::members::Table;
 pub use self::message::{
     ADDR_MAX, Addr, INCARNATION_CEILING, Incarnation, META_TOPICS_MAX, MemberRecord, Meta, Profile,
-    STATES_MAX, SharedProfile, State, SwimMessage, UPDATES_MAX, Update, alive_claim,
+    STATES_MAX, SharedProfile, State, SwimMessage, TableDigest, UPDATES_MAX, Update, alive_claim,
 };
 use crate::sampling::sample_indices;
 
@@ -259,6 +265,9 @@ pub struct SwimStats {
     pub push_pulls_aborted: u64,
     /// Push-pull exchanges this node answered.
     pub push_pulls_served: u64,
+    /// Push-pull exchanges (started or answered here) that ended on equal digests: no table
+    /// sent either way.
+    pub push_pulls_in_sync: u64,
     /// Join rounds in which no seed answered.
     pub joins_failed: u64,
     /// Members reaped.
@@ -325,6 +334,13 @@ struct Exchange {
     peer: NodeId,
     deadline: Instant,
     join: bool,
+    /// Opened by a digest ([`SwimMessage::PushPullDigest`]): the peer answers with its digest
+    /// (in sync), a full push-pull of its own, or its table as a reply.
+    digest: bool,
+    /// Opened in answer to a peer's digest that differed from ours: our own periodic
+    /// push-pull replaces it rather than waiting, so digests from a silent or hostile member
+    /// cannot keep this node from its own exchanges.
+    answering: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -810,6 +826,9 @@ impl Swim {
             }
             SwimMessage::Gossip { updates } => self.apply_all(now, from, updates),
             SwimMessage::PushPull { join: _, reply, states } => self.on_push_pull(now, from, reply, states),
+            SwimMessage::PushPullDigest { reply, digest } => {
+                self.on_push_pull_digest(now, from, reply, digest)
+            }
         }
     }
 }

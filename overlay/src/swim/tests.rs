@@ -758,3 +758,69 @@ fn an_alive_with_tags_beyond_their_bounds_is_malformed() {
     assert_eq!(m.stats().malformed, 3);
     assert_eq!(format!("{:?}", m.members()), before);
 }
+
+#[test]
+fn a_push_pull_between_equal_tables_sends_two_digests_and_no_table() {
+    let cfg = config(Lifeguard::ON);
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
+    net.call(id(1), |m, now| m.open_digest_exchange(now, id(2)));
+    let kinds: Vec<&str> =
+        net.sent().iter().filter(|s| s.reliability == Reliability::Stream).map(|s| s.msg.name()).collect();
+    assert_eq!(kinds, ["push-pull-digest", "push-pull-digest"]);
+    assert_eq!(net[id(1)].stats().push_pulls_completed, 1);
+    assert_eq!(net[id(1)].stats().push_pulls_in_sync, 1);
+    assert_eq!(net[id(2)].stats().push_pulls_in_sync, 1);
+    // The periodic exchange is the digest one: a still cluster never sends its tables.
+    net.advance(Duration::from_secs(300));
+    assert!(net.sent().iter().all(|s| !matches!(s.msg, SwimMessage::PushPull { .. })));
+    assert!(net.machines().map(|(_, m)| m.stats().push_pulls_in_sync).sum::<u64>() >= 8);
+}
+
+#[test]
+fn a_push_pull_between_different_tables_sends_both_tables_and_both_merge() {
+    let cfg = config(Lifeguard::ON);
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
+    // Node 1 knows 3 at incarnation 5, node 2 knows 4 at incarnation 7; neither told anyone.
+    net.call(id(1), |m, now| gossip(m, now, 3, vec![alive(3, 5)]));
+    net.call(id(2), |m, now| gossip(m, now, 4, vec![alive(4, 7)]));
+    assert_ne!(net[id(1)].table_digest(), net[id(2)].table_digest());
+    net.set_drop(|_, _, m: &SwimMessage| {
+        !matches!(m, SwimMessage::PushPull { .. } | SwimMessage::PushPullDigest { .. })
+    });
+    net.call(id(1), |m, now| m.open_digest_exchange(now, id(2)));
+    let kinds: Vec<&str> =
+        net.sent().iter().filter(|s| s.reliability == Reliability::Stream).map(|s| s.msg.name()).collect();
+    assert_eq!(kinds, ["push-pull-digest", "push-pull", "push-pull"]);
+    for n in [1, 2] {
+        assert_eq!(state(&net[id(n)], 3), Some((State::Alive, 5)), "node {n}");
+        assert_eq!(state(&net[id(n)], 4), Some((State::Alive, 7)), "node {n}");
+    }
+    assert_eq!(net[id(1)].table_digest(), net[id(2)].table_digest());
+    assert_eq!(net[id(1)].stats().push_pulls_completed, 1);
+    assert_eq!(net[id(2)].stats().push_pulls_completed, 1);
+    assert_eq!(net[id(1)].stats().push_pulls_in_sync, 0);
+    // A digest answer nobody asked for is dropped.
+    let digest = net[id(2)].table_digest();
+    net.call(id(1), |m, now| {
+        m.handle_message(now, id(2), SwimMessage::PushPullDigest { reply: true, digest })
+    });
+    assert_eq!(net[id(1)].stats().unexpected, 1);
+}
+
+#[test]
+fn a_digest_from_a_silent_member_does_not_hold_up_our_own_push_pull() {
+    let cfg = config(Lifeguard::ON);
+    let mut net = cluster(&[1, 2, 3, 4], &cfg);
+    net.silence(id(3));
+    let digest = TableDigest([7; 16]);
+    net.call(id(1), |m, now| {
+        m.handle_message(now, id(3), SwimMessage::PushPullDigest { reply: false, digest })
+    });
+    // The digests differ: node 1 sends its table to 3 and waits for 3's, which never comes.
+    assert_eq!(net[id(1)].stats().push_pulls_started, 1);
+    // Its own push-pull tick does not wait for that: the answering exchange is given up and
+    // node 1's own goes out.
+    net.call(id(1), |m, now| m.push_pull_tick(now));
+    let s = net[id(1)].stats();
+    assert_eq!((s.push_pulls_started, s.push_pulls_aborted), (2, 1), "{s:?}");
+}

@@ -80,6 +80,8 @@ pub struct Params {
     pub down_secs: f64,
     /// Restarted nodes lose their store (start empty).
     pub lose_store: bool,
+    /// Also break the bytes down by message kind (decodes every frame: slower).
+    pub breakdown: bool,
 }
 
 impl Params {
@@ -102,6 +104,7 @@ impl Params {
             restart_fraction: 0.0,
             down_secs: 10.0,
             lose_store: false,
+            breakdown: false,
         }
     }
 }
@@ -137,6 +140,16 @@ pub struct RunResult {
     pub messages_per_delivery: f64,
     /// Bytes each node sent per simulated second, by protocol.
     pub node_bytes_per_s: BTreeMap<String, f64>,
+    /// With `breakdown`: bytes each node sent per simulated second by message kind
+    /// (`Protocol/Message`; SWIM's piggybacked updates apart, as `Membership/+Update`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_bytes_per_s_by_kind: BTreeMap<String, f64>,
+    /// Bytes each node sent per simulated second in the second half of the drain, when
+    /// nothing is published any more: the background cost, by protocol.
+    pub idle_node_bytes_per_s: BTreeMap<String, f64>,
+    /// With `breakdown`: the same by message kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub idle_node_bytes_per_s_by_kind: BTreeMap<String, f64>,
     /// Nodes crashed.
     pub crashed: u64,
     /// Nodes restarted.
@@ -196,6 +209,16 @@ pub struct Report {
     /// Bytes each node sent per simulated second, by protocol (mean over runs): the
     /// background cost that `bytes_per_delivery` spreads over the deliveries.
     pub node_bytes_per_s: BTreeMap<String, f64>,
+    /// With `breakdown`: bytes each node sent per simulated second by message kind (mean over
+    /// runs; `Protocol/Message`, SWIM's piggybacked updates apart as `Membership/+Update`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_bytes_per_s_by_kind: BTreeMap<String, f64>,
+    /// Bytes each node sent per simulated second in the second half of the drain, nothing
+    /// published any more (mean over runs): the background cost, by protocol.
+    pub idle_node_bytes_per_s: BTreeMap<String, f64>,
+    /// With `breakdown`: the same by message kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub idle_node_bytes_per_s_by_kind: BTreeMap<String, f64>,
     /// Resident bytes per simulated node (first run, including its queue share).
     pub state_bytes_per_node: Option<f64>,
     /// Per-run figures.
@@ -269,6 +292,14 @@ struct Watch {
     messages: u64,
     /// Bytes by frame kind (`None`: a frame that does not open).
     bytes_by_kind: BTreeMap<Option<Protocol>, u64>,
+    /// With `breakdown`: bytes by message kind.
+    by_message: Option<BTreeMap<String, u64>>,
+    /// From this instant on the cluster is idle (the second half of the drain): what is
+    /// sent is the background cost.
+    idle_from: Instant,
+    /// Bytes sent while idle, by frame kind, and with `breakdown` by message kind too.
+    idle_by_kind: BTreeMap<Option<Protocol>, u64>,
+    idle_by_message: Option<BTreeMap<String, u64>>,
 }
 
 impl Observer<Engine> for Watch {
@@ -294,12 +325,62 @@ impl Observer<Engine> for Watch {
             _ => {}
         }
     }
-    fn on_send(&mut self, _: Instant, _: usize, _: Option<usize>, t: &Transmit<Bytes>, _: Fate) {
+    fn on_send(&mut self, now: Instant, _: usize, _: Option<usize>, t: &Transmit<Bytes>, _: Fate) {
         self.messages += 1;
         let bytes = t.msg.len() as u64 + 48;
         self.bytes += bytes;
-        let kind = Frame::open(&t.msg, usize::MAX).ok().map(|f| f.kind);
-        *self.bytes_by_kind.entry(kind).or_default() += bytes;
+        let frame = Frame::open(&t.msg, usize::MAX).ok();
+        *self.bytes_by_kind.entry(frame.map(|f| f.kind)).or_default() += bytes;
+        if let (Some(by), Some(f)) = (self.by_message.as_mut(), frame) {
+            breakdown(&f, bytes, by);
+        }
+        if now >= self.idle_from {
+            *self.idle_by_kind.entry(frame.map(|f| f.kind)).or_default() += bytes;
+            if let (Some(by), Some(f)) = (self.idle_by_message.as_mut(), frame) {
+                breakdown(&f, bytes, by);
+            }
+        }
+    }
+}
+
+/// The variant name of a message, from its `Debug` form.
+fn variant<M: std::fmt::Debug>(m: &M) -> String {
+    let s = format!("{m:?}");
+    s.split([' ', '{', '(']).next().unwrap_or("").to_string()
+}
+
+/// Count `bytes` of frame `f` under its protocol and message kind; SWIM's piggybacked updates
+/// are counted apart, by update kind.
+fn breakdown(f: &Frame<'_>, bytes: u64, by: &mut BTreeMap<String, u64>) {
+    use hearsay_overlay::chord::ChordMessage;
+    use hearsay_overlay::scribe::ScribeMessage;
+    use hearsay_overlay::swim::SwimMessage;
+    use hearsay_protocols::pbcast::PbMessage;
+    let mut add = |k: String, b: u64| *by.entry(k).or_default() += b;
+    let kind = format!("{:?}", f.kind);
+    match f.kind {
+        Protocol::Membership => match f.decode::<SwimMessage>() {
+            Ok(m) => {
+                let mut rest = bytes;
+                for u in m.updates() {
+                    let b = u.encoded_len() as u64;
+                    rest = rest.saturating_sub(b);
+                    add(format!("{kind}/+{}", variant(u)), b);
+                }
+                add(format!("{kind}/{}", variant(&m)), rest);
+            }
+            Err(_) => add(format!("{kind}/?"), bytes),
+        },
+        Protocol::Ring => {
+            add(format!("{kind}/{}", f.decode::<ChordMessage>().map_or("?".into(), |m| variant(&m))), bytes)
+        }
+        Protocol::Tree => {
+            add(format!("{kind}/{}", f.decode::<ScribeMessage>().map_or("?".into(), |m| variant(&m))), bytes)
+        }
+        Protocol::Pbcast => {
+            add(format!("{kind}/{}", f.decode::<PbMessage>().map_or("?".into(), |m| variant(&m))), bytes)
+        }
+        _ => add(kind, bytes),
     }
 }
 
@@ -441,7 +522,13 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
             }
         });
     }
-    let mut watch = Watch { stores, ..Watch::default() };
+    let mut watch = Watch {
+        stores,
+        by_message: p.breakdown.then(BTreeMap::new),
+        idle_from: secs(start + p.duration + p.drain / 2.0),
+        idle_by_message: p.breakdown.then(BTreeMap::new),
+        ..Watch::default()
+    };
     sim.run_until(secs(start + p.duration + p.drain), &mut watch);
 
     // Account every (message, eligible subscriber) pair. A node that restarted without its
@@ -515,14 +602,24 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     r.bytes_per_delivery = report::round(watch.bytes as f64 / d, 1);
     r.messages_per_delivery = report::round(watch.messages as f64 / d, 3);
     let node_secs = p.nodes as f64 * (start + p.duration + p.drain);
-    r.node_bytes_per_s = watch
-        .bytes_by_kind
-        .iter()
-        .map(|(k, b)| {
-            let name = k.map_or_else(|| "unknown".to_string(), |k| format!("{k:?}"));
-            (name, report::round(*b as f64 / node_secs, 1))
-        })
-        .collect();
+    let idle_secs = p.nodes as f64 * (p.drain / 2.0);
+    let by_protocol = |m: &BTreeMap<Option<Protocol>, u64>, node_secs: f64| {
+        m.iter()
+            .map(|(k, b)| {
+                let name = k.map_or_else(|| "unknown".to_string(), |k| format!("{k:?}"));
+                (name, report::round(*b as f64 / node_secs, 1))
+            })
+            .collect()
+    };
+    let per_second = |m: &Option<BTreeMap<String, u64>>, node_secs: f64| {
+        m.iter().flatten().map(|(k, b)| (k.clone(), report::round(*b as f64 / node_secs, 1))).collect()
+    };
+    r.node_bytes_per_s = by_protocol(&watch.bytes_by_kind, node_secs);
+    r.node_bytes_per_s_by_kind = per_second(&watch.by_message, node_secs);
+    if idle_secs > 0.0 {
+        r.idle_node_bytes_per_s = by_protocol(&watch.idle_by_kind, idle_secs);
+        r.idle_node_bytes_per_s_by_kind = per_second(&watch.idle_by_message, idle_secs);
+    }
     (r, state_per_node)
 }
 
@@ -557,18 +654,53 @@ pub fn run(p: &Params, progress: &Progress) -> Report {
         latency_p99_ms: report::round(mean(|r| r.latency_p99_ms), 2),
         bytes_per_delivery: report::round(mean(|r| r.bytes_per_delivery), 1),
         messages_per_delivery: report::round(mean(|r| r.messages_per_delivery), 3),
-        node_bytes_per_s: {
-            let mut m: BTreeMap<String, f64> = BTreeMap::new();
-            for r in &per_run {
-                for (k, v) in &r.node_bytes_per_s {
-                    *m.entry(k.clone()).or_default() += v / per_run.len() as f64;
-                }
-            }
-            m.into_iter().map(|(k, v)| (k, report::round(v, 1))).collect()
-        },
+        node_bytes_per_s: mean_by_key(&per_run, |r| &r.node_bytes_per_s),
+        node_bytes_per_s_by_kind: mean_by_key(&per_run, |r| &r.node_bytes_per_s_by_kind),
+        idle_node_bytes_per_s: mean_by_key(&per_run, |r| &r.idle_node_bytes_per_s),
+        idle_node_bytes_per_s_by_kind: mean_by_key(&per_run, |r| &r.idle_node_bytes_per_s_by_kind),
         state_bytes_per_node: results.first().and_then(|(_, s)| *s).map(|b| report::round(b, 0)),
         per_run,
     }
+}
+
+/// The mean over runs of a per-run map (a key missing from a run counts as 0 there).
+fn mean_by_key(per_run: &[RunResult], f: fn(&RunResult) -> &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let mut m: BTreeMap<String, f64> = BTreeMap::new();
+    for r in per_run {
+        for (k, v) in f(r) {
+            *m.entry(k.clone()).or_default() += v / per_run.len() as f64;
+        }
+    }
+    m.into_iter().map(|(k, v)| (k, report::round(v, 1))).collect()
+}
+
+/// One line of bytes per node per second by protocol, and with `--breakdown` one line per
+/// protocol, its message kinds after it.
+fn bytes_lines(title: &str, by_protocol: &BTreeMap<String, f64>, by_kind: &BTreeMap<String, f64>) -> String {
+    let total: f64 = by_protocol.values().sum();
+    let mut s = format!("  {title} {total:.0}:");
+    for (k, v) in by_protocol {
+        s += &format!("  {k} {v:.0}");
+    }
+    s += "\n";
+    let mut protocol = "";
+    for (k, v) in by_kind {
+        let (p, kind) = k.split_once('/').unwrap_or((k.as_str(), ""));
+        if p != protocol {
+            if !protocol.is_empty() {
+                s += "\n";
+            }
+            protocol = p;
+            s += &format!("    {p:<12} {:>7.0}:", by_protocol.get(p).copied().unwrap_or(0.0));
+        }
+        if !kind.is_empty() {
+            s += &format!("  {kind} {v:.0}");
+        }
+    }
+    if !by_kind.is_empty() {
+        s += "\n";
+    }
+    s
 }
 
 /// A readable table.
@@ -593,12 +725,12 @@ pub fn table(r: &Report) -> String {
         "  latency p50 {:.1} ms   p99 {:.1} ms   bytes per delivery {:.0}   messages per delivery {:.2}\n",
         r.latency_p50_ms, r.latency_p99_ms, r.bytes_per_delivery, r.messages_per_delivery
     );
-    let total: f64 = r.node_bytes_per_s.values().sum();
-    s += &format!("  bytes sent per node per second {total:.0}:");
-    for (k, v) in &r.node_bytes_per_s {
-        s += &format!("  {k} {v:.0}");
-    }
-    s += "\n";
+    s += &bytes_lines("bytes sent per node per second", &r.node_bytes_per_s, &r.node_bytes_per_s_by_kind);
+    s += &bytes_lines(
+        "idle (second half of the drain): bytes sent per node per second",
+        &r.idle_node_bytes_per_s,
+        &r.idle_node_bytes_per_s_by_kind,
+    );
     if let Some(b) = r.state_bytes_per_node {
         s += &format!("  resident bytes per simulated node at start {b:.0}\n");
     }
