@@ -88,10 +88,15 @@ fn a_small_bench_delivers_everything_and_reports_every_field() {
         assert!(r[field].is_number(), "missing {field}: {r}");
     }
     let frames = r["frames_by_protocol"].as_object().expect("frames_by_protocol");
-    for p in ["membership", "ring", "tree", "pbcast"] {
+    for p in ["membership", "tree", "pbcast"] {
         assert!(
             frames.get(p).and_then(|f| f["frames"].as_u64()).is_some_and(|n| n > 0),
             "no {p} frames: {r}"
         );
+    }
+    // The ring's maintenance backs off while the ring is stable (issue 14), so a short window
+    // may hold no ring frame at all; when it holds some, they are counted like the others.
+    if let Some(ring) = frames.get("ring") {
+        assert!(ring["frames"].as_u64().is_some() && ring["bytes"].as_u64().is_some(), "ring: {ring}");
     }
 }
