@@ -227,7 +227,8 @@ fn private_mode(mode: u32, uid: u32) -> bool {
     others == 0 && (group == 0 || (uid == 0 && group == 0o040))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Write `bytes` to a new file at `path`, readable by its owner only, and sync it.
+pub(super) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -268,7 +268,7 @@ impl Keyring {
         std::fs::create_dir_all(dir).map_err(io)?;
         let tmp = path.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
-        write_new_private(&tmp, self.to_file_text().as_bytes()).map_err(io)?;
+        super::identity::write_private(&tmp, self.to_file_text().as_bytes()).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;
         #[cfg(unix)]
         if let Ok(d) = std::fs::File::open(dir) {
@@ -294,20 +294,6 @@ impl Keyring {
             }
         }
     }
-}
-
-fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 /// A key operation one member asks of another, on a bidirectional stream.
