@@ -25,6 +25,10 @@
 //! - `last_node_ms`: per message delivered to all N−1 other nodes, publish until the last of
 //!   them got it. `per_delivery_ms`: publish until each delivery. Nearest-rank percentiles.
 //! - `peak_rss_mib`: the whole process's peak resident set (`ru_maxrss`), harness included.
+//! - **The idle window** (`--idle`, default 5 s) comes before the first publish, once the trees
+//!   have settled: UDP bytes each agent sends per second while nothing is published
+//!   (`idle_bytes_per_node_per_s`, QUIC's own packets included; per protocol in
+//!   `idle_frame_bytes_per_node_per_s`), and live connections per agent at its end.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -85,6 +89,9 @@ pub struct BenchOptions {
     /// Run the agents without authenticity (no seals made or checked, SWIM records unsigned):
     /// to measure what signatures cost beside a run with them.
     pub no_auth: bool,
+    /// Length of the idle window (trees settled, nothing published) measured before the
+    /// first publish; zero skips it.
+    pub idle: Duration,
 }
 
 impl BenchOptions {
@@ -103,6 +110,7 @@ impl BenchOptions {
             durable: None,
             inflight: 1,
             no_auth: false,
+            idle: Duration::from_secs(5),
         }
     }
 
@@ -128,6 +136,9 @@ impl BenchOptions {
         }
         if self.drain > Duration::from_secs(600) {
             return Err(BenchError::Drain);
+        }
+        if self.idle > Duration::from_secs(600) {
+            return Err(BenchError::Idle);
         }
         if !(1..=4096).contains(&self.inflight) {
             return Err(BenchError::Inflight(self.inflight));
@@ -163,6 +174,9 @@ pub enum BenchError {
     /// Drain too long.
     #[error("--drain must be at most 600 s")]
     Drain,
+    /// Idle window too long.
+    #[error("--idle must be at most 600 s")]
+    Idle,
     /// In-flight publishes out of range.
     #[error("--inflight must be between 1 and 4096 (got {0})")]
     Inflight(usize),
@@ -260,6 +274,19 @@ pub struct BenchReport {
     pub frames_by_protocol: BTreeMap<String, ProtocolTraffic>,
     /// Live QUIC connections over all agents at the end of the window.
     pub live_connections: u64,
+    /// Live QUIC connections per agent at the end of the window (`live_connections / nodes`;
+    /// each connection is counted at both of its ends).
+    pub connections_per_agent: f64,
+    /// Length of the idle window, seconds (0: not measured).
+    pub idle_s: f64,
+    /// UDP payload bytes each agent sent per second over the idle window (every protocol and
+    /// QUIC's own packets: acknowledgements, keep-alives), mean over agents; `null` when no
+    /// idle window was measured.
+    pub idle_bytes_per_node_per_s: Option<f64>,
+    /// Frame bytes (before QUIC) each agent sent per second over the idle window, per protocol.
+    pub idle_frame_bytes_per_node_per_s: BTreeMap<String, f64>,
+    /// Live QUIC connections per agent at the end of the idle window.
+    pub idle_connections_per_agent: Option<f64>,
     /// Peak RSS when the window started (formation and tree setup), MiB.
     pub rss_before_mib: f64,
     /// Length of the window, seconds (publishing plus drain).
@@ -686,6 +713,39 @@ async fn measure(
     let max_tree_depth = last.as_ref().map_or(0, |s| s.iter().map(|(_, d)| *d).max().unwrap_or(0));
     say(progress, &format!("trees settled in {settle_s:.2} s (deepest member at depth {max_tree_depth})"));
 
+    // The idle window: subscribed, trees settled, nothing published. What the cluster costs
+    // when it carries no traffic (membership, ring, tree heartbeats, QUIC's own packets).
+    let mut idle_bytes = None;
+    let mut idle_frames = BTreeMap::new();
+    let mut idle_connections = None;
+    if !opts.idle.is_zero() {
+        say(progress, &format!("idle for {:.1} s (nothing published)", opts.idle.as_secs_f64()));
+        let i0 = Counters::of(agents).await;
+        let t0 = Instant::now();
+        tokio::time::sleep(opts.idle).await;
+        let i1 = Counters::of(agents).await;
+        let node_secs = n as f64 * t0.elapsed().as_secs_f64();
+        idle_bytes = Some(i1.bytes.saturating_sub(i0.bytes) as f64 / node_secs);
+        idle_frames = i1
+            .protocols
+            .iter()
+            .map(|(k, (_, b))| {
+                let b0 = i0.protocols.get(k).map_or(0, |x| x.1);
+                (k.clone(), b.saturating_sub(b0) as f64 / node_secs)
+            })
+            .filter(|(_, b)| *b > 0.0)
+            .collect();
+        idle_connections = Some(i1.live as f64 / n as f64);
+        say(
+            progress,
+            &format!(
+                "idle: {:.0} bytes per agent per second, {:.1} connections per agent",
+                idle_bytes.unwrap_or(0.0),
+                i1.live as f64 / n as f64
+            ),
+        );
+    }
+
     // Publishers, chosen by the seed.
     let publishers = mix.sample(n, opts.publishers);
     let m = opts.messages;
@@ -827,6 +887,11 @@ async fn measure(
         connections_opened: c1.connections.saturating_sub(c0.connections),
         evictions: c1.evictions.saturating_sub(c0.evictions),
         live_connections: c1.live,
+        connections_per_agent: c1.live as f64 / n as f64,
+        idle_s: opts.idle.as_secs_f64(),
+        idle_bytes_per_node_per_s: idle_bytes,
+        idle_frame_bytes_per_node_per_s: idle_frames,
+        idle_connections_per_agent: idle_connections,
         frames_by_protocol: c1
             .protocols
             .iter()
@@ -916,9 +981,28 @@ impl BenchReport {
             (
                 "QUIC connections",
                 format!(
-                    "{} opened, {} evicted in the window; {} live at its end",
-                    self.connections_opened, self.evictions, self.live_connections
+                    "{} opened, {} evicted in the window; {} live at its end ({:.1} per agent)",
+                    self.connections_opened,
+                    self.evictions,
+                    self.live_connections,
+                    self.connections_per_agent
                 ),
+            ),
+            (
+                "idle bytes per agent/s",
+                match self.idle_bytes_per_node_per_s {
+                    None => "not measured (--idle 0)".to_string(),
+                    Some(b) => format!(
+                        "{b:.0} UDP over {:.1} s with nothing published; frames: {}; {:.1} connections per agent",
+                        self.idle_s,
+                        self.idle_frame_bytes_per_node_per_s
+                            .iter()
+                            .map(|(k, b)| format!("{k} {b:.0}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        self.idle_connections_per_agent.unwrap_or(0.0)
+                    ),
+                },
             ),
             (
                 "window",

@@ -249,9 +249,12 @@ JSON fields: nodes, messages, size, rate, publishers, topics, seed, delivery_rat
 deliveries, expected_deliveries, late_deliveries, complete_messages, last_node_ms {p50,p99,max}
 (publish until the last node delivered), per_delivery_ms {p50,p99,max}, bytes_per_delivery,
 dup_per_delivery, cpu_s, cpu_us_per_delivery, peak_rss_mib (whole process), wire_bytes,
-wire_datagrams, duplicates, connections_opened, evictions, live_connections, rss_before_mib,
-frames_by_protocol {PROTOCOL: {frames, bytes}}, window_s, formation_s, settle_s,
-max_tree_depth, load_avg_1m.
+wire_datagrams, duplicates, connections_opened, evictions, live_connections,
+connections_per_agent, rss_before_mib, frames_by_protocol {PROTOCOL: {frames, bytes}}, window_s,
+formation_s, settle_s, max_tree_depth, load_avg_1m; and from the idle window (--idle seconds
+before the first publish, trees settled, nothing published): idle_s, idle_bytes_per_node_per_s
+(UDP bytes per agent per second, QUIC included), idle_frame_bytes_per_node_per_s {PROTOCOL: B/s},
+idle_connections_per_agent.
 
 Example: hearsay bench --nodes 10 --messages 3000 --size 256 --rate 100 --json";
 
@@ -281,6 +284,10 @@ struct BenchArgs {
     /// Seconds after the last publish that still belong to the measurement window.
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
+    /// Seconds of idle measurement before the first publish (trees settled, nothing
+    /// published): background bytes per agent per second. 0 skips it.
+    #[arg(long, default_value_t = 5.0)]
+    idle: f64,
     /// Tokio worker threads for all agents together; 0 runs them all on one thread (a
     /// current-thread runtime). Default: one per core, as `hearsay agent` runs.
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
@@ -657,7 +664,11 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     if !(args.drain.is_finite() && (0.0..=600.0).contains(&args.drain)) {
         anyhow::bail!("--drain must be a number of seconds in [0, 600]");
     }
+    if !(args.idle.is_finite() && (0.0..=600.0).contains(&args.idle)) {
+        anyhow::bail!("--idle must be a number of seconds in [0, 600]");
+    }
     let mut opts = hearsay::bench::BenchOptions::new(args.nodes, args.messages, args.size, args.rate);
+    opts.idle = std::time::Duration::from_secs_f64(args.idle);
     opts.durable = args.durable;
     opts.inflight = args.inflight;
     opts.no_auth = args.no_auth;

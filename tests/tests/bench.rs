@@ -25,6 +25,8 @@ fn a_small_bench_delivers_everything_and_reports_every_field() {
         "2",
         "--drain",
         "0.5",
+        "--idle",
+        "2",
         "--seed",
         "3",
         "--json",
@@ -36,6 +38,20 @@ fn a_small_bench_delivers_everything_and_reports_every_field() {
     let r: Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
     let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("no number `{k}` in {r}"));
     let int = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("no integer `{k}` in {r}"));
+
+    // The idle window (trees settled, nothing published): five agents probing each other
+    // send some membership bytes every second, and hold at most one connection to each other.
+    assert_eq!(num("idle_s"), 2.0, "{r}");
+    let idle = num("idle_bytes_per_node_per_s");
+    assert!(idle > 0.0 && idle < 20_000.0, "idle bytes per agent per second {idle}: {r}");
+    let idle_frames = r["idle_frame_bytes_per_node_per_s"].as_object().expect("idle frames");
+    assert!(idle_frames.get("membership").and_then(Value::as_f64).is_some_and(|b| b > 0.0), "{r}");
+    let idle_frame_sum: f64 = idle_frames.values().filter_map(Value::as_f64).sum();
+    assert!(idle_frame_sum <= idle, "frame bytes {idle_frame_sum} within UDP bytes {idle}: {r}");
+    let per_agent = num("connections_per_agent");
+    assert_eq!(per_agent, int("live_connections") as f64 / 5.0, "{r}");
+    assert!(per_agent > 0.0 && per_agent <= 4.0, "at most one connection per other agent: {r}");
+    assert!((0.0..=4.0).contains(&num("idle_connections_per_agent")), "{r}");
 
     // What was asked.
     let asked =
