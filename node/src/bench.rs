@@ -26,7 +26,9 @@
 //!   them got it. `per_delivery_ms`: publish until each delivery. Nearest-rank percentiles.
 //! - `peak_rss_mib`: the whole process's peak resident set (`ru_maxrss`), harness included.
 //! - **The idle window** (`--idle`, default 5 s) comes before the first publish, once the trees
-//!   have settled: UDP bytes each agent sends per second while nothing is published
+//!   have settled and every agent's membership piggyback queue is empty (`idle_wait_s`: how
+//!   long the subscriptions' meta changes took to spread): UDP bytes each agent sends per
+//!   second while nothing is published
 //!   (`idle_bytes_per_node_per_s`, QUIC's own packets included; per protocol in
 //!   `idle_frame_bytes_per_node_per_s`), and live connections per agent at its end.
 
@@ -279,6 +281,10 @@ pub struct BenchReport {
     pub connections_per_agent: f64,
     /// Length of the idle window, seconds (0: not measured).
     pub idle_s: f64,
+    /// Seconds from the trees settling until every agent's queue of membership updates to
+    /// piggyback was empty (the subscriptions' meta changes spread), when the idle window
+    /// began; 120 at most.
+    pub idle_wait_s: Option<f64>,
     /// UDP payload bytes each agent sent per second over the idle window (every protocol and
     /// QUIC's own packets: acknowledgements, keep-alives), mean over agents; `null` when no
     /// idle window was measured.
@@ -506,6 +512,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         .map(|_| std::env::temp_dir().join(format!("hearsay-bench-{}-{}", std::process::id(), opts.seed)));
     let result = async {
         for i in 0..n {
+            // Named b0, b1, ...: the formation check names agents this way.
             let mut o = AgentOptions::new(&format!("b{i}"), "127.0.0.1:0".parse()?, secret.clone());
             o.preset = Preset::Lan;
             o.no_auth = opts.no_auth;
@@ -598,7 +605,29 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     if !formed {
-        bail!("the cluster did not form: not every agent saw {n} alive in time");
+        // Say who is missing whom, as each agent sees it.
+        let mut views = Vec::with_capacity(n);
+        for h in agents {
+            views.push(h.ask(Command::Members).await.unwrap_or_default());
+        }
+        let names: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
+        let mut lines = Vec::new();
+        for (i, v) in views.iter().enumerate() {
+            let alive = v.iter().filter(|m| m.state == "alive").count();
+            if alive == n {
+                continue;
+            }
+            let missing: Vec<String> = names
+                .iter()
+                .filter_map(|name| match v.iter().find(|m| &m.name == name) {
+                    Some(m) if m.state == "alive" => None,
+                    Some(m) => Some(format!("{name} ({} at incarnation {})", m.state, m.incarnation)),
+                    None => Some(format!("{name} (unknown)")),
+                })
+                .collect();
+            lines.push(format!("agent {i} sees {alive} alive; not alive there: {}", missing.join(", ")));
+        }
+        bail!("the cluster did not form: not every agent saw {n} alive in time\n{}", lines.join("\n"));
     }
     let formation_s = begin.elapsed().as_secs_f64();
     say(progress, &format!("cluster formed in {formation_s:.2} s"));
@@ -718,7 +747,30 @@ async fn measure(
     let mut idle_bytes = None;
     let mut idle_frames = BTreeMap::new();
     let mut idle_connections = None;
+    let mut idle_wait = None;
     if !opts.idle.is_zero() {
+        // Subscribing changed every agent's advertised meta: wait until those membership
+        // updates have spread (every agent's piggyback queue is empty), so the window shows
+        // the steady state, and report how long that took.
+        let waited = Instant::now();
+        let deadline = waited + Duration::from_secs(120);
+        loop {
+            let mut queued = 0;
+            for h in agents {
+                if let Ok(text) = h.ask(Command::Metrics).await {
+                    queued += metric(&text, "hearsay_membership_queued_updates");
+                }
+            }
+            status(progress, &format!("membership updates still queued: {queued} (all agents)"));
+            if queued == 0 || Instant::now() >= deadline {
+                if queued > 0 {
+                    say(progress, &format!("{queued} membership updates still queued after 120 s"));
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        idle_wait = Some(waited.elapsed().as_secs_f64());
         say(progress, &format!("idle for {:.1} s (nothing published)", opts.idle.as_secs_f64()));
         let i0 = Counters::of(agents).await;
         let t0 = Instant::now();
@@ -889,6 +941,7 @@ async fn measure(
         live_connections: c1.live,
         connections_per_agent: c1.live as f64 / n as f64,
         idle_s: opts.idle.as_secs_f64(),
+        idle_wait_s: idle_wait,
         idle_bytes_per_node_per_s: idle_bytes,
         idle_frame_bytes_per_node_per_s: idle_frames,
         idle_connections_per_agent: idle_connections,
@@ -993,8 +1046,9 @@ impl BenchReport {
                 match self.idle_bytes_per_node_per_s {
                     None => "not measured (--idle 0)".to_string(),
                     Some(b) => format!(
-                        "{b:.0} UDP over {:.1} s with nothing published; frames: {}; {:.1} connections per agent",
+                        "{b:.0} UDP over {:.1} s with nothing published (from {:.1} s after the trees settled, when membership updates had spread); frames: {}; {:.1} connections per agent",
                         self.idle_s,
+                        self.idle_wait_s.unwrap_or(0.0),
                         self.idle_frame_bytes_per_node_per_s
                             .iter()
                             .map(|(k, b)| format!("{k} {b:.0}"))

@@ -53,6 +53,7 @@ pub(crate) fn update(
     let swim = engine.swim().stats();
     m.set_suspicions(swim.suspicions, swim.refutations);
     m.set_local_health(engine.swim().health());
+    m.set_membership_queued(engine.swim().queued_updates());
     m.set_queries(engine.aggregation().stats().answered);
     let e = stats.decode_errors;
     for (kind, n) in [

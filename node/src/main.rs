@@ -252,7 +252,8 @@ dup_per_delivery, cpu_s, cpu_us_per_delivery, peak_rss_mib (whole process), wire
 wire_datagrams, duplicates, connections_opened, evictions, live_connections,
 connections_per_agent, rss_before_mib, frames_by_protocol {PROTOCOL: {frames, bytes}}, window_s,
 formation_s, settle_s, max_tree_depth, load_avg_1m; and from the idle window (--idle seconds
-before the first publish, trees settled, nothing published): idle_s, idle_bytes_per_node_per_s
+before the first publish, trees settled and membership updates spread, nothing published):
+idle_s, idle_wait_s (how long the membership updates took to spread), idle_bytes_per_node_per_s
 (UDP bytes per agent per second, QUIC included), idle_frame_bytes_per_node_per_s {PROTOCOL: B/s},
 idle_connections_per_agent.
 

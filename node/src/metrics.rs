@@ -27,6 +27,7 @@
 //! | `hearsay_suspicions_total` | counter | | suspicions this node raised |
 //! | `hearsay_refutations_total` | counter | | suspicions of this node that it refuted |
 //! | `hearsay_local_health` | gauge | | Lifeguard's local health multiplier (§6.9) |
+//! | `hearsay_membership_queued_updates` | gauge | | membership updates still waiting to be piggybacked (memberlist's broadcast queue) |
 //! | `hearsay_tree_depth` | gauge | `topic` | hops from this node to the topic's tree root (absent while joining) |
 //! | `hearsay_tree_children` | gauge | `topic` | this node's children in the topic's tree |
 //! | `hearsay_queries_total` | counter | | aggregation queries answered |
@@ -358,6 +359,7 @@ pub struct Metrics {
     suspicions: Counter,
     refutations: Counter,
     local_health: Gauge,
+    membership_queued: Gauge,
     tree_depth: Family<TopicLabel, Gauge>,
     tree_children: Family<TopicLabel, Gauge>,
     queries: Counter,
@@ -474,6 +476,12 @@ impl Metrics {
             reg,
             "local_health",
             "Lifeguard local health multiplier: 0 is healthy, higher stretches probe timeouts",
+            Gauge::default(),
+        );
+        let membership_queued = add(
+            reg,
+            "membership_queued_updates",
+            "Membership updates still waiting to be piggybacked on probes and gossip",
             Gauge::default(),
         );
         let tree_depth = add(
@@ -607,6 +615,7 @@ impl Metrics {
             suspicions,
             refutations,
             local_health,
+            membership_queued,
             tree_depth,
             tree_children,
             queries,
@@ -696,6 +705,11 @@ impl Metrics {
     /// Lifeguard's local health multiplier now.
     pub fn set_local_health(&self, score: u32) {
         self.local_health.set(i64::from(score));
+    }
+
+    /// Membership updates waiting to be piggybacked now.
+    pub fn set_membership_queued(&self, updates: usize) {
+        self.membership_queued.set(i64::try_from(updates).unwrap_or(i64::MAX));
     }
 
     /// The trees this node is on now: replaces the per-topic gauges, so topics it left

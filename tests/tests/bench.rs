@@ -42,6 +42,8 @@ fn a_small_bench_delivers_everything_and_reports_every_field() {
     // The idle window (trees settled, nothing published): five agents probing each other
     // send some membership bytes every second, and hold at most one connection to each other.
     assert_eq!(num("idle_s"), 2.0, "{r}");
+    let wait = num("idle_wait_s");
+    assert!((0.0..120.0).contains(&wait), "membership updates of 5 agents spread in {wait} s: {r}");
     let idle = num("idle_bytes_per_node_per_s");
     assert!(idle > 0.0 && idle < 20_000.0, "idle bytes per agent per second {idle}: {r}");
     let idle_frames = r["idle_frame_bytes_per_node_per_s"].as_object().expect("idle frames");

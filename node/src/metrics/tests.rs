@@ -91,9 +91,10 @@ const COUNTERS: [&str; 16] = [
     "hearsay_udp_bytes_received",
 ];
 
-const GAUGES: [&str; 7] = [
+const GAUGES: [&str; 8] = [
     "hearsay_members",
     "hearsay_local_health",
+    "hearsay_membership_queued_updates",
     "hearsay_tree_depth",
     "hearsay_tree_children",
     "hearsay_connections",
@@ -200,6 +201,7 @@ fn populated_metrics_encode_the_values_set() {
     m.set_members(MemberState::Suspect, 1);
     m.set_suspicions(7, 2);
     m.set_local_health(3);
+    m.set_membership_queued(11);
     m.set_trees([
         TreePosition { topic: "news".into(), depth: Some(2), children: 3 },
         TreePosition { topic: "0a1b".into(), depth: Some(0), children: 5 },
@@ -235,6 +237,7 @@ fn populated_metrics_encode_the_values_set() {
     assert_eq!(value(&text, "hearsay_suspicions_total", &[]), 7.0);
     assert_eq!(value(&text, "hearsay_refutations_total", &[]), 2.0);
     assert_eq!(value(&text, "hearsay_local_health", &[]), 3.0);
+    assert_eq!(value(&text, "hearsay_membership_queued_updates", &[]), 11.0);
     assert_eq!(value(&text, "hearsay_tree_depth", &[("topic", "news")]), 2.0);
     assert_eq!(value(&text, "hearsay_tree_children", &[("topic", "news")]), 3.0);
     assert_eq!(value(&text, "hearsay_tree_depth", &[("topic", "0a1b")]), 0.0);
