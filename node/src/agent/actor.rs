@@ -740,7 +740,7 @@ impl Actor {
 impl Actor {
     /// A reader of the event stream and its counters, for the event handler.
     pub(super) fn event_reader(
-        &self,
+        &mut self,
     ) -> (tokio::sync::broadcast::Receiver<crate::api::types::Event>, crate::metrics::EventCounters) {
         (self.events.subscribe(), self.metrics.events())
     }

@@ -39,7 +39,9 @@ pub const HANDLER_OUTPUT_MAX: usize = 4096;
 /// The sending side of the stream, owned by the actor.
 #[derive(Debug)]
 pub(crate) struct EventFeed {
-    tx: broadcast::Sender<Event>,
+    /// Made on the first reader: the channel's [`EVENTS_QUEUE`] slots cost about 300 KiB,
+    /// which an agent nobody watches need not hold (issue 14, memory).
+    tx: Option<broadcast::Sender<Event>>,
     seq: u64,
     counters: EventCounters,
 }
@@ -47,19 +49,22 @@ pub(crate) struct EventFeed {
 impl EventFeed {
     /// A feed counting into `counters`.
     pub(crate) fn new(counters: EventCounters) -> Self {
-        EventFeed { tx: broadcast::channel(EVENTS_QUEUE).0, seq: 0, counters }
+        EventFeed { tx: None, seq: 0, counters }
     }
 
     /// A new reader, from the next event on.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.tx.subscribe()
+    pub(crate) fn subscribe(&mut self) -> broadcast::Receiver<Event> {
+        self.tx.get_or_insert_with(|| broadcast::channel(EVENTS_QUEUE).0).subscribe()
     }
 
-    /// Number `notice`, render it and send it to every reader (none is fine).
+    /// Number `notice`, render it and send it to every reader (none is fine: then it is
+    /// numbered and counted, not rendered).
     pub(crate) fn emit(&mut self, notice: &Notice) {
         self.seq += 1;
         self.counters.emitted.inc();
-        let _ = self.tx.send(render(self.seq, notice));
+        if let Some(tx) = self.tx.as_ref().filter(|tx| tx.receiver_count() > 0) {
+            let _ = tx.send(render(self.seq, notice));
+        }
     }
 }
 

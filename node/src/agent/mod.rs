@@ -456,7 +456,7 @@ pub async fn spawn(opts: AgentOptions) -> Result<AgentHandle, StartError> {
         stored: kept_members,
         interval: reconnect_interval(&engine),
     };
-    let actor = actor::Actor::new(engine, transport.clone(), store, subscribers, start, clock_base);
+    let mut actor = actor::Actor::new(engine, transport.clone(), store, subscribers, start, clock_base);
     if let Some(command) = &opts.event_handler {
         let (events, counters) = actor.event_reader();
         events::spawn_handler(command.clone(), events, counters);
