@@ -416,6 +416,26 @@ impl Engine {
         [&self.rumor_topics, &self.rumor_queries]
     }
 
+    /// Bytes of state the machines account for themselves, each part capped: SWIM's member
+    /// table, broadcast queue and relays; pbcast's held messages and streams; anti-entropy's
+    /// store, staged entries and awaited deltas; both rumor mongers' payloads and remembered
+    /// rumors; aggregation's queries; Scribe's tree entries. Not the process's resident size:
+    /// the Chord ring's fixed-size tables and the Engine's own maps are not in it.
+    pub fn state_bytes(&self) -> usize {
+        let [topics, queries] = self.rumors();
+        [
+            self.swim.state_bytes(),
+            self.pbcast().state_bytes(),
+            self.anti_entropy.state_bytes(),
+            topics.state_bytes(),
+            queries.state_bytes(),
+            self.aggregation.state_bytes(),
+            self.scribe().state_bytes(),
+        ]
+        .into_iter()
+        .fold(0, usize::saturating_add)
+    }
+
     /// The address a member advertised, if any.
     pub fn addr_of(&self, id: &NodeId) -> Option<Addr> {
         self.swim.addr_of(id)

@@ -229,6 +229,12 @@ impl Pbcast {
     /// The machine name used to derive its RNG from the node seed.
     pub const NAME: &'static str = "pbcast";
 
+    /// Bytes this machine accounts for: every topic's held payloads and its per-entry and
+    /// per-stream bookkeeping (the views are shared with the host and not counted).
+    pub fn state_bytes(&self) -> usize {
+        self.topics.values().map(Topic::state_bytes).fold(0, usize::saturating_add)
+    }
+
     /// A machine for node `id`, started at `now`, with its RNG derived from the node's seed.
     /// The config should have passed [`PbConfig::validate`].
     pub fn new(

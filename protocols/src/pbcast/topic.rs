@@ -53,6 +53,12 @@ pub(super) struct Topic {
     pub(super) digest_cursor: Option<NodeId>,
 }
 
+/// Bookkeeping bytes counted per held entry (its map node, seal and timestamps) and per queue
+/// slot, in [`Topic::state_bytes`].
+const ENTRY_COST: usize = 128;
+/// Bookkeeping bytes counted per stream, summary or lagging origin.
+const STREAM_COST: usize = 192;
+
 impl Topic {
     pub(super) fn new(id: TopicId, member: bool, start_rule: StartRule, missing_max: usize) -> Self {
         Topic {
@@ -72,6 +78,17 @@ impl Topic {
             bytes: 0,
             digest_cursor: None,
         }
+    }
+
+    /// Bytes this topic accounts for: held payloads, [`ENTRY_COST`] per held entry and per
+    /// queue slot, [`STREAM_COST`] per stream and summary.
+    pub(super) fn state_bytes(&self) -> usize {
+        let entries = self.msgs.saturating_add(self.active_queue.len()).saturating_add(self.evictable.len());
+        let streams =
+            self.streams.len().saturating_add(self.summaries.len()).saturating_add(self.lagging.len());
+        self.bytes
+            .saturating_add(entries.saturating_mul(ENTRY_COST))
+            .saturating_add(streams.saturating_mul(STREAM_COST))
     }
 
     /// The stream of `origin`, created with the cursor the start rule gives.

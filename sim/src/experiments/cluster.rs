@@ -150,6 +150,11 @@ pub struct RunResult {
     /// With `breakdown`: the same by message kind.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub idle_node_bytes_per_s_by_kind: BTreeMap<String, f64>,
+    /// Accounted state per node ([`Engine::state_bytes`], mean over nodes), the highest of
+    /// the samples taken every 5 simulated seconds.
+    pub accounted_state_bytes_per_node_peak: f64,
+    /// The same at the end of the run.
+    pub accounted_state_bytes_per_node_end: f64,
     /// Nodes crashed.
     pub crashed: u64,
     /// Nodes restarted.
@@ -221,6 +226,13 @@ pub struct Report {
     pub idle_node_bytes_per_s_by_kind: BTreeMap<String, f64>,
     /// Resident bytes per simulated node (first run, including its queue share).
     pub state_bytes_per_node: Option<f64>,
+    /// State the simulated nodes' machines account for themselves ([`Engine::state_bytes`]:
+    /// member tables, histories, stores, trees), per node: the highest of the samples taken
+    /// every 5 simulated seconds (mean over nodes, mean over runs). The simulator's own
+    /// accounting, not its resident size.
+    pub accounted_state_bytes_per_node_peak: f64,
+    /// The same at the end of the runs.
+    pub accounted_state_bytes_per_node_end: f64,
     /// Per-run figures.
     pub per_run: Vec<RunResult>,
 }
@@ -529,7 +541,21 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
         idle_by_message: p.breakdown.then(BTreeMap::new),
         ..Watch::default()
     };
-    sim.run_until(secs(start + p.duration + p.drain), &mut watch);
+    // Run in steps of 5 simulated seconds, sampling the accounted state between them (the
+    // steps change nothing: the kernel runs the same events in the same order).
+    let end = start + p.duration + p.drain;
+    let accounted = |sim: &Sim<Engine>| {
+        (0..p.nodes).map(|i| sim.machine(i).state_bytes()).fold(0usize, usize::saturating_add) as f64
+            / p.nodes as f64
+    };
+    let mut peak_state = 0.0f64;
+    let mut t = 0.0;
+    while t < end {
+        t = (t + 5.0).min(end);
+        sim.run_until(secs(t), &mut watch);
+        peak_state = peak_state.max(accounted(&sim));
+    }
+    let end_state = accounted(&sim);
 
     // Account every (message, eligible subscriber) pair. A node that restarted without its
     // store is not counted; one that kept it must account for everything.
@@ -540,6 +566,8 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     let topic_index: HashMap<TopicId, usize> =
         topic_names.iter().enumerate().map(|(k, n)| (TopicId::of(n), k)).collect();
     let mut r = RunResult {
+        accounted_state_bytes_per_node_peak: report::round(peak_state, 0),
+        accounted_state_bytes_per_node_end: report::round(end_state, 0),
         crashed: crashed.len() as u64,
         restarted: restarted.len() as u64,
         ..RunResult::default()
@@ -659,6 +687,11 @@ pub fn run(p: &Params, progress: &Progress) -> Report {
         idle_node_bytes_per_s: mean_by_key(&per_run, |r| &r.idle_node_bytes_per_s),
         idle_node_bytes_per_s_by_kind: mean_by_key(&per_run, |r| &r.idle_node_bytes_per_s_by_kind),
         state_bytes_per_node: results.first().and_then(|(_, s)| *s).map(|b| report::round(b, 0)),
+        accounted_state_bytes_per_node_peak: report::round(
+            mean(|r| r.accounted_state_bytes_per_node_peak),
+            0,
+        ),
+        accounted_state_bytes_per_node_end: report::round(mean(|r| r.accounted_state_bytes_per_node_end), 0),
         per_run,
     }
 }
@@ -734,5 +767,9 @@ pub fn table(r: &Report) -> String {
     if let Some(b) = r.state_bytes_per_node {
         s += &format!("  resident bytes per simulated node at start {b:.0}\n");
     }
+    s += &format!(
+        "  accounted state per node (Engine::state_bytes): peak {:.0} bytes, at the end {:.0}\n",
+        r.accounted_state_bytes_per_node_peak, r.accounted_state_bytes_per_node_end
+    );
     s
 }

@@ -30,13 +30,13 @@
 //! # What `max_state_bytes` measures
 //!
 //! The largest sum, over the honest Engines and at any measurement, of the bytes that the
-//! machines with a state account account for themselves: SWIM's member table, broadcast queue
-//! and relays ([`Swim::state_bytes`](hearsay_overlay::swim::Swim::state_bytes)), anti-entropy's
+//! machines with a state account for themselves ([`Engine::state_bytes`]): SWIM's member
+//! table, broadcast queue and relays, pbcast's held messages and streams, anti-entropy's
 //! store, staged entries and awaited deltas, both rumor mongers' hot payloads, remembered
 //! rumors and awaited feedback, aggregation's queries and transfer bookkeeping, Scribe's tree
 //! entries (children, ancestors, seen ids). It is an accounting of what peers can make a node
-//! hold, each part capped, not the process's resident size; pbcast (whose bounds are being
-//! reworked) and the Chord ring (fixed-size tables) are not in it.
+//! hold, each part capped, not the process's resident size; the Chord ring (fixed-size
+//! tables) is not in it.
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
@@ -352,18 +352,7 @@ fn guarded(report: &mut Report, frame: Option<u64>, kind: &str, bytes: &[u8], f:
 
 /// The module docs' `max_state_bytes` at this instant.
 fn state_bytes(sim: &Sim<Engine>, honest: usize) -> u64 {
-    (0..honest)
-        .map(|i| {
-            let e = sim.machine(i);
-            let [topics, queries] = e.rumors();
-            e.swim().state_bytes()
-                + e.anti_entropy().state_bytes()
-                + topics.state_bytes()
-                + queries.state_bytes()
-                + e.aggregation().state_bytes()
-                + e.scribe().state_bytes()
-        })
-        .sum::<usize>() as u64
+    (0..honest).map(|i| sim.machine(i).state_bytes()).fold(0usize, usize::saturating_add) as u64
 }
 
 /// The frame generator: valid messages with hostile fields, mutations, random bytes.
