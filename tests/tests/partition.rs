@@ -161,15 +161,22 @@ fn a_subscriber_cut_off_while_the_history_moves_on_is_told_of_the_gap() {
     assert!(whole.is_sound() && whole.gaps.is_empty() && whole.delivered == 4_300, "n{kept}: {whole:?}");
     let cut = subs[leaf].account(&origin, first, last);
     assert!(cut.is_sound(), "n{leaf}: {cut:?}");
-    // What the leaf missed and no one could repair in time is announced as one gap from the
-    // first message it missed; the rest is delivered. The in-memory histories keep the last
-    // 4,096 (pbcast's and anti-entropy's); a few more may come from copies still in flight
-    // when the link was cut, and a few fewer when repair is slower than pbcast's `gap_after`
-    // for the oldest: a run here gave 176 announced and 4,124 delivered.
-    assert_eq!(cut.gaps.len(), 1, "n{leaf}: {cut:?}");
-    let (from, to) = cut.gaps[0];
-    assert!(from == first && to < last, "n{leaf}: {cut:?}");
-    assert!(cut.delivered == last - to, "n{leaf}: {cut:?}");
+    // What the leaf missed and no one could repair in time is announced as gaps, the first
+    // from the first message it missed; everything after the last gap is delivered. The
+    // in-memory histories keep the last 4,096 (pbcast's and anti-entropy's); a few more may
+    // come from copies still in flight when the link was cut, and a few fewer when repair is
+    // slower than pbcast's `gap_after` for the oldest: a run here gave 176 announced and 4,124
+    // delivered. Usually that is one gap; under load, a few old messages the other subscriber
+    // itself got late by repair (so its anti-entropy store kept them longer) can come back
+    // from it, splitting the announced range in two: a stress run had gaps (2, 161) and
+    // (170, 205), with 162-169 and 206 on delivered.
+    assert!(!cut.gaps.is_empty() && cut.gaps.len() <= 3, "n{leaf}: {cut:?}");
+    assert_eq!(cut.gaps[0].0, first, "the first gap starts at the first message missed: n{leaf}: {cut:?}");
+    assert!(cut.gaps.windows(2).all(|w| w[0].1 < w[1].0), "gaps ascending, disjoint: n{leaf}: {cut:?}");
+    let to = cut.gaps.iter().map(|g| g.1).max().unwrap_or(first);
+    assert!(to < last, "n{leaf}: {cut:?}");
+    assert_eq!(cut.delivered + cut.gapped, last - first + 1, "every message or a gap: n{leaf}: {cut:?}");
+    assert!(cut.delivered >= last - to, "everything after the last gap delivered: n{leaf}: {cut:?}");
     assert!((3_900..4_300).contains(&cut.delivered), "repair brought most back: n{leaf}: {cut:?}");
     let got = subs[leaf].messages();
     assert_eq!(got.last().map(|m| (m.origin.as_str(), m.seq)), Some((origin.as_str(), last)));
