@@ -399,6 +399,17 @@ struct Counters {
 }
 
 impl Counters {
+    /// Frames and frame bytes sent per protocol since `earlier`.
+    fn protocols_since(&self, earlier: &Counters) -> BTreeMap<String, ProtocolTraffic> {
+        self.protocols
+            .iter()
+            .map(|(k, (f, b))| {
+                let (f0, b0) = earlier.protocols.get(k).copied().unwrap_or_default();
+                (k.clone(), ProtocolTraffic { frames: f.saturating_sub(f0), bytes: b.saturating_sub(b0) })
+            })
+            .collect()
+    }
+
     async fn of(agents: &[AgentHandle]) -> Self {
         let mut c = Counters::default();
         for h in agents {
@@ -779,13 +790,10 @@ async fn measure(
         let node_secs = n as f64 * t0.elapsed().as_secs_f64();
         idle_bytes = Some(i1.bytes.saturating_sub(i0.bytes) as f64 / node_secs);
         idle_frames = i1
-            .protocols
-            .iter()
-            .map(|(k, (_, b))| {
-                let b0 = i0.protocols.get(k).map_or(0, |x| x.1);
-                (k.clone(), b.saturating_sub(b0) as f64 / node_secs)
-            })
-            .filter(|(_, b)| *b > 0.0)
+            .protocols_since(&i0)
+            .into_iter()
+            .filter(|(_, t)| t.bytes > 0)
+            .map(|(k, t)| (k, t.bytes as f64 / node_secs))
             .collect();
         idle_connections = Some(i1.live as f64 / n as f64);
         say(
@@ -945,15 +953,7 @@ async fn measure(
         idle_bytes_per_node_per_s: idle_bytes,
         idle_frame_bytes_per_node_per_s: idle_frames,
         idle_connections_per_agent: idle_connections,
-        frames_by_protocol: c1
-            .protocols
-            .iter()
-            .map(|(k, (f, b))| {
-                let (f0, b0) = c0.protocols.get(k).copied().unwrap_or_default();
-                (k.clone(), ProtocolTraffic { frames: f.saturating_sub(f0), bytes: b.saturating_sub(b0) })
-            })
-            .filter(|(_, t)| t.frames > 0)
-            .collect(),
+        frames_by_protocol: c1.protocols_since(&c0).into_iter().filter(|(_, t)| t.frames > 0).collect(),
         rss_before_mib: rss_before,
         duplicates,
         window_s: window.as_secs_f64(),

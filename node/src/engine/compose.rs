@@ -150,8 +150,9 @@ impl Engine {
         }
         let before = self.advertised.remove(&ev.node);
         // The set of live peers changed only if this member became live or stopped being
-        // live as the last view saw it (its meta alone changing does not).
-        let live_set_changed = ev.node != self.id && self.live_peers.contains(&ev.node) != live;
+        // live as the last view saw it (its meta alone changing does not). Aggregation and
+        // query rumors hold the same view; aggregation's is the one asked.
+        let live_set_changed = ev.node != self.id && self.aggregation.peers().contains(&ev.node) != live;
         self.notice_member(now, &ev, before.as_ref());
         let old_topics: Vec<TopicId> = before.map(|(_, p)| p.meta().topics().to_vec()).unwrap_or_default();
         let mut changed: Vec<TopicId> = old_topics.iter().chain(new_topics.iter()).copied().collect();
@@ -181,8 +182,7 @@ impl Engine {
         if live_set_changed {
             let everyone = self.swim.peers();
             self.aggregation.handle_peers(now, everyone.clone());
-            self.rumor_queries.handle_peers(now, everyone.clone());
-            self.live_peers = everyone;
+            self.rumor_queries.handle_peers(now, everyone);
         }
         self.events.push_back(EngineEvent::Member {
             node: ev.node,

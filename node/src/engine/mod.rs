@@ -73,7 +73,7 @@ use hearsay_protocols::auth::Authenticator;
 use hearsay_protocols::pbcast::{Data, Delivery, MsgId, PbEvent, Pbcast, Via};
 use hearsay_protocols::rumor::{RumorEvent, RumorId, RumorMessage, RumorMonger};
 use hearsay_protocols::wire::WireMessage;
-use hearsay_protocols::{Earliest, Instant, Machine, NodeId, PeerView, Seed, StreamId, TopicId, Transmit};
+use hearsay_protocols::{Earliest, Instant, Machine, NodeId, Seed, StreamId, TopicId, Transmit};
 
 pub use self::commands::CommandError;
 pub use self::config::{ConfigError, EngineConfig};
@@ -209,9 +209,6 @@ pub struct Engine {
     /// Each live member's state and profile as last reported: what it advertises, to update
     /// `topic_members` on change, and what the event stream compares against (`notices`).
     advertised: BTreeMap<NodeId, (State, hearsay_overlay::swim::SharedProfile)>,
-    /// The live members (self excluded) as last given to aggregation and query rumors:
-    /// rebuilt only when a member event changes who is live (`on_member`).
-    live_peers: PeerView,
     /// Our own queries in flight.
     my_queries: BTreeSet<QueryId>,
     /// The tags this node advertises (issue 15).
@@ -292,7 +289,6 @@ impl Engine {
             topics: BTreeMap::new(),
             topic_members: BTreeMap::new(),
             advertised: BTreeMap::new(),
-            live_peers: PeerView::default(),
             my_queries: BTreeSet::new(),
             tags: hearsay_protocols::tags::Tags::default(),
             unreachable: BTreeSet::new(),
@@ -339,8 +335,7 @@ impl Engine {
         e.joined_ring = true;
         let everyone = e.swim.peers();
         e.aggregation.handle_peers(now, everyone.clone());
-        e.rumor_queries.handle_peers(now, everyone.clone());
-        e.live_peers = everyone;
+        e.rumor_queries.handle_peers(now, everyone);
         e.pump(now);
         e
     }

@@ -261,6 +261,11 @@ impl Aggregation {
         self.peers = peers;
     }
 
+    /// The peers last given by [`Aggregation::handle_peers`].
+    pub fn peers(&self) -> &PeerView {
+        &self.peers
+    }
+
     /// `peer` is Dead or has Left: reclaim acknowledged transfers outstanding to it, forget
     /// its dedup windows, give up an exchange awaiting its reply (§5.3).
     pub fn handle_member_down(&mut self, _now: Instant, peer: NodeId) {
