@@ -563,8 +563,36 @@ struct ScribeArgs {
     /// Link latency profile.
     #[arg(long, value_enum, default_value_t = LatencyArg::Wan)]
     latency: LatencyArg,
+    /// The ring's finger base: 2 (the paper's, about ½·log2 N hops), 4 or 16 (about log_b N
+    /// hops, more fingers): shallower trees.
+    #[arg(long, default_value_t = 2, value_parser = finger_base)]
+    finger_base: u8,
+    /// Proximity neighbour selection: each finger is the member with the lowest round-trip
+    /// time among the first K members of its interval (the network model's RTT stands in for
+    /// a measured one); 0 turns it off (each finger is the successor of its target).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=64))]
+    proximity: u64,
+    /// Let successor-list entries compete with fingers as next hops (Chord's ToN variant):
+    /// about one hop less per route.
+    #[arg(long)]
+    route_via_successors: bool,
+    /// Send every tree copy on the reliable stream to the next hop (ScribeConfig::tree_streams)
+    /// instead of a datagram; a lost transmission is resent one QUIC probe timeout later
+    /// (1.5 × RTT + 25 ms), delaying the stream's later messages too.
+    #[arg(long)]
+    tree_streams: bool,
     #[command(flatten)]
     common: Common,
+}
+
+/// `--finger-base`: 2, 4 or 16, returned as log2.
+fn finger_base(s: &str) -> Result<u8, String> {
+    match s {
+        "2" => Ok(1),
+        "4" => Ok(2),
+        "16" => Ok(4),
+        _ => Err(format!("`{s}` is not a finger base: 2, 4 or 16")),
+    }
 }
 
 fn churn_rate(s: &str) -> Result<f64, String> {
@@ -961,6 +989,10 @@ fn run_scribe(args: ScribeArgs) -> Result<(), String> {
             LatencyArg::Wan => scribe::Profile::Wan,
         },
         drain_rounds: args.drain,
+        finger_base_bits: args.finger_base,
+        proximity_candidates: args.proximity as usize,
+        route_via_successors: args.route_via_successors,
+        tree_streams: args.tree_streams,
         runs: c.runs,
         seed: c.seed,
         threads: c.threads,

@@ -29,11 +29,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hearsay_overlay::chord::{Chord, ChordConfig, ChordError, ChordEvent, ChordMessage, RingSnapshot};
+use hearsay_overlay::chord::{
+    Chord, ChordConfig, ChordError, ChordEvent, ChordMessage, RingNode, RingSnapshot,
+};
 use hearsay_overlay::scribe::{Scribe, ScribeConfig, ScribeEvent, ScribeMessage};
 use hearsay_protocols::auth::{Authenticator, Proof};
 use hearsay_protocols::pbcast::{Data, PbConfig, PbEvent, PbMessage, Pbcast, PublishError, Start, Via};
-use hearsay_protocols::{Earliest, Instant, Machine, NodeId, PeerView, Seed, TopicId, Transmit};
+use hearsay_protocols::{Duration, Earliest, Instant, Machine, NodeId, PeerView, Seed, TopicId, Transmit};
 
 /// The settings of the three parts.
 #[derive(Clone, Debug)]
@@ -176,6 +178,19 @@ impl Multicast {
         self.input(now);
         self.routes_stale = true;
         self.chord.join_from_members(now, members)
+    }
+
+    /// [`Multicast::join_from_members`] with proximity neighbour selection by `rtt`
+    /// ([`Chord::join_from_members_near`]).
+    pub fn join_from_members_near(
+        &mut self,
+        now: Instant,
+        members: &RingSnapshot,
+        rtt: impl Fn(&RingNode) -> Option<Duration>,
+    ) -> Result<(), ChordError> {
+        self.input(now);
+        self.routes_stale = true;
+        self.chord.join_from_members_near(now, members, rtt)
     }
 
     /// Leave the ring (the node is leaving the cluster).

@@ -6,6 +6,9 @@ use hearsay_protocols::{Duration, Timing};
 
 use super::{SUCC_LIST_MAX, TTL_MAX};
 
+/// Most candidates proximity neighbour selection weighs per finger.
+pub const PROXIMITY_CANDIDATES_MAX: usize = 64;
+
 /// How a lookup travels (§7.4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,6 +69,18 @@ pub struct ChordConfig {
     /// `closest_preceding_node`, §7.4). Default off \[departure\]: fingers only, the successor
     /// list standing in when no finger qualifies; see the module docs.
     pub route_via_successors: bool,
+    /// log2 of the finger table's base ([`FingerLayout`](super::FingerLayout)): 1 (the
+    /// paper's base 2, 64 fingers), 2 (base 4, 96 fingers) or 4 (base 16, 240 fingers).
+    /// A larger base routes in about log_b N hops instead of ½·log2 N, so Scribe's trees are
+    /// shallower, for more fingers to keep. Default 1 \[paper\].
+    pub finger_base_bits: u8,
+    /// Proximity neighbour selection (Chord with PNS, Dabek et al., NSDI 2004): a finger may
+    /// be any node of its interval, and the ring picks, among the first this many members of
+    /// the interval, the one with the lowest round-trip time the host reports
+    /// ([`Chord::join_from_members_near`](super::Chord::join_from_members_near)). Refreshes
+    /// keep a finger while it still lies in its interval. 0 (default) turns it off: each
+    /// finger is the successor of its target, as in the paper.
+    pub proximity_candidates: usize,
     /// Consecutive unanswered `GetPred` (or `RingPing`) before the successor is dropped (or the
     /// predecessor forgotten). Default 2 [H, departure: §7.5 says 1].
     pub miss_limit: u32,
@@ -91,6 +106,8 @@ impl Default for ChordConfig {
             lookup_ttl: TTL_MAX,
             lookup_mode: LookupMode::Recursive,
             route_via_successors: false,
+            finger_base_bits: 1,
+            proximity_candidates: 0,
             miss_limit: 2,
             dead_retention: Duration::from_secs(60),
             detector: Detector::Membership,
@@ -121,6 +138,12 @@ impl ChordConfig {
         if self.lookup_ttl == 0 || self.lookup_ttl > TTL_MAX {
             return Err(ConfigError::OutOfRange("lookup_ttl", 1, u64::from(TTL_MAX)));
         }
+        if super::FingerLayout::new(self.finger_base_bits).is_none() {
+            return Err(ConfigError::FingerBase(self.finger_base_bits));
+        }
+        if self.proximity_candidates > PROXIMITY_CANDIDATES_MAX {
+            return Err(ConfigError::OutOfRange("proximity_candidates", 0, PROXIMITY_CANDIDATES_MAX as u64));
+        }
         if self.miss_limit == 0 {
             return Err(ConfigError::Zero("miss_limit"));
         }
@@ -135,6 +158,9 @@ pub enum ConfigError {
     /// The named setting must be greater than zero.
     #[error("chord setting `{0}` must be greater than zero")]
     Zero(&'static str),
+    /// `finger_base_bits` must be 1, 2 or 4.
+    #[error("chord setting `finger_base_bits` is {0}; it must be 1, 2 or 4 (base 2, 4 or 16)")]
+    FingerBase(u8),
     /// The named setting must lie in the range.
     #[error("chord setting `{0}` must be between {1} and {2}")]
     OutOfRange(&'static str, u64, u64),

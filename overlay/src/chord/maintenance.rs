@@ -1,11 +1,11 @@
 //! Joining, leaving, the periodic maintenance of §7.5 (stabilize, notify, fix_fingers,
 //! check_predecessor) and the membership input (§7.6: Alive, Dead, Left).
 
-use hearsay_protocols::{Instant, NodeId, Ticker};
+use hearsay_protocols::{Duration, Instant, NodeId, Ticker};
 
 use super::pace::Check;
 use super::ring::Fingers;
-use super::{Avoid, Chord, ChordError, ChordEvent, ChordMessage, Detector, FINGERS, PRED_CANDIDATES, Probe};
+use super::{Avoid, Chord, ChordError, ChordEvent, ChordMessage, Detector, PRED_CANDIDATES, Probe};
 use super::{Purpose, RingNode, RingSnapshot, SUCC_LIST_MAX, Status, Ticks};
 
 impl Chord {
@@ -22,6 +22,21 @@ impl Chord {
     /// this node included or not), exactly what a converged ring would hold; stabilize keeps
     /// them right from then on.
     pub fn join_from_members(&mut self, now: Instant, members: &RingSnapshot) -> Result<(), ChordError> {
+        self.join_from_members_near(now, members, |_| None)
+    }
+
+    /// [`Chord::join_from_members`] with proximity neighbour selection
+    /// ([`ChordConfig::proximity_candidates`](super::ChordConfig::proximity_candidates)): each
+    /// finger is, among the first candidates of its interval, the member with the lowest
+    /// `rtt` (the host's estimate, `None` if it has none; ties and unknowns go to the
+    /// interval's first member, the paper's finger). With proximity off it is
+    /// `join_from_members`.
+    pub fn join_from_members_near(
+        &mut self,
+        now: Instant,
+        members: &RingSnapshot,
+        rtt: impl Fn(&RingNode) -> Option<Duration>,
+    ) -> Result<(), ChordError> {
         self.check_can_join()?;
         if let Some(x) =
             members.successor(self.me.ring).filter(|x| x.ring == self.me.ring && x.id != self.me.id)
@@ -33,10 +48,29 @@ impl Chord {
         self.pred_candidates = members.predecessors_of(&me, PRED_CANDIDATES);
         self.pred = self.pred_candidates.first().copied();
         let first = self.succ.first().copied();
-        self.fingers = Fingers::from_fn(|k| match first {
+        let layout = self.layout();
+        let candidates = self.config.proximity_candidates;
+        self.fingers = Fingers::from_fn(layout.len(), |k| match first {
             // Every finger whose start lies in (n, succ[0]] is the successor: no search.
-            Some(s) if me.ring.finger_start(k).in_half_open(me.ring, s.ring) => Some(s),
-            _ => members.finger_of(&me, k),
+            Some(s) if layout.start(me.ring, k).in_half_open(me.ring, s.ring) => Some(s),
+            _ if candidates > 1 => {
+                let near = members
+                    .walk_from(layout.start(me.ring, k))
+                    .take(candidates)
+                    .take_while(|x| layout.covers(me.ring, k, x.ring) && x.id != me.id)
+                    .fold(None, |best: Option<(RingNode, Option<Duration>)>, x| {
+                        let d = rtt(&x);
+                        match (best, d) {
+                            (None, _) => Some((x, d)),
+                            (Some((_, None)), Some(_)) => Some((x, d)),
+                            (Some((_, Some(b))), Some(d)) if d < b => Some((x, Some(d))),
+                            (b, _) => b,
+                        }
+                    });
+                near.map(|(x, _)| x)
+                    .or_else(|| members.successor(layout.start(me.ring, k)).filter(|x| x.id != me.id))
+            }
+            _ => members.successor(layout.start(me.ring, k)).filter(|x| x.id != me.id),
         });
         self.become_joined(now);
         self.report_changes();
@@ -76,7 +110,7 @@ impl Chord {
         self.succ = Vec::new();
         self.pred = None;
         self.pred_candidates = Vec::new();
-        self.fingers = Fingers::default();
+        self.fingers = Fingers::empty(self.layout().len());
         self.report_changes();
         Ok(())
     }
@@ -106,8 +140,15 @@ impl Chord {
             self.succ.insert(pos, node);
             self.succ.truncate(r);
         }
+        let layout = self.layout();
+        let near = self.config.proximity_candidates > 1;
         self.fingers.update(|k, cur| {
-            let start = me.finger_start(k);
+            let start = layout.start(me, k);
+            // With proximity selection a finger inside its interval was chosen, not merely
+            // found: keep it.
+            if near && cur.is_some_and(|f| layout.covers(me, k, f.ring)) {
+                return None;
+            }
             cur.filter(|f| start.distance(node.ring) < start.distance(f.ring)).map(|_| Some(node))
         });
         if self.pred.is_none_or(|p| node.ring.in_open(p.ring, me)) {
@@ -172,7 +213,7 @@ impl Chord {
     pub(super) fn on_joined_via(&mut self, now: Instant, node: RingNode) {
         self.succ = vec![node];
         self.pred = None;
-        self.fingers = Fingers::default();
+        self.fingers = Fingers::empty(self.layout().len());
         self.become_joined(now);
         self.stabilize(now);
     }
@@ -363,9 +404,10 @@ impl Chord {
         let Some(s) = self.successor() else {
             return;
         };
-        let k = usize::from(self.next_finger);
-        self.next_finger = ((k + 1) % FINGERS) as u8;
-        let start = self.me.ring.finger_start(k);
+        let layout = self.layout();
+        let k = usize::from(self.next_finger) % layout.len();
+        self.next_finger = ((k + 1) % layout.len()) as u8;
+        let start = layout.start(self.me.ring, k);
         if start.in_half_open(self.me.ring, s.ring) {
             self.apply_finger(now, k, s);
         } else {
@@ -383,16 +425,36 @@ impl Chord {
             self.finger_refreshed(now, held.is_none());
             return;
         }
-        self.finger_refreshed(now, held.is_some_and(|h| h.id == y.id));
         let me = self.me.ring;
+        let layout = self.layout();
+        // With proximity selection any live member of the interval will do: a finger chosen
+        // for its round-trip time stays while the interval's first member is found there too.
+        if self.config.proximity_candidates > 1
+            && layout.covers(me, k, y.ring)
+            && held.is_some_and(|h| h.id != self.me.id && layout.covers(me, k, h.ring))
+        {
+            self.finger_refreshed(now, true);
+            return;
+        }
+        self.finger_refreshed(now, held.is_some_and(|h| h.id == y.id));
         let mut hi = k;
-        while hi + 1 < FINGERS && me.finger_start(hi + 1).in_half_open(me, y.ring) {
+        while hi + 1 < layout.len() && layout.start(me, hi + 1).in_half_open(me, y.ring) {
             hi += 1;
         }
-        self.fingers.set(k, hi, Some(y));
+        if self.config.proximity_candidates > 1 {
+            // y is the first member of the later intervals it fills too; keep the members
+            // chosen there.
+            let me_id = self.me.id;
+            self.fingers.update(|j, cur| {
+                let chosen = cur.is_some_and(|c| c.id != me_id && layout.covers(me, j, c.ring));
+                (j >= k && j <= hi && !(j > k && chosen)).then_some(Some(y))
+            });
+        } else {
+            self.fingers.set(k, hi, Some(y));
+        }
         let next = usize::from(self.next_finger);
         if next > k && next <= hi {
-            self.next_finger = ((hi + 1) % FINGERS) as u8;
+            self.next_finger = ((hi + 1) % layout.len()) as u8;
         }
     }
 

@@ -103,6 +103,18 @@
 //!   [`ChordConfig::fix_fingers_interval_max`] (30 s); any change or membership event touching
 //!   the tables restores the base periods at once. §7.5 runs them at fixed periods, as the
 //!   standalone ring still does.
+//! - **A larger finger base and proximity selection** (issue 14, opt-in): with
+//!   [`ChordConfig::finger_base_bits`] > 1 the table has the digits of base b = 2^bits at
+//!   every level, finger k targeting n + digit·b^level ([`FingerLayout`]; the k-ary Chord of
+//!   Ganesan and Manku, Pastry's digits), so a route takes about log_b N hops instead of
+//!   ½·log2 N. With [`ChordConfig::proximity_candidates`] = c > 1 a finger is any member of
+//!   its interval [target, next target): [`Chord::join_from_members_near`] picks, among the
+//!   interval's first c members, the one with the lowest RTT the host reports (Chord with
+//!   proximity neighbour selection, Dabek et al., NSDI 2004), a refresh keeps a finger while
+//!   it still lies in its interval, and a new member replaces only a finger outside its
+//!   interval. Routing is unchanged: any finger in (n, key) that is farthest still halves
+//!   (or divides by b) what is left. The daemon keeps the paper's table for now (no RTT
+//!   source yet); `hearsay-sim scribe --finger-base 16 --proximity 64` measures both.
 //! - **Bounds**: a `Notify` must name its sender; a `RingPing` is answered only by a joined
 //!   node. With no predecessor and no stand-in, `is_responsible` is true only for a node
 //!   alone on the ring.
@@ -122,10 +134,10 @@ use std::sync::Arc;
 
 use hearsay_protocols::{Earliest, Instant, Machine, NodeId, Outbox, Rng, Seed, Ticker, Transmit};
 
-pub use self::config::{ChordConfig, ConfigError, Detector, LookupMode};
+pub use self::config::{ChordConfig, ConfigError, Detector, LookupMode, PROXIMITY_CANDIDATES_MAX};
 pub use self::message::{ChordError, ChordEvent, ChordMessage};
 use self::ring::Fingers;
-pub use self::ring::{FINGERS, RingId, RingNode, RingSnapshot};
+pub use self::ring::{FINGERS, FingerLayout, RingId, RingNode, RingSnapshot};
 pub use self::routes::Routes;
 
 /// Most hops a lookup may take, and the most a `ttl` or `hops` field may say (§7.3).
@@ -259,6 +271,11 @@ pub struct Chord {
     stats: ChordStats,
 }
 
+/// The layout of a config (base 2 for a config `validate` would refuse).
+fn layout_of(config: &ChordConfig) -> FingerLayout {
+    FingerLayout::new(config.finger_base_bits).unwrap_or(FingerLayout::BINARY)
+}
+
 impl Chord {
     /// The machine name used to derive its RNG from the node seed.
     pub const NAME: &'static str = "chord";
@@ -270,6 +287,7 @@ impl Chord {
         // A random start, so that a restarted node never takes a late answer meant for its
         // previous life.
         let next_req = rng.next_u64();
+        let fingers = Fingers::empty(layout_of(&config).len());
         Chord {
             me: RingNode::of(id),
             config,
@@ -278,7 +296,7 @@ impl Chord {
             succ: Vec::new(),
             pred: None,
             pred_candidates: Vec::new(),
-            fingers: Fingers::default(),
+            fingers,
             next_finger: 0,
             pending: BTreeMap::new(),
             next_req,
@@ -324,9 +342,9 @@ impl Chord {
         self.pred
     }
 
-    /// Finger `k` (0-based: it targets successor(n + 2^k)), if set.
+    /// Finger `k` (0-based: in the base-2 layout it targets successor(n + 2^k)), if set.
     pub fn finger(&self, k: usize) -> Option<RingNode> {
-        if k < FINGERS { self.fingers.get(k) } else { None }
+        if k < self.fingers.len() { self.fingers.get(k) } else { None }
     }
 
     /// The finger table as runs `(first index, last index, node)`, 0-based, for display.
@@ -350,6 +368,11 @@ impl Chord {
     }
 
     /// Report successor and predecessor changes since the last report.
+    /// Where the fingers point ([`ChordConfig::finger_base_bits`]).
+    pub fn layout(&self) -> FingerLayout {
+        layout_of(&self.config)
+    }
+
     fn report_changes(&mut self) {
         let now = (self.successor().map(|n| n.id), self.pred.map(|n| n.id));
         let (old_s, old_p) = self.reported;

@@ -8,8 +8,64 @@ use hearsay_protocols::NodeId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Number of fingers: the identifier space has m = 64 bits (§7.1, §10.7).
+/// Number of fingers of the paper's base-2 table: the identifier space has m = 64 bits (§7.1,
+/// §10.7).
 pub const FINGERS: usize = 64;
+
+/// Where the fingers point: base 2^`bits` (ChordConfig::finger_base_bits). Finger `k` is digit
+/// `k % (b − 1) + 1` of level `k / (b − 1)`: it targets `n + digit · b^level`, and its interval
+/// runs to the next finger's target (the last one's to `n`). Base 2 is the paper's table,
+/// `n + 2^k` for k in `0..64`; base b has (b − 1) · 64 / bits fingers and routes in about
+/// log_b N hops (the k-ary Chord of Ganesan and Manku, and Pastry's digits), which makes trees
+/// shallower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FingerLayout {
+    bits: u8,
+}
+
+impl FingerLayout {
+    /// The paper's base-2 table.
+    pub const BINARY: FingerLayout = FingerLayout { bits: 1 };
+
+    /// Base 2^`bits`; `bits` must divide 64 and be at most 4 (base 2, 4 or 16).
+    pub fn new(bits: u8) -> Option<FingerLayout> {
+        matches!(bits, 1 | 2 | 4).then_some(FingerLayout { bits })
+    }
+
+    /// Number of fingers.
+    pub fn len(self) -> usize {
+        ((1usize << self.bits) - 1) * (64 / usize::from(self.bits))
+    }
+
+    /// Never empty (for clippy's `len` without `is_empty`).
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    /// How far finger `k` (`k < len`) targets from the node: digit · b^level.
+    pub fn offset(self, k: usize) -> u64 {
+        let per = (1usize << self.bits) - 1;
+        let (level, digit) = (k / per, k % per + 1);
+        (digit as u64) << ((level * usize::from(self.bits)) % 64)
+    }
+
+    /// The target of finger `k` of the node at `me`.
+    pub fn start(self, me: RingId, k: usize) -> RingId {
+        RingId(me.0.wrapping_add(self.offset(k)))
+    }
+
+    /// The end (exclusive) of finger `k`'s interval: the next finger's target, `me` for the
+    /// last finger.
+    pub fn end(self, me: RingId, k: usize) -> RingId {
+        if k + 1 < self.len() { self.start(me, k + 1) } else { me }
+    }
+
+    /// `x` lies in finger `k`'s interval `[start, end)`.
+    pub fn covers(self, me: RingId, k: usize, x: RingId) -> bool {
+        let start = self.start(me, k);
+        start.distance(x) < start.distance(self.end(me, k))
+    }
+}
 
 /// A position on the identifier circle: the first 8 bytes, big-endian, of
 /// SHA-256(`"hearsay/node/"` ‖ NodeId) for a node (§0.2); any `u64` for a key.
@@ -81,25 +137,37 @@ impl RingNode {
     }
 }
 
-/// The finger table, stored as runs of equal entries: `finger[k]` for k in `0..64` targets
-/// `n + 2^k` (the paper's `finger[k + 1]`). On a converged ring of N nodes the first
-/// ~64 − log2 N fingers all name the successor, so a table holds about log2 N + 1 runs
-/// instead of 64 entries: at 10^5 simulated nodes that is the difference between 0.3 GB and
-/// 0.1 GB.
+/// The finger table, stored as runs of equal entries: in the base-2 layout `finger[k]` for k
+/// in `0..64` targets `n + 2^k` (the paper's `finger[k + 1]`); other layouts have more entries
+/// ([`FingerLayout`]). On a converged ring of N nodes the first ~64 − log2 N fingers all name
+/// the successor, so a table holds about log2 N + 1 runs instead of 64 entries: at 10^5
+/// simulated nodes that is the difference between 0.3 GB and 0.1 GB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Fingers {
     /// `(first index, entry)`, ascending by index; the first run starts at 0; neighbours differ.
     runs: Vec<(u8, Option<RingNode>)>,
+    /// Number of entries (at most 255).
+    len: u8,
 }
 
 impl Default for Fingers {
     fn default() -> Self {
-        Fingers { runs: vec![(0, None)] }
+        Fingers::empty(FINGERS)
     }
 }
 
 impl Fingers {
-    /// Entry `k` (`k < 64`).
+    /// A table of `len` (≤ 255) empty entries.
+    pub(crate) fn empty(len: usize) -> Fingers {
+        Fingers { runs: vec![(0, None)], len: len.min(255) as u8 }
+    }
+
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Entry `k` (`k < len`).
     pub(crate) fn get(&self, k: usize) -> Option<RingNode> {
         let i = self.runs.partition_point(|(from, _)| usize::from(*from) <= k);
         self.runs[i.saturating_sub(1)].1
@@ -112,7 +180,8 @@ impl Fingers {
             return;
         }
         let mut all = self.expand();
-        for slot in all.iter_mut().take(hi.min(FINGERS - 1) + 1).skip(lo) {
+        let last = self.len() - 1;
+        for slot in all.iter_mut().take(hi.min(last) + 1).skip(lo) {
             *slot = node;
         }
         self.compress(&all);
@@ -153,22 +222,24 @@ impl Fingers {
 
     /// Runs as `(first index, last index, entry)`.
     pub(crate) fn runs(&self) -> impl Iterator<Item = (usize, usize, Option<RingNode>)> + '_ {
-        self.runs.iter().enumerate().map(|(i, (from, n))| {
-            let to = self.runs.get(i + 1).map_or(FINGERS - 1, |(next, _)| usize::from(*next) - 1);
+        let last = self.len() - 1;
+        self.runs.iter().enumerate().map(move |(i, (from, n))| {
+            let to = self.runs.get(i + 1).map_or(last, |(next, _)| usize::from(*next) - 1);
             (usize::from(*from), to, *n)
         })
     }
 
-    /// The whole table from a function of the index.
-    pub(crate) fn from_fn(mut f: impl FnMut(usize) -> Option<RingNode>) -> Fingers {
-        let all: [Option<RingNode>; FINGERS] = std::array::from_fn(&mut f);
-        let mut t = Fingers { runs: Vec::new() };
+    /// The whole table of `len` (≤ 255) entries from a function of the index.
+    pub(crate) fn from_fn(len: usize, f: impl FnMut(usize) -> Option<RingNode>) -> Fingers {
+        let len = len.min(255);
+        let all: Vec<Option<RingNode>> = (0..len).map(f).collect();
+        let mut t = Fingers { runs: Vec::new(), len: len as u8 };
         t.compress(&all);
         t
     }
 
-    fn expand(&self) -> [Option<RingNode>; FINGERS] {
-        let mut all = [None; FINGERS];
+    fn expand(&self) -> Vec<Option<RingNode>> {
+        let mut all = vec![None; self.len()];
         for (from, to, n) in self.runs() {
             for slot in &mut all[from..=to] {
                 *slot = n;
@@ -177,7 +248,7 @@ impl Fingers {
         all
     }
 
-    fn compress(&mut self, all: &[Option<RingNode>; FINGERS]) {
+    fn compress(&mut self, all: &[Option<RingNode>]) {
         self.runs.clear();
         for (k, n) in all.iter().enumerate() {
             if self.runs.last().is_none_or(|(_, last)| last != n) {
@@ -238,6 +309,13 @@ impl RingSnapshot {
     fn after(&self, ring: RingId) -> usize {
         let i = self.nodes.partition_point(|n| n.ring <= ring);
         if self.nodes.is_empty() { 0 } else { i % self.nodes.len() }
+    }
+
+    /// Every member once, clockwise from successor(`key`) (the first at or after `key`).
+    pub fn walk_from(&self, key: RingId) -> impl Iterator<Item = RingNode> + '_ {
+        let n = self.nodes.len();
+        let start = self.nodes.partition_point(|x| x.ring < key);
+        (0..n).map(move |k| self.nodes[(start + k) % n])
     }
 
     /// Up to `r` members clockwise after `me`, `me` excluded: a converged successor list.

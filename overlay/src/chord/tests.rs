@@ -526,3 +526,142 @@ fn the_standalone_ring_keeps_its_base_periods() {
     assert_eq!(net[id(1)].period_of(pace::Check::Stabilize), Some(cfg.stabilize_interval));
     assert_eq!(net[id(1)].period_of(pace::Check::FixFingers), Some(cfg.fix_fingers_interval));
 }
+
+#[test]
+fn finger_layouts_partition_the_ring_and_base_two_is_the_papers() {
+    let me = RingId(0x1234_5678_9abc_def0);
+    let binary = FingerLayout::BINARY;
+    assert_eq!(binary.len(), FINGERS);
+    for k in 0..FINGERS {
+        assert_eq!(binary.start(me, k), me.finger_start(k), "base 2, finger {k}");
+    }
+    let base4 = FingerLayout::new(2).unwrap();
+    let base16 = FingerLayout::new(4).unwrap();
+    assert_eq!((base4.len(), base16.len()), (96, 240));
+    assert!(FingerLayout::new(3).is_none() && FingerLayout::new(8).is_none());
+    assert_eq!(base16.offset(0), 1);
+    assert_eq!(base16.offset(14), 15);
+    assert_eq!(base16.offset(15), 16);
+    assert_eq!(base16.offset(16), 32);
+    assert_eq!(base16.offset(239), 15 << 60);
+    // Every point but `me` lies in exactly one interval, and targets ascend.
+    let mut rng = hearsay_protocols::Rng::from_seed(Seed::derive(5, "points", 0, 0));
+    for layout in [binary, base4, base16] {
+        for k in 1..layout.len() {
+            assert!(me.distance(layout.start(me, k - 1)) < me.distance(layout.start(me, k)));
+        }
+        let mut points: Vec<RingId> = (0..2_000).map(|_| RingId(rng.next_u64())).collect();
+        points.extend((0..layout.len()).map(|k| layout.start(me, k)));
+        points.extend([RingId(me.0.wrapping_sub(1)), RingId(me.0.wrapping_add(1))]);
+        for x in points {
+            let n = (0..layout.len()).filter(|&k| layout.covers(me, k, x)).count();
+            assert_eq!(n, 1, "{x} in {n} intervals of base {}", layout.len());
+        }
+        assert!((0..layout.len()).all(|k| !layout.covers(me, k, me)));
+    }
+}
+
+/// Mean forwardings of `lookups` lookups over a converged ring of `n` nodes.
+fn mean_hops(n: u64, cfg: &Arc<ChordConfig>, lookups: usize) -> f64 {
+    let (mut net, snap) = converged(n, cfg);
+    let mut total = 0u64;
+    for (i, key) in keys(lookups).into_iter().enumerate() {
+        let origin = id(1 + (i as u64 * 7) % n);
+        match lookup(&mut net, origin, key) {
+            ChordEvent::LookupDone { node, hops, .. } => {
+                assert_eq!(Some(node), snap.successor(key), "lookup {i} answers successor(key)");
+                total += u64::from(hops);
+            }
+            e => panic!("lookup {i}: {e:?}"),
+        }
+    }
+    total as f64 / lookups as f64
+}
+
+#[test]
+fn a_larger_finger_base_answers_the_same_in_fewer_hops() {
+    let binary = config(Detector::Membership, LookupMode::Recursive);
+    let base16 = Arc::new(ChordConfig { finger_base_bits: 4, ..(*binary).clone() });
+    let (net, snap) = converged(300, &base16);
+    for (_, m) in net.machines() {
+        let me = m.node();
+        for k in 0..m.layout().len() {
+            let want = snap.successor(m.layout().start(me.ring, k)).filter(|x| x.id != me.id);
+            assert_eq!(m.finger(k), want, "{} finger {k}", me.id);
+        }
+    }
+    let (two, sixteen) = (mean_hops(300, &binary, 200), mean_hops(300, &base16, 200));
+    // ½·log2 300 ≈ 4.1 against about (15/16)·log16 300 ≈ 1.9.
+    assert!(two > 3.0 && sixteen < 2.6 && sixteen < 0.7 * two, "base 2: {two} hops, base 16: {sixteen}");
+}
+
+#[test]
+fn proximity_selection_takes_the_nearest_candidate_and_refreshes_keep_it() {
+    let cfg = Arc::new(ChordConfig {
+        proximity_candidates: 8,
+        ..(*config(Detector::Standalone, LookupMode::Recursive)).clone()
+    });
+    let n = 200u64;
+    let snap = RingSnapshot::new((1..=n).map(id));
+    // A made-up metric: the RTT between a and b is |a − b| ms by NodeId number.
+    let num = |x: &NodeId| (1..=n).find(|&i| id(i) == *x).unwrap();
+    let nodes: Vec<Chord> = (1..=n)
+        .map(|i| {
+            let mut m = machine(i, &cfg);
+            let rtt = |x: &RingNode| Some(Duration::from_millis(num(&x.id).abs_diff(i)));
+            m.join_from_members_near(Instant::ZERO, &snap, rtt).unwrap();
+            m
+        })
+        .collect();
+    let mut chosen = 0;
+    for m in &nodes {
+        let me = m.node();
+        let i = num(&me.id);
+        let layout = m.layout();
+        let s = m.successor().unwrap();
+        for k in 0..layout.len() {
+            let start = layout.start(me.ring, k);
+            let f = m.finger(k);
+            if start.in_half_open(me.ring, s.ring) {
+                assert_eq!(f, Some(s), "{i} finger {k}: the successor");
+                continue;
+            }
+            let cands: Vec<RingNode> = snap
+                .walk_from(start)
+                .take(8)
+                .take_while(|x| layout.covers(me.ring, k, x.ring) && x.id != me.id)
+                .collect();
+            let Some(best) = cands.iter().min_by_key(|x| num(&x.id).abs_diff(i)) else {
+                assert_eq!(f, snap.finger_of(&me, k), "{i} finger {k}: empty interval");
+                continue;
+            };
+            let f = f.unwrap();
+            assert_eq!(num(&f.id).abs_diff(i), num(&best.id).abs_diff(i), "{i} finger {k}");
+            chosen += usize::from(Some(f) != snap.successor(start));
+        }
+    }
+    assert!(chosen > 100, "proximity changed only {chosen} fingers");
+    // Routing still answers right, and a minute of fix_fingers keeps the chosen fingers.
+    let before: Vec<Vec<Option<RingNode>>> =
+        nodes.iter().map(|m| (0..FINGERS).map(|k| m.finger(k)).collect()).collect();
+    let mut net = net_of(nodes);
+    for (i, key) in keys(50).into_iter().enumerate() {
+        match lookup(&mut net, id(1 + i as u64), key) {
+            ChordEvent::LookupDone { node, .. } => assert_eq!(Some(node), snap.successor(key)),
+            e => panic!("lookup {i}: {e:?}"),
+        }
+    }
+    net.advance(Duration::from_secs(60));
+    let lookups: u64 = net.machines().map(|(_, m)| m.stats().finger_lookups).sum();
+    assert!(lookups > 1_000, "fix_fingers ran ({lookups} finger lookups)");
+    for (i, was) in (1..=n).zip(&before) {
+        for (k, was) in was.iter().enumerate() {
+            let is = net[id(i)].finger(k);
+            assert_eq!(
+                was.map(|x| x.id),
+                is.map(|x| x.id),
+                "node {i} finger {k} after a minute of refreshes"
+            );
+        }
+    }
+}

@@ -39,6 +39,12 @@ pub struct ScribeConfig {
     pub max_children_total: usize,
     /// Placement of the heartbeat ticks. Default phased.
     pub timing: Timing,
+    /// Send every tree copy (`TreeData`, and `ScribePublish` on its way to the root) on the
+    /// reliable stream to the next hop, not only those too large for a datagram: a copy lost
+    /// on a link is retransmitted by the transport instead of left to pbcast's repair, for
+    /// the transport's per-stream cost and a retransmission delay on loss (issue 14, item 6).
+    /// Default off \[H\]: datagrams.
+    pub tree_streams: bool,
 }
 
 impl Default for ScribeConfig {
@@ -58,6 +64,7 @@ impl Default for ScribeConfig {
             max_forwarders_per_peer: 512,
             max_children_total: 1 << 16,
             timing: Timing::Phased,
+            tree_streams: false,
         }
     }
 }

@@ -92,7 +92,7 @@ impl Scribe {
         }
         if !targets.is_empty() {
             let msg = ScribeMessage::TreeData { data: data.clone() };
-            let stream = wire::encoded_len(&msg) > DATAGRAM_BUDGET;
+            let stream = self.config.tree_streams || wire::encoded_len(&msg) > DATAGRAM_BUDGET;
             for to in targets {
                 self.stats.tree_data_sent += 1;
                 if stream {
@@ -123,7 +123,7 @@ impl Scribe {
             Some(hop) if hop != self.me.id => {
                 self.stats.publish_routed += 1;
                 let msg = ScribeMessage::Publish { data, ttl };
-                if wire::encoded_len(&msg) > DATAGRAM_BUDGET {
+                if self.config.tree_streams || wire::encoded_len(&msg) > DATAGRAM_BUDGET {
                     self.out.stream(hop, msg);
                 } else {
                     self.out.datagram(hop, msg);

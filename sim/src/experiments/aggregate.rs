@@ -362,7 +362,13 @@ pub fn build(p: &Params, run: u64, values: Arc<Vec<f64>>) -> Sim<Aggregation> {
         ..AggConfig::default()
     });
     let peers: PeerView = node_ids(p.seed, run, p.nodes).into_iter().collect();
-    let net = NetConfig { latency: Latency::Zero, jitter: 0.0, loss: p.loss, stream_loss: false };
+    let net = NetConfig {
+        latency: Latency::Zero,
+        jitter: 0.0,
+        loss: p.loss,
+        stream_loss: false,
+        stream_retransmit: false,
+    };
     Sim::new(p.seed, run, p.nodes, net, move |init| {
         let mut m = Aggregation::new(init.id, config.clone(), &init.seed, init.now);
         m.handle_peers(init.now, peers.clone());

@@ -170,7 +170,13 @@ pub fn build(p: &Params, run: u64) -> Sim<AntiEntropy> {
         ..AeConfig::default()
     });
     let peers: PeerView = node_ids(p.seed, run, p.nodes).into_iter().collect();
-    let net = NetConfig { latency: Latency::Zero, jitter: 0.0, loss: p.loss, stream_loss: true };
+    let net = NetConfig {
+        latency: Latency::Zero,
+        jitter: 0.0,
+        loss: p.loss,
+        stream_loss: true,
+        stream_retransmit: false,
+    };
     Sim::new(p.seed, run, p.nodes, net, move |init| {
         let mut m = AntiEntropy::new(init.id, config.clone(), &init.seed, init.now);
         m.subscribe(init.now, TOPIC);

@@ -386,7 +386,7 @@ fn net_config(p: &Params) -> NetConfig {
         Profile::Lan => (Latency::LAN, 0.1),
         Profile::Wan => (Latency::WAN, 0.1),
     };
-    NetConfig { latency, jitter, loss: p.loss, stream_loss: false }
+    NetConfig { latency, jitter, loss: p.loss, stream_loss: false, stream_retransmit: false }
 }
 
 /// The ring's settings in this experiment: §10.7 defaults, standalone failure detection.

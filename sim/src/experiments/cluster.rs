@@ -421,7 +421,13 @@ pub fn run_once(p: &Params, run: u64) -> (RunResult, Option<f64>) {
     let ids = node_ids(p.seed, run, p.nodes);
     let config = Arc::new(EngineConfig::with_swim(SwimConfig::lan()));
     let members = ids.clone();
-    let net = NetConfig { latency: p.latency, jitter: 0.1, loss: p.loss, stream_loss: false };
+    let net = NetConfig {
+        latency: p.latency,
+        jitter: 0.1,
+        loss: p.loss,
+        stream_loss: false,
+        stream_retransmit: false,
+    };
     let stores: Rc<RefCell<Vec<MemStore>>> = Rc::new(RefCell::new(vec![MemStore::default(); p.nodes]));
     let kept = stores.clone();
     let lose_store = p.lose_store;

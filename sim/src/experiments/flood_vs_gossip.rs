@@ -281,7 +281,13 @@ impl<M: Machine<Message = FloodMessage, Event = FloodEvent>> Observer<M> for Wat
 
 fn net(p: &Params) -> NetConfig {
     let half = Duration::from_micros(HOP.as_micros() / 2);
-    NetConfig { latency: Latency::Constant(half), jitter: 2.0, loss: p.loss, stream_loss: false }
+    NetConfig {
+        latency: Latency::Constant(half),
+        jitter: 2.0,
+        loss: p.loss,
+        stream_loss: false,
+        stream_retransmit: false,
+    }
 }
 
 /// Run `sim` from `origin` until nothing is in flight; summarize.

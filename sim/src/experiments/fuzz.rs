@@ -214,7 +214,13 @@ pub fn run(p: &Params) -> Report {
     let (honest, fakes) = (ids[..p.honest].to_vec(), ids[p.honest..].to_vec());
     let config = Arc::new(EngineConfig::with_swim(SwimConfig::lan()));
     let members = ids.clone();
-    let net = NetConfig { latency: Latency::LAN, jitter: 0.1, loss: 0.0, stream_loss: false };
+    let net = NetConfig {
+        latency: Latency::LAN,
+        jitter: 0.1,
+        loss: 0.0,
+        stream_loss: false,
+        stream_retransmit: false,
+    };
     let mut sim: Sim<Engine> = Sim::new(p.seed, 0, n, net, move |init| {
         let auth = Arc::new(Unchecked(init.id));
         let epoch = u64::from(init.restarts) + 1;

@@ -290,7 +290,7 @@ fn net(p: &Params) -> NetConfig {
         Profile::Lan => (Latency::LAN, 0.1),
         Profile::Wan => (Latency::WAN, 0.1),
     };
-    NetConfig { latency, jitter, loss: p.loss, stream_loss: true }
+    NetConfig { latency, jitter, loss: p.loss, stream_loss: true, stream_retransmit: false }
 }
 
 /// Build the simulation of run `run` (exposed for replay tests).

@@ -383,7 +383,13 @@ pub fn build(p: &Params, run: u64, timing: Timing, lifeguard: Lifeguard) -> Sim<
     ids.sort_unstable();
     let members: Arc<Vec<(NodeId, SharedProfile)>> =
         Arc::new(ids.into_iter().map(|id| (id, SharedProfile::default())).collect());
-    let net = NetConfig { latency: Latency::LAN, jitter: 0.1, loss: p.loss, stream_loss: false };
+    let net = NetConfig {
+        latency: Latency::LAN,
+        jitter: 0.1,
+        loss: p.loss,
+        stream_loss: false,
+        stream_retransmit: false,
+    };
     Sim::new(p.seed, run, p.nodes, net, move |init| {
         let auth = Arc::new(Unchecked(init.id));
         Swim::with_members(auth, Profile::default(), cfg.clone(), &init.seed, init.now, &members)

@@ -34,7 +34,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use hearsay_protocols::{Duration, Instant, Machine, NodeId, Seed, Transmit};
 
-use self::network::Network;
+pub(crate) use self::network::Network;
 pub use self::network::{Fate, Latency, NetConfig};
 use self::queue::{EventQueue, Item};
 

@@ -60,11 +60,24 @@ pub struct NetConfig {
     /// Apply `loss` to stream messages too (experiments that model lossy exchanges; a real
     /// stream retransmits).
     pub stream_loss: bool,
+    /// Model a stream's retransmissions under `loss` (when `stream_loss` is off): each
+    /// transmission of a stream message is lost with probability `loss` and sent again one
+    /// probe timeout later, QUIC's PTO on a settled path (RFC 9002 §6.2: smoothed RTT +
+    /// 4·rttvar + max_ack_delay, taken as 1.5 × RTT + 25 ms, RTT = twice the link's base
+    /// delay), so a lost transmission costs its message, and (FIFO) every later one on the
+    /// pair, that much. Off: stream messages arrive after one link delay, whatever the loss.
+    pub stream_retransmit: bool,
 }
 
 impl Default for NetConfig {
     fn default() -> Self {
-        NetConfig { latency: Latency::Zero, jitter: 0.0, loss: 0.0, stream_loss: false }
+        NetConfig {
+            latency: Latency::Zero,
+            jitter: 0.0,
+            loss: 0.0,
+            stream_loss: false,
+            stream_retransmit: false,
+        }
     }
 }
 
@@ -169,14 +182,29 @@ impl Network {
         if lossy && self.config.loss > 0.0 && self.rng.chance(self.config.loss) {
             return Fate::Lost;
         }
-        let mut delay = self.base_delay(from, to);
+        let base = self.base_delay(from, to);
+        let mut delay = base;
         if self.config.jitter > 0.0 && delay > Duration::ZERO {
             delay = delay.mul_f64(self.rng.range_f64(1.0, 1.0 + self.config.jitter));
         }
+        let retransmits = reliability == Reliability::Stream
+            && self.config.stream_retransmit
+            && !self.config.stream_loss
+            && self.config.loss > 0.0;
+        if retransmits {
+            let pto = (base * 2).mul_f64(1.5) + Duration::from_millis(25);
+            // At most 64 tries; at loss < 1 the chance of reaching that is negligible.
+            for _ in 0..64 {
+                if !self.rng.chance(self.config.loss) {
+                    break;
+                }
+                delay = delay + pto;
+            }
+        }
         let mut at = (now + delay).as_micros();
-        if reliability == Reliability::Stream && self.config.jitter > 0.0 {
-            // Streams are FIFO per ordered pair. Without jitter every link delay is fixed, so
-            // order holds by itself and nothing needs remembering.
+        if reliability == Reliability::Stream && (self.config.jitter > 0.0 || retransmits) {
+            // Streams are FIFO per ordered pair. Without jitter or retransmissions every link
+            // delay is fixed, so order holds by itself and nothing needs remembering.
             let tail = self.stream_tail.entry((from, to)).or_insert(0);
             at = at.max(*tail);
             *tail = at;
@@ -195,7 +223,12 @@ mod tests {
     use super::*;
 
     fn net(latency: Latency, jitter: f64, loss: f64) -> Network {
-        Network::new(NetConfig { latency, jitter, loss, stream_loss: false }, 1, 0, 100)
+        Network::new(
+            NetConfig { latency, jitter, loss, stream_loss: false, stream_retransmit: false },
+            1,
+            0,
+            100,
+        )
     }
 
     #[test]
@@ -259,6 +292,45 @@ mod tests {
             assert!(at >= last);
             last = at;
         }
+    }
+
+    #[test]
+    fn retransmitted_streams_lose_nothing_and_pay_a_probe_timeout_per_loss_in_order() {
+        let config = NetConfig {
+            latency: Latency::Constant(Duration::from_millis(10)),
+            jitter: 0.0,
+            loss: 0.2,
+            stream_loss: false,
+            stream_retransmit: true,
+        };
+        let mut n = Network::new(config, 1, 0, 10);
+        // PTO = 1.5 × 20 ms + 25 ms = 55 ms per lost transmission.
+        let (base, pto) = (10_000u64, 55_000u64);
+        let mut late = 0;
+        let mut last = Instant::ZERO;
+        for t in 0..10_000u64 {
+            let sent = Instant::from_micros(t * 1_000_000);
+            let Fate::Arrives(at) = n.send(sent, 0, 1, Reliability::Stream) else { panic!("a stream lost") };
+            let d = (at - sent).as_micros();
+            assert!(d >= base && (d - base) % pto == 0, "{d} µs is not 10 ms + k × 55 ms");
+            late += usize::from(d > base);
+            assert!(at >= last, "FIFO");
+            last = at;
+        }
+        assert!((1_800..2_200).contains(&late), "{late} of 10,000 retransmitted at 20% loss");
+        // Back to back, a retransmitted message holds the ones behind it.
+        let now = Instant::from_micros(10_000 * 1_000_000);
+        let arrivals: Vec<Instant> = (0..200)
+            .map(|_| match n.send(now, 2, 3, Reliability::Stream) {
+                Fate::Arrives(at) => at,
+                f => panic!("{f:?}"),
+            })
+            .collect();
+        assert!(arrivals.windows(2).all(|w| w[0] <= w[1]));
+        assert!(arrivals[199] >= now + Duration::from_micros(base + pto), "head-of-line blocking");
+        // Datagrams are still lost at the configured rate.
+        let lost = (0..10_000).filter(|_| n.send(now, 4, 5, Reliability::Datagram) == Fate::Lost).count();
+        assert!((1_800..2_200).contains(&lost), "{lost}");
     }
 
     #[test]

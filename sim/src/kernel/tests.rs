@@ -108,7 +108,13 @@ fn run_rounds_stops_when_asked() {
 
 #[test]
 fn same_seed_same_trace_and_another_seed_another() {
-    let net = NetConfig { latency: Latency::WAN, jitter: 0.1, loss: 0.1, stream_loss: false };
+    let net = NetConfig {
+        latency: Latency::WAN,
+        jitter: 0.1,
+        loss: 0.1,
+        stream_loss: false,
+        stream_retransmit: false,
+    };
     let trace = |seed| {
         let mut s = sim(50, seed, net.clone(), Timing::Phased);
         s.schedule_fault(Instant::from_micros(2_000_000), Fault::Crash(4));

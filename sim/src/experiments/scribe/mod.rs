@@ -18,6 +18,13 @@
 //! arrive from t = 0 as a Poisson process of RATE·N per minute, each a uniformly random live
 //! node, which stays down.
 //!
+//! Ring and tree options (issue 14, item 6; off by default, as in the daemon):
+//! [`Params::finger_base_bits`] (a base-16 finger table routes in about log16 N hops),
+//! [`Params::proximity_candidates`] (each finger the lowest-RTT of its interval's first K
+//! members; the RTT is twice the network model's base delay, what a measured RTT converges
+//! to) and [`Params::tree_streams`] (tree copies on streams, whose retransmissions under loss
+//! the network then models: [`NetConfig::stream_retransmit`]).
+//!
 //! Quantities (§8.11, the issue's names):
 //!
 //! - `delivery_ratio_with_repair`: §4.10's `delivery_ratio`. Eligible for a message: the
@@ -57,15 +64,17 @@ mod run;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hearsay_overlay::chord::{ChordConfig, Detector, RingSnapshot};
+use std::collections::HashMap;
+
+use hearsay_overlay::chord::{ChordConfig, Detector, RingNode, RingSnapshot};
 use hearsay_overlay::scribe::ScribeConfig;
 use hearsay_protocols::pbcast::{MsgId, PbConfig, Start};
-use hearsay_protocols::{Duration, Instant, PeerView, Rng, Seed, Timing, TopicId};
+use hearsay_protocols::{Duration, Instant, NodeId, PeerView, Rng, Seed, Timing, TopicId};
 
 pub use self::report::{Report, plot, run, run_with_results, table};
 pub use self::run::{RunResult, TreeShape, run_once};
 pub use super::pbcast::Profile;
-use crate::kernel::{Latency, NetConfig, Sim, node_ids};
+use crate::kernel::{Latency, NetConfig, Network, Sim, node_ids};
 pub use hearsay::engine::multicast::{
     Multicast, MulticastConfig, MulticastError, MulticastEvent, MulticastMessage,
 };
@@ -106,6 +115,17 @@ pub struct Params {
     pub gc_rounds: u64,
     /// Latency profile.
     pub latency: Profile,
+    /// log2 of the ring's finger base (`ChordConfig::finger_base_bits`).
+    pub finger_base_bits: u8,
+    /// Proximity neighbour selection: candidates per finger, weighed by the network model's
+    /// round-trip time between the two nodes (what a measured RTT converges to); 0: off.
+    pub proximity_candidates: usize,
+    /// Successor-list entries compete with fingers as next hops
+    /// (`ChordConfig::route_via_successors`).
+    pub route_via_successors: bool,
+    /// Tree copies on streams (`ScribeConfig::tree_streams`); the network then models a
+    /// stream's retransmissions under loss (`NetConfig::stream_retransmit`).
+    pub tree_streams: bool,
     /// Time between two messages of one topic.
     pub publish_interval: Duration,
     /// Publishing starts at the latest this long after the subscriptions.
@@ -133,6 +153,10 @@ impl Params {
             loss: 0.0,
             gc_rounds: 20,
             latency: Profile::Wan,
+            finger_base_bits: 1,
+            proximity_candidates: 0,
+            route_via_successors: false,
+            tree_streams: false,
             publish_interval: Duration::from_secs(1),
             attach_limit: Duration::from_secs(30),
             drain_rounds: None,
@@ -176,9 +200,12 @@ impl Params {
             chord: Arc::new(ChordConfig {
                 detector: Detector::Standalone,
                 timing: Timing::Phased,
+                finger_base_bits: self.finger_base_bits,
+                proximity_candidates: self.proximity_candidates,
+                route_via_successors: self.route_via_successors,
                 ..ChordConfig::default()
             }),
-            scribe: Arc::new(ScribeConfig::default()),
+            scribe: Arc::new(ScribeConfig { tree_streams: self.tree_streams, ..ScribeConfig::default() }),
             pbcast: Arc::new(PbConfig {
                 gc_rounds: self.gc_rounds,
                 pull_on_missing: false,
@@ -193,7 +220,13 @@ impl Params {
             Profile::Lan => (Latency::LAN, 0.1),
             Profile::Wan => (Latency::WAN, 0.1),
         };
-        NetConfig { latency, jitter, loss: self.loss, stream_loss: false }
+        NetConfig {
+            latency,
+            jitter,
+            loss: self.loss,
+            stream_loss: false,
+            stream_retransmit: self.tree_streams,
+        }
     }
 }
 
@@ -240,7 +273,11 @@ pub fn build(p: &Params, run: u64) -> Setup {
     }
     let ids = node_ids(p.seed, run, n);
     let views: Vec<PeerView> = members.iter().map(|m| m.iter().map(|&i| ids[i]).collect()).collect();
-    let snapshot = RingSnapshot::new(ids);
+    let snapshot = RingSnapshot::new(ids.iter().copied());
+    let index: HashMap<NodeId, u32> = ids.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
+    // The network model of this run (the same topology as the simulation's): proximity
+    // selection weighs a candidate by its base round-trip time, what a measured RTT converges to.
+    let model = Network::new(p.net(), p.seed, run, n);
     let configs = p.configs();
     let topic_ids = topics.clone();
     let sim = Sim::new(p.seed, run, n, p.net(), move |init| {
@@ -248,7 +285,9 @@ pub fn build(p: &Params, run: u64) -> Setup {
         let mut node = Multicast::new(init.id, init.id, auth, &configs, &init.seed, init.now);
         if init.restarts == 0 {
             // A RingId collision (probability ~N²/2^65) leaves that node off the ring.
-            let _ = node.join_from_members(init.now, &snapshot);
+            let me = init.index as u32;
+            let rtt = |x: &RingNode| index.get(&x.id).map(|&j| model.base_delay(me, j) * 2);
+            let _ = node.join_from_members_near(init.now, &snapshot, rtt);
             for &j in &topics_of[init.index] {
                 node.handle_topic_peers(init.now, topic_ids[j], views[j].clone());
                 node.subscribe(init.now, topic_ids[j], Start::FromFirst, true);

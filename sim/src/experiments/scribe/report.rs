@@ -32,6 +32,14 @@ pub struct Report {
     pub gc_rounds: u64,
     /// Latency profile.
     pub latency: Profile,
+    /// The ring's finger base (2, 4 or 16).
+    pub finger_base: u32,
+    /// Candidates per finger for proximity neighbour selection (0: off).
+    pub proximity_candidates: usize,
+    /// Successor-list entries compete with fingers as next hops.
+    pub route_via_successors: bool,
+    /// Tree copies on streams, retransmitted on loss.
+    pub tree_streams: bool,
     /// Number of runs.
     pub runs: u64,
     /// Seed.
@@ -179,6 +187,10 @@ fn summarize(p: &Params, results: &[RunResult]) -> Report {
         loss: p.loss,
         gc_rounds: p.gc_rounds,
         latency: p.latency,
+        finger_base: 1 << p.finger_base_bits,
+        proximity_candidates: p.proximity_candidates,
+        route_via_successors: p.route_via_successors,
+        tree_streams: p.tree_streams,
         runs: p.runs,
         seed: p.seed,
         tree_depth_mean: report::round(report::mean(&depths), 3),
