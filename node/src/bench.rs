@@ -94,6 +94,12 @@ pub struct BenchOptions {
     /// Length of the idle window (trees settled, nothing published) measured before the
     /// first publish; zero skips it.
     pub idle: Duration,
+    /// log2 of the ring's finger base (`ChordConfig::finger_base_bits`): 1, the daemon's
+    /// default (base 2), or 2 / 4 (base 4 / 16: shallower trees), to measure what it changes.
+    pub finger_base_bits: u8,
+    /// Let successor-list entries compete with fingers as next hops
+    /// (`ChordConfig::route_via_successors`; the daemon's default is off).
+    pub route_via_successors: bool,
 }
 
 impl BenchOptions {
@@ -113,6 +119,8 @@ impl BenchOptions {
             inflight: 1,
             no_auth: false,
             idle: Duration::from_secs(5),
+            finger_base_bits: 1,
+            route_via_successors: false,
         }
     }
 
@@ -226,6 +234,10 @@ pub struct BenchReport {
     pub nodes: usize,
     /// Authenticity on (seals and signatures made and checked) or off (`--no-auth`).
     pub auth: bool,
+    /// The ring's finger base (2: the daemon's default).
+    pub finger_base: u32,
+    /// Successor-list entries competed with fingers as next hops (off: the daemon's default).
+    pub route_via_successors: bool,
     /// M.
     pub messages: u64,
     /// S.
@@ -527,6 +539,15 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
             let mut o = AgentOptions::new(&format!("b{i}"), "127.0.0.1:0".parse()?, secret.clone());
             o.preset = Preset::Lan;
             o.no_auth = opts.no_auth;
+            if opts.finger_base_bits != 1 || opts.route_via_successors {
+                let mut engine = Preset::Lan.engine_config();
+                engine.chord = std::sync::Arc::new(hearsay_overlay::chord::ChordConfig {
+                    finger_base_bits: opts.finger_base_bits,
+                    route_via_successors: opts.route_via_successors,
+                    ..(*engine.chord).clone()
+                });
+                o.engine = Some(engine);
+            }
             if let (Some(sync), Some(dir)) = (opts.durable, &store_dir) {
                 o.store = Some(crate::agent::StoreOptions {
                     dir: dir.join(format!("b{i}")),
@@ -924,6 +945,8 @@ async fn measure(
     Ok(BenchReport {
         nodes: n,
         auth: !opts.no_auth,
+        finger_base: 1 << opts.finger_base_bits,
+        route_via_successors: opts.route_via_successors,
         messages: m,
         size: opts.size,
         rate: opts.rate,

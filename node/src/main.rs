@@ -245,8 +245,8 @@ dropped, and process CPU (getrusage). Deliveries are to nodes other than the pub
 M*(N-1) expected; per-delivery figures divide by the deliveries within the window. Messages
 delivered after the window (up to 10 s more) still count for delivery_ratio.
 
-JSON fields: nodes, messages, size, rate, publishers, topics, seed, delivery_ratio,
-deliveries, expected_deliveries, late_deliveries, complete_messages, last_node_ms {p50,p99,max}
+JSON fields: nodes, auth, finger_base, route_via_successors, messages, size, rate, publishers,
+topics, seed, delivery_ratio, deliveries, expected_deliveries, late_deliveries, complete_messages, last_node_ms {p50,p99,max}
 (publish until the last node delivered), per_delivery_ms {p50,p99,max}, bytes_per_delivery,
 dup_per_delivery, cpu_s, cpu_us_per_delivery, peak_rss_mib (whole process), wire_bytes,
 wire_datagrams, duplicates, connections_opened, evictions, live_connections,
@@ -304,9 +304,27 @@ struct BenchArgs {
     /// measure what authenticity costs, beside the same run without this flag.
     #[arg(long)]
     no_auth: bool,
+    /// The ring's finger base: 2 (the daemon's default), 4 or 16 (routes of about log_b N
+    /// hops: shallower trees), to measure what a larger base changes.
+    #[arg(long, default_value_t = 2, value_parser = finger_base)]
+    finger_base: u8,
+    /// Let successor-list entries compete with fingers as next hops (Chord's ToN variant):
+    /// one hop less per route; with 16 successors, a star at N <= 17.
+    #[arg(long)]
+    route_via_successors: bool,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `--finger-base`: 2, 4 or 16, returned as log2.
+fn finger_base(s: &str) -> Result<u8, String> {
+    match s {
+        "2" => Ok(1),
+        "4" => Ok(2),
+        "16" => Ok(4),
+        _ => Err(format!("`{s}` is not a finger base: 2, 4 or 16")),
+    }
 }
 
 const SUBSCRIBE_ABOUT: &str = "\
@@ -673,6 +691,8 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     opts.durable = args.durable;
     opts.inflight = args.inflight;
     opts.no_auth = args.no_auth;
+    opts.finger_base_bits = args.finger_base;
+    opts.route_via_successors = args.route_via_successors;
     opts.publishers = args.publishers;
     opts.topics = args.topics;
     opts.seed = args.seed;

@@ -62,6 +62,11 @@ fn a_small_bench_delivers_everything_and_reports_every_field() {
         assert_eq!(int(k), v, "{k}: {r}");
     }
     assert_eq!(num("rate"), 200.0);
+    assert_eq!(
+        (int("finger_base"), &r["route_via_successors"]),
+        (2, &Value::Bool(false)),
+        "the daemon's ring"
+    );
     // Every message to every node but its publisher: 50 × 4.
     assert_eq!((int("deliveries") + int("late_deliveries"), int("expected_deliveries")), (200, 200), "{r}");
     assert_eq!(num("delivery_ratio"), 1.0, "{r}");
@@ -117,4 +122,42 @@ fn a_small_bench_delivers_everything_and_reports_every_field() {
     if let Some(ring) = frames.get("ring") {
         assert!(ring["frames"].as_u64().is_some() && ring["bytes"].as_u64().is_some(), "ring: {ring}");
     }
+}
+
+#[test]
+fn a_bench_on_a_base_16_ring_routing_via_successors_delivers_everything() {
+    let _serial = serial();
+    let out = run(
+        Command::new(binary()).args([
+            "bench",
+            "--nodes",
+            "4",
+            "--messages",
+            "20",
+            "--rate",
+            "100",
+            "--idle",
+            "0",
+            "--drain",
+            "0.5",
+            "--finger-base",
+            "16",
+            "--route-via-successors",
+            "--json",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let r: Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    assert_eq!(
+        (r["finger_base"].as_u64(), &r["route_via_successors"]),
+        (Some(16), &Value::Bool(true)),
+        "{r}"
+    );
+    assert_eq!(r["delivery_ratio"].as_f64(), Some(1.0), "{r}");
+    // Four nodes, each the others' successors: a route is one hop, and the trees, built while
+    // the ring settles, are at most two deep (as on the default ring at this size).
+    assert!(r["max_tree_depth"].as_u64().is_some_and(|d| (1..=2).contains(&d)), "{r}");
+    let bad = run(Command::new(binary()).args(["bench", "--finger-base", "8"]), Duration::from_secs(30));
+    assert!(!bad.status.success() && bad.stderr.contains("2, 4 or 16"), "{bad:?}");
 }
