@@ -945,7 +945,8 @@ async fn measure(
     Ok(BenchReport {
         nodes: n,
         auth: !opts.no_auth,
-        finger_base: 1 << opts.finger_base_bits,
+        finger_base: hearsay_overlay::chord::FingerLayout::new(opts.finger_base_bits)
+            .map_or(0, |_| 1 << opts.finger_base_bits),
         route_via_successors: opts.route_via_successors,
         messages: m,
         size: opts.size,

@@ -77,9 +77,10 @@ pub struct ChordConfig {
     /// Proximity neighbour selection (Chord with PNS, Dabek et al., NSDI 2004): a finger may
     /// be any node of its interval, and the ring picks, among the first this many members of
     /// the interval, the one with the lowest round-trip time the host reports
-    /// ([`Chord::join_from_members_near`](super::Chord::join_from_members_near)). Refreshes
-    /// keep a finger while it still lies in its interval. 0 (default) turns it off: each
-    /// finger is the successor of its target, as in the paper.
+    /// ([`Chord::join_from_members_near`](super::Chord::join_from_members_near)). A refresh
+    /// that finds the interval non-empty keeps a finger that lies in it and is not avoided.
+    /// 0 (default) or 1 turns it off: each finger is the successor of its target, as in the
+    /// paper.
     pub proximity_candidates: usize,
     /// Consecutive unanswered `GetPred` (or `RingPing`) before the successor is dropped (or the
     /// predecessor forgotten). Default 2 [H, departure: §7.5 says 1].

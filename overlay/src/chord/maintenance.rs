@@ -431,7 +431,8 @@ impl Chord {
         // for its round-trip time stays while the interval's first member is found there too.
         if self.config.proximity_candidates > 1
             && layout.covers(me, k, y.ring)
-            && held.is_some_and(|h| h.id != self.me.id && layout.covers(me, k, h.ring))
+            && held
+                .is_some_and(|h| h.id != self.me.id && layout.covers(me, k, h.ring) && !self.avoided(&h.id))
         {
             self.finger_refreshed(now, true);
             return;

@@ -73,7 +73,8 @@
 //!   what its first Notify would do; stabilize confirms it.
 //! - **fix_fingers skips what it fills.** After a finger lookup returns y, the fingers
 //!   j > k whose start lies in (n, y] are set to y (§7.5), and `next_finger` moves past them,
-//!   so a full refresh takes about log2 N ticks instead of 64. A finger lookup makes one
+//!   so a full refresh takes about log2 N ticks instead of 64 (with base b fingers, about
+//!   (b − 1)·log_b N of (b − 1)·64 / log2 b). A finger lookup makes one
 //!   attempt (the next refresh is its retry).
 //! - **Join through a member** ([`Chord::join_via`], the paper's join) exists for the
 //!   standalone ring. A node that has not joined ignores ring messages (counted). If the answer
@@ -110,9 +111,9 @@
 //!   ½·log2 N. With [`ChordConfig::proximity_candidates`] = c > 1 a finger is any member of
 //!   its interval [target, next target): [`Chord::join_from_members_near`] picks, among the
 //!   interval's first c members, the one with the lowest RTT the host reports (Chord with
-//!   proximity neighbour selection, Dabek et al., NSDI 2004), a refresh keeps a finger while
-//!   it still lies in its interval, and a new member replaces only a finger outside its
-//!   interval. Routing is unchanged: any finger in (n, key) that is farthest still halves
+//!   proximity neighbour selection, Dabek et al., NSDI 2004); a refresh that finds the
+//!   interval non-empty keeps a finger that lies in it and is not avoided (silent or
+//!   reported dead), and a new member replaces only a finger outside its interval. Routing is unchanged: any finger in (n, key) that is farthest still halves
 //!   (or divides by b) what is left. The daemon keeps the paper's table for now (no RTT
 //!   source yet); `hearsay-sim scribe --finger-base 16 --proximity 64` measures both.
 //! - **Bounds**: a `Notify` must name its sender; a `RingPing` is answered only by a joined
@@ -367,12 +368,12 @@ impl Chord {
         &self.config
     }
 
-    /// Report successor and predecessor changes since the last report.
     /// Where the fingers point ([`ChordConfig::finger_base_bits`]).
     pub fn layout(&self) -> FingerLayout {
         layout_of(&self.config)
     }
 
+    /// Report successor and predecessor changes since the last report.
     fn report_changes(&mut self) {
         let now = (self.successor().map(|n| n.id), self.pred.map(|n| n.id));
         let (old_s, old_p) = self.reported;

@@ -4,7 +4,8 @@
 //! Latency models are per link without storing N² values: a link's base latency is a fixed
 //! function of the topology seed and the (unordered) node pair, and each message multiplies
 //! it by U[1, 1 + jitter) drawn from the network RNG. Loss is drawn at send time from the
-//! network RNG, once per datagram (and per stream message only when `stream_loss` is set).
+//! network RNG, once per datagram (and per stream message only when `stream_loss` is set);
+//! with `stream_retransmit`, once per transmission of a stream message after its jitter.
 
 use std::collections::HashMap;
 
@@ -64,8 +65,10 @@ pub struct NetConfig {
     /// transmission of a stream message is lost with probability `loss` and sent again one
     /// probe timeout later, QUIC's PTO on a settled path (RFC 9002 §6.2: smoothed RTT +
     /// 4·rttvar + max_ack_delay, taken as 1.5 × RTT + 25 ms, RTT = twice the link's base
-    /// delay), so a lost transmission costs its message, and (FIFO) every later one on the
-    /// pair, that much. Off: stream messages arrive after one link delay, whatever the loss.
+    /// delay), doubled after each consecutive loss (§6.2.1). Streams stay FIFO per pair, so
+    /// a retransmission also holds the pair's later stream messages: pessimistic for the
+    /// daemon, which opens one QUIC stream per frame. Off: stream messages arrive after one
+    /// link delay, whatever the loss.
     pub stream_retransmit: bool,
 }
 
@@ -173,7 +176,8 @@ impl Network {
     }
 
     /// Decide a message's fate at send time. Draws from the network RNG in a fixed order:
-    /// the loss coin (if it applies), then the jitter (if any).
+    /// the loss coin (if it applies), then the jitter (if any), then (a stream with
+    /// `stream_retransmit`) one loss coin per transmission until one gets through.
     pub(crate) fn send(&mut self, now: Instant, from: u32, to: u32, reliability: Reliability) -> Fate {
         if self.separated(from, to) {
             return Fate::Partitioned;
@@ -192,13 +196,14 @@ impl Network {
             && !self.config.stream_loss
             && self.config.loss > 0.0;
         if retransmits {
-            let pto = (base * 2).mul_f64(1.5) + Duration::from_millis(25);
-            // At most 64 tries; at loss < 1 the chance of reaching that is negligible.
-            for _ in 0..64 {
+            let mut pto = (base * 2).mul_f64(1.5) + Duration::from_millis(25);
+            // At most 16 tries (a backed-off PTO past 2^15 × 25 ms would outlive any run).
+            for _ in 0..16 {
                 if !self.rng.chance(self.config.loss) {
                     break;
                 }
                 delay = delay + pto;
+                pto = pto * 2;
             }
         }
         let mut at = (now + delay).as_micros();
@@ -295,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn retransmitted_streams_lose_nothing_and_pay_a_probe_timeout_per_loss_in_order() {
+    fn retransmitted_streams_lose_nothing_and_pay_a_backed_off_probe_timeout_per_loss_in_order() {
         let config = NetConfig {
             latency: Latency::Constant(Duration::from_millis(10)),
             jitter: 0.0,
@@ -304,22 +309,27 @@ mod tests {
             stream_retransmit: true,
         };
         let mut n = Network::new(config, 1, 0, 10);
-        // PTO = 1.5 × 20 ms + 25 ms = 55 ms per lost transmission.
+        // PTO = 1.5 × 20 ms + 25 ms = 55 ms for the first loss, doubling: k losses cost
+        // (2^k − 1) × 55 ms.
         let (base, pto) = (10_000u64, 55_000u64);
         let mut late = 0;
         let mut last = Instant::ZERO;
         for t in 0..10_000u64 {
-            let sent = Instant::from_micros(t * 1_000_000);
+            let sent = Instant::from_micros(t * 200_000_000);
             let Fate::Arrives(at) = n.send(sent, 0, 1, Reliability::Stream) else { panic!("a stream lost") };
             let d = (at - sent).as_micros();
-            assert!(d >= base && (d - base) % pto == 0, "{d} µs is not 10 ms + k × 55 ms");
+            let extra = d - base;
+            assert!(
+                extra % pto == 0 && (extra / pto + 1).is_power_of_two(),
+                "{d} µs is not 10 ms + (2^k − 1) × 55 ms"
+            );
             late += usize::from(d > base);
             assert!(at >= last, "FIFO");
             last = at;
         }
         assert!((1_800..2_200).contains(&late), "{late} of 10,000 retransmitted at 20% loss");
         // Back to back, a retransmitted message holds the ones behind it.
-        let now = Instant::from_micros(10_000 * 1_000_000);
+        let now = Instant::from_micros(10_000 * 200_000_000);
         let arrivals: Vec<Instant> = (0..200)
             .map(|_| match n.send(now, 2, 3, Reliability::Stream) {
                 Fate::Arrives(at) => at,

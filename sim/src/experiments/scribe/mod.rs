@@ -47,8 +47,8 @@
 //!   tree copy's arrival − publish time over the network model's base one-way delay from
 //!   origin to member; `rad_mean` and `rmd_mean` per message (mean over mean, max over max),
 //!   averaged over messages. Base delays have no jitter; delivered messages have up to 10%,
-//!   so a direct copy scores 1.0–1.1. Chord's fingers ignore proximity, so a tree path is a
-//!   chain of random WAN hops (Scribe's figures come from Pastry's proximity routing).
+//!   so a direct copy scores 1.0–1.1. The paper's fingers (the default) ignore proximity, so
+//!   a tree path is a chain of random WAN hops (Scribe's figures come from Pastry's proximity routing).
 //! - `link_stress_mean` / `link_stress_max`: with end-to-end latency the only links are access
 //!   links: for each message and each node that handled it, the tree copies (`ScribePublish`
 //!   and `TreeData`) it sent plus those it received; mean and max over all (message, node).

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use hearsay_overlay::chord::FingerLayout;
 use serde::Serialize;
 
 use super::run::{RunResult, TreeShape, run_once};
@@ -187,7 +188,7 @@ fn summarize(p: &Params, results: &[RunResult]) -> Report {
         loss: p.loss,
         gc_rounds: p.gc_rounds,
         latency: p.latency,
-        finger_base: 1 << p.finger_base_bits,
+        finger_base: FingerLayout::new(p.finger_base_bits).map_or(0, |_| 1 << p.finger_base_bits),
         proximity_candidates: p.proximity_candidates,
         route_via_successors: p.route_via_successors,
         tree_streams: p.tree_streams,
