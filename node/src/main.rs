@@ -306,7 +306,7 @@ struct BenchArgs {
     no_auth: bool,
     /// The ring's finger base: 2 (the daemon's default), 4 or 16 (routes of about log_b N
     /// hops: shallower trees), to measure what a larger base changes.
-    #[arg(long, default_value_t = 2, value_parser = finger_base)]
+    #[arg(long, default_value_t = 2, value_parser = hearsay_overlay::chord::FingerLayout::parse_base)]
     finger_base: u8,
     /// Let successor-list entries compete with fingers as next hops (Chord's ToN variant):
     /// one hop less per route; with 16 successors, a star at N <= 17.
@@ -315,16 +315,6 @@ struct BenchArgs {
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// `--finger-base`: 2, 4 or 16, returned as log2.
-fn finger_base(s: &str) -> Result<u8, String> {
-    match s {
-        "2" => Ok(1),
-        "4" => Ok(2),
-        "16" => Ok(4),
-        _ => Err(format!("`{s}` is not a finger base: 2, 4 or 16")),
-    }
 }
 
 const SUBSCRIBE_ABOUT: &str = "\

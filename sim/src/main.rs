@@ -565,7 +565,7 @@ struct ScribeArgs {
     latency: LatencyArg,
     /// The ring's finger base: 2 (the paper's, about ½·log2 N hops), 4 or 16 (about log_b N
     /// hops, more fingers): shallower trees.
-    #[arg(long, default_value_t = 2, value_parser = finger_base)]
+    #[arg(long, default_value_t = 2, value_parser = hearsay_overlay::chord::FingerLayout::parse_base)]
     finger_base: u8,
     /// Proximity neighbour selection: each finger is the member with the lowest round-trip
     /// time among the first K members of its interval (the network model's RTT stands in for
@@ -583,16 +583,6 @@ struct ScribeArgs {
     tree_streams: bool,
     #[command(flatten)]
     common: Common,
-}
-
-/// `--finger-base`: 2, 4 or 16, returned as log2.
-fn finger_base(s: &str) -> Result<u8, String> {
-    match s {
-        "2" => Ok(1),
-        "4" => Ok(2),
-        "16" => Ok(4),
-        _ => Err(format!("`{s}` is not a finger base: 2, 4 or 16")),
-    }
 }
 
 fn churn_rate(s: &str) -> Result<f64, String> {

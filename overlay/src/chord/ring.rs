@@ -32,6 +32,16 @@ impl FingerLayout {
         matches!(bits, 1 | 2 | 4).then_some(FingerLayout { bits })
     }
 
+    /// The bits of a base given as text (`"2"`, `"4"` or `"16"`), for command-line flags.
+    pub fn parse_base(base: &str) -> Result<u8, String> {
+        match base {
+            "2" => Ok(1),
+            "4" => Ok(2),
+            "16" => Ok(4),
+            _ => Err(format!("`{base}` is not a finger base: 2, 4 or 16")),
+        }
+    }
+
     /// Number of fingers.
     pub fn len(self) -> usize {
         ((1usize << self.bits) - 1) * (64 / usize::from(self.bits))

@@ -44,7 +44,7 @@ use hearsay_protocols::aggregate::{
 use hearsay_protocols::{Duration, Instant, PeerView, Rng, Seed, Timing, Transmit};
 use serde::Serialize;
 
-use crate::kernel::{Fate, Latency, NetConfig, Observer, Sim, node_ids};
+use crate::kernel::{Fate, NetConfig, Observer, Sim, node_ids};
 use crate::report::{self, Progress, Series};
 
 /// The round period (at zero latency only rounds count).
@@ -362,13 +362,7 @@ pub fn build(p: &Params, run: u64, values: Arc<Vec<f64>>) -> Sim<Aggregation> {
         ..AggConfig::default()
     });
     let peers: PeerView = node_ids(p.seed, run, p.nodes).into_iter().collect();
-    let net = NetConfig {
-        latency: Latency::Zero,
-        jitter: 0.0,
-        loss: p.loss,
-        stream_loss: false,
-        stream_retransmit: false,
-    };
+    let net = NetConfig { loss: p.loss, ..NetConfig::default() };
     Sim::new(p.seed, run, p.nodes, net, move |init| {
         let mut m = Aggregation::new(init.id, config.clone(), &init.seed, init.now);
         m.handle_peers(init.now, peers.clone());

@@ -31,7 +31,7 @@ use hearsay_protocols::rumor::{
 use hearsay_protocols::{Duration, Instant, PeerView, Rng, Seed, StreamId, Timing, TopicId, Transmit};
 use serde::Serialize;
 
-use crate::kernel::{Fate, Latency, NetConfig, Observer, Sim, node_ids};
+use crate::kernel::{Fate, NetConfig, Observer, Sim, node_ids};
 use crate::report::{self, Progress, Series};
 
 /// The cycle length T (its value does not matter at zero latency; cycles are what is counted).
@@ -293,13 +293,7 @@ pub fn config(p: &Params) -> RumorConfig {
 pub fn build(p: &Params, run: u64) -> Sim<RumorMonger> {
     let config = Arc::new(config(p));
     let peers: PeerView = node_ids(p.seed, run, p.nodes).into_iter().collect();
-    let net = NetConfig {
-        latency: Latency::Zero,
-        jitter: 0.0,
-        loss: p.loss,
-        stream_loss: false,
-        stream_retransmit: false,
-    };
+    let net = NetConfig { loss: p.loss, ..NetConfig::default() };
     Sim::new(p.seed, run, p.nodes, net, move |init| {
         let mut m = RumorMonger::new(init.id, config.clone(), &init.seed, init.now);
         m.handle_peers(init.now, peers.clone());
