@@ -403,13 +403,23 @@ fn past_retention(keep_ports: bool, publisher_member: bool) {
         .iter()
         .filter(|v| v["origin"] == origin.as_str() || v["gap"]["origin"] == origin.as_str())
         .collect();
+    // At least once (README): the API shows the cursor the agent holds in memory, and its
+    // write reaches the store within a batch, so a SIGKILL right after the acknowledgement
+    // may lose it; the acknowledged messages then come again first, from seq 1, in order
+    // (seen once in a CI run on a quiet machine, 0.3 s from subscribing to the kill).
+    let again: Vec<u64> =
+        mine.iter().take_while(|v| v.get("gap").is_none()).filter_map(|v| v["seq"].as_u64()).collect();
+    assert_seqs(&again, 1..=again.len() as u64, "redelivered acknowledged messages");
+    assert!(again.len() as u64 <= before, "only acknowledged ones come again: {again:?}");
+    let mine = &mine[again.len()..];
     let first_kept = last - 49;
     assert!(mine.first().is_some_and(|v| v.get("gap").is_some()), "a gap notice first: {:?}", mine.first());
     let gap = &mine[0]["gap"];
     assert_eq!(gap["from_seq"].as_u64(), Some(before + 1), "{gap}");
     assert_eq!(gap["to_seq"].as_u64(), Some(first_kept - 1), "{gap}");
     assert_eq!(gaps(&lines).len(), 1, "exactly one gap notice: {:?}", gaps(&lines));
-    assert_seqs(&seqs(&lines, &origin), first_kept..=newer, "then the rest, in order");
+    let after: Vec<u64> = seqs(&lines, &origin).into_iter().skip(again.len()).collect();
+    assert_seqs(&after, first_kept..=newer, "then the rest, in order");
     eprintln!(
         "retention 50 < outage of 200: one gap {}..={}, then {first_kept}..={newer}; retained ones in {all_in:?} \
          (test {:?})",
