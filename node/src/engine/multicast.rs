@@ -175,9 +175,7 @@ impl Multicast {
 
     /// Join the ring from the member table (what SWIM's table gives the daemon, §7.6).
     pub fn join_from_members(&mut self, now: Instant, members: &RingSnapshot) -> Result<(), ChordError> {
-        self.input(now);
-        self.routes_stale = true;
-        self.chord.join_from_members(now, members)
+        self.join_from_members_near(now, members, |_| None)
     }
 
     /// [`Multicast::join_from_members`] with proximity neighbour selection by `rtt`

@@ -53,23 +53,14 @@ impl Chord {
         self.fingers = Fingers::from_fn(layout.len(), |k| match first {
             // Every finger whose start lies in (n, succ[0]] is the successor: no search.
             Some(s) if layout.start(me.ring, k).in_half_open(me.ring, s.ring) => Some(s),
-            _ if candidates > 1 => {
-                let near = members
-                    .walk_from(layout.start(me.ring, k))
-                    .take(candidates)
-                    .take_while(|x| layout.covers(me.ring, k, x.ring) && x.id != me.id)
-                    .fold(None, |best: Option<(RingNode, Option<Duration>)>, x| {
-                        let d = rtt(&x);
-                        match (best, d) {
-                            (None, _) => Some((x, d)),
-                            (Some((_, None)), Some(_)) => Some((x, d)),
-                            (Some((_, Some(b))), Some(d)) if d < b => Some((x, Some(d))),
-                            (b, _) => b,
-                        }
-                    });
-                near.map(|(x, _)| x)
-                    .or_else(|| members.successor(layout.start(me.ring, k)).filter(|x| x.id != me.id))
-            }
+            // The first minimum wins and an unknown RTT counts as the longest, so ties and
+            // unknowns go to the interval's first member; an empty interval: its successor.
+            _ if candidates > 1 => members
+                .walk_from(layout.start(me.ring, k))
+                .take(candidates)
+                .take_while(|x| layout.covers(me.ring, k, x.ring) && x.id != me.id)
+                .min_by_key(|x| rtt(x).map_or(u64::MAX, |d| d.as_micros()))
+                .or_else(|| members.successor(layout.start(me.ring, k)).filter(|x| x.id != me.id)),
             _ => members.successor(layout.start(me.ring, k)).filter(|x| x.id != me.id),
         });
         self.become_joined(now);
